@@ -1,0 +1,3 @@
+//! `ilp-connector`: the node binary (placeholder until the connector issue lands).
+
+fn main() {}

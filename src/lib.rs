@@ -1,0 +1,20 @@
+//! `ilp`: the sans-IO core of ilp-connector. Every Interledger wire format and state machine,
+//! plus the policy math and the configuration schema, with no runtime: nothing here reads a
+//! clock, a socket or the OS random number generator. Callers pass `now` and randomness in.
+//!
+//! Crates that need I/O (actix actors, WebSocket and HTTP links, RocksDB) live in `actors/`.
+
+pub mod btp;
+pub mod ccp;
+pub mod config;
+pub mod echo;
+pub mod ildcp;
+pub mod oer;
+pub mod packet;
+pub mod payment_pointer;
+pub mod peer_balance;
+pub mod policy;
+pub mod rates;
+pub mod routing;
+pub mod spsp;
+pub mod stream;
