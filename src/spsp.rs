@@ -380,10 +380,17 @@ mod tests {
             ),
         ];
         for (json, err) in cases {
-            assert_eq!(SpspResponse::decode(json.as_bytes()).as_ref(), Err(err), "{json}");
+            assert_eq!(
+                SpspResponse::decode(json.as_bytes()).as_ref(),
+                Err(err),
+                "{json}"
+            );
             // serde's path reports the same problem, as a string
             let serde_err = serde_json::from_str::<SpspResponse>(json).unwrap_err();
-            assert!(serde_err.to_string().contains(&err.to_string()), "{serde_err}");
+            assert!(
+                serde_err.to_string().contains(&err.to_string()),
+                "{serde_err}"
+            );
         }
         for json in [
             "",
@@ -395,7 +402,10 @@ mod tests {
             r#"{"destination_account":"g.x","shared_secret":"6jR5iNIVRvqeasJeCty6C+YB5X9FhSOUPCL/5nha5Vs=","asset_info":{"code":"USD","scale":256}}"#,
         ] {
             assert!(
-                matches!(SpspResponse::decode(json.as_bytes()), Err(SpspError::Json(_))),
+                matches!(
+                    SpspResponse::decode(json.as_bytes()),
+                    Err(SpspError::Json(_))
+                ),
                 "{json}"
             );
         }

@@ -244,7 +244,10 @@ mod tests {
             }
         }
         for case in v["conditions"].as_array().unwrap() {
-            assert_eq!(sha256(&b64(&case["fulfillment"])), arr32(&case["condition"]));
+            assert_eq!(
+                sha256(&b64(&case["fulfillment"])),
+                arr32(&case["condition"])
+            );
         }
         for case in v["from_shared_secret"].as_array().unwrap() {
             let keys = StreamKeys::new(&b64(&case["shared_secret"]));
@@ -323,7 +326,9 @@ mod tests {
     #[test]
     fn decrypt_errors() {
         let keys = StreamKeys::new(b"secret");
-        let envelope = keys.encrypt_packet(&[7; IV_LEN], &typical_packet()).unwrap();
+        let envelope = keys
+            .encrypt_packet(&[7; IV_LEN], &typical_packet())
+            .unwrap();
 
         assert_eq!(keys.decrypt(&[]), Err(CryptoError::TooShort(0)));
         assert_eq!(
@@ -361,7 +366,9 @@ mod tests {
             assert!(out.is_empty());
         }
         // authentic ciphertext of something that is not a STREAM packet
-        let not_a_packet = keys.encrypt(&[1; IV_LEN], &[2, 12, 1, 0, 1, 0, 1, 0]).unwrap();
+        let not_a_packet = keys
+            .encrypt(&[1; IV_LEN], &[2, 12, 1, 0, 1, 0, 1, 0])
+            .unwrap();
         assert_eq!(
             keys.decrypt_packet(&not_a_packet),
             Err(DecryptPacketError::Packet(

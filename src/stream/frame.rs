@@ -608,11 +608,17 @@ pub(crate) mod tests {
                 FrameError::Oer(OerError::LengthTooLarge(0xffff_ffff)),
             ),
             // non-canonical length prefix
-            ("11810401010101", FrameError::Oer(OerError::NonCanonicalLength)),
+            (
+                "11810401010101",
+                FrameError::Oer(OerError::NonCanonicalLength),
+            ),
             // contents too short for the fields
             ("11020101", FrameError::Oer(OerError::UnexpectedEnd)),
             // non-canonical var-uint inside the contents
-            ("11050200010101", FrameError::Oer(OerError::NonCanonicalVarUint)),
+            (
+                "11050200010101",
+                FrameError::Oer(OerError::NonCanonicalVarUint),
+            ),
             // empty var-uint
             ("1103000101", FrameError::Oer(OerError::EmptyVarUint)),
             // leftover byte inside the contents
@@ -644,10 +650,16 @@ pub(crate) mod tests {
     #[test]
     fn error_code_names() {
         assert_eq!(ErrorCode::NO_ERROR.name(), Some("NoError"));
-        assert_eq!(ErrorCode::APPLICATION_ERROR.name(), Some("ApplicationError"));
+        assert_eq!(
+            ErrorCode::APPLICATION_ERROR.name(),
+            Some("ApplicationError")
+        );
         assert_eq!(ErrorCode(0xff).name(), None);
         assert_eq!(format!("{:?}", ErrorCode(0xff)), "ErrorCode(0xff)");
-        assert_eq!(ErrorCode::PROTOCOL_VIOLATION.to_string(), "ProtocolViolation");
+        assert_eq!(
+            ErrorCode::PROTOCOL_VIOLATION.to_string(),
+            "ProtocolViolation"
+        );
     }
 
     proptest! {

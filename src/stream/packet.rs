@@ -355,7 +355,10 @@ mod tests {
                 vec![1, 15, 1, 0, 1, 0, 1, 0],
                 StreamPacketError::UnknownPacketType(15),
             ),
-            (vec![1, 12, 1], StreamPacketError::Oer(OerError::UnexpectedEnd)),
+            (
+                vec![1, 12, 1],
+                StreamPacketError::Oer(OerError::UnexpectedEnd),
+            ),
             (
                 vec![1, 12, 2, 0, 1, 1, 0, 1, 0],
                 StreamPacketError::Oer(OerError::NonCanonicalVarUint),
@@ -378,7 +381,9 @@ mod tests {
             ),
             (
                 // an absurd frame count with nothing behind it
-                vec![1, 12, 1, 0, 1, 0, 8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+                vec![
+                    1, 12, 1, 0, 1, 0, 8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                ],
                 StreamPacketError::Frame {
                     index: 0,
                     source: FrameError::Oer(OerError::UnexpectedEnd),

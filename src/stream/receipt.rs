@@ -46,7 +46,8 @@ impl Receipt {
         stream_id: u64,
         total_received: u64,
     ) -> Result<Receipt, ReceiptError> {
-        let stream_id = u8::try_from(stream_id).map_err(|_| ReceiptError::StreamIdTooLarge(stream_id))?;
+        let stream_id =
+            u8::try_from(stream_id).map_err(|_| ReceiptError::StreamIdTooLarge(stream_id))?;
         Ok(Receipt {
             nonce,
             stream_id,
