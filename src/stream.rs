@@ -2,7 +2,7 @@
 //! condition/fulfillment derivation, and STREAM receipts (RFC 39).
 //!
 //! Receiving a packet is `StreamKeys::decrypt_packet(prepare.data())`, then checking that the
-//! packet's [`IlpPacketType`] matches the ILP packet it came in, then `keys.fulfillment(data)`
+//! packet's `packet_type` matches the ILP packet it came in, then `keys.fulfillment(data)`
 //! to fulfill. The connection state machine (flow control, stream bookkeeping) builds on this.
 
 pub mod crypto;
@@ -15,7 +15,7 @@ pub use crypto::{
     StreamKeys, ENCRYPTION_OVERHEAD, IV_LEN, TAG_LEN,
 };
 pub use frame::{frame_type, ErrorCode, Frame, FrameError};
-pub use packet::{IlpPacketType, StreamPacket, StreamPacketError, STREAM_VERSION};
+pub use packet::{StreamPacket, StreamPacketError, STREAM_VERSION};
 pub use receipt::{
     Receipt, ReceiptError, RECEIPT_LEN, RECEIPT_NONCE_LEN, RECEIPT_SECRET_LEN, RECEIPT_VERSION,
 };

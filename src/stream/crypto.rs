@@ -186,8 +186,9 @@ impl StreamKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::packet::PacketType;
     use crate::stream::frame::Frame;
-    use crate::stream::packet::{IlpPacketType, StreamPacketError};
+    use crate::stream::packet::StreamPacketError;
     use base64::Engine;
     use proptest::prelude::*;
     use serde_json::Value;
@@ -281,7 +282,7 @@ mod tests {
         let envelope = b64(&case["envelope"]);
         let plaintext = b64(&case["plaintext"]);
         let packet = StreamPacket {
-            packet_type: IlpPacketType::Prepare,
+            packet_type: PacketType::Prepare,
             sequence: 1,
             prepare_amount: 1000,
             frames: vec![
@@ -306,7 +307,7 @@ mod tests {
 
     fn typical_packet() -> StreamPacket {
         StreamPacket {
-            packet_type: IlpPacketType::Prepare,
+            packet_type: PacketType::Prepare,
             sequence: 17,
             prepare_amount: 99_000,
             frames: vec![

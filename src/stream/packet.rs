@@ -12,38 +12,18 @@ use thiserror::Error;
 
 use super::frame::{Frame, FrameError};
 use crate::oer::{self, OerError, OerWrite, Reader};
+use crate::packet::PacketType;
 
 /// The only STREAM version there is.
 pub const STREAM_VERSION: u8 = 1;
 
-/// The ILPv4 packet a STREAM packet is carried in. A receiver must drop a STREAM packet that
-/// arrives in a different ILP packet type than it names, so intermediaries cannot swap the
-/// data fields of a Fulfill and a Reject.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum IlpPacketType {
-    Prepare = 12,
-    Fulfill = 13,
-    Reject = 14,
-}
-
-impl TryFrom<u8> for IlpPacketType {
-    type Error = StreamPacketError;
-
-    fn try_from(value: u8) -> Result<Self, Self::Error> {
-        match value {
-            12 => Ok(IlpPacketType::Prepare),
-            13 => Ok(IlpPacketType::Fulfill),
-            14 => Ok(IlpPacketType::Reject),
-            other => Err(StreamPacketError::UnknownPacketType(other)),
-        }
-    }
-}
-
 /// A STREAM packet in the clear.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamPacket {
-    pub packet_type: IlpPacketType,
+    /// The ILP packet this must ride in. A receiver drops a STREAM packet that arrives in a
+    /// different type than it names, so intermediaries cannot swap the data fields of a
+    /// Fulfill and a Reject.
+    pub packet_type: PacketType,
     pub sequence: u64,
     /// On a Prepare: the least the receiver should accept. On a Fulfill or Reject: what arrived.
     pub prepare_amount: u64,
@@ -75,7 +55,9 @@ impl StreamPacket {
         if version != STREAM_VERSION {
             return Err(StreamPacketError::UnsupportedVersion(version));
         }
-        let packet_type = IlpPacketType::try_from(r.read_u8()?)?;
+        let type_byte = r.read_u8()?;
+        let packet_type = PacketType::try_from(type_byte)
+            .map_err(|_| StreamPacketError::UnknownPacketType(type_byte))?;
         let sequence = r.read_var_uint()?;
         let prepare_amount = r.read_var_uint()?;
         let count = r.read_var_uint()?;
@@ -243,7 +225,7 @@ mod tests {
             let name = fixture["name"].as_str().unwrap();
             let p = &fixture["packet"];
             let want = StreamPacket {
-                packet_type: IlpPacketType::try_from(int(p, "packetType")).unwrap(),
+                packet_type: PacketType::try_from(int(p, "packetType")).unwrap(),
                 sequence: num(p, "sequence"),
                 prepare_amount: num(p, "amount"),
                 frames: p["frames"]
@@ -269,7 +251,7 @@ mod tests {
 
     fn money_packet() -> StreamPacket {
         StreamPacket {
-            packet_type: IlpPacketType::Reject,
+            packet_type: PacketType::Reject,
             sequence: 0,
             prepare_amount: 5,
             frames: vec![
@@ -425,9 +407,9 @@ mod tests {
     fn packet() -> impl Strategy<Value = StreamPacket> {
         (
             prop_oneof![
-                Just(IlpPacketType::Prepare),
-                Just(IlpPacketType::Fulfill),
-                Just(IlpPacketType::Reject)
+                Just(PacketType::Prepare),
+                Just(PacketType::Fulfill),
+                Just(PacketType::Reject)
             ],
             any::<u64>(),
             any::<u64>(),
@@ -462,7 +444,18 @@ mod tests {
         ) {
             let mut bytes = vec![1, 12, 1, 0, 1, 0];
             bytes.extend_from_slice(&tail);
-            let _ = StreamPacket::decode(&bytes);
+            if let Ok(packet) = StreamPacket::decode(&bytes) {
+                // Canonical: what decodes re-encodes to the bytes it came from (minus junk),
+                // unless an amount saturated.
+                let saturated = packet.frames.iter().any(|f| matches!(
+                    f,
+                    Frame::StreamMaxMoney { receive_max: u64::MAX, .. }
+                        | Frame::StreamMoneyBlocked { send_max: u64::MAX, .. }
+                ));
+                if !saturated {
+                    prop_assert!(bytes.starts_with(&packet.encode()));
+                }
+            }
         }
     }
 }
