@@ -105,6 +105,31 @@ impl From<Packet> for Bytes {
     }
 }
 
+/// The accessors every parsed packet shares: its `data` field and its wire bytes.
+macro_rules! wire_accessors {
+    ($t:ident) => {
+        impl $t {
+            #[inline]
+            pub fn data(&self) -> &[u8] {
+                &self.buf[self.data.0..self.data.1]
+            }
+
+            /// The wire bytes.
+            #[inline]
+            pub fn as_bytes(&self) -> &Bytes {
+                &self.buf
+            }
+        }
+
+        impl From<$t> for Bytes {
+            fn from(p: $t) -> Bytes {
+                p.buf
+            }
+        }
+    };
+}
+use wire_accessors;
+
 /// Checks the type octet and the envelope's length prefix; returns a reader over exactly the
 /// contents, positioned at their start, and the contents' offset in `buf`.
 #[inline]

@@ -34,23 +34,9 @@ impl Fulfill {
             .try_into()
             .unwrap_or(&[0u8; 32])
     }
-
-    #[inline]
-    pub fn data(&self) -> &[u8] {
-        &self.buf[self.data.0..self.data.1]
-    }
-
-    #[inline]
-    pub fn as_bytes(&self) -> &Bytes {
-        &self.buf
-    }
 }
 
-impl From<Fulfill> for Bytes {
-    fn from(f: Fulfill) -> Bytes {
-        f.buf
-    }
-}
+super::wire_accessors!(Fulfill);
 
 impl fmt::Debug for Fulfill {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -76,17 +76,6 @@ impl Prepare {
         std::str::from_utf8(&self.buf[self.destination.0..self.destination.1]).unwrap_or_default()
     }
 
-    #[inline]
-    pub fn data(&self) -> &[u8] {
-        &self.buf[self.data.0..self.data.1]
-    }
-
-    /// The wire bytes.
-    #[inline]
-    pub fn as_bytes(&self) -> &Bytes {
-        &self.buf
-    }
-
     /// A copy with a new amount and expiry, as a connector forwards it: one memcpy and two
     /// in-place patches, no re-validation.
     pub fn with_amount_and_expiry(&self, amount: u64, expires_at: Timestamp) -> Prepare {
@@ -101,11 +90,7 @@ impl Prepare {
     }
 }
 
-impl From<Prepare> for Bytes {
-    fn from(p: Prepare) -> Bytes {
-        p.buf
-    }
-}
+super::wire_accessors!(Prepare);
 
 impl fmt::Debug for Prepare {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -59,23 +59,9 @@ impl Reject {
     pub fn message(&self) -> &str {
         std::str::from_utf8(&self.buf[self.message.0..self.message.1]).unwrap_or_default()
     }
-
-    #[inline]
-    pub fn data(&self) -> &[u8] {
-        &self.buf[self.data.0..self.data.1]
-    }
-
-    #[inline]
-    pub fn as_bytes(&self) -> &Bytes {
-        &self.buf
-    }
 }
 
-impl From<Reject> for Bytes {
-    fn from(r: Reject) -> Bytes {
-        r.buf
-    }
-}
+super::wire_accessors!(Reject);
 
 impl fmt::Debug for Reject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
