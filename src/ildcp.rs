@@ -7,7 +7,10 @@
 //! so a peer-protocol exchange never moves money and anybody can "fulfill" it.
 
 use crate::oer::{OerError, OerWrite, Reader};
-use crate::packet::{Address, AddressError};
+use crate::packet::{
+    Address, AddressError, ErrorCode, Fulfill, FulfillBuilder, PacketError, Prepare,
+    PrepareBuilder, Reject, RejectBuilder, Timestamp,
+};
 use thiserror::Error;
 
 /// Fulfillment of every peer-protocol request: 32 zero bytes.
@@ -25,12 +28,104 @@ pub const PEER_PROTOCOL_EXPIRY_DURATION_MS: u64 = 60_000;
 /// Destination address of an IL-DCP request.
 pub const ILDCP_DESTINATION: &str = "peer.config";
 
+/// Why a packet is not a valid peer-protocol request or response.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PeerProtocolError {
+    #[error("packet is not addressed to {0}")]
+    WrongDestination(&'static str),
+    #[error("packet does not carry the peer-protocol condition")]
+    WrongCondition,
+    #[error("peer-protocol request has expired")]
+    Expired,
+    #[error("response does not carry the peer-protocol fulfillment")]
+    WrongFulfillment,
+    #[error(transparent)]
+    Packet(#[from] PacketError),
+}
+
+/// A zero-amount peer-protocol Prepare to `destination` (one of the `peer.*` addresses).
+pub fn peer_request(
+    destination: &'static str,
+    expires_at: Timestamp,
+    data: &[u8],
+) -> Result<Prepare, PeerProtocolError> {
+    let destination = Address::try_from(destination).map_err(PacketError::from)?;
+    Ok(PrepareBuilder {
+        amount: 0,
+        expires_at,
+        execution_condition: &PEER_PROTOCOL_CONDITION,
+        destination: &destination,
+        data,
+    }
+    .build()?)
+}
+
+/// Checks what the JS implementations check before serving a peer-protocol request:
+/// destination, condition, and that it has not expired at `now`.
+pub fn check_peer_request(
+    prepare: &Prepare,
+    destination: &'static str,
+    now: Timestamp,
+) -> Result<(), PeerProtocolError> {
+    if prepare.destination_str() != destination {
+        return Err(PeerProtocolError::WrongDestination(destination));
+    }
+    if prepare.execution_condition() != &PEER_PROTOCOL_CONDITION {
+        return Err(PeerProtocolError::WrongCondition);
+    }
+    if now > prepare.expires_at() {
+        return Err(PeerProtocolError::Expired);
+    }
+    Ok(())
+}
+
+/// The Fulfill answering a peer-protocol request.
+pub fn peer_response(data: &[u8]) -> Result<Fulfill, PeerProtocolError> {
+    Ok(FulfillBuilder {
+        fulfillment: &PEER_PROTOCOL_FULFILLMENT,
+        data,
+    }
+    .build()?)
+}
+
+pub fn check_peer_response(fulfill: &Fulfill) -> Result<(), PeerProtocolError> {
+    if fulfill.fulfillment() != &PEER_PROTOCOL_FULFILLMENT {
+        return Err(PeerProtocolError::WrongFulfillment);
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum IldcpError {
     #[error("malformed IL-DCP response: {0}")]
     Oer(#[from] OerError),
     #[error("IL-DCP client address is invalid: {0}")]
     InvalidAddress(AddressError),
+    #[error("IL-DCP: {0}")]
+    PeerProtocol(#[from] PeerProtocolError),
+}
+
+/// The IL-DCP request Prepare (empty data; the JS client expires it 60 s after sending).
+pub fn request(expires_at: Timestamp) -> Result<Prepare, IldcpError> {
+    Ok(peer_request(ILDCP_DESTINATION, expires_at, &[])?)
+}
+
+/// Validates an incoming IL-DCP request. Its data is ignored: it carries no parameters yet.
+pub fn check_request(prepare: &Prepare, now: Timestamp) -> Result<(), IldcpError> {
+    Ok(check_peer_request(prepare, ILDCP_DESTINATION, now)?)
+}
+
+/// The F00 Reject a server sends when it cannot answer an IL-DCP request, as the JS `serve`
+/// builds it.
+pub fn reject(server_address: &Address, message: &str) -> Result<Reject, IldcpError> {
+    Ok(RejectBuilder {
+        code: ErrorCode::F00_BAD_REQUEST,
+        triggered_by: Some(server_address),
+        message,
+        data: &[],
+    }
+    .build()
+    .map_err(PeerProtocolError::from)?)
 }
 
 /// The configuration a parent hands its child (the Fulfill data of an IL-DCP response).
@@ -67,6 +162,17 @@ impl IldcpResponse {
         let mut out = Vec::new();
         self.encode_to(&mut out);
         out
+    }
+
+    /// The Fulfill a parent answers an IL-DCP request with.
+    pub fn to_fulfill(&self) -> Result<Fulfill, IldcpError> {
+        Ok(peer_response(&self.encode())?)
+    }
+
+    /// Reads the configuration out of the parent's Fulfill.
+    pub fn from_fulfill(fulfill: &Fulfill) -> Result<Self, IldcpError> {
+        check_peer_response(fulfill)?;
+        Self::decode(fulfill.data())
     }
 }
 
@@ -154,6 +260,104 @@ pub(crate) mod tests {
         assert_eq!(
             IldcpResponse::decode(&[0x84, 0x7f, 0xff, 0xff, 0xff]),
             Err(IldcpError::Oer(OerError::UnexpectedEnd))
+        );
+    }
+
+    fn packet(v: &serde_json::Value, key: &str) -> bytes::Bytes {
+        bytes::Bytes::from(hex_of(v, key))
+    }
+
+    fn ms(v: &serde_json::Value, key: &str) -> Timestamp {
+        Timestamp::from_unix_millis(v[key].as_u64().unwrap())
+    }
+
+    #[test]
+    fn request_golden() {
+        let v = vectors();
+        let p = request(ms(&v, "request_expires_at_ms")).unwrap();
+        assert_eq!(p.as_bytes(), &packet(&v, "request"));
+        let custom = request(ms(&v, "request_custom_expiry_ms")).unwrap();
+        assert_eq!(custom.as_bytes(), &packet(&v, "request_custom_expiry"));
+
+        let parsed = Prepare::parse(packet(&v, "request")).unwrap();
+        assert_eq!(check_request(&parsed, ms(&v, "now_ms")), Ok(()));
+        assert_eq!(parsed.expires_at(), ms(&v, "request_expires_at_ms"));
+        assert_eq!(parsed.data(), b"");
+        // still valid at the expiry instant, expired one millisecond later
+        assert_eq!(check_request(&parsed, parsed.expires_at()), Ok(()));
+        assert_eq!(
+            check_request(&parsed, parsed.expires_at().checked_add_millis(1).unwrap()),
+            Err(IldcpError::PeerProtocol(PeerProtocolError::Expired))
+        );
+    }
+
+    #[test]
+    fn request_errors() {
+        let v = vectors();
+        let now = ms(&v, "now_ms");
+        let check = |key: &str| check_request(&Prepare::parse(packet(&v, key)).unwrap(), now);
+        assert_eq!(
+            check("request_wrong_destination"),
+            Err(IldcpError::PeerProtocol(
+                PeerProtocolError::WrongDestination(ILDCP_DESTINATION)
+            ))
+        );
+        assert_eq!(
+            check("request_wrong_condition"),
+            Err(IldcpError::PeerProtocol(PeerProtocolError::WrongCondition))
+        );
+        assert_eq!(
+            check("request_expired"),
+            Err(IldcpError::PeerProtocol(PeerProtocolError::Expired))
+        );
+    }
+
+    #[test]
+    fn response_fulfill_golden() {
+        let v = vectors();
+        let resp = IldcpResponse {
+            client_address: Address::try_from("example.client").unwrap(),
+            asset_scale: 13,
+            asset_code: "XAM".into(),
+        };
+        assert_eq!(
+            resp.to_fulfill().unwrap().as_bytes(),
+            &packet(&v, "response")
+        );
+        let f = Fulfill::parse(packet(&v, "response")).unwrap();
+        assert_eq!(IldcpResponse::from_fulfill(&f), Ok(resp));
+        let wrong = Fulfill::parse(packet(&v, "response_wrong_fulfillment")).unwrap();
+        assert_eq!(
+            IldcpResponse::from_fulfill(&wrong),
+            Err(IldcpError::PeerProtocol(
+                PeerProtocolError::WrongFulfillment
+            ))
+        );
+        let empty = peer_response(&[]).unwrap();
+        assert_eq!(
+            IldcpResponse::from_fulfill(&empty),
+            Err(IldcpError::Oer(OerError::UnexpectedEnd))
+        );
+    }
+
+    #[test]
+    fn reject_golden() {
+        let v = vectors();
+        let server = Address::try_from(v["server_address"].as_str().unwrap()).unwrap();
+        let r = reject(&server, v["reject_handler_error_message"].as_str().unwrap()).unwrap();
+        assert_eq!(r.as_bytes(), &packet(&v, "reject_handler_error"));
+    }
+
+    #[test]
+    fn oversize_peer_request_is_refused() {
+        let big = vec![0u8; 40_000];
+        assert_eq!(
+            peer_request(ILDCP_DESTINATION, Timestamp::from_unix_millis(0), &big).map(|_| ()),
+            Err(PeerProtocolError::Packet(PacketError::DataTooLong(40_000)))
+        );
+        assert_eq!(
+            peer_response(&big).map(|_| ()),
+            Err(PeerProtocolError::Packet(PacketError::DataTooLong(40_000)))
         );
     }
 

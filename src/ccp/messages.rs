@@ -3,8 +3,10 @@
 //! route properties. Both travel as the data of a zero-amount peer-protocol Prepare; the answer
 //! is a Fulfill with the peer-protocol fulfillment and no data.
 
+use super::{CCP_CONTROL_DESTINATION, CCP_UPDATE_DESTINATION};
+use crate::ildcp::{check_peer_request, peer_request, PeerProtocolError};
 use crate::oer::{OerError, OerWrite, Reader};
-use crate::packet::{Address, AddressError};
+use crate::packet::{Address, AddressError, Prepare, Timestamp};
 use bytes::BufMut;
 use std::fmt;
 use thiserror::Error;
@@ -21,6 +23,8 @@ pub enum CcpError {
     NonCanonicalPropFlags(u8),
     #[error("element count {0} exceeds the bytes left in the message")]
     CountTooLarge(u64),
+    #[error("CCP: {0}")]
+    PeerProtocol(#[from] PeerProtocolError),
 }
 
 /// Identifies one incarnation of a speaker's routing table; a new id means epochs restart at 0.
@@ -106,6 +110,21 @@ pub struct RouteControlRequest {
 }
 
 impl RouteControlRequest {
+    /// The `peer.route.control` Prepare carrying this request.
+    pub fn to_prepare(&self, expires_at: Timestamp) -> Result<Prepare, CcpError> {
+        Ok(peer_request(
+            CCP_CONTROL_DESTINATION,
+            expires_at,
+            &self.encode(),
+        )?)
+    }
+
+    /// Validates a `peer.route.control` Prepare received at `now` and decodes its data.
+    pub fn from_prepare(prepare: &Prepare, now: Timestamp) -> Result<Self, CcpError> {
+        check_peer_request(prepare, CCP_CONTROL_DESTINATION, now)?;
+        Self::decode(prepare.data())
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<Self, CcpError> {
         let mut r = Reader::new(bytes);
         let mode = Mode::try_from(r.read_u8()?)?;
@@ -279,6 +298,22 @@ pub struct RouteUpdateRequest {
 }
 
 impl RouteUpdateRequest {
+    /// The `peer.route.update` Prepare carrying this request. Fails if the encoded update is
+    /// over the 32767-byte data limit (the sender keeps batches below it).
+    pub fn to_prepare(&self, expires_at: Timestamp) -> Result<Prepare, CcpError> {
+        Ok(peer_request(
+            CCP_UPDATE_DESTINATION,
+            expires_at,
+            &self.encode(),
+        )?)
+    }
+
+    /// Validates a `peer.route.update` Prepare received at `now` and decodes its data.
+    pub fn from_prepare(prepare: &Prepare, now: Timestamp) -> Result<Self, CcpError> {
+        check_peer_request(prepare, CCP_UPDATE_DESTINATION, now)?;
+        Self::decode(prepare.data())
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<Self, CcpError> {
         let mut r = Reader::new(bytes);
         let routing_table_id = RoutingTableId(*r.read_array::<16>()?);
@@ -626,6 +661,85 @@ pub(crate) mod tests {
         assert_eq!(
             RouteUpdateRequest::decode(&bad),
             Err(CcpError::Oer(OerError::InvalidUtf8))
+        );
+    }
+
+    fn vector_packet(section: &str, key: &str) -> bytes::Bytes {
+        bytes::Bytes::from(hex::decode(vectors()[section][key].as_str().unwrap()).unwrap())
+    }
+
+    /// The JS tests run with the clock at 2015-06-16T00:00:00Z and expire requests a minute later.
+    const NOW: Timestamp = Timestamp::from_unix_millis(1_434_412_800_000);
+    const EXPIRY: Timestamp = Timestamp::from_unix_millis(1_434_412_860_000);
+
+    #[test]
+    fn route_control_prepare_golden() {
+        let (_, req) = control_vector();
+        let bytes = vector_packet("route_control_request", "prepare");
+        assert_eq!(req.to_prepare(EXPIRY).unwrap().as_bytes(), &bytes);
+        let p = Prepare::parse(bytes).unwrap();
+        assert_eq!(p.amount(), 0);
+        assert_eq!(RouteControlRequest::from_prepare(&p, NOW), Ok(req));
+    }
+
+    #[test]
+    fn route_update_prepare_golden() {
+        for (section, (_, req)) in [
+            ("route_update_request_simple", simple_update_vector()),
+            ("route_update_request_complex", complex_update_vector()),
+        ] {
+            let bytes = vector_packet(section, "prepare");
+            assert_eq!(req.to_prepare(EXPIRY).unwrap().as_bytes(), &bytes);
+            let p = Prepare::parse(bytes).unwrap();
+            assert_eq!(RouteUpdateRequest::from_prepare(&p, NOW), Ok(req));
+        }
+    }
+
+    #[test]
+    fn prepare_errors() {
+        let control = |key: &str| {
+            let p = Prepare::parse(vector_packet("route_control_request", key)).unwrap();
+            RouteControlRequest::from_prepare(&p, NOW)
+        };
+        let update = |key: &str| {
+            let p = Prepare::parse(vector_packet("route_update_request_simple", key)).unwrap();
+            RouteUpdateRequest::from_prepare(&p, NOW)
+        };
+        let pp = CcpError::PeerProtocol;
+        assert_eq!(
+            control("prepare_wrong_destination"),
+            Err(pp(PeerProtocolError::WrongDestination(
+                CCP_CONTROL_DESTINATION
+            )))
+        );
+        assert_eq!(
+            control("prepare_wrong_condition"),
+            Err(pp(PeerProtocolError::WrongCondition))
+        );
+        assert_eq!(
+            control("prepare_expired"),
+            Err(pp(PeerProtocolError::Expired))
+        );
+        assert_eq!(
+            update("prepare_wrong_destination"),
+            Err(pp(PeerProtocolError::WrongDestination(
+                CCP_UPDATE_DESTINATION
+            )))
+        );
+        assert_eq!(
+            update("prepare_wrong_condition"),
+            Err(pp(PeerProtocolError::WrongCondition))
+        );
+        assert_eq!(
+            update("prepare_expired"),
+            Err(pp(PeerProtocolError::Expired))
+        );
+        // a control request sent to the update address
+        let (_, req) = control_vector();
+        let p = peer_request(CCP_UPDATE_DESTINATION, EXPIRY, &req.encode()).unwrap();
+        assert_eq!(
+            RouteUpdateRequest::from_prepare(&p, NOW),
+            Err(CcpError::Oer(OerError::UnexpectedEnd))
         );
     }
 
