@@ -7,7 +7,7 @@
 //! the source address as a var string.
 
 use crate::oer::{OerError, OerWrite, Reader};
-use crate::packet::{Address, AddressError};
+use crate::packet::{Address, AddressError, PacketError, Prepare, PrepareBuilder, Timestamp};
 use bytes::BufMut;
 use thiserror::Error;
 
@@ -27,6 +27,10 @@ pub enum EchoError {
     UnknownType(u8),
     #[error("echo source address is invalid: {0}")]
     InvalidSourceAddress(AddressError),
+    #[error("unexpected echo response addressed to us")]
+    UnexpectedResponse,
+    #[error(transparent)]
+    Packet(#[from] PacketError),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +84,54 @@ impl EchoMessage {
         self.encode_to(&mut out);
         out
     }
+}
+
+/// A ping: a Prepare to `destination` (a connector's own address) asking it to send the
+/// payment back to `source`.
+pub fn request(
+    destination: &Address,
+    source: &Address,
+    amount: u64,
+    expires_at: Timestamp,
+    execution_condition: &[u8; 32],
+) -> Result<Prepare, EchoError> {
+    let data = EchoMessage::Request {
+        source_address: source.clone(),
+    }
+    .encode();
+    Ok(PrepareBuilder {
+        amount,
+        expires_at,
+        execution_condition,
+        destination,
+        data: &data,
+    }
+    .build()?)
+}
+
+/// Answers an echo request that was addressed to us: the same amount and condition go back to
+/// the source address as an echo response. The JS middleware keeps the expiry and lets the
+/// forwarding path shorten it like any other packet's; `expiry_margin_ms` takes a margin off
+/// here as well (0 behaves exactly like the JS connector).
+pub fn answer_request(prepare: &Prepare, expiry_margin_ms: u64) -> Result<Prepare, EchoError> {
+    let source = match EchoMessage::decode(prepare.data())? {
+        EchoMessage::Request { source_address } => source_address,
+        EchoMessage::Response => return Err(EchoError::UnexpectedResponse),
+    };
+    let data = EchoMessage::Response.encode();
+    Ok(PrepareBuilder {
+        amount: prepare.amount(),
+        expires_at: prepare.expires_at().saturating_sub_millis(expiry_margin_ms),
+        execution_condition: prepare.execution_condition(),
+        destination: &source,
+        data: &data,
+    }
+    .build()?)
+}
+
+/// True when `prepare` is an echo response coming back to its sender.
+pub fn is_response(prepare: &Prepare) -> bool {
+    EchoMessage::decode(prepare.data()) == Ok(EchoMessage::Response)
 }
 
 #[cfg(test)]
@@ -176,6 +228,59 @@ mod tests {
                 AddressError::InvalidCharacter(2)
             ))
         );
+    }
+
+    fn addr(s: &str) -> Address {
+        Address::try_from(s).unwrap()
+    }
+
+    #[test]
+    fn answer_sends_the_payment_back() {
+        let expires = Timestamp::from_unix_millis(1_434_412_860_000);
+        let ping = request(
+            &addr("g.connector"),
+            &addr("g.sender"),
+            1234,
+            expires,
+            &[7; 32],
+        )
+        .unwrap();
+        assert_eq!(
+            hex::encode(ping.data()),
+            "4543484f4543484f4543484f4543484f0008672e73656e646572"
+        );
+        assert!(!is_response(&ping));
+        let pong = answer_request(&ping, 1_000).unwrap();
+        assert_eq!(pong.destination(), addr("g.sender"));
+        assert_eq!(pong.amount(), 1234);
+        assert_eq!(pong.execution_condition(), &[7; 32]);
+        assert_eq!(pong.expires_at().unix_millis(), 1_434_412_859_000);
+        assert_eq!(pong.data(), EchoMessage::Response.encode());
+        assert!(is_response(&pong));
+        // margin 0 keeps the expiry, as the JS middleware does
+        assert_eq!(answer_request(&ping, 0).unwrap().expires_at(), expires);
+    }
+
+    #[test]
+    fn answer_errors() {
+        let expires = Timestamp::from_unix_millis(1_000);
+        let pong = answer_request(
+            &request(&addr("g.c"), &addr("g.s"), 1, expires, &[0; 32]).unwrap(),
+            0,
+        )
+        .unwrap();
+        assert_eq!(answer_request(&pong, 0), Err(EchoError::UnexpectedResponse));
+        let plain = PrepareBuilder {
+            amount: 1,
+            expires_at: expires,
+            execution_condition: &[0; 32],
+            destination: &addr("g.c"),
+            data: b"hello",
+        }
+        .build()
+        .unwrap();
+        assert_eq!(answer_request(&plain, 0), Err(EchoError::NotEcho));
+        assert!(!is_response(&plain));
     }
 
     proptest! {

@@ -3,7 +3,11 @@
 //! big-endian integer (OER `Int64`, fixed size, no length prefix), positive when the balance is
 //! in the requester's favour.
 
+use crate::ildcp::{
+    check_peer_request, check_peer_response, peer_request, peer_response, PeerProtocolError,
+};
 use crate::oer::{OerError, Reader};
+use crate::packet::{Fulfill, Prepare, Timestamp};
 use bytes::BufMut;
 use thiserror::Error;
 
@@ -14,6 +18,18 @@ pub const PEER_BALANCE_DESTINATION: &str = "peer.balance";
 pub enum PeerBalanceError {
     #[error("malformed balance response: {0}")]
     Oer(#[from] OerError),
+    #[error("peer.balance: {0}")]
+    PeerProtocol(#[from] PeerProtocolError),
+}
+
+/// The balance request Prepare (empty data).
+pub fn request(expires_at: Timestamp) -> Result<Prepare, PeerBalanceError> {
+    Ok(peer_request(PEER_BALANCE_DESTINATION, expires_at, &[])?)
+}
+
+/// Validates an incoming balance request received at `now`.
+pub fn check_request(prepare: &Prepare, now: Timestamp) -> Result<(), PeerBalanceError> {
+    Ok(check_peer_request(prepare, PEER_BALANCE_DESTINATION, now)?)
 }
 
 /// The Fulfill data of a `peer.balance` response.
@@ -37,6 +53,15 @@ impl BalanceResponse {
 
     pub fn encode(&self) -> Vec<u8> {
         self.balance.to_be_bytes().to_vec()
+    }
+
+    pub fn to_fulfill(&self) -> Result<Fulfill, PeerBalanceError> {
+        Ok(peer_response(&self.encode())?)
+    }
+
+    pub fn from_fulfill(fulfill: &Fulfill) -> Result<Self, PeerBalanceError> {
+        check_peer_response(fulfill)?;
+        Self::decode(fulfill.data())
     }
 }
 
@@ -78,6 +103,56 @@ mod tests {
         assert_eq!(
             BalanceResponse::decode(&[0; 9]),
             Err(PeerBalanceError::Oer(OerError::TrailingBytes(1)))
+        );
+    }
+
+    #[test]
+    fn request_and_response_packets() {
+        let expires = Timestamp::from_unix_millis(1_434_412_860_000);
+        let p = request(expires).unwrap();
+        // same layout as the IL-DCP request vector, with destination "peer.balance"
+        assert_eq!(
+            hex::encode(p.as_bytes()),
+            "0c470000000000000000323031353036313630303031303030303066687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f29250c706565722e62616c616e636500"
+        );
+        let now = Timestamp::from_unix_millis(1_434_412_800_000);
+        assert_eq!(check_request(&p, now), Ok(()));
+        assert_eq!(
+            check_request(&p, expires.checked_add_millis(1).unwrap()),
+            Err(PeerBalanceError::PeerProtocol(PeerProtocolError::Expired))
+        );
+        let ildcp = crate::ildcp::request(expires).unwrap();
+        assert_eq!(
+            check_request(&ildcp, now),
+            Err(PeerBalanceError::PeerProtocol(
+                PeerProtocolError::WrongDestination(PEER_BALANCE_DESTINATION)
+            ))
+        );
+
+        let resp = BalanceResponse { balance: -5 };
+        let f = resp.to_fulfill().unwrap();
+        assert_eq!(
+            hex::encode(f.as_bytes()),
+            "0d290000000000000000000000000000000000000000000000000000000000000000".to_owned()
+                + "08fffffffffffffffb"
+        );
+        assert_eq!(BalanceResponse::from_fulfill(&f), Ok(resp));
+        let wrong = crate::packet::FulfillBuilder {
+            fulfillment: &[1; 32],
+            data: &resp.encode(),
+        }
+        .build()
+        .unwrap();
+        assert_eq!(
+            BalanceResponse::from_fulfill(&wrong),
+            Err(PeerBalanceError::PeerProtocol(
+                PeerProtocolError::WrongFulfillment
+            ))
+        );
+        let empty = peer_response(&[]).unwrap();
+        assert_eq!(
+            BalanceResponse::from_fulfill(&empty),
+            Err(PeerBalanceError::Oer(OerError::UnexpectedEnd))
         );
     }
 
