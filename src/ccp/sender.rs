@@ -9,7 +9,12 @@
 use super::broadcaster::Relation;
 use super::messages::{Mode, Route, RouteControlRequest, RouteUpdateRequest};
 use super::table::{ForwardingRoute, ForwardingTable};
-use crate::packet::Address;
+use crate::oer::var_octet_string_size;
+use crate::packet::{Address, MAX_DATA_LEN};
+
+/// Bytes of a route update besides its routes: table id, four u32s, two counts (at most nine
+/// bytes each); the speaker is added separately.
+const UPDATE_OVERHEAD: usize = 16 + 16 + 9 + 9;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SenderConfig {
@@ -157,18 +162,43 @@ impl<P: Clone + PartialEq> CcpSender<P> {
         }
 
         let from = self.last_known_epoch;
-        let (to, entries) = table.entries_since(from, self.config.max_epochs_per_update);
+        let (mut to, entries) = table.entries_since(from, self.config.max_epochs_per_update);
+        // Stop at an epoch boundary before the data would outgrow an ILP packet; the rest goes
+        // in the next update. The first entry always goes, so a sync never stalls.
+        let budget =
+            MAX_DATA_LEN.saturating_sub(UPDATE_OVERHEAD + var_octet_string_size(own_address.len()));
+        let mut used = 0usize;
         let mut new_routes = Vec::new();
         let mut withdrawn_routes = Vec::new();
         for entry in entries {
-            match &entry.route {
-                Some(route) if self.exports(route) => new_routes.push(Route {
+            let exported = entry.route.as_ref().filter(|r| self.exports(r));
+            let size = match exported {
+                Some(r) => {
+                    var_octet_string_size(entry.prefix.len())
+                        + 9
+                        + r.path
+                            .iter()
+                            .map(|h| var_octet_string_size(h.len()))
+                            .sum::<usize>()
+                        + 32
+                        + 2
+                }
+                None => var_octet_string_size(entry.prefix.len()),
+            };
+            let first = new_routes.is_empty() && withdrawn_routes.is_empty();
+            if !first && used.saturating_add(size) > budget {
+                to = entry.epoch;
+                break;
+            }
+            used = used.saturating_add(size);
+            match exported {
+                Some(route) => new_routes.push(Route {
                     prefix: entry.prefix.clone(),
                     path: route.path.clone(),
                     auth: route.auth,
                     props: Vec::new(),
                 }),
-                _ => withdrawn_routes.push(entry.prefix.clone()),
+                None => withdrawn_routes.push(entry.prefix.clone()),
             }
         }
         self.in_flight = Some(InFlight {
@@ -336,6 +366,38 @@ mod tests {
         s.update_acknowledged();
         let u = s.poll(300, &t, &me()).unwrap();
         assert_eq!((u.from_epoch_index, u.to_epoch_index), (100, 120));
+    }
+
+    #[test]
+    fn large_updates_stay_within_one_packet() {
+        let mut t = ForwardingTable::new(ID);
+        let long = "x".repeat(1_000);
+        for i in 0..40 {
+            t.set(&format!("g.{long}{i}"), fwd(Some("c"), Relation::Child));
+        }
+        t.set("g.gone", fwd(Some("c"), Relation::Child));
+        t.set("g.gone", None);
+        let mut s = sender(Relation::Peer);
+        s.handle_route_control(&control(Mode::Sync, ID, 0), &t);
+        let expiry = crate::packet::Timestamp::from_unix_millis(0);
+        let mut from = 0;
+        let mut seen = 0;
+        for round in 0..5u64 {
+            let Some(u) = s.poll(round * 1_000, &t, &me()) else {
+                break;
+            };
+            assert_eq!(u.from_epoch_index, from);
+            assert!(u.encode().len() <= MAX_DATA_LEN, "round {round}");
+            u.to_prepare(expiry).unwrap();
+            seen += u.new_routes.len() + u.withdrawn_routes.len();
+            from = u.to_epoch_index;
+            s.update_acknowledged();
+            if from == t.current_epoch() {
+                break;
+            }
+        }
+        assert_eq!(from, t.current_epoch());
+        assert_eq!(seen, 41);
     }
 
     #[test]
