@@ -100,7 +100,7 @@ mod tests {
             let filter = ImportFilter { own_address: &bob, global_prefix: "g" };
             tx.handle_route_control(&rx.route_control_request(), &table);
             let mut now = 0u64;
-            let mut deliver = |tx: &mut CcpSender<String>, rx: &mut CcpReceiver,
+            let deliver = |tx: &mut CcpSender<String>, rx: &mut CcpReceiver,
                                table: &ForwardingTable<String>, now: u64, ack: bool| {
                 if let Some(update) = tx.poll(now, table, &me) {
                     let out = rx.handle_route_update(now, &update, filter);
