@@ -1,0 +1,481 @@
+//! The receiving half of CCP from one peer: the routes that peer advertised, which of its
+//! routing tables they come from and up to which epoch. Updates are applied only when they
+//! continue from the epoch we hold; a gap or a new routing table id makes us ask the peer
+//! (with a route control request) to resend from what we know. Routes expire when the peer
+//! stays silent longer than the hold-down time it advertised.
+
+use super::broadcaster::is_under;
+use super::messages::{Mode, RouteControlRequest, RouteUpdateRequest, RoutingTableId};
+use crate::packet::{validate_address, Address};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A route as the peer advertised it, after the import filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingRoute {
+    pub path: Vec<String>,
+    pub auth: [u8; 32],
+}
+
+/// What handling an update or a timeout produced.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReceiverOutcome {
+    /// Prefixes whose route from this peer appeared, changed or disappeared: route selection
+    /// must look at them again.
+    pub changed_prefixes: Vec<String>,
+    /// A route control request to send to the peer.
+    pub route_control: Option<RouteControlRequest>,
+}
+
+/// Routes we accept: valid addresses strictly under the global prefix (the default route is
+/// ours to configure, not a peer's to announce) whose path does not already contain us.
+#[derive(Debug, Clone, Copy)]
+pub struct ImportFilter<'a> {
+    pub own_address: &'a Address,
+    pub global_prefix: &'a str,
+}
+
+impl ImportFilter<'_> {
+    fn accepts(&self, prefix: &str, path: &[String]) -> bool {
+        validate_address(prefix.as_bytes()).is_ok()
+            && is_under(prefix, self.global_prefix)
+            && prefix != self.global_prefix
+            && !path.iter().any(|hop| hop == self.own_address.as_str())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CcpReceiver {
+    routing_table_id: RoutingTableId,
+    epoch: u32,
+    expiry: u64,
+    hold_down_ms: u64,
+    retry_interval_ms: u64,
+    route_control_retry_at: Option<u64>,
+    routes: BTreeMap<String, IncomingRoute>,
+}
+
+impl CcpReceiver {
+    /// The peer gets `hold_down_ms` from `now` to send its first update before we ask again;
+    /// a rejected route control request is retried after `retry_interval_ms`.
+    pub fn new(now: u64, hold_down_ms: u64, retry_interval_ms: u64) -> Self {
+        CcpReceiver {
+            routing_table_id: RoutingTableId::default(),
+            epoch: 0,
+            expiry: now.saturating_add(hold_down_ms),
+            hold_down_ms,
+            retry_interval_ms,
+            route_control_retry_at: None,
+            routes: BTreeMap::new(),
+        }
+    }
+
+    pub fn routing_table_id(&self) -> RoutingTableId {
+        self.routing_table_id
+    }
+
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    pub fn expiry(&self) -> u64 {
+        self.expiry
+    }
+
+    pub fn get(&self, prefix: &str) -> Option<&IncomingRoute> {
+        self.routes.get(prefix)
+    }
+
+    pub fn prefixes(&self) -> impl Iterator<Item = &str> {
+        self.routes.keys().map(String::as_str)
+    }
+
+    /// Asks the peer to sync us from what we hold.
+    pub fn route_control_request(&self) -> RouteControlRequest {
+        RouteControlRequest {
+            mode: Mode::Sync,
+            last_known_routing_table_id: self.routing_table_id,
+            last_known_epoch: self.epoch,
+            features: Vec::new(),
+        }
+    }
+
+    pub fn route_control_acknowledged(&mut self) {
+        self.route_control_retry_at = None;
+    }
+
+    pub fn route_control_failed(&mut self, now: u64) {
+        self.route_control_retry_at = Some(now.saturating_add(self.retry_interval_ms));
+    }
+
+    /// When [`CcpReceiver::poll`] next has something to do.
+    pub fn next_timeout(&self) -> u64 {
+        self.route_control_retry_at
+            .map_or(self.expiry, |r| r.min(self.expiry))
+    }
+
+    pub fn handle_route_update(
+        &mut self,
+        now: u64,
+        update: &RouteUpdateRequest,
+        filter: ImportFilter<'_>,
+    ) -> ReceiverOutcome {
+        let mut changed = BTreeSet::new();
+        let hold_down = u64::from(update.hold_down_time);
+        self.expiry = self.expiry.max(now.saturating_add(hold_down));
+        self.hold_down_ms = hold_down;
+
+        if update.routing_table_id != self.routing_table_id {
+            // The peer restarted (or we never synced): what we hold describes a table that no
+            // longer exists, so drop it and start over at epoch 0 of the new one.
+            changed.extend(std::mem::take(&mut self.routes).into_keys());
+            self.routing_table_id = update.routing_table_id;
+            self.epoch = 0;
+        }
+
+        if update.from_epoch_index > self.epoch {
+            // Applying this would skip the epochs in between.
+            return ReceiverOutcome {
+                changed_prefixes: changed.into_iter().collect(),
+                route_control: Some(self.route_control_request()),
+            };
+        }
+        if update.to_epoch_index < self.epoch {
+            // Older than what we hold: a delayed duplicate.
+            return ReceiverOutcome {
+                changed_prefixes: changed.into_iter().collect(),
+                route_control: None,
+            };
+        }
+
+        for prefix in &update.withdrawn_routes {
+            if self.routes.remove(prefix).is_some() {
+                changed.insert(prefix.clone());
+            }
+        }
+        for route in &update.new_routes {
+            if !filter.accepts(&route.prefix, &route.path) {
+                // Whatever the peer offered before for this prefix is superseded by a route we
+                // refuse, so it goes too.
+                if self.routes.remove(&route.prefix).is_some() {
+                    changed.insert(route.prefix.clone());
+                }
+                continue;
+            }
+            let incoming = IncomingRoute {
+                path: route.path.clone(),
+                auth: route.auth,
+            };
+            if self.routes.get(&route.prefix) != Some(&incoming) {
+                self.routes.insert(route.prefix.clone(), incoming);
+                changed.insert(route.prefix.clone());
+            }
+        }
+        self.epoch = update.to_epoch_index;
+        ReceiverOutcome {
+            changed_prefixes: changed.into_iter().collect(),
+            route_control: None,
+        }
+    }
+
+    /// Expires the peer's routes when it has been silent past the hold-down time (then asks it
+    /// to resync from scratch), and retries a failed route control request when due.
+    pub fn poll(&mut self, now: u64) -> ReceiverOutcome {
+        if now >= self.expiry {
+            let changed = std::mem::take(&mut self.routes).into_keys().collect();
+            self.routing_table_id = RoutingTableId::default();
+            self.epoch = 0;
+            self.expiry = now.saturating_add(self.hold_down_ms);
+            self.route_control_retry_at = None;
+            return ReceiverOutcome {
+                changed_prefixes: changed,
+                route_control: Some(self.route_control_request()),
+            };
+        }
+        if self.route_control_retry_at.is_some_and(|t| now >= t) {
+            self.route_control_retry_at = None;
+            return ReceiverOutcome {
+                changed_prefixes: Vec::new(),
+                route_control: Some(self.route_control_request()),
+            };
+        }
+        ReceiverOutcome::default()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::ccp::messages::Route;
+
+    const T1: RoutingTableId = RoutingTableId([1; 16]);
+    const T2: RoutingTableId = RoutingTableId([2; 16]);
+
+    fn me() -> Address {
+        Address::try_from("g.me").unwrap()
+    }
+
+    fn route(prefix: &str, path: &[&str]) -> Route {
+        Route {
+            prefix: prefix.into(),
+            path: path.iter().map(|s| s.to_string()).collect(),
+            auth: [5; 32],
+            props: vec![],
+        }
+    }
+
+    fn update(
+        id: RoutingTableId,
+        from: u32,
+        to: u32,
+        new: Vec<Route>,
+        gone: &[&str],
+    ) -> RouteUpdateRequest {
+        RouteUpdateRequest {
+            routing_table_id: id,
+            current_epoch_index: to,
+            from_epoch_index: from,
+            to_epoch_index: to,
+            hold_down_time: 45_000,
+            speaker: Address::try_from("g.bob").unwrap(),
+            new_routes: new,
+            withdrawn_routes: gone.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn apply(r: &mut CcpReceiver, now: u64, u: &RouteUpdateRequest) -> ReceiverOutcome {
+        let own = me();
+        r.handle_route_update(
+            now,
+            u,
+            ImportFilter {
+                own_address: &own,
+                global_prefix: "g",
+            },
+        )
+    }
+
+    fn synced() -> CcpReceiver {
+        let mut r = CcpReceiver::new(0, 45_000, 30_000);
+        let out = apply(
+            &mut r,
+            0,
+            &update(
+                T1,
+                0,
+                2,
+                vec![route("g.bob", &["g.bob"]), route("g.x", &["g.bob", "g.x"])],
+                &[],
+            ),
+        );
+        assert_eq!(out.changed_prefixes, vec!["g.bob", "g.x"]);
+        r
+    }
+
+    #[test]
+    fn fresh_receiver_requests_sync_from_nothing() {
+        let r = CcpReceiver::new(0, 45_000, 30_000);
+        assert_eq!(
+            r.route_control_request(),
+            RouteControlRequest {
+                mode: Mode::Sync,
+                last_known_routing_table_id: RoutingTableId::default(),
+                last_known_epoch: 0,
+                features: vec![],
+            }
+        );
+        assert_eq!(r.next_timeout(), 45_000);
+    }
+
+    #[test]
+    fn first_update_adopts_table_and_applies_routes() {
+        let r = synced();
+        assert_eq!(r.routing_table_id(), T1);
+        assert_eq!(r.epoch(), 2);
+        assert_eq!(r.get("g.x").unwrap().path, vec!["g.bob", "g.x"]);
+    }
+
+    #[test]
+    fn contiguous_update_applies_withdrawals_and_changes() {
+        let mut r = synced();
+        let out = apply(
+            &mut r,
+            10,
+            &update(
+                T1,
+                2,
+                4,
+                vec![route("g.y", &["g.bob", "g.y"])],
+                &["g.x", "g.never"],
+            ),
+        );
+        assert_eq!(out.changed_prefixes, vec!["g.x", "g.y"]);
+        assert_eq!(out.route_control, None);
+        assert_eq!(r.epoch(), 4);
+        assert!(r.get("g.x").is_none());
+    }
+
+    #[test]
+    fn overlapping_update_is_applied() {
+        let mut r = synced();
+        let out = apply(
+            &mut r,
+            10,
+            &update(T1, 1, 3, vec![route("g.x", &["g.bob", "g.x"])], &[]),
+        );
+        assert_eq!(
+            out.changed_prefixes,
+            Vec::<String>::new(),
+            "same route is no change"
+        );
+        assert_eq!(r.epoch(), 3);
+    }
+
+    #[test]
+    fn heartbeat_moves_epoch_and_expiry() {
+        let mut r = synced();
+        let out = apply(&mut r, 20_000, &update(T1, 2, 2, vec![], &[]));
+        assert_eq!(out, ReceiverOutcome::default());
+        assert_eq!(r.expiry(), 65_000);
+    }
+
+    #[test]
+    fn gap_requests_resync_from_known_epoch() {
+        let mut r = synced();
+        let out = apply(
+            &mut r,
+            10,
+            &update(T1, 3, 5, vec![route("g.z", &["g.bob"])], &[]),
+        );
+        assert!(out.changed_prefixes.is_empty());
+        let ctl = out.route_control.unwrap();
+        assert_eq!(
+            (
+                ctl.mode,
+                ctl.last_known_routing_table_id,
+                ctl.last_known_epoch
+            ),
+            (Mode::Sync, T1, 2)
+        );
+        assert!(r.get("g.z").is_none());
+        assert_eq!(r.epoch(), 2);
+    }
+
+    #[test]
+    fn stale_update_is_ignored() {
+        let mut r = synced();
+        apply(&mut r, 10, &update(T1, 2, 4, vec![], &[]));
+        let out = apply(
+            &mut r,
+            10,
+            &update(T1, 0, 2, vec![route("g.old", &["g.bob"])], &[]),
+        );
+        assert_eq!(out, ReceiverOutcome::default());
+        assert!(r.get("g.old").is_none());
+        assert_eq!(r.epoch(), 4);
+    }
+
+    #[test]
+    fn new_table_id_from_zero_replaces_routes() {
+        let mut r = synced();
+        let out = apply(
+            &mut r,
+            10,
+            &update(T2, 0, 1, vec![route("g.x", &["g.bob", "g.x"])], &[]),
+        );
+        // g.bob vanished with the old table; g.x came back identical but was dropped in between
+        assert_eq!(out.changed_prefixes, vec!["g.bob", "g.x"]);
+        assert_eq!(out.route_control, None);
+        assert_eq!((r.routing_table_id(), r.epoch()), (T2, 1));
+        assert!(r.get("g.bob").is_none());
+    }
+
+    #[test]
+    fn new_table_id_mid_stream_requests_resync_from_zero() {
+        let mut r = synced();
+        let out = apply(&mut r, 10, &update(T2, 7, 9, vec![], &[]));
+        assert_eq!(out.changed_prefixes, vec!["g.bob", "g.x"]);
+        let ctl = out.route_control.unwrap();
+        assert_eq!(
+            (ctl.last_known_routing_table_id, ctl.last_known_epoch),
+            (T2, 0)
+        );
+    }
+
+    #[test]
+    fn looping_route_is_rejected_and_replaces_the_old_one() {
+        let mut r = synced();
+        let out = apply(
+            &mut r,
+            10,
+            &update(T1, 2, 3, vec![route("g.x", &["g.bob", "g.me", "g.x"])], &[]),
+        );
+        assert_eq!(out.changed_prefixes, vec!["g.x"]);
+        assert!(r.get("g.x").is_none());
+        let out = apply(
+            &mut r,
+            10,
+            &update(T1, 3, 4, vec![route("g.w", &["g.me"])], &[]),
+        );
+        assert!(out.changed_prefixes.is_empty());
+        assert!(r.get("g.w").is_none());
+    }
+
+    #[test]
+    fn import_filter_rejects_foreign_default_and_invalid_prefixes() {
+        let mut r = synced();
+        let out = apply(
+            &mut r,
+            10,
+            &update(
+                T1,
+                2,
+                3,
+                vec![
+                    route("g", &["g.bob"]),
+                    route("test.x", &["g.bob"]),
+                    route("gx.y", &["g.bob"]),
+                    route("g..y", &["g.bob"]),
+                    route("g.ok", &["g.bob"]),
+                ],
+                &[],
+            ),
+        );
+        assert_eq!(out.changed_prefixes, vec!["g.ok"]);
+        assert_eq!(
+            r.prefixes().collect::<Vec<_>>(),
+            vec!["g.bob", "g.ok", "g.x"]
+        );
+    }
+
+    #[test]
+    fn silence_past_hold_down_expires_routes_and_requests_resync() {
+        let mut r = synced();
+        assert_eq!(r.next_timeout(), 45_000);
+        assert_eq!(r.poll(44_999), ReceiverOutcome::default());
+        let out = r.poll(45_000);
+        assert_eq!(out.changed_prefixes, vec!["g.bob", "g.x"]);
+        let ctl = out.route_control.unwrap();
+        assert_eq!(
+            (ctl.last_known_routing_table_id, ctl.last_known_epoch),
+            (RoutingTableId::default(), 0)
+        );
+        assert_eq!(r.prefixes().count(), 0);
+        // asks again one hold-down later if the peer stays silent
+        assert_eq!(r.next_timeout(), 90_000);
+    }
+
+    #[test]
+    fn failed_route_control_is_retried() {
+        let mut r = CcpReceiver::new(0, 45_000, 30_000);
+        r.route_control_failed(1_000);
+        assert_eq!(r.next_timeout(), 31_000);
+        assert_eq!(r.poll(30_999), ReceiverOutcome::default());
+        let out = r.poll(31_000);
+        assert!(out.route_control.is_some());
+        assert_eq!(r.poll(31_001), ReceiverOutcome::default());
+        r.route_control_failed(32_000);
+        r.route_control_acknowledged();
+        assert_eq!(r.next_timeout(), 45_000);
+    }
+}
