@@ -82,7 +82,10 @@ impl<'a> Reader<'a> {
 
     #[inline]
     pub fn peek_u8(&self) -> Result<u8, OerError> {
-        self.buf.get(self.pos).copied().ok_or(OerError::UnexpectedEnd)
+        self.buf
+            .get(self.pos)
+            .copied()
+            .ok_or(OerError::UnexpectedEnd)
     }
 
     #[inline]
@@ -363,7 +366,10 @@ mod tests {
             (1, &[1, 1]),
             (255, &[1, 0xff]),
             (256, &[2, 1, 0]),
-            (u64::MAX, &[8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+            (
+                u64::MAX,
+                &[8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+            ),
         ];
         for (v, bytes) in cases {
             let mut out = Vec::new();

@@ -20,7 +20,9 @@ use thiserror::Error;
 pub enum RateError {
     #[error("rate has a zero denominator")]
     ZeroDenominator,
-    #[error("invalid decimal {0:?}: expected digits with an optional fractional part, like \"1.2345\"")]
+    #[error(
+        "invalid decimal {0:?}: expected digits with an optional fractional part, like \"1.2345\""
+    )]
     InvalidDecimal(String),
     #[error("decimal {0:?} has too many digits to represent exactly")]
     DecimalTooLong(String),
@@ -270,12 +272,10 @@ impl Spread {
 
     /// Parses a decimal string such as `"0.002"` (0.2 %).
     pub fn parse_decimal(s: &str) -> Result<Spread, RateError> {
-        Rate::parse(s)
-            .and_then(Spread::new)
-            .map_err(|e| match e {
-                RateError::SpreadOutOfRange(_) => RateError::SpreadOutOfRange(s.to_string()),
-                other => other,
-            })
+        Rate::parse(s).and_then(Spread::new).map_err(|e| match e {
+            RateError::SpreadOutOfRange(_) => RateError::SpreadOutOfRange(s.to_string()),
+            other => other,
+        })
     }
 
     /// The spread as a fraction.
@@ -357,9 +357,7 @@ pub struct StaticRates {
 
 impl StaticRates {
     /// Builds the table; every rate must be above zero.
-    pub fn new(
-        rates: impl IntoIterator<Item = (String, Rate)>,
-    ) -> Result<StaticRates, RateError> {
+    pub fn new(rates: impl IntoIterator<Item = (String, Rate)>) -> Result<StaticRates, RateError> {
         let mut table = HashMap::new();
         for (code, rate) in rates {
             if rate.is_zero() {
@@ -481,7 +479,9 @@ mod tests {
 
     #[test]
     fn rejects_malformed_decimals() {
-        for bad in ["", ".", ".5", "5.", "-1", "+1", "1e3", "1.2.3", "1,5", " 1", "abc", "1_0"] {
+        for bad in [
+            "", ".", ".5", "5.", "-1", "+1", "1e3", "1.2.3", "1,5", " 1", "abc", "1_0",
+        ] {
             assert_eq!(
                 Rate::parse_decimal(bad),
                 Err(RateError::InvalidDecimal(bad.to_string())),
@@ -516,16 +516,28 @@ mod tests {
             assert_eq!(shown.parse::<Rate>(), Ok(rate));
         }
         assert_eq!(Rate::parse("1/0"), Err(RateError::ZeroDenominator));
-        assert_eq!(Rate::parse("/2"), Err(RateError::InvalidDecimal("/2".into())));
-        assert_eq!(Rate::parse("1/-2"), Err(RateError::InvalidDecimal("1/-2".into())));
+        assert_eq!(
+            Rate::parse("/2"),
+            Err(RateError::InvalidDecimal("/2".into()))
+        );
+        assert_eq!(
+            Rate::parse("1/-2"),
+            Err(RateError::InvalidDecimal("1/-2".into()))
+        );
         let big = format!("1/{}", "9".repeat(40));
-        assert_eq!(Rate::parse(&big), Err(RateError::DecimalTooLong(big.clone())));
+        assert_eq!(
+            Rate::parse(&big),
+            Err(RateError::DecimalTooLong(big.clone()))
+        );
     }
 
     #[test]
     fn new_rejects_zero_denominator() {
         assert_eq!(Rate::new(1, 0), Err(RateError::ZeroDenominator));
-        assert_eq!(Rate::ONE.checked_div(Rate::ZERO), Err(RateError::ZeroDenominator));
+        assert_eq!(
+            Rate::ONE.checked_div(Rate::ZERO),
+            Err(RateError::ZeroDenominator)
+        );
     }
 
     #[test]
@@ -573,7 +585,10 @@ mod tests {
 
     #[test]
     fn overflow_is_an_error() {
-        assert_eq!(convert(u64::MAX, 0, 0, Rate::ONE, Spread::ZERO), Ok(u64::MAX));
+        assert_eq!(
+            convert(u64::MAX, 0, 0, Rate::ONE, Spread::ZERO),
+            Ok(u64::MAX)
+        );
         assert_eq!(
             convert(u64::MAX, 0, 1, Rate::ONE, Spread::ZERO),
             Err(RateError::AmountOverflow)
@@ -600,7 +615,13 @@ mod tests {
             "10^38 still fits in u128"
         );
         assert_eq!(
-            convert(1, 0, 30, r("340282366920938463463374607431768211455"), Spread::ZERO),
+            convert(
+                1,
+                0,
+                30,
+                r("340282366920938463463374607431768211455"),
+                Spread::ZERO
+            ),
             Err(RateError::Overflow)
         );
         // A denominator above 2^64 with a remainder: the partial product overflows.
@@ -642,8 +663,14 @@ mod tests {
 
     #[test]
     fn exchange_converts_between_accounts() {
-        let usd = Asset { code: "USD", scale: 2 };
-        let eur = Asset { code: "EUR", scale: 9 };
+        let usd = Asset {
+            code: "USD",
+            scale: 2,
+        };
+        let eur = Asset {
+            code: "EUR",
+            scale: 9,
+        };
         let one = Exchange {
             backend: RateBackend::OneToOne,
             spread: sp("0.002"),
@@ -661,7 +688,14 @@ mod tests {
         assert_eq!(st.convert(100, usd, eur), Ok(800_000_000));
         assert_eq!(st.quote(usd, eur), Ok(Rate::new(8_000_000, 1).unwrap()));
         assert_eq!(
-            st.convert(1, usd, Asset { code: "GBP", scale: 2 }),
+            st.convert(
+                1,
+                usd,
+                Asset {
+                    code: "GBP",
+                    scale: 2
+                }
+            ),
             Err(RateError::UnknownAsset("GBP".into()))
         );
     }

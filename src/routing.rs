@@ -107,9 +107,7 @@ impl<V> RoutingTable<V> {
                 return Some((k.as_str(), v));
             }
         }
-        self.entries
-            .get_key_value("")
-            .map(|(k, v)| (k.as_str(), v))
+        self.entries.get_key_value("").map(|(k, v)| (k.as_str(), v))
     }
 
     /// The value of [`RoutingTable::lookup`], without its prefix.

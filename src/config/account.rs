@@ -171,7 +171,10 @@ impl RawLink {
         let mut problems = Vec::new();
         let mut not_for = |present: bool, key: &str| {
             if present {
-                problems.push(format!("`{key}` does not apply to type \"{}\"", kind.name()));
+                problems.push(format!(
+                    "`{key}` does not apply to type \"{}\"",
+                    kind.name()
+                ));
             }
         };
         match kind {

@@ -184,9 +184,15 @@ link = { type = "btp-server", auth_token = "t" }
         ("node.max_hold_time_ms", "invalid value"),
         ("rates.static", "at least one rate"),
         ("routing.default_route", "no account \"nobody\""),
-        ("routing.static_routes[0].prefix", "not a valid address prefix"),
+        (
+            "routing.static_routes[0].prefix",
+            "not a valid address prefix",
+        ),
         ("routing.static_routes[1].account", "no account \"ghost\""),
-        ("broadcast.route_expiry_ms", "longer than broadcast.interval_ms"),
+        (
+            "broadcast.route_expiry_ms",
+            "longer than broadcast.interval_ms",
+        ),
         ("listeners.btp.tls.cert_path", "required when tls.enabled"),
         ("listeners.btp.tls.key_path", "required when tls.enabled"),
         ("listeners.admin.token", "not a loopback"),
@@ -195,25 +201,52 @@ link = { type = "btp-server", auth_token = "t" }
         ("log.format", "unknown variant"),
         ("accounts.alice.asset_scale", "invalid value"),
         ("accounts.alice.max_packet_amount", "greater than 0"),
-        ("accounts.alice.ilp_address_segment", "not a valid address segment"),
+        (
+            "accounts.alice.ilp_address_segment",
+            "not a valid address segment",
+        ),
         ("accounts.alice.balance.maximum", "greater than minimum"),
-        ("accounts.alice.balance.settle_threshold", "at least minimum"),
+        (
+            "accounts.alice.balance.settle_threshold",
+            "at least minimum",
+        ),
         ("accounts.alice.balance.settle_to", "at most maximum"),
-        ("accounts.alice.rate_limit.refill_period_ms", "greater than 0"),
+        (
+            "accounts.alice.rate_limit.refill_period_ms",
+            "greater than 0",
+        ),
         (
             "accounts.alice.throughput.incoming_amount_per_second",
             "greater than 0",
         ),
         ("accounts.bob.relation", "unknown variant `friend`"),
-        ("accounts.carol.ilp_address_segment", "only to accounts with relation = \"child\""),
-        ("accounts.carol.btp_idempotent", "only to btp-server and btp-client"),
-        ("accounts.carol.link.type", "needs a [listeners.http] section"),
+        (
+            "accounts.carol.ilp_address_segment",
+            "only to accounts with relation = \"child\"",
+        ),
+        (
+            "accounts.carol.btp_idempotent",
+            "only to btp-server and btp-client",
+        ),
+        (
+            "accounts.carol.link.type",
+            "needs a [listeners.http] section",
+        ),
         ("accounts.carol.link.outgoing_url", "http:// or https://"),
-        ("accounts.carol.link.callback_url", "required when mode = \"async\""),
+        (
+            "accounts.carol.link.callback_url",
+            "required when mode = \"async\"",
+        ),
         ("accounts.dave.link.url", "ws:// or wss://"),
         ("accounts.dave.link.tls", "set both or neither"),
-        ("accounts.erin.ilp_address_segment", "already used by account \"dave\""),
-        ("accounts.erin.link.auth_token", "same BTP credentials as account \"alice\""),
+        (
+            "accounts.erin.ilp_address_segment",
+            "already used by account \"dave\"",
+        ),
+        (
+            "accounts.erin.link.auth_token",
+            "same BTP credentials as account \"alice\"",
+        ),
     ];
     for (path, needle) in expected {
         assert_error(&e, path, needle);
@@ -309,7 +342,11 @@ balance = { minimum = 0 }
 "#;
     let e = errors(text);
     assert_error(&e, "accounts.x.relation", "required key is missing");
-    assert_error(&e, "accounts.x.link", "type \"btp-client\" needs `url`; type \"btp-client\" needs `auth_token`");
+    assert_error(
+        &e,
+        "accounts.x.link",
+        "type \"btp-client\" needs `url`; type \"btp-client\" needs `auth_token`",
+    );
     assert_error(&e, "accounts.y.link", "required key is missing");
     assert_error(&e, "accounts.z.balance.maximum", "required key is missing");
     assert_error(&e, "listeners.btp.bind", "required key is missing");
@@ -332,10 +369,22 @@ relation = "peer"
 link = { type = "carrier-pigeon" }
 "#;
     let e = errors(text);
-    assert_error(&e, "accounts.x.link", "`mode` does not apply to type \"btp-client\"");
+    assert_error(
+        &e,
+        "accounts.x.link",
+        "`mode` does not apply to type \"btp-client\"",
+    );
     assert_error(&e, "accounts.x.link", "type \"btp-client\" needs `url`");
-    assert_error(&e, "accounts.y.link", "`url` does not apply to type \"memory\"");
-    assert_error(&e, "accounts.z.link.type", "unknown variant `carrier-pigeon`");
+    assert_error(
+        &e,
+        "accounts.y.link",
+        "`url` does not apply to type \"memory\"",
+    );
+    assert_error(
+        &e,
+        "accounts.z.link.type",
+        "unknown variant `carrier-pigeon`",
+    );
     assert_eq!(e.errors().len(), 3, "\n{e}");
 }
 
@@ -374,12 +423,23 @@ fn address_inherited_from_parent() {
 
     let two = format!("{}{}", parent("a"), parent("b"));
     let e = errors(&two);
-    assert_error(&e, "node.ilp_address_inherit_from", "several parents (a, b)");
+    assert_error(
+        &e,
+        "node.ilp_address_inherit_from",
+        "several parents (a, b)",
+    );
     let chosen = format!("[node]\nilp_address_inherit_from = \"b\"\n{two}");
-    assert_eq!(Config::from_toml_str(&chosen).unwrap().address_parent(), Some("b"));
+    assert_eq!(
+        Config::from_toml_str(&chosen).unwrap().address_parent(),
+        Some("b")
+    );
 
     let wrong = "[node]\nilp_address_inherit_from = \"c\"\n[accounts.c]\nrelation = \"peer\"\nlink = { type = \"memory\" }\n";
-    assert_error(&errors(wrong), "node.ilp_address_inherit_from", "not a parent");
+    assert_error(
+        &errors(wrong),
+        "node.ilp_address_inherit_from",
+        "not a parent",
+    );
     let both = "[node]\nilp_address = \"test.a\"\nilp_address_inherit_from = \"c\"\n[accounts.c]\nrelation = \"parent\"\nlink = { type = \"memory\" }\n";
     assert_error(&errors(both), "node.ilp_address_inherit_from", "no effect");
 }
@@ -452,10 +512,22 @@ relation = "peer"
 link = { type = "http", outgoing_url = "http://peer3/ilp", incoming_path = "no-slash", callback_url = "https://x" }
 "#;
     let e = errors(text);
-    assert_error(&e, "listeners.http.tls.client_ca_path", "require_client_cert");
-    assert_error(&e, "accounts.h2.link.incoming_path", "already used by account \"h1\"");
+    assert_error(
+        &e,
+        "listeners.http.tls.client_ca_path",
+        "require_client_cert",
+    );
+    assert_error(
+        &e,
+        "accounts.h2.link.incoming_path",
+        "already used by account \"h1\"",
+    );
     assert_error(&e, "accounts.h3.link.incoming_path", "must start with '/'");
-    assert_error(&e, "accounts.h3.link.callback_url", "only when mode = \"async\"");
+    assert_error(
+        &e,
+        "accounts.h3.link.callback_url",
+        "only when mode = \"async\"",
+    );
     assert_eq!(e.errors().len(), 4, "\n{e}");
 
     let fixed = text
@@ -465,7 +537,10 @@ link = { type = "http", outgoing_url = "http://peer3/ilp", incoming_path = "no-s
         .replace("no-slash", "/h3")
         .replace(", callback_url = \"https://x\"", "");
     let c = Config::from_toml_str(&fixed).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(c.accounts["h1"].http_incoming_path("h1").as_deref(), Some("/accounts/h1/ilp"));
+    assert_eq!(
+        c.accounts["h1"].http_incoming_path("h1").as_deref(),
+        Some("/accounts/h1/ilp")
+    );
     match &c.accounts["h1"].link {
         LinkConfig::Http {
             mode,
@@ -474,7 +549,10 @@ link = { type = "http", outgoing_url = "http://peer3/ilp", incoming_path = "no-s
             ..
         } => {
             assert_eq!(*mode, HttpMode::Async);
-            assert_eq!(callback_url.as_ref().map(|u| u.as_str()), Some("https://me/cb"));
+            assert_eq!(
+                callback_url.as_ref().map(|u| u.as_str()),
+                Some("https://me/cb")
+            );
             assert_eq!(outgoing_auth_token.as_ref().map(|t| t.expose()), Some("o"));
         }
         other => panic!("{other:?}"),
@@ -488,7 +566,10 @@ fn routing_secret_hex_or_base64() {
     let c = Config::from_toml_str(hex).unwrap();
     let expected: [u8; 32] = std::array::from_fn(|i| i as u8);
     assert_eq!(c.node.routing_secret, Some(Secret32(expected)));
-    assert_eq!(format!("{:?}", c.node.routing_secret), "Some(Secret32(***))");
+    assert_eq!(
+        format!("{:?}", c.node.routing_secret),
+        "Some(Secret32(***))"
+    );
     let b64 = "[node]\nilp_address = \"test.a\"\nrouting_secret = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n";
     assert_eq!(
         Config::from_toml_str(b64).unwrap().node.routing_secret,

@@ -23,8 +23,7 @@ const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"]
 /// Whether `s` is a usable account id: address-segment characters plus `.`.
 fn valid_account_id(s: &str) -> bool {
     !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'~' | b'-' | b'.'))
 }
 
@@ -46,10 +45,16 @@ fn valid_prefix(prefix: &str) -> Result<(), String> {
 fn check_server_tls(e: &mut Errors, path: &str, tls: &ServerTlsConfig) {
     if tls.enabled {
         if tls.cert_path.is_none() {
-            e.at(format!("{path}.cert_path"), "required when tls.enabled = true");
+            e.at(
+                format!("{path}.cert_path"),
+                "required when tls.enabled = true",
+            );
         }
         if tls.key_path.is_none() {
-            e.at(format!("{path}.key_path"), "required when tls.enabled = true");
+            e.at(
+                format!("{path}.key_path"),
+                "required when tls.enabled = true",
+            );
         }
     }
     if tls.require_client_cert && tls.client_ca_path.is_none() {
@@ -123,7 +128,10 @@ pub(super) fn check(config: &Config, failed_accounts: &BTreeSet<String>) -> Vec<
     // [rates]
     if config.rates.backend == RateBackendKind::Static {
         if config.rates.static_rates.is_empty() {
-            e.at("rates.static", "must list at least one rate when backend = \"static\"");
+            e.at(
+                "rates.static",
+                "must list at least one rate when backend = \"static\"",
+            );
         }
         for (code, rate) in &config.rates.static_rates {
             if rate.is_zero() {
@@ -246,7 +254,10 @@ pub(super) fn check(config: &Config, failed_accounts: &BTreeSet<String>) -> Vec<
         if !LOG_LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
             e.at(
                 "log.level",
-                format!("{directive:?}: level must be one of {}", LOG_LEVELS.join(", ")),
+                format!(
+                    "{directive:?}: level must be one of {}",
+                    LOG_LEVELS.join(", ")
+                ),
             );
         }
     }
@@ -277,10 +288,7 @@ pub(super) fn check(config: &Config, failed_accounts: &BTreeSet<String>) -> Vec<
                 auth_username,
                 auth_token,
             } => {
-                let key = (
-                    auth_username.as_deref().unwrap_or(""),
-                    auth_token.expose(),
-                );
+                let key = (auth_username.as_deref().unwrap_or(""), auth_token.expose());
                 if let Some(other) = btp_tokens.insert(key, id) {
                     e.at(
                         format!("{p}.link.auth_token"),
@@ -349,7 +357,10 @@ fn check_account(e: &mut Errors, p: &str, id: &str, a: &AccountConfig, config: &
         }
     }
     let rl = &a.rate_limit;
-    e.positive(format!("{p}.rate_limit.refill_period_ms"), rl.refill_period_ms);
+    e.positive(
+        format!("{p}.rate_limit.refill_period_ms"),
+        rl.refill_period_ms,
+    );
     e.positive(format!("{p}.rate_limit.refill_count"), rl.refill_count);
     if let Some(t) = a.throughput.incoming_amount_per_second {
         e.positive(format!("{p}.throughput.incoming_amount_per_second"), t);
@@ -358,7 +369,10 @@ fn check_account(e: &mut Errors, p: &str, id: &str, a: &AccountConfig, config: &
         e.positive(format!("{p}.throughput.outgoing_amount_per_second"), t);
     }
     if a.dedup.enabled {
-        e.positive(format!("{p}.dedup.packet_lifetime_ms"), a.dedup.packet_lifetime_ms);
+        e.positive(
+            format!("{p}.dedup.packet_lifetime_ms"),
+            a.dedup.packet_lifetime_ms,
+        );
         e.positive(
             format!("{p}.dedup.cleanup_interval_ms"),
             a.dedup.cleanup_interval_ms,
@@ -417,7 +431,10 @@ fn check_link(e: &mut Errors, p: &str, link: &LinkConfig, config: &Config) {
             ..
         } => {
             if config.listeners.http.is_none() {
-                e.at(format!("{p}.type"), "\"http\" needs a [listeners.http] section");
+                e.at(
+                    format!("{p}.type"),
+                    "\"http\" needs a [listeners.http] section",
+                );
             }
             if let Some(path) = incoming_path {
                 if !path.starts_with('/') {
@@ -431,9 +448,10 @@ fn check_link(e: &mut Errors, p: &str, link: &LinkConfig, config: &Config) {
                 );
             }
             match (mode, callback_url) {
-                (HttpMode::Async, None) => {
-                    e.at(format!("{p}.callback_url"), "required when mode = \"async\"")
-                }
+                (HttpMode::Async, None) => e.at(
+                    format!("{p}.callback_url"),
+                    "required when mode = \"async\"",
+                ),
                 (HttpMode::Sync, Some(_)) => e.at(
                     format!("{p}.callback_url"),
                     "applies only when mode = \"async\"",

@@ -29,16 +29,7 @@ pub enum AddressError {
 }
 
 const SCHEMES: [&[u8]; 10] = [
-    b"g",
-    b"private",
-    b"example",
-    b"peer",
-    b"self",
-    b"test",
-    b"test1",
-    b"test2",
-    b"test3",
-    b"local",
+    b"g", b"private", b"example", b"peer", b"self", b"test", b"test1", b"test2", b"test3", b"local",
 ];
 
 #[inline]

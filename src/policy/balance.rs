@@ -302,8 +302,14 @@ mod tests {
         );
         assert_eq!(b.reserve_incoming(&l, 101).unwrap_err().code(), "T04");
         // Zero amounts are ignored even when already above the maximum.
-        assert_eq!(Balance::new(2000).reserve_incoming(&l, 0), Ok(Balance::new(2000)));
-        assert_eq!(Balance::new(1000).rollback_incoming(100), Ok(Balance::new(900)));
+        assert_eq!(
+            Balance::new(2000).reserve_incoming(&l, 0),
+            Ok(Balance::new(2000))
+        );
+        assert_eq!(
+            Balance::new(1000).rollback_incoming(100),
+            Ok(Balance::new(900))
+        );
         // No maximum: only the integer range bounds it.
         let open = BalanceLimits::default();
         assert_eq!(
@@ -325,7 +331,13 @@ mod tests {
         let l = limits(Some(-500), None, None, 0);
         let b = Balance::new(0);
         let r1 = b.reserve_outgoing(&l, 300).unwrap();
-        assert_eq!(r1, Balance { balance: 0, pending_outgoing: 300 });
+        assert_eq!(
+            r1,
+            Balance {
+                balance: 0,
+                pending_outgoing: 300
+            }
+        );
         assert_eq!(r1.available(), -300);
         assert_eq!(
             r1.reserve_outgoing(&l, 201),
@@ -338,16 +350,28 @@ mod tests {
         let r2 = r1.reserve_outgoing(&l, 200).unwrap();
         assert_eq!(r2.pending_outgoing, 500);
         let c = r2.commit_outgoing(300).unwrap();
-        assert_eq!(c, Balance { balance: -300, pending_outgoing: 200 });
+        assert_eq!(
+            c,
+            Balance {
+                balance: -300,
+                pending_outgoing: 200
+            }
+        );
         let back = c.rollback_outgoing(200).unwrap();
         assert_eq!(back, Balance::new(-300));
         assert_eq!(
             back.rollback_outgoing(1),
-            Err(BalanceError::NotReserved { amount: 1, pending: 0 })
+            Err(BalanceError::NotReserved {
+                amount: 1,
+                pending: 0
+            })
         );
         assert_eq!(
             back.commit_outgoing(1),
-            Err(BalanceError::NotReserved { amount: 1, pending: 0 })
+            Err(BalanceError::NotReserved {
+                amount: 1,
+                pending: 0
+            })
         );
         assert_eq!(back.commit_outgoing(1).unwrap_err().code(), "T00");
         assert_eq!(back.reserve_outgoing(&l, 0), Ok(back));
@@ -367,7 +391,10 @@ mod tests {
         assert_eq!(b.reserve_outgoing(&open, 1), Err(BalanceError::Overflow));
         assert_eq!(
             Balance::new(0).reserve_outgoing(&open, 5),
-            Ok(Balance { balance: 0, pending_outgoing: 5 })
+            Ok(Balance {
+                balance: 0,
+                pending_outgoing: 5
+            })
         );
     }
 
@@ -379,9 +406,15 @@ mod tests {
         assert_eq!(Balance::new(-1000).settle_amount(&l), Some(1000));
         let to_pos = limits(None, None, Some(10), 50);
         assert_eq!(Balance::new(5).settle_amount(&to_pos), Some(45));
-        assert_eq!(Balance::new(5).settle_amount(&limits(None, None, None, 0)), None);
+        assert_eq!(
+            Balance::new(5).settle_amount(&limits(None, None, None, 0)),
+            None
+        );
         // settle_to at or below the balance (misconfigured): nothing to send.
-        assert_eq!(Balance::new(5).settle_amount(&limits(None, None, Some(10), 5)), None);
+        assert_eq!(
+            Balance::new(5).settle_amount(&limits(None, None, Some(10), 5)),
+            None
+        );
         assert!(Balance::new(0).crosses_settle_threshold(&Balance::new(-101), &l));
         assert!(!Balance::new(-101).crosses_settle_threshold(&Balance::new(-200), &l));
         assert!(!Balance::new(0).crosses_settle_threshold(&Balance::new(-100), &l));
@@ -407,9 +440,13 @@ mod tests {
 
     #[test]
     fn limit_violations() {
-        assert!(limits(Some(-1000), Some(1000), Some(-100), 0).violations().is_empty());
+        assert!(limits(Some(-1000), Some(1000), Some(-100), 0)
+            .violations()
+            .is_empty());
         assert!(limits(None, None, None, 0).violations().is_empty());
-        assert!(limits(Some(-10), Some(10), Some(-10), 10).violations().is_empty());
+        assert!(limits(Some(-10), Some(10), Some(-10), 10)
+            .violations()
+            .is_empty());
         let v = limits(Some(10), Some(10), None, 0).violations();
         assert_eq!(
             v,

@@ -271,12 +271,16 @@ mod tests {
         assert_eq!(Throttled::RateLimited.code(), "T05");
         assert_eq!(r.check(500), Ok(()));
         let d = TokenBucketParams::RATE_LIMIT_DEFAULT;
-        assert_eq!((d.refill_period_ms, d.refill_count, d.capacity), (60_000, 10_000, 10_000));
+        assert_eq!(
+            (d.refill_period_ms, d.refill_count, d.capacity),
+            (60_000, 10_000, 10_000)
+        );
     }
 
     #[test]
     fn throughput_limiter_rejects_with_t04() {
-        let p = TokenBucketParams::throughput(1_000, TokenBucketParams::THROUGHPUT_REFILL_PERIOD_MS);
+        let p =
+            TokenBucketParams::throughput(1_000, TokenBucketParams::THROUGHPUT_REFILL_PERIOD_MS);
         let mut t = ThroughputLimiter::new(p, 0).unwrap();
         assert_eq!(t.check(600, 0), Ok(()));
         assert_eq!(t.check(401, 0), Err(Throttled::ExceededThroughput));
