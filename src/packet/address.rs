@@ -32,9 +32,27 @@ const SCHEMES: [&[u8]; 10] = [
     b"g", b"private", b"example", b"peer", b"self", b"test", b"test1", b"test2", b"test3", b"local",
 ];
 
+/// Byte classes for validation: 0 invalid, 1 segment character, 2 separator.
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = if b.is_ascii_alphanumeric() || b == b'_' || b == b'~' || b == b'-' {
+            1
+        } else if b == b'.' {
+            2
+        } else {
+            0
+        };
+        i += 1;
+    }
+    t
+};
+
 #[inline]
 const fn is_segment_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b'~' || b == b'-'
+    CLASS[b as usize] == 1
 }
 
 /// Checks `bytes` against RFC 15.
@@ -53,20 +71,25 @@ pub fn validate_address(bytes: &[u8]) -> Result<(), AddressError> {
     if !SCHEMES.contains(&&bytes[..scheme_end]) {
         return Err(AddressError::UnknownScheme);
     }
-    let mut segment_len = 0usize;
-    for (i, b) in bytes.iter().enumerate().skip(scheme_end + 1) {
-        if *b == b'.' {
-            if segment_len == 0 {
-                return Err(AddressError::EmptySegment);
-            }
-            segment_len = 0;
-        } else if is_segment_byte(*b) {
-            segment_len += 1;
-        } else {
-            return Err(AddressError::InvalidCharacter(i));
-        }
+    // One pass over the rest: `prev` is the class of the previous byte, starting as a separator
+    // (the dot after the scheme), so an empty segment is two separators in a row.
+    let mut prev = 2u8;
+    let mut bad = false;
+    for b in &bytes[scheme_end + 1..] {
+        let c = CLASS[*b as usize];
+        bad |= c == 0 || (c == 2 && prev == 2);
+        prev = c;
     }
-    if segment_len == 0 {
+    if bad || prev == 2 {
+        // Slow path only for invalid input: find what exactly is wrong.
+        let mut prev = 2u8;
+        for (i, b) in bytes.iter().enumerate().skip(scheme_end + 1) {
+            match CLASS[*b as usize] {
+                0 => return Err(AddressError::InvalidCharacter(i)),
+                2 if prev == 2 => return Err(AddressError::EmptySegment),
+                c => prev = c,
+            }
+        }
         return Err(AddressError::EmptySegment);
     }
     Ok(())
