@@ -96,11 +96,13 @@ fn empty_file_needs_an_address_only() {
     let e = errors("");
     assert_eq!(paths(&e), vec!["node.ilp_address"]);
     let c = Config::from_toml_str("[node]\nilp_address = \"g.me\"\n").unwrap();
-    assert_eq!(c.node, {
-        let mut n = NodeConfig::default();
-        n.ilp_address = Some("g.me".try_into().unwrap());
-        n
-    });
+    assert_eq!(
+        c.node,
+        NodeConfig {
+            ilp_address: Some("g.me".try_into().unwrap()),
+            ..NodeConfig::default()
+        }
+    );
     assert_eq!(c.store, StoreConfig::default());
     assert_eq!(c.listeners, ListenersConfig::default());
     assert_eq!(c.log, LogConfig::default());

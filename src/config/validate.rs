@@ -320,12 +320,11 @@ fn check_account(e: &mut Errors, p: &str, id: &str, a: &AccountConfig, config: &
     if a.asset_code.is_empty() && !config.node.asset_code.is_empty() {
         e.at(format!("{p}.asset_code"), "must not be empty");
     }
-    match (&a.ilp_address_segment, a.relation) {
-        (Some(_), Relation::Parent | Relation::Peer) => e.at(
+    if a.ilp_address_segment.is_some() && a.relation != Relation::Child {
+        e.at(
             format!("{p}.ilp_address_segment"),
             "applies only to accounts with relation = \"child\"",
-        ),
-        _ => {}
+        );
     }
     if let Some(seg) = a.child_segment(id) {
         if validate_segment(seg).is_err() {
