@@ -609,3 +609,43 @@ fn validate_on_built_config() {
     let e = c.validate().unwrap_err();
     assert_eq!(paths(&e), vec!["broadcast.interval_ms"]);
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn reference() -> &'static str {
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"))
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,200}") {
+            if let Err(e) = Config::from_toml_str(&text) {
+                prop_assert!(!e.errors().is_empty());
+            }
+        }
+
+        #[test]
+        fn any_single_line_edit_of_the_reference_never_panics(
+            line in 0usize..200, value in prop_oneof![
+                Just("-1".to_string()), Just("\"\"".to_string()), Just("true".to_string()),
+                Just("[1, 2]".to_string()), Just("{ a = 1 }".to_string()), "[a-z0-9.]{0,12}",
+            ],
+        ) {
+            let lines: Vec<String> = reference()
+                .lines()
+                .enumerate()
+                .map(|(i, l)| match l.split_once(" = ") {
+                    Some((k, _)) if i == line && !l.starts_with('#') => format!("{k} = {value}"),
+                    _ => l.to_string(),
+                })
+                .collect();
+            let text = lines.join("\n");
+            match Config::from_toml_str(&text) {
+                Ok(c) => prop_assert!(c.validate().is_ok()),
+                Err(e) => prop_assert!(e.errors().iter().all(|x| !x.message.is_empty())),
+            }
+        }
+    }
+}
