@@ -1,0 +1,433 @@
+//! The node-wide sections of `config.toml`: `[node]`, `[rates]`, `[routing]`, `[broadcast]`,
+//! `[listeners]`, `[store]` and `[log]`, with their defaults (those of the JS connector where it
+//! has one).
+
+use crate::packet::Address;
+use crate::rates::{Rate, Spread};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// A string that must not end up in logs: `Debug` prints `"***"`.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct SecretString(String);
+
+impl SecretString {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        SecretString(s.into())
+    }
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// A 32-byte secret written as 64 hex digits or as standard base64.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret32(pub [u8; 32]);
+
+impl Secret32 {
+    /// Parses 64 hex digits or base64 (standard alphabet, padded or not) of exactly 32 bytes.
+    pub fn parse(s: &str) -> Result<Secret32, String> {
+        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let mut out = [0u8; 32];
+            for (i, chunk) in s.as_bytes().chunks_exact(2).enumerate() {
+                let hi = (chunk[0] as char).to_digit(16).unwrap_or(0);
+                let lo = (chunk[1] as char).to_digit(16).unwrap_or(0);
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = (hi * 16 + lo) as u8;
+                }
+            }
+            return Ok(Secret32(out));
+        }
+        use base64::Engine;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(s))
+            .map_err(|_| "expected 64 hex digits or base64 of 32 bytes".to_string())?;
+        <[u8; 32]>::try_from(decoded.as_slice())
+            .map(Secret32)
+            .map_err(|_| format!("decodes to {} bytes; expected 32", decoded.len()))
+    }
+}
+
+impl fmt::Debug for Secret32 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret32(***)")
+    }
+}
+
+impl Serialize for Secret32 {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let hex: String = self.0.iter().map(|b| format!("{b:02x}")).collect();
+        s.serialize_str(&hex)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret32 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Secret32::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+pub(super) fn default_asset_code() -> String {
+    "USD".to_string()
+}
+pub(super) fn default_asset_scale() -> u8 {
+    9
+}
+fn default_spread() -> Spread {
+    // 0.002 is the JS connector's default; 1/500 is exact.
+    Spread::new(Rate::new(1, 500).unwrap_or(Rate::ZERO)).unwrap_or(Spread::ZERO)
+}
+fn default_true() -> bool {
+    true
+}
+
+/// `[node]`: who this connector is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeConfig {
+    /// Our ILP address. Absent: learned from a parent over IL-DCP at start-up.
+    #[serde(default)]
+    pub ilp_address: Option<Address>,
+    /// With no `ilp_address` and several parents: the parent account to ask. Default: the only
+    /// parent.
+    #[serde(default)]
+    pub ilp_address_inherit_from: Option<String>,
+    /// Asset of the node itself (its own STREAM receiver and echo); accounts default to it.
+    #[serde(default = "default_asset_code")]
+    pub asset_code: String,
+    /// Scale of `asset_code`.
+    #[serde(default = "default_asset_scale")]
+    pub asset_scale: u8,
+    /// Seed for route-broadcast auth values; absent: generated at start.
+    #[serde(default)]
+    pub routing_secret: Option<Secret32>,
+    /// Fraction taken off every conversion, as a decimal string.
+    #[serde(default = "default_spread")]
+    pub spread: Spread,
+    /// Time budgeted per hop to pass a Fulfill back upstream (ms).
+    #[serde(default = "NodeConfig::default_min_message_window_ms")]
+    pub min_message_window_ms: u64,
+    /// Longest time we hold funds for an outgoing Prepare (ms).
+    #[serde(default = "NodeConfig::default_max_hold_time_ms")]
+    pub max_hold_time_ms: u64,
+    /// Whether a packet may be routed back to the account it came from.
+    #[serde(default = "default_true")]
+    pub reflect_payments: bool,
+    /// How long start-up waits for accounts to connect before going on (ms).
+    #[serde(default = "NodeConfig::default_initial_connect_timeout_ms")]
+    pub initial_connect_timeout_ms: u64,
+}
+
+impl NodeConfig {
+    fn default_min_message_window_ms() -> u64 {
+        1_000
+    }
+    fn default_max_hold_time_ms() -> u64 {
+        30_000
+    }
+    fn default_initial_connect_timeout_ms() -> u64 {
+        10_000
+    }
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            ilp_address: None,
+            ilp_address_inherit_from: None,
+            asset_code: default_asset_code(),
+            asset_scale: default_asset_scale(),
+            routing_secret: None,
+            spread: default_spread(),
+            min_message_window_ms: Self::default_min_message_window_ms(),
+            max_hold_time_ms: Self::default_max_hold_time_ms(),
+            reflect_payments: true,
+            initial_connect_timeout_ms: Self::default_initial_connect_timeout_ms(),
+        }
+    }
+}
+
+/// Which rate backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RateBackendKind {
+    /// Rate 1 between every pair of assets (scales and spread still apply).
+    #[default]
+    OneToOne,
+    /// The `[rates.static]` table.
+    Static,
+}
+
+/// `[rates]`: where exchange rates come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RatesConfig {
+    #[serde(default)]
+    pub backend: RateBackendKind,
+    /// Units of each asset per unit of a common base asset, as decimal strings.
+    #[serde(default, rename = "static")]
+    pub static_rates: BTreeMap<String, Rate>,
+}
+
+/// One configured route: destinations under `prefix` go to `account`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaticRoute {
+    pub prefix: String,
+    pub account: String,
+}
+
+/// `[routing]`: routes that do not come from broadcasts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutingConfig {
+    /// Account for destinations no other route covers: `"auto"` (the first parent, by account
+    /// id order), `""` (none), or an account id.
+    #[serde(default = "RoutingConfig::default_default_route")]
+    pub default_route: String,
+    /// Routes that beat learned ones for the same or shorter prefixes.
+    #[serde(default)]
+    pub static_routes: Vec<StaticRoute>,
+}
+
+impl RoutingConfig {
+    fn default_default_route() -> String {
+        "auto".to_string()
+    }
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            default_route: Self::default_default_route(),
+            static_routes: Vec::new(),
+        }
+    }
+}
+
+/// `[broadcast]`: the route broadcast protocol (CCP).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BroadcastConfig {
+    /// Whether to send and accept route updates at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Time between route update rounds (ms).
+    #[serde(default = "BroadcastConfig::default_interval_ms")]
+    pub interval_ms: u64,
+    /// How long a learned route lives without being refreshed (ms).
+    #[serde(default = "BroadcastConfig::default_route_expiry_ms")]
+    pub route_expiry_ms: u64,
+    /// How often expired routes are swept (ms).
+    #[serde(default = "BroadcastConfig::default_cleanup_interval_ms")]
+    pub cleanup_interval_ms: u64,
+    /// After a prefix is withdrawn, how long before a new route for it is accepted (ms);
+    /// damps flapping. 0 disables.
+    #[serde(default)]
+    pub hold_down_ms: u64,
+    /// Most routing-table epochs sent in one update message.
+    #[serde(default = "BroadcastConfig::default_max_epochs_per_update")]
+    pub max_epochs_per_update: u32,
+}
+
+impl BroadcastConfig {
+    fn default_interval_ms() -> u64 {
+        30_000
+    }
+    fn default_route_expiry_ms() -> u64 {
+        45_000
+    }
+    fn default_cleanup_interval_ms() -> u64 {
+        1_000
+    }
+    fn default_max_epochs_per_update() -> u32 {
+        50
+    }
+}
+
+impl Default for BroadcastConfig {
+    fn default() -> Self {
+        BroadcastConfig {
+            enabled: true,
+            interval_ms: Self::default_interval_ms(),
+            route_expiry_ms: Self::default_route_expiry_ms(),
+            cleanup_interval_ms: Self::default_cleanup_interval_ms(),
+            hold_down_ms: 0,
+            max_epochs_per_update: Self::default_max_epochs_per_update(),
+        }
+    }
+}
+
+/// Server-side TLS of a listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ServerTlsConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// PEM certificate chain; required when enabled.
+    #[serde(default)]
+    pub cert_path: Option<PathBuf>,
+    /// PEM private key; required when enabled.
+    #[serde(default)]
+    pub key_path: Option<PathBuf>,
+    /// PEM CA bundle that client certificates must chain to.
+    #[serde(default)]
+    pub client_ca_path: Option<PathBuf>,
+    /// Refuse clients without a certificate from `client_ca_path`.
+    #[serde(default)]
+    pub require_client_cert: bool,
+}
+
+/// `[listeners.btp]`: the BTP-over-WebSocket server for `btp-server` accounts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BtpListenerConfig {
+    pub bind: SocketAddr,
+    #[serde(default)]
+    pub tls: ServerTlsConfig,
+}
+
+/// `[listeners.http]`: the ILP-over-HTTP server for `http` accounts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpListenerConfig {
+    pub bind: SocketAddr,
+    #[serde(default)]
+    pub tls: ServerTlsConfig,
+    /// Offer HTTP/2 (ALPN `h2` under TLS, prior knowledge in clear text).
+    #[serde(default = "default_true")]
+    pub h2: bool,
+}
+
+/// `[listeners.admin]`: the admin API (status, accounts, balances, routes, metrics).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminListenerConfig {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "AdminListenerConfig::default_bind")]
+    pub bind: SocketAddr,
+    /// Bearer token the API requires; required when `bind` is not a loopback address.
+    #[serde(default)]
+    pub token: Option<SecretString>,
+}
+
+impl AdminListenerConfig {
+    fn default_bind() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 7770))
+    }
+}
+
+impl Default for AdminListenerConfig {
+    fn default() -> Self {
+        AdminListenerConfig {
+            enabled: true,
+            bind: Self::default_bind(),
+            token: None,
+        }
+    }
+}
+
+/// `[listeners]`: sockets the node serves on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ListenersConfig {
+    #[serde(default)]
+    pub btp: Option<BtpListenerConfig>,
+    #[serde(default)]
+    pub http: Option<HttpListenerConfig>,
+    #[serde(default)]
+    pub admin: AdminListenerConfig,
+}
+
+/// Which store keeps balances and idempotency records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreBackend {
+    /// Nothing survives a restart.
+    Memory,
+    /// RocksDB under `path`.
+    #[default]
+    Rocksdb,
+}
+
+/// `[store]`: persistence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreConfig {
+    #[serde(default)]
+    pub backend: StoreBackend,
+    /// Data directory (RocksDB files).
+    #[serde(default = "StoreConfig::default_path")]
+    pub path: PathBuf,
+    /// fsync each committed batch before answering (a Fulfill is relayed only after its
+    /// balance effect is durable).
+    #[serde(default = "default_true")]
+    pub sync: bool,
+    /// Most writes group-committed in one batch.
+    #[serde(default = "StoreConfig::default_max_batch")]
+    pub group_commit_max_batch: u32,
+    /// Longest a write waits for companions before its batch is committed (microseconds).
+    #[serde(default)]
+    pub group_commit_max_delay_us: u64,
+}
+
+impl StoreConfig {
+    fn default_path() -> PathBuf {
+        PathBuf::from("./data")
+    }
+    fn default_max_batch() -> u32 {
+        256
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: StoreBackend::default(),
+            path: Self::default_path(),
+            sync: true,
+            group_commit_max_batch: Self::default_max_batch(),
+            group_commit_max_delay_us: 0,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Terminal,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`: logging.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A level (`error` `warn` `info` `debug` `trace`) or directives like `info,ilp=debug`.
+    #[serde(default = "LogConfig::default_level")]
+    pub level: String,
+}
+
+impl LogConfig {
+    fn default_level() -> String {
+        "info".to_string()
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::default(),
+            level: Self::default_level(),
+        }
+    }
+}
