@@ -45,7 +45,6 @@ pub fn check_response(fulfill: &Fulfill) -> Result<(), CcpError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::ildcp::PeerProtocolError;

@@ -135,7 +135,6 @@ pub fn is_response(prepare: &Prepare) -> bool {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

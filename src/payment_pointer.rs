@@ -380,7 +380,8 @@ mod tests {
     proptest! {
         #[test]
         fn display_round_trip(
-            labels in proptest::collection::vec("[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", 1..4),
+            // Hyphens are left out: labels such as "xn--a" are (correctly) refused by IDNA.
+            labels in proptest::collection::vec("[a-z0-9]{1,12}", 1..4),
             tld in "[a-z]{2,6}",
             segments in proptest::collection::vec("[A-Za-z0-9_~!$&'()*+,;=:@-]{1,12}", 0..4),
         ) {

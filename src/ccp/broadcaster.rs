@@ -533,7 +533,6 @@ impl<P: Clone + Ord> RouteBroadcaster<P> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::ccp::messages::{Mode, Route};

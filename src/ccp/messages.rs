@@ -364,7 +364,6 @@ impl RouteUpdateRequest {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 pub(crate) mod tests {
     use super::*;
     use base64::Engine;

@@ -203,7 +203,6 @@ impl CcpReceiver {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::ccp::messages::Route;

@@ -243,7 +243,6 @@ impl<P: Clone + PartialEq> CcpSender<P> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::ccp::messages::RoutingTableId;

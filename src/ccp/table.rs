@@ -118,7 +118,6 @@ impl<P: Clone + PartialEq> ForwardingTable<P> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
