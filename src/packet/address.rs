@@ -67,9 +67,12 @@ pub fn validate_address(bytes: &[u8]) -> Result<(), AddressError> {
     let scheme_end = bytes
         .iter()
         .position(|b| *b == b'.')
-        .ok_or(AddressError::NoSegments)?;
+        .unwrap_or(bytes.len());
     if !SCHEMES.contains(&&bytes[..scheme_end]) {
         return Err(AddressError::UnknownScheme);
+    }
+    if scheme_end == bytes.len() {
+        return Err(AddressError::NoSegments);
     }
     // One pass over the rest: `prev` is the class of the previous byte, starting as a separator
     // (the dot after the scheme), so an empty segment is two separators in a row.
@@ -280,6 +283,7 @@ mod tests {
         let cases: &[(&str, AddressError)] = &[
             ("", AddressError::Empty),
             ("g", AddressError::NoSegments),
+            ("x", AddressError::UnknownScheme),
             ("test4.x", AddressError::UnknownScheme),
             ("G.x", AddressError::UnknownScheme),
             ("g.", AddressError::EmptySegment),
