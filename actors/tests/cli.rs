@@ -17,7 +17,11 @@ fn reference_config_is_accepted() {
         .args(["check-config", "--config", &reference_config()])
         .output()
         .expect("binary runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(printed.contains("test.ilp-connector"), "{printed}");
     let out = bin()

@@ -64,10 +64,7 @@ pub fn validate_address(bytes: &[u8]) -> Result<(), AddressError> {
     if bytes.len() > MAX_ADDRESS_LEN {
         return Err(AddressError::TooLong(bytes.len()));
     }
-    let scheme_end = bytes
-        .iter()
-        .position(|b| *b == b'.')
-        .unwrap_or(bytes.len());
+    let scheme_end = bytes.iter().position(|b| *b == b'.').unwrap_or(bytes.len());
     if !SCHEMES.contains(&&bytes[..scheme_end]) {
         return Err(AddressError::UnknownScheme);
     }
