@@ -30,6 +30,8 @@ pub enum OerError {
     NonCanonicalVarUint,
     #[error("string is not valid UTF-8")]
     InvalidUtf8,
+    #[error("element count {0} cannot fit in the remaining input")]
+    CountTooLarge(u64),
 }
 
 /// Longest length prefix this reader accepts: nothing in Interledger needs more than a few MB,
@@ -193,6 +195,19 @@ impl<'a> Reader<'a> {
     pub fn read_var_uint(&mut self) -> Result<u64, OerError> {
         let bytes = self.read_var_octet_string()?;
         var_uint_from_bytes(bytes)
+    }
+
+    /// Reads a SEQUENCE OF element count (a var-uint) and refuses one that the remaining input
+    /// cannot hold when every element takes at least `min_element_len` bytes, so a hostile count
+    /// never sizes an allocation.
+    #[inline]
+    pub fn read_count(&mut self, min_element_len: usize) -> Result<usize, OerError> {
+        let n = self.read_var_uint()?;
+        let max = self.remaining() / min_element_len.max(1);
+        match usize::try_from(n) {
+            Ok(count) if count <= max => Ok(count),
+            _ => Err(OerError::CountTooLarge(n)),
+        }
     }
 
     /// Like [`Reader::read_var_uint`], but a value wider than 64 bits saturates to `u64::MAX`
@@ -404,6 +419,24 @@ mod tests {
             Reader::new(&[3, 1]).read_var_uint(),
             Err(OerError::UnexpectedEnd)
         );
+    }
+
+    #[test]
+    fn counts_are_bounded_by_the_input() {
+        // 3 elements of at least 2 bytes need 6 bytes.
+        let mut ok = vec![1, 3];
+        ok.extend_from_slice(&[0; 6]);
+        assert_eq!(Reader::new(&ok).read_count(2), Ok(3));
+        assert_eq!(
+            Reader::new(&ok[..7]).read_count(2),
+            Err(OerError::CountTooLarge(3))
+        );
+        assert_eq!(
+            Reader::new(&[8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).read_count(1),
+            Err(OerError::CountTooLarge(u64::MAX))
+        );
+        assert_eq!(Reader::new(&[1, 0]).read_count(0), Ok(0));
+        assert_eq!(Reader::new(&[]).read_count(1), Err(OerError::UnexpectedEnd));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! Only that one form is accepted, so the stored bytes are canonical and re-encode exactly; the
 //! JS reader would turn any other shape into an invalid date anyway.
 
+use crate::packet::{Timestamp, TimestampError, TIMESTAMP_LEN};
 use std::fmt;
 use thiserror::Error;
 
@@ -21,9 +22,8 @@ pub enum TimeError {
     TooLate(u64),
 }
 
-const MS_PER_DAY: u64 = 86_400_000;
 /// 9999-12-31T23:59:59.999Z, the last instant a four-digit year can name.
-pub const MAX_UNIX_MILLIS: u64 = 253_402_300_799_999;
+pub const MAX_UNIX_MILLIS: u64 = Timestamp::MAX.unix_millis();
 
 /// A validated `YYYYMMDDHHMMSS.mmmZ` timestamp; equality is on the exact bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -34,31 +34,19 @@ impl GeneralizedTime {
     pub const LEN: usize = 19;
 
     /// Validates the text form (digits, separators and calendar ranges, leap years included).
+    /// The calendar work is [`Timestamp`]'s: the same digits without the `.` and `Z`.
     pub fn parse(bytes: &[u8]) -> Result<Self, TimeError> {
         let arr: [u8; Self::LEN] = bytes
             .try_into()
             .map_err(|_| TimeError::BadLength(bytes.len()))?;
-        let digit_positions = (0..14).chain(15..18);
-        for i in digit_positions {
-            if !arr[i].is_ascii_digit() {
-                return Err(TimeError::BadFormat);
-            }
-        }
         if arr[14] != b'.' || arr[18] != b'Z' {
             return Err(TimeError::BadFormat);
         }
-        let t = GeneralizedTime(arr);
-        let (year, month, day, hour, minute, second, _) = t.fields();
-        let valid = (1..=12).contains(&month)
-            && day >= 1
-            && day <= days_in_month(year, month)
-            && hour < 24
-            && minute < 60
-            && second < 60;
-        if valid {
-            Ok(t)
-        } else {
-            Err(TimeError::OutOfRange)
+        match Timestamp::parse(&Self::digits(&arr)) {
+            // A real date before 1970 is valid GeneralizedTime; it only has no unix millis.
+            Ok(_) | Err(TimestampError::BeforeEpoch) => Ok(GeneralizedTime(arr)),
+            Err(TimestampError::NotDigit(_)) => Err(TimeError::BadFormat),
+            Err(TimestampError::OutOfRange) => Err(TimeError::OutOfRange),
         }
     }
 
@@ -67,19 +55,10 @@ impl GeneralizedTime {
         if ms > MAX_UNIX_MILLIS {
             return Err(TimeError::TooLate(ms));
         }
-        let days = ms / MS_PER_DAY;
-        let in_day = ms % MS_PER_DAY;
-        // `days` is below 2.93 million here, so the conversion is lossless.
-        let (year, month, day) = civil_from_days(days as i64);
-        let mut out = [0u8; Self::LEN];
-        put_digits(&mut out[0..4], year as u64);
-        put_digits(&mut out[4..6], u64::from(month));
-        put_digits(&mut out[6..8], u64::from(day));
-        put_digits(&mut out[8..10], in_day / 3_600_000);
-        put_digits(&mut out[10..12], in_day / 60_000 % 60);
-        put_digits(&mut out[12..14], in_day / 1000 % 60);
-        out[14] = b'.';
-        put_digits(&mut out[15..18], in_day % 1000);
+        let d = Timestamp::from_unix_millis(ms).to_bytes();
+        let mut out = [b'.'; Self::LEN];
+        out[..14].copy_from_slice(&d[..14]);
+        out[15..18].copy_from_slice(&d[14..]);
         out[18] = b'Z';
         Ok(GeneralizedTime(out))
     }
@@ -93,14 +72,9 @@ impl GeneralizedTime {
 
     /// Unix time in milliseconds, or `None` for an instant before 1970.
     pub fn unix_millis(&self) -> Option<u64> {
-        let (year, month, day, hour, minute, second, milli) = self.fields();
-        let days = days_from_civil(i64::from(year), month, day);
-        let days = u64::try_from(days).ok()?;
-        let in_day = u64::from(hour) * 3_600_000
-            + u64::from(minute) * 60_000
-            + u64::from(second) * 1000
-            + u64::from(milli);
-        Some(days * MS_PER_DAY + in_day)
+        Timestamp::parse(&Self::digits(&self.0))
+            .ok()
+            .map(Timestamp::unix_millis)
     }
 
     pub fn as_bytes(&self) -> &[u8; Self::LEN] {
@@ -112,21 +86,12 @@ impl GeneralizedTime {
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
-    fn fields(&self) -> (u32, u32, u32, u32, u32, u32, u32) {
-        let n = |r: std::ops::Range<usize>| {
-            self.0[r]
-                .iter()
-                .fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0'))
-        };
-        (
-            n(0..4),
-            n(4..6),
-            n(6..8),
-            n(8..10),
-            n(10..12),
-            n(12..14),
-            n(15..18),
-        )
+    /// `YYYYMMDDHHMMSS.mmmZ` without its separators: the ILP timestamp's 17 digits.
+    fn digits(text: &[u8; Self::LEN]) -> [u8; TIMESTAMP_LEN] {
+        let mut d = [0u8; TIMESTAMP_LEN];
+        d[..14].copy_from_slice(&text[..14]);
+        d[14..].copy_from_slice(&text[15..18]);
+        d
     }
 }
 
@@ -140,51 +105,6 @@ impl fmt::Display for GeneralizedTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-fn put_digits(out: &mut [u8], mut v: u64) {
-    for slot in out.iter_mut().rev() {
-        *slot = b'0' + (v % 10) as u8;
-        v /= 10;
-    }
-}
-
-fn is_leap(year: u32) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
-}
-
-fn days_in_month(year: u32, month: u32) -> u32 {
-    match month {
-        2 if is_leap(year) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 for a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = i64::from((month + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Inverse of [`days_from_civil`] for non-negative day counts.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
