@@ -143,6 +143,15 @@ impl MaxPacketAmountDetails {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn f08_round_trip(amount_received: u64, max_amount: u64) {
+            let d = MaxPacketAmountDetails { amount_received, max_amount };
+            prop_assert_eq!(MaxPacketAmountDetails::decode(&d.encode()), Ok(d));
+        }
+    }
 
     #[test]
     fn table() {

@@ -78,6 +78,7 @@ impl FulfillBuilder<'_> {
 mod tests {
     use super::*;
     use crate::oer::OerError;
+    use crate::packet::PacketType;
     use proptest::prelude::*;
 
     fn frame(contents: &[u8]) -> Bytes {
@@ -126,6 +127,23 @@ mod tests {
             Fulfill::parse(Bytes::from_static(&[13, 0x81])),
             Err(PacketError::Oer(OerError::UnexpectedEnd))
         );
+        assert_eq!(
+            Fulfill::parse(Bytes::from_static(&[13, 0x84, 0xff, 0xff, 0xff, 0xff])),
+            Err(PacketError::Oer(OerError::LengthTooLarge(0xffff_ffff)))
+        );
+        let mut after = good.as_bytes().to_vec();
+        after.push(0);
+        assert_eq!(
+            Fulfill::parse(Bytes::from(after)),
+            Err(PacketError::Oer(OerError::TrailingBytes(1)))
+        );
+        assert_eq!(
+            Fulfill::parse(Bytes::from_static(&[14, 0])),
+            Err(PacketError::WrongType {
+                expected: PacketType::Fulfill,
+                found: 14
+            })
+        );
     }
 
     proptest! {
@@ -139,9 +157,15 @@ mod tests {
         }
 
         #[test]
-        fn never_panics(bytes in prop::collection::vec(any::<u8>(), 0..100)) {
-            let _ = Fulfill::parse(Bytes::from(bytes.clone()));
-            let _ = Fulfill::parse(frame(&bytes));
+        fn never_panics_and_canonical(bytes in prop::collection::vec(any::<u8>(), 0..100)) {
+            for input in [Bytes::from(bytes.clone()), frame(&bytes)] {
+                if let Ok(f) = Fulfill::parse(input.clone()) {
+                    let again = FulfillBuilder { fulfillment: f.fulfillment(), data: f.data() }
+                        .build()
+                        .unwrap();
+                    prop_assert_eq!(again.as_bytes(), &input);
+                }
+            }
         }
     }
 }

@@ -332,11 +332,22 @@ mod tests {
         }
 
         #[test]
-        fn never_panics(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
-            let _ = Prepare::parse(Bytes::from(bytes.clone()));
-            let mut framed = vec![12u8];
-            framed.put_var_octet_string(&bytes);
-            let _ = Prepare::parse(Bytes::from(framed));
+        fn never_panics_and_canonical(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            for input in [Bytes::from(bytes.clone()), frame(&bytes)] {
+                if let Ok(p) = Prepare::parse(input.clone()) {
+                    let dest = p.destination();
+                    let again = PrepareBuilder {
+                        amount: p.amount(),
+                        expires_at: p.expires_at(),
+                        execution_condition: p.execution_condition(),
+                        destination: &dest,
+                        data: p.data(),
+                    }
+                    .build()
+                    .unwrap();
+                    prop_assert_eq!(again.as_bytes(), &input);
+                }
+            }
         }
     }
 }

@@ -110,7 +110,7 @@ impl RejectBuilder<'_> {
 mod tests {
     use super::*;
     use crate::oer::OerError;
-    use crate::packet::AddressError;
+    use crate::packet::{AddressError, PacketType};
     use proptest::prelude::*;
 
     fn frame(contents: &[u8]) -> Bytes {
@@ -169,6 +169,23 @@ mod tests {
             Reject::parse(frame(&contents(b"F02", b"g.a", &[0xc3, 0x28], b""))),
             Err(PacketError::InvalidMessage)
         );
+        assert_eq!(
+            Reject::parse(Bytes::from_static(&[14, 0x84, 0xff, 0xff, 0xff, 0xff])),
+            Err(PacketError::Oer(OerError::LengthTooLarge(0xffff_ffff)))
+        );
+        let mut after = frame(&good).to_vec();
+        after.push(0);
+        assert_eq!(
+            Reject::parse(Bytes::from(after)),
+            Err(PacketError::Oer(OerError::TrailingBytes(1)))
+        );
+        assert_eq!(
+            Reject::parse(Bytes::from_static(&[12, 0])),
+            Err(PacketError::WrongType {
+                expected: PacketType::Reject,
+                found: 12
+            })
+        );
         let big = vec![0u8; MAX_DATA_LEN + 1];
         assert_eq!(
             Reject::parse(frame(&contents(b"F02", b"g.a", b"", &big))),
@@ -205,9 +222,21 @@ mod tests {
         }
 
         #[test]
-        fn never_panics(bytes in prop::collection::vec(any::<u8>(), 0..100)) {
-            let _ = Reject::parse(Bytes::from(bytes.clone()));
-            let _ = Reject::parse(frame(&bytes));
+        fn never_panics_and_canonical(bytes in prop::collection::vec(any::<u8>(), 0..100)) {
+            for input in [Bytes::from(bytes.clone()), frame(&bytes)] {
+                if let Ok(r) = Reject::parse(input.clone()) {
+                    let by = r.triggered_by();
+                    let again = RejectBuilder {
+                        code: r.code(),
+                        triggered_by: by.as_ref(),
+                        message: r.message(),
+                        data: r.data(),
+                    }
+                    .build()
+                    .unwrap();
+                    prop_assert_eq!(again.as_bytes(), &input);
+                }
+            }
         }
     }
 }
