@@ -4,7 +4,7 @@ use super::{
     open_envelope, read_data, seal, validate_address, Address, ErrorCode, PacketError, PacketType,
     MAX_DATA_LEN,
 };
-use crate::oer::{var_octet_string_size, OerWrite};
+use crate::oer::{length_prefix_size, var_octet_string_size, OerWrite};
 use bytes::{BufMut, Bytes};
 use std::fmt;
 
@@ -83,11 +83,17 @@ pub struct RejectBuilder<'a> {
 }
 
 impl RejectBuilder<'_> {
+    /// Serializes into one exact-size buffer. Fails only if `data` is over 32767 bytes.
     #[inline]
     pub fn build(&self) -> Result<Reject, PacketError> {
         if self.data.len() > MAX_DATA_LEN {
             return Err(PacketError::DataTooLong(self.data.len()));
         }
+        Ok(self.encode())
+    }
+
+    /// The encoding itself; every field but `data` is valid by construction.
+    fn encode(&self) -> Reject {
         let by = self.triggered_by.map(Address::as_bytes).unwrap_or_default();
         let msg = self.message.as_bytes();
         let contents_len = 3
@@ -100,9 +106,31 @@ impl RejectBuilder<'_> {
             out.put_var_octet_string(msg);
             out.put_var_octet_string(self.data);
         });
-        // Offsets are recomputed by a parse of the bytes just written: Rejects are off the hot
-        // path, and one code path for offsets is worth more than the few nanoseconds.
-        Reject::parse(buf)
+        let by_start = buf.len() - contents_len + 3 + length_prefix_size(by.len());
+        let by_end = by_start + by.len();
+        let msg_start = by_end + length_prefix_size(msg.len());
+        let msg_end = msg_start + msg.len();
+        let data_start = msg_end + length_prefix_size(self.data.len());
+        Reject {
+            code: self.code,
+            triggered_by: (by_start, by_end),
+            message: (msg_start, msg_end),
+            data: (data_start, data_start + self.data.len()),
+            buf,
+        }
+    }
+}
+
+impl Reject {
+    /// A Reject without data: cannot fail, so error paths always have one to send.
+    pub fn new(code: ErrorCode, triggered_by: Option<&Address>, message: &str) -> Reject {
+        RejectBuilder {
+            code,
+            triggered_by,
+            message,
+            data: &[],
+        }
+        .encode()
     }
 }
 
@@ -139,6 +167,16 @@ mod tests {
         .unwrap();
         assert_eq!(r.triggered_by(), None);
         assert_eq!(r.as_bytes().as_ref(), [14, 6, b'T', b'0', b'1', 0, 0, 0]);
+    }
+
+    #[test]
+    fn new_matches_builder_and_parse() {
+        let by = Address::try_from("g.conn").unwrap();
+        let r = Reject::new(ErrorCode::F02_UNREACHABLE, Some(&by), "no route to g.x");
+        assert_eq!(Reject::parse(r.as_bytes().clone()).unwrap(), r);
+        assert_eq!(r.triggered_by(), Some(by));
+        assert_eq!(r.message(), "no route to g.x");
+        assert!(r.data().is_empty());
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! Amounts are `u64`; balances `i64`; the arithmetic runs in `i128` and every result that does
 //! not fit is an error, never a wrap.
 
+use crate::packet::ErrorCode;
 use thiserror::Error;
 
 /// The configured limits of one account, in its own asset's base units.
@@ -111,10 +112,14 @@ pub enum BalanceError {
 
 impl BalanceError {
     /// The ILP error code a Prepare refused for this reason is rejected with.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            BalanceError::ExceedsMaximum { .. } | BalanceError::BelowMinimum { .. } => "T04",
-            BalanceError::Overflow | BalanceError::NotReserved { .. } => "T00",
+            BalanceError::ExceedsMaximum { .. } | BalanceError::BelowMinimum { .. } => {
+                ErrorCode::T04_INSUFFICIENT_LIQUIDITY
+            }
+            BalanceError::Overflow | BalanceError::NotReserved { .. } => {
+                ErrorCode::T00_INTERNAL_ERROR
+            }
         }
     }
 }
@@ -300,7 +305,7 @@ mod tests {
                 maximum: 1000
             })
         );
-        assert_eq!(b.reserve_incoming(&l, 101).unwrap_err().code(), "T04");
+        assert_eq!(b.reserve_incoming(&l, 101).unwrap_err().code(), ErrorCode::T04_INSUFFICIENT_LIQUIDITY);
         // Zero amounts are ignored even when already above the maximum.
         assert_eq!(
             Balance::new(2000).reserve_incoming(&l, 0),
@@ -373,7 +378,7 @@ mod tests {
                 pending: 0
             })
         );
-        assert_eq!(back.commit_outgoing(1).unwrap_err().code(), "T00");
+        assert_eq!(back.commit_outgoing(1).unwrap_err().code(), ErrorCode::T00_INTERNAL_ERROR);
         assert_eq!(back.reserve_outgoing(&l, 0), Ok(back));
     }
 

@@ -6,6 +6,7 @@
 //! level grows by `d * refill_count` units. Unlike the JS bucket, a clock that steps backwards
 //! neither refills nor moves the reference time back (which would refill the same interval twice).
 
+use crate::packet::ErrorCode;
 use thiserror::Error;
 
 /// The settings of one bucket: `refill_count` tokens every `refill_period_ms`, at most
@@ -122,10 +123,10 @@ pub enum Throttled {
 
 impl Throttled {
     /// The ILP error code (`T05` or `T04`).
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Throttled::RateLimited => "T05",
-            Throttled::ExceededThroughput => "T04",
+            Throttled::RateLimited => ErrorCode::T05_RATE_LIMITED,
+            Throttled::ExceededThroughput => ErrorCode::T04_INSUFFICIENT_LIQUIDITY,
         }
     }
 }
@@ -268,7 +269,7 @@ mod tests {
         assert_eq!(r.check(0), Ok(()));
         assert_eq!(r.check(0), Ok(()));
         assert_eq!(r.check(0), Err(Throttled::RateLimited));
-        assert_eq!(Throttled::RateLimited.code(), "T05");
+        assert_eq!(Throttled::RateLimited.code(), ErrorCode::T05_RATE_LIMITED);
         assert_eq!(r.check(500), Ok(()));
         let d = TokenBucketParams::RATE_LIMIT_DEFAULT;
         assert_eq!(
@@ -285,7 +286,10 @@ mod tests {
         assert_eq!(t.check(600, 0), Ok(()));
         assert_eq!(t.check(401, 0), Err(Throttled::ExceededThroughput));
         assert_eq!(t.check(400, 0), Ok(()));
-        assert_eq!(Throttled::ExceededThroughput.code(), "T04");
+        assert_eq!(
+            Throttled::ExceededThroughput.code(),
+            ErrorCode::T04_INSUFFICIENT_LIQUIDITY
+        );
         // 250 ms refill 250 units.
         assert_eq!(t.check(251, 250), Err(Throttled::ExceededThroughput));
         assert_eq!(t.check(250, 250), Ok(()));

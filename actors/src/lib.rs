@@ -1,0 +1,10 @@
+//! `ilp-actors`: the runtime of ilp-connector. Each peer account, the router, the route
+//! broadcaster, the balance keeper and the settlement engine is a supervised actix actor; they
+//! exchange the typed messages of [`messages`]. Business rules live in the `ilp` crate; a handler
+//! here calls the core and applies what it returns.
+
+pub mod clock;
+pub mod link;
+pub mod messages;
+pub mod store;
+pub mod supervise;

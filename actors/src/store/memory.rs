@@ -1,0 +1,93 @@
+//! The in-memory [`Store`]: the reference the RocksDB store is tested against, and the store of
+//! tests and simulations. A clone shares the same state, so a "restarted" actor sees what the
+//! previous instance committed.
+
+use super::{Store, StoreError, StoreOp};
+use futures::future::BoxFuture;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Default)]
+struct State {
+    balances: BTreeMap<String, i64>,
+    records: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> Result<T, StoreError> {
+        let mut guard = self
+            .state
+            .lock()
+            .map_err(|_| StoreError::Io("memory store lock poisoned".into()))?;
+        Ok(f(&mut guard))
+    }
+}
+
+impl Store for MemoryStore {
+    fn load_balances(&self) -> Result<BTreeMap<String, i64>, StoreError> {
+        self.with(|s| s.balances.clone())
+    }
+
+    fn get_record(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with(|s| s.records.get(key).cloned())
+    }
+
+    fn commit(&self, ops: Vec<StoreOp>) -> BoxFuture<'static, Result<(), StoreError>> {
+        let result = self.with(|s| {
+            for op in ops {
+                match op {
+                    StoreOp::SetBalance { account, balance } => {
+                        s.balances.insert(account, balance);
+                    }
+                    StoreOp::PutRecord { key, value } => {
+                        s.records.insert(key, value);
+                    }
+                    StoreOp::DeleteRecord { key } => {
+                        s.records.remove(&key);
+                    }
+                }
+            }
+        });
+        Box::pin(async move { result })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn commits_are_visible_to_clones() {
+        let a = MemoryStore::new();
+        let b = a.clone();
+        a.commit(vec![
+            StoreOp::SetBalance {
+                account: "alice".into(),
+                balance: -5,
+            },
+            StoreOp::PutRecord {
+                key: b"settle/1".to_vec(),
+                value: b"10".to_vec(),
+            },
+        ])
+        .await
+        .unwrap();
+        assert_eq!(b.load_balances().unwrap().get("alice"), Some(&-5));
+        assert_eq!(b.get_record(b"settle/1").unwrap(), Some(b"10".to_vec()));
+        b.commit(vec![StoreOp::DeleteRecord {
+            key: b"settle/1".to_vec(),
+        }])
+        .await
+        .unwrap();
+        assert_eq!(a.get_record(b"settle/1").unwrap(), None);
+    }
+}
