@@ -475,31 +475,124 @@ mod tests {
         );
     }
 
+    #[test]
+    fn balances_outside_i128_are_invalid_amounts() {
+        let body = |max: &str, cur: &str| {
+            format!(
+                r#"{{"destination_account":"g.x","shared_secret":"6jR5iNIVRvqeasJeCty6C+YB5X9FhSOUPCL/5nha5Vs=","balance":{{"maximum":"{max}","current":"{cur}"}}}}"#
+            )
+        };
+        let max = i128::MAX.to_string();
+        let min = i128::MIN.to_string();
+        let r = SpspResponse::decode(body(&max, &min).as_bytes()).unwrap();
+        assert_eq!(
+            r.balance,
+            Some(SpspBalance {
+                maximum: i128::MAX,
+                current: i128::MIN
+            })
+        );
+        // One past each end.
+        assert_eq!(
+            SpspResponse::decode(body("170141183460469231731687303715884105728", "0").as_bytes()),
+            Err(SpspError::InvalidAmount("maximum"))
+        );
+        assert_eq!(
+            SpspResponse::decode(body("0", "-170141183460469231731687303715884105729").as_bytes()),
+            Err(SpspError::InvalidAmount("current"))
+        );
+        assert_eq!(
+            SpspResponse::decode(body(&"9".repeat(60), "0").as_bytes()),
+            Err(SpspError::InvalidAmount("maximum"))
+        );
+    }
+
+    fn arb_json_value() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            ".{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(2, 12, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(".{0,8}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn arb_receiver_info() -> impl Strategy<Value = serde_json::Map<String, serde_json::Value>> {
+        proptest::collection::btree_map(".{0,10}", arb_json_value(), 0..5)
+            .prop_map(|m| m.into_iter().collect())
+    }
+
+    /// JSON bodies close enough to valid that decoding often succeeds.
+    fn plausible_body() -> impl Strategy<Value = Vec<u8>> {
+        (
+            "(g|test|example)\\.[a-z~]{1,8}",
+            "[A-Za-z0-9]{43}=?",
+            "-?[0-9]{0,41}",
+            "-?[0-9]{0,41}",
+            any::<bool>(),
+        )
+            .prop_map(|(dest, secret, max, cur, with_balance)| {
+                let balance = if with_balance {
+                    format!(r#","balance":{{"maximum":"{max}","current":"{cur}"}}"#)
+                } else {
+                    String::new()
+                };
+                format!(r#"{{"destination_account":"{dest}","shared_secret":"{secret}"{balance}}}"#)
+                    .into_bytes()
+            })
+    }
+
     proptest! {
         #[test]
         fn round_trip(
             segment in "[a-z0-9~_-]{1,20}",
             shared_secret: [u8; 32],
             receipts_enabled: Option<bool>,
-            balance: Option<(i64, i64)>,
+            balance: Option<(i128, i128)>,
+            asset_info in proptest::option::of((".{0,10}", any::<u8>())),
+            receiver_info in proptest::option::of(arb_receiver_info()),
         ) {
             let mut r = SpspResponse::new(
                 Address::try_from(format!("g.{segment}")).unwrap(),
                 shared_secret,
             );
             r.receipts_enabled = receipts_enabled;
-            r.balance = balance.map(|(m, c)| SpspBalance { maximum: m.into(), current: c.into() });
+            r.balance = balance.map(|(maximum, current)| SpspBalance { maximum, current });
+            r.asset_info = asset_info.map(|(code, scale)| AssetInfo { code, scale });
+            r.receiver_info = receiver_info;
             prop_assert_eq!(SpspResponse::decode(&r.encode()), Ok(r));
         }
 
         #[test]
-        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let _ = SpspResponse::decode(&bytes);
+        fn receipt_setup_headers_round_trip(nonce: [u8; 16], secret: [u8; 32]) {
+            let setup = ReceiptSetup { nonce, secret };
+            let [(_, n), (_, s)] = setup.to_headers();
+            prop_assert_eq!(ReceiptSetup::from_headers(Some(&n), Some(&s)), Ok(Some(setup)));
+        }
+
+        #[test]
+        fn whatever_decodes_re_encodes_to_the_same_value(
+            bytes in prop_oneof![proptest::collection::vec(any::<u8>(), 0..200), plausible_body()],
+        ) {
+            if let Ok(r) = SpspResponse::decode(&bytes) {
+                prop_assert_eq!(SpspResponse::decode(&r.encode()), Ok(r));
+            }
         }
 
         #[test]
         fn headers_never_panic(a in ".{0,50}", b in ".{0,60}") {
-            let _ = ReceiptSetup::from_headers(Some(&a), Some(&b));
+            if let Ok(Some(setup)) = ReceiptSetup::from_headers(Some(&a), Some(&b)) {
+                let [(_, n), (_, s)] = setup.to_headers();
+                prop_assert_eq!(ReceiptSetup::from_headers(Some(&n), Some(&s)), Ok(Some(setup)));
+            }
             let _ = accepts_spsp4(&a);
         }
     }

@@ -12,7 +12,7 @@ pub mod receipt;
 
 pub use crypto::{
     encryption_key, fulfillment_key, hmac_sha256, sha256, CryptoError, DecryptPacketError,
-    StreamKeys, ENCRYPTION_OVERHEAD, IV_LEN, TAG_LEN,
+    StreamKeys, ENCRYPTION_OVERHEAD, IV_LEN, MAX_PLAINTEXT_LEN, TAG_LEN,
 };
 pub use frame::{frame_type, ErrorCode, Frame, FrameError};
 pub use packet::{StreamPacket, StreamPacketError, STREAM_VERSION};

@@ -42,8 +42,6 @@ pub enum FrameError {
     InvalidTimestamp,
     #[error("error data is {0} bytes; at most 8192 are allowed")]
     ErrorDataTooLong(usize),
-    #[error("protocol data count {0} exceeds what the remaining bytes can hold")]
-    ProtocolDataCount(u64),
 }
 
 /// A three-character BTP error code (`IA5String (SIZE (3))`).
@@ -112,14 +110,15 @@ impl fmt::Display for BtpErrorCode {
     }
 }
 
-/// Body of an Error frame. `name` should be ASCII; the decoder refuses anything else.
+/// Body of an Error frame. `name` and `data` are private because the decoder refuses a
+/// non-ASCII name and more than [`MAX_ERROR_DATA`] bytes of data; the constructors refuse them
+/// too, so every payload we can build encodes to a frame we (and the JS codec) read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorPayload {
     pub code: BtpErrorCode,
-    pub name: String,
+    name: String,
     pub triggered_at: GeneralizedTime,
-    /// At most [`MAX_ERROR_DATA`] bytes; ilp-plugin-btp puts a JSON `{"message": ...}` here.
-    pub data: Bytes,
+    data: Bytes,
     pub protocol_data: ProtocolData,
 }
 
@@ -136,6 +135,41 @@ impl ErrorPayload {
             data,
             protocol_data: ProtocolData::new(),
         }
+    }
+
+    /// Every field chosen by the caller: [`FrameError::NonAscii`] for a non-ASCII `name`,
+    /// [`FrameError::ErrorDataTooLong`] for more than [`MAX_ERROR_DATA`] bytes of `data`.
+    pub fn try_new(
+        code: BtpErrorCode,
+        name: impl Into<String>,
+        triggered_at: GeneralizedTime,
+        data: impl Into<Bytes>,
+        protocol_data: ProtocolData,
+    ) -> Result<Self, FrameError> {
+        let name = name.into();
+        if !name.is_ascii() {
+            return Err(FrameError::NonAscii("name"));
+        }
+        let data = data.into();
+        if data.len() > MAX_ERROR_DATA {
+            return Err(FrameError::ErrorDataTooLong(data.len()));
+        }
+        Ok(ErrorPayload {
+            code,
+            name,
+            triggered_at,
+            data,
+            protocol_data,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// At most [`MAX_ERROR_DATA`] bytes; ilp-plugin-btp puts a JSON `{"message": ...}` here.
+    pub fn data(&self) -> &Bytes {
+        &self.data
     }
 
     fn encoded_len(&self) -> usize {
@@ -338,10 +372,13 @@ mod tests {
             v.as_array()
                 .unwrap()
                 .iter()
-                .map(|e| ProtocolDataEntry {
-                    protocol_name: e["protocolName"].as_str().unwrap().to_owned(),
-                    content_type: ContentType(e["contentType"].as_u64().unwrap() as u8),
-                    data: hex::decode(e["dataHex"].as_str().unwrap()).unwrap().into(),
+                .map(|e| {
+                    ProtocolDataEntry::new(
+                        e["protocolName"].as_str().unwrap(),
+                        ContentType(e["contentType"].as_u64().unwrap() as u8),
+                        hex::decode(e["dataHex"].as_str().unwrap()).unwrap(),
+                    )
+                    .unwrap()
                 })
                 .collect(),
         )
@@ -356,15 +393,17 @@ mod tests {
                 amount: v["amount"].as_str().unwrap().parse().unwrap(),
                 protocol_data: pd,
             },
-            2 => Payload::Error(ErrorPayload {
-                code: BtpErrorCode::new(v["code"].as_str().unwrap().as_bytes().try_into().unwrap())
-                    .unwrap(),
-                name: v["errorName"].as_str().unwrap().to_owned(),
-                triggered_at: GeneralizedTime::parse(v["triggeredAt"].as_str().unwrap().as_bytes())
-                    .unwrap(),
-                data: hex::decode(v["dataHex"].as_str().unwrap()).unwrap().into(),
-                protocol_data: pd,
-            }),
+            2 => Payload::Error(
+                ErrorPayload::try_new(
+                    BtpErrorCode::new(v["code"].as_str().unwrap().as_bytes().try_into().unwrap())
+                        .unwrap(),
+                    v["errorName"].as_str().unwrap(),
+                    GeneralizedTime::parse(v["triggeredAt"].as_str().unwrap().as_bytes()).unwrap(),
+                    hex::decode(v["dataHex"].as_str().unwrap()).unwrap(),
+                    pd,
+                )
+                .unwrap(),
+            ),
             t => panic!("unexpected type {t}"),
         };
         Frame {
@@ -458,8 +497,30 @@ mod tests {
         );
         let t = GeneralizedTime::from_unix_millis(0).unwrap();
         let e = ErrorPayload::new(BtpErrorCode::new(*b"X99").unwrap(), t, vec![0u8; 9000]);
-        assert_eq!(e.name, "UnknownError");
-        assert_eq!(e.data.len(), MAX_ERROR_DATA);
+        assert_eq!(e.name(), "UnknownError");
+        assert_eq!(e.data().len(), MAX_ERROR_DATA);
+    }
+
+    #[test]
+    fn unencodable_error_payloads_are_unrepresentable() {
+        let t = GeneralizedTime::from_unix_millis(0).unwrap();
+        let code = BtpErrorCode::F00_NOT_ACCEPTED;
+        let pd = ProtocolData::new;
+        assert_eq!(
+            ErrorPayload::try_new(code, "Fehl\u{e9}r", t, Bytes::new(), pd()),
+            Err(FrameError::NonAscii("name"))
+        );
+        assert_eq!(
+            ErrorPayload::try_new(code, "n", t, vec![0u8; MAX_ERROR_DATA + 1], pd()),
+            Err(FrameError::ErrorDataTooLong(MAX_ERROR_DATA + 1))
+        );
+        // The limits themselves are fine and round-trip.
+        let e = ErrorPayload::try_new(code, "\x7f", t, vec![7u8; MAX_ERROR_DATA], pd()).unwrap();
+        let f = Frame {
+            request_id: 1,
+            payload: Payload::Error(e),
+        };
+        assert_eq!(Frame::decode(&f.encode()).unwrap(), f);
     }
 
     /// A well-formed frame of each type, for the error-path tests to corrupt.
@@ -526,7 +587,7 @@ mod tests {
         );
         assert_eq!(
             d(&[6, 0, 0, 0, 1, 5, 1, 2, 1, b'a', 0]),
-            FrameError::ProtocolDataCount(2)
+            FrameError::Oer(CountTooLarge(2))
         );
         assert_eq!(
             d(&[6, 0, 0, 0, 1, 5, 1, 1, 1, b'a', 0]),
@@ -545,8 +606,8 @@ mod tests {
         let good = error_frame_bytes(3);
         assert!(Frame::decode(&good).is_ok());
         for cut in 0..good.len() {
-            // Every strict prefix is truncated somewhere (envelope or body).
-            assert!(Frame::decode(&good[..cut]).is_err());
+            // Every strict prefix of the whole frame breaks the envelope.
+            assert_eq!(d(&good[..cut]), FrameError::Oer(UnexpectedEnd), "cut {cut}");
         }
         let mut bad_code = good.clone();
         bad_code[6] = 0xc6;
@@ -572,6 +633,68 @@ mod tests {
         );
     }
 
+    /// Cuts each body short but wraps the cut in a valid envelope, so the error comes from the
+    /// body decoder itself, field by field.
+    #[test]
+    fn truncated_bodies_inside_valid_envelopes() {
+        use OerError::*;
+        let pd = || {
+            ProtocolData(vec![ProtocolDataEntry::new(
+                "ilp",
+                ContentType::OCTET_STREAM,
+                &b"\x0c\x01\x02"[..],
+            )
+            .unwrap()])
+        };
+        let t = GeneralizedTime::from_unix_millis(1_514_000_000_549).unwrap();
+        let error = ErrorPayload::try_new(
+            BtpErrorCode::F08_INSUFFICIENT_BALANCE,
+            "E",
+            t,
+            &b"xyz"[..],
+            pd(),
+        )
+        .unwrap();
+        let frames = [
+            Payload::Response(pd()),
+            Payload::Message(pd()),
+            Payload::Transfer {
+                amount: 0x0102_0304_0506_0708,
+                protocol_data: pd(),
+            },
+            Payload::Error(error),
+        ];
+        for payload in frames {
+            let f = Frame {
+                request_id: 3,
+                payload,
+            };
+            let bytes = f.encode();
+            let body_len = f.body_len();
+            let body = &bytes[5 + length_prefix_size(body_len)..];
+            assert_eq!(body.len(), body_len);
+            // The protocol data (last in every body) is count 1 (two bytes) then 9 bytes of
+            // entry; a cut leaving one or two entry bytes is refused by the count bound, before
+            // the entry is read.
+            let pd_start = body_len - f.protocol_data().encoded_len();
+            for cut in 0..body_len {
+                let mut framed = vec![f.type_id(), 0, 0, 0, 3];
+                framed.put_var_octet_string(&body[..cut]);
+                let expected = if (pd_start + 2..pd_start + 5).contains(&cut) {
+                    FrameError::Oer(CountTooLarge(1))
+                } else {
+                    FrameError::Oer(UnexpectedEnd)
+                };
+                assert_eq!(
+                    Frame::decode(&framed),
+                    Err(expected),
+                    "type {} cut {cut}",
+                    f.type_id()
+                );
+            }
+        }
+    }
+
     #[test]
     fn short_timestamp_is_refused() {
         let mut body = Vec::new();
@@ -592,7 +715,7 @@ mod tests {
                 any::<u8>(),
                 proptest::collection::vec(any::<u8>(), 0..160),
             )
-                .prop_map(|(n, c, d)| ProtocolDataEntry::new(n, ContentType(c), d)),
+                .prop_map(|(n, c, d)| ProtocolDataEntry::new(n, ContentType(c), d).unwrap()),
             0..4,
         )
         .prop_map(ProtocolData)
@@ -606,12 +729,15 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 0..300),
             arb_protocol_data(),
         )
-            .prop_map(|(code, name, ms, data, pd)| ErrorPayload {
-                code: BtpErrorCode::new(code.as_bytes().try_into().unwrap()).unwrap(),
-                name,
-                triggered_at: GeneralizedTime::from_unix_millis(ms).unwrap(),
-                data: data.into(),
-                protocol_data: pd,
+            .prop_map(|(code, name, ms, data, pd)| {
+                ErrorPayload::try_new(
+                    BtpErrorCode::new(code.as_bytes().try_into().unwrap()).unwrap(),
+                    name,
+                    GeneralizedTime::from_unix_millis(ms).unwrap(),
+                    data,
+                    pd,
+                )
+                .unwrap()
             })
     }
 

@@ -21,6 +21,9 @@ pub const PROTOCOL_AUTH_USERNAME: &str = "auth_username";
 /// Shared secret in the auth Message (UTF-8 text).
 pub const PROTOCOL_AUTH_TOKEN: &str = "auth_token";
 
+/// Smallest encoded entry: empty name, content type, empty data.
+const MIN_ENTRY_LEN: usize = 3;
+
 /// The content-type byte of an entry. Any value 0..=255 is legal on the wire; the named ones
 /// only tell debug tools how to display the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -32,26 +35,41 @@ impl ContentType {
     pub const APPLICATION_JSON: ContentType = ContentType(2);
 }
 
-/// One sub-protocol entry. `protocol_name` should be ASCII (IA5String): the decoder refuses
-/// anything else, and the encoder writes the bytes as given.
+/// One sub-protocol entry. The name is private because it must be ASCII (IA5String): the
+/// decoder refuses anything else, so [`ProtocolDataEntry::new`] does too, and the encoder can
+/// never write a frame we would not read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProtocolDataEntry {
-    pub protocol_name: String,
+    protocol_name: String,
     pub content_type: ContentType,
     pub data: Bytes,
 }
 
 impl ProtocolDataEntry {
+    /// An entry; [`FrameError::NonAscii`] if `protocol_name` is not ASCII.
     pub fn new(
         protocol_name: impl Into<String>,
         content_type: ContentType,
         data: impl Into<Bytes>,
-    ) -> Self {
+    ) -> Result<Self, FrameError> {
+        let protocol_name = protocol_name.into();
+        if !protocol_name.is_ascii() {
+            return Err(FrameError::NonAscii("protocolName"));
+        }
+        Ok(Self::known(protocol_name, content_type, data.into()))
+    }
+
+    /// For the names this module defines, which are ASCII by construction.
+    fn known(protocol_name: impl Into<String>, content_type: ContentType, data: Bytes) -> Self {
         ProtocolDataEntry {
             protocol_name: protocol_name.into(),
             content_type,
-            data: data.into(),
+            data,
         }
+    }
+
+    pub fn protocol_name(&self) -> &str {
+        &self.protocol_name
     }
 
     fn encoded_len(&self) -> usize {
@@ -102,10 +120,10 @@ impl ProtocolData {
 
     /// A single `ilp` entry, octet-stream, as ilp-plugin-btp sends ILP packets.
     pub fn ilp_packet(packet: impl Into<Bytes>) -> Self {
-        ProtocolData(vec![ProtocolDataEntry::new(
+        ProtocolData(vec![ProtocolDataEntry::known(
             PROTOCOL_ILP,
             ContentType::OCTET_STREAM,
-            packet,
+            packet.into(),
         )])
     }
 
@@ -114,13 +132,13 @@ impl ProtocolData {
     /// (possibly empty), exactly like the JS client.
     pub fn auth(username: &str, token: &str) -> Self {
         ProtocolData(vec![
-            ProtocolDataEntry::new(PROTOCOL_AUTH, ContentType::OCTET_STREAM, Bytes::new()),
-            ProtocolDataEntry::new(
+            ProtocolDataEntry::known(PROTOCOL_AUTH, ContentType::OCTET_STREAM, Bytes::new()),
+            ProtocolDataEntry::known(
                 PROTOCOL_AUTH_USERNAME,
                 ContentType::TEXT_PLAIN_UTF8,
                 Bytes::copy_from_slice(username.as_bytes()),
             ),
-            ProtocolDataEntry::new(
+            ProtocolDataEntry::known(
                 PROTOCOL_AUTH_TOKEN,
                 ContentType::TEXT_PLAIN_UTF8,
                 Bytes::copy_from_slice(token.as_bytes()),
@@ -152,13 +170,10 @@ impl ProtocolData {
         r: &mut Reader<'_>,
         share: &dyn Fn(&[u8]) -> Bytes,
     ) -> Result<Self, FrameError> {
-        let count = r.read_var_uint()?;
         // Each entry takes at least three bytes (two empty strings and the content type), so
         // a larger count cannot be honest; refusing it early keeps the allocation bounded.
-        if count > (r.remaining() / 3) as u64 {
-            return Err(FrameError::ProtocolDataCount(count));
-        }
-        let mut entries = Vec::with_capacity(count as usize);
+        let count = r.read_count(MIN_ENTRY_LEN)?;
+        let mut entries = Vec::with_capacity(count);
         for _ in 0..count {
             let protocol_name = read_ia5(r, "protocolName")?;
             let content_type = ContentType(r.read_u8()?);
@@ -286,11 +301,11 @@ mod tests {
     #[test]
     fn lookups() {
         let pd = ProtocolData(vec![
-            ProtocolDataEntry::new("ilp", ContentType::OCTET_STREAM, &b"\x0c"[..]),
-            ProtocolDataEntry::new("foo", ContentType(9), &b"a"[..]),
-            ProtocolDataEntry::new("foo", ContentType(9), &b"b"[..]),
+            ProtocolDataEntry::new("ilp", ContentType::OCTET_STREAM, &b"\x0c"[..]).unwrap(),
+            ProtocolDataEntry::new("foo", ContentType(9), &b"a"[..]).unwrap(),
+            ProtocolDataEntry::new("foo", ContentType(9), &b"b"[..]).unwrap(),
         ]);
-        assert_eq!(pd.primary().unwrap().protocol_name, "ilp");
+        assert_eq!(pd.primary().unwrap().protocol_name(), "ilp");
         assert_eq!(pd.ilp().unwrap().as_ref(), b"\x0c");
         assert_eq!(pd.get("foo").unwrap().data.as_ref(), b"a");
         assert!(pd.get("bar").is_none());
@@ -306,7 +321,22 @@ mod tests {
             decode(&[2, 0, 1]),
             Err(FrameError::Oer(OerError::NonCanonicalVarUint))
         );
-        assert_eq!(decode(&[1, 1]), Err(FrameError::ProtocolDataCount(1)));
+        assert_eq!(
+            decode(&[1, 1]),
+            Err(FrameError::Oer(OerError::CountTooLarge(1)))
+        );
+        // Two entries need at least six bytes; five are left.
+        assert_eq!(
+            decode(&[1, 2, 1, b'a', 0, 0, 0]),
+            Err(FrameError::Oer(OerError::CountTooLarge(2)))
+        );
+        // A count that does not fit in 64 bits is refused before any allocation.
+        assert_eq!(
+            decode(&[8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+            Err(FrameError::Oer(OerError::CountTooLarge(u64::MAX)))
+        );
+        // Exactly enough bytes for the minimum entries is accepted.
+        assert_eq!(decode(&[1, 2, 0, 0, 0, 0, 0, 0]).unwrap().len(), 2);
         assert_eq!(
             decode(&[1, 1, 1, 0xc3, 0, 0]),
             Err(FrameError::NonAscii("protocolName"))
@@ -322,9 +352,21 @@ mod tests {
     }
 
     #[test]
+    fn non_ascii_names_are_unrepresentable() {
+        assert_eq!(
+            ProtocolDataEntry::new("caf\u{e9}", ContentType(0), Bytes::new()),
+            Err(FrameError::NonAscii("protocolName"))
+        );
+        // Whatever can be built, the decoder reads back.
+        let e = ProtocolDataEntry::new("\x7f~ ", ContentType(0), Bytes::new()).unwrap();
+        let pd = ProtocolData(vec![e]);
+        assert_eq!(decode(&encode(&pd)).unwrap(), pd);
+    }
+
+    #[test]
     fn auth_round_trip() {
         let pd = ProtocolData::auth("alice", "secret");
-        let names: Vec<_> = pd.iter().map(|e| e.protocol_name.as_str()).collect();
+        let names: Vec<_> = pd.iter().map(ProtocolDataEntry::protocol_name).collect();
         assert_eq!(names, ["auth", "auth_username", "auth_token"]);
         assert_eq!(pd.0[0].content_type, ContentType::OCTET_STREAM);
         assert_eq!(pd.0[1].content_type, ContentType::TEXT_PLAIN_UTF8);
@@ -337,7 +379,8 @@ mod tests {
 
     #[test]
     fn auth_errors() {
-        let entry = |n: &str, d: &'static [u8]| ProtocolDataEntry::new(n, ContentType(1), d);
+        let entry =
+            |n: &str, d: &'static [u8]| ProtocolDataEntry::new(n, ContentType(1), d).unwrap();
         let no_auth = ProtocolData(vec![entry("auth_token", b"x")]);
         assert_eq!(
             AuthCredentials::from_protocol_data(&no_auth),

@@ -676,6 +676,7 @@ fn error_frame(request_id: u32, code: BtpErrorCode, message: &str, now: u64) -> 
 mod tests {
     use super::*;
     use crate::btp::protocol_data::{ContentType, ProtocolDataEntry};
+    use crate::oer::OerError;
     use proptest::prelude::*;
 
     const T0: u64 = 1_700_000_000_000;
@@ -785,8 +786,8 @@ mod tests {
         let e = error_of(&err_bytes);
         assert_eq!(decode(&err_bytes).request_id, 1);
         assert_eq!(e.code, BtpErrorCode::F00_NOT_ACCEPTED);
-        assert_eq!(e.name, "NotAcceptedError");
-        assert_eq!(e.data.as_ref(), b"invalid auth_token");
+        assert_eq!(e.name(), "NotAcceptedError");
+        assert_eq!(e.data().as_ref(), b"invalid auth_token");
         assert_eq!(e.triggered_at.unix_millis(), Some(T0 + 5));
         assert_eq!(server.state(), SessionState::Closed);
 
@@ -850,7 +851,8 @@ mod tests {
                 "auth",
                 ContentType::OCTET_STREAM,
                 Bytes::new(),
-            )])),
+            )
+            .unwrap()])),
         };
         let actions = s.handle_frame(no_token.encode().into(), T0);
         assert_eq!(sent(&actions).len(), 1);
@@ -904,7 +906,9 @@ mod tests {
                     outcome: Outcome::Closed,
                     ..
                 },
-                Action::Close(CloseReason::Malformed(FrameError::Oer(_)))
+                Action::Close(CloseReason::Malformed(FrameError::Oer(
+                    OerError::UnexpectedEnd
+                )))
             ]
         ));
     }
@@ -1199,7 +1203,7 @@ mod tests {
         let other: Bytes = Frame::ilp_message(10, &b"two"[..]).encode().into();
         let e = error_of(&only_send(server.handle_frame(other.clone(), T0 + 2)));
         assert_eq!(e.code, BtpErrorCode::F05_DUPLICATE_ID);
-        assert_eq!(e.name, "DuplicateIdError");
+        assert_eq!(e.name(), "DuplicateIdError");
         let reply = only_send(server.respond(
             10,
             Reply::Response(ProtocolData::ilp_packet(&b"r1"[..])),

@@ -19,6 +19,10 @@ pub const IV_LEN: usize = 12;
 pub const TAG_LEN: usize = 16;
 /// Bytes the envelope adds to a plaintext.
 pub const ENCRYPTION_OVERHEAD: usize = IV_LEN + TAG_LEN;
+/// Longest plaintext [`StreamKeys::encrypt`] accepts: its envelope must fit the data field of
+/// an ILP packet, the only place STREAM ever puts one. (AES-GCM's own limit, about 64 GB, is
+/// far beyond this.)
+pub const MAX_PLAINTEXT_LEN: usize = crate::packet::MAX_DATA_LEN - ENCRYPTION_OVERHEAD;
 
 const ENCRYPTION_KEY_STRING: &[u8] = b"ilp_stream_encryption";
 const FULFILLMENT_KEY_STRING: &[u8] = b"ilp_stream_fulfillment";
@@ -31,8 +35,8 @@ pub enum CryptoError {
     TooShort(usize),
     #[error("decryption failed: wrong key or corrupted data")]
     DecryptionFailed,
-    #[error("plaintext too long for AES-GCM")]
-    PlaintextTooLong,
+    #[error("plaintext is {0} bytes; encrypted it would not fit an ILP packet's data field")]
+    PlaintextTooLong(usize),
 }
 
 /// HMAC-SHA256 keyed with `key`, built without the fallible constructor: a key longer than
@@ -113,7 +117,11 @@ impl StreamKeys {
 
     /// Encrypts `plaintext` with the caller's random `iv`; returns `iv | tag | ciphertext`.
     /// Never reuse an IV with the same keys.
+    /// [`CryptoError::PlaintextTooLong`] beyond [`MAX_PLAINTEXT_LEN`] bytes.
     pub fn encrypt(&self, iv: &[u8; IV_LEN], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        if plaintext.len() > MAX_PLAINTEXT_LEN {
+            return Err(CryptoError::PlaintextTooLong(plaintext.len()));
+        }
         let mut out = Vec::with_capacity(ENCRYPTION_OVERHEAD + plaintext.len());
         out.extend_from_slice(iv);
         out.extend_from_slice(&[0u8; TAG_LEN]);
@@ -122,7 +130,8 @@ impl StreamKeys {
         let tag = self
             .cipher
             .encrypt_in_place_detached(Nonce::from_slice(iv), &[], body)
-            .map_err(|_| CryptoError::PlaintextTooLong)?;
+            // Only AES-GCM's 64 GB limit can fail here, and the check above is far stricter.
+            .map_err(|_| CryptoError::PlaintextTooLong(plaintext.len()))?;
         head[IV_LEN..].copy_from_slice(&tag);
         Ok(out)
     }
@@ -375,6 +384,19 @@ mod tests {
             Err(DecryptPacketError::Packet(
                 StreamPacketError::UnsupportedVersion(2)
             ))
+        );
+    }
+
+    #[test]
+    fn plaintext_is_bounded_by_the_ilp_data_field() {
+        let keys = StreamKeys::new(&[9; 32]);
+        let largest = vec![0u8; MAX_PLAINTEXT_LEN];
+        let envelope = keys.encrypt(&[3; IV_LEN], &largest).unwrap();
+        assert_eq!(envelope.len(), crate::packet::MAX_DATA_LEN);
+        assert_eq!(keys.decrypt(&envelope).unwrap(), largest);
+        assert_eq!(
+            keys.encrypt(&[3; IV_LEN], &vec![0u8; MAX_PLAINTEXT_LEN + 1]),
+            Err(CryptoError::PlaintextTooLong(MAX_PLAINTEXT_LEN + 1))
         );
     }
 

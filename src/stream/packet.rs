@@ -60,18 +60,14 @@ impl StreamPacket {
             .map_err(|_| StreamPacketError::UnknownPacketType(type_byte))?;
         let sequence = r.read_var_uint()?;
         let prepare_amount = r.read_var_uint()?;
-        let count = r.read_var_uint()?;
-        // The count is peer-controlled; bound the allocation by what the bytes can hold.
-        let capacity = usize::try_from(count)
-            .unwrap_or(usize::MAX)
-            .min(r.remaining() / MIN_FRAME_LEN);
-        let mut frames = Vec::with_capacity(capacity);
-        let mut index = 0usize;
-        while (index as u64) < count {
+        // The count is peer-controlled: a count the remaining bytes cannot hold is refused
+        // before allocating. This bounds only the count; bytes after the frames stay legal.
+        let count = r.read_count(MIN_FRAME_LEN)?;
+        let mut frames = Vec::with_capacity(count);
+        for index in 0..count {
             let frame =
                 Frame::read(&mut r).map_err(|source| StreamPacketError::Frame { index, source })?;
             frames.push(frame);
-            index += 1;
         }
         Ok(StreamPacket {
             packet_type,
@@ -291,6 +287,18 @@ mod tests {
     }
 
     #[test]
+    fn count_bound_is_only_about_the_remaining_bytes() {
+        // Exactly two minimal frames: the bound admits them.
+        let bytes = [1, 12, 1, 0, 1, 0, 1, 2, 0xff, 0, 0xfe, 0];
+        let p = StreamPacket::decode(&bytes).unwrap();
+        assert_eq!(p.frames.len(), 2);
+        // A count of one over many bytes of junk: the junk is still tolerated.
+        let mut bytes = vec![1, 12, 1, 0, 1, 0, 1, 1, 0xff, 0];
+        bytes.extend_from_slice(&[0xab; 64]);
+        assert_eq!(StreamPacket::decode(&bytes).unwrap().frames.len(), 1);
+    }
+
+    #[test]
     fn unknown_frames_are_kept_in_order() {
         // As in the JS tests: a count of 5 over two known, an unknown, a known, an unknown.
         let unknown = Frame::Unknown {
@@ -356,16 +364,23 @@ mod tests {
             (
                 // announces one frame, has none
                 vec![1, 12, 1, 0, 1, 0, 1, 1],
-                StreamPacketError::Frame {
-                    index: 0,
-                    source: FrameError::Oer(OerError::UnexpectedEnd),
-                },
+                StreamPacketError::Oer(OerError::CountTooLarge(1)),
             ),
             (
                 // an absurd frame count with nothing behind it
                 vec![
                     1, 12, 1, 0, 1, 0, 8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
                 ],
+                StreamPacketError::Oer(OerError::CountTooLarge(u64::MAX)),
+            ),
+            (
+                // three frames need at least six bytes; five are left
+                vec![1, 12, 1, 0, 1, 0, 1, 3, 0xff, 0, 0xff, 0, 0xff],
+                StreamPacketError::Oer(OerError::CountTooLarge(3)),
+            ),
+            (
+                // one frame fits the count bound but is itself cut short
+                vec![1, 12, 1, 0, 1, 0, 1, 1, 0xff, 1],
                 StreamPacketError::Frame {
                     index: 0,
                     source: FrameError::Oer(OerError::UnexpectedEnd),

@@ -217,19 +217,60 @@ mod tests {
         assert_eq!(Receipt::new([0; 16], 255, 1).map(|r| r.stream_id), Ok(255));
     }
 
+    /// Mostly arbitrary lengths, plus full-length candidates with the right version byte so
+    /// the HMAC check is reached often.
+    fn receipt_like_bytes() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..70),
+            proptest::collection::vec(any::<u8>(), RECEIPT_LEN - 1).prop_map(|mut v| {
+                v.insert(0, RECEIPT_VERSION);
+                v
+            }),
+        ]
+    }
+
     proptest! {
         #[test]
-        fn round_trip(nonce: [u8; 16], stream_id: u8, total_received: u64, secret: [u8; 32]) {
+        fn round_trip(
+            nonce: [u8; 16],
+            stream_id: u8,
+            total_received: u64,
+            secret: [u8; 32],
+            other_secret: [u8; 32],
+        ) {
+            prop_assume!(secret != other_secret);
             let receipt = Receipt { nonce, stream_id, total_received };
             let bytes = receipt.encode(&secret);
             prop_assert_eq!(Receipt::verify(&bytes, &secret), Ok(receipt));
             prop_assert_eq!(Receipt::decode(&bytes), Ok((receipt, bytes[26..].try_into().unwrap())));
+            prop_assert_eq!(
+                Receipt::verify(&bytes, &other_secret),
+                Err(ReceiptError::InvalidHmac)
+            );
         }
 
         #[test]
-        fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..70)) {
-            let _ = Receipt::decode(&bytes);
-            prop_assert!(Receipt::verify(&bytes, &[0; 32]).is_err() || bytes.len() == RECEIPT_LEN);
+        fn decode_and_verify_give_the_exact_outcome(bytes in receipt_like_bytes(), secret: [u8; 32]) {
+            let verified = Receipt::verify(&bytes, &secret);
+            if bytes.len() != RECEIPT_LEN {
+                prop_assert_eq!(Receipt::decode(&bytes), Err(ReceiptError::WrongLength(bytes.len())));
+                prop_assert_eq!(verified, Err(ReceiptError::WrongLength(bytes.len())));
+            } else if bytes[0] != RECEIPT_VERSION {
+                prop_assert_eq!(Receipt::decode(&bytes), Err(ReceiptError::UnsupportedVersion(bytes[0])));
+                prop_assert_eq!(verified, Err(ReceiptError::UnsupportedVersion(bytes[0])));
+            } else {
+                let (receipt, hmac) = Receipt::decode(&bytes).unwrap();
+                prop_assert_eq!(&hmac[..], &bytes[26..]);
+                // The signed fields re-encode to the same bytes; only a matching HMAC verifies.
+                let resigned = receipt.encode(&secret);
+                prop_assert_eq!(&resigned[..26], &bytes[..26]);
+                if resigned[..] == bytes[..] {
+                    prop_assert_eq!(verified, Ok(receipt));
+                } else {
+                    prop_assert_eq!(verified, Err(ReceiptError::InvalidHmac));
+                }
+                prop_assert_eq!(Receipt::verify(&resigned, &secret), Ok(receipt));
+            }
         }
     }
 }
