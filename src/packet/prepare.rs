@@ -287,7 +287,7 @@ mod tests {
         // data over the maximum
         let mut big = good[..FIXED_LEN + 14].to_vec();
         big.put_length_prefix(MAX_DATA_LEN + 1);
-        big.extend(std::iter::repeat(0).take(MAX_DATA_LEN + 1));
+        big.extend(std::iter::repeat_n(0, MAX_DATA_LEN + 1));
         assert_eq!(parse(&big), Err(PacketError::DataTooLong(MAX_DATA_LEN + 1)));
         // non-canonical data length prefix
         let mut noncanon = good[..FIXED_LEN + 14].to_vec();
