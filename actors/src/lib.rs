@@ -8,3 +8,5 @@ pub mod link;
 pub mod messages;
 pub mod store;
 pub mod supervise;
+#[doc(hidden)]
+pub mod test_support;

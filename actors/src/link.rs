@@ -24,7 +24,8 @@ pub trait Link: Send + Sync + 'static {
     /// Sends `prepare` to the peer and resolves with its answer. Resolves at once with
     /// [`LinkError::Down`] while the link is down; never hangs past the Prepare's expiry because
     /// the PeerAccount races it against an expiry timer.
-    fn send_prepare(&self, prepare: Prepare) -> BoxFuture<'static, Result<PacketResult, LinkError>>;
+    fn send_prepare(&self, prepare: Prepare)
+        -> BoxFuture<'static, Result<PacketResult, LinkError>>;
 
     /// Whether packets can be sent now.
     fn is_up(&self) -> bool;

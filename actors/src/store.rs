@@ -23,10 +23,18 @@ pub enum StoreError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreOp {
     /// The committed balance of an account.
-    SetBalance { account: String, balance: i64 },
+    SetBalance {
+        account: String,
+        balance: i64,
+    },
     /// A keyed record, e.g. `settle/<id>` for a settlement applied once.
-    PutRecord { key: Vec<u8>, value: Vec<u8> },
-    DeleteRecord { key: Vec<u8> },
+    PutRecord {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    DeleteRecord {
+        key: Vec<u8>,
+    },
 }
 
 /// Persistent state of a node. Implementations are shared between actors (`Arc<dyn Store>`).

@@ -36,7 +36,11 @@ impl Backoff {
         let fresh = self
             .last_restart
             .is_none_or(|t| now.duration_since(t) >= self.reset_after);
-        self.streak = if fresh { 1 } else { self.streak.saturating_add(1) };
+        self.streak = if fresh {
+            1
+        } else {
+            self.streak.saturating_add(1)
+        };
         self.last_restart = Some(now);
     }
 

@@ -305,7 +305,10 @@ mod tests {
                 maximum: 1000
             })
         );
-        assert_eq!(b.reserve_incoming(&l, 101).unwrap_err().code(), ErrorCode::T04_INSUFFICIENT_LIQUIDITY);
+        assert_eq!(
+            b.reserve_incoming(&l, 101).unwrap_err().code(),
+            ErrorCode::T04_INSUFFICIENT_LIQUIDITY
+        );
         // Zero amounts are ignored even when already above the maximum.
         assert_eq!(
             Balance::new(2000).reserve_incoming(&l, 0),
@@ -378,7 +381,10 @@ mod tests {
                 pending: 0
             })
         );
-        assert_eq!(back.commit_outgoing(1).unwrap_err().code(), ErrorCode::T00_INTERNAL_ERROR);
+        assert_eq!(
+            back.commit_outgoing(1).unwrap_err().code(),
+            ErrorCode::T00_INTERNAL_ERROR
+        );
         assert_eq!(back.reserve_outgoing(&l, 0), Ok(back));
     }
 

@@ -66,7 +66,10 @@ impl MemoryLink {
 }
 
 impl Link for MemoryLink {
-    fn send_prepare(&self, prepare: Prepare) -> BoxFuture<'static, Result<PacketResult, LinkError>> {
+    fn send_prepare(
+        &self,
+        prepare: Prepare,
+    ) -> BoxFuture<'static, Result<PacketResult, LinkError>> {
         let target = match self.remote.read() {
             Ok(slot) if self.is_up() => slot.clone(),
             _ => None,
