@@ -16,5 +16,6 @@ pub mod peer_balance;
 pub mod policy;
 pub mod rates;
 pub mod routing;
+pub mod settle;
 pub mod spsp;
 pub mod stream;
