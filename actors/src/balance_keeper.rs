@@ -1,0 +1,1107 @@
+//! The BalanceKeeper actor: one balance per account that has `[accounts.<id>.balance]` limits.
+//! It reserves a forwarded packet's effect on both accounts at once (T04 at a limit), commits it
+//! durably on a Fulfill before answering (so the Fulfill is relayed only once its balance effect
+//! is in the store), releases it on a Reject, applies settlements exactly once per id, and tells
+//! the settlement engine when an account's balance falls below its settle threshold.
+//!
+//! Committed balances live in the [`Store`]; reservations are volatile. After a restart the
+//! keeper reloads the committed balances, and a packet reserved before the restart is still
+//! committed from the amounts its `ResolvePacket` carries (or forgotten when it is rejected).
+//!
+//! Sign convention (the JS connector's): positive means the peer owes us. A fulfilled incoming
+//! packet raises the balance, a fulfilled outgoing packet lowers it, a settlement we sent raises
+//! it and one we received lowers it.
+
+use crate::messages::{
+    AccountId, ApplySettlement, BalanceSnapshot, Crash, GetBalance, ReservationId, ReservePacket,
+    ResolvePacket, SettleThresholdCrossed, SettlementDirection,
+};
+use crate::store::{Store, StoreError, StoreOp};
+use crate::supervise::Backoff;
+use actix::prelude::*;
+use futures::future::{self, BoxFuture, FutureExt, Shared};
+use ilp::policy::balance::{Balance, BalanceError, BalanceLimits};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// A store commit several waiters may await (the request that made it, a repeated settlement,
+/// a restart that must not reload before it lands).
+type Commit = Shared<BoxFuture<'static, Result<(), StoreError>>>;
+
+#[derive(Debug, Clone)]
+struct Account {
+    limits: BalanceLimits,
+    committed: i64,
+    pending_incoming: u64,
+    pending_outgoing: u64,
+    /// A [`SettleThresholdCrossed`] went out and no settlement we sent was applied since. Kept
+    /// across restarts of the actor (the settlement engine keeps its in-flight settlement too),
+    /// so one shortfall is never settled twice.
+    settle_requested: bool,
+}
+
+impl Account {
+    fn new(limits: BalanceLimits) -> Self {
+        Account {
+            limits,
+            committed: 0,
+            pending_incoming: 0,
+            pending_outgoing: 0,
+            settle_requested: false,
+        }
+    }
+
+    /// Incoming: committed + pending incoming + amount must stay at or below the maximum.
+    fn reserve_incoming(&mut self, amount: u64) -> Result<(), BalanceError> {
+        let current = add(self.committed, i128::from(self.pending_incoming))?;
+        Balance::new(current).reserve_incoming(&self.limits, amount)?;
+        self.pending_incoming = self
+            .pending_incoming
+            .checked_add(amount)
+            .ok_or(BalanceError::Overflow)?;
+        Ok(())
+    }
+
+    /// Outgoing: committed - pending outgoing - amount must stay at or above the minimum.
+    fn reserve_outgoing(&mut self, amount: u64) -> Result<(), BalanceError> {
+        let held = Balance {
+            balance: self.committed,
+            pending_outgoing: self.pending_outgoing,
+        }
+        .reserve_outgoing(&self.limits, amount)?;
+        self.pending_outgoing = held.pending_outgoing;
+        Ok(())
+    }
+
+    fn snapshot(&self) -> BalanceSnapshot {
+        BalanceSnapshot {
+            balance: self.committed,
+            pending_incoming: self.pending_incoming,
+            pending_outgoing: self.pending_outgoing,
+        }
+    }
+
+    /// The settlement to ask for now, if the balance is below the threshold and none is asked
+    /// for yet (marks it asked for).
+    fn settlement_due(&mut self) -> Option<u64> {
+        if self.settle_requested {
+            return None;
+        }
+        let amount = Balance::new(self.committed).settle_amount(&self.limits)?;
+        self.settle_requested = true;
+        Some(amount)
+    }
+}
+
+/// `balance + delta`, refusing what does not fit in an `i64`.
+fn add(balance: i64, delta: i128) -> Result<i64, BalanceError> {
+    i64::try_from(i128::from(balance) + delta).map_err(|_| BalanceError::Overflow)
+}
+
+fn overflow(account: &str) -> StoreError {
+    StoreError::Corrupt(format!(
+        "balance of account {account} would overflow a signed 64-bit integer"
+    ))
+}
+
+/// The tracked accounts a reservation touched, with their amounts.
+#[derive(Debug, Clone, Default)]
+struct Reservation {
+    incoming: Option<(AccountId, u64)>,
+    outgoing: Option<(AccountId, u64)>,
+}
+
+pub struct BalanceKeeper {
+    accounts: BTreeMap<AccountId, Account>,
+    store: Arc<dyn Store>,
+    settlement: Option<Recipient<SettleThresholdCrossed>>,
+    reservations: HashMap<ReservationId, Reservation>,
+    next_reservation: u64,
+    /// First reservation id of this incarnation: an unknown id below it was made before a
+    /// restart (commit it from the message); one at or above it was already resolved.
+    incarnation_start: u64,
+    /// Store commits not yet known to have landed; a restart waits for them before reloading.
+    commits: Vec<Commit>,
+    /// Settlements whose commit is in flight, so a repeat waits for the first to be durable.
+    settlements: HashMap<[u8; 16], Commit>,
+    /// Set when a commit failed: the in-memory balances may be ahead of the store until the
+    /// restart that failure triggers reloads them, so nothing more is committed from them.
+    poisoned: Arc<AtomicBool>,
+    backoff: Backoff,
+}
+
+impl BalanceKeeper {
+    /// `accounts`: the balance limits of every account that keeps a balance (others pass
+    /// untracked, as an account without `[accounts.<id>.balance]` spends without limit).
+    /// `settlement`: where to report balances that fell below their settle threshold.
+    pub fn new(
+        accounts: BTreeMap<AccountId, BalanceLimits>,
+        store: Arc<dyn Store>,
+        settlement: Option<Recipient<SettleThresholdCrossed>>,
+    ) -> Self {
+        BalanceKeeper {
+            accounts: accounts
+                .into_iter()
+                .map(|(id, limits)| (id, Account::new(limits)))
+                .collect(),
+            store,
+            settlement,
+            reservations: HashMap::new(),
+            next_reservation: 0,
+            incarnation_start: 0,
+            commits: Vec::new(),
+            settlements: HashMap::new(),
+            poisoned: Arc::new(AtomicBool::new(false)),
+            backoff: Backoff::default(),
+        }
+    }
+
+    /// Reloads committed balances from the store; volatile state starts empty.
+    fn reload(&mut self, ctx: &mut Context<Self>) {
+        let stored = match self.store.load_balances() {
+            Ok(stored) => stored,
+            Err(_) => {
+                // Serving from unknown balances would break limits; fail and retry after backoff.
+                ctx.stop();
+                return;
+            }
+        };
+        self.reservations.clear();
+        self.incarnation_start = self.next_reservation;
+        self.poisoned.store(false, Ordering::SeqCst);
+        let mut events = Vec::new();
+        for (id, acc) in &mut self.accounts {
+            acc.committed = stored.get(&**id).copied().unwrap_or(0);
+            acc.pending_incoming = 0;
+            acc.pending_outgoing = 0;
+            // A balance left below the threshold (e.g. the node stopped mid-settlement) would
+            // otherwise wait for the next packet, which its minimum may refuse.
+            if self.settlement.is_some() {
+                if let Some(amount) = acc.settlement_due() {
+                    events.push(SettleThresholdCrossed {
+                        account: id.clone(),
+                        amount,
+                    });
+                }
+            }
+        }
+        if let Some(settlement) = &self.settlement {
+            for e in events {
+                settlement.do_send(e);
+            }
+        }
+    }
+
+    fn reserve(&mut self, msg: &ReservePacket) -> Result<ReservationId, BalanceError> {
+        // Check both accounts on copies and write back only when both pass, so a refusal
+        // leaves nothing reserved (the same account may be on both sides).
+        let mut staged: BTreeMap<AccountId, Account> = BTreeMap::new();
+        let mut reservation = Reservation::default();
+        if let Some((id, amount)) = &msg.incoming {
+            if let Some(acc) = self.accounts.get(id) {
+                let acc = staged.entry(id.clone()).or_insert_with(|| acc.clone());
+                acc.reserve_incoming(*amount)?;
+                reservation.incoming = Some((id.clone(), *amount));
+            }
+        }
+        if let Some((id, amount)) = &msg.outgoing {
+            if let Some(acc) = self.accounts.get(id) {
+                let acc = staged.entry(id.clone()).or_insert_with(|| acc.clone());
+                acc.reserve_outgoing(*amount)?;
+                reservation.outgoing = Some((id.clone(), *amount));
+            }
+        }
+        let id = ReservationId(self.next_reservation);
+        self.next_reservation = self
+            .next_reservation
+            .checked_add(1)
+            .ok_or(BalanceError::Overflow)?;
+        self.accounts.extend(staged);
+        if reservation.incoming.is_some() || reservation.outgoing.is_some() {
+            self.reservations.insert(id, reservation);
+        }
+        Ok(id)
+    }
+
+    fn release(&mut self, r: &Reservation) {
+        // Amounts we recorded ourselves at reserve time: they are always still pending.
+        if let Some((id, amount)) = &r.incoming {
+            if let Some(acc) = self.accounts.get_mut(id) {
+                acc.pending_incoming = acc.pending_incoming.saturating_sub(*amount);
+            }
+        }
+        if let Some((id, amount)) = &r.outgoing {
+            if let Some(acc) = self.accounts.get_mut(id) {
+                acc.pending_outgoing = acc.pending_outgoing.saturating_sub(*amount);
+            }
+        }
+    }
+
+    /// Applies a fulfilled packet to the committed balances; the ops to persist and the
+    /// settlements now due.
+    #[allow(clippy::type_complexity)]
+    fn commit_packet(
+        &mut self,
+        r: &Reservation,
+    ) -> Result<(Vec<StoreOp>, Vec<SettleThresholdCrossed>), StoreError> {
+        let mut staged: BTreeMap<AccountId, Account> = BTreeMap::new();
+        let sides = [
+            r.incoming.as_ref().map(|(id, a)| (id, i128::from(*a))),
+            r.outgoing.as_ref().map(|(id, a)| (id, -i128::from(*a))),
+        ];
+        for (id, delta) in sides.into_iter().flatten() {
+            let Some(acc) = self.accounts.get(id) else {
+                continue;
+            };
+            let acc = staged.entry(id.clone()).or_insert_with(|| acc.clone());
+            acc.committed = add(acc.committed, delta).map_err(|_| overflow(id))?;
+        }
+        let mut ops = Vec::with_capacity(staged.len());
+        let mut events = Vec::new();
+        for (id, mut acc) in staged {
+            ops.push(StoreOp::SetBalance {
+                account: id.to_string(),
+                balance: acc.committed,
+            });
+            if self.settlement.is_some() {
+                if let Some(amount) = acc.settlement_due() {
+                    events.push(SettleThresholdCrossed {
+                        account: id.clone(),
+                        amount,
+                    });
+                }
+            }
+            self.accounts.insert(id, acc);
+        }
+        Ok((ops, events))
+    }
+
+    fn persist(&mut self, ops: Vec<StoreOp>) -> Commit {
+        self.commits.retain(|c| c.peek().is_none());
+        let commit = self.store.commit(ops).shared();
+        self.commits.push(commit.clone());
+        commit
+    }
+
+    /// Awaits `commit`; on success sends the settlement events and answers `ok`; on failure
+    /// marks the keeper poisoned and crashes it so the restart reloads from the store.
+    fn finish<T: Send + 'static>(
+        &self,
+        commit: Commit,
+        events: Vec<SettleThresholdCrossed>,
+        ok: T,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<T, StoreError>> {
+        let settlement = self.settlement.clone();
+        let poisoned = self.poisoned.clone();
+        let me = ctx.address();
+        Box::pin(async move {
+            match commit.await {
+                Ok(()) => {
+                    if let Some(settlement) = settlement {
+                        for e in events {
+                            settlement.do_send(e);
+                        }
+                    }
+                    Ok(ok)
+                }
+                Err(e) => {
+                    poisoned.store(true, Ordering::SeqCst);
+                    me.do_send(Crash);
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    fn refuse_if_poisoned(&self) -> Result<(), StoreError> {
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(StoreError::Io(
+                "a balance commit failed; the keeper is reloading from the store".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Actor for BalanceKeeper {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let delay = self.backoff.delay();
+        // Commits issued before a restart must land before the balances are read back.
+        let in_flight: Vec<Commit> = std::mem::take(&mut self.commits);
+        ctx.wait(
+            async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                future::join_all(in_flight).await;
+            }
+            .into_actor(self)
+            .map(|(), act, ctx| act.reload(ctx)),
+        );
+    }
+}
+
+impl actix::Supervised for BalanceKeeper {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        self.backoff.on_restart();
+        self.reservations.clear();
+    }
+}
+
+impl Handler<ReservePacket> for BalanceKeeper {
+    type Result = Result<ReservationId, BalanceError>;
+
+    fn handle(&mut self, msg: ReservePacket, _ctx: &mut Self::Context) -> Self::Result {
+        self.reserve(&msg)
+    }
+}
+
+impl Handler<ResolvePacket> for BalanceKeeper {
+    type Result = ResponseFuture<Result<(), StoreError>>;
+
+    fn handle(&mut self, msg: ResolvePacket, ctx: &mut Self::Context) -> Self::Result {
+        let known = self.reservations.remove(&msg.id);
+        if let Some(r) = &known {
+            self.release(r);
+        }
+        if !msg.fulfilled {
+            return Box::pin(future::ready(Ok(())));
+        }
+        let reservation = match known {
+            Some(r) => r,
+            // Reserved before a restart: the reservation is gone but the packet was paid.
+            None if msg.id.0 < self.incarnation_start => Reservation {
+                incoming: msg.incoming,
+                outgoing: msg.outgoing,
+            },
+            // Already resolved (or never issued): committing again would count it twice.
+            None => return Box::pin(future::ready(Ok(()))),
+        };
+        if let Err(e) = self.refuse_if_poisoned() {
+            return Box::pin(future::ready(Err(e)));
+        }
+        let (ops, events) = match self.commit_packet(&reservation) {
+            Ok(x) => x,
+            Err(e) => return Box::pin(future::ready(Err(e))),
+        };
+        if ops.is_empty() {
+            return Box::pin(future::ready(Ok(())));
+        }
+        let commit = self.persist(ops);
+        self.finish(commit, events, (), ctx)
+    }
+}
+
+impl Handler<GetBalance> for BalanceKeeper {
+    type Result = Option<BalanceSnapshot>;
+
+    fn handle(&mut self, msg: GetBalance, _ctx: &mut Self::Context) -> Self::Result {
+        self.accounts.get(&msg.account).map(Account::snapshot)
+    }
+}
+
+impl Handler<ApplySettlement> for BalanceKeeper {
+    type Result = ResponseFuture<Result<bool, StoreError>>;
+
+    fn handle(&mut self, msg: ApplySettlement, ctx: &mut Self::Context) -> Self::Result {
+        self.settlements.retain(|_, c| c.peek().is_none());
+        if let Some(first) = self.settlements.get(&msg.settlement_id) {
+            // A repeat while the first is being written: answer once it is durable.
+            let first = first.clone();
+            return Box::pin(async move { first.await.map(|()| false) });
+        }
+        if let Err(e) = self.refuse_if_poisoned() {
+            return Box::pin(future::ready(Err(e)));
+        }
+        let key = ilp::settle::record_key(&msg.settlement_id);
+        match self.store.get_record(&key) {
+            Err(e) => return Box::pin(future::ready(Err(e))),
+            Ok(Some(_)) => return Box::pin(future::ready(Ok(false))),
+            Ok(None) => {}
+        }
+        let mut value = Vec::with_capacity(9);
+        value.push(match msg.direction {
+            SettlementDirection::Sent => b'S',
+            SettlementDirection::Received => b'R',
+        });
+        value.extend_from_slice(&msg.amount.to_be_bytes());
+        let mut ops = Vec::with_capacity(2);
+        let mut events = Vec::new();
+        let settling = self.settlement.is_some();
+        if let Some(acc) = self.accounts.get_mut(&msg.account) {
+            let delta = match msg.direction {
+                SettlementDirection::Sent => i128::from(msg.amount),
+                SettlementDirection::Received => -i128::from(msg.amount),
+            };
+            let Ok(committed) = add(acc.committed, delta) else {
+                return Box::pin(future::ready(Err(overflow(&msg.account))));
+            };
+            acc.committed = committed;
+            if msg.direction == SettlementDirection::Sent {
+                acc.settle_requested = false;
+            }
+            if settling {
+                if let Some(amount) = acc.settlement_due() {
+                    events.push(SettleThresholdCrossed {
+                        account: msg.account.clone(),
+                        amount,
+                    });
+                }
+            }
+            ops.push(StoreOp::SetBalance {
+                account: msg.account.to_string(),
+                balance: committed,
+            });
+        }
+        // An account without a balance still records the id, so it is applied once.
+        ops.push(StoreOp::PutRecord { key, value });
+        let commit = self.persist(ops);
+        self.settlements.insert(msg.settlement_id, commit.clone());
+        self.finish(commit, events, true, ctx)
+    }
+}
+
+impl Handler<Crash> for BalanceKeeper {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Crash, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use crate::test_support::run;
+    use futures::channel::oneshot;
+    use ilp::packet::ErrorCode;
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// A store that logs every batch, can hold commits until the test releases them, and can
+    /// fail commits on demand.
+    #[derive(Clone, Default)]
+    pub(crate) struct FakeStore {
+        pub(crate) inner: MemoryStore,
+        gated: Arc<AtomicBool>,
+        fail: Arc<AtomicBool>,
+        gates: Arc<Mutex<VecDeque<oneshot::Sender<()>>>>,
+        batches: Arc<Mutex<Vec<Vec<StoreOp>>>>,
+    }
+
+    impl FakeStore {
+        pub(crate) fn gate(&self, on: bool) {
+            self.gated.store(on, Ordering::SeqCst);
+        }
+        pub(crate) fn fail(&self, on: bool) {
+            self.fail.store(on, Ordering::SeqCst);
+        }
+        /// Lets the oldest held commit resolve.
+        pub(crate) fn release_one(&self) {
+            let tx = self.gates.lock().unwrap().pop_front().unwrap();
+            tx.send(()).unwrap();
+        }
+        pub(crate) fn held(&self) -> usize {
+            self.gates.lock().unwrap().len()
+        }
+        pub(crate) fn batches(&self) -> Vec<Vec<StoreOp>> {
+            self.batches.lock().unwrap().clone()
+        }
+        pub(crate) fn settle_records(&self) -> usize {
+            self.batches()
+                .iter()
+                .flatten()
+                .filter(|op| matches!(op, StoreOp::PutRecord { key, .. } if key.starts_with(b"settle/")))
+                .count()
+        }
+    }
+
+    impl Store for FakeStore {
+        fn load_balances(&self) -> Result<BTreeMap<String, i64>, StoreError> {
+            self.inner.load_balances()
+        }
+        fn get_record(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get_record(key)
+        }
+        fn commit(&self, ops: Vec<StoreOp>) -> BoxFuture<'static, Result<(), StoreError>> {
+            self.batches.lock().unwrap().push(ops.clone());
+            if self.fail.load(Ordering::SeqCst) {
+                return Box::pin(future::ready(Err(StoreError::Io("injected".into()))));
+            }
+            if !self.gated.load(Ordering::SeqCst) {
+                return self.inner.commit(ops);
+            }
+            let (tx, rx) = oneshot::channel();
+            self.gates.lock().unwrap().push_back(tx);
+            let inner = self.inner.clone();
+            Box::pin(async move {
+                let _ = rx.await;
+                inner.commit(ops).await
+            })
+        }
+    }
+
+    /// Collects the settlement requests the keeper sends.
+    #[derive(Default)]
+    pub(crate) struct Events(pub(crate) Arc<Mutex<Vec<(AccountId, u64)>>>);
+
+    impl Actor for Events {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<SettleThresholdCrossed> for Events {
+        type Result = ();
+        fn handle(&mut self, msg: SettleThresholdCrossed, _ctx: &mut Self::Context) {
+            self.0.lock().unwrap().push((msg.account, msg.amount));
+        }
+    }
+
+    pub(crate) fn limits(
+        minimum: Option<i64>,
+        maximum: Option<i64>,
+        settle_threshold: Option<i64>,
+        settle_to: i64,
+    ) -> BalanceLimits {
+        BalanceLimits {
+            minimum,
+            maximum,
+            settle_threshold,
+            settle_to,
+        }
+    }
+
+    pub(crate) fn start(
+        store: &FakeStore,
+        accounts: &[(&str, BalanceLimits)],
+        settlement: Option<Recipient<SettleThresholdCrossed>>,
+    ) -> Addr<BalanceKeeper> {
+        let accounts: BTreeMap<AccountId, BalanceLimits> = accounts
+            .iter()
+            .map(|(id, l)| (AccountId::from(*id), *l))
+            .collect();
+        let store: Arc<dyn Store> = Arc::new(store.clone());
+        Supervisor::start(move |_| BalanceKeeper::new(accounts, store, settlement))
+    }
+
+    fn acc(id: &str) -> AccountId {
+        AccountId::from(id)
+    }
+
+    fn reserve(incoming: Option<(&str, u64)>, outgoing: Option<(&str, u64)>) -> ReservePacket {
+        ReservePacket {
+            incoming: incoming.map(|(a, n)| (acc(a), n)),
+            outgoing: outgoing.map(|(a, n)| (acc(a), n)),
+        }
+    }
+
+    fn resolve(id: ReservationId, r: &ReservePacket, fulfilled: bool) -> ResolvePacket {
+        ResolvePacket {
+            id,
+            incoming: r.incoming.clone(),
+            outgoing: r.outgoing.clone(),
+            fulfilled,
+        }
+    }
+
+    pub(crate) async fn balance(k: &Addr<BalanceKeeper>, id: &str) -> BalanceSnapshot {
+        k.send(GetBalance { account: acc(id) })
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    fn settle(
+        id: u8,
+        account: &str,
+        amount: u64,
+        direction: SettlementDirection,
+    ) -> ApplySettlement {
+        ApplySettlement {
+            account: acc(account),
+            settlement_id: [id; 16],
+            amount,
+            direction,
+        }
+    }
+
+    /// Lets queued messages (do_send) be processed.
+    async fn settle_down() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    #[test]
+    fn maximum_refuses_with_t04() {
+        run(async {
+            let store = FakeStore::default();
+            let k = start(&store, &[("a", limits(None, Some(100), None, 0))], None);
+            k.send(reserve(Some(("a", 60)), None))
+                .await
+                .unwrap()
+                .unwrap();
+            let e = k
+                .send(reserve(Some(("a", 41)), None))
+                .await
+                .unwrap()
+                .unwrap_err();
+            assert_eq!(
+                e,
+                BalanceError::ExceedsMaximum {
+                    balance: 60,
+                    amount: 41,
+                    maximum: 100
+                }
+            );
+            assert_eq!(e.code(), ErrorCode::T04_INSUFFICIENT_LIQUIDITY);
+            k.send(reserve(Some(("a", 40)), None))
+                .await
+                .unwrap()
+                .unwrap();
+            let b = balance(&k, "a").await;
+            assert_eq!((b.balance, b.pending_incoming), (0, 100));
+        });
+    }
+
+    #[test]
+    fn minimum_refuses_with_t04() {
+        run(async {
+            let store = FakeStore::default();
+            let k = start(&store, &[("a", limits(Some(-100), None, None, 0))], None);
+            k.send(reserve(None, Some(("a", 60))))
+                .await
+                .unwrap()
+                .unwrap();
+            // Money still on its way in does not count as available.
+            k.send(reserve(Some(("a", 1000)), None))
+                .await
+                .unwrap()
+                .unwrap();
+            let e = k
+                .send(reserve(None, Some(("a", 41))))
+                .await
+                .unwrap()
+                .unwrap_err();
+            assert_eq!(
+                e,
+                BalanceError::BelowMinimum {
+                    available: -60,
+                    amount: 41,
+                    minimum: -100
+                }
+            );
+            assert_eq!(e.code(), ErrorCode::T04_INSUFFICIENT_LIQUIDITY);
+            k.send(reserve(None, Some(("a", 40))))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(balance(&k, "a").await.pending_outgoing, 100);
+        });
+    }
+
+    #[test]
+    fn overflow_is_t00() {
+        run(async {
+            let store = FakeStore::default();
+            store
+                .inner
+                .commit(vec![
+                    StoreOp::SetBalance {
+                        account: "hi".into(),
+                        balance: i64::MAX,
+                    },
+                    StoreOp::SetBalance {
+                        account: "lo".into(),
+                        balance: i64::MIN,
+                    },
+                ])
+                .await
+                .unwrap();
+            let open = BalanceLimits::default();
+            let k = start(&store, &[("hi", open), ("lo", open), ("z", open)], None);
+            for r in [
+                reserve(Some(("hi", 1)), None),
+                reserve(None, Some(("lo", 1))),
+                reserve(Some(("z", u64::MAX)), None),
+            ] {
+                let e = k.send(r).await.unwrap().unwrap_err();
+                assert_eq!(e, BalanceError::Overflow);
+                assert_eq!(e.code(), ErrorCode::T00_INTERNAL_ERROR);
+            }
+            assert_eq!(balance(&k, "hi").await.balance, i64::MAX);
+            assert_eq!(balance(&k, "z").await.pending_incoming, 0);
+        });
+    }
+
+    #[test]
+    fn both_accounts_are_checked_atomically() {
+        run(async {
+            let store = FakeStore::default();
+            let k = start(
+                &store,
+                &[
+                    ("a", limits(None, Some(100), None, 0)),
+                    ("b", limits(Some(-50), None, None, 0)),
+                ],
+                None,
+            );
+            let e = k
+                .send(reserve(Some(("a", 10)), Some(("b", 60))))
+                .await
+                .unwrap()
+                .unwrap_err();
+            assert_eq!(e.code(), ErrorCode::T04_INSUFFICIENT_LIQUIDITY);
+            assert_eq!(balance(&k, "a").await, BalanceSnapshot::default());
+            k.send(reserve(Some(("a", 10)), Some(("b", 50))))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(balance(&k, "a").await.pending_incoming, 10);
+            assert_eq!(balance(&k, "b").await.pending_outgoing, 50);
+            // An account without limits configured passes untracked.
+            k.send(reserve(Some(("nobody", u64::MAX)), None))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                k.send(GetBalance {
+                    account: acc("nobody")
+                })
+                .await
+                .unwrap(),
+                None
+            );
+        });
+    }
+
+    #[test]
+    fn fulfill_is_answered_only_once_durable() {
+        run(async {
+            let store = FakeStore::default();
+            let events = Events::default();
+            let seen = events.0.clone();
+            let ev = events.start();
+            let k = start(
+                &store,
+                &[
+                    ("a", limits(None, Some(1000), None, 0)),
+                    ("b", limits(Some(-1000), None, Some(-50), 0)),
+                ],
+                Some(ev.recipient()),
+            );
+            let r = reserve(Some(("a", 100)), Some(("b", 90)));
+            let id = k.send(r.clone()).await.unwrap().unwrap();
+            store.gate(true);
+            let reply = actix::spawn(k.send(resolve(id, &r, true)));
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            assert!(!reply.is_finished());
+            // No settlement request either before the balance is durable.
+            assert!(seen.lock().unwrap().is_empty());
+            assert_eq!(store.held(), 1);
+            assert_eq!(
+                store.batches(),
+                vec![vec![
+                    StoreOp::SetBalance {
+                        account: "a".into(),
+                        balance: 100
+                    },
+                    StoreOp::SetBalance {
+                        account: "b".into(),
+                        balance: -90
+                    },
+                ]]
+            );
+            assert_eq!(store.load_balances().unwrap().get("a"), None);
+            store.release_one();
+            reply.await.unwrap().unwrap().unwrap();
+            let stored = store.load_balances().unwrap();
+            assert_eq!((stored["a"], stored["b"]), (100, -90));
+            // Incoming raises (a owes us), outgoing lowers (we owe b).
+            assert_eq!(
+                balance(&k, "a").await,
+                BalanceSnapshot {
+                    balance: 100,
+                    ..Default::default()
+                }
+            );
+            assert_eq!(balance(&k, "b").await.balance, -90);
+            settle_down().await;
+            assert_eq!(*seen.lock().unwrap(), vec![(acc("b"), 90)]);
+        });
+    }
+
+    #[test]
+    fn reject_rolls_back() {
+        run(async {
+            let store = FakeStore::default();
+            let k = start(
+                &store,
+                &[
+                    ("a", limits(None, Some(100), None, 0)),
+                    ("b", limits(Some(-100), None, None, 0)),
+                ],
+                None,
+            );
+            let r = reserve(Some(("a", 100)), Some(("b", 100)));
+            let id = k.send(r.clone()).await.unwrap().unwrap();
+            k.send(resolve(id, &r, false)).await.unwrap().unwrap();
+            assert_eq!(balance(&k, "a").await, BalanceSnapshot::default());
+            assert_eq!(balance(&k, "b").await, BalanceSnapshot::default());
+            assert!(store.batches().is_empty());
+            // The limits are free again.
+            k.send(r).await.unwrap().unwrap();
+        });
+    }
+
+    #[test]
+    fn resolving_twice_commits_once() {
+        run(async {
+            let store = FakeStore::default();
+            let k = start(&store, &[("a", BalanceLimits::default())], None);
+            let r = reserve(Some(("a", 7)), None);
+            let id = k.send(r.clone()).await.unwrap().unwrap();
+            k.send(resolve(id, &r, true)).await.unwrap().unwrap();
+            k.send(resolve(id, &r, true)).await.unwrap().unwrap();
+            assert_eq!(balance(&k, "a").await.balance, 7);
+            assert_eq!(store.batches().len(), 1);
+        });
+    }
+
+    #[test]
+    fn unknown_reservation_after_restart() {
+        run(async {
+            let store = FakeStore::default();
+            let k = start(
+                &store,
+                &[
+                    ("a", limits(None, Some(1000), None, 0)),
+                    ("b", limits(Some(-1000), None, None, 0)),
+                ],
+                None,
+            );
+            let paid = reserve(Some(("a", 100)), Some(("b", 90)));
+            let refused = reserve(Some(("a", 5)), Some(("b", 4)));
+            let id1 = k.send(paid.clone()).await.unwrap().unwrap();
+            let id2 = k.send(refused.clone()).await.unwrap().unwrap();
+            k.send(Crash).await.unwrap();
+            // Volatile reservations are gone after the restart.
+            assert_eq!(balance(&k, "a").await, BalanceSnapshot::default());
+            k.send(resolve(id1, &paid, true)).await.unwrap().unwrap();
+            k.send(resolve(id2, &refused, false))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(balance(&k, "a").await.balance, 100);
+            assert_eq!(balance(&k, "b").await.balance, -90);
+            assert_eq!(balance(&k, "a").await.pending_incoming, 0);
+            let stored = store.load_balances().unwrap();
+            assert_eq!((stored["a"], stored["b"]), (100, -90));
+            // Ids stay unique across restarts.
+            let id3 = k.send(refused.clone()).await.unwrap().unwrap();
+            assert!(id3 > id2);
+        });
+    }
+
+    #[test]
+    fn restart_reloads_committed_balances() {
+        run(async {
+            let store = FakeStore::default();
+            let k = start(&store, &[("a", BalanceLimits::default())], None);
+            let r = reserve(Some(("a", 42)), None);
+            let id = k.send(r.clone()).await.unwrap().unwrap();
+            k.send(resolve(id, &r, true)).await.unwrap().unwrap();
+            store
+                .inner
+                .commit(vec![StoreOp::SetBalance {
+                    account: "a".into(),
+                    balance: -8,
+                }])
+                .await
+                .unwrap();
+            assert_eq!(balance(&k, "a").await.balance, 42);
+            k.send(Crash).await.unwrap();
+            assert_eq!(balance(&k, "a").await.balance, -8);
+        });
+    }
+
+    #[test]
+    fn restart_waits_for_commits_in_flight() {
+        run(async {
+            let store = FakeStore::default();
+            let k = start(&store, &[("a", BalanceLimits::default())], None);
+            let r = reserve(Some(("a", 42)), None);
+            let id = k.send(r.clone()).await.unwrap().unwrap();
+            store.gate(true);
+            let reply = actix::spawn(k.send(resolve(id, &r, true)));
+            settle_down().await;
+            k.do_send(Crash);
+            let snapshot = actix::spawn(k.send(GetBalance { account: acc("a") }));
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            assert!(!snapshot.is_finished());
+            store.release_one();
+            reply.await.unwrap().unwrap().unwrap();
+            assert_eq!(snapshot.await.unwrap().unwrap().unwrap().balance, 42);
+        });
+    }
+
+    #[test]
+    fn threshold_crossing_requests_settlement_once() {
+        run(async {
+            let store = FakeStore::default();
+            let events = Events::default();
+            let seen = events.0.clone();
+            let k = start(
+                &store,
+                &[("a", limits(Some(-1000), None, Some(-100), 0))],
+                Some(events.start().recipient()),
+            );
+            let pay = |n| reserve(None, Some(("a", n)));
+            for n in [50, 50] {
+                let id = k.send(pay(n)).await.unwrap().unwrap();
+                k.send(resolve(id, &pay(n), true)).await.unwrap().unwrap();
+            }
+            settle_down().await;
+            // -100 is not below the threshold of -100.
+            assert!(seen.lock().unwrap().is_empty());
+            for n in [50, 120] {
+                let id = k.send(pay(n)).await.unwrap().unwrap();
+                k.send(resolve(id, &pay(n), true)).await.unwrap().unwrap();
+            }
+            settle_down().await;
+            // Asked once, for settle_to - balance at the crossing.
+            assert_eq!(*seen.lock().unwrap(), vec![(acc("a"), 150)]);
+            assert_eq!(balance(&k, "a").await.balance, -270);
+            let applied = k
+                .send(settle(1, "a", 150, SettlementDirection::Sent))
+                .await
+                .unwrap();
+            assert_eq!(applied, Ok(true));
+            settle_down().await;
+            // Still below after the settlement: asked again for what is left.
+            assert_eq!(
+                *seen.lock().unwrap(),
+                vec![(acc("a"), 150), (acc("a"), 120)]
+            );
+            let applied = k
+                .send(settle(2, "a", 120, SettlementDirection::Sent))
+                .await
+                .unwrap();
+            assert_eq!(applied, Ok(true));
+            settle_down().await;
+            assert_eq!(seen.lock().unwrap().len(), 2);
+            assert_eq!(balance(&k, "a").await.balance, 0);
+        });
+    }
+
+    #[test]
+    fn settlement_applies_once_per_id() {
+        run(async {
+            let store = FakeStore::default();
+            let k = start(&store, &[("a", BalanceLimits::default())], None);
+            let sent = settle(1, "a", 100, SettlementDirection::Sent);
+            let received = settle(2, "a", 30, SettlementDirection::Received);
+            assert_eq!(k.send(sent.clone()).await.unwrap(), Ok(true));
+            assert_eq!(balance(&k, "a").await.balance, 100);
+            assert_eq!(k.send(sent.clone()).await.unwrap(), Ok(false));
+            assert_eq!(k.send(received.clone()).await.unwrap(), Ok(true));
+            assert_eq!(balance(&k, "a").await.balance, 70);
+            assert_eq!(
+                store.batches()[0],
+                vec![
+                    StoreOp::SetBalance {
+                        account: "a".into(),
+                        balance: 100
+                    },
+                    StoreOp::PutRecord {
+                        key: format!("settle/{}", "01".repeat(16)).into_bytes(),
+                        value: [&b"S"[..], &100u64.to_be_bytes()].concat(),
+                    },
+                ]
+            );
+            k.send(Crash).await.unwrap();
+            assert_eq!(k.send(sent).await.unwrap(), Ok(false));
+            assert_eq!(k.send(received).await.unwrap(), Ok(false));
+            assert_eq!(balance(&k, "a").await.balance, 70);
+            assert_eq!(store.settle_records(), 2);
+            // An account without a balance still applies each id once.
+            let other = settle(3, "nobody", 5, SettlementDirection::Received);
+            assert_eq!(k.send(other.clone()).await.unwrap(), Ok(true));
+            assert_eq!(k.send(other).await.unwrap(), Ok(false));
+        });
+    }
+
+    #[test]
+    fn repeated_settlement_waits_for_the_first_commit() {
+        run(async {
+            let store = FakeStore::default();
+            let k = start(&store, &[("a", BalanceLimits::default())], None);
+            store.gate(true);
+            let m = settle(9, "a", 10, SettlementDirection::Received);
+            let first = actix::spawn(k.send(m.clone()));
+            let second = actix::spawn(k.send(m));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert!(!first.is_finished() && !second.is_finished());
+            store.release_one();
+            assert_eq!(first.await.unwrap().unwrap(), Ok(true));
+            assert_eq!(second.await.unwrap().unwrap(), Ok(false));
+            assert_eq!(store.batches().len(), 1);
+            assert_eq!(balance(&k, "a").await.balance, -10);
+        });
+    }
+
+    #[test]
+    fn settlement_overflow_is_refused() {
+        run(async {
+            let store = FakeStore::default();
+            store
+                .inner
+                .commit(vec![StoreOp::SetBalance {
+                    account: "a".into(),
+                    balance: i64::MAX,
+                }])
+                .await
+                .unwrap();
+            let k = start(&store, &[("a", BalanceLimits::default())], None);
+            let r = k
+                .send(settle(1, "a", 1, SettlementDirection::Sent))
+                .await
+                .unwrap();
+            assert!(matches!(r, Err(StoreError::Corrupt(_))));
+            assert_eq!(balance(&k, "a").await.balance, i64::MAX);
+            assert!(store.batches().is_empty());
+        });
+    }
+
+    #[test]
+    fn store_failure_is_reported_and_balances_reload() {
+        run(async {
+            let store = FakeStore::default();
+            let k = start(&store, &[("a", BalanceLimits::default())], None);
+            let r = reserve(Some(("a", 5)), None);
+            let id = k.send(r.clone()).await.unwrap().unwrap();
+            store.fail(true);
+            let e = k.send(resolve(id, &r, true)).await.unwrap().unwrap_err();
+            assert_eq!(e, StoreError::Io("injected".into()));
+            let e = k
+                .send(settle(1, "a", 5, SettlementDirection::Sent))
+                .await
+                .unwrap();
+            assert!(e.is_err());
+            store.fail(false);
+            settle_down().await;
+            // The keeper restarted and serves the store's balance again.
+            assert_eq!(balance(&k, "a").await.balance, 0);
+            assert_eq!(
+                k.send(settle(1, "a", 5, SettlementDirection::Sent))
+                    .await
+                    .unwrap(),
+                Ok(true)
+            );
+            assert_eq!(balance(&k, "a").await.balance, 5);
+        });
+    }
+}
