@@ -240,7 +240,6 @@ impl BalanceKeeper {
 
     /// Applies a fulfilled packet to the committed balances; the ops to persist and the
     /// settlements now due.
-    #[allow(clippy::type_complexity)]
     fn commit_packet(
         &mut self,
         r: &Reservation,

@@ -7,6 +7,7 @@ pub mod balance_keeper;
 pub mod clock;
 pub mod link;
 pub mod messages;
+pub mod settlement_engine;
 pub mod store;
 pub mod supervise;
 #[doc(hidden)]
