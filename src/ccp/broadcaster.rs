@@ -15,8 +15,7 @@ use super::receiver::{CcpReceiver, ImportFilter, ReceiverOutcome};
 use super::sender::{CcpSender, SenderConfig};
 use super::table::{ForwardingRoute, ForwardingTable};
 use crate::packet::Address;
-use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
+use crate::stream::crypto::{hmac_sha256, sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use thiserror::Error;
 
@@ -53,20 +52,13 @@ pub fn is_under(prefix: &str, parent: &str) -> bool {
 /// Route authentication for routes we originate: HMAC-SHA256 keyed by the routing secret over
 /// the prefix, as the JS connector computes it.
 pub fn route_auth(routing_secret: &[u8], prefix: &str) -> [u8; 32] {
-    match <Hmac<Sha256> as Mac>::new_from_slice(routing_secret) {
-        Ok(mut mac) => {
-            mac.update(prefix.as_bytes());
-            mac.finalize().into_bytes().into()
-        }
-        // HMAC takes keys of any length; this arm exists only to avoid an unwrap.
-        Err(_) => [0; 32],
-    }
+    hmac_sha256(routing_secret, prefix.as_bytes())
 }
 
 /// Auth we advertise for a route we relay: SHA-256 of the auth we selected, so the chain from
 /// the originator's HMAC stays checkable by whoever holds the secret.
 pub fn forwarded_auth(auth: &[u8; 32]) -> [u8; 32] {
-    Sha256::digest(auth).into()
+    sha256(auth)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -618,7 +610,7 @@ mod tests {
         );
         assert_eq!(
             forwarded_auth(&[0; 32]),
-            crate::ildcp::PEER_PROTOCOL_CONDITION,
+            crate::peer_protocol::PEER_PROTOCOL_CONDITION,
             "SHA-256 of 32 zero bytes"
         );
     }
