@@ -6,6 +6,7 @@
 
 use super::broadcaster::is_under;
 use super::messages::{Mode, RouteControlRequest, RouteUpdateRequest, RoutingTableId};
+use super::sender::{route_size, update_budget};
 use crate::packet::{validate_address, Address};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -26,8 +27,17 @@ pub struct ReceiverOutcome {
     pub route_control: Option<RouteControlRequest>,
 }
 
+/// Longest path (in hops) of a route we accept. Real paths are a handful of hops; the limit
+/// keeps a peer from making us store and relay arbitrarily long ones.
+pub const MAX_HOPS: usize = 32;
+
+/// How many routes we keep from one peer unless configured otherwise.
+pub const DEFAULT_MAX_ROUTES_PER_PEER: usize = 10_000;
+
 /// Routes we accept: valid addresses strictly under the global prefix (the default route is
-/// ours to configure, not a peer's to announce) whose path does not already contain us.
+/// ours to configure, not a peer's to announce) whose path does not already contain us, has
+/// at most [`MAX_HOPS`] hops, and still fits in one of our route updates once we prepend our
+/// own address (a route we could never relay would only stall our updates).
 #[derive(Debug, Clone, Copy)]
 pub struct ImportFilter<'a> {
     pub own_address: &'a Address,
@@ -36,10 +46,16 @@ pub struct ImportFilter<'a> {
 
 impl ImportFilter<'_> {
     fn accepts(&self, prefix: &str, path: &[String]) -> bool {
-        validate_address(prefix.as_bytes()).is_ok()
+        let own = self.own_address.as_str();
+        path.len() <= MAX_HOPS
+            && validate_address(prefix.as_bytes()).is_ok()
             && is_under(prefix, self.global_prefix)
             && prefix != self.global_prefix
-            && !path.iter().any(|hop| hop == self.own_address.as_str())
+            && !path.iter().any(|hop| hop == own)
+            && route_size(
+                prefix,
+                std::iter::once(own).chain(path.iter().map(String::as_str)),
+            ) <= update_budget(self.own_address)
     }
 }
 
@@ -445,6 +461,48 @@ mod tests {
             r.prefixes().collect::<Vec<_>>(),
             vec!["g.bob", "g.ok", "g.x"]
         );
+    }
+
+    #[test]
+    fn import_filter_rejects_long_paths_and_routes_we_could_not_relay() {
+        let mut r = synced();
+        let hops: Vec<String> = (0..=MAX_HOPS).map(|i| format!("g.h{i}")).collect();
+        let hop_refs: Vec<&str> = hops.iter().map(String::as_str).collect();
+        // just under the budget once our own address is prepended, and just over
+        let me = me();
+        let fits = |extra: usize| {
+            let hop = format!("g.{}", "h".repeat(extra));
+            (route_size("g.big", [me.as_str(), hop.as_str()].into_iter()) <= update_budget(&me))
+                .then_some(hop)
+        };
+        let mut n = 30_000;
+        while fits(n + 1).is_some() {
+            n += 1;
+        }
+        let biggest = fits(n).unwrap();
+        let too_big = format!("g.{}", "h".repeat(n + 1));
+        let out = apply(
+            &mut r,
+            10,
+            &update(
+                T1,
+                2,
+                3,
+                vec![
+                    route("g.max", &hop_refs[..MAX_HOPS]),
+                    route("g.long", &hop_refs),
+                    route("g.big", &[biggest.as_str()]),
+                    route("g.huge", &[too_big.as_str()]),
+                ],
+                &[],
+            ),
+        );
+        assert_eq!(out.changed_prefixes, vec!["g.big", "g.max"]);
+        assert_eq!(
+            r.prefixes().collect::<Vec<_>>(),
+            vec!["g.big", "g.bob", "g.max", "g.x"]
+        );
+        assert_eq!(r.epoch(), 3);
     }
 
     #[test]
