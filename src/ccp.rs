@@ -22,7 +22,10 @@ pub use messages::{
     CcpError, Mode, Route, RouteControlRequest, RouteProp, RoutePropValue, RouteUpdateRequest,
     RoutingTableId,
 };
-pub use receiver::{CcpReceiver, ImportFilter, IncomingRoute, ReceiverOutcome};
+pub use receiver::{
+    CcpReceiver, ImportFilter, IncomingRoute, ReceiverOutcome, DEFAULT_MAX_ROUTES_PER_PEER,
+    MAX_HOPS,
+};
 pub use sender::{CcpSender, SenderConfig};
 pub use table::{ForwardingRoute, ForwardingTable, LogEntry};
 

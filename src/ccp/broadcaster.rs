@@ -11,7 +11,7 @@
 //! relation (child > peer > parent), then the shortest path, then the lowest peer id.
 
 use super::messages::{RouteControlRequest, RouteUpdateRequest, RoutingTableId};
-use super::receiver::{CcpReceiver, ImportFilter, ReceiverOutcome};
+use super::receiver::{CcpReceiver, ImportFilter, ReceiverOutcome, DEFAULT_MAX_ROUTES_PER_PEER};
 use super::sender::{CcpSender, SenderConfig};
 use super::table::{ForwardingRoute, ForwardingTable};
 use crate::packet::Address;
@@ -69,6 +69,8 @@ pub struct BroadcasterConfig {
     /// Grace period for a new peer's first update, and for each resync after expiry.
     pub initial_hold_down_ms: u64,
     pub route_control_retry_ms: u64,
+    /// Most routes kept from one peer; further prefixes it announces are ignored.
+    pub max_routes_per_peer: usize,
 }
 
 impl Default for BroadcasterConfig {
@@ -78,6 +80,7 @@ impl Default for BroadcasterConfig {
             sender: SenderConfig::default(),
             initial_hold_down_ms: 45_000,
             route_control_retry_ms: 30_000,
+            max_routes_per_peer: DEFAULT_MAX_ROUTES_PER_PEER,
         }
     }
 }
@@ -222,6 +225,7 @@ impl<P: Clone + Ord> RouteBroadcaster<P> {
                 self.config.initial_hold_down_ms,
                 self.config.route_control_retry_ms,
             )
+            .with_max_routes(self.config.max_routes_per_peer)
         });
         let actions = receiver
             .as_ref()

@@ -68,6 +68,7 @@ pub struct CcpReceiver {
     retry_interval_ms: u64,
     route_control_retry_at: Option<u64>,
     routes: BTreeMap<String, IncomingRoute>,
+    max_routes: usize,
 }
 
 impl CcpReceiver {
@@ -82,7 +83,19 @@ impl CcpReceiver {
             retry_interval_ms,
             route_control_retry_at: None,
             routes: BTreeMap::new(),
+            max_routes: DEFAULT_MAX_ROUTES_PER_PEER,
         }
+    }
+
+    /// Keeps at most `max_routes` of this peer's routes; routes for further prefixes are
+    /// ignored, so a peer cannot make us hold an unbounded table.
+    pub fn with_max_routes(mut self, max_routes: usize) -> Self {
+        self.max_routes = max_routes;
+        self
+    }
+
+    pub fn max_routes(&self) -> usize {
+        self.max_routes
     }
 
     pub fn routing_table_id(&self) -> RoutingTableId {
@@ -181,9 +194,19 @@ impl CcpReceiver {
                 path: route.path.clone(),
                 auth: route.auth,
             };
-            if self.routes.get(&route.prefix) != Some(&incoming) {
-                self.routes.insert(route.prefix.clone(), incoming);
-                changed.insert(route.prefix.clone());
+            let full = self.routes.len() >= self.max_routes;
+            match self.routes.get_mut(&route.prefix) {
+                Some(held) if *held == incoming => {}
+                Some(held) => {
+                    *held = incoming;
+                    changed.insert(route.prefix.clone());
+                }
+                // Full: a new prefix is ignored. Withdrawals above may make room later.
+                None if full => {}
+                None => {
+                    self.routes.insert(route.prefix.clone(), incoming);
+                    changed.insert(route.prefix.clone());
+                }
             }
         }
         self.epoch = update.to_epoch_index;
@@ -503,6 +526,36 @@ mod tests {
             vec!["g.big", "g.bob", "g.max", "g.x"]
         );
         assert_eq!(r.epoch(), 3);
+    }
+
+    #[test]
+    fn routes_beyond_the_cap_are_ignored() {
+        let mut r = CcpReceiver::new(0, 45_000, 30_000).with_max_routes(3);
+        assert_eq!(CcpReceiver::new(0, 1, 1).max_routes(), 10_000);
+        let routes = (0..5)
+            .map(|i| route(&format!("g.p{i}"), &["g.bob"]))
+            .collect();
+        let out = apply(&mut r, 0, &update(T1, 0, 1, routes, &[]));
+        assert_eq!(out.changed_prefixes, vec!["g.p0", "g.p1", "g.p2"]);
+        assert_eq!(r.prefixes().count(), 3);
+        // a held prefix can still change, and a withdrawal makes room for a new one
+        let out = apply(
+            &mut r,
+            0,
+            &update(
+                T1,
+                1,
+                2,
+                vec![route("g.p0", &["g.bob", "g.z"]), route("g.p4", &["g.bob"])],
+                &["g.p1"],
+            ),
+        );
+        assert_eq!(out.changed_prefixes, vec!["g.p0", "g.p1", "g.p4"]);
+        assert_eq!(
+            r.prefixes().collect::<Vec<_>>(),
+            vec!["g.p0", "g.p2", "g.p4"]
+        );
+        assert_eq!(r.epoch(), 2);
     }
 
     #[test]
