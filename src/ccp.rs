@@ -27,7 +27,7 @@ pub use receiver::{
     MAX_HOPS,
 };
 pub use sender::{CcpSender, SenderConfig};
-pub use table::{ForwardingRoute, ForwardingTable, LogEntry};
+pub use table::{ForwardingRoute, ForwardingTable, LogEntry, DEFAULT_LOG_LIMIT};
 
 use crate::packet::Fulfill;
 use crate::peer_protocol::{check_peer_response, peer_response};

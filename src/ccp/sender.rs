@@ -7,7 +7,7 @@
 //! [`CcpSender::update_failed`].
 
 use super::broadcaster::Relation;
-use super::messages::{Mode, Route, RouteControlRequest, RouteUpdateRequest};
+use super::messages::{Mode, Route, RouteControlRequest, RouteUpdateRequest, RoutingTableId};
 use super::table::{ForwardingRoute, ForwardingTable};
 use crate::oer::{var_octet_string_size, var_uint_size};
 use crate::packet::{Address, MAX_DATA_LEN};
@@ -69,6 +69,9 @@ pub struct CcpSender<P> {
     peer_relation: Relation,
     config: SenderConfig,
     mode: Mode,
+    /// The routing table `last_known_epoch` counts in; when the table compacts under a new id
+    /// the peer starts again from epoch 0.
+    table_id: RoutingTableId,
     /// Next epoch the peer needs from us.
     last_known_epoch: u32,
     last_update: Option<u64>,
@@ -83,6 +86,7 @@ impl<P: Clone + PartialEq> CcpSender<P> {
             peer_relation,
             config,
             mode: Mode::Idle,
+            table_id: RoutingTableId::default(),
             last_known_epoch: 0,
             last_update: None,
             in_flight: None,
@@ -106,6 +110,7 @@ impl<P: Clone + PartialEq> CcpSender<P> {
     /// cannot be trusted either: both restart the peer from epoch 0.
     pub fn handle_route_control(&mut self, req: &RouteControlRequest, table: &ForwardingTable<P>) {
         self.mode = req.mode;
+        self.table_id = table.routing_table_id();
         self.last_known_epoch = if req.last_known_routing_table_id != table.routing_table_id()
             || req.last_known_epoch > table.current_epoch()
         {
@@ -160,6 +165,14 @@ impl<P: Clone + PartialEq> CcpSender<P> {
     ) -> Option<RouteUpdateRequest> {
         if self.mode != Mode::Sync {
             return None;
+        }
+        if self.table_id != table.routing_table_id() {
+            // The table compacted: what the peer knows (and any answer to an update in flight)
+            // refers to the old one, so it gets the new table from scratch, now.
+            self.table_id = table.routing_table_id();
+            self.last_known_epoch = 0;
+            self.in_flight = None;
+            self.last_update = None;
         }
         if let Some(f) = self.in_flight {
             if now
@@ -488,6 +501,50 @@ mod tests {
             route_size(&route.prefix, route.path.iter().map(String::as_str))
         );
         assert!(empty + update_budget(&me()) <= MAX_DATA_LEN);
+    }
+
+    #[test]
+    fn compaction_restarts_the_peer_from_zero_of_the_new_table() {
+        use crate::ccp::receiver::{CcpReceiver, ImportFilter};
+        let mut t = ForwardingTable::new(ID).with_log_limit(6);
+        t.set("g.a", fwd(Some("c"), Relation::Child));
+        t.set("g.b", fwd(Some("c"), Relation::Child));
+        let mut s = sender(Relation::Peer);
+        let mut rx = CcpReceiver::new(0, 45_000, 30_000);
+        let bob = Address::try_from("g.bob").unwrap();
+        let filter = ImportFilter {
+            own_address: &bob,
+            global_prefix: "g",
+        };
+        s.handle_route_control(&rx.route_control_request(), &t);
+        let u = s.poll(0, &t, &me()).unwrap();
+        rx.handle_route_update(0, &u, filter);
+        s.update_acknowledged();
+        assert_eq!((rx.routing_table_id(), rx.epoch()), (ID, 2));
+        // churn until the table compacts; the sender is mid-update when it happens
+        t.set("g.b", None);
+        let lost = s.poll(1_000, &t, &me()).unwrap();
+        assert_eq!(lost.to_epoch_index, 3);
+        for i in 0..3 {
+            t.set(
+                "g.a",
+                fwd(Some(if i % 2 == 0 { "d" } else { "c" }), Relation::Child),
+            );
+        }
+        assert_ne!(t.routing_table_id(), ID);
+        assert_eq!(s.next_timeout(t.current_epoch()), Some(31_000));
+        let u = s.poll(1_001, &t, &me()).unwrap();
+        assert_eq!(u.routing_table_id, t.routing_table_id());
+        assert_eq!((u.from_epoch_index, u.to_epoch_index), (0, 1));
+        let out = rx.handle_route_update(1_001, &u, filter);
+        assert_eq!(out.route_control, None);
+        s.update_acknowledged();
+        assert_eq!(rx.prefixes().collect::<Vec<_>>(), vec!["g.a"]);
+        assert_eq!(rx.get("g.a").unwrap().path, t.get("g.a").unwrap().path);
+        assert_eq!(
+            (rx.routing_table_id(), rx.epoch()),
+            (t.routing_table_id(), t.current_epoch())
+        );
     }
 
     #[test]
