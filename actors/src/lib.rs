@@ -9,5 +9,5 @@ pub mod messages;
 pub mod route_broadcaster;
 pub mod store;
 pub mod supervise;
-#[doc(hidden)]
+#[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
