@@ -6,9 +6,11 @@
 //! `max-packet-amount.ts`, `balance.ts`); the runtime keeps the state and applies the verdicts.
 
 pub mod balance;
+pub mod expiry;
 pub mod token_bucket;
 
 pub use balance::{Balance, BalanceError, BalanceLimits, LimitViolation};
+pub use expiry::{next_hop_expiry, ExpiryError};
 pub use token_bucket::{
     RateLimiter, Throttled, ThroughputLimiter, TokenBucket, TokenBucketError, TokenBucketParams,
 };

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod link;
 pub mod messages;
 pub mod route_broadcaster;
+pub mod router;
 pub mod store;
 pub mod supervise;
 #[cfg(any(test, feature = "test-support"))]
