@@ -6,6 +6,7 @@
 pub mod clock;
 pub mod link;
 pub mod messages;
+pub mod peer_account;
 pub mod store;
 pub mod supervise;
 #[doc(hidden)]
