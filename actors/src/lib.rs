@@ -6,6 +6,7 @@
 pub mod clock;
 pub mod link;
 pub mod messages;
+pub mod peer_account;
 pub mod route_broadcaster;
 pub mod router;
 pub mod store;
