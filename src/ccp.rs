@@ -22,12 +22,15 @@ pub use messages::{
     CcpError, Mode, Route, RouteControlRequest, RouteProp, RoutePropValue, RouteUpdateRequest,
     RoutingTableId,
 };
-pub use receiver::{CcpReceiver, ImportFilter, IncomingRoute, ReceiverOutcome};
+pub use receiver::{
+    CcpReceiver, ImportFilter, IncomingRoute, ReceiverOutcome, DEFAULT_MAX_ROUTES_PER_PEER,
+    MAX_HOPS,
+};
 pub use sender::{CcpSender, SenderConfig};
-pub use table::{ForwardingRoute, ForwardingTable, LogEntry};
+pub use table::{ForwardingRoute, ForwardingTable, LogEntry, DEFAULT_LOG_LIMIT};
 
-use crate::ildcp::{check_peer_response, peer_response};
 use crate::packet::Fulfill;
+use crate::peer_protocol::{check_peer_response, peer_response};
 
 /// Destination of a route control request.
 pub const CCP_CONTROL_DESTINATION: &str = "peer.route.control";
@@ -47,7 +50,7 @@ pub fn check_response(fulfill: &Fulfill) -> Result<(), CcpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ildcp::PeerProtocolError;
+    use crate::peer_protocol::PeerProtocolError;
     use bytes::Bytes;
 
     fn packet(key: &str) -> Bytes {

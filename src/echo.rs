@@ -29,8 +29,6 @@ pub enum EchoError {
     InvalidSourceAddress(AddressError),
     #[error("unexpected echo response addressed to us")]
     UnexpectedResponse,
-    #[error(transparent)]
-    Packet(#[from] PacketError),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,46 +85,54 @@ impl EchoMessage {
 }
 
 /// A ping: a Prepare to `destination` (a connector's own address) asking it to send the
-/// payment back to `source`.
+/// payment back to `source`. Building the Prepare is the only thing that can fail.
 pub fn request(
     destination: &Address,
     source: &Address,
     amount: u64,
     expires_at: Timestamp,
     execution_condition: &[u8; 32],
-) -> Result<Prepare, EchoError> {
+) -> Result<Prepare, PacketError> {
     let data = EchoMessage::Request {
         source_address: source.clone(),
     }
     .encode();
-    Ok(PrepareBuilder {
+    PrepareBuilder {
         amount,
         expires_at,
         execution_condition,
         destination,
         data: &data,
     }
-    .build()?)
+    .build()
 }
 
-/// Answers an echo request that was addressed to us: the same amount and condition go back to
-/// the source address as an echo response. The JS middleware keeps the expiry and lets the
-/// forwarding path shorten it like any other packet's; `expiry_margin_ms` takes a margin off
-/// here as well (0 behaves exactly like the JS connector).
-pub fn answer_request(prepare: &Prepare, expiry_margin_ms: u64) -> Result<Prepare, EchoError> {
-    let source = match EchoMessage::decode(prepare.data())? {
-        EchoMessage::Request { source_address } => source_address,
-        EchoMessage::Response => return Err(EchoError::UnexpectedResponse),
-    };
+/// The address an echo request addressed to us asks us to send the payment back to.
+pub fn requested_source(prepare: &Prepare) -> Result<Address, EchoError> {
+    match EchoMessage::decode(prepare.data())? {
+        EchoMessage::Request { source_address } => Ok(source_address),
+        EchoMessage::Response => Err(EchoError::UnexpectedResponse),
+    }
+}
+
+/// Answers an echo request whose source [`requested_source`] read: the same amount and
+/// condition go back to `source` as an echo response. The JS middleware keeps the expiry and
+/// lets the forwarding path shorten it like any other packet's; `expiry_margin_ms` takes a
+/// margin off here as well (0 behaves exactly like the JS connector).
+pub fn answer_request(
+    prepare: &Prepare,
+    source: &Address,
+    expiry_margin_ms: u64,
+) -> Result<Prepare, PacketError> {
     let data = EchoMessage::Response.encode();
-    Ok(PrepareBuilder {
+    PrepareBuilder {
         amount: prepare.amount(),
         expires_at: prepare.expires_at().saturating_sub_millis(expiry_margin_ms),
         execution_condition: prepare.execution_condition(),
-        destination: &source,
+        destination: source,
         data: &data,
     }
-    .build()?)
+    .build()
 }
 
 /// True when `prepare` is an echo response coming back to its sender.
@@ -221,6 +227,11 @@ mod tests {
             EchoMessage::decode(b"ECHOECHOECHOECHO\x00\x83\xff\xff\xff"),
             Err(EchoError::Oer(OerError::UnexpectedEnd))
         );
+        // a length prefix beyond what OER allows at all
+        assert_eq!(
+            EchoMessage::decode(b"ECHOECHOECHOECHO\x00\x84\xff\xff\xff\xff"),
+            Err(EchoError::Oer(OerError::LengthTooLarge(0xffff_ffff)))
+        );
         assert_eq!(
             EchoMessage::decode(b"ECHOECHOECHOECHO\x00\x03g.\xff"),
             Err(EchoError::InvalidSourceAddress(
@@ -249,7 +260,9 @@ mod tests {
             "4543484f4543484f4543484f4543484f0008672e73656e646572"
         );
         assert!(!is_response(&ping));
-        let pong = answer_request(&ping, 1_000).unwrap();
+        let source = requested_source(&ping).unwrap();
+        assert_eq!(source, addr("g.sender"));
+        let pong = answer_request(&ping, &source, 1_000).unwrap();
         assert_eq!(pong.destination(), addr("g.sender"));
         assert_eq!(pong.amount(), 1234);
         assert_eq!(pong.execution_condition(), &[7; 32]);
@@ -257,18 +270,18 @@ mod tests {
         assert_eq!(pong.data(), EchoMessage::Response.encode());
         assert!(is_response(&pong));
         // margin 0 keeps the expiry, as the JS middleware does
-        assert_eq!(answer_request(&ping, 0).unwrap().expires_at(), expires);
+        assert_eq!(
+            answer_request(&ping, &source, 0).unwrap().expires_at(),
+            expires
+        );
     }
 
     #[test]
     fn answer_errors() {
         let expires = Timestamp::from_unix_millis(1_000);
-        let pong = answer_request(
-            &request(&addr("g.c"), &addr("g.s"), 1, expires, &[0; 32]).unwrap(),
-            0,
-        )
-        .unwrap();
-        assert_eq!(answer_request(&pong, 0), Err(EchoError::UnexpectedResponse));
+        let ping = request(&addr("g.c"), &addr("g.s"), 1, expires, &[0; 32]).unwrap();
+        let pong = answer_request(&ping, &addr("g.s"), 0).unwrap();
+        assert_eq!(requested_source(&pong), Err(EchoError::UnexpectedResponse));
         let plain = PrepareBuilder {
             amount: 1,
             expires_at: expires,
@@ -278,7 +291,7 @@ mod tests {
         }
         .build()
         .unwrap();
-        assert_eq!(answer_request(&plain, 0), Err(EchoError::NotEcho));
+        assert_eq!(requested_source(&plain), Err(EchoError::NotEcho));
         assert!(!is_response(&plain));
     }
 
@@ -297,7 +310,9 @@ mod tests {
         fn decode_never_panics(tail in proptest::collection::vec(any::<u8>(), 0..40), prefixed: bool) {
             let mut data = if prefixed { ECHO_PREFIX.to_vec() } else { Vec::new() };
             data.extend_from_slice(&tail);
-            let _ = EchoMessage::decode(&data);
+            if let Ok(msg) = EchoMessage::decode(&data) {
+                prop_assert_eq!(msg.encode(), data);
+            }
         }
     }
 }

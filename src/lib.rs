@@ -13,6 +13,7 @@ pub mod oer;
 pub mod packet;
 pub mod payment_pointer;
 pub mod peer_balance;
+pub mod peer_protocol;
 pub mod policy;
 pub mod rates;
 pub mod routing;

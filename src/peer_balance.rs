@@ -3,11 +3,11 @@
 //! big-endian integer (OER `Int64`, fixed size, no length prefix), positive when the balance is
 //! in the requester's favour.
 
-use crate::ildcp::{
-    check_peer_request, check_peer_response, peer_request, peer_response, PeerProtocolError,
-};
 use crate::oer::{OerError, Reader};
 use crate::packet::{Fulfill, Prepare, Timestamp};
+use crate::peer_protocol::{
+    check_peer_request, check_peer_response, peer_request, peer_response, PeerProtocolError,
+};
 use bytes::BufMut;
 use thiserror::Error;
 
@@ -164,7 +164,9 @@ mod tests {
 
         #[test]
         fn decode_never_panics(data in proptest::collection::vec(any::<u8>(), 0..16)) {
-            let _ = BalanceResponse::decode(&data);
+            if let Ok(resp) = BalanceResponse::decode(&data) {
+                prop_assert_eq!(resp.encode(), data);
+            }
         }
     }
 }

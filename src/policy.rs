@@ -1,14 +1,19 @@
 //! Per-account packet policy, as pure functions of state, input and `now` (unix milliseconds):
 //! token buckets for the rate limit (packets, T05) and throughput (amount, T04), the maximum
-//! packet amount (F08), and the balance rules (reserve, commit, roll back, settle).
+//! packet amount (F08), the balance rules (reserve, commit, roll back, settle), and the rules
+//! for a Prepare leaving over a link (expiry R00, fulfillment check F05, link failures).
 //!
 //! The numbers mirror the JS connector's middlewares (`rate-limit.ts`, `throughput.ts`,
 //! `max-packet-amount.ts`, `balance.ts`); the runtime keeps the state and applies the verdicts.
 
 pub mod balance;
+pub mod expiry;
+pub mod outgoing;
 pub mod token_bucket;
 
 pub use balance::{Balance, BalanceError, BalanceLimits, LimitViolation};
+pub use expiry::{next_hop_expiry, ExpiryError};
+pub use outgoing::OutgoingError;
 pub use token_bucket::{
     RateLimiter, Throttled, ThroughputLimiter, TokenBucket, TokenBucketError, TokenBucketParams,
 };

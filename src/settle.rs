@@ -7,9 +7,11 @@
 //! with the peer-protocol Fulfill, also for an id it has applied before, so a sender that lost
 //! the Fulfill can repeat the same request until it gets one.
 
-use crate::ildcp::{check_peer_request, check_peer_response, peer_request, PeerProtocolError};
 use crate::oer::{OerError, Reader};
 use crate::packet::{ErrorCode, Fulfill, Prepare, Timestamp};
+use crate::peer_protocol::{
+    check_peer_request, check_peer_response, peer_request, PeerProtocolError,
+};
 use bytes::BufMut;
 use thiserror::Error;
 
@@ -134,8 +136,8 @@ pub fn retry_delay_ms(attempt: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ildcp::{peer_response, PEER_PROTOCOL_CONDITION};
     use crate::packet::{Address, FulfillBuilder, PrepareBuilder};
+    use crate::peer_protocol::{peer_response, PEER_PROTOCOL_CONDITION};
     use bytes::Bytes;
     use proptest::prelude::*;
 

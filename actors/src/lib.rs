@@ -7,8 +7,11 @@ pub mod balance_keeper;
 pub mod clock;
 pub mod link;
 pub mod messages;
+pub mod peer_account;
+pub mod route_broadcaster;
+pub mod router;
 pub mod settlement_engine;
 pub mod store;
 pub mod supervise;
-#[doc(hidden)]
+#[cfg(any(test, feature = "test-support"))]
 pub mod test_support;

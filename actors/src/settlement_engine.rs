@@ -20,8 +20,8 @@ use crate::messages::{
 };
 use crate::supervise::Backoff;
 use actix::prelude::*;
-use ilp::ildcp::peer_response;
 use ilp::packet::{Address, ErrorCode, Reject};
+use ilp::peer_protocol::peer_response;
 use ilp::settle::{self, SettleRequest, SETTLE_EXPIRY_MS};
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
@@ -254,8 +254,8 @@ mod tests {
     use crate::messages::{GetBalance, ReservePacket, ResolvePacket};
     use crate::store::{Store, StoreOp};
     use crate::test_support::run;
-    use ilp::ildcp::PEER_PROTOCOL_CONDITION;
     use ilp::packet::{Prepare, PrepareBuilder, Timestamp};
+    use ilp::peer_protocol::PEER_PROTOCOL_CONDITION;
     use std::sync::{Arc, Mutex};
 
     const START_MS: u64 = 1_700_000_000_000;

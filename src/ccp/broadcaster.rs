@@ -11,12 +11,11 @@
 //! relation (child > peer > parent), then the shortest path, then the lowest peer id.
 
 use super::messages::{RouteControlRequest, RouteUpdateRequest, RoutingTableId};
-use super::receiver::{CcpReceiver, ImportFilter, ReceiverOutcome};
+use super::receiver::{CcpReceiver, ImportFilter, ReceiverOutcome, DEFAULT_MAX_ROUTES_PER_PEER};
 use super::sender::{CcpSender, SenderConfig};
 use super::table::{ForwardingRoute, ForwardingTable};
 use crate::packet::Address;
-use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
+use crate::stream::crypto::{hmac_sha256, sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use thiserror::Error;
 
@@ -53,20 +52,13 @@ pub fn is_under(prefix: &str, parent: &str) -> bool {
 /// Route authentication for routes we originate: HMAC-SHA256 keyed by the routing secret over
 /// the prefix, as the JS connector computes it.
 pub fn route_auth(routing_secret: &[u8], prefix: &str) -> [u8; 32] {
-    match <Hmac<Sha256> as Mac>::new_from_slice(routing_secret) {
-        Ok(mut mac) => {
-            mac.update(prefix.as_bytes());
-            mac.finalize().into_bytes().into()
-        }
-        // HMAC takes keys of any length; this arm exists only to avoid an unwrap.
-        Err(_) => [0; 32],
-    }
+    hmac_sha256(routing_secret, prefix.as_bytes())
 }
 
 /// Auth we advertise for a route we relay: SHA-256 of the auth we selected, so the chain from
 /// the originator's HMAC stays checkable by whoever holds the secret.
 pub fn forwarded_auth(auth: &[u8; 32]) -> [u8; 32] {
-    Sha256::digest(auth).into()
+    sha256(auth)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +69,8 @@ pub struct BroadcasterConfig {
     /// Grace period for a new peer's first update, and for each resync after expiry.
     pub initial_hold_down_ms: u64,
     pub route_control_retry_ms: u64,
+    /// Most routes kept from one peer; further prefixes it announces are ignored.
+    pub max_routes_per_peer: usize,
 }
 
 impl Default for BroadcasterConfig {
@@ -86,6 +80,7 @@ impl Default for BroadcasterConfig {
             sender: SenderConfig::default(),
             initial_hold_down_ms: 45_000,
             route_control_retry_ms: 30_000,
+            max_routes_per_peer: DEFAULT_MAX_ROUTES_PER_PEER,
         }
     }
 }
@@ -230,6 +225,7 @@ impl<P: Clone + Ord> RouteBroadcaster<P> {
                 self.config.initial_hold_down_ms,
                 self.config.route_control_retry_ms,
             )
+            .with_max_routes(self.config.max_routes_per_peer)
         });
         let actions = receiver
             .as_ref()
@@ -618,7 +614,7 @@ mod tests {
         );
         assert_eq!(
             forwarded_auth(&[0; 32]),
-            crate::ildcp::PEER_PROTOCOL_CONDITION,
+            crate::peer_protocol::PEER_PROTOCOL_CONDITION,
             "SHA-256 of 32 zero bytes"
         );
     }

@@ -4,9 +4,9 @@
 //! is a Fulfill with the peer-protocol fulfillment and no data.
 
 use super::{CCP_CONTROL_DESTINATION, CCP_UPDATE_DESTINATION};
-use crate::ildcp::{check_peer_request, peer_request, PeerProtocolError};
 use crate::oer::{OerError, OerWrite, Reader};
 use crate::packet::{Address, AddressError, Prepare, Timestamp};
+use crate::peer_protocol::{check_peer_request, peer_request, PeerProtocolError};
 use bytes::BufMut;
 use std::fmt;
 use thiserror::Error;
@@ -21,8 +21,6 @@ pub enum CcpError {
     InvalidSpeaker(AddressError),
     #[error("route property flags {0:#04x} are not a canonical encoding")]
     NonCanonicalPropFlags(u8),
-    #[error("element count {0} exceeds the bytes left in the message")]
-    CountTooLarge(u64),
     #[error("CCP: {0}")]
     PeerProtocol(#[from] PeerProtocolError),
 }
@@ -69,22 +67,21 @@ impl TryFrom<u8> for Mode {
     }
 }
 
-/// Reads a var-uint element count, refusing counts that cannot fit in the remaining input
-/// (every element takes at least one byte) so a hostile count never drives an allocation.
-fn read_count(r: &mut Reader<'_>) -> Result<usize, CcpError> {
-    let n = r.read_var_uint()?;
-    match usize::try_from(n) {
-        Ok(n) if n <= r.remaining() => Ok(n),
-        _ => Err(CcpError::CountTooLarge(n)),
-    }
-}
+/// Fewest bytes a string takes on the wire: an empty one is its length byte alone.
+const MIN_STRING_LEN: usize = 1;
+/// Fewest bytes a var-uint takes: a length byte and one value byte.
+const MIN_COUNT_LEN: usize = 2;
+/// Fewest bytes a route property takes: meta, id (2) and an empty value.
+const MIN_PROP_LEN: usize = 1 + 2 + MIN_STRING_LEN;
+/// Fewest bytes a route takes: empty prefix, empty path, auth (32), no properties.
+pub const MIN_ROUTE_LEN: usize = MIN_STRING_LEN + MIN_COUNT_LEN + 32 + MIN_COUNT_LEN;
 
 fn put_count(buf: &mut impl BufMut, n: usize) {
     buf.put_var_uint(n as u64);
 }
 
 fn read_strings(r: &mut Reader<'_>) -> Result<Vec<String>, CcpError> {
-    let n = read_count(r)?;
+    let n = r.read_count(MIN_STRING_LEN)?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         out.push(r.read_var_str()?.to_owned());
@@ -258,7 +255,7 @@ impl Route {
         let prefix = r.read_var_str()?.to_owned();
         let path = read_strings(r)?;
         let auth = *r.read_array::<32>()?;
-        let n = read_count(r)?;
+        let n = r.read_count(MIN_PROP_LEN)?;
         let mut props = Vec::with_capacity(n);
         for _ in 0..n {
             props.push(RouteProp::read(r)?);
@@ -323,7 +320,7 @@ impl RouteUpdateRequest {
         let hold_down_time = r.read_u32()?;
         let speaker =
             Address::try_from(r.read_var_octet_string()?).map_err(CcpError::InvalidSpeaker)?;
-        let n = read_count(&mut r)?;
+        let n = r.read_count(MIN_ROUTE_LEN)?;
         let mut new_routes = Vec::with_capacity(n);
         for _ in 0..n {
             new_routes.push(Route::read(&mut r)?);
@@ -499,12 +496,16 @@ pub(crate) mod tests {
     #[test]
     fn route_control_errors() {
         let (good, _) = control_vector();
+        // mode, table id and epoch take 21 bytes, the feature count (01 02) 2 more; a cut that
+        // leaves fewer than 2 bytes (one per feature string) after the count fails the count
         for n in 0..good.len() {
-            assert!(
-                matches!(
-                    RouteControlRequest::decode(&good[..n]),
-                    Err(CcpError::Oer(OerError::UnexpectedEnd)) | Err(CcpError::CountTooLarge(_))
-                ),
+            let expected = match n {
+                23 | 24 => OerError::CountTooLarge(2),
+                _ => OerError::UnexpectedEnd,
+            };
+            assert_eq!(
+                RouteControlRequest::decode(&good[..n]),
+                Err(CcpError::Oer(expected)),
                 "prefix of {n} bytes"
             );
         }
@@ -537,7 +538,7 @@ pub(crate) mod tests {
         huge.extend_from_slice(&[4, 0xff, 0xff, 0xff, 0xff]);
         assert_eq!(
             RouteControlRequest::decode(&huge),
-            Err(CcpError::CountTooLarge(0xffff_ffff))
+            Err(CcpError::Oer(OerError::CountTooLarge(0xffff_ffff)))
         );
         // a feature that is not UTF-8
         let mut bad_utf8 = good[..21].to_vec();
@@ -553,20 +554,83 @@ pub(crate) mod tests {
             RouteControlRequest::decode(&oversize),
             Err(CcpError::Oer(OerError::UnexpectedEnd))
         );
+        // a feature whose length prefix is beyond what OER allows at all
+        let mut too_long = good[..21].to_vec();
+        too_long.extend_from_slice(&[1, 1, 0x84, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(
+            RouteControlRequest::decode(&too_long),
+            Err(CcpError::Oer(OerError::LengthTooLarge(0xffff_ffff)))
+        );
+    }
+
+    /// Where each element count of `req`'s encoding ends, with its value and the fewest bytes
+    /// one element takes, in the order the decoder reads them.
+    fn count_positions(req: &RouteUpdateRequest) -> Vec<(usize, usize, usize)> {
+        use crate::oer::{var_octet_string_size, var_uint_size};
+        let count = |pos: &mut usize, n: usize, min: usize, out: &mut Vec<_>| {
+            *pos += var_uint_size(n as u64);
+            out.push((*pos, n, min));
+        };
+        let mut out = Vec::new();
+        let mut pos = 16 + 16 + var_octet_string_size(req.speaker.len());
+        count(&mut pos, req.new_routes.len(), MIN_ROUTE_LEN, &mut out);
+        for route in &req.new_routes {
+            pos += var_octet_string_size(route.prefix.len());
+            count(&mut pos, route.path.len(), MIN_STRING_LEN, &mut out);
+            pos += route
+                .path
+                .iter()
+                .map(|h| var_octet_string_size(h.len()))
+                .sum::<usize>();
+            pos += 32;
+            count(&mut pos, route.props.len(), MIN_PROP_LEN, &mut out);
+            let mut buf = Vec::new();
+            for p in &route.props {
+                p.write(&mut buf);
+            }
+            pos += buf.len();
+        }
+        count(
+            &mut pos,
+            req.withdrawn_routes.len(),
+            MIN_STRING_LEN,
+            &mut out,
+        );
+        out
     }
 
     #[test]
     fn route_update_errors() {
-        let (good, _) = complex_update_vector();
+        let (good, req) = complex_update_vector();
+        let counts = count_positions(&req);
+        assert_eq!(counts.len(), 6, "routes, 2 paths, 2 prop lists, withdrawn");
         for n in 0..good.len() {
-            assert!(
-                matches!(
-                    RouteUpdateRequest::decode(&good[..n]),
-                    Err(CcpError::Oer(OerError::UnexpectedEnd)) | Err(CcpError::CountTooLarge(_))
-                ),
+            // The first count whose elements cannot fit in what is left of the cut input fails;
+            // when every count read so far fits, the cut is found where the input runs out.
+            let expected = counts
+                .iter()
+                .find(|(end, count, min)| *end <= n && n - end < count * min)
+                .map_or(OerError::UnexpectedEnd, |(_, count, _)| {
+                    OerError::CountTooLarge(*count as u64)
+                });
+            assert_eq!(
+                RouteUpdateRequest::decode(&good[..n]),
+                Err(CcpError::Oer(expected)),
                 "prefix of {n} bytes"
             );
         }
+        // spot checks of the model: cutting right after the route count (2 routes need 74
+        // bytes) or inside the second route's path
+        let route_count_end = 16 + 16 + 1 + "example.alice".len() + 2;
+        assert_eq!(counts[0], (route_count_end, 2, MIN_ROUTE_LEN));
+        assert_eq!(
+            RouteUpdateRequest::decode(&good[..route_count_end + 73]),
+            Err(CcpError::Oer(OerError::CountTooLarge(2)))
+        );
+        assert_eq!(
+            RouteUpdateRequest::decode(&good[..route_count_end + 74]),
+            Err(CcpError::Oer(OerError::UnexpectedEnd))
+        );
         let mut trailing = good.clone();
         trailing.extend_from_slice(&[0, 0]);
         assert_eq!(
@@ -587,7 +651,7 @@ pub(crate) mod tests {
         huge.extend_from_slice(&[2, 0x10, 0x00, 1, 0]);
         assert_eq!(
             RouteUpdateRequest::decode(&huge),
-            Err(CcpError::CountTooLarge(0x1000))
+            Err(CcpError::Oer(OerError::CountTooLarge(0x1000)))
         );
         // empty var-uint for the withdrawn count
         let mut empty_count = simple[..simple.len() - 2].to_vec();
@@ -596,6 +660,31 @@ pub(crate) mod tests {
             RouteUpdateRequest::decode(&empty_count),
             Err(CcpError::Oer(OerError::EmptyVarUint))
         );
+        // speaker length prefix beyond what OER allows at all
+        let mut too_long = simple[..32].to_vec();
+        too_long.extend_from_slice(&[0x84, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(
+            RouteUpdateRequest::decode(&too_long),
+            Err(CcpError::Oer(OerError::LengthTooLarge(0xffff_ffff)))
+        );
+        // route prefix, then a path hop, that is not UTF-8 (0xff replaces the last 'x')
+        for (prefix, hop) in [("g.x", "g.a"), ("g.a", "g.x")] {
+            let mut with_route = req.clone();
+            with_route.new_routes = vec![Route {
+                prefix: prefix.into(),
+                path: vec![hop.into()],
+                auth: [0; 32],
+                props: vec![],
+            }];
+            let mut bytes = with_route.encode();
+            let at = bytes.iter().rposition(|b| *b == b'x').unwrap();
+            bytes[at] = 0xff;
+            assert_eq!(
+                RouteUpdateRequest::decode(&bytes),
+                Err(CcpError::Oer(OerError::InvalidUtf8)),
+                "prefix {prefix}, hop {hop}"
+            );
+        }
         // withdrawn prefix that is not UTF-8
         req.withdrawn_routes = vec!["g.x".into()];
         let mut bad_utf8 = req.encode();
@@ -821,12 +910,16 @@ pub(crate) mod tests {
 
         #[test]
         fn route_control_decode_never_panics(data in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let _ = RouteControlRequest::decode(&data);
+            if let Ok(req) = RouteControlRequest::decode(&data) {
+                prop_assert_eq!(req.encode(), data);
+            }
         }
 
         #[test]
         fn route_update_decode_never_panics(data in proptest::collection::vec(any::<u8>(), 0..160)) {
-            let _ = RouteUpdateRequest::decode(&data);
+            if let Ok(req) = RouteUpdateRequest::decode(&data) {
+                prop_assert_eq!(req.encode(), data);
+            }
         }
 
         #[test]
@@ -834,7 +927,9 @@ pub(crate) mod tests {
             let (mut bytes, _) = complex_update_vector();
             let i = at.index(bytes.len());
             bytes[i] = byte;
-            let _ = RouteUpdateRequest::decode(&bytes);
+            if let Ok(req) = RouteUpdateRequest::decode(&bytes) {
+                prop_assert_eq!(req.encode(), bytes);
+            }
         }
     }
 }

@@ -6,6 +6,7 @@
 
 use super::broadcaster::is_under;
 use super::messages::{Mode, RouteControlRequest, RouteUpdateRequest, RoutingTableId};
+use super::sender::{route_size, update_budget};
 use crate::packet::{validate_address, Address};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -26,8 +27,17 @@ pub struct ReceiverOutcome {
     pub route_control: Option<RouteControlRequest>,
 }
 
+/// Longest path (in hops) of a route we accept. Real paths are a handful of hops; the limit
+/// keeps a peer from making us store and relay arbitrarily long ones.
+pub const MAX_HOPS: usize = 32;
+
+/// How many routes we keep from one peer unless configured otherwise.
+pub const DEFAULT_MAX_ROUTES_PER_PEER: usize = 10_000;
+
 /// Routes we accept: valid addresses strictly under the global prefix (the default route is
-/// ours to configure, not a peer's to announce) whose path does not already contain us.
+/// ours to configure, not a peer's to announce) whose path does not already contain us, has
+/// at most [`MAX_HOPS`] hops, and still fits in one of our route updates once we prepend our
+/// own address (a route we could never relay would only stall our updates).
 #[derive(Debug, Clone, Copy)]
 pub struct ImportFilter<'a> {
     pub own_address: &'a Address,
@@ -36,10 +46,16 @@ pub struct ImportFilter<'a> {
 
 impl ImportFilter<'_> {
     fn accepts(&self, prefix: &str, path: &[String]) -> bool {
-        validate_address(prefix.as_bytes()).is_ok()
+        let own = self.own_address.as_str();
+        path.len() <= MAX_HOPS
+            && validate_address(prefix.as_bytes()).is_ok()
             && is_under(prefix, self.global_prefix)
             && prefix != self.global_prefix
-            && !path.iter().any(|hop| hop == self.own_address.as_str())
+            && !path.iter().any(|hop| hop == own)
+            && route_size(
+                prefix,
+                std::iter::once(own).chain(path.iter().map(String::as_str)),
+            ) <= update_budget(self.own_address)
     }
 }
 
@@ -52,6 +68,7 @@ pub struct CcpReceiver {
     retry_interval_ms: u64,
     route_control_retry_at: Option<u64>,
     routes: BTreeMap<String, IncomingRoute>,
+    max_routes: usize,
 }
 
 impl CcpReceiver {
@@ -66,7 +83,19 @@ impl CcpReceiver {
             retry_interval_ms,
             route_control_retry_at: None,
             routes: BTreeMap::new(),
+            max_routes: DEFAULT_MAX_ROUTES_PER_PEER,
         }
+    }
+
+    /// Keeps at most `max_routes` of this peer's routes; routes for further prefixes are
+    /// ignored, so a peer cannot make us hold an unbounded table.
+    pub fn with_max_routes(mut self, max_routes: usize) -> Self {
+        self.max_routes = max_routes;
+        self
+    }
+
+    pub fn max_routes(&self) -> usize {
+        self.max_routes
     }
 
     pub fn routing_table_id(&self) -> RoutingTableId {
@@ -165,9 +194,19 @@ impl CcpReceiver {
                 path: route.path.clone(),
                 auth: route.auth,
             };
-            if self.routes.get(&route.prefix) != Some(&incoming) {
-                self.routes.insert(route.prefix.clone(), incoming);
-                changed.insert(route.prefix.clone());
+            let full = self.routes.len() >= self.max_routes;
+            match self.routes.get_mut(&route.prefix) {
+                Some(held) if *held == incoming => {}
+                Some(held) => {
+                    *held = incoming;
+                    changed.insert(route.prefix.clone());
+                }
+                // Full: a new prefix is ignored. Withdrawals above may make room later.
+                None if full => {}
+                None => {
+                    self.routes.insert(route.prefix.clone(), incoming);
+                    changed.insert(route.prefix.clone());
+                }
             }
         }
         self.epoch = update.to_epoch_index;
@@ -445,6 +484,78 @@ mod tests {
             r.prefixes().collect::<Vec<_>>(),
             vec!["g.bob", "g.ok", "g.x"]
         );
+    }
+
+    #[test]
+    fn import_filter_rejects_long_paths_and_routes_we_could_not_relay() {
+        let mut r = synced();
+        let hops: Vec<String> = (0..=MAX_HOPS).map(|i| format!("g.h{i}")).collect();
+        let hop_refs: Vec<&str> = hops.iter().map(String::as_str).collect();
+        // just under the budget once our own address is prepended, and just over
+        let me = me();
+        let fits = |extra: usize| {
+            let hop = format!("g.{}", "h".repeat(extra));
+            (route_size("g.big", [me.as_str(), hop.as_str()].into_iter()) <= update_budget(&me))
+                .then_some(hop)
+        };
+        let mut n = 30_000;
+        while fits(n + 1).is_some() {
+            n += 1;
+        }
+        let biggest = fits(n).unwrap();
+        let too_big = format!("g.{}", "h".repeat(n + 1));
+        let out = apply(
+            &mut r,
+            10,
+            &update(
+                T1,
+                2,
+                3,
+                vec![
+                    route("g.max", &hop_refs[..MAX_HOPS]),
+                    route("g.long", &hop_refs),
+                    route("g.big", &[biggest.as_str()]),
+                    route("g.huge", &[too_big.as_str()]),
+                ],
+                &[],
+            ),
+        );
+        assert_eq!(out.changed_prefixes, vec!["g.big", "g.max"]);
+        assert_eq!(
+            r.prefixes().collect::<Vec<_>>(),
+            vec!["g.big", "g.bob", "g.max", "g.x"]
+        );
+        assert_eq!(r.epoch(), 3);
+    }
+
+    #[test]
+    fn routes_beyond_the_cap_are_ignored() {
+        let mut r = CcpReceiver::new(0, 45_000, 30_000).with_max_routes(3);
+        assert_eq!(CcpReceiver::new(0, 1, 1).max_routes(), 10_000);
+        let routes = (0..5)
+            .map(|i| route(&format!("g.p{i}"), &["g.bob"]))
+            .collect();
+        let out = apply(&mut r, 0, &update(T1, 0, 1, routes, &[]));
+        assert_eq!(out.changed_prefixes, vec!["g.p0", "g.p1", "g.p2"]);
+        assert_eq!(r.prefixes().count(), 3);
+        // a held prefix can still change, and a withdrawal makes room for a new one
+        let out = apply(
+            &mut r,
+            0,
+            &update(
+                T1,
+                1,
+                2,
+                vec![route("g.p0", &["g.bob", "g.z"]), route("g.p4", &["g.bob"])],
+                &["g.p1"],
+            ),
+        );
+        assert_eq!(out.changed_prefixes, vec!["g.p0", "g.p1", "g.p4"]);
+        assert_eq!(
+            r.prefixes().collect::<Vec<_>>(),
+            vec!["g.p0", "g.p2", "g.p4"]
+        );
+        assert_eq!(r.epoch(), 2);
     }
 
     #[test]

@@ -7,14 +7,30 @@
 //! [`CcpSender::update_failed`].
 
 use super::broadcaster::Relation;
-use super::messages::{Mode, Route, RouteControlRequest, RouteUpdateRequest};
+use super::messages::{Mode, Route, RouteControlRequest, RouteUpdateRequest, RoutingTableId};
 use super::table::{ForwardingRoute, ForwardingTable};
-use crate::oer::var_octet_string_size;
+use crate::oer::{var_octet_string_size, var_uint_size};
 use crate::packet::{Address, MAX_DATA_LEN};
 
 /// Bytes of a route update besides its routes: table id, four u32s, two counts (at most nine
 /// bytes each); the speaker is added separately.
 const UPDATE_OVERHEAD: usize = 16 + 16 + 9 + 9;
+
+/// Bytes left for routes and withdrawals in one update that `own_address` speaks.
+pub(crate) fn update_budget(own_address: &Address) -> usize {
+    MAX_DATA_LEN.saturating_sub(UPDATE_OVERHEAD + var_octet_string_size(own_address.len()))
+}
+
+/// Bytes a route without properties takes in an update.
+pub(crate) fn route_size<'a>(prefix: &str, path: impl Iterator<Item = &'a str>) -> usize {
+    let (count, hops) = path.fold((0usize, 0usize), |(n, bytes), h| {
+        (n + 1, bytes.saturating_add(var_octet_string_size(h.len())))
+    });
+    var_octet_string_size(prefix.len())
+        .saturating_add(var_uint_size(count as u64))
+        .saturating_add(hops)
+        .saturating_add(32 + var_uint_size(0))
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SenderConfig {
@@ -53,6 +69,9 @@ pub struct CcpSender<P> {
     peer_relation: Relation,
     config: SenderConfig,
     mode: Mode,
+    /// The routing table `last_known_epoch` counts in; when the table compacts under a new id
+    /// the peer starts again from epoch 0.
+    table_id: RoutingTableId,
     /// Next epoch the peer needs from us.
     last_known_epoch: u32,
     last_update: Option<u64>,
@@ -67,6 +86,7 @@ impl<P: Clone + PartialEq> CcpSender<P> {
             peer_relation,
             config,
             mode: Mode::Idle,
+            table_id: RoutingTableId::default(),
             last_known_epoch: 0,
             last_update: None,
             in_flight: None,
@@ -90,6 +110,7 @@ impl<P: Clone + PartialEq> CcpSender<P> {
     /// cannot be trusted either: both restart the peer from epoch 0.
     pub fn handle_route_control(&mut self, req: &RouteControlRequest, table: &ForwardingTable<P>) {
         self.mode = req.mode;
+        self.table_id = table.routing_table_id();
         self.last_known_epoch = if req.last_known_routing_table_id != table.routing_table_id()
             || req.last_known_epoch > table.current_epoch()
         {
@@ -145,6 +166,14 @@ impl<P: Clone + PartialEq> CcpSender<P> {
         if self.mode != Mode::Sync {
             return None;
         }
+        if self.table_id != table.routing_table_id() {
+            // The table compacted: what the peer knows (and any answer to an update in flight)
+            // refers to the old one, so it gets the new table from scratch, now.
+            self.table_id = table.routing_table_id();
+            self.last_known_epoch = 0;
+            self.in_flight = None;
+            self.last_update = None;
+        }
         if let Some(f) = self.in_flight {
             if now
                 < f.sent_at
@@ -164,35 +193,37 @@ impl<P: Clone + PartialEq> CcpSender<P> {
         let from = self.last_known_epoch;
         let (mut to, entries) = table.entries_since(from, self.config.max_epochs_per_update);
         // Stop at an epoch boundary before the data would outgrow an ILP packet; the rest goes
-        // in the next update. The first entry always goes, so a sync never stalls.
-        let budget =
-            MAX_DATA_LEN.saturating_sub(UPDATE_OVERHEAD + var_octet_string_size(own_address.len()));
+        // in the next update. A route too big for any update is withdrawn instead (the peer
+        // must not keep an older route for the prefix), so no entry can stall the sync.
+        let budget = update_budget(own_address);
         let mut used = 0usize;
         let mut new_routes = Vec::new();
         let mut withdrawn_routes = Vec::new();
         for entry in entries {
-            let exported = entry.route.as_ref().filter(|r| self.exports(r));
-            let size = match exported {
-                Some(r) => {
-                    var_octet_string_size(entry.prefix.len())
-                        + 9
-                        + r.path
-                            .iter()
-                            .map(|h| var_octet_string_size(h.len()))
-                            .sum::<usize>()
-                        + 32
-                        + 2
-                }
-                None => var_octet_string_size(entry.prefix.len()),
-            };
-            let first = new_routes.is_empty() && withdrawn_routes.is_empty();
-            if !first && used.saturating_add(size) > budget {
+            let withdrawal_size = var_octet_string_size(entry.prefix.len());
+            let exported = entry
+                .route
+                .as_ref()
+                .filter(|r| self.exports(r))
+                .map(|r| {
+                    (
+                        r,
+                        route_size(&entry.prefix, r.path.iter().map(String::as_str)),
+                    )
+                })
+                .filter(|(_, size)| *size <= budget);
+            let size = exported.map_or(withdrawal_size, |(_, size)| size);
+            if size > budget {
+                // Not even the prefix fits: nothing about it can ever be sent.
+                continue;
+            }
+            if used.saturating_add(size) > budget {
                 to = entry.epoch;
                 break;
             }
             used = used.saturating_add(size);
             match exported {
-                Some(route) => new_routes.push(Route {
+                Some((route, _)) => new_routes.push(Route {
                     prefix: entry.prefix.clone(),
                     path: route.path.clone(),
                     auth: route.auth,
@@ -397,6 +428,123 @@ mod tests {
         }
         assert_eq!(from, t.current_epoch());
         assert_eq!(seen, 41);
+    }
+
+    #[test]
+    fn route_that_can_never_fit_is_withdrawn_and_the_epoch_advances() {
+        let mut t = ForwardingTable::new(ID);
+        t.set("g.a", fwd(Some("c"), Relation::Child));
+        let huge = ForwardingRoute {
+            next_hop: Some("c".to_owned()),
+            relation: Relation::Child,
+            path: vec![
+                "g.me".into(),
+                format!("g.{}", "h".repeat(MAX_DATA_LEN - 100)),
+            ],
+            auth: [4; 32],
+        };
+        t.set("g.huge", Some(huge));
+        t.set("g.b", fwd(Some("c"), Relation::Child));
+        let mut s = sender(Relation::Peer);
+        s.handle_route_control(&control(Mode::Sync, ID, 0), &t);
+        let expiry = crate::packet::Timestamp::from_unix_millis(0);
+        let u = s.poll(0, &t, &me()).unwrap();
+        u.to_prepare(expiry).unwrap();
+        assert_eq!((u.from_epoch_index, u.to_epoch_index), (0, 3));
+        let prefixes: Vec<&str> = u.new_routes.iter().map(|r| r.prefix.as_str()).collect();
+        assert_eq!(prefixes, vec!["g.a", "g.b"]);
+        assert_eq!(u.withdrawn_routes, vec!["g.huge"]);
+        // a failed send retries the same, still sendable, update rather than stalling
+        s.update_failed();
+        let again = s.poll(30_000, &t, &me()).unwrap();
+        assert_eq!(again, u);
+    }
+
+    #[test]
+    fn prefix_that_can_never_fit_is_skipped() {
+        let mut t = ForwardingTable::new(ID);
+        let prefix = format!("g.{}", "p".repeat(MAX_DATA_LEN));
+        t.set(&prefix, fwd(Some("c"), Relation::Child));
+        t.set("g.a", fwd(Some("c"), Relation::Child));
+        let mut s = sender(Relation::Peer);
+        s.handle_route_control(&control(Mode::Sync, ID, 0), &t);
+        let u = s.poll(0, &t, &me()).unwrap();
+        u.to_prepare(crate::packet::Timestamp::from_unix_millis(0))
+            .unwrap();
+        assert_eq!(u.to_epoch_index, 2);
+        assert_eq!(u.new_routes.len(), 1);
+        assert!(u.withdrawn_routes.is_empty());
+    }
+
+    #[test]
+    fn route_size_matches_the_encoding() {
+        let route = Route {
+            prefix: "g.prefix".into(),
+            path: vec!["g.me".into(), "g.x".repeat(50)],
+            auth: [0; 32],
+            props: vec![],
+        };
+        let mut req = RouteUpdateRequest {
+            routing_table_id: ID,
+            current_epoch_index: 0,
+            from_epoch_index: 0,
+            to_epoch_index: 0,
+            hold_down_time: 0,
+            speaker: me(),
+            new_routes: vec![],
+            withdrawn_routes: vec![],
+        };
+        let empty = req.encode().len();
+        req.new_routes.push(route.clone());
+        assert_eq!(
+            req.encode().len() - empty,
+            route_size(&route.prefix, route.path.iter().map(String::as_str))
+        );
+        assert!(empty + update_budget(&me()) <= MAX_DATA_LEN);
+    }
+
+    #[test]
+    fn compaction_restarts_the_peer_from_zero_of_the_new_table() {
+        use crate::ccp::receiver::{CcpReceiver, ImportFilter};
+        let mut t = ForwardingTable::new(ID).with_log_limit(6);
+        t.set("g.a", fwd(Some("c"), Relation::Child));
+        t.set("g.b", fwd(Some("c"), Relation::Child));
+        let mut s = sender(Relation::Peer);
+        let mut rx = CcpReceiver::new(0, 45_000, 30_000);
+        let bob = Address::try_from("g.bob").unwrap();
+        let filter = ImportFilter {
+            own_address: &bob,
+            global_prefix: "g",
+        };
+        s.handle_route_control(&rx.route_control_request(), &t);
+        let u = s.poll(0, &t, &me()).unwrap();
+        rx.handle_route_update(0, &u, filter);
+        s.update_acknowledged();
+        assert_eq!((rx.routing_table_id(), rx.epoch()), (ID, 2));
+        // churn until the table compacts; the sender is mid-update when it happens
+        t.set("g.b", None);
+        let lost = s.poll(1_000, &t, &me()).unwrap();
+        assert_eq!(lost.to_epoch_index, 3);
+        for i in 0..3 {
+            t.set(
+                "g.a",
+                fwd(Some(if i % 2 == 0 { "d" } else { "c" }), Relation::Child),
+            );
+        }
+        assert_ne!(t.routing_table_id(), ID);
+        assert_eq!(s.next_timeout(t.current_epoch()), Some(31_000));
+        let u = s.poll(1_001, &t, &me()).unwrap();
+        assert_eq!(u.routing_table_id, t.routing_table_id());
+        assert_eq!((u.from_epoch_index, u.to_epoch_index), (0, 1));
+        let out = rx.handle_route_update(1_001, &u, filter);
+        assert_eq!(out.route_control, None);
+        s.update_acknowledged();
+        assert_eq!(rx.prefixes().collect::<Vec<_>>(), vec!["g.a"]);
+        assert_eq!(rx.get("g.a").unwrap().path, t.get("g.a").unwrap().path);
+        assert_eq!(
+            (rx.routing_table_id(), rx.epoch()),
+            (t.routing_table_id(), t.current_epoch())
+        );
     }
 
     #[test]

@@ -1,10 +1,18 @@
 //! The forwarding routing table: the routes we advertise to peers, identified by a routing
 //! table id and versioned by epochs. Every change is appended to a log indexed by epoch, so a
 //! peer that knows epoch `n` is brought up to date with the log entries from `n` on.
+//!
+//! Superseded entries leave empty slots, so a table that keeps changing grows its log without
+//! bound. Past a limit the log is compacted: the table takes a new routing table id and logs
+//! its current routes from epoch 0, which makes every peer resynchronise from scratch.
 
 use super::broadcaster::Relation;
 use super::messages::RoutingTableId;
+use crate::stream::crypto::sha256;
 use std::collections::BTreeMap;
+
+/// Log length that triggers compaction unless configured otherwise: a million changes.
+pub const DEFAULT_LOG_LIMIT: usize = 1 << 20;
 
 /// A route as we advertise it: the path starts with our own address, and `auth` is derived
 /// from the route we selected.
@@ -34,6 +42,7 @@ pub struct ForwardingTable<P> {
     /// it: anyone reading from an epoch before the later one receives that one instead.
     log: Vec<Option<LogEntry<P>>>,
     latest_epoch: BTreeMap<String, u32>,
+    log_limit: usize,
 }
 
 impl<P: Clone + PartialEq> ForwardingTable<P> {
@@ -45,7 +54,16 @@ impl<P: Clone + PartialEq> ForwardingTable<P> {
             routes: BTreeMap::new(),
             log: Vec::new(),
             latest_epoch: BTreeMap::new(),
+            log_limit: DEFAULT_LOG_LIMIT,
         }
+    }
+
+    /// Compacts the log once it holds `log_limit` entries (and at least twice as many as there
+    /// are routes, so a large table is not compacted over and over). Epochs are `u32`s, so the
+    /// limit never exceeds `u32::MAX`.
+    pub fn with_log_limit(mut self, log_limit: usize) -> Self {
+        self.log_limit = log_limit.clamp(1, u32::MAX as usize);
+        self
     }
 
     pub fn routing_table_id(&self) -> RoutingTableId {
@@ -78,7 +96,8 @@ impl<P: Clone + PartialEq> ForwardingTable<P> {
     }
 
     /// Sets (or with `None` withdraws) the route for `prefix`. Returns the epoch of the logged
-    /// change, or `None` when nothing changed.
+    /// change, or `None` when nothing changed. When the change triggers compaction the table
+    /// has a new id and the returned epoch is its current epoch, which covers the change.
     pub fn set(&mut self, prefix: &str, route: Option<ForwardingRoute<P>>) -> Option<u32> {
         if self.routes.get(prefix) == route.as_ref() {
             return None;
@@ -87,10 +106,7 @@ impl<P: Clone + PartialEq> ForwardingTable<P> {
             Some(r) => self.routes.insert(prefix.to_owned(), r.clone()),
             None => self.routes.remove(prefix),
         };
-        // 2^32 changes would need hundreds of GB of log first; stop logging rather than wrap.
-        let epoch = u32::try_from(self.log.len())
-            .ok()
-            .filter(|e| *e < u32::MAX)?;
+        let epoch = self.current_epoch();
         if let Some(prev) = self.latest_epoch.insert(prefix.to_owned(), epoch) {
             if let Some(slot) = self.log.get_mut(prev as usize) {
                 *slot = None;
@@ -101,7 +117,40 @@ impl<P: Clone + PartialEq> ForwardingTable<P> {
             prefix: prefix.to_owned(),
             route,
         }));
+        let limit = self
+            .log_limit
+            .max(self.routes.len().saturating_mul(2))
+            .min(u32::MAX as usize);
+        if self.log.len() >= limit {
+            self.compact();
+            // The change is now part of the fresh table's initial routes (or, for a
+            // withdrawal, simply absent from it).
+            return Some(self.current_epoch());
+        }
         Some(epoch)
+    }
+
+    /// Starts a new routing table: a fresh id (derived from the old one, so no randomness is
+    /// needed; peers only compare ids for equality) and one log entry per current route.
+    fn compact(&mut self) {
+        let digest = sha256(&self.id.0);
+        let mut id = [0; 16];
+        id.copy_from_slice(&digest[..16]);
+        self.id = RoutingTableId(id);
+        self.latest_epoch.clear();
+        self.log = self
+            .routes
+            .iter()
+            .zip(0u32..)
+            .map(|((prefix, route), epoch)| {
+                self.latest_epoch.insert(prefix.clone(), epoch);
+                Some(LogEntry {
+                    epoch,
+                    prefix: prefix.clone(),
+                    route: Some(route.clone()),
+                })
+            })
+            .collect();
     }
 
     /// Log entries from epoch `from` (inclusive), at most `max_epochs` epochs' worth, and the
@@ -196,6 +245,62 @@ mod tests {
         // a peer claiming a future epoch gets nothing and keeps its claim
         assert_eq!(t.entries_since(9, 2), (9, vec![]));
         assert_eq!(t.entries_since(4, u32::MAX).0, 5);
+    }
+
+    #[test]
+    fn long_log_is_compacted_under_a_new_table_id() {
+        let mut t = ForwardingTable::new(RoutingTableId([3; 16])).with_log_limit(10);
+        t.set("g.a", route("a"));
+        t.set("g.b", route("b"));
+        t.set("g.c", route("c"));
+        // flapping g.a fills the log with superseded slots
+        for i in 0..6 {
+            let hop = if i % 2 == 0 { "x" } else { "a" };
+            assert_eq!(t.set("g.a", route(hop)), Some(3 + i));
+        }
+        assert_eq!(t.routing_table_id(), RoutingTableId([3; 16]));
+        assert_eq!(t.current_epoch(), 9);
+        // the tenth entry (a withdrawal) reaches the limit
+        assert_eq!(t.set("g.c", None), Some(2));
+        assert_ne!(t.routing_table_id(), RoutingTableId([3; 16]));
+        assert_eq!(t.current_epoch(), 2);
+        let (to, entries) = t.entries_since(0, 50);
+        assert_eq!(to, 2);
+        assert_eq!(
+            entries
+                .iter()
+                .map(|e| (e.epoch, e.prefix.as_str(), e.route.clone()))
+                .collect::<Vec<_>>(),
+            vec![(0, "g.a", route("a")), (1, "g.b", route("b"))]
+        );
+        // logging carries on in the new table, superseding its entries as before
+        assert_eq!(t.set("g.b", None), Some(2));
+        let (_, entries) = t.entries_since(0, 50);
+        assert_eq!(entries.len(), 2);
+        // each compaction picks yet another id
+        let second = t.routing_table_id();
+        for i in 0..10 {
+            t.set("g.a", route(if i % 2 == 0 { "y" } else { "x" }));
+        }
+        assert_ne!(t.routing_table_id(), second);
+        assert!(t.current_epoch() < 10);
+    }
+
+    #[test]
+    fn large_table_is_not_compacted_on_every_change() {
+        let mut t = ForwardingTable::new(RoutingTableId::default()).with_log_limit(4);
+        for i in 0..10 {
+            t.set(&format!("g.p{i}"), route("a"));
+        }
+        let id = t.routing_table_id();
+        let epoch = t.current_epoch();
+        // ten routes: the log may grow to twenty before compacting again
+        for i in 0..(20 - epoch) {
+            assert_eq!(t.routing_table_id(), id, "change {i}");
+            t.set("g.p0", route(if i % 2 == 0 { "b" } else { "a" }));
+        }
+        assert_ne!(t.routing_table_id(), id);
+        assert_eq!(t.current_epoch(), 10);
     }
 
     #[test]

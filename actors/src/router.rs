@@ -1,0 +1,553 @@
+//! The Router: takes every Prepare that passed its incoming account's policies
+//! ([`ForwardPrepare`]), answers the ones addressed to the node itself (IL-DCP, `peer.balance`,
+//! echo; `peer.route.*` and `peer.settle` are handed to the actors that speak them), and
+//! forwards the rest: next hop by longest prefix, amount converted and rounded down, expiry
+//! shortened, balances reserved with the BalanceKeeper, sent through the next hop's
+//! PeerAccount, and the reservation committed or rolled back by the outcome.
+//!
+//! A Fulfill is relayed upstream only after the BalanceKeeper said its balance effect is
+//! durable. Error codes follow the JS connector (`route-builder.ts`, `ilp-prepare.ts`); where it
+//! has none, the choice is documented where it is made.
+//!
+//! Restarts: actix keeps the actor value across a restart, so settings and learned routes
+//! survive a `Crash`; `restarting` rebuilds the merged routing table from its sources and drops
+//! the rate cache. Packets in flight are futures owned by their callers and are not affected.
+
+mod local;
+pub mod table;
+
+use crate::clock::Clock;
+use crate::messages::{
+    AccountId, ApplyRouteUpdate, Crash, ForwardPrepare, GetBalance, HandlePeerProtocol,
+    PacketResult, ReservePacket, ResolvePacket, SendPrepare, SetNodeAddress,
+};
+use crate::supervise::Backoff;
+use actix::{
+    Actor, ActorContext, AsyncContext, Context, Handler, MailboxError, Recipient, ResponseFuture,
+};
+use ilp::config::{AccountConfig, Config, Relation};
+use ilp::packet::{Address, ErrorCode, Prepare, Reject, Timestamp};
+use ilp::policy::expiry::next_hop_expiry;
+use ilp::rates::{Asset, Exchange, Rate, RateError};
+use local::LocalDestination;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use table::Routes;
+
+/// The node-wide settings the Router forwards by.
+#[derive(Debug, Clone)]
+pub struct RouterSettings {
+    /// Our ILP address; `None` until a parent tells us over IL-DCP ([`SetNodeAddress`]).
+    pub node_address: Option<Address>,
+    /// Configured routes: `(prefix, account)`.
+    pub static_routes: Vec<(String, AccountId)>,
+    /// Account for destinations nothing else covers.
+    pub default_route: Option<AccountId>,
+    pub exchange: Exchange,
+    pub min_message_window_ms: u64,
+    pub max_hold_time_ms: u64,
+    /// Whether a packet may leave through the account it came in on.
+    pub reflect_payments: bool,
+}
+
+impl RouterSettings {
+    /// The Router's settings from a validated configuration; fails only when the rate table
+    /// cannot be built.
+    pub fn from_config(config: &Config) -> Result<Self, RateError> {
+        Ok(RouterSettings {
+            node_address: config.node.ilp_address.clone(),
+            static_routes: config
+                .routing
+                .static_routes
+                .iter()
+                .map(|r| (r.prefix.clone(), AccountId::from(r.account.as_str())))
+                .collect(),
+            default_route: config.default_route_account().map(AccountId::from),
+            exchange: config.exchange()?,
+            min_message_window_ms: config.node.min_message_window_ms,
+            max_hold_time_ms: config.node.max_hold_time_ms,
+            reflect_payments: config.node.reflect_payments,
+        })
+    }
+}
+
+/// What the Router needs to know about one account.
+#[derive(Clone)]
+pub struct RouterAccount {
+    /// The account's PeerAccount, which sends Prepares out over its link.
+    pub send: Recipient<SendPrepare>,
+    pub relation: Relation,
+    pub asset_code: String,
+    pub asset_scale: u8,
+    /// For a child: the segment its address adds to ours.
+    pub child_segment: Option<String>,
+}
+
+impl RouterAccount {
+    /// The account `id` as configured, sending through `send`.
+    pub fn from_config(id: &str, config: &AccountConfig, send: Recipient<SendPrepare>) -> Self {
+        RouterAccount {
+            send,
+            relation: config.relation,
+            asset_code: config.asset_code.clone(),
+            asset_scale: config.asset_scale,
+            child_segment: config.child_segment(id).map(str::to_string),
+        }
+    }
+}
+
+/// The BalanceKeeper, as the Router uses it.
+#[derive(Clone)]
+pub struct RouterBalance {
+    pub reserve: Recipient<ReservePacket>,
+    pub resolve: Recipient<ResolvePacket>,
+    pub get: Recipient<GetBalance>,
+}
+
+/// The actors that speak the node's own peer protocols; `None` rejects those packets F02.
+#[derive(Clone, Default)]
+pub struct PeerProtocolHandlers {
+    /// `peer.route.*` (RouteBroadcaster).
+    pub ccp: Option<Recipient<HandlePeerProtocol>>,
+    /// `peer.settle` (SettlementEngine).
+    pub settle: Option<Recipient<HandlePeerProtocol>>,
+}
+
+pub struct Router {
+    settings: RouterSettings,
+    node_address: Option<Address>,
+    accounts: BTreeMap<AccountId, RouterAccount>,
+    routes: Routes,
+    /// Combined rate per (source, next hop) account pair; rates are fixed for our lifetime.
+    quotes: HashMap<(AccountId, AccountId), Result<Rate, RateError>>,
+    balance: RouterBalance,
+    peer_protocols: PeerProtocolHandlers,
+    clock: Clock,
+    backoff: Backoff,
+}
+
+/// A Prepare ready to go to its next hop.
+struct Outgoing {
+    to: AccountId,
+    send: Recipient<SendPrepare>,
+    prepare: Prepare,
+    incoming_amount: u64,
+    /// The incoming Prepare's expiry: past it nobody upstream waits for an answer.
+    deadline: Timestamp,
+}
+
+impl Router {
+    pub fn new(
+        settings: RouterSettings,
+        accounts: BTreeMap<AccountId, RouterAccount>,
+        balance: RouterBalance,
+        peer_protocols: PeerProtocolHandlers,
+        clock: Clock,
+    ) -> Self {
+        let children = accounts
+            .iter()
+            .filter_map(|(id, a)| a.child_segment.clone().map(|s| (s, id.clone())))
+            .collect();
+        let routes = Routes::new(
+            settings.default_route.clone(),
+            settings.static_routes.clone(),
+            children,
+            settings.node_address.clone(),
+        );
+        Router {
+            node_address: settings.node_address.clone(),
+            settings,
+            accounts,
+            routes,
+            quotes: HashMap::new(),
+            balance,
+            peer_protocols,
+            clock,
+            backoff: Backoff::default(),
+        }
+    }
+
+    fn reject(&self, code: ErrorCode, message: &str) -> Reject {
+        Reject::new(code, self.node_address.as_ref(), message)
+    }
+
+    /// Route, rate and expiry for a Prepare from `from`: everything decided before the
+    /// balance is touched.
+    fn plan(
+        &mut self,
+        from: &AccountId,
+        prepare: Prepare,
+        now: Timestamp,
+    ) -> Result<Outgoing, Reject> {
+        let node = self.node_address.as_ref();
+        let source = self.accounts.get(from).ok_or_else(|| {
+            Reject::new(
+                ErrorCode::T00_INTERNAL_ERROR,
+                node,
+                "unknown source account",
+            )
+        })?;
+        let to = self
+            .routes
+            .next_hop(
+                from,
+                prepare.destination_str(),
+                self.settings.reflect_payments,
+            )
+            .map_err(|e| Reject::new(ErrorCode::F02_UNREACHABLE, node, &e.to_string()))?
+            .clone();
+        let next = self.accounts.get(&to).ok_or_else(|| {
+            Reject::new(
+                ErrorCode::F02_UNREACHABLE,
+                node,
+                &format!("no route to next hop {to}"),
+            )
+        })?;
+        let exchange = &self.settings.exchange;
+        let rate = self
+            .quotes
+            .entry((from.clone(), to.clone()))
+            .or_insert_with(|| {
+                exchange.quote(
+                    Asset {
+                        code: &source.asset_code,
+                        scale: source.asset_scale,
+                    },
+                    Asset {
+                        code: &next.asset_code,
+                        scale: next.asset_scale,
+                    },
+                )
+            });
+        // The JS connector has no code for a missing rate or an unrepresentable amount: its
+        // plain errors become F00, and so do ours (final: retrying cannot fix configuration).
+        let amount = rate
+            .clone()
+            .and_then(|r| r.apply_floor(prepare.amount()))
+            .map_err(|e| Reject::new(ErrorCode::F00_BAD_REQUEST, node, &e.to_string()))?;
+        let expiry = next_hop_expiry(
+            prepare.expires_at(),
+            now,
+            self.settings.min_message_window_ms,
+            self.settings.max_hold_time_ms,
+        )
+        .map_err(|e| Reject::new(e.code(), node, &e.to_string()))?;
+        Ok(Outgoing {
+            send: next.send.clone(),
+            to,
+            incoming_amount: prepare.amount(),
+            deadline: prepare.expires_at(),
+            prepare: prepare.with_amount_and_expiry(amount, expiry),
+        })
+    }
+
+    fn forward(
+        &mut self,
+        from: AccountId,
+        prepare: Prepare,
+        now: Timestamp,
+    ) -> ResponseFuture<PacketResult> {
+        let out = match self.plan(&from, prepare, now) {
+            Ok(out) => out,
+            Err(reject) => return Box::pin(async move { Err(reject) }),
+        };
+        let node = self.node_address.clone();
+        let clock = self.clock;
+        let incoming = Some((from, out.incoming_amount));
+        let outgoing = Some((out.to, out.prepare.amount()));
+        let send = send_to_next_hop(out.send, out.prepare, out.deadline, clock, node.clone());
+        Box::pin(with_balance(
+            self.balance.clone(),
+            node,
+            incoming,
+            outgoing,
+            send,
+        ))
+    }
+
+    /// A packet we answer ourselves: a non-zero amount is still money received from `from`.
+    fn answer_locally(
+        &self,
+        from: AccountId,
+        amount: u64,
+        answer: impl Future<Output = PacketResult> + 'static,
+    ) -> ResponseFuture<PacketResult> {
+        Box::pin(with_balance(
+            self.balance.clone(),
+            self.node_address.clone(),
+            Some((from, amount)),
+            None,
+            answer,
+        ))
+    }
+
+    fn to_protocol(
+        &self,
+        handler: Option<Recipient<HandlePeerProtocol>>,
+        name: &str,
+        from: AccountId,
+        prepare: Prepare,
+    ) -> ResponseFuture<PacketResult> {
+        let Some(handler) = handler else {
+            let reject = self.reject(
+                ErrorCode::F02_UNREACHABLE,
+                &format!("{name} is not served here"),
+            );
+            return Box::pin(async move { Err(reject) });
+        };
+        let node = self.node_address.clone();
+        let amount = prepare.amount();
+        let answer = {
+            let from = from.clone();
+            async move {
+                handler
+                    .send(HandlePeerProtocol { from, prepare })
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(Reject::new(
+                            ErrorCode::T00_INTERNAL_ERROR,
+                            node.as_ref(),
+                            &format!("peer protocol handler unavailable: {e}"),
+                        ))
+                    })
+            }
+        };
+        self.answer_locally(from, amount, answer)
+    }
+}
+
+/// Sends the Prepare and checks the answer. The PeerAccount rejects R00 at the Prepare's own
+/// expiry; the timer here only guarantees the reservation is released if it never answers.
+async fn send_to_next_hop(
+    send: Recipient<SendPrepare>,
+    prepare: Prepare,
+    deadline: Timestamp,
+    clock: Clock,
+    node: Option<Address>,
+) -> PacketResult {
+    let condition = *prepare.execution_condition();
+    let reject = |code, message: &str| Reject::new(code, node.as_ref(), message);
+    let answer = tokio::time::timeout_at(
+        clock.instant_at(deadline),
+        send.send(SendPrepare { prepare }),
+    );
+    match answer.await {
+        Ok(Ok(Ok(fulfill))) => {
+            let hash: [u8; 32] = Sha256::digest(fulfill.fulfillment()).into();
+            if hash == condition {
+                Ok(fulfill)
+            } else {
+                // Not a claim on anything: we pay nobody and tell upstream why.
+                Err(reject(
+                    ErrorCode::F05_WRONG_CONDITION,
+                    "next hop sent a fulfillment that does not match the condition",
+                ))
+            }
+        }
+        Ok(Ok(Err(downstream))) => Err(downstream),
+        Ok(Err(MailboxError::Closed)) => Err(reject(
+            ErrorCode::T01_PEER_UNREACHABLE,
+            "next hop's account is not running",
+        )),
+        Ok(Err(MailboxError::Timeout)) | Err(_) => Err(reject(
+            ErrorCode::R00_TRANSFER_TIMED_OUT,
+            "next hop did not answer before the packet expired",
+        )),
+    }
+}
+
+/// Runs `exchange` inside a balance reservation: reserve first (refused: the keeper's code,
+/// T04 for a limit), then commit on a Fulfill or roll back on a Reject.
+///
+/// A Fulfill goes upstream only once the commit is durable. If the commit fails we answer T00
+/// instead: the next hop has been paid (it holds a valid Fulfill) but we will not collect from
+/// upstream, so the node bears that amount. That is the price of never relaying a Fulfill the
+/// store could forget, which would let balances disagree with a peer after a restart.
+async fn with_balance(
+    balance: RouterBalance,
+    node: Option<Address>,
+    incoming: Option<(AccountId, u64)>,
+    outgoing: Option<(AccountId, u64)>,
+    exchange: impl Future<Output = PacketResult>,
+) -> PacketResult {
+    let reject = |code, message: &str| Reject::new(code, node.as_ref(), message);
+    let moves_money = |side: &Option<(AccountId, u64)>| side.as_ref().is_some_and(|(_, a)| *a > 0);
+    // Zero amounts change no balance and cross no limit (the JS balance middleware skips them
+    // too); peer-protocol traffic costs no keeper round trip.
+    if !moves_money(&incoming) && !moves_money(&outgoing) {
+        return exchange.await;
+    }
+    let id = match balance
+        .reserve
+        .send(ReservePacket {
+            incoming: incoming.clone(),
+            outgoing: outgoing.clone(),
+        })
+        .await
+    {
+        Ok(Ok(id)) => id,
+        Ok(Err(refused)) => return Err(reject(refused.code(), &refused.to_string())),
+        Err(e) => {
+            return Err(reject(
+                ErrorCode::T00_INTERNAL_ERROR,
+                &format!("balance keeper unavailable: {e}"),
+            ))
+        }
+    };
+    let result = exchange.await;
+    let resolved = balance
+        .resolve
+        .send(ResolvePacket {
+            id,
+            incoming,
+            outgoing,
+            fulfilled: result.is_ok(),
+        })
+        .await;
+    match (result, resolved) {
+        (Ok(fulfill), Ok(Ok(()))) => Ok(fulfill),
+        (Ok(_), Ok(Err(e))) => Err(reject(
+            ErrorCode::T00_INTERNAL_ERROR,
+            &format!("could not record the payment: {e}"),
+        )),
+        (Ok(_), Err(e)) => Err(reject(
+            ErrorCode::T00_INTERNAL_ERROR,
+            &format!("balance keeper unavailable: {e}"),
+        )),
+        // A failed rollback leaves funds reserved, never moved; the Reject stands as it is.
+        (Err(rejected), _) => Err(rejected),
+    }
+}
+
+impl Actor for Router {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let delay = self.backoff.delay();
+        if !delay.is_zero() {
+            ctx.wait(actix::fut::wrap_future(tokio::time::sleep(delay)));
+        }
+    }
+}
+
+impl actix::Supervised for Router {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        self.backoff.on_restart();
+        // Learned routes are kept: the RouteBroadcaster only sends changes, so dropping them
+        // would leave prefixes unreachable until their next change.
+        self.routes.rebuild();
+        self.quotes.clear();
+    }
+}
+
+impl Handler<ForwardPrepare> for Router {
+    type Result = ResponseFuture<PacketResult>;
+
+    fn handle(&mut self, msg: ForwardPrepare, _ctx: &mut Self::Context) -> Self::Result {
+        let ForwardPrepare { from, prepare } = msg;
+        let now = self.clock.now();
+        let node = self.node_address.clone();
+        let fail = |code, message: &str| -> ResponseFuture<PacketResult> {
+            let reject = Reject::new(code, node.as_ref(), message);
+            Box::pin(async move { Err(reject) })
+        };
+        let destination = local::classify(
+            prepare.destination_str(),
+            self.node_address.as_ref(),
+            prepare.data(),
+        );
+        match destination {
+            LocalDestination::Forward => self.forward(from, prepare, now),
+            LocalDestination::Ildcp => {
+                let answer = match self.accounts.get(&from) {
+                    Some(account) => local::ildcp_answer(&prepare, now, node.as_ref(), account),
+                    None => Err(Reject::new(
+                        ErrorCode::T00_INTERNAL_ERROR,
+                        node.as_ref(),
+                        "unknown source account",
+                    )),
+                };
+                self.answer_locally(from, prepare.amount(), async move { answer })
+            }
+            LocalDestination::PeerBalance => {
+                if let Err(reject) = local::check_peer_balance(&prepare, now, node.as_ref()) {
+                    return Box::pin(async move { Err(reject) });
+                }
+                let get = self.balance.get.clone();
+                let account = from.clone();
+                let answer = async move {
+                    match get.send(GetBalance { account }).await {
+                        Ok(snapshot) => local::peer_balance_answer(snapshot, node.as_ref()),
+                        Err(e) => Err(Reject::new(
+                            ErrorCode::T00_INTERNAL_ERROR,
+                            node.as_ref(),
+                            &format!("balance keeper unavailable: {e}"),
+                        )),
+                    }
+                };
+                self.answer_locally(from, prepare.amount(), answer)
+            }
+            LocalDestination::PeerRoute => {
+                let ccp = self.peer_protocols.ccp.clone();
+                self.to_protocol(ccp, "peer.route", from, prepare)
+            }
+            LocalDestination::PeerSettle => {
+                let settle = self.peer_protocols.settle.clone();
+                self.to_protocol(settle, "peer.settle", from, prepare)
+            }
+            LocalDestination::UnknownPeerProtocol => {
+                fail(ErrorCode::F01_INVALID_PACKET, "unknown peer protocol")
+            }
+            LocalDestination::OwnAddress => fail(
+                ErrorCode::F02_UNREACHABLE,
+                "nothing at this node answers packets to its own address",
+            ),
+            LocalDestination::Echo => {
+                // As the JS echo middleware: the response Prepare replaces the request and
+                // takes the normal forwarding path (route, rate, expiry, balance).
+                let source = match ilp::echo::requested_source(&prepare) {
+                    Ok(source) => source,
+                    Err(e) => return fail(ErrorCode::F01_INVALID_PACKET, &e.to_string()),
+                };
+                match ilp::echo::answer_request(&prepare, &source, 0) {
+                    Ok(response) => self.forward(from, response, now),
+                    Err(e) => fail(ErrorCode::T00_INTERNAL_ERROR, &e.to_string()),
+                }
+            }
+        }
+    }
+}
+
+impl Handler<ApplyRouteUpdate> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: ApplyRouteUpdate, _ctx: &mut Self::Context) {
+        for (prefix, next_hop) in msg.changes {
+            // A route through an account we do not have could never be used; it withdraws
+            // whatever was learned for the prefix before.
+            let next_hop = next_hop.filter(|a| self.accounts.contains_key(a));
+            self.routes.apply_learned(prefix, next_hop);
+        }
+    }
+}
+
+impl Handler<SetNodeAddress> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetNodeAddress, _ctx: &mut Self::Context) {
+        self.node_address = Some(msg.address.clone());
+        self.routes.set_own_address(Some(msg.address));
+    }
+}
+
+impl Handler<Crash> for Router {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Crash, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests;
