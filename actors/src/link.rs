@@ -4,7 +4,8 @@
 
 pub mod memory;
 
-use crate::messages::PacketResult;
+use crate::messages::{IncomingPrepare, PacketResult};
+use actix::Recipient;
 use futures::future::BoxFuture;
 use ilp::packet::Prepare;
 use thiserror::Error;
@@ -29,4 +30,28 @@ pub trait Link: Send + Sync + 'static {
 
     /// Whether packets can be sent now.
     fn is_up(&self) -> bool;
+
+    /// Prepares the peer sends on this link go to `account` (this end's PeerAccount). A link
+    /// that only sends (a test fake) may ignore it.
+    fn attach(&self, account: Recipient<IncomingPrepare>) {
+        let _ = account;
+    }
+}
+
+/// The link of an account whose transport this build cannot open yet (or whose peer is not
+/// connected): always down, so its packets are rejected T01 at once instead of hanging.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnconnectedLink;
+
+impl Link for UnconnectedLink {
+    fn send_prepare(
+        &self,
+        _prepare: Prepare,
+    ) -> BoxFuture<'static, Result<PacketResult, LinkError>> {
+        Box::pin(async { Err(LinkError::Down) })
+    }
+
+    fn is_up(&self) -> bool {
+        false
+    }
 }

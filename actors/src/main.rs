@@ -1,10 +1,17 @@
-//! `ilp-connector`: the node binary. It loads and validates `config.toml` (every error, each with
-//! its key path, exit code 2) and prints the effective configuration. The actor runtime that
-//! serves the configured accounts is the next piece of work (see the README's status line).
+//! `ilp-connector`: the node binary. `run` loads and validates `config.toml` (every error, each
+//! with its key path, exit code 2), starts the node's supervised actors and serves until SIGINT
+//! or SIGTERM; `check-config` validates and prints the effective configuration.
 
 use ilp::config::Config;
+use ilp_actors::clock::Clock;
+use ilp_actors::link::{Link, UnconnectedLink};
+use ilp_actors::messages::AccountId;
+use ilp_actors::node::{Node, NodeOptions};
+use ilp_actors::store::memory::MemoryStore;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 const USAGE: &str = "usage: ilp-connector [run|check-config] [--config PATH]\n\
   run           load the configuration and start the node (default command)\n\
@@ -84,26 +91,93 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run => {
-            let address = config
-                .node
-                .ilp_address
-                .as_ref()
-                .map_or("(inherited from a parent over IL-DCP)".to_owned(), |a| {
-                    a.to_string()
-                });
-            println!(
-                "{}: node {address}, {} account(s), asset {} scale {}",
-                path.display(),
-                config.accounts.len(),
-                config.node.asset_code,
-                config.node.asset_scale
-            );
-            for (id, account) in &config.accounts {
-                println!("  account {id}: {:?}", account.relation);
+        Command::Run => run(&path, &config),
+    }
+}
+
+/// Starts the node in an actix System (actors on the System's thread, I/O tasks on a
+/// multi-thread tokio pool, DESIGN.md §7) and blocks until SIGINT or SIGTERM.
+fn run(path: &std::path::Path, config: &Config) -> ExitCode {
+    let system = actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| {
+                eprintln!("cannot start the tokio runtime: {e}");
+                std::process::exit(1)
+            })
+    });
+    let config = config.clone();
+    let path = path.display().to_string();
+    system.block_on(async move {
+        // Links are opened by the transports (BTP, ILP-over-HTTP) when they land; until then an
+        // account's link is down and its packets are rejected T01 at once.
+        let links: BTreeMap<AccountId, Arc<dyn Link>> = config
+            .accounts
+            .keys()
+            .map(|id| {
+                (
+                    Arc::from(id.as_str()),
+                    Arc::new(UnconnectedLink) as Arc<dyn Link>,
+                )
+            })
+            .collect();
+        let options = NodeOptions {
+            clock: Clock::system(),
+            store: Arc::new(MemoryStore::new()),
+            seed: seed_from_time(),
+            links,
+        };
+        let node = match Node::start(&config, options) {
+            Ok(node) => node,
+            Err(e) => {
+                eprintln!("{path}: cannot start the node: {e}");
+                return ExitCode::from(2);
             }
-            println!("configuration valid; the actor runtime is not built yet, so the node exits");
-            ExitCode::SUCCESS
+        };
+        let address = node
+            .address
+            .get()
+            .map_or("(to be learned from a parent)".to_owned(), |a| {
+                a.to_string()
+            });
+        println!(
+            "ilp-connector running: node {address}, {} account(s); stop with SIGINT or SIGTERM",
+            node.accounts.len()
+        );
+        wait_for_shutdown().await;
+        println!("ilp-connector stopping");
+        ExitCode::SUCCESS
+    })
+}
+
+/// Seeds the node's random choices (routing table ids, settlement ids) from the clock: unique
+/// per start, which is all a real node needs; simulations pass fixed seeds instead.
+fn seed_from_time() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+async fn wait_for_shutdown() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

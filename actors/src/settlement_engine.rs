@@ -18,9 +18,10 @@ use crate::messages::{
     AccountId, ApplySettlement, Crash, HandlePeerProtocol, PacketResult, SendPrepare,
     SettleThresholdCrossed, SettlementDirection,
 };
+use crate::peer_account::NodeAddress;
 use crate::supervise::Backoff;
 use actix::prelude::*;
-use ilp::packet::{Address, ErrorCode, Reject};
+use ilp::packet::{ErrorCode, Reject};
 use ilp::peer_protocol::peer_response;
 use ilp::settle::{self, SettleRequest, SETTLE_EXPIRY_MS};
 use rand::rngs::SmallRng;
@@ -29,7 +30,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub struct SettlementEngine {
-    node_address: Address,
+    node_address: NodeAddress,
     accounts: BTreeMap<AccountId, Recipient<SendPrepare>>,
     balance: Recipient<ApplySettlement>,
     clock: Clock,
@@ -46,7 +47,7 @@ impl SettlementEngine {
     /// `accounts`: the PeerAccount of each account settled over its link.
     /// `balance`: the BalanceKeeper, which applies each settlement once.
     pub fn new(
-        node_address: Address,
+        node_address: NodeAddress,
         accounts: BTreeMap<AccountId, Recipient<SendPrepare>>,
         balance: Recipient<ApplySettlement>,
         clock: Clock,
@@ -100,7 +101,7 @@ impl SettlementEngine {
     }
 
     fn reject(&self, code: ErrorCode, message: &str) -> Reject {
-        Reject::new(code, Some(&self.node_address), message)
+        Reject::new(code, self.node_address.get().as_ref(), message)
     }
 }
 
@@ -254,6 +255,7 @@ mod tests {
     use crate::messages::{GetBalance, ReservePacket, ResolvePacket};
     use crate::store::{Store, StoreOp};
     use crate::test_support::run;
+    use ilp::packet::Address;
     use ilp::packet::{Prepare, PrepareBuilder, Timestamp};
     use ilp::peer_protocol::PEER_PROTOCOL_CONDITION;
     use std::sync::{Arc, Mutex};
@@ -350,7 +352,7 @@ mod tests {
     fn node(name: &str, peer: &str, link: Recipient<SendPrepare>, clock: Clock, seed: u64) -> Node {
         let store = FakeStore::default();
         let shared: Arc<dyn Store> = Arc::new(store.clone());
-        let address = Address::try_from(format!("test.{name}")).unwrap();
+        let address = NodeAddress::new(Some(Address::try_from(format!("test.{name}")).unwrap()));
         let peer = acc(peer);
         let engine_slot = Arc::new(Mutex::new(None));
         let slot = engine_slot.clone();
@@ -718,7 +720,7 @@ mod tests {
         .start();
         let accounts = BTreeMap::from([(acc("b"), peer.recipient())]);
         let balance = balance.start().recipient();
-        let address = Address::try_from("test.a").unwrap();
+        let address = NodeAddress::new(Some(Address::try_from("test.a").unwrap()));
         let engine = Supervisor::start(move |_| {
             SettlementEngine::new(address, accounts, balance, clock, seed)
         });
@@ -898,7 +900,7 @@ mod tests {
             }
             .start();
             let engine = SettlementEngine::new(
-                Address::try_from("test.a").unwrap(),
+                NodeAddress::new(Some(Address::try_from("test.a").unwrap())),
                 BTreeMap::from([(acc("b"), peer.recipient())]),
                 keeper.clone().recipient(),
                 clock,

@@ -24,12 +24,61 @@ fn reference_config_is_accepted() {
     );
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(printed.contains("test.ilp-connector"), "{printed}");
-    let out = bin()
-        .args(["--config", &reference_config()])
-        .output()
-        .expect("binary runs");
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("account alice"));
+}
+
+/// `run` on the reference config starts the node, stays up, and exits 0 on SIGTERM.
+#[cfg(unix)]
+#[test]
+fn run_stays_up_until_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let mut child = bin()
+        .args(["run", "--config", &reference_config()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let pid = child.id();
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(20));
+    // Still running a moment later: it serves until told to stop.
+    std::thread::sleep(Duration::from_millis(300));
+    let still_running = child.try_wait().expect("try_wait").is_none();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let first = first.expect("the node prints a line once it runs");
+    assert!(
+        first.contains("ilp-connector running: node test.ilp-connector"),
+        "{first}"
+    );
+    assert!(still_running, "the node exited before it was told to");
+    assert!(killed.success());
+    let status = status.expect("the node exits within 20 s of SIGTERM");
+    assert_eq!(status.code(), Some(0));
 }
 
 #[test]

@@ -46,13 +46,6 @@ impl MemoryLink {
         )
     }
 
-    /// Packets sent by the other end are delivered to `account` (this end's PeerAccount).
-    pub fn attach(&self, account: Recipient<IncomingPrepare>) {
-        if let Ok(mut slot) = self.local.write() {
-            *slot = Some(account);
-        }
-    }
-
     /// Takes the link down (both directions) or brings it back.
     pub fn set_up(&self, up: bool) {
         self.shared.down.store(!up, Ordering::SeqCst);
@@ -93,5 +86,12 @@ impl Link for MemoryLink {
 
     fn is_up(&self) -> bool {
         !self.shared.down.load(Ordering::SeqCst)
+    }
+
+    /// Packets sent by the other end are delivered to `account` (this end's PeerAccount).
+    fn attach(&self, account: Recipient<IncomingPrepare>) {
+        if let Ok(mut slot) = self.local.write() {
+            *slot = Some(account);
+        }
     }
 }

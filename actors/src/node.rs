@@ -1,0 +1,249 @@
+//! A node: starts and supervises every actor of one connector from a [`Config`] and wires them
+//! together (DESIGN.md §1):
+//!
+//! ```text
+//! link ─► PeerAccount ─ForwardPrepare─► Router ─SendPrepare─► PeerAccount ─► link
+//!                                        │  ▲ ApplyRouteUpdate
+//!        Reserve/ResolvePacket, GetBalance│  └── RouteBroadcaster ◄─ peer.route.*
+//!                                        ▼
+//!                                 BalanceKeeper ─SettleThresholdCrossed─► SettlementEngine ◄─ peer.settle
+//! ```
+//!
+//! The Router and the PeerAccounts need each other's addresses, as do the BalanceKeeper and the
+//! SettlementEngine; each pair is built inside the first one's supervisor closure, where its
+//! address already exists. Every actor is started under an actix `Supervisor`, so a stop
+//! (`Crash`, or a failure) restarts it with its address unchanged.
+
+use crate::balance_keeper::BalanceKeeper;
+use crate::clock::Clock;
+use crate::link::Link;
+use crate::messages::{AccountId, SendPrepare, SetNodeAddress};
+use crate::peer_account::{NodeAddress, PeerAccount, PeerAccountSettings};
+use crate::route_broadcaster::{BroadcastSettings, RouteBroadcasterActor};
+use crate::router::{PeerProtocolHandlers, Router, RouterAccount, RouterBalance, RouterSettings};
+use crate::settlement_engine::SettlementEngine;
+use crate::store::Store;
+use actix::prelude::*;
+use ilp::config::Config;
+use ilp::packet::Address;
+use ilp::rates::RateError;
+use rand::rngs::SmallRng;
+use rand::{RngCore, SeedableRng};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum NodeError {
+    #[error("account {0} has no link")]
+    MissingLink(String),
+    #[error("rates: {0}")]
+    Rates(#[from] RateError),
+}
+
+/// What a node needs beside its configuration.
+pub struct NodeOptions {
+    pub clock: Clock,
+    pub store: Arc<dyn Store>,
+    /// Seeds every random choice (routing table ids, settlement ids, the routing secret when
+    /// the config has none), so a simulation replays exactly.
+    pub seed: u64,
+    /// The link of every account, by account id.
+    pub links: BTreeMap<AccountId, Arc<dyn Link>>,
+}
+
+/// The running actors of one node.
+pub struct Node {
+    pub address: NodeAddress,
+    pub router: Addr<Router>,
+    pub accounts: BTreeMap<AccountId, Addr<PeerAccount>>,
+    pub balance: Addr<BalanceKeeper>,
+    pub settlement: Addr<SettlementEngine>,
+    pub broadcaster: Addr<RouteBroadcasterActor>,
+}
+
+impl Node {
+    /// Starts every actor of the node described by `config` in the current actix System.
+    pub fn start(config: &Config, options: NodeOptions) -> Result<Node, NodeError> {
+        let NodeOptions {
+            clock,
+            store,
+            seed,
+            links,
+        } = options;
+        for id in config.accounts.keys() {
+            if !links.contains_key(id.as_str()) {
+                return Err(NodeError::MissingLink(id.clone()));
+            }
+        }
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let router_settings = RouterSettings::from_config(config)?;
+        let mut secret = [0u8; 32];
+        rng.fill_bytes(&mut secret);
+        let broadcast_settings = BroadcastSettings::from_config(config, secret);
+        let broadcaster_seed = rng.next_u64();
+        let settlement_seed = rng.next_u64();
+        let address = NodeAddress::new(config.node.ilp_address.clone());
+
+        // Supervisor closures must own what they use; the results come back through `slot`,
+        // filled before `Supervisor::start` returns (it runs its closure synchronously).
+        let slot: Arc<Mutex<Option<Started>>> = Arc::new(Mutex::new(None));
+        let out = slot.clone();
+        let account_configs = config.accounts.clone();
+        let limits: BTreeMap<AccountId, _> = config
+            .accounts
+            .iter()
+            .filter_map(|(id, a)| Some((Arc::from(id.as_str()), a.balance_limits()?)))
+            .collect();
+        let node_address = address.clone();
+        let router = Supervisor::start(move |ctx: &mut Context<Router>| {
+            let router_addr = ctx.address();
+            let mut accounts = BTreeMap::new();
+            for (id, account) in &account_configs {
+                let id: AccountId = Arc::from(id.as_str());
+                let Some(link) = links.get(&id).cloned() else {
+                    continue;
+                };
+                let settings = PeerAccountSettings::from_config(account, node_address.clone());
+                let forward = router_addr.clone().recipient();
+                let link_for_actor = link.clone();
+                let actor_id = id.clone();
+                let peer = Supervisor::start(move |_| {
+                    PeerAccount::new(actor_id, settings, link_for_actor, forward, clock)
+                });
+                link.attach(peer.clone().recipient());
+                accounts.insert(id, peer);
+            }
+            let sends: BTreeMap<AccountId, Recipient<SendPrepare>> = accounts
+                .iter()
+                .map(|(id, a)| (id.clone(), a.clone().recipient()))
+                .collect();
+
+            let engine_slot: Arc<Mutex<Option<Addr<SettlementEngine>>>> = Arc::default();
+            let engine_out = engine_slot.clone();
+            let engine_address = node_address.clone();
+            let engine_sends = sends.clone();
+            let balance = Supervisor::start(move |ctx: &mut Context<BalanceKeeper>| {
+                let keeper = ctx.address().recipient();
+                let engine = Supervisor::start(move |_| {
+                    SettlementEngine::new(
+                        engine_address,
+                        engine_sends,
+                        keeper,
+                        clock,
+                        settlement_seed,
+                    )
+                });
+                put(&engine_out, engine.clone());
+                BalanceKeeper::new(limits, store, Some(engine.recipient()))
+            });
+            let engine = take(&engine_slot);
+            let broadcaster_sends = sends.clone();
+            let to_router = router_addr.clone().recipient();
+            let broadcaster = Supervisor::start(move |_| {
+                RouteBroadcasterActor::new(
+                    broadcast_settings,
+                    broadcaster_sends,
+                    to_router,
+                    clock,
+                    broadcaster_seed,
+                )
+            });
+            let router_accounts = account_configs
+                .iter()
+                .filter_map(|(id, a)| {
+                    let send = sends.get(id.as_str())?.clone();
+                    Some((
+                        Arc::from(id.as_str()),
+                        RouterAccount::from_config(id, a, send),
+                    ))
+                })
+                .collect();
+            let handlers = PeerProtocolHandlers {
+                ccp: Some(broadcaster.clone().recipient()),
+                settle: Some(engine.clone().recipient()),
+            };
+            let balance_recipients = RouterBalance {
+                reserve: balance.clone().recipient(),
+                resolve: balance.clone().recipient(),
+                get: balance.clone().recipient(),
+            };
+            put(
+                &out,
+                Started {
+                    accounts,
+                    balance,
+                    settlement: engine,
+                    broadcaster,
+                },
+            );
+            Router::new(
+                router_settings,
+                router_accounts,
+                balance_recipients,
+                handlers,
+                clock,
+            )
+        });
+        let Started {
+            accounts,
+            balance,
+            settlement,
+            broadcaster,
+        } = take(&slot);
+        Ok(Node {
+            address,
+            router,
+            accounts,
+            balance,
+            settlement,
+            broadcaster,
+        })
+    }
+
+    /// Tells every actor that needs it the node's address (learned over IL-DCP, or changed).
+    pub fn set_address(&self, address: Address) {
+        self.address.set(address.clone());
+        self.router.do_send(SetNodeAddress {
+            address: address.clone(),
+        });
+        self.broadcaster.do_send(SetNodeAddress {
+            address: address.clone(),
+        });
+        for account in self.accounts.values() {
+            account.do_send(SetNodeAddress {
+                address: address.clone(),
+            });
+        }
+    }
+}
+
+/// The actors built inside the Router's supervisor closure.
+struct Started {
+    accounts: BTreeMap<AccountId, Addr<PeerAccount>>,
+    balance: Addr<BalanceKeeper>,
+    settlement: Addr<SettlementEngine>,
+    broadcaster: Addr<RouteBroadcasterActor>,
+}
+
+fn put<T>(slot: &Mutex<Option<T>>, value: T) {
+    match slot.lock() {
+        Ok(mut guard) => *guard = Some(value),
+        Err(poisoned) => *poisoned.into_inner() = Some(value),
+    }
+}
+
+/// Takes what a supervisor closure left in `slot`. `Supervisor::start` runs its closure
+/// synchronously, so the value is always there; if actix ever changed that, starting a node
+/// could not continue, which is a programming error rather than a runtime condition.
+#[allow(clippy::panic)]
+fn take<T>(slot: &Mutex<Option<T>>) -> T {
+    let value = match slot.lock() {
+        Ok(mut guard) => guard.take(),
+        Err(poisoned) => poisoned.into_inner().take(),
+    };
+    match value {
+        Some(v) => v,
+        None => panic!("actix Supervisor::start did not run the node's construction closure"),
+    }
+}
