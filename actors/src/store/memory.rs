@@ -23,6 +23,12 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// How many records have keys starting with `prefix` (tests and the admin API).
+    pub fn count_records(&self, prefix: &[u8]) -> usize {
+        self.with(|s| s.records.keys().filter(|k| k.starts_with(prefix)).count())
+            .unwrap_or(0)
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> Result<T, StoreError> {
         let mut guard = self
             .state
@@ -83,6 +89,8 @@ mod tests {
         .unwrap();
         assert_eq!(b.load_balances().unwrap().get("alice"), Some(&-5));
         assert_eq!(b.get_record(b"settle/1").unwrap(), Some(b"10".to_vec()));
+        assert_eq!(b.count_records(b"settle/"), 1);
+        assert_eq!(b.count_records(b"other/"), 0);
         b.commit(vec![StoreOp::DeleteRecord {
             key: b"settle/1".to_vec(),
         }])
