@@ -14,6 +14,8 @@
 //! The seed is printed on failure (`ILP_SIM_SEED=<seed>` reproduces a run); `ILP_SIM_NODES`
 //! changes the size.
 
+#![allow(clippy::unwrap_used)] // test harness: a failed lock or build is a test bug
+
 use actix::prelude::*;
 use futures::future::join_all;
 use ilp::config::Config;
