@@ -483,20 +483,21 @@ impl Sim {
                 }
             }
         }
-        let ledger = self.ledger.lock().unwrap();
-        for (id, count) in &ledger.deliveries {
-            if *count > 1 {
-                problems.push(format!("{scenario}: payment {id} delivered {count} times"));
+        let expected: Vec<(usize, i128)> = {
+            let ledger = self.ledger.lock().unwrap();
+            for (id, count) in &ledger.deliveries {
+                if *count > 1 {
+                    problems.push(format!("{scenario}: payment {id} delivered {count} times"));
+                }
             }
-        }
-        let expected: Vec<(usize, i128)> = (0..self.nodes.len())
-            .map(|i| {
-                let sent = ledger.sent_fulfilled.get(&i).copied().unwrap_or(0) as i128;
-                let got = ledger.delivered.get(&i).copied().unwrap_or(0) as i128;
-                (i, sent - got)
-            })
-            .collect();
-        drop(ledger);
+            (0..self.nodes.len())
+                .map(|i| {
+                    let sent = ledger.sent_fulfilled.get(&i).copied().unwrap_or(0) as i128;
+                    let got = ledger.delivered.get(&i).copied().unwrap_or(0) as i128;
+                    (i, sent - got)
+                })
+                .collect()
+        };
         for (i, want) in expected {
             let s = self.balance(i, "wallet").await;
             if i128::from(s.balance) != want {
