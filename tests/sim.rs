@@ -76,6 +76,8 @@ struct AccountSpec {
 #[derive(Debug, Clone)]
 struct NodeSpec {
     address: String,
+    /// Learn the address from this parent account over IL-DCP instead of configuring it.
+    inherit_from: Option<String>,
     asset: usize,
     accounts: Vec<AccountSpec>,
 }
@@ -125,6 +127,7 @@ fn generate(n: usize, rng: &mut SmallRng) -> Topology {
     for i in 0..tier1 {
         nodes.push(NodeSpec {
             address: format!("test.t{i}"),
+            inherit_from: None,
             asset: rng.gen_range(0..ASSETS.len()),
             accounts: Vec::new(),
         });
@@ -141,8 +144,11 @@ fn generate(n: usize, rng: &mut SmallRng) -> Topology {
             rng.gen_range(tier1..tier1 + tier2)
         };
         let address = format!("{}.n{i}", nodes[parent].address);
+        // Tier-3 nodes learn their address from their parent (IL-DCP).
+        let inherit_from = (i >= tier1 + tier2).then(|| format!("n{parent}"));
         nodes.push(NodeSpec {
             address,
+            inherit_from,
             asset: rng.gen_range(0..ASSETS.len()),
             accounts: Vec::new(),
         });
@@ -177,10 +183,13 @@ fn config_for(node: &NodeSpec) -> String {
     let mut t = String::new();
     let _ = write!(
         t,
-        "[node]\nilp_address = \"{}\"\nasset_code = \"{code}\"\nasset_scale = {scale}\n\
+        "[node]\n{}asset_code = \"{code}\"\nasset_scale = {scale}\n\
          spread = \"0.001\"\n\n[rates]\nbackend = \"static\"\n\n[rates.static]\n{RATES}\n\
          [broadcast]\ninterval_ms = 5000\nroute_expiry_ms = 20000\n\n[store]\nbackend = \"memory\"\n\n",
-        node.address
+        match &node.inherit_from {
+            Some(parent) => format!("ilp_address_inherit_from = \"{parent}\"\n"),
+            None => format!("ilp_address = \"{}\"\n", node.address),
+        }
     );
     let _ = write!(
         t,
@@ -332,7 +341,7 @@ impl Sim {
             wallets.push(wallet_end);
             wrong.push(flag);
         }
-        Sim {
+        let sim = Sim {
             seed,
             topo,
             nodes,
@@ -344,6 +353,28 @@ impl Sim {
             clock,
             rng,
             next_payment: 1,
+        };
+        sim
+    }
+
+    /// Nodes without a configured address ask their parent over IL-DCP; the address each gets
+    /// must be the one the topology planned.
+    async fn inherit_addresses(&self) {
+        let mut asks = Vec::new();
+        for (i, spec) in self.topo.nodes.iter().enumerate() {
+            if let Some(parent) = &spec.inherit_from {
+                let node = &self.nodes[i];
+                asks.push(async move { (i, node.inherit_address(parent, self.clock).await) });
+            }
+        }
+        for (i, result) in join_all(asks).await {
+            let got = result.unwrap_or_else(|e| panic!("seed {}: node {i}: {e}", self.seed));
+            assert_eq!(
+                got.client_address.as_str(),
+                self.topo.nodes[i].address,
+                "seed {}: node {i} got the wrong address over IL-DCP",
+                self.seed
+            );
         }
     }
 
@@ -549,6 +580,8 @@ fn simulation_of_hundreds_of_nodes() {
     println!("simulation seed {seed} ({n} nodes); reproduce with ILP_SIM_SEED={seed}");
     ilp_actors::test_support::run(async move {
         let mut sim = Sim::start(seed, n);
+
+        sim.inherit_addresses().await;
 
         // 1. CCP converges: after a few broadcast rounds, random payments all succeed.
         tokio::time::sleep(Duration::from_secs(60)).await;

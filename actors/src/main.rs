@@ -122,8 +122,9 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
                 )
             })
             .collect();
+        let clock = Clock::system();
         let options = NodeOptions {
-            clock: Clock::system(),
+            clock,
             store: Arc::new(MemoryStore::new()),
             seed: seed_from_time(),
             links,
@@ -135,6 +136,19 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        if let Some(parent) = config.address_parent() {
+            println!("learning our address from parent account {parent} over IL-DCP");
+            match node.inherit_address(parent, clock).await {
+                Ok(r) => println!(
+                    "address {} (asset {} scale {}) from {parent}",
+                    r.client_address, r.asset_code, r.asset_scale
+                ),
+                Err(e) => {
+                    eprintln!("{path}: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
         let address = node
             .address
             .get()

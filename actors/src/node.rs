@@ -25,12 +25,15 @@ use crate::settlement_engine::SettlementEngine;
 use crate::store::Store;
 use actix::prelude::*;
 use ilp::config::Config;
-use ilp::packet::Address;
+use ilp::ildcp::{self, IldcpResponse};
+use ilp::packet::{Address, ErrorClass, ErrorCode, Timestamp};
+use ilp::peer_protocol::PEER_PROTOCOL_EXPIRY_DURATION_MS;
 use ilp::rates::RateError;
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -39,6 +42,35 @@ pub enum NodeError {
     MissingLink(String),
     #[error("rates: {0}")]
     Rates(#[from] RateError),
+    #[error("the parent refused to give us an address over IL-DCP ({0})")]
+    AddressRefused(ErrorCode),
+}
+
+#[derive(Debug)]
+enum AddressRequestError {
+    /// The parent (or its link) rejected the request with this code.
+    Refused(ErrorCode),
+    /// The account's mailbox is gone or the answer is not an IL-DCP response.
+    Failed,
+}
+
+/// One IL-DCP request through the parent's PeerAccount.
+async fn request_address(
+    account: &Addr<PeerAccount>,
+    clock: Clock,
+) -> Result<IldcpResponse, AddressRequestError> {
+    let expires_at = clock
+        .now()
+        .checked_add_millis(PEER_PROTOCOL_EXPIRY_DURATION_MS)
+        .unwrap_or(Timestamp::MAX);
+    let prepare = ildcp::request(expires_at).map_err(|_| AddressRequestError::Failed)?;
+    match account.send(SendPrepare { prepare }).await {
+        Ok(Ok(fulfill)) => {
+            IldcpResponse::from_fulfill(&fulfill).map_err(|_| AddressRequestError::Failed)
+        }
+        Ok(Err(reject)) => Err(AddressRequestError::Refused(reject.code())),
+        Err(_) => Err(AddressRequestError::Failed),
+    }
 }
 
 /// What a node needs beside its configuration.
@@ -199,6 +231,37 @@ impl Node {
             settlement,
             broadcaster,
         })
+    }
+
+    /// Asks the parent account `parent` for our address over IL-DCP (RFC 31) until it answers,
+    /// retrying with doubling pauses (100 ms up to 30 s), then makes every actor use it.
+    /// Returns the configuration the parent gave.
+    pub async fn inherit_address(
+        &self,
+        parent: &str,
+        clock: Clock,
+    ) -> Result<IldcpResponse, NodeError> {
+        let account = self
+            .accounts
+            .get(parent)
+            .cloned()
+            .ok_or_else(|| NodeError::MissingLink(parent.to_owned()))?;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match request_address(&account, clock).await {
+                Ok(response) => {
+                    self.set_address(response.client_address.clone());
+                    return Ok(response);
+                }
+                Err(AddressRequestError::Refused(code)) if code.class() == ErrorClass::Final => {
+                    return Err(NodeError::AddressRefused(code));
+                }
+                Err(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
     }
 
     /// Tells every actor that needs it the node's address (learned over IL-DCP, or changed).
