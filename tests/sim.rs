@@ -341,7 +341,7 @@ impl Sim {
             wallets.push(wallet_end);
             wrong.push(flag);
         }
-        let sim = Sim {
+        Sim {
             seed,
             topo,
             nodes,
@@ -353,8 +353,7 @@ impl Sim {
             clock,
             rng,
             next_payment: 1,
-        };
-        sim
+        }
     }
 
     /// Nodes without a configured address ask their parent over IL-DCP; the address each gets
