@@ -2,7 +2,7 @@
 //! with its key path, exit code 2), starts the node's supervised actors and serves until SIGINT
 //! or SIGTERM; `check-config` validates and prints the effective configuration.
 
-use ilp::config::Config;
+use ilp::config::{Config, StoreBackend};
 use ilp_actors::clock::Clock;
 use ilp_actors::link::{Link, UnconnectedLink};
 use ilp_actors::messages::AccountId;
@@ -122,6 +122,9 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
                 )
             })
             .collect();
+        if config.store.backend == StoreBackend::Rocksdb {
+            println!("store: the RocksDB backend is not built yet; balances are kept in memory");
+        }
         let clock = Clock::system();
         let options = NodeOptions {
             clock,

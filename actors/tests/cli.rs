@@ -50,7 +50,22 @@ fn run_stays_up_until_sigterm() {
             }
         }
     });
-    let first = rx.recv_timeout(Duration::from_secs(20));
+    // The node prints a few start-up lines; wait (bounded) for the one saying it runs.
+    let ready_by = Instant::now() + Duration::from_secs(20);
+    let mut first = Err(std::sync::mpsc::RecvTimeoutError::Timeout);
+    while let Some(left) = ready_by.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("ilp-connector running") => {
+                first = Ok(line);
+                break;
+            }
+            Ok(_) => continue,
+            Err(e) => {
+                first = Err(e);
+                break;
+            }
+        }
+    }
     // Still running a moment later: it serves until told to stop.
     std::thread::sleep(Duration::from_millis(300));
     let still_running = child.try_wait().expect("try_wait").is_none();
