@@ -370,32 +370,17 @@ impl ThroughputConfig {
     }
 }
 
-/// `[accounts.<id>.dedup]`: identical in-flight Prepares join the first one's outcome.
+/// `[accounts.<id>.dedup]`: identical in-flight Prepares join the first one's outcome. A record
+/// lives exactly as long as its packet is in flight, so there is nothing to tune but on/off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DedupConfig {
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// How long a record is kept after its packet resolves (ms).
-    #[serde(default = "DedupConfig::default_ms")]
-    pub packet_lifetime_ms: u64,
-    /// How often old records are swept (ms).
-    #[serde(default = "DedupConfig::default_ms")]
-    pub cleanup_interval_ms: u64,
-}
-
-impl DedupConfig {
-    fn default_ms() -> u64 {
-        30_000
-    }
 }
 
 impl Default for DedupConfig {
     fn default() -> Self {
-        DedupConfig {
-            enabled: true,
-            packet_lifetime_ms: Self::default_ms(),
-            cleanup_interval_ms: Self::default_ms(),
-        }
+        DedupConfig { enabled: true }
     }
 }
 

@@ -227,13 +227,6 @@ pub struct BroadcastConfig {
     /// How long a learned route lives without being refreshed (ms).
     #[serde(default = "BroadcastConfig::default_route_expiry_ms")]
     pub route_expiry_ms: u64,
-    /// How often expired routes are swept (ms).
-    #[serde(default = "BroadcastConfig::default_cleanup_interval_ms")]
-    pub cleanup_interval_ms: u64,
-    /// After a prefix is withdrawn, how long before a new route for it is accepted (ms);
-    /// damps flapping. 0 disables.
-    #[serde(default)]
-    pub hold_down_ms: u64,
     /// Most routing-table epochs sent in one update message.
     #[serde(default = "BroadcastConfig::default_max_epochs_per_update")]
     pub max_epochs_per_update: u32,
@@ -246,9 +239,6 @@ impl BroadcastConfig {
     fn default_route_expiry_ms() -> u64 {
         45_000
     }
-    fn default_cleanup_interval_ms() -> u64 {
-        1_000
-    }
     fn default_max_epochs_per_update() -> u32 {
         50
     }
@@ -260,8 +250,6 @@ impl Default for BroadcastConfig {
             enabled: true,
             interval_ms: Self::default_interval_ms(),
             route_expiry_ms: Self::default_route_expiry_ms(),
-            cleanup_interval_ms: Self::default_cleanup_interval_ms(),
-            hold_down_ms: 0,
             max_epochs_per_update: Self::default_max_epochs_per_update(),
         }
     }

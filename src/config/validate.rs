@@ -188,7 +188,6 @@ pub(super) fn check(config: &Config, failed_accounts: &BTreeSet<String>) -> Vec<
     let b = &config.broadcast;
     e.positive("broadcast.interval_ms", b.interval_ms);
     e.positive("broadcast.route_expiry_ms", b.route_expiry_ms);
-    e.positive("broadcast.cleanup_interval_ms", b.cleanup_interval_ms);
     e.positive(
         "broadcast.max_epochs_per_update",
         u64::from(b.max_epochs_per_update),
@@ -366,16 +365,6 @@ fn check_account(e: &mut Errors, p: &str, id: &str, a: &AccountConfig, config: &
     }
     if let Some(t) = a.throughput.outgoing_amount_per_second {
         e.positive(format!("{p}.throughput.outgoing_amount_per_second"), t);
-    }
-    if a.dedup.enabled {
-        e.positive(
-            format!("{p}.dedup.packet_lifetime_ms"),
-            a.dedup.packet_lifetime_ms,
-        );
-        e.positive(
-            format!("{p}.dedup.cleanup_interval_ms"),
-            a.dedup.cleanup_interval_ms,
-        );
     }
     if a.btp_idempotent && !a.link.is_btp() {
         e.at(
