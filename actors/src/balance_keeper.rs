@@ -464,17 +464,12 @@ impl Handler<ApplySettlement> for BalanceKeeper {
     }
 }
 
-impl Handler<Crash> for BalanceKeeper {
-    type Result = ();
-
-    fn handle(&mut self, _msg: Crash, ctx: &mut Self::Context) {
-        ctx.stop();
-    }
-}
+crate::supervise::stop_on_crash!(BalanceKeeper);
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::messages::Crash;
     use crate::store::memory::MemoryStore;
     use crate::test_support::run;
     use futures::channel::oneshot;

@@ -19,12 +19,10 @@
 use crate::clock::Clock;
 use crate::link::{Link, LinkError};
 use crate::messages::{
-    AccountId, Crash, ForwardPrepare, IncomingPrepare, PacketResult, SendPrepare, SetNodeAddress,
+    AccountId, ForwardPrepare, IncomingPrepare, PacketResult, SendPrepare, SetNodeAddress,
 };
 use crate::supervise::Backoff;
-use actix::{
-    Actor, ActorContext, AsyncContext, Context, Handler, Recipient, ResponseFuture, Supervised,
-};
+use actix::{Actor, AsyncContext, Context, Handler, Recipient, ResponseFuture, Supervised};
 use futures::future::{FutureExt, Shared};
 use ilp::config::AccountConfig;
 use ilp::packet::{Address, ErrorCode, MaxPacketAmountDetails, Prepare, Reject, RejectBuilder};
@@ -341,18 +339,13 @@ impl Handler<SetNodeAddress> for PeerAccount {
     }
 }
 
-impl Handler<Crash> for PeerAccount {
-    type Result = ();
-
-    fn handle(&mut self, _msg: Crash, ctx: &mut Self::Context) {
-        ctx.stop();
-    }
-}
+crate::supervise::stop_on_crash!(PeerAccount);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::link::memory::MemoryLink;
+    use crate::messages::Crash;
     use crate::test_support::run;
     use actix::{Addr, Supervisor};
     use futures::future::BoxFuture;

@@ -10,8 +10,7 @@
 
 use crate::clock::Clock;
 use crate::messages::{
-    AccountId, ApplyRouteUpdate, Crash, HandlePeerProtocol, PacketResult, SendPrepare,
-    SetNodeAddress,
+    AccountId, ApplyRouteUpdate, HandlePeerProtocol, PacketResult, SendPrepare, SetNodeAddress,
 };
 use crate::supervise::Backoff;
 use actix::prelude::*;
@@ -587,17 +586,12 @@ impl Handler<SetNodeAddress> for RouteBroadcasterActor {
     }
 }
 
-impl Handler<Crash> for RouteBroadcasterActor {
-    type Result = ();
-
-    fn handle(&mut self, _: Crash, ctx: &mut Self::Context) {
-        ctx.stop();
-    }
-}
+crate::supervise::stop_on_crash!(RouteBroadcasterActor);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::messages::Crash;
     use crate::test_support::run;
     use ilp::ccp::{forwarded_auth, route_auth, Route};
     use ilp::packet::PrepareBuilder;

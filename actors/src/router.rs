@@ -18,13 +18,11 @@ pub mod table;
 
 use crate::clock::Clock;
 use crate::messages::{
-    AccountId, ApplyRouteUpdate, Crash, ForwardPrepare, GetBalance, HandlePeerProtocol,
-    PacketResult, ReservePacket, ResolvePacket, SendPrepare, SetNodeAddress,
+    AccountId, ApplyRouteUpdate, ForwardPrepare, GetBalance, HandlePeerProtocol, PacketResult,
+    ReservePacket, ResolvePacket, SendPrepare, SetNodeAddress,
 };
 use crate::supervise::Backoff;
-use actix::{
-    Actor, ActorContext, AsyncContext, Context, Handler, MailboxError, Recipient, ResponseFuture,
-};
+use actix::{Actor, AsyncContext, Context, Handler, MailboxError, Recipient, ResponseFuture};
 use ilp::config::{AccountConfig, Config, Relation};
 use ilp::packet::{Address, ErrorCode, Prepare, Reject, Timestamp};
 use ilp::policy::expiry::next_hop_expiry;
@@ -541,13 +539,7 @@ impl Handler<SetNodeAddress> for Router {
     }
 }
 
-impl Handler<Crash> for Router {
-    type Result = ();
-
-    fn handle(&mut self, _msg: Crash, ctx: &mut Self::Context) {
-        ctx.stop();
-    }
-}
+crate::supervise::stop_on_crash!(Router);
 
 #[cfg(test)]
 mod tests;

@@ -15,7 +15,7 @@
 
 use crate::clock::Clock;
 use crate::messages::{
-    AccountId, ApplySettlement, Crash, HandlePeerProtocol, PacketResult, SendPrepare,
+    AccountId, ApplySettlement, HandlePeerProtocol, PacketResult, SendPrepare,
     SettleThresholdCrossed, SettlementDirection,
 };
 use crate::peer_account::NodeAddress;
@@ -239,19 +239,14 @@ impl Handler<HandlePeerProtocol> for SettlementEngine {
     }
 }
 
-impl Handler<Crash> for SettlementEngine {
-    type Result = ();
-
-    fn handle(&mut self, _msg: Crash, ctx: &mut Self::Context) {
-        ctx.stop();
-    }
-}
+crate::supervise::stop_on_crash!(SettlementEngine);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::balance_keeper::tests::{balance, limits, FakeStore};
     use crate::balance_keeper::BalanceKeeper;
+    use crate::messages::Crash;
     use crate::messages::{GetBalance, ReservePacket, ResolvePacket};
     use crate::store::{Store, StoreOp};
     use crate::test_support::run;

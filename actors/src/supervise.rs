@@ -62,6 +62,21 @@ impl Backoff {
     }
 }
 
+/// Implements `Handler<Crash>` for a supervised actor: it stops as if it had failed, and its
+/// `Supervisor` restarts it (the same for every actor, hence one definition).
+macro_rules! stop_on_crash {
+    ($actor:ty) => {
+        impl actix::Handler<$crate::messages::Crash> for $actor {
+            type Result = ();
+
+            fn handle(&mut self, _: $crate::messages::Crash, ctx: &mut Self::Context) {
+                actix::ActorContext::stop(ctx);
+            }
+        }
+    };
+}
+pub(crate) use stop_on_crash;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,10 +2,10 @@
 //! BalanceKeeper and the peer-protocol handlers.
 
 use super::*;
-use crate::messages::{BalanceSnapshot, ReservationId};
+use crate::messages::{BalanceSnapshot, Crash, ReservationId};
 use crate::store::StoreError;
 use crate::test_support::run;
-use actix::{Addr, Supervisor};
+use actix::{ActorContext, Addr, Supervisor};
 use ilp::echo::EchoMessage;
 use ilp::ildcp::IldcpResponse;
 use ilp::packet::{Fulfill, FulfillBuilder, PrepareBuilder};
