@@ -637,19 +637,55 @@ fn simulation_of_hundreds_of_nodes() {
             fail(seed, &problems);
         }
 
-        // 3. Drop links and bring them back; a slow peer makes packets expire (R00).
-        let dropped: Vec<usize> = (0..5)
-            .map(|_| sim.rng.gen_range(0..sim.links.len()))
+        // 3. Drop links and bring them back; a slow peer makes packets expire (R00). The
+        //    faulty links are tier-3 uplinks, the only path out of a tier-3 node, so payments from
+        //    those nodes must fail with exactly T01 (link down) and R00 (expired on the way).
+        let uplinks: Vec<usize> = (0..sim.links.len())
+            .filter(|l| {
+                sim.topo.nodes[sim.topo.links[*l][1].0]
+                    .inherit_from
+                    .is_some()
+            })
             .collect();
+        let mut pick = |sim: &mut Sim| uplinks[sim.rng.gen_range(0..uplinks.len())];
+        let mut dropped: Vec<usize> = (0..5).map(|_| pick(&mut sim)).collect();
+        dropped.sort_unstable();
+        dropped.dedup();
+        let slow = loop {
+            let l = pick(&mut sim);
+            if !dropped.contains(&l) {
+                break l;
+            }
+        };
         for l in &dropped {
             let end = sim.links[*l].0.clone();
             sim.inject(move || end.set_up(false));
         }
-        let slow = sim.rng.gen_range(0..sim.links.len());
         sim.links[slow].0.set_delay(Duration::from_secs(60));
         sim.links[slow].1.set_delay(Duration::from_secs(60));
         let outcomes = sim.traffic(300, 50).await;
         println!("traffic with dropped links {dropped:?} and slow link {slow}: {outcomes:?}");
+        // Targeted: from behind each faulty uplink to the node above it.
+        let mut futures = Vec::new();
+        for l in dropped.iter().chain([&slow]) {
+            let [(parent, _), (child, _)] = sim.topo.links[*l].clone();
+            futures.push(sim.pay(child, parent, 1_000));
+        }
+        let results = join_all(futures).await;
+        for (k, (_, _, result)) in results.into_iter().enumerate() {
+            let want = if k < dropped.len() {
+                ErrorCode::T01_PEER_UNREACHABLE
+            } else {
+                ErrorCode::R00_TRANSFER_TIMED_OUT
+            };
+            match result {
+                Err(r) if r.code() == want => {}
+                other => fail(
+                    seed,
+                    &[format!("faulty uplink: expected {want}, got {other:?}")],
+                ),
+            }
+        }
         sim.settle_down().await;
         for l in &dropped {
             sim.links[*l].0.set_up(true);
