@@ -647,7 +647,7 @@ fn simulation_of_hundreds_of_nodes() {
                     .is_some()
             })
             .collect();
-        let mut pick = |sim: &mut Sim| uplinks[sim.rng.gen_range(0..uplinks.len())];
+        let pick = |sim: &mut Sim| uplinks[sim.rng.gen_range(0..uplinks.len())];
         let mut dropped: Vec<usize> = (0..5).map(|_| pick(&mut sim)).collect();
         dropped.sort_unstable();
         dropped.dedup();
