@@ -541,3 +541,83 @@ fn client_link_reconnects_after_the_server_goes_away() {
         assert_eq!(paid.unwrap().fulfillment(), &PREIMAGE);
     });
 }
+
+#[test]
+fn client_with_a_wrong_token_stays_down_and_its_packets_are_rejected_t01() {
+    run(async {
+        let a = TestNode::start(
+            &config("test.a", &btp_server_account("b", "b-token"), true),
+            fast_options(),
+        )
+        .await;
+        let url = format!("ws://{}", a.btp_addr());
+        let b = TestNode::start(
+            &config(
+                "test.a.b",
+                &btp_client_account("a", &url, "b", "nope"),
+                false,
+            ),
+            fast_options(),
+        )
+        .await;
+        // Let it try (and be refused) a few times.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!b.link("a").is_up());
+        assert!(!a.link("b").is_up());
+        let reject = b.pay("test.a.wallet", 10, 30_000).await.unwrap_err();
+        assert_eq!(reject.code(), ErrorCode::T01_PEER_UNREACHABLE);
+    });
+}
+
+#[test]
+fn requests_that_carry_no_prepare_get_answers_not_deliveries() {
+    run(async {
+        let a = TestNode::start(
+            &config("test.a", &btp_server_account("b", "b-token"), true),
+            fast_options(),
+        )
+        .await;
+        let mut ws = raw_authenticated(a.btp_addr(), "b", "b-token").await;
+        // A Message with a sub-protocol we do not speak: an empty Response.
+        let custom = Frame {
+            request_id: 11,
+            payload: Payload::Message(ProtocolData(vec![ilp::btp::ProtocolDataEntry::new(
+                "custom",
+                ilp::btp::ContentType::OCTET_STREAM,
+                bytes::Bytes::from_static(b"x"),
+            )
+            .unwrap()])),
+        };
+        send_frame(&mut ws, &custom).await;
+        let reply = Frame::decode(&next_frame(&mut ws).await.unwrap()).unwrap();
+        assert_eq!(reply.request_id, 11);
+        assert_eq!(reply.payload, Payload::Response(ProtocolData::new()));
+        // `ilp` data that is not a Prepare: an F00 Error, and the connection stays open.
+        send_frame(
+            &mut ws,
+            &Frame::ilp_message(12, fulfill().as_bytes().clone()),
+        )
+        .await;
+        let reply = Frame::decode(&next_frame(&mut ws).await.unwrap()).unwrap();
+        assert_eq!(reply.request_id, 12);
+        assert!(
+            matches!(reply.payload, Payload::Error(e) if e.code == BtpErrorCode::F00_NOT_ACCEPTED)
+        );
+        // A Transfer: refused with F00 (no BTP settlement here).
+        let transfer = Frame {
+            request_id: 13,
+            payload: Payload::Transfer {
+                amount: 100,
+                protocol_data: ProtocolData::new(),
+            },
+        };
+        send_frame(&mut ws, &transfer).await;
+        let reply = Frame::decode(&next_frame(&mut ws).await.unwrap()).unwrap();
+        assert_eq!(reply.request_id, 13);
+        assert!(
+            matches!(reply.payload, Payload::Error(e) if e.code == BtpErrorCode::F00_NOT_ACCEPTED)
+        );
+        assert!(a.link("b").is_up());
+        assert_eq!(a.balance("b").await, 0);
+    });
+}
