@@ -4,6 +4,7 @@
 
 use ilp::config::{Config, StoreBackend};
 use ilp_actors::clock::Clock;
+use ilp_actors::link::btp_ws::{links_for_config, BtpOptions};
 use ilp_actors::link::{Link, UnconnectedLink};
 use ilp_actors::messages::AccountId;
 use ilp_actors::node::{Node, NodeOptions};
@@ -110,22 +111,38 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
     let config = config.clone();
     let path = path.display().to_string();
     system.block_on(async move {
-        // Links are opened by the transports (BTP, ILP-over-HTTP) when they land; until then an
-        // account's link is down and its packets are rejected T01 at once.
+        let clock = Clock::system();
+        // BTP accounts get their WebSocket links; the transports not built yet (ILP over
+        // HTTP) leave an account down, so its packets are rejected T01 at once.
+        let options = BtpOptions {
+            clock,
+            ..BtpOptions::default()
+        };
+        let btp = match links_for_config(&config, options).await {
+            Ok(btp) => btp,
+            Err(e) => {
+                eprintln!("{path}: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        if let Some(server) = &btp.server {
+            println!("BTP listening on ws://{}", server.local_addr());
+        }
         let links: BTreeMap<AccountId, Arc<dyn Link>> = config
             .accounts
             .keys()
             .map(|id| {
-                (
-                    Arc::from(id.as_str()),
-                    Arc::new(UnconnectedLink) as Arc<dyn Link>,
-                )
+                let link = btp
+                    .links
+                    .get(id.as_str())
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(UnconnectedLink) as Arc<dyn Link>);
+                (Arc::from(id.as_str()), link)
             })
             .collect();
         if config.store.backend == StoreBackend::Rocksdb {
             println!("store: the RocksDB backend is not built yet; balances are kept in memory");
         }
-        let clock = Clock::system();
         let options = NodeOptions {
             clock,
             store: Arc::new(MemoryStore::new()),
@@ -164,6 +181,8 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
         );
         wait_for_shutdown().await;
         println!("ilp-connector stopping");
+        // The listener lives until here.
+        drop(btp);
         ExitCode::SUCCESS
     })
 }

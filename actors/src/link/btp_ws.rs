@@ -1,0 +1,540 @@
+//! BTP/2.0 links over WebSocket (plain `ws://` for now): [`BtpServer`] serves every
+//! `btp-server` account on one listener and hands each authenticated connection to that
+//! account's [`BtpServerLink`]; [`BtpClientLink`] dials a peer's server, authenticates, and
+//! reconnects with jittered exponential backoff whenever the socket drops.
+//!
+//! The protocol itself (auth handshake, request ids, matching answers, timeouts) is the sans-IO
+//! [`ilp::btp::Session`]; [`connection`] only carries out its actions on a socket. Both sides
+//! send Prepares as BTP Messages and answer the peer's Prepares with BTP Responses.
+
+mod connection;
+
+use crate::clock::Clock;
+use crate::link::{Link, LinkError};
+use crate::messages::{AccountId, IncomingPrepare, PacketResult};
+use actix::Recipient;
+use connection::{Command, Handle, Role, ServerAccount};
+use futures::future::BoxFuture;
+use ilp::btp::{AuthCredentials, SessionConfig};
+use ilp::config::{Config, LinkConfig};
+use ilp::packet::Prepare;
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// Timeouts and limits of BTP connections, on both sides.
+#[derive(Debug, Clone)]
+pub struct BtpOptions {
+    /// Request and auth timeouts (and BTP/2.0-I, when set) of each connection's session.
+    pub session: SessionConfig,
+    /// A WebSocket ping goes out this often.
+    pub ping_interval: Duration,
+    /// A connection on which nothing (not even a pong) arrived for this long is closed, and so
+    /// is one whose writes stall this long (a half-open socket).
+    pub idle_timeout: Duration,
+    /// Largest WebSocket message and frame accepted; a larger one closes the connection.
+    pub max_message_size: usize,
+    /// TCP connect plus WebSocket handshake, on either side.
+    pub handshake_timeout: Duration,
+    /// First and largest pause between reconnection attempts of a client.
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    /// Connections the server holds at once (authenticated or not); more are dropped at accept.
+    pub max_connections: usize,
+    /// The node's clock: the sessions' `now` and Prepare expiries are read on it.
+    pub clock: Clock,
+}
+
+impl Default for BtpOptions {
+    fn default() -> Self {
+        BtpOptions {
+            session: SessionConfig::default(),
+            ping_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            max_message_size: 64 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(30),
+            max_connections: 1024,
+            clock: Clock::system(),
+        }
+    }
+}
+
+impl BtpOptions {
+    fn ws_config(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
+            .max_message_size(Some(self.max_message_size))
+            .max_frame_size(Some(self.max_message_size))
+    }
+}
+
+/// What a `btp-server` account's client must present in its auth Message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BtpCredentials {
+    /// When set, `auth_username` must equal it; when not, any username is accepted.
+    pub username: Option<String>,
+    pub token: String,
+}
+
+impl std::fmt::Debug for BtpCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BtpCredentials")
+            .field("username", &self.username)
+            .field("token", &"***")
+            .finish()
+    }
+}
+
+/// The state a link shares with whichever connection currently carries it.
+pub(crate) struct LinkShared {
+    conn: Mutex<Option<Handle>>,
+    account: RwLock<Option<Recipient<IncomingPrepare>>>,
+}
+
+impl LinkShared {
+    fn new() -> Arc<Self> {
+        Arc::new(LinkShared {
+            conn: Mutex::new(None),
+            account: RwLock::new(None),
+        })
+    }
+
+    fn lock_conn(&self) -> std::sync::MutexGuard<'_, Option<Handle>> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `handle` the link's connection; the one it replaces is told to close.
+    fn install(&self, handle: Handle) {
+        let old = self.lock_conn().replace(handle);
+        if let Some(old) = old {
+            let _ = old.tx.try_send(Command::Close);
+        }
+    }
+
+    /// Forgets connection `id` if it is still the current one.
+    fn remove(&self, id: u64) {
+        let mut conn = self.lock_conn();
+        if conn.as_ref().is_some_and(|h| h.id == id) {
+            *conn = None;
+        }
+    }
+
+    fn sender(&self) -> Option<mpsc::Sender<Command>> {
+        self.lock_conn()
+            .as_ref()
+            .filter(|h| !h.tx.is_closed())
+            .map(|h| h.tx.clone())
+    }
+
+    fn account(&self) -> Option<Recipient<IncomingPrepare>> {
+        self.account.read().ok().and_then(|a| a.clone())
+    }
+
+    fn attach(&self, account: Recipient<IncomingPrepare>) {
+        if let Ok(mut slot) = self.account.write() {
+            *slot = Some(account);
+        }
+    }
+
+    fn is_up(&self) -> bool {
+        self.sender().is_some()
+    }
+
+    fn send_prepare(
+        &self,
+        prepare: Prepare,
+    ) -> BoxFuture<'static, Result<PacketResult, LinkError>> {
+        let Some(tx) = self.sender() else {
+            return Box::pin(async { Err(LinkError::Down) });
+        };
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            tx.send(Command::Prepare { prepare, reply })
+                .await
+                .map_err(|_| LinkError::Down)?;
+            // The connection dropping the sender (it closed) fails the request.
+            answer.await.unwrap_or(Err(LinkError::Down))
+        })
+    }
+}
+
+/// The link of one `btp-server` account: up while a client that authenticated as this account
+/// is connected to the [`BtpServer`]; a newer connection replaces an older one.
+#[derive(Clone)]
+pub struct BtpServerLink {
+    shared: Arc<LinkShared>,
+}
+
+impl Link for BtpServerLink {
+    fn send_prepare(
+        &self,
+        prepare: Prepare,
+    ) -> BoxFuture<'static, Result<PacketResult, LinkError>> {
+        self.shared.send_prepare(prepare)
+    }
+
+    fn is_up(&self) -> bool {
+        self.shared.is_up()
+    }
+
+    fn attach(&self, account: Recipient<IncomingPrepare>) {
+        self.shared.attach(account);
+    }
+}
+
+/// The BTP listener: one socket for every `btp-server` account. Dropping it stops accepting
+/// and closes every connection it accepted.
+pub struct BtpServer {
+    local_addr: SocketAddr,
+    links: BTreeMap<AccountId, BtpServerLink>,
+    _stop: watch::Sender<()>,
+}
+
+impl BtpServer {
+    /// Binds `addr` and serves `accounts` (account id -> the credentials its client presents).
+    /// Must be called inside a tokio runtime.
+    pub async fn bind(
+        addr: SocketAddr,
+        accounts: BTreeMap<AccountId, BtpCredentials>,
+        options: BtpOptions,
+    ) -> std::io::Result<BtpServer> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let mut links = BTreeMap::new();
+        let mut table = Vec::new();
+        for (id, credentials) in accounts {
+            let shared = LinkShared::new();
+            table.push(ServerAccount {
+                username: credentials.username,
+                token_digest: Sha256::digest(credentials.token.as_bytes()).into(),
+                link: shared.clone(),
+            });
+            links.insert(id, BtpServerLink { shared });
+        }
+        let (stop, stop_rx) = watch::channel(());
+        tokio::spawn(accept_loop(
+            listener,
+            Arc::new(table),
+            Arc::new(options),
+            stop_rx,
+        ));
+        Ok(BtpServer {
+            local_addr,
+            links,
+            _stop: stop,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The link of account `id`, to hand to the node.
+    pub fn link(&self, id: &str) -> Option<BtpServerLink> {
+        self.links.get(id).cloned()
+    }
+
+    /// Every account's link, by account id.
+    pub fn links(&self) -> &BTreeMap<AccountId, BtpServerLink> {
+        &self.links
+    }
+}
+
+/// The account whose credentials these are. Every account's token digest is compared in
+/// constant time (digests, so the token's length does not leak either) and the scan never
+/// stops early.
+pub(crate) fn find_account(
+    accounts: &[ServerAccount],
+    presented: &AuthCredentials,
+) -> Option<Arc<LinkShared>> {
+    let digest: [u8; 32] = Sha256::digest(presented.token.as_bytes()).into();
+    let mut found = None;
+    for account in accounts {
+        let token_ok: bool = account.token_digest.ct_eq(&digest).into();
+        let user_ok = match (&account.username, &presented.username) {
+            (Some(want), Some(got)) => want == got,
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        if token_ok && user_ok && found.is_none() {
+            found = Some(account.link.clone());
+        }
+    }
+    found
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    accounts: Arc<Vec<ServerAccount>>,
+    options: Arc<BtpOptions>,
+    mut stop: watch::Receiver<()>,
+) {
+    let slots = Arc::new(Semaphore::new(options.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.changed() => return,
+        };
+        let Ok((tcp, _peer)) = accepted else {
+            // Out of descriptors or a connection reset before accept: keep serving.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            drop(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let role = Role::Server(accounts.clone());
+        let options = options.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let handshake =
+                tokio_tungstenite::accept_async_with_config(tcp, Some(options.ws_config()));
+            if let Ok(Ok(ws)) = tokio::time::timeout(options.handshake_timeout, handshake).await {
+                let first_id = rand::thread_rng().gen();
+                connection::serve(ws, role, &options, first_id, stop).await;
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// A link to a peer's BTP server: dials `url`, authenticates, and redials with jittered
+/// exponential backoff when the connection drops. Down (every send fails at once) until
+/// authenticated. Dropping the last clone stops it.
+pub struct BtpClientLink {
+    shared: Arc<LinkShared>,
+    _stop: watch::Sender<()>,
+}
+
+impl BtpClientLink {
+    /// Starts connecting in the background; must be called inside a tokio runtime.
+    pub fn connect(url: &str, username: &str, token: &str, options: BtpOptions) -> BtpClientLink {
+        let shared = LinkShared::new();
+        let (stop, stop_rx) = watch::channel(());
+        tokio::spawn(client_loop(
+            shared.clone(),
+            url.to_owned(),
+            username.to_owned(),
+            token.to_owned(),
+            Arc::new(options),
+            stop_rx,
+        ));
+        BtpClientLink {
+            shared,
+            _stop: stop,
+        }
+    }
+}
+
+impl Link for BtpClientLink {
+    fn send_prepare(
+        &self,
+        prepare: Prepare,
+    ) -> BoxFuture<'static, Result<PacketResult, LinkError>> {
+        self.shared.send_prepare(prepare)
+    }
+
+    fn is_up(&self) -> bool {
+        self.shared.is_up()
+    }
+
+    fn attach(&self, account: Recipient<IncomingPrepare>) {
+        self.shared.attach(account);
+    }
+}
+
+/// Full jitter on the upper half: a pause in `[d/2, d]`, so many clients of one restarted
+/// server do not redial in lockstep.
+fn jittered(d: Duration) -> Duration {
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
+    Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms))
+}
+
+async fn client_loop(
+    shared: Arc<LinkShared>,
+    url: String,
+    username: String,
+    token: String,
+    options: Arc<BtpOptions>,
+    mut stop: watch::Receiver<()>,
+) {
+    let mut backoff = options.reconnect_min;
+    loop {
+        let conn_stop = stop.clone();
+        let attempt = async {
+            let dial = tokio_tungstenite::connect_async_with_config(
+                url.as_str(),
+                Some(options.ws_config()),
+                true,
+            );
+            match tokio::time::timeout(options.handshake_timeout, dial).await {
+                Ok(Ok((ws, _response))) => {
+                    let role = Role::Client {
+                        link: shared.clone(),
+                        username: &username,
+                        token: &token,
+                    };
+                    let first_id = rand::thread_rng().gen();
+                    connection::serve(ws, role, &options, first_id, conn_stop).await
+                }
+                _ => false,
+            }
+        };
+        let was_up = tokio::select! {
+            was_up = attempt => was_up,
+            _ = stop.changed() => return,
+        };
+        if was_up {
+            backoff = options.reconnect_min;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(jittered(backoff)) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = backoff.saturating_mul(2).min(options.reconnect_max);
+    }
+}
+
+/// Why the BTP links of a configuration could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum BtpSetupError {
+    #[error("accounts.{0}: a btp-server link needs [listeners.btp]")]
+    NoListener(String),
+    #[error("listeners.btp: cannot bind: {0}")]
+    Bind(#[from] std::io::Error),
+    #[error("{0}: TLS is not built yet; use plain ws://")]
+    TlsNotBuilt(String),
+}
+
+/// The BTP side of a node: the listener (when any account is `btp-server`) and the link of
+/// every `btp-server` and `btp-client` account.
+pub struct BtpLinks {
+    /// Keep it alive as long as the node runs: dropping it closes the listener.
+    pub server: Option<BtpServer>,
+    pub links: BTreeMap<AccountId, Arc<dyn Link>>,
+}
+
+/// Opens the BTP links `config` asks for: binds `[listeners.btp]` for the `btp-server`
+/// accounts and starts dialling for the `btp-client` ones. Must be called inside a tokio
+/// runtime.
+pub async fn links_for_config(
+    config: &Config,
+    options: BtpOptions,
+) -> Result<BtpLinks, BtpSetupError> {
+    let mut served = BTreeMap::new();
+    let mut links: BTreeMap<AccountId, Arc<dyn Link>> = BTreeMap::new();
+    for (id, account) in &config.accounts {
+        match &account.link {
+            LinkConfig::BtpServer {
+                auth_username,
+                auth_token,
+            } => {
+                served.insert(
+                    AccountId::from(id.as_str()),
+                    BtpCredentials {
+                        username: auth_username.clone(),
+                        token: auth_token.expose().to_owned(),
+                    },
+                );
+            }
+            LinkConfig::BtpClient {
+                url,
+                auth_username,
+                auth_token,
+                tls,
+            } => {
+                if url.scheme() != "ws"
+                    || tls.ca_path.is_some()
+                    || tls.cert_path.is_some()
+                    || tls.key_path.is_some()
+                {
+                    return Err(BtpSetupError::TlsNotBuilt(format!("accounts.{id}.link")));
+                }
+                let link = BtpClientLink::connect(
+                    url.as_str(),
+                    auth_username.as_deref().unwrap_or(""),
+                    auth_token.expose(),
+                    options.clone(),
+                );
+                links.insert(AccountId::from(id.as_str()), Arc::new(link));
+            }
+            _ => {}
+        }
+    }
+    let server = match (&config.listeners.btp, served.keys().next()) {
+        (_, None) => None,
+        (None, Some(id)) => return Err(BtpSetupError::NoListener(id.to_string())),
+        (Some(listener), Some(_)) => {
+            if listener.tls.enabled {
+                return Err(BtpSetupError::TlsNotBuilt("listeners.btp.tls".into()));
+            }
+            let server = BtpServer::bind(listener.bind, served, options).await?;
+            for (id, link) in server.links() {
+                links.insert(id.clone(), Arc::new(link.clone()));
+            }
+            Some(server)
+        }
+    };
+    Ok(BtpLinks { server, links })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(username: Option<&str>, token: &str) -> (ServerAccount, Arc<LinkShared>) {
+        let link = LinkShared::new();
+        (
+            ServerAccount {
+                username: username.map(str::to_owned),
+                token_digest: Sha256::digest(token.as_bytes()).into(),
+                link: link.clone(),
+            },
+            link,
+        )
+    }
+
+    fn creds(username: Option<&str>, token: &str) -> AuthCredentials {
+        AuthCredentials {
+            username: username.map(str::to_owned),
+            token: token.to_owned(),
+        }
+    }
+
+    #[test]
+    fn credentials_select_the_account() {
+        let (a, link_a) = account(Some("alice"), "ta");
+        let (b, link_b) = account(None, "tb");
+        let table = vec![a, b];
+        let found = find_account(&table, &creds(Some("alice"), "ta")).unwrap();
+        assert!(Arc::ptr_eq(&found, &link_a));
+        let found = find_account(&table, &creds(Some("whoever"), "tb")).unwrap();
+        assert!(Arc::ptr_eq(&found, &link_b));
+        // An account without a username takes its token under any username.
+        let found = find_account(&table, &creds(Some("alice"), "tb")).unwrap();
+        assert!(Arc::ptr_eq(&found, &link_b));
+        assert!(find_account(&table, &creds(Some("alice"), "tc")).is_none());
+        assert!(find_account(&table, &creds(Some("bob"), "ta")).is_none());
+        assert!(find_account(&table, &creds(None, "ta")).is_none());
+        assert!(find_account(&table, &creds(Some("alice"), "")).is_none());
+    }
+
+    #[test]
+    fn jitter_stays_within_half_to_full() {
+        for _ in 0..100 {
+            let d = jittered(Duration::from_millis(800));
+            assert!(d >= Duration::from_millis(400) && d <= Duration::from_millis(800));
+        }
+        assert!(jittered(Duration::ZERO) <= Duration::from_millis(1));
+    }
+}

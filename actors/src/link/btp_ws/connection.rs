@@ -1,0 +1,406 @@
+//! One BTP connection on a WebSocket: feeds received frames, timers and outgoing Prepares to
+//! the sans-IO [`Session`] and carries out its actions (write a frame, authenticate, deliver a
+//! Prepare to the account, complete a pending send, close). Also owns what the session does not:
+//! WebSocket keepalive, the idle and stalled-write timeouts, and binding the connection to its
+//! account's link once authenticated.
+
+use super::{find_account, BtpOptions, LinkShared};
+use crate::link::LinkError;
+use crate::messages::{IncomingPrepare, PacketResult};
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use ilp::btp::{
+    Action, BtpErrorCode, ErrorPayload, GeneralizedTime, Outcome, ProtocolData, Reply, Request,
+    Session,
+};
+use ilp::packet::{ErrorCode, Packet, Prepare, Reject, Timestamp};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// Outgoing Prepares waiting for room in a connection's queue make their senders wait.
+const COMMAND_QUEUE: usize = 256;
+
+/// What a link asks of its current connection.
+pub(crate) enum Command {
+    Prepare {
+        prepare: Prepare,
+        reply: oneshot::Sender<Result<PacketResult, LinkError>>,
+    },
+    /// A newer connection took over the link.
+    Close,
+}
+
+/// A link's way to reach the connection that carries it.
+pub(crate) struct Handle {
+    pub(crate) id: u64,
+    pub(crate) tx: mpsc::Sender<Command>,
+}
+
+/// One `btp-server` account as the server's auth check sees it.
+pub(crate) struct ServerAccount {
+    pub(crate) username: Option<String>,
+    pub(crate) token_digest: [u8; 32],
+    pub(crate) link: Arc<LinkShared>,
+}
+
+pub(crate) enum Role<'a> {
+    Client {
+        link: Arc<LinkShared>,
+        username: &'a str,
+        token: &'a str,
+    },
+    Server(Arc<Vec<ServerAccount>>),
+}
+
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
+
+enum Event {
+    Received(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
+    Command(Option<Command>),
+    Answered(Option<(u32, Reply)>),
+    Timer,
+    Tick,
+    Stop,
+}
+
+struct Conn<'a, S> {
+    ws: WebSocketStream<S>,
+    session: Session,
+    options: &'a BtpOptions,
+    accounts: Option<Arc<Vec<ServerAccount>>>,
+    /// The link this connection carries (client: from the start; server: once authenticated).
+    link: Option<Arc<LinkShared>>,
+    id: u64,
+    tx: mpsc::Sender<Command>,
+    pending: HashMap<u32, oneshot::Sender<Result<PacketResult, LinkError>>>,
+    answers: mpsc::UnboundedSender<(u32, Reply)>,
+    last_seen: Instant,
+    authenticated: bool,
+}
+
+/// Runs one connection until it closes. Returns whether it got authenticated (a client resets
+/// its reconnection backoff after a connection that worked).
+pub(crate) async fn serve<S>(
+    ws: WebSocketStream<S>,
+    role: Role<'_>,
+    options: &BtpOptions,
+    first_request_id: u32,
+    mut stop: watch::Receiver<()>,
+) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let now = options.clock.now_ms();
+    let (session, initial, link, accounts) = match role {
+        Role::Client {
+            link,
+            username,
+            token,
+        } => {
+            let (s, actions) = Session::client(
+                options.session.clone(),
+                username,
+                token,
+                first_request_id,
+                now,
+            );
+            (s, actions, Some(link), None)
+        }
+        Role::Server(accounts) => (
+            Session::server(options.session.clone(), first_request_id, now),
+            Vec::new(),
+            None,
+            Some(accounts),
+        ),
+    };
+    let (tx, mut commands) = mpsc::channel(COMMAND_QUEUE);
+    let (answers, mut answered) = mpsc::unbounded_channel();
+    let mut conn = Conn {
+        ws,
+        session,
+        options,
+        accounts,
+        link,
+        id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
+        tx,
+        pending: HashMap::new(),
+        answers,
+        last_seen: Instant::now(),
+        authenticated: false,
+    };
+    let mut ticks = tokio::time::interval(options.ping_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    let mut open = conn.apply(initial).await;
+    while open {
+        let timer = conn
+            .session
+            .next_timeout()
+            .map(|t| options.clock.instant_at(Timestamp::from_unix_millis(t)));
+        let event = tokio::select! {
+            m = conn.ws.next() => Event::Received(m),
+            c = commands.recv() => Event::Command(c),
+            a = answered.recv() => Event::Answered(a),
+            () = sleep_until_opt(timer) => Event::Timer,
+            _ = ticks.tick() => Event::Tick,
+            _ = stop.changed() => Event::Stop,
+        };
+        open = conn.on_event(event).await;
+    }
+    conn.finish().await;
+    // Dropping `commands` now fails every Prepare still queued for this connection.
+    drop(commands);
+    conn.authenticated
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl<S> Conn<'_, S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    fn now(&self) -> u64 {
+        self.options.clock.now_ms()
+    }
+
+    /// Handles one event; false once the connection must close.
+    async fn on_event(&mut self, event: Event) -> bool {
+        let now = self.now();
+        match event {
+            Event::Received(Some(Ok(message))) => {
+                self.last_seen = Instant::now();
+                match message {
+                    Message::Binary(bytes) => {
+                        let actions = self.session.handle_frame(bytes, now);
+                        self.apply(actions).await
+                    }
+                    // BTP is binary; tungstenite answers pings by itself.
+                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => true,
+                    Message::Text(_) | Message::Close(_) => false,
+                }
+            }
+            // A read error includes an oversize message or frame.
+            Event::Received(_) | Event::Stop => false,
+            Event::Command(Some(Command::Prepare { prepare, reply })) => {
+                let request =
+                    Request::Message(ProtocolData::ilp_packet(prepare.as_bytes().clone()));
+                let deadline = Some(prepare.expires_at().unix_millis());
+                match self.session.send_request(None, request, deadline, now) {
+                    Ok((id, actions)) => {
+                        self.pending.insert(id, reply);
+                        self.apply(actions).await
+                    }
+                    Err(_) => {
+                        let _ = reply.send(Err(LinkError::Down));
+                        true
+                    }
+                }
+            }
+            Event::Command(Some(Command::Close)) | Event::Command(None) => false,
+            Event::Answered(Some((id, reply))) => {
+                let actions = self.session.respond(id, reply, None, now);
+                self.apply(actions).await
+            }
+            Event::Answered(None) => true,
+            Event::Timer => {
+                let actions = self.session.handle_timeout(now);
+                self.apply(actions).await
+            }
+            Event::Tick => {
+                if self.last_seen.elapsed() >= self.options.idle_timeout {
+                    return false;
+                }
+                self.write(Message::Ping(Bytes::new())).await
+            }
+        }
+    }
+
+    /// Writes one WebSocket message; a write that stalls past the idle timeout (the peer stopped
+    /// reading, or the socket is half open) fails the connection.
+    async fn write(&mut self, message: Message) -> bool {
+        matches!(
+            tokio::time::timeout(self.options.idle_timeout, self.ws.send(message)).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// Carries out the session's actions in order; false once the connection must close.
+    async fn apply(&mut self, actions: Vec<Action>) -> bool {
+        let mut queue: VecDeque<Action> = actions.into();
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::Send(bytes) => {
+                    if !self.write(Message::Binary(bytes)).await {
+                        return false;
+                    }
+                }
+                Action::Authenticate { credentials, .. } => {
+                    let now = self.now();
+                    let found = self
+                        .accounts
+                        .as_deref()
+                        .and_then(|accounts| find_account(accounts, &credentials));
+                    let more = match found {
+                        Some(link) => {
+                            self.link = Some(link);
+                            self.session.accept_auth(now)
+                        }
+                        None => self
+                            .session
+                            .reject_auth("invalid auth_username or auth_token", now),
+                    };
+                    // Bind the link before the peer reads that it is authenticated, so a
+                    // Prepare sent to it right after already finds the connection.
+                    let (first, rest): (Vec<_>, Vec<_>) = more
+                        .unwrap_or_default()
+                        .into_iter()
+                        .partition(|a| matches!(a, Action::Authenticated));
+                    for a in first.into_iter().chain(rest).rev() {
+                        queue.push_front(a);
+                    }
+                }
+                Action::Authenticated => {
+                    self.authenticated = true;
+                    if let Some(link) = &self.link {
+                        link.install(Handle {
+                            id: self.id,
+                            tx: self.tx.clone(),
+                        });
+                    }
+                }
+                Action::Deliver {
+                    request_id,
+                    request,
+                } => self.deliver(request_id, request),
+                Action::Complete {
+                    request_id,
+                    outcome,
+                } => {
+                    if let Some(reply) = self.pending.remove(&request_id) {
+                        let _ = reply.send(packet_result(outcome));
+                    }
+                }
+                // RFC 23: never answer an answer.
+                Action::UnexpectedResponse { .. } => {}
+                Action::Close(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// Hands a Prepare from the peer to the account; its answer comes back on `answers` and
+    /// goes out as the Response to `request_id`.
+    fn deliver(&mut self, request_id: u32, request: Request) {
+        let now = self.now();
+        let refuse = |message: &str| {
+            Reply::Error(ErrorPayload::new(
+                BtpErrorCode::F00_NOT_ACCEPTED,
+                GeneralizedTime::from_unix_millis_saturating(now),
+                Bytes::copy_from_slice(message.as_bytes()),
+            ))
+        };
+        let prepare = match &request {
+            Request::Message(pd) => match pd.ilp() {
+                Some(bytes) => match Packet::parse(bytes.clone()) {
+                    Ok(Packet::Prepare(p)) => p,
+                    _ => {
+                        let _ = self
+                            .answers
+                            .send((request_id, refuse("the ilp data is not an ILP Prepare")));
+                        return;
+                    }
+                },
+                // Sub-protocols we do not speak get an empty Response, as ilp-plugin-btp does.
+                None => {
+                    let _ = self
+                        .answers
+                        .send((request_id, Reply::Response(ProtocolData::new())));
+                    return;
+                }
+            },
+            Request::Transfer { .. } => {
+                let _ = self
+                    .answers
+                    .send((request_id, refuse("BTP transfers are not supported")));
+                return;
+            }
+        };
+        let account = self.link.as_ref().and_then(|l| l.account());
+        let answers = self.answers.clone();
+        tokio::spawn(async move {
+            let result = match account {
+                Some(account) => account
+                    .send(IncomingPrepare { prepare })
+                    .await
+                    .unwrap_or_else(|_| Err(internal_reject("account unavailable"))),
+                None => Err(internal_reject("account not started")),
+            };
+            let packet = match &result {
+                Ok(fulfill) => fulfill.as_bytes().clone(),
+                Err(reject) => reject.as_bytes().clone(),
+            };
+            let _ = answers.send((
+                request_id,
+                Reply::Response(ProtocolData::ilp_packet(packet)),
+            ));
+        });
+    }
+
+    /// Unbinds from the link, fails what is pending and says goodbye.
+    async fn finish(&mut self) {
+        // Down first, so whoever sees a pending Prepare fail also sees the link down.
+        if let Some(link) = &self.link {
+            link.remove(self.id);
+        }
+        for action in self.session.close() {
+            if let Action::Complete {
+                request_id,
+                outcome,
+            } = action
+            {
+                if let Some(reply) = self.pending.remove(&request_id) {
+                    let _ = reply.send(packet_result(outcome));
+                }
+            }
+        }
+        for (_, reply) in self.pending.drain() {
+            let _ = reply.send(Err(LinkError::Down));
+        }
+        let _ = tokio::time::timeout(self.options.handshake_timeout, self.ws.close(None)).await;
+    }
+}
+
+fn internal_reject(message: &str) -> Reject {
+    Reject::new(ErrorCode::T00_INTERNAL_ERROR, None, message)
+}
+
+/// What the answer to one of our Prepares means to the link's caller.
+fn packet_result(outcome: Outcome) -> Result<PacketResult, LinkError> {
+    match outcome {
+        Outcome::Response(pd) => match pd.ilp().map(|b| Packet::parse(b.clone())) {
+            Some(Ok(Packet::Fulfill(f))) => Ok(Ok(f)),
+            Some(Ok(Packet::Reject(r))) => Ok(Err(r)),
+            Some(_) => Err(LinkError::Protocol(
+                "the Response holds no ILP Fulfill or Reject".into(),
+            )),
+            None => Err(LinkError::Protocol("the Response has no ilp data".into())),
+        },
+        Outcome::Error(e) => Err(LinkError::Protocol(format!(
+            "BTP Error {} {}",
+            e.code,
+            e.name()
+        ))),
+        Outcome::TimedOut | Outcome::Closed => Err(LinkError::Down),
+    }
+}
