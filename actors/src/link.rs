@@ -2,6 +2,7 @@
 //! PeerAccount sends through; the incoming half delivers [`IncomingPrepare`] messages to that
 //! PeerAccount. In-memory links live in [`memory`]; BTP and ILP-over-HTTP come later.
 
+pub mod http;
 pub mod memory;
 
 use crate::messages::{IncomingPrepare, PacketResult};
