@@ -168,14 +168,22 @@ struct TestNode {
 impl TestNode {
     /// Starts the node of `config`; serves its http account on `listener` when given.
     fn start(config: &Config, peer: &str, listener: Option<TcpListener>) -> TestNode {
+        TestNode::start_with(config, peer, listener, false)
+    }
+
+    /// As `start`; `h2`: the link speaks HTTP/2 with prior knowledge.
+    fn start_with(
+        config: &Config,
+        peer: &str,
+        listener: Option<TcpListener>,
+        h2: bool,
+    ) -> TestNode {
         let clock = Clock::system();
-        let http = HttpLink::from_config(
-            peer,
-            &config.accounts[peer],
-            clock,
-            &HttpLinkOptions::default(),
-        )
-        .unwrap();
+        let options = HttpLinkOptions {
+            http2_prior_knowledge: h2,
+            ..HttpLinkOptions::default()
+        };
+        let http = HttpLink::from_config(peer, &config.accounts[peer], clock, &options).unwrap();
         let (node_end, wallet_end) = MemoryLink::pair();
         let received = Arc::new(AtomicUsize::new(0));
         let wallet = Wallet {
@@ -236,17 +244,18 @@ fn rejected(result: PacketResult, code: ErrorCode) -> Reject {
 }
 
 #[test]
-fn two_nodes_pay_each_other_over_http_and_balances_mirror() {
+fn two_nodes_pay_each_other_over_http1_and_h2c_and_balances_mirror() {
     run(|| async {
         let (la, addr_a) = listener().await;
         let (lb, addr_b) = listener().await;
         let url_a = format!("http://{addr_a}/accounts/b/ilp");
         let url_b = format!("http://{addr_b}/accounts/a/ilp");
-        // a presents "a-to-b" to b, b presents "b-to-a" to a.
-        let a = TestNode::start(
+        // a presents "a-to-b" to b, b presents "b-to-a" to a; a speaks h2c, b HTTP/1.1.
+        let a = TestNode::start_with(
             &node_config("a", "b", addr_a, &url_b, "b-to-a", "a-to-b"),
             "b",
             Some(la),
+            true,
         );
         let b = TestNode::start(
             &node_config("b", "a", addr_b, &url_a, "a-to-b", "b-to-a"),
@@ -265,6 +274,19 @@ fn two_nodes_pay_each_other_over_http_and_balances_mirror() {
         assert_eq!(b.balance("a").await, 70);
         assert_eq!(a.balance("b").await, -b.balance("a").await);
 
+        // Concurrent payments share the pooled connections, both ways at once.
+        let a_to_b = (0..20u8).map(|i| a.pay(payment("test.b.wallet", 2, 5_000, 100 + i)));
+        let b_to_a = (0..10u8).map(|i| b.pay(payment("test.a.wallet", 1, 5_000, 200 + i)));
+        let (ab, ba) = futures::join!(
+            futures::future::join_all(a_to_b),
+            futures::future::join_all(b_to_a)
+        );
+        ab.into_iter().chain(ba).for_each(|r| {
+            fulfilled(r);
+        });
+        assert_eq!(a.balance("b").await, -70 - 40 + 10);
+        assert_eq!(b.balance("a").await, 70 + 40 - 10);
+
         // A Reject from the far wallet crosses back as it is, and moves no balance.
         let mut wrong = payment("test.b.wallet", 5, 5_000, 3);
         wrong = PrepareBuilder {
@@ -277,8 +299,8 @@ fn two_nodes_pay_each_other_over_http_and_balances_mirror() {
         .build()
         .unwrap();
         rejected(a.pay(wrong).await, ErrorCode::F05_WRONG_CONDITION);
-        assert_eq!(a.balance("b").await, -70);
-        assert_eq!(b.balance("a").await, 70);
+        assert_eq!(a.balance("b").await, -100);
+        assert_eq!(b.balance("a").await, 100);
         assert!(a.http.is_up() && b.http.is_up());
     });
 }

@@ -35,7 +35,7 @@ use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Request, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use ilp::config::{AccountConfig, HttpMode, LinkConfig, SecretString};
 use ilp::packet::{ErrorCode, Packet, Prepare, Reject};
 use std::sync::{Arc, Mutex, RwLock};
@@ -153,8 +153,10 @@ impl HttpLink {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(options.connect_timeout));
+        // The timer lets the pool close connections idle for longer than its idle timeout.
         let client = Client::builder(TokioExecutor::new())
             .http2_only(options.http2_prior_knowledge)
+            .pool_timer(TokioTimer::new())
             .build(connector);
         Ok(HttpLink {
             inner: Arc::new(Inner {
