@@ -1,8 +1,10 @@
 //! Links carry packets between this node and a peer. The outgoing half is the [`Link`] trait a
 //! PeerAccount sends through; the incoming half delivers [`IncomingPrepare`] messages to that
-//! PeerAccount. In-memory links live in [`memory`]; BTP and ILP-over-HTTP come later.
+//! PeerAccount. In-memory links live in [`memory`], BTP/2.0 over WebSocket in [`btp_ws`], ILP over HTTP in
+//! [`http`].
 
 pub mod btp_ws;
+pub mod http;
 pub mod memory;
 
 use crate::messages::{IncomingPrepare, PacketResult};

@@ -1,0 +1,325 @@
+//! The ILP-over-HTTP server (`[listeners.http]`): one socket for every `http` account, each
+//! served at its `incoming_path`. HTTP/1.1 and HTTP/2 with prior knowledge (h2c) share the
+//! socket; hyper-util's auto builder tells them apart by the connection preface.
+//!
+//! A request is checked in this order, each failure answered with a short text body and never
+//! reaching the account: unknown path → 404; not POST → 405; missing or wrong
+//! `Authorization: Bearer <incoming_auth_token>` (compared in constant time; an account without
+//! a token, or with an empty one, accepts nothing) → 401; body over [`MAX_BODY_BYTES`] → 413; body not complete within
+//! [`HttpServerOptions::body_timeout`] → 408; body not an ILP Prepare → 400; account not
+//! attached to a PeerAccount yet, or its mailbox gone → 503. Otherwise the Prepare goes to the
+//! account's PeerAccount and its Fulfill or Reject is the 200 response. The request's
+//! Content-Type is not checked: the body is parsed either way, and a wrong header on a good
+//! packet is no reason to drop a payment.
+
+use super::{HttpLink, MAX_BODY_BYTES, OCTET_STREAM};
+use crate::messages::IncomingPrepare;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use ilp::packet::Prepare;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use subtle::ConstantTimeEq;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+
+#[derive(Debug, Error)]
+pub enum HttpServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("accounts {first} and {second} both use incoming path {path}")]
+    DuplicatePath {
+        path: String,
+        first: String,
+        second: String,
+    },
+}
+
+/// Server settings (`[listeners.http]`).
+#[derive(Debug, Clone)]
+pub struct HttpServerOptions {
+    /// Accept HTTP/2 with prior knowledge besides HTTP/1.1 (`listeners.http.h2`).
+    pub h2: bool,
+    /// Longest an HTTP/1.1 client may take to send its request head.
+    pub header_timeout: Duration,
+    /// Longest a client may take to send a request body.
+    pub body_timeout: Duration,
+}
+
+impl Default for HttpServerOptions {
+    fn default() -> Self {
+        HttpServerOptions {
+            h2: true,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A running server. Dropping it stops accepting and closes its connections.
+#[derive(Debug)]
+pub struct HttpServer {
+    local_addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+struct Routes {
+    by_path: HashMap<String, HttpLink>,
+    body_timeout: Duration,
+}
+
+impl HttpServer {
+    /// Listens on `addr` and serves `accounts` with default options. Needs a tokio runtime.
+    pub async fn bind(
+        addr: SocketAddr,
+        accounts: impl IntoIterator<Item = HttpLink>,
+    ) -> Result<HttpServer, HttpServerError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| HttpServerError::Bind { addr, source })?;
+        HttpServer::serve(listener, accounts, HttpServerOptions::default())
+    }
+
+    /// Serves `accounts` on an already bound `listener` (so a caller can learn the port before
+    /// it builds the links, e.g. two nodes that point at each other).
+    pub fn serve(
+        listener: TcpListener,
+        accounts: impl IntoIterator<Item = HttpLink>,
+        options: HttpServerOptions,
+    ) -> Result<HttpServer, HttpServerError> {
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| HttpServerError::Bind {
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                source,
+            })?;
+        let mut by_path: HashMap<String, HttpLink> = HashMap::new();
+        for link in accounts {
+            let path = link.incoming_path().to_owned();
+            if let Some(first) = by_path.get(&path) {
+                return Err(HttpServerError::DuplicatePath {
+                    path,
+                    first: first.account().to_string(),
+                    second: link.account().to_string(),
+                });
+            }
+            by_path.insert(path, link);
+        }
+        let routes = Arc::new(Routes {
+            by_path,
+            body_timeout: options.body_timeout,
+        });
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(options.header_timeout);
+        builder.http2().timer(TokioTimer::new());
+        let builder = if options.h2 {
+            builder
+        } else {
+            builder.http1_only()
+        };
+        let task = tokio::spawn(accept_loop(listener, Arc::new(builder), routes));
+        Ok(HttpServer { local_addr, task })
+    }
+
+    /// The address the server listens on (the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        // The connections live in the accept loop's JoinSet, which aborts them as it drops.
+        self.task.abort();
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    routes: Arc<Routes>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _peer)) = accepted else {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let builder = builder.clone();
+                let routes = routes.clone();
+                connections.spawn(async move {
+                    let service = service_fn(move |req| handle(routes.clone(), req));
+                    // A connection error concerns that client only.
+                    let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+fn text(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(format!("{message}\n"))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Whether `header` (the request's Authorization) is `Bearer <expected>`. The scheme is
+/// case-insensitive (RFC 7235); the token is compared in constant time.
+fn authorized(header: Option<&HeaderValue>, expected: &str) -> bool {
+    let Some(value) = header.filter(|_| !expected.is_empty()) else {
+        return false;
+    };
+    let Some((scheme, token)) = value.as_bytes().split_first_chunk::<7>() else {
+        return false;
+    };
+    scheme.eq_ignore_ascii_case(b"bearer ")
+        && bool::from(token.trim_ascii().ct_eq(expected.as_bytes()))
+}
+
+async fn handle(
+    routes: Arc<Routes>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let Some(link) = routes.by_path.get(req.uri().path()) else {
+        return Ok(text(StatusCode::NOT_FOUND, "no ILP endpoint at this path"));
+    };
+    if req.method() != Method::POST {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("POST"));
+        return Ok(response);
+    }
+    let ok = link
+        .incoming_token()
+        .is_some_and(|t| authorized(req.headers().get(AUTHORIZATION), t.expose()));
+    if !ok {
+        let mut response = text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        response
+            .headers_mut()
+            .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        return Ok(response);
+    }
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Ok(too_large());
+    }
+    let body = Limited::new(req.into_body(), MAX_BODY_BYTES).collect();
+    let body = match tokio::time::timeout(routes.body_timeout, body).await {
+        Err(_) => {
+            return Ok(text(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time",
+            ))
+        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Ok(too_large()),
+        Ok(Err(e)) => {
+            return Ok(text(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot read the request body: {e}"),
+            ))
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+    let prepare = match Prepare::parse(body) {
+        Ok(p) => p,
+        Err(e) => {
+            return Ok(text(
+                StatusCode::BAD_REQUEST,
+                &format!("the body is not an ILP Prepare: {e}"),
+            ))
+        }
+    };
+    let Some(account) = link.local() else {
+        return Ok(text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the account is not running yet",
+        ));
+    };
+    let answer = match account.send(IncomingPrepare { prepare }).await {
+        Ok(answer) => answer,
+        Err(_) => {
+            return Ok(text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the account is not running",
+            ))
+        }
+    };
+    let bytes = match answer {
+        Ok(fulfill) => Bytes::from(fulfill),
+        Err(reject) => Bytes::from(reject),
+    };
+    let mut response = Response::new(Full::new(bytes));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(OCTET_STREAM));
+    Ok(response)
+}
+
+fn too_large() -> Response<Full<Bytes>> {
+    text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("the body exceeds {MAX_BODY_BYTES} bytes"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(s: &str) -> HeaderValue {
+        HeaderValue::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn bearer_token_must_match_exactly_with_any_scheme_case() {
+        for ok in ["Bearer tok", "bearer tok", "BEARER tok", "Bearer  tok "] {
+            assert!(authorized(Some(&header(ok)), "tok"), "{ok}");
+        }
+        for bad in [
+            "Bearer to",
+            "Bearer tok2",
+            "Bearer Tok",
+            "Basic tok",
+            "tok",
+            "Bearer",
+            "",
+        ] {
+            assert!(!authorized(Some(&header(bad)), "tok"), "{bad}");
+        }
+        assert!(!authorized(None, "tok"));
+        assert!(
+            !authorized(Some(&header("Bearer ")), ""),
+            "an empty token is no token"
+        );
+    }
+}

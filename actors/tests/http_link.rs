@@ -1,0 +1,644 @@
+//! ILP over HTTP on real sockets (127.0.0.1, port 0): two nodes peered over HTTP pay each other;
+//! the server refuses bad requests with the right status; the client turns a failing, silent
+//! or absent peer into the right ILP Reject. Every wait is bounded.
+
+#![allow(clippy::unwrap_used)] // test harness: a failed bind or build is a test bug
+
+use actix::prelude::*;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, Response, StatusCode, Version};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use ilp::config::Config;
+use ilp::packet::{
+    Address, ErrorCode, Fulfill, FulfillBuilder, Packet, Prepare, PrepareBuilder, Reject,
+};
+use ilp_actors::clock::Clock;
+use ilp_actors::link::http::{
+    HttpLink, HttpLinkOptions, HttpServer, HttpServerOptions, MAX_BODY_BYTES,
+};
+use ilp_actors::link::memory::MemoryLink;
+use ilp_actors::link::Link;
+use ilp_actors::messages::{AccountId, GetBalance, IncomingPrepare, PacketResult};
+use ilp_actors::node::{Node, NodeOptions};
+use ilp_actors::store::memory::MemoryStore;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Runs `test` in an actix System on a multi-thread tokio runtime (real time), bounded by WAIT.
+fn run<F: Future<Output = ()> + 'static>(test: impl FnOnce() -> F) {
+    let system = actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    });
+    system.block_on(async move {
+        tokio::time::timeout(WAIT, test())
+            .await
+            .expect("test did not finish in time");
+    });
+}
+
+async fn listener() -> (TcpListener, SocketAddr) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    (l, addr)
+}
+
+/// A node `test.<name>` with a memory `wallet` child and an http peer account `<peer>`.
+fn node_config(
+    name: &str,
+    peer: &str,
+    listen: SocketAddr,
+    peer_url: &str,
+    incoming_token: &str,
+    outgoing_token: &str,
+) -> Config {
+    let text = format!(
+        r#"
+[node]
+ilp_address = "test.{name}"
+spread = "0"
+min_message_window_ms = 500
+[broadcast]
+enabled = false
+[store]
+backend = "memory"
+[listeners.http]
+bind = "{listen}"
+[routing]
+default_route = ""
+static_routes = [{{ prefix = "test.{peer}", account = "{peer}" }}]
+[accounts.wallet]
+relation = "child"
+link = {{ type = "memory" }}
+[accounts.wallet.balance]
+minimum = -1000000000000
+maximum = 1000000000000
+[accounts.wallet.rate_limit]
+enabled = false
+[accounts.{peer}]
+relation = "peer"
+link = {{ type = "http", outgoing_url = "{peer_url}", outgoing_auth_token = "{outgoing_token}", incoming_auth_token = "{incoming_token}" }}
+[accounts.{peer}.balance]
+minimum = -1000000
+maximum = 1000000
+[accounts.{peer}.rate_limit]
+enabled = false
+"#
+    );
+    Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The far end of a node's `wallet` account: fulfills Prepares whose data is the preimage of
+/// their condition.
+struct Wallet {
+    received: Arc<AtomicUsize>,
+}
+
+impl Actor for Wallet {
+    type Context = Context<Self>;
+}
+
+impl Handler<IncomingPrepare> for Wallet {
+    type Result = MessageResult<IncomingPrepare>;
+
+    fn handle(&mut self, msg: IncomingPrepare, _: &mut Context<Self>) -> Self::Result {
+        self.received.fetch_add(1, Ordering::SeqCst);
+        let p = msg.prepare;
+        let Ok(preimage) = <[u8; 32]>::try_from(p.data()) else {
+            return MessageResult(Err(Reject::new(
+                ErrorCode::F06_UNEXPECTED_PAYMENT,
+                None,
+                "no preimage",
+            )));
+        };
+        if Sha256::digest(preimage).as_slice() != p.execution_condition() {
+            return MessageResult(Err(Reject::new(
+                ErrorCode::F05_WRONG_CONDITION,
+                None,
+                "wrong condition",
+            )));
+        }
+        MessageResult(Ok(FulfillBuilder {
+            fulfillment: &preimage,
+            data: b"",
+        }
+        .build()
+        .unwrap()))
+    }
+}
+
+/// A Prepare to `destination` whose preimage is in its data, expiring `expiry_ms` from now.
+fn payment(destination: &str, amount: u64, expiry_ms: u64, seed: u8) -> Prepare {
+    let preimage = [seed; 32];
+    let condition: [u8; 32] = Sha256::digest(preimage).into();
+    PrepareBuilder {
+        amount,
+        expires_at: Clock::system().now().checked_add_millis(expiry_ms).unwrap(),
+        execution_condition: &condition,
+        destination: &Address::try_from(destination).unwrap(),
+        data: &preimage,
+    }
+    .build()
+    .unwrap()
+}
+
+/// A started node with its wallet end and its http link.
+struct TestNode {
+    node: Node,
+    wallet: MemoryLink,
+    http: HttpLink,
+    received: Arc<AtomicUsize>,
+    _server: Option<HttpServer>,
+}
+
+impl TestNode {
+    /// Starts the node of `config`; serves its http account on `listener` when given.
+    fn start(config: &Config, peer: &str, listener: Option<TcpListener>) -> TestNode {
+        TestNode::start_with(config, peer, listener, false)
+    }
+
+    /// As `start`; `h2`: the link speaks HTTP/2 with prior knowledge.
+    fn start_with(
+        config: &Config,
+        peer: &str,
+        listener: Option<TcpListener>,
+        h2: bool,
+    ) -> TestNode {
+        let clock = Clock::system();
+        let options = HttpLinkOptions {
+            http2_prior_knowledge: h2,
+            ..HttpLinkOptions::default()
+        };
+        let http = HttpLink::from_config(peer, &config.accounts[peer], clock, &options).unwrap();
+        let (node_end, wallet_end) = MemoryLink::pair();
+        let received = Arc::new(AtomicUsize::new(0));
+        let wallet = Wallet {
+            received: received.clone(),
+        }
+        .start();
+        wallet_end.attach(wallet.recipient());
+        let mut links: BTreeMap<AccountId, Arc<dyn Link>> = BTreeMap::new();
+        links.insert(Arc::from("wallet"), Arc::new(node_end));
+        links.insert(Arc::from(peer), Arc::new(http.clone()));
+        let node = Node::start(
+            config,
+            NodeOptions {
+                clock,
+                store: Arc::new(MemoryStore::new()),
+                seed: 7,
+                links,
+            },
+        )
+        .unwrap();
+        http.set_node_address(node.address.clone());
+        let server = listener
+            .map(|l| HttpServer::serve(l, [http.clone()], HttpServerOptions::default()).unwrap());
+        TestNode {
+            node,
+            wallet: wallet_end,
+            http,
+            received,
+            _server: server,
+        }
+    }
+
+    async fn pay(&self, prepare: Prepare) -> PacketResult {
+        self.wallet.send_prepare(prepare).await.unwrap()
+    }
+
+    async fn balance(&self, account: &str) -> i64 {
+        self.node
+            .balance
+            .send(GetBalance {
+                account: Arc::from(account),
+            })
+            .await
+            .unwrap()
+            .unwrap()
+            .balance
+    }
+}
+
+fn fulfilled(result: PacketResult) -> Fulfill {
+    result.unwrap_or_else(|r| panic!("rejected {} {}", r.code(), r.message()))
+}
+
+fn rejected(result: PacketResult, code: ErrorCode) -> Reject {
+    let reject = result.expect_err("expected a Reject");
+    assert_eq!(reject.code(), code, "message: {}", reject.message());
+    reject
+}
+
+#[test]
+fn two_nodes_pay_each_other_over_http1_and_h2c_and_balances_mirror() {
+    run(|| async {
+        let (la, addr_a) = listener().await;
+        let (lb, addr_b) = listener().await;
+        let url_a = format!("http://{addr_a}/accounts/b/ilp");
+        let url_b = format!("http://{addr_b}/accounts/a/ilp");
+        // a presents "a-to-b" to b, b presents "b-to-a" to a; a speaks h2c, b HTTP/1.1.
+        let a = TestNode::start_with(
+            &node_config("a", "b", addr_a, &url_b, "b-to-a", "a-to-b"),
+            "b",
+            Some(la),
+            true,
+        );
+        let b = TestNode::start(
+            &node_config("b", "a", addr_b, &url_a, "a-to-b", "b-to-a"),
+            "a",
+            Some(lb),
+        );
+
+        fulfilled(a.pay(payment("test.b.wallet", 100, 5_000, 1)).await);
+        assert_eq!(b.received.load(Ordering::SeqCst), 1);
+        assert_eq!(a.balance("b").await, -100);
+        assert_eq!(b.balance("a").await, 100);
+
+        fulfilled(b.pay(payment("test.a.wallet", 30, 5_000, 2)).await);
+        assert_eq!(a.received.load(Ordering::SeqCst), 1);
+        assert_eq!(a.balance("b").await, -70);
+        assert_eq!(b.balance("a").await, 70);
+        assert_eq!(a.balance("b").await, -b.balance("a").await);
+
+        // Concurrent payments share the pooled connections, both ways at once.
+        let a_to_b = (0..20u8).map(|i| a.pay(payment("test.b.wallet", 2, 5_000, 100 + i)));
+        let b_to_a = (0..10u8).map(|i| b.pay(payment("test.a.wallet", 1, 5_000, 200 + i)));
+        let (ab, ba) = futures::join!(
+            futures::future::join_all(a_to_b),
+            futures::future::join_all(b_to_a)
+        );
+        ab.into_iter().chain(ba).for_each(|r| {
+            fulfilled(r);
+        });
+        assert_eq!(a.balance("b").await, -70 - 40 + 10);
+        assert_eq!(b.balance("a").await, 70 + 40 - 10);
+
+        // A Reject from the far wallet crosses back as it is, and moves no balance.
+        let mut wrong = payment("test.b.wallet", 5, 5_000, 3);
+        wrong = PrepareBuilder {
+            amount: wrong.amount(),
+            expires_at: wrong.expires_at(),
+            execution_condition: &[9; 32],
+            destination: &wrong.destination(),
+            data: wrong.data(),
+        }
+        .build()
+        .unwrap();
+        rejected(a.pay(wrong).await, ErrorCode::F05_WRONG_CONDITION);
+        assert_eq!(a.balance("b").await, -100);
+        assert_eq!(b.balance("a").await, 100);
+        assert!(a.http.is_up() && b.http.is_up());
+    });
+}
+
+// ---- the server against raw requests ----------------------------------------------------------
+
+/// A PeerAccount stand-in that rejects every Prepare T99 (so a 200 is recognizable).
+struct Counter {
+    calls: Arc<AtomicUsize>,
+}
+
+impl Actor for Counter {
+    type Context = Context<Self>;
+}
+
+impl Handler<IncomingPrepare> for Counter {
+    type Result = MessageResult<IncomingPrepare>;
+
+    fn handle(&mut self, _: IncomingPrepare, _: &mut Context<Self>) -> Self::Result {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        MessageResult(Err(Reject::new(
+            ErrorCode::T99_APPLICATION_ERROR,
+            None,
+            "counted",
+        )))
+    }
+}
+
+/// A server for one account "p" at /accounts/p/ilp with token "secret", attached to a Counter.
+async fn lone_server() -> (HttpServer, Arc<AtomicUsize>) {
+    let (l, addr) = listener().await;
+    let config = node_config("s", "p", addr, "http://127.0.0.1:1/", "secret", "x");
+    let link = HttpLink::from_config(
+        "p",
+        &config.accounts["p"],
+        Clock::system(),
+        &HttpLinkOptions::default(),
+    )
+    .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Counter {
+        calls: calls.clone(),
+    }
+    .start();
+    link.attach(counter.recipient());
+    let server = HttpServer::serve(l, [link], HttpServerOptions::default()).unwrap();
+    (server, calls)
+}
+
+/// Sends one request with a plain hyper client; returns status, version and body.
+async fn raw(
+    h2: bool,
+    method: Method,
+    url: String,
+    token: Option<&str>,
+    body: Bytes,
+) -> (StatusCode, Version, Bytes) {
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(h2)
+        .build(HttpConnector::new());
+    let mut req = Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", "application/octet-stream");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let response = client
+        .request(req.body(Full::new(body)).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let version = response.version();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, version, body)
+}
+
+/// POSTs `chunks` as a chunked HTTP/1.1 body (no Content-Length) with the right token.
+async fn raw_chunked(url: String, chunks: Vec<Bytes>) -> StatusCode {
+    type Chunks = http_body_util::StreamBody<
+        futures::stream::Iter<
+            std::vec::IntoIter<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>,
+        >,
+    >;
+    let client: Client<HttpConnector, Chunks> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let frames: Vec<_> = chunks
+        .into_iter()
+        .map(|c| Ok(hyper::body::Frame::data(c)))
+        .collect();
+    let req = Request::post(url)
+        .header("authorization", "Bearer secret")
+        .body(http_body_util::StreamBody::new(futures::stream::iter(
+            frames,
+        )))
+        .unwrap();
+    client.request(req).await.unwrap().status()
+}
+
+fn some_prepare() -> Bytes {
+    payment("test.s.p", 1, 5_000, 4).as_bytes().clone()
+}
+
+#[test]
+fn server_answers_a_good_request_with_the_accounts_packet_over_http1_and_h2c() {
+    run(|| async {
+        let (server, calls) = lone_server().await;
+        let url = format!("http://{}/accounts/p/ilp", server.local_addr());
+        for (h2, version) in [(false, Version::HTTP_11), (true, Version::HTTP_2)] {
+            let (status, v, body) = raw(
+                h2,
+                Method::POST,
+                url.clone(),
+                Some("secret"),
+                some_prepare(),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(v, version);
+            match Packet::parse(body).unwrap() {
+                Packet::Reject(r) => assert_eq!(r.code(), ErrorCode::T99_APPLICATION_ERROR),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    });
+}
+
+#[test]
+fn server_refuses_a_wrong_or_missing_token_with_401() {
+    run(|| async {
+        let (server, calls) = lone_server().await;
+        let url = format!("http://{}/accounts/p/ilp", server.local_addr());
+        for token in [Some("secreT"), Some("secret2"), Some(""), None] {
+            let (status, _, _) = raw(false, Method::POST, url.clone(), token, some_prepare()).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "token {token:?}");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+    });
+}
+
+#[test]
+fn server_refuses_a_malformed_body_with_400() {
+    run(|| async {
+        let (server, calls) = lone_server().await;
+        let url = format!("http://{}/accounts/p/ilp", server.local_addr());
+        let mut truncated = some_prepare().to_vec();
+        truncated.pop();
+        let fulfill = FulfillBuilder {
+            fulfillment: &[0; 32],
+            data: b"",
+        }
+        .build()
+        .unwrap();
+        for body in [
+            Bytes::from_static(b"hello"),
+            Bytes::new(),
+            Bytes::from(truncated),
+            fulfill.as_bytes().clone(),
+        ] {
+            let (status, _, text) =
+                raw(false, Method::POST, url.clone(), Some("secret"), body).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST);
+            assert!(String::from_utf8_lossy(&text).contains("not an ILP Prepare"));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+    });
+}
+
+#[test]
+fn server_refuses_an_oversize_body_with_413() {
+    run(|| async {
+        let (server, calls) = lone_server().await;
+        let url = format!("http://{}/accounts/p/ilp", server.local_addr());
+        let big = Bytes::from(vec![12u8; MAX_BODY_BYTES + 1]);
+        for h2 in [false, true] {
+            let (status, _, _) =
+                raw(h2, Method::POST, url.clone(), Some("secret"), big.clone()).await;
+            assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        }
+        // Without a Content-Length (chunked), the limit is enforced while reading.
+        let status = raw_chunked(url, vec![Bytes::from(vec![12u8; 40_000]); 2]).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+    });
+}
+
+#[test]
+fn server_answers_404_for_an_unknown_path_and_405_for_another_method() {
+    run(|| async {
+        let (server, calls) = lone_server().await;
+        let addr = server.local_addr();
+        let (status, _, _) = raw(
+            false,
+            Method::POST,
+            format!("http://{addr}/accounts/q/ilp"),
+            Some("secret"),
+            some_prepare(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _, _) = raw(
+            false,
+            Method::GET,
+            format!("http://{addr}/accounts/p/ilp"),
+            Some("secret"),
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+    });
+}
+
+// ---- the client against failing peers ----------------------------------------------------------
+
+/// Serves every request on `l` with `status` and a short text body.
+fn serve_status(l: TcpListener, status: StatusCode) {
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_req| async move {
+                    let mut r = Response::new(Full::new(Bytes::from_static(b"boom")));
+                    *r.status_mut() = status;
+                    Ok::<_, std::convert::Infallible>(r)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}
+
+/// Node "a" whose http account "b" posts to `url` (no server of its own).
+fn lone_node(url: &str) -> TestNode {
+    let config = node_config("a", "b", "127.0.0.1:9".parse().unwrap(), url, "in", "out");
+    TestNode::start(&config, "b", None)
+}
+
+#[test]
+fn a_peer_answering_500_gives_t00_upstream() {
+    run(|| async {
+        let (l, addr) = listener().await;
+        serve_status(l, StatusCode::INTERNAL_SERVER_ERROR);
+        let a = lone_node(&format!("http://{addr}/ilp"));
+        let reject = rejected(
+            a.pay(payment("test.b.x", 10, 5_000, 5)).await,
+            ErrorCode::T00_INTERNAL_ERROR,
+        );
+        assert!(reject.message().contains("500"), "{}", reject.message());
+        assert_eq!(reject.triggered_by().unwrap().as_str(), "test.a");
+        assert_eq!(a.balance("b").await, 0);
+        assert!(a.http.is_up());
+    });
+}
+
+#[test]
+fn a_peer_answering_4xx_gives_f00_with_the_status() {
+    run(|| async {
+        let (l, addr) = listener().await;
+        serve_status(l, StatusCode::UNAUTHORIZED);
+        let a = lone_node(&format!("http://{addr}/ilp"));
+        let reject = rejected(
+            a.pay(payment("test.b.x", 10, 5_000, 6)).await,
+            ErrorCode::F00_BAD_REQUEST,
+        );
+        assert!(reject.message().contains("401"), "{}", reject.message());
+        assert!(reject.message().contains("boom"), "{}", reject.message());
+    });
+}
+
+#[test]
+fn a_peer_answering_200_with_garbage_gives_t00() {
+    run(|| async {
+        let (l, addr) = listener().await;
+        serve_status(l, StatusCode::OK);
+        let a = lone_node(&format!("http://{addr}/ilp"));
+        rejected(
+            a.pay(payment("test.b.x", 10, 5_000, 7)).await,
+            ErrorCode::T00_INTERNAL_ERROR,
+        );
+    });
+}
+
+#[test]
+fn a_peer_that_never_answers_is_rejected_at_the_prepares_expiry() {
+    run(|| async {
+        let (l, addr) = listener().await;
+        // Accepts connections and holds them without ever answering.
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = l.accept().await {
+                held.push(stream);
+            }
+        });
+        let a = lone_node(&format!("http://{addr}/ilp"));
+        let started = tokio::time::Instant::now();
+        // Leaves a - min_message_window (500 ms) = 1 s for b.
+        let reject = rejected(
+            a.pay(payment("test.b.x", 10, 1_500, 8)).await,
+            ErrorCode::R00_TRANSFER_TIMED_OUT,
+        );
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(900), "{waited:?}");
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+        assert_eq!(reject.triggered_by().unwrap().as_str(), "test.a");
+        assert_eq!(a.balance("b").await, 0);
+    });
+}
+
+#[test]
+fn a_refused_connection_gives_t01_and_marks_the_link_down_for_a_while() {
+    run(|| async {
+        let (l, addr) = listener().await;
+        drop(l);
+        let a = lone_node(&format!("http://{addr}/ilp"));
+        assert!(a.http.is_up());
+        rejected(
+            a.pay(payment("test.b.x", 10, 5_000, 9)).await,
+            ErrorCode::T01_PEER_UNREACHABLE,
+        );
+        assert!(!a.http.is_up());
+        // While down, packets are refused at once without a connect attempt.
+        rejected(
+            a.pay(payment("test.b.x", 10, 5_000, 10)).await,
+            ErrorCode::T01_PEER_UNREACHABLE,
+        );
+        // After the pause the link tries again.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !a.http.is_up() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .unwrap();
+    });
+}
