@@ -5,6 +5,7 @@
 use ilp::config::{Config, StoreBackend};
 use ilp_actors::clock::Clock;
 use ilp_actors::link::btp_ws::{links_for_config, BtpOptions};
+use ilp_actors::link::http::{links_from_config, HttpLinkOptions, HttpServer, HttpServerOptions};
 use ilp_actors::link::{Link, UnconnectedLink};
 use ilp_actors::messages::AccountId;
 use ilp_actors::node::{Node, NodeOptions};
@@ -13,6 +14,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use tokio::net::TcpListener;
 
 const USAGE: &str = "usage: ilp-connector [run|check-config] [--config PATH]\n\
   run           load the configuration and start the node (default command)\n\
@@ -112,8 +114,7 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
     let path = path.display().to_string();
     system.block_on(async move {
         let clock = Clock::system();
-        // BTP accounts get their WebSocket links; the transports not built yet (ILP over
-        // HTTP) leave an account down, so its packets are rejected T01 at once.
+        // BTP accounts get their WebSocket links, HTTP accounts their ILP-over-HTTP links.
         let options = BtpOptions {
             clock,
             ..BtpOptions::default()
@@ -128,6 +129,45 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
         if let Some(server) = &btp.server {
             println!("BTP listening on ws://{}", server.local_addr());
         }
+        let http_links = match links_from_config(&config, clock, &HttpLinkOptions::default()) {
+            Ok(links) => links,
+            Err(e) => {
+                eprintln!("{path}: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let http_server = match (&config.listeners.http, http_links.is_empty()) {
+            (Some(listener), _) => {
+                let bound = match TcpListener::bind(listener.bind).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        eprintln!("{path}: listeners.http.bind {}: {e}", listener.bind);
+                        return ExitCode::from(2);
+                    }
+                };
+                let options = HttpServerOptions {
+                    h2: listener.h2,
+                    ..HttpServerOptions::default()
+                };
+                match HttpServer::serve(bound, http_links.values().cloned(), options) {
+                    Ok(server) => {
+                        println!("ILP over HTTP listening on http://{}", server.local_addr());
+                        Some(server)
+                    }
+                    Err(e) => {
+                        eprintln!("{path}: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            (None, false) => {
+                eprintln!("{path}: accounts with link.type = \"http\" need [listeners.http]");
+                return ExitCode::from(2);
+            }
+            (None, true) => None,
+        };
+        // Accounts whose transport is not built yet (memory links belong to tests) stay down,
+        // so their packets are rejected T01 at once.
         let links: BTreeMap<AccountId, Arc<dyn Link>> = config
             .accounts
             .keys()
@@ -136,6 +176,11 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
                     .links
                     .get(id.as_str())
                     .cloned()
+                    .or_else(|| {
+                        http_links
+                            .get(id.as_str())
+                            .map(|l| Arc::new(l.clone()) as Arc<dyn Link>)
+                    })
                     .unwrap_or_else(|| Arc::new(UnconnectedLink) as Arc<dyn Link>);
                 (Arc::from(id.as_str()), link)
             })
@@ -156,6 +201,9 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        for link in http_links.values() {
+            link.set_node_address(node.address.clone());
+        }
         if let Some(parent) = config.address_parent() {
             println!("learning our address from parent account {parent} over IL-DCP");
             match node.inherit_address(parent, clock).await {
@@ -181,8 +229,9 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
         );
         wait_for_shutdown().await;
         println!("ilp-connector stopping");
-        // The listener lives until here.
+        // The listeners live until here.
         drop(btp);
+        drop(http_server);
         ExitCode::SUCCESS
     })
 }

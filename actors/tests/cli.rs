@@ -34,8 +34,25 @@ fn run_stays_up_until_sigterm() {
     use std::process::Stdio;
     use std::time::{Duration, Instant};
 
+    // The reference configuration with every listener on an ephemeral port: tests never bind a
+    // fixed one.
+    let text = std::fs::read_to_string(reference_config()).expect("config.toml");
+    let ephemeral = text
+        .lines()
+        .map(|line| match line.trim_start().strip_prefix("bind = ") {
+            Some(_) => "bind = \"127.0.0.1:0\"".to_owned(),
+            None => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_ne!(ephemeral, text, "config.toml binds listeners");
+    let dir = std::env::temp_dir().join(format!("ilp-cli-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config_path = dir.join("config.toml");
+    std::fs::write(&config_path, ephemeral).expect("write config");
     let mut child = bin()
-        .args(["run", "--config", &reference_config()])
+        .args(["run", "--config"])
+        .arg(&config_path)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -85,6 +102,7 @@ fn run_stays_up_until_sigterm() {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    std::fs::remove_dir_all(&dir).ok();
     let first = first.expect("the node prints a line once it runs");
     assert!(
         first.contains("ilp-connector running: node test.ilp-connector"),

@@ -618,6 +618,21 @@ mod props {
         include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"))
     }
 
+    #[test]
+    fn listeners_may_share_port_zero_but_not_a_fixed_port() {
+        let text = |port: u16| {
+            format!(
+                "[node]\nilp_address = \"g.me\"\n[listeners.btp]\nbind = \"127.0.0.1:{port}\"\n\
+                 [listeners.http]\nbind = \"127.0.0.1:{port}\"\n[listeners.admin]\n\
+                 bind = \"127.0.0.1:{port}\"\n"
+            )
+        };
+        assert!(Config::from_toml_str(&text(0)).is_ok());
+        let errors = Config::from_toml_str(&text(7000)).unwrap_err();
+        assert!(errors.has_path("listeners.http.bind"), "{errors}");
+        assert!(errors.has_path("listeners.admin.bind"), "{errors}");
+    }
+
     proptest! {
         #[test]
         fn arbitrary_text_never_panics(text in ".{0,200}") {

@@ -211,7 +211,7 @@ pub(super) fn check(config: &Config, failed_accounts: &BTreeSet<String>) -> Vec<
         check_server_tls(&mut e, "listeners.http.tls", &http.tls);
     }
     if let (Some(btp), Some(http)) = (&l.btp, &l.http) {
-        if btp.bind == http.bind {
+        if btp.bind == http.bind && btp.bind.port() != 0 {
             e.at(
                 "listeners.http.bind",
                 format!("{} is also listeners.btp.bind", http.bind),
@@ -229,7 +229,8 @@ pub(super) fn check(config: &Config, failed_accounts: &BTreeSet<String>) -> Vec<
             ("btp", l.btp.as_ref().map(|x| x.bind)),
             ("http", l.http.as_ref().map(|x| x.bind)),
         ] {
-            if bind == Some(l.admin.bind) {
+            // Port 0 asks the OS for a free port each time, so it can never clash.
+            if bind == Some(l.admin.bind) && l.admin.bind.port() != 0 {
                 e.at(
                     "listeners.admin.bind",
                     format!("{} is also listeners.{name}.bind", l.admin.bind),
