@@ -1,7 +1,12 @@
-//! BTP/2.0 links over WebSocket (plain `ws://` for now): [`BtpServer`] serves every
-//! `btp-server` account on one listener and hands each authenticated connection to that
-//! account's [`BtpServerLink`]; [`BtpClientLink`] dials a peer's server, authenticates, and
-//! reconnects with jittered exponential backoff whenever the socket drops.
+//! BTP/2.0 links over WebSocket, `ws://` or `wss://` (rustls, see [`crate::tls`]): [`BtpServer`]
+//! serves every `btp-server` account on one listener (TLS when `[listeners.btp.tls]` is
+//! enabled) and hands each authenticated connection to that account's [`BtpServerLink`];
+//! [`BtpClientLink`] dials a peer's server, authenticates, and reconnects with jittered
+//! exponential backoff whenever the socket drops (a failed TLS handshake counts as a failed dial).
+//!
+//! Client certificates on the listener are checked by the TLS handshake only (against
+//! `client_ca_path`; required or optional per `require_client_cert`); the account is still
+//! chosen by the BTP auth token.
 //!
 //! The protocol itself (auth handshake, request ids, matching answers, timeouts) is the sans-IO
 //! [`ilp::btp::Session`]; [`connection`] only carries out its actions on a socket. Both sides
@@ -12,6 +17,7 @@ mod connection;
 use crate::clock::Clock;
 use crate::link::{Link, LinkError};
 use crate::messages::{AccountId, IncomingPrepare, PacketResult};
+use crate::tls::{self, ServerTls, TlsError};
 use actix::Recipient;
 use connection::{Command, Handle, Role, ServerAccount};
 use futures::future::BoxFuture;
@@ -25,8 +31,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// Timeouts and limits of BTP connections, on both sides.
@@ -199,11 +206,22 @@ pub struct BtpServer {
 }
 
 impl BtpServer {
-    /// Binds `addr` and serves `accounts` (account id -> the credentials its client presents).
-    /// Must be called inside a tokio runtime.
+    /// Binds `addr` and serves `accounts` (account id -> the credentials its client presents)
+    /// over plain WebSocket. Must be called inside a tokio runtime.
     pub async fn bind(
         addr: SocketAddr,
         accounts: BTreeMap<AccountId, BtpCredentials>,
+        options: BtpOptions,
+    ) -> std::io::Result<BtpServer> {
+        BtpServer::bind_tls(addr, accounts, None, options).await
+    }
+
+    /// As [`BtpServer::bind`]; with `tls`, every connection must complete a TLS handshake
+    /// (within `handshake_timeout`, like the WebSocket one) before its WebSocket upgrade.
+    pub async fn bind_tls(
+        addr: SocketAddr,
+        accounts: BTreeMap<AccountId, BtpCredentials>,
+        tls: Option<ServerTls>,
         options: BtpOptions,
     ) -> std::io::Result<BtpServer> {
         let listener = TcpListener::bind(addr).await?;
@@ -223,6 +241,7 @@ impl BtpServer {
         tokio::spawn(accept_loop(
             listener,
             Arc::new(table),
+            tls.map(|t| t.acceptor()),
             Arc::new(options),
             stop_rx,
         ));
@@ -274,6 +293,7 @@ pub(crate) fn find_account(
 async fn accept_loop(
     listener: TcpListener,
     accounts: Arc<Vec<ServerAccount>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     options: Arc<BtpOptions>,
     mut stop: watch::Receiver<()>,
 ) {
@@ -296,12 +316,34 @@ async fn accept_loop(
         let role = Role::Server(accounts.clone());
         let options = options.clone();
         let stop = stop.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let handshake =
-                tokio_tungstenite::accept_async_with_config(tcp, Some(options.ws_config()));
-            if let Ok(Ok(ws)) = tokio::time::timeout(options.handshake_timeout, handshake).await {
-                let first_id = rand::thread_rng().gen();
-                connection::serve(ws, role, &options, first_id, stop).await;
+            let first_id = rand::thread_rng().gen();
+            let ws_config = Some(options.ws_config());
+            match tls {
+                None => {
+                    let handshake = tokio_tungstenite::accept_async_with_config(tcp, ws_config);
+                    if let Ok(Ok(ws)) =
+                        tokio::time::timeout(options.handshake_timeout, handshake).await
+                    {
+                        connection::serve(ws, role, &options, first_id, stop).await;
+                    }
+                }
+                Some(acceptor) => {
+                    // One deadline for both handshakes, so a client stalling the TLS one cannot
+                    // hold a connection slot longer than a plain one could.
+                    let handshake = async {
+                        let stream = acceptor.accept(tcp).await.ok()?;
+                        tokio_tungstenite::accept_async_with_config(stream, ws_config)
+                            .await
+                            .ok()
+                    };
+                    if let Ok(Some(ws)) =
+                        tokio::time::timeout(options.handshake_timeout, handshake).await
+                    {
+                        connection::serve(ws, role, &options, first_id, stop).await;
+                    }
+                }
             }
             drop(permit);
         });
@@ -317,15 +359,40 @@ pub struct BtpClientLink {
 }
 
 impl BtpClientLink {
-    /// Starts connecting in the background; must be called inside a tokio runtime.
+    /// Starts connecting in the background; must be called inside a tokio runtime. A `wss://`
+    /// URL is verified against the system roots (see [`BtpClientLink::connect_with_tls`]).
     pub fn connect(url: &str, username: &str, token: &str, options: BtpOptions) -> BtpClientLink {
+        let tls = is_tls_url(url)
+            .then(|| tls::client_config(&Default::default(), "btp client").ok())
+            .flatten()
+            .map(Arc::new);
+        BtpClientLink::connect_with_tls(url, username, token, tls, options)
+    }
+
+    /// As [`BtpClientLink::connect`], with the TLS client config a `wss://` URL is dialled with
+    /// (a `wss://` URL without one never connects). `btp+ws://` and `btp+wss://` URLs are read
+    /// as `ws://` and `wss://`.
+    pub fn connect_with_tls(
+        url: &str,
+        username: &str,
+        token: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        options: BtpOptions,
+    ) -> BtpClientLink {
         let shared = LinkShared::new();
         let (stop, stop_rx) = watch::channel(());
+        let tls = tls.map(|config| {
+            // A WebSocket upgrade is HTTP/1.1; the caller's config stays as it is.
+            let mut config = (*config).clone();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            TlsConnector::from(Arc::new(config))
+        });
         tokio::spawn(client_loop(
             shared.clone(),
-            url.to_owned(),
+            websocket_url(url).to_owned(),
             username.to_owned(),
             token.to_owned(),
+            tls,
             Arc::new(options),
             stop_rx,
         ));
@@ -360,34 +427,90 @@ fn jittered(d: Duration) -> Duration {
     Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms))
 }
 
+/// `btp+ws://` and `btp+wss://` (ilp-plugin-btp's spelling) are `ws://` and `wss://`.
+fn websocket_url(url: &str) -> &str {
+    url.strip_prefix("btp+").unwrap_or(url)
+}
+
+fn is_tls_url(url: &str) -> bool {
+    websocket_url(url)
+        .get(..6)
+        .is_some_and(|s| s.eq_ignore_ascii_case("wss://"))
+}
+
+/// TCP connect, TLS handshake (checking the server's certificate against the URL's host) and
+/// WebSocket handshake to a `wss://` URL.
+async fn dial_tls(
+    url: &str,
+    connector: &TlsConnector,
+    options: &BtpOptions,
+) -> Result<tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>, String>
+{
+    let parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
+    let host = parsed.host_str().ok_or("the URL has no host")?;
+    let port = parsed.port_or_known_default().unwrap_or(443);
+    let name = tls::server_name(host)?;
+    let bare_host = host.trim_start_matches('[').trim_end_matches(']');
+    let tcp = TcpStream::connect((bare_host, port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    let stream = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (ws, _response) =
+        tokio_tungstenite::client_async_with_config(url, stream, Some(options.ws_config()))
+            .await
+            .map_err(|e| e.to_string())?;
+    Ok(ws)
+}
+
 async fn client_loop(
     shared: Arc<LinkShared>,
     url: String,
     username: String,
     token: String,
+    tls: Option<TlsConnector>,
     options: Arc<BtpOptions>,
     mut stop: watch::Receiver<()>,
 ) {
     let mut backoff = options.reconnect_min;
+    let wants_tls = is_tls_url(&url);
     loop {
         let conn_stop = stop.clone();
         let attempt = async {
-            let dial = tokio_tungstenite::connect_async_with_config(
-                url.as_str(),
-                Some(options.ws_config()),
-                true,
-            );
-            match tokio::time::timeout(options.handshake_timeout, dial).await {
-                Ok(Ok((ws, _response))) => {
-                    let role = Role::Client {
-                        link: shared.clone(),
-                        username: &username,
-                        token: &token,
-                    };
-                    let first_id = rand::thread_rng().gen();
-                    connection::serve(ws, role, &options, first_id, conn_stop).await
+            let role = Role::Client {
+                link: shared.clone(),
+                username: &username,
+                token: &token,
+            };
+            let first_id = rand::thread_rng().gen();
+            let timeout = options.handshake_timeout;
+            match (&tls, wants_tls) {
+                (Some(connector), true) => {
+                    match tokio::time::timeout(timeout, dial_tls(&url, connector, &options)).await {
+                        Ok(Ok(ws)) => {
+                            connection::serve(ws, role, &options, first_id, conn_stop).await
+                        }
+                        _ => false,
+                    }
                 }
-                _ => false,
+                // wss:// without a TLS config cannot be dialled.
+                (None, true) => false,
+                (_, false) => {
+                    let dial = tokio_tungstenite::connect_async_with_config(
+                        url.as_str(),
+                        Some(options.ws_config()),
+                        true,
+                    );
+                    match tokio::time::timeout(timeout, dial).await {
+                        Ok(Ok((ws, _response))) => {
+                            connection::serve(ws, role, &options, first_id, conn_stop).await
+                        }
+                        _ => false,
+                    }
+                }
             }
         };
         let was_up = tokio::select! {
@@ -412,8 +535,10 @@ pub enum BtpSetupError {
     NoListener(String),
     #[error("listeners.btp: cannot bind: {0}")]
     Bind(#[from] std::io::Error),
-    #[error("{0}: TLS is not built yet; use plain ws://")]
-    TlsNotBuilt(String),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("accounts.{0}.link.tls: applies only to a wss:// url")]
+    TlsOnPlainUrl(String),
 }
 
 /// The BTP side of a node: the listener (when any account is `btp-server`) and the link of
@@ -453,17 +578,19 @@ pub async fn links_for_config(
                 auth_token,
                 tls,
             } => {
-                if url.scheme() != "ws"
-                    || tls.ca_path.is_some()
-                    || tls.cert_path.is_some()
-                    || tls.key_path.is_some()
-                {
-                    return Err(BtpSetupError::TlsNotBuilt(format!("accounts.{id}.link")));
-                }
-                let link = BtpClientLink::connect(
+                let client_tls = if is_tls_url(url.as_str()) {
+                    let key = format!("accounts.{id}.link.tls");
+                    Some(Arc::new(tls::client_config(tls, &key)?))
+                } else if tls::client_tls_is_set(tls) {
+                    return Err(BtpSetupError::TlsOnPlainUrl(id.clone()));
+                } else {
+                    None
+                };
+                let link = BtpClientLink::connect_with_tls(
                     url.as_str(),
                     auth_username.as_deref().unwrap_or(""),
                     auth_token.expose(),
+                    client_tls,
                     options.clone(),
                 );
                 links.insert(AccountId::from(id.as_str()), Arc::new(link));
@@ -475,10 +602,8 @@ pub async fn links_for_config(
         (_, None) => None,
         (None, Some(id)) => return Err(BtpSetupError::NoListener(id.to_string())),
         (Some(listener), Some(_)) => {
-            if listener.tls.enabled {
-                return Err(BtpSetupError::TlsNotBuilt("listeners.btp.tls".into()));
-            }
-            let server = BtpServer::bind(listener.bind, served, options).await?;
+            let server_tls = tls::server_tls(&listener.tls, "listeners.btp.tls", tls::ALPN_HTTP1)?;
+            let server = BtpServer::bind_tls(listener.bind, served, server_tls, options).await?;
             for (id, link) in server.links() {
                 links.insert(id.clone(), Arc::new(link.clone()));
             }
@@ -527,6 +652,14 @@ mod tests {
         assert!(find_account(&table, &creds(Some("bob"), "ta")).is_none());
         assert!(find_account(&table, &creds(None, "ta")).is_none());
         assert!(find_account(&table, &creds(Some("alice"), "")).is_none());
+    }
+
+    #[test]
+    fn btp_url_spellings() {
+        assert_eq!(websocket_url("btp+wss://h/x"), "wss://h/x");
+        assert_eq!(websocket_url("ws://h"), "ws://h");
+        assert!(is_tls_url("btp+wss://h") && is_tls_url("WSS://h") && is_tls_url("wss://h"));
+        assert!(!is_tls_url("ws://h") && !is_tls_url("btp+ws://h") && !is_tls_url("wss"));
     }
 
     #[test]
