@@ -362,6 +362,23 @@ mod tests {
     }
 
     #[test]
+    fn dns_names_come_from_the_subject_alt_names_without_wildcards() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names = ["alice", "*.wild.example", "127.0.0.1", "Node.Example"];
+        let mut params = rcgen::CertificateParams::new(names.map(str::to_owned).to_vec()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "bob");
+        let cert = params.self_signed(&key).unwrap();
+        let found = cert_dns_names(cert.der());
+        assert_eq!(found, ["alice", "Node.Example"]);
+        // The CN is not an identity.
+        assert!(!cert_names_account(&found, "bob"));
+        assert!(cert_names_account(&found, "node.example"));
+        assert!(cert_dns_names(&CertificateDer::from(vec![1, 2, 3])).is_empty());
+    }
+
+    #[test]
     fn server_names_accept_hosts_and_ips() {
         assert!(server_name("localhost").is_ok());
         assert!(server_name("127.0.0.1").is_ok());

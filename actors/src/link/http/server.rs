@@ -420,6 +420,81 @@ mod tests {
         HeaderValue::from_str(s).unwrap()
     }
 
+    fn link(token: Option<&str>) -> HttpLink {
+        let token = token
+            .map(|t| format!(", incoming_auth_token = \"{t}\""))
+            .unwrap_or_default();
+        let text = format!(
+            "[node]\nilp_address = \"test.a\"\n[listeners.http]\nbind = \"127.0.0.1:0\"\n\
+             [accounts.alice]\nrelation = \"peer\"\n\
+             link = {{ type = \"http\", outgoing_url = \"http://127.0.0.1:1/\"{token} }}\n"
+        );
+        let config = ilp::config::Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        HttpLink::from_config(
+            "alice",
+            &config.accounts["alice"],
+            crate::clock::Clock::starting_at(0),
+            &super::super::HttpLinkOptions::default(),
+        )
+        .unwrap()
+    }
+
+    /// The status of the refusal, or 200 when authenticated.
+    fn auth(mode: ClientCerts, link: &HttpLink, names: &[&str], bearer: Option<&str>) -> u16 {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let header = bearer.map(|t| header(&format!("Bearer {t}")));
+        authenticate(mode, link, &names, header.as_ref()).map_or(200, |r| r.status().as_u16())
+    }
+
+    #[test]
+    fn client_certificate_rules_per_listener_mode() {
+        let with_token = link(Some("tok"));
+        let without = link(None);
+        // No client CA: the bearer token only; a certificate name counts for nothing.
+        assert_eq!(
+            auth(ClientCerts::Ignored, &with_token, &[], Some("tok")),
+            200
+        );
+        assert_eq!(
+            auth(ClientCerts::Ignored, &with_token, &["alice"], None),
+            401
+        );
+        assert_eq!(auth(ClientCerts::Ignored, &without, &["alice"], None), 401);
+        // Optional: a certificate naming the account, or the token.
+        assert_eq!(
+            auth(ClientCerts::Optional, &with_token, &["alice"], None),
+            200
+        );
+        assert_eq!(auth(ClientCerts::Optional, &without, &["ALICE"], None), 200);
+        assert_eq!(
+            auth(ClientCerts::Optional, &with_token, &[], Some("tok")),
+            200
+        );
+        assert_eq!(
+            auth(ClientCerts::Optional, &with_token, &["bob"], None),
+            401
+        );
+        assert_eq!(
+            auth(ClientCerts::Optional, &with_token, &["bob"], Some("x")),
+            401
+        );
+        // Required: the certificate must name the account, and a configured token must match.
+        assert_eq!(auth(ClientCerts::Required, &without, &["alice"], None), 200);
+        assert_eq!(
+            auth(ClientCerts::Required, &with_token, &["alice"], Some("tok")),
+            200
+        );
+        assert_eq!(
+            auth(ClientCerts::Required, &with_token, &["alice"], None),
+            401
+        );
+        assert_eq!(
+            auth(ClientCerts::Required, &with_token, &["bob"], Some("tok")),
+            403
+        );
+        assert_eq!(auth(ClientCerts::Required, &without, &[], None), 403);
+    }
+
     #[test]
     fn bearer_token_must_match_exactly_with_any_scheme_case() {
         for ok in ["Bearer tok", "bearer tok", "BEARER tok", "Bearer  tok "] {
