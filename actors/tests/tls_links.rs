@@ -786,3 +786,77 @@ fn a_wss_client_that_does_not_trust_the_server_ca_stays_down_and_rejects_t01() {
         assert_eq!(b.balance("a").await, 0);
     });
 }
+
+#[test]
+fn btp_listener_requiring_client_certificates_binds_them_to_the_account() {
+    run(|| async {
+        let pki = Pki::new("wss-mtls", "main");
+        let server = pki.leaf("server", &["127.0.0.1"]);
+        let b_cert = pki.leaf("b", &["b"]);
+        let parent_text = format!(
+            "{}[listeners.btp]\nbind = \"127.0.0.1:0\"\n{}\
+             [accounts.b]\nrelation = \"child\"\n\
+             link = {{ type = \"btp-server\", auth_token = \"b-token\" }}\n{}\
+             [accounts.c]\nrelation = \"child\"\n\
+             link = {{ type = \"btp-server\", auth_token = \"c-token\" }}\n{}",
+            common("a"),
+            listener_tls("btp", &server, Some((&pki.ca_path(), true))),
+            account_tail("b"),
+            account_tail("c")
+        );
+        let parent = Config::from_toml_str(&parent_text).unwrap();
+        let btp_a = links_for_config(&parent, BtpOptions::default())
+            .await
+            .unwrap();
+        let mut a = TestNode::start(&parent, btp_a.links.clone());
+        let addr = btp_a.server.as_ref().unwrap().local_addr();
+        let child = |name: &str, token: &str, cert: Option<&Leaf>| {
+            let client_cert = cert
+                .map(|c| {
+                    format!(
+                        ", cert_path = \"{}\", key_path = \"{}\"",
+                        p(&c.cert),
+                        p(&c.key)
+                    )
+                })
+                .unwrap_or_default();
+            let text = format!(
+                "{}[accounts.a]\nrelation = \"parent\"\n\
+                 link = {{ type = \"btp-client\", url = \"wss://{addr}\", \
+                 auth_token = \"{token}\", tls = {{ ca_path = \"{}\"{client_cert} }} }}\n{}",
+                common(&format!("a.{name}")),
+                p(&pki.ca_path()),
+                account_tail("a")
+            );
+            Config::from_toml_str(&text).unwrap()
+        };
+        // c's token under b's certificate, and c's token without a certificate: both refused.
+        let as_c_with_b_cert =
+            links_for_config(&child("c", "c-token", Some(&b_cert)), BtpOptions::default())
+                .await
+                .unwrap();
+        let without_cert = links_for_config(&child("c", "c-token", None), BtpOptions::default())
+            .await
+            .unwrap();
+        // b's token with b's certificate: accepted.
+        let config_b = child("b", "b-token", Some(&b_cert));
+        let btp_b = links_for_config(&config_b, BtpOptions::default())
+            .await
+            .unwrap();
+        let mut b = TestNode::start(&config_b, btp_b.links.clone());
+        let (a_link, b_link) = (btp_a.links["b"].clone(), btp_b.links["a"].clone());
+        eventually(
+            "the client whose certificate names its account is up",
+            || a_link.is_up() && b_link.is_up(),
+        )
+        .await;
+        fulfilled(b.pay(payment("test.a.wallet", 10, 1)).await);
+        assert_eq!(a.balance("b").await, 10);
+
+        assert!(!as_c_with_b_cert.links["a"].is_up());
+        assert!(!without_cert.links["a"].is_up());
+        assert!(!btp_a.links["c"].is_up());
+        a.btp = Some(btp_a);
+        b.btp = Some(btp_b);
+    });
+}

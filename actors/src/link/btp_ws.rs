@@ -4,9 +4,11 @@
 //! [`BtpClientLink`] dials a peer's server, authenticates, and reconnects with jittered
 //! exponential backoff whenever the socket drops (a failed TLS handshake counts as a failed dial).
 //!
-//! Client certificates on the listener are checked by the TLS handshake only (against
-//! `client_ca_path`; required or optional per `require_client_cert`); the account is still
-//! chosen by the BTP auth token.
+//! Client certificates on the listener are verified by the TLS handshake against
+//! `client_ca_path`. With `require_client_cert = true` the account the BTP auth Message
+//! authenticates as must also be named by the certificate (a DNS subject alternative name equal
+//! to the account id, [`crate::tls::cert_names_account`]): certificate *and* token. With an
+//! optional client certificate the account is chosen by the auth token alone.
 //!
 //! The protocol itself (auth handshake, request ids, matching answers, timeouts) is the sans-IO
 //! [`ilp::btp::Session`]; [`connection`] only carries out its actions on a socket. Both sides
@@ -17,7 +19,7 @@ mod connection;
 use crate::clock::Clock;
 use crate::link::{Link, LinkError};
 use crate::messages::{AccountId, IncomingPrepare, PacketResult};
-use crate::tls::{self, ServerTls, TlsError};
+use crate::tls::{self, ClientCerts, ServerTls, TlsError};
 use actix::Recipient;
 use connection::{Command, Handle, Role, ServerAccount};
 use futures::future::BoxFuture;
@@ -231,6 +233,7 @@ impl BtpServer {
         for (id, credentials) in accounts {
             let shared = LinkShared::new();
             table.push(ServerAccount {
+                id: id.clone(),
                 username: credentials.username,
                 token_digest: Sha256::digest(credentials.token.as_bytes()).into(),
                 link: shared.clone(),
@@ -241,7 +244,7 @@ impl BtpServer {
         tokio::spawn(accept_loop(
             listener,
             Arc::new(table),
-            tls.map(|t| t.acceptor()),
+            tls,
             Arc::new(options),
             stop_rx,
         ));
@@ -267,12 +270,13 @@ impl BtpServer {
     }
 }
 
-/// The account whose credentials these are. Every account's token digest is compared in
-/// constant time (digests, so the token's length does not leak either) and the scan never
-/// stops early.
+/// The account whose credentials these are (and, when `cert_names` is given, which the client's
+/// certificate names). Every account's token digest is compared in constant time (digests, so
+/// the token's length does not leak either) and the scan never stops early.
 pub(crate) fn find_account(
     accounts: &[ServerAccount],
     presented: &AuthCredentials,
+    cert_names: Option<&[String]>,
 ) -> Option<Arc<LinkShared>> {
     let digest: [u8; 32] = Sha256::digest(presented.token.as_bytes()).into();
     let mut found = None;
@@ -283,7 +287,8 @@ pub(crate) fn find_account(
             (Some(_), None) => false,
             (None, _) => true,
         };
-        if token_ok && user_ok && found.is_none() {
+        let cert_ok = cert_names.is_none_or(|names| tls::cert_names_account(names, &account.id));
+        if token_ok && user_ok && cert_ok && found.is_none() {
             found = Some(account.link.clone());
         }
     }
@@ -293,7 +298,7 @@ pub(crate) fn find_account(
 async fn accept_loop(
     listener: TcpListener,
     accounts: Arc<Vec<ServerAccount>>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    server_tls: Option<ServerTls>,
     options: Arc<BtpOptions>,
     mut stop: watch::Receiver<()>,
 ) {
@@ -313,34 +318,50 @@ async fn accept_loop(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let role = Role::Server(accounts.clone());
+        let accounts = accounts.clone();
         let options = options.clone();
         let stop = stop.clone();
-        let tls = tls.clone();
+        let server_tls = server_tls.clone();
         tokio::spawn(async move {
             let first_id = rand::thread_rng().gen();
             let ws_config = Some(options.ws_config());
-            match tls {
+            match server_tls {
                 None => {
                     let handshake = tokio_tungstenite::accept_async_with_config(tcp, ws_config);
                     if let Ok(Ok(ws)) =
                         tokio::time::timeout(options.handshake_timeout, handshake).await
                     {
+                        let role = Role::Server(accounts, None);
                         connection::serve(ws, role, &options, first_id, stop).await;
                     }
                 }
-                Some(acceptor) => {
+                Some(server_tls) => {
+                    let acceptor = server_tls.acceptor();
+                    let required = server_tls.client_certs == ClientCerts::Required;
                     // One deadline for both handshakes, so a client stalling the TLS one cannot
                     // hold a connection slot longer than a plain one could.
                     let handshake = async {
                         let stream = acceptor.accept(tcp).await.ok()?;
+                        // Only a certificate the handshake verified is ever present here.
+                        let names: Option<Arc<[String]>> = required.then(|| {
+                            stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|chain| chain.first())
+                                .map(tls::cert_dns_names)
+                                .unwrap_or_default()
+                                .into()
+                        });
                         tokio_tungstenite::accept_async_with_config(stream, ws_config)
                             .await
                             .ok()
+                            .map(|ws| (ws, names))
                     };
-                    if let Ok(Some(ws)) =
+                    if let Ok(Some((ws, names))) =
                         tokio::time::timeout(options.handshake_timeout, handshake).await
                     {
+                        let role = Role::Server(accounts, names);
                         connection::serve(ws, role, &options, first_id, stop).await;
                     }
                 }
@@ -621,6 +642,7 @@ mod tests {
         let link = LinkShared::new();
         (
             ServerAccount {
+                id: AccountId::from(username.unwrap_or("anonymous")),
                 username: username.map(str::to_owned),
                 token_digest: Sha256::digest(token.as_bytes()).into(),
                 link: link.clone(),
@@ -641,17 +663,32 @@ mod tests {
         let (a, link_a) = account(Some("alice"), "ta");
         let (b, link_b) = account(None, "tb");
         let table = vec![a, b];
-        let found = find_account(&table, &creds(Some("alice"), "ta")).unwrap();
+        let found = find_account(&table, &creds(Some("alice"), "ta"), None).unwrap();
         assert!(Arc::ptr_eq(&found, &link_a));
-        let found = find_account(&table, &creds(Some("whoever"), "tb")).unwrap();
+        let found = find_account(&table, &creds(Some("whoever"), "tb"), None).unwrap();
         assert!(Arc::ptr_eq(&found, &link_b));
         // An account without a username takes its token under any username.
-        let found = find_account(&table, &creds(Some("alice"), "tb")).unwrap();
+        let found = find_account(&table, &creds(Some("alice"), "tb"), None).unwrap();
         assert!(Arc::ptr_eq(&found, &link_b));
-        assert!(find_account(&table, &creds(Some("alice"), "tc")).is_none());
-        assert!(find_account(&table, &creds(Some("bob"), "ta")).is_none());
-        assert!(find_account(&table, &creds(None, "ta")).is_none());
-        assert!(find_account(&table, &creds(Some("alice"), "")).is_none());
+        assert!(find_account(&table, &creds(Some("alice"), "tc"), None).is_none());
+        assert!(find_account(&table, &creds(Some("bob"), "ta"), None).is_none());
+        assert!(find_account(&table, &creds(None, "ta"), None).is_none());
+        assert!(find_account(&table, &creds(Some("alice"), ""), None).is_none());
+    }
+
+    #[test]
+    fn a_required_certificate_must_also_name_the_account() {
+        let (a, link_a) = account(Some("alice"), "ta");
+        let (b, _) = account(Some("bob"), "tb");
+        let table = vec![a, b];
+        let names = ["alice".to_owned()];
+        let found = find_account(&table, &creds(Some("alice"), "ta"), Some(&names)).unwrap();
+        assert!(Arc::ptr_eq(&found, &link_a));
+        // Bob's own token, but the certificate names alice.
+        assert!(find_account(&table, &creds(Some("bob"), "tb"), Some(&names)).is_none());
+        assert!(find_account(&table, &creds(Some("alice"), "ta"), Some(&[])).is_none());
+        // Alice's certificate does not stand in for her token.
+        assert!(find_account(&table, &creds(Some("alice"), "x"), Some(&names)).is_none());
     }
 
     #[test]
