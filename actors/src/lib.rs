@@ -16,3 +16,4 @@ pub mod store;
 pub mod supervise;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
+pub mod tls;

@@ -10,6 +10,7 @@ use ilp_actors::link::{Link, UnconnectedLink};
 use ilp_actors::messages::AccountId;
 use ilp_actors::node::{Node, NodeOptions};
 use ilp_actors::store::memory::MemoryStore;
+use ilp_actors::tls;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -112,6 +113,8 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
     });
     let config = config.clone();
     let path = path.display().to_string();
+    // Every TLS config names ring itself; this covers any library asking rustls for a default.
+    ilp_actors::tls::install_default_provider();
     system.block_on(async move {
         let clock = Clock::system();
         // BTP accounts get their WebSocket links, HTTP accounts their ILP-over-HTTP links.
@@ -127,7 +130,9 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
             }
         };
         if let Some(server) = &btp.server {
-            println!("BTP listening on ws://{}", server.local_addr());
+            let tls = config.listeners.btp.as_ref().is_some_and(|l| l.tls.enabled);
+            let scheme = if tls { "wss" } else { "ws" };
+            println!("BTP listening on {scheme}://{}", server.local_addr());
         }
         let http_links = match links_from_config(&config, clock, &HttpLinkOptions::default()) {
             Ok(links) => links,
@@ -138,6 +143,23 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
         };
         let http_server = match (&config.listeners.http, http_links.is_empty()) {
             (Some(listener), _) => {
+                let alpn = if listener.h2 {
+                    tls::ALPN_H2_HTTP1
+                } else {
+                    tls::ALPN_HTTP1
+                };
+                let server_tls = match tls::server_tls(&listener.tls, "listeners.http.tls", alpn) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        eprintln!("{path}: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
+                let scheme = if server_tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
                 let bound = match TcpListener::bind(listener.bind).await {
                     Ok(l) => l,
                     Err(e) => {
@@ -147,11 +169,15 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
                 };
                 let options = HttpServerOptions {
                     h2: listener.h2,
+                    tls: server_tls,
                     ..HttpServerOptions::default()
                 };
                 match HttpServer::serve(bound, http_links.values().cloned(), options) {
                     Ok(server) => {
-                        println!("ILP over HTTP listening on http://{}", server.local_addr());
+                        println!(
+                            "ILP over HTTP listening on {scheme}://{}",
+                            server.local_addr()
+                        );
                         Some(server)
                     }
                     Err(e) => {

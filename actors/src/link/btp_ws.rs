@@ -1,7 +1,14 @@
-//! BTP/2.0 links over WebSocket (plain `ws://` for now): [`BtpServer`] serves every
-//! `btp-server` account on one listener and hands each authenticated connection to that
-//! account's [`BtpServerLink`]; [`BtpClientLink`] dials a peer's server, authenticates, and
-//! reconnects with jittered exponential backoff whenever the socket drops.
+//! BTP/2.0 links over WebSocket, `ws://` or `wss://` (rustls, see [`crate::tls`]): [`BtpServer`]
+//! serves every `btp-server` account on one listener (TLS when `[listeners.btp.tls]` is
+//! enabled) and hands each authenticated connection to that account's [`BtpServerLink`];
+//! [`BtpClientLink`] dials a peer's server, authenticates, and reconnects with jittered
+//! exponential backoff whenever the socket drops (a failed TLS handshake counts as a failed dial).
+//!
+//! Client certificates on the listener are verified by the TLS handshake against
+//! `client_ca_path`. With `require_client_cert = true` the account the BTP auth Message
+//! authenticates as must also be named by the certificate (a DNS subject alternative name equal
+//! to the account id, [`crate::tls::cert_names_account`]): certificate *and* token. With an
+//! optional client certificate the account is chosen by the auth token alone.
 //!
 //! The protocol itself (auth handshake, request ids, matching answers, timeouts) is the sans-IO
 //! [`ilp::btp::Session`]; [`connection`] only carries out its actions on a socket. Both sides
@@ -12,6 +19,7 @@ mod connection;
 use crate::clock::Clock;
 use crate::link::{Link, LinkError};
 use crate::messages::{AccountId, IncomingPrepare, PacketResult};
+use crate::tls::{self, ClientCerts, ServerTls, TlsError};
 use actix::Recipient;
 use connection::{Command, Handle, Role, ServerAccount};
 use futures::future::BoxFuture;
@@ -25,8 +33,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// Timeouts and limits of BTP connections, on both sides.
@@ -199,11 +208,22 @@ pub struct BtpServer {
 }
 
 impl BtpServer {
-    /// Binds `addr` and serves `accounts` (account id -> the credentials its client presents).
-    /// Must be called inside a tokio runtime.
+    /// Binds `addr` and serves `accounts` (account id -> the credentials its client presents)
+    /// over plain WebSocket. Must be called inside a tokio runtime.
     pub async fn bind(
         addr: SocketAddr,
         accounts: BTreeMap<AccountId, BtpCredentials>,
+        options: BtpOptions,
+    ) -> std::io::Result<BtpServer> {
+        BtpServer::bind_tls(addr, accounts, None, options).await
+    }
+
+    /// As [`BtpServer::bind`]; with `tls`, every connection must complete a TLS handshake
+    /// (within `handshake_timeout`, like the WebSocket one) before its WebSocket upgrade.
+    pub async fn bind_tls(
+        addr: SocketAddr,
+        accounts: BTreeMap<AccountId, BtpCredentials>,
+        tls: Option<ServerTls>,
         options: BtpOptions,
     ) -> std::io::Result<BtpServer> {
         let listener = TcpListener::bind(addr).await?;
@@ -213,6 +233,7 @@ impl BtpServer {
         for (id, credentials) in accounts {
             let shared = LinkShared::new();
             table.push(ServerAccount {
+                id: id.clone(),
                 username: credentials.username,
                 token_digest: Sha256::digest(credentials.token.as_bytes()).into(),
                 link: shared.clone(),
@@ -223,6 +244,7 @@ impl BtpServer {
         tokio::spawn(accept_loop(
             listener,
             Arc::new(table),
+            tls,
             Arc::new(options),
             stop_rx,
         ));
@@ -248,12 +270,13 @@ impl BtpServer {
     }
 }
 
-/// The account whose credentials these are. Every account's token digest is compared in
-/// constant time (digests, so the token's length does not leak either) and the scan never
-/// stops early.
+/// The account whose credentials these are (and, when `cert_names` is given, which the client's
+/// certificate names). Every account's token digest is compared in constant time (digests, so
+/// the token's length does not leak either) and the scan never stops early.
 pub(crate) fn find_account(
     accounts: &[ServerAccount],
     presented: &AuthCredentials,
+    cert_names: Option<&[String]>,
 ) -> Option<Arc<LinkShared>> {
     let digest: [u8; 32] = Sha256::digest(presented.token.as_bytes()).into();
     let mut found = None;
@@ -264,7 +287,8 @@ pub(crate) fn find_account(
             (Some(_), None) => false,
             (None, _) => true,
         };
-        if token_ok && user_ok && found.is_none() {
+        let cert_ok = cert_names.is_none_or(|names| tls::cert_names_account(names, &account.id));
+        if token_ok && user_ok && cert_ok && found.is_none() {
             found = Some(account.link.clone());
         }
     }
@@ -274,6 +298,7 @@ pub(crate) fn find_account(
 async fn accept_loop(
     listener: TcpListener,
     accounts: Arc<Vec<ServerAccount>>,
+    server_tls: Option<ServerTls>,
     options: Arc<BtpOptions>,
     mut stop: watch::Receiver<()>,
 ) {
@@ -293,15 +318,53 @@ async fn accept_loop(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let role = Role::Server(accounts.clone());
+        let accounts = accounts.clone();
         let options = options.clone();
         let stop = stop.clone();
+        let server_tls = server_tls.clone();
         tokio::spawn(async move {
-            let handshake =
-                tokio_tungstenite::accept_async_with_config(tcp, Some(options.ws_config()));
-            if let Ok(Ok(ws)) = tokio::time::timeout(options.handshake_timeout, handshake).await {
-                let first_id = rand::thread_rng().gen();
-                connection::serve(ws, role, &options, first_id, stop).await;
+            let first_id = rand::thread_rng().gen();
+            let ws_config = Some(options.ws_config());
+            match server_tls {
+                None => {
+                    let handshake = tokio_tungstenite::accept_async_with_config(tcp, ws_config);
+                    if let Ok(Ok(ws)) =
+                        tokio::time::timeout(options.handshake_timeout, handshake).await
+                    {
+                        let role = Role::Server(accounts, None);
+                        connection::serve(ws, role, &options, first_id, stop).await;
+                    }
+                }
+                Some(server_tls) => {
+                    let acceptor = server_tls.acceptor();
+                    let required = server_tls.client_certs == ClientCerts::Required;
+                    // One deadline for both handshakes, so a client stalling the TLS one cannot
+                    // hold a connection slot longer than a plain one could.
+                    let handshake = async {
+                        let stream = acceptor.accept(tcp).await.ok()?;
+                        // Only a certificate the handshake verified is ever present here.
+                        let names: Option<Arc<[String]>> = required.then(|| {
+                            stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|chain| chain.first())
+                                .map(tls::cert_dns_names)
+                                .unwrap_or_default()
+                                .into()
+                        });
+                        tokio_tungstenite::accept_async_with_config(stream, ws_config)
+                            .await
+                            .ok()
+                            .map(|ws| (ws, names))
+                    };
+                    if let Ok(Some((ws, names))) =
+                        tokio::time::timeout(options.handshake_timeout, handshake).await
+                    {
+                        let role = Role::Server(accounts, names);
+                        connection::serve(ws, role, &options, first_id, stop).await;
+                    }
+                }
             }
             drop(permit);
         });
@@ -317,15 +380,40 @@ pub struct BtpClientLink {
 }
 
 impl BtpClientLink {
-    /// Starts connecting in the background; must be called inside a tokio runtime.
+    /// Starts connecting in the background; must be called inside a tokio runtime. A `wss://`
+    /// URL is verified against the system roots (see [`BtpClientLink::connect_with_tls`]).
     pub fn connect(url: &str, username: &str, token: &str, options: BtpOptions) -> BtpClientLink {
+        let tls = is_tls_url(url)
+            .then(|| tls::client_config(&Default::default(), "btp client").ok())
+            .flatten()
+            .map(Arc::new);
+        BtpClientLink::connect_with_tls(url, username, token, tls, options)
+    }
+
+    /// As [`BtpClientLink::connect`], with the TLS client config a `wss://` URL is dialled with
+    /// (a `wss://` URL without one never connects). `btp+ws://` and `btp+wss://` URLs are read
+    /// as `ws://` and `wss://`.
+    pub fn connect_with_tls(
+        url: &str,
+        username: &str,
+        token: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        options: BtpOptions,
+    ) -> BtpClientLink {
         let shared = LinkShared::new();
         let (stop, stop_rx) = watch::channel(());
+        let tls = tls.map(|config| {
+            // A WebSocket upgrade is HTTP/1.1; the caller's config stays as it is.
+            let mut config = (*config).clone();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            TlsConnector::from(Arc::new(config))
+        });
         tokio::spawn(client_loop(
             shared.clone(),
-            url.to_owned(),
+            websocket_url(url).to_owned(),
             username.to_owned(),
             token.to_owned(),
+            tls,
             Arc::new(options),
             stop_rx,
         ));
@@ -360,34 +448,90 @@ fn jittered(d: Duration) -> Duration {
     Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms))
 }
 
+/// `btp+ws://` and `btp+wss://` (ilp-plugin-btp's spelling) are `ws://` and `wss://`.
+fn websocket_url(url: &str) -> &str {
+    url.strip_prefix("btp+").unwrap_or(url)
+}
+
+fn is_tls_url(url: &str) -> bool {
+    websocket_url(url)
+        .get(..6)
+        .is_some_and(|s| s.eq_ignore_ascii_case("wss://"))
+}
+
+/// TCP connect, TLS handshake (checking the server's certificate against the URL's host) and
+/// WebSocket handshake to a `wss://` URL.
+async fn dial_tls(
+    url: &str,
+    connector: &TlsConnector,
+    options: &BtpOptions,
+) -> Result<tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>, String>
+{
+    let parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
+    let host = parsed.host_str().ok_or("the URL has no host")?;
+    let port = parsed.port_or_known_default().unwrap_or(443);
+    let name = tls::server_name(host)?;
+    let bare_host = host.trim_start_matches('[').trim_end_matches(']');
+    let tcp = TcpStream::connect((bare_host, port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    let stream = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (ws, _response) =
+        tokio_tungstenite::client_async_with_config(url, stream, Some(options.ws_config()))
+            .await
+            .map_err(|e| e.to_string())?;
+    Ok(ws)
+}
+
 async fn client_loop(
     shared: Arc<LinkShared>,
     url: String,
     username: String,
     token: String,
+    tls: Option<TlsConnector>,
     options: Arc<BtpOptions>,
     mut stop: watch::Receiver<()>,
 ) {
     let mut backoff = options.reconnect_min;
+    let wants_tls = is_tls_url(&url);
     loop {
         let conn_stop = stop.clone();
         let attempt = async {
-            let dial = tokio_tungstenite::connect_async_with_config(
-                url.as_str(),
-                Some(options.ws_config()),
-                true,
-            );
-            match tokio::time::timeout(options.handshake_timeout, dial).await {
-                Ok(Ok((ws, _response))) => {
-                    let role = Role::Client {
-                        link: shared.clone(),
-                        username: &username,
-                        token: &token,
-                    };
-                    let first_id = rand::thread_rng().gen();
-                    connection::serve(ws, role, &options, first_id, conn_stop).await
+            let role = Role::Client {
+                link: shared.clone(),
+                username: &username,
+                token: &token,
+            };
+            let first_id = rand::thread_rng().gen();
+            let timeout = options.handshake_timeout;
+            match (&tls, wants_tls) {
+                (Some(connector), true) => {
+                    match tokio::time::timeout(timeout, dial_tls(&url, connector, &options)).await {
+                        Ok(Ok(ws)) => {
+                            connection::serve(ws, role, &options, first_id, conn_stop).await
+                        }
+                        _ => false,
+                    }
                 }
-                _ => false,
+                // wss:// without a TLS config cannot be dialled.
+                (None, true) => false,
+                (_, false) => {
+                    let dial = tokio_tungstenite::connect_async_with_config(
+                        url.as_str(),
+                        Some(options.ws_config()),
+                        true,
+                    );
+                    match tokio::time::timeout(timeout, dial).await {
+                        Ok(Ok((ws, _response))) => {
+                            connection::serve(ws, role, &options, first_id, conn_stop).await
+                        }
+                        _ => false,
+                    }
+                }
             }
         };
         let was_up = tokio::select! {
@@ -412,8 +556,10 @@ pub enum BtpSetupError {
     NoListener(String),
     #[error("listeners.btp: cannot bind: {0}")]
     Bind(#[from] std::io::Error),
-    #[error("{0}: TLS is not built yet; use plain ws://")]
-    TlsNotBuilt(String),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("accounts.{0}.link.tls: applies only to a wss:// url")]
+    TlsOnPlainUrl(String),
 }
 
 /// The BTP side of a node: the listener (when any account is `btp-server`) and the link of
@@ -453,17 +599,19 @@ pub async fn links_for_config(
                 auth_token,
                 tls,
             } => {
-                if url.scheme() != "ws"
-                    || tls.ca_path.is_some()
-                    || tls.cert_path.is_some()
-                    || tls.key_path.is_some()
-                {
-                    return Err(BtpSetupError::TlsNotBuilt(format!("accounts.{id}.link")));
-                }
-                let link = BtpClientLink::connect(
+                let client_tls = if is_tls_url(url.as_str()) {
+                    let key = format!("accounts.{id}.link.tls");
+                    Some(Arc::new(tls::client_config(tls, &key)?))
+                } else if tls::client_tls_is_set(tls) {
+                    return Err(BtpSetupError::TlsOnPlainUrl(id.clone()));
+                } else {
+                    None
+                };
+                let link = BtpClientLink::connect_with_tls(
                     url.as_str(),
                     auth_username.as_deref().unwrap_or(""),
                     auth_token.expose(),
+                    client_tls,
                     options.clone(),
                 );
                 links.insert(AccountId::from(id.as_str()), Arc::new(link));
@@ -475,10 +623,8 @@ pub async fn links_for_config(
         (_, None) => None,
         (None, Some(id)) => return Err(BtpSetupError::NoListener(id.to_string())),
         (Some(listener), Some(_)) => {
-            if listener.tls.enabled {
-                return Err(BtpSetupError::TlsNotBuilt("listeners.btp.tls".into()));
-            }
-            let server = BtpServer::bind(listener.bind, served, options).await?;
+            let server_tls = tls::server_tls(&listener.tls, "listeners.btp.tls", tls::ALPN_HTTP1)?;
+            let server = BtpServer::bind_tls(listener.bind, served, server_tls, options).await?;
             for (id, link) in server.links() {
                 links.insert(id.clone(), Arc::new(link.clone()));
             }
@@ -496,6 +642,7 @@ mod tests {
         let link = LinkShared::new();
         (
             ServerAccount {
+                id: AccountId::from(username.unwrap_or("anonymous")),
                 username: username.map(str::to_owned),
                 token_digest: Sha256::digest(token.as_bytes()).into(),
                 link: link.clone(),
@@ -516,17 +663,40 @@ mod tests {
         let (a, link_a) = account(Some("alice"), "ta");
         let (b, link_b) = account(None, "tb");
         let table = vec![a, b];
-        let found = find_account(&table, &creds(Some("alice"), "ta")).unwrap();
+        let found = find_account(&table, &creds(Some("alice"), "ta"), None).unwrap();
         assert!(Arc::ptr_eq(&found, &link_a));
-        let found = find_account(&table, &creds(Some("whoever"), "tb")).unwrap();
+        let found = find_account(&table, &creds(Some("whoever"), "tb"), None).unwrap();
         assert!(Arc::ptr_eq(&found, &link_b));
         // An account without a username takes its token under any username.
-        let found = find_account(&table, &creds(Some("alice"), "tb")).unwrap();
+        let found = find_account(&table, &creds(Some("alice"), "tb"), None).unwrap();
         assert!(Arc::ptr_eq(&found, &link_b));
-        assert!(find_account(&table, &creds(Some("alice"), "tc")).is_none());
-        assert!(find_account(&table, &creds(Some("bob"), "ta")).is_none());
-        assert!(find_account(&table, &creds(None, "ta")).is_none());
-        assert!(find_account(&table, &creds(Some("alice"), "")).is_none());
+        assert!(find_account(&table, &creds(Some("alice"), "tc"), None).is_none());
+        assert!(find_account(&table, &creds(Some("bob"), "ta"), None).is_none());
+        assert!(find_account(&table, &creds(None, "ta"), None).is_none());
+        assert!(find_account(&table, &creds(Some("alice"), ""), None).is_none());
+    }
+
+    #[test]
+    fn a_required_certificate_must_also_name_the_account() {
+        let (a, link_a) = account(Some("alice"), "ta");
+        let (b, _) = account(Some("bob"), "tb");
+        let table = vec![a, b];
+        let names = ["alice".to_owned()];
+        let found = find_account(&table, &creds(Some("alice"), "ta"), Some(&names)).unwrap();
+        assert!(Arc::ptr_eq(&found, &link_a));
+        // Bob's own token, but the certificate names alice.
+        assert!(find_account(&table, &creds(Some("bob"), "tb"), Some(&names)).is_none());
+        assert!(find_account(&table, &creds(Some("alice"), "ta"), Some(&[])).is_none());
+        // Alice's certificate does not stand in for her token.
+        assert!(find_account(&table, &creds(Some("alice"), "x"), Some(&names)).is_none());
+    }
+
+    #[test]
+    fn btp_url_spellings() {
+        assert_eq!(websocket_url("btp+wss://h/x"), "wss://h/x");
+        assert_eq!(websocket_url("ws://h"), "ws://h");
+        assert!(is_tls_url("btp+wss://h") && is_tls_url("WSS://h") && is_tls_url("wss://h"));
+        assert!(!is_tls_url("ws://h") && !is_tls_url("btp+ws://h") && !is_tls_url("wss"));
     }
 
     #[test]

@@ -9,17 +9,21 @@
 //!   PeerAccount the account's [`HttpLink`] was attached to.
 //!
 //! Draft 3's asynchronous mode (`mode = "async"`: Callback-Url, Request-Id, 202 Accepted) is not
-//! implemented; such accounts are refused at start with [`HttpLinkError::AsyncMode`]. TLS is not
-//! implemented yet either (`https` URLs and `[listeners.http.tls]` are refused).
+//! implemented; such accounts are refused at start with [`HttpLinkError::AsyncMode`].
+//!
+//! TLS (rustls, [`crate::tls`]): `https://` outgoing URLs, and `[listeners.http.tls]` on the
+//! server, which offers ALPN `h2` and `http/1.1`. With client certificates on the listener a
+//! certificate that names the account authenticates its requests (the rule is in [`server`]).
 
 pub mod client;
 pub mod server;
 
 pub use client::{HttpLink, HttpLinkOptions};
-pub use server::{HttpServer, HttpServerError, HttpServerOptions};
+pub use server::{HttpServer, HttpServerError, HttpServerOptions, RequestCounts};
 
 use crate::clock::Clock;
 use crate::messages::AccountId;
+use crate::tls::TlsError;
 use ilp::config::Config;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -46,6 +50,10 @@ pub enum HttpLinkError {
     },
     #[error("account {0}: outgoing_auth_token is not a valid HTTP header value")]
     InvalidToken(String),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("accounts.{0}.link.tls: applies only to an https:// outgoing_url")]
+    TlsOnPlainUrl(String),
 }
 
 /// The [`HttpLink`] of every `http` account of `config`, by account id (other accounts are
@@ -105,7 +113,7 @@ mod tests {
     }
 
     #[test]
-    fn refuses_async_mode_and_https() {
+    fn refuses_async_mode_bad_tokens_and_bad_tls() {
         let c = config(
             r#"{ type = "http", outgoing_url = "http://x/ilp", mode = "async", callback_url = "http://me/cb" }"#,
         );
@@ -113,11 +121,22 @@ mod tests {
             build(&c, "p").unwrap_err(),
             HttpLinkError::AsyncMode("p".into())
         );
-        let c = config(r#"{ type = "http", outgoing_url = "https://x/ilp" }"#);
-        assert!(matches!(
+        let c = config(
+            r#"{ type = "http", outgoing_url = "https://x/ilp", tls = { ca_path = "/nonexistent/ca.pem" } }"#,
+        );
+        let e = build(&c, "p").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("accounts.p.link.tls.ca_path = /nonexistent/ca.pem: cannot read"),
+            "{e}"
+        );
+        let c = config(
+            r#"{ type = "http", outgoing_url = "http://x/ilp", tls = { ca_path = "/ca.pem" } }"#,
+        );
+        assert_eq!(
             build(&c, "p").unwrap_err(),
-            HttpLinkError::OutgoingUrl { .. }
-        ));
+            HttpLinkError::TlsOnPlainUrl("p".into())
+        );
         let c = config(
             r#"{ type = "http", outgoing_url = "http://x/ilp", outgoing_auth_token = "a\nb" }"#,
         );

@@ -44,6 +44,7 @@ pub(crate) struct Handle {
 
 /// One `btp-server` account as the server's auth check sees it.
 pub(crate) struct ServerAccount {
+    pub(crate) id: crate::messages::AccountId,
     pub(crate) username: Option<String>,
     pub(crate) token_digest: [u8; 32],
     pub(crate) link: Arc<LinkShared>,
@@ -55,7 +56,9 @@ pub(crate) enum Role<'a> {
         username: &'a str,
         token: &'a str,
     },
-    Server(Arc<Vec<ServerAccount>>),
+    /// The accounts served, and the DNS names of the client's certificate when the listener
+    /// requires one (the account authenticated must then be named by it).
+    Server(Arc<Vec<ServerAccount>>, Option<Arc<[String]>>),
 }
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
@@ -74,6 +77,7 @@ struct Conn<'a, S> {
     session: Session,
     options: &'a BtpOptions,
     accounts: Option<Arc<Vec<ServerAccount>>>,
+    cert_names: Option<Arc<[String]>>,
     /// The link this connection carries (client: from the start; server: once authenticated).
     link: Option<Arc<LinkShared>>,
     id: u64,
@@ -97,7 +101,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let now = options.clock.now_ms();
-    let (session, initial, link, accounts) = match role {
+    let (session, initial, link, accounts, cert_names) = match role {
         Role::Client {
             link,
             username,
@@ -110,13 +114,14 @@ where
                 first_request_id,
                 now,
             );
-            (s, actions, Some(link), None)
+            (s, actions, Some(link), None, None)
         }
-        Role::Server(accounts) => (
+        Role::Server(accounts, cert_names) => (
             Session::server(options.session.clone(), first_request_id, now),
             Vec::new(),
             None,
             Some(accounts),
+            cert_names,
         ),
     };
     let (tx, mut commands) = mpsc::channel(COMMAND_QUEUE);
@@ -126,6 +131,7 @@ where
         session,
         options,
         accounts,
+        cert_names,
         link,
         id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
         tx,
@@ -247,10 +253,9 @@ where
                 }
                 Action::Authenticate { credentials, .. } => {
                     let now = self.now();
-                    let found = self
-                        .accounts
-                        .as_deref()
-                        .and_then(|accounts| find_account(accounts, &credentials));
+                    let found = self.accounts.as_deref().and_then(|accounts| {
+                        find_account(accounts, &credentials, self.cert_names.as_deref())
+                    });
                     let more = match found {
                         Some(link) => {
                             self.link = Some(link);

@@ -17,6 +17,12 @@
 //! An unparsable 200 is T00 rather than F00: the peer accepted the request, so the fault is
 //! more likely a transient one on its side than a bad Prepare of ours.
 //!
+//! TLS: an `https://` outgoing URL is dialled with rustls (the account's `link.tls`: `ca_path`
+//! instead of the system roots, `cert_path`/`key_path` for a client certificate) and offers
+//! ALPN `h2` and `http/1.1`; hyper speaks whichever the server picks over the pooled
+//! connections (HTTP/2 multiplexes concurrent Prepares on one connection). A failed TLS
+//! handshake (for instance an untrusted server certificate) is a connect failure: T01.
+//!
 //! `is_up`: HTTP is connectionless, so the link is up unless the last attempt failed to
 //! connect; it then reports down for [`HttpLinkOptions::retry_after_connect_failure`] (packets
 //! are rejected T01 at once instead of each waiting for a connect to fail) and after that the
@@ -27,12 +33,14 @@ use crate::clock::Clock;
 use crate::link::{Link, LinkError};
 use crate::messages::{AccountId, IncomingPrepare, PacketResult};
 use crate::peer_account::NodeAddress;
+use crate::tls;
 use actix::Recipient;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Request, StatusCode, Uri};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -51,7 +59,8 @@ const QUOTED_BODY_CHARS: usize = 100;
 /// Client settings shared by the `http` accounts of a node.
 #[derive(Debug, Clone)]
 pub struct HttpLinkOptions {
-    /// Speak HTTP/2 without negotiation (h2c prior knowledge); otherwise HTTP/1.1.
+    /// Over plain `http://`: speak HTTP/2 without negotiation (h2c prior knowledge); otherwise
+    /// HTTP/1.1. (Over `https://` the version is negotiated by ALPN.)
     pub http2_prior_knowledge: bool,
     /// How long the link reports down after a failed connect (see the module doc).
     pub retry_after_connect_failure: Duration,
@@ -75,7 +84,7 @@ struct Inner {
     incoming_token: Option<SecretString>,
     outgoing_uri: Uri,
     outgoing_auth: Option<HeaderValue>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     clock: Clock,
     retry_after_connect_failure: Duration,
     /// Stamps the Rejects this link makes up; the node's address when set.
@@ -104,7 +113,7 @@ impl std::fmt::Debug for HttpLink {
 
 impl HttpLink {
     /// The link of account `id`, whose `link.type` must be `"http"` in sync mode with an
-    /// `http://` outgoing URL.
+    /// `http://` or `https://` outgoing URL (`link.tls` applies only to `https://`).
     pub fn from_config(
         id: &str,
         account: &AccountConfig,
@@ -116,6 +125,7 @@ impl HttpLink {
             outgoing_url,
             outgoing_auth_token,
             mode,
+            tls: client_tls,
             ..
         } = &account.link
         else {
@@ -129,11 +139,14 @@ impl HttpLink {
             url: outgoing_url.to_string(),
             reason: reason.to_owned(),
         };
-        if outgoing_url.scheme() != "http" {
-            return Err(url_error(
-                "only http:// is supported (TLS is not built yet)",
-            ));
-        }
+        let https = match outgoing_url.scheme() {
+            "https" => true,
+            "http" if tls::client_tls_is_set(client_tls) => {
+                return Err(HttpLinkError::TlsOnPlainUrl(id.to_owned()))
+            }
+            "http" => false,
+            _ => return Err(url_error("must be http:// or https://")),
+        };
         let outgoing_uri: Uri = outgoing_url
             .as_str()
             .parse()
@@ -144,18 +157,32 @@ impl HttpLink {
                 let mut v = HeaderValue::from_str(&format!("Bearer {}", t.expose()))
                     .map_err(|_| HttpLinkError::InvalidToken(id.to_owned()))?;
                 v.set_sensitive(true);
-                Ok(v)
+                Ok::<_, HttpLinkError>(v)
             })
             .transpose()?;
         let incoming_path = account
             .http_incoming_path(id)
             .ok_or_else(|| HttpLinkError::NotHttp(id.to_owned()))?;
+        let tls_config = if https {
+            tls::client_config(client_tls, &format!("accounts.{id}.link.tls"))?
+        } else {
+            tls::trust_nothing_client_config()?
+        };
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(options.connect_timeout));
+        // The TLS layer wraps the TCP connector, so https URLs must pass through it.
+        connector.enforce_http(false);
+        // hyper-rustls sets the config's ALPN itself from these two calls.
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(connector);
         // The timer lets the pool close connections idle for longer than its idle timeout.
         let client = Client::builder(TokioExecutor::new())
-            .http2_only(options.http2_prior_knowledge)
+            .http2_only(options.http2_prior_knowledge && !https)
             .pool_timer(TokioTimer::new())
             .build(connector);
         Ok(HttpLink {

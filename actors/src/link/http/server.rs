@@ -1,11 +1,26 @@
 //! The ILP-over-HTTP server (`[listeners.http]`): one socket for every `http` account, each
 //! served at its `incoming_path`. HTTP/1.1 and HTTP/2 with prior knowledge (h2c) share the
-//! socket; hyper-util's auto builder tells them apart by the connection preface.
+//! socket; hyper-util's auto builder tells them apart by the connection preface. With TLS
+//! ([`HttpServerOptions::tls`]) the server offers ALPN `h2` and `http/1.1` (only `http/1.1`
+//! when `h2` is off) and the same builder serves what the client picked.
+//!
+//! Authentication depends on the listener's client-certificate setting. A certificate "names"
+//! an account when one of its DNS subject alternative names equals the account id
+//! ([`crate::tls::cert_names_account`]); it has already been verified against
+//! `client_ca_path` by the TLS handshake.
+//! - no `client_ca_path` (or no TLS): the bearer token, `Authorization: Bearer
+//!   <incoming_auth_token>` (compared in constant time; an account without a token, or with an
+//!   empty one, accepts nothing).
+//! - `client_ca_path` without `require_client_cert`: a certificate that names the account
+//!   *instead of* the bearer token; without such a certificate, the bearer token.
+//! - `require_client_cert = true`: the certificate must name the account (else 403), *and* when
+//!   the account has an `incoming_auth_token` the bearer token must match it too (so turning on
+//!   mTLS only ever adds a check; an account without a token is authenticated by its
+//!   certificate alone).
 //!
 //! A request is checked in this order, each failure answered with a short text body and never
-//! reaching the account: unknown path → 404; not POST → 405; missing or wrong
-//! `Authorization: Bearer <incoming_auth_token>` (compared in constant time; an account without
-//! a token, or with an empty one, accepts nothing) → 401; body over [`MAX_BODY_BYTES`] → 413; body not complete within
+//! reaching the account: unknown path → 404; not POST → 405; certificate required but not
+//! naming the account → 403; not authenticated as above → 401; body over [`MAX_BODY_BYTES`] → 413; body not complete within
 //! [`HttpServerOptions::body_timeout`] → 408; body not an ILP Prepare → 400; account not
 //! attached to a PeerAccount yet, or its mailbox gone → 503. Otherwise the Prepare goes to the
 //! account's PeerAccount and its Fulfill or Reject is the 200 response. The request's
@@ -14,18 +29,20 @@
 
 use super::{HttpLink, MAX_BODY_BYTES, OCTET_STREAM};
 use crate::messages::IncomingPrepare;
+use crate::tls::{self, ClientCerts, ServerTls};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use ilp::packet::Prepare;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
@@ -57,6 +74,10 @@ pub struct HttpServerOptions {
     pub header_timeout: Duration,
     /// Longest a client may take to send a request body.
     pub body_timeout: Duration,
+    /// TLS on the socket (`[listeners.http.tls]`, built by [`crate::tls::server_tls`] with
+    /// [`crate::tls::ALPN_H2_HTTP1`]); `None`: plain TCP. The TLS handshake must complete within
+    /// `header_timeout`.
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for HttpServerOptions {
@@ -65,6 +86,7 @@ impl Default for HttpServerOptions {
             h2: true,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -74,11 +96,27 @@ impl Default for HttpServerOptions {
 pub struct HttpServer {
     local_addr: SocketAddr,
     task: JoinHandle<()>,
+    counts: Arc<Counts>,
+}
+
+/// Requests the server received, by HTTP version (whatever their outcome).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestCounts {
+    pub http1: u64,
+    pub http2: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    http1: AtomicU64,
+    http2: AtomicU64,
 }
 
 struct Routes {
     by_path: HashMap<String, HttpLink>,
     body_timeout: Duration,
+    client_certs: ClientCerts,
+    counts: Arc<Counts>,
 }
 
 impl HttpServer {
@@ -118,9 +156,15 @@ impl HttpServer {
             }
             by_path.insert(path, link);
         }
+        let counts = Arc::new(Counts::default());
         let routes = Arc::new(Routes {
             by_path,
             body_timeout: options.body_timeout,
+            client_certs: options
+                .tls
+                .as_ref()
+                .map_or(ClientCerts::Ignored, |t| t.client_certs),
+            counts: counts.clone(),
         });
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -133,8 +177,24 @@ impl HttpServer {
         } else {
             builder.http1_only()
         };
-        let task = tokio::spawn(accept_loop(listener, Arc::new(builder), routes));
-        Ok(HttpServer { local_addr, task })
+        let tls = options
+            .tls
+            .as_ref()
+            .map(|t| (t.acceptor(), options.header_timeout));
+        let task = tokio::spawn(accept_loop(listener, Arc::new(builder), routes, tls));
+        Ok(HttpServer {
+            local_addr,
+            task,
+            counts,
+        })
+    }
+
+    /// Requests received so far, by HTTP version.
+    pub fn request_counts(&self) -> RequestCounts {
+        RequestCounts {
+            http1: self.counts.http1.load(Ordering::Relaxed),
+            http2: self.counts.http2.load(Ordering::Relaxed),
+        }
     }
 
     /// The address the server listens on (the real port when bound to port 0).
@@ -154,6 +214,7 @@ async fn accept_loop(
     listener: TcpListener,
     builder: Arc<auto::Builder<TokioExecutor>>,
     routes: Arc<Routes>,
+    tls: Option<(tokio_rustls::TlsAcceptor, Duration)>,
 ) {
     let mut connections = JoinSet::new();
     loop {
@@ -167,9 +228,29 @@ async fn accept_loop(
                 let _ = stream.set_nodelay(true);
                 let builder = builder.clone();
                 let routes = routes.clone();
+                let tls = tls.clone();
                 connections.spawn(async move {
-                    let service = service_fn(move |req| handle(routes.clone(), req));
-                    // A connection error concerns that client only.
+                    // A connection error (TLS handshake included) concerns that client only.
+                    let Some((acceptor, timeout)) = tls else {
+                        let peer: Arc<[String]> = Arc::from([]);
+                        let service = service_fn(move |req| handle(routes.clone(), peer.clone(), req));
+                        let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                        return;
+                    };
+                    let Ok(Ok(stream)) = tokio::time::timeout(timeout, acceptor.accept(stream)).await
+                    else {
+                        return;
+                    };
+                    // Only a certificate the handshake verified is ever present here.
+                    let peer: Arc<[String]> = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .map(tls::cert_dns_names)
+                        .unwrap_or_default()
+                        .into();
+                    let service = service_fn(move |req| handle(routes.clone(), peer.clone(), req));
                     let _ = builder.serve_connection(TokioIo::new(stream), service).await;
                 });
             }
@@ -201,10 +282,51 @@ fn authorized(header: Option<&HeaderValue>, expected: &str) -> bool {
         && bool::from(token.trim_ascii().ct_eq(expected.as_bytes()))
 }
 
+/// Whether the request is authenticated for `link`'s account (the rules in the module doc):
+/// `None` if it is, else the refusal to send.
+fn authenticate(
+    client_certs: ClientCerts,
+    link: &HttpLink,
+    peer_names: &[String],
+    header: Option<&HeaderValue>,
+) -> Option<Response<Full<Bytes>>> {
+    let named = tls::cert_names_account(peer_names, link.account());
+    let token = link.incoming_token();
+    let bearer_ok = || token.is_some_and(|t| authorized(header, t.expose()));
+    let ok = match client_certs {
+        ClientCerts::Ignored => bearer_ok(),
+        ClientCerts::Optional => named || bearer_ok(),
+        ClientCerts::Required => {
+            if !named {
+                return Some(text(
+                    StatusCode::FORBIDDEN,
+                    "the client certificate does not name this account",
+                ));
+            }
+            token.is_none() || bearer_ok()
+        }
+    };
+    if ok {
+        return None;
+    }
+    let mut response = text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    response
+        .headers_mut()
+        .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+    Some(response)
+}
+
 async fn handle(
     routes: Arc<Routes>,
+    peer_names: Arc<[String]>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let counter = if req.version() == Version::HTTP_2 {
+        &routes.counts.http2
+    } else {
+        &routes.counts.http1
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
     let Some(link) = routes.by_path.get(req.uri().path()) else {
         return Ok(text(StatusCode::NOT_FOUND, "no ILP endpoint at this path"));
     };
@@ -215,15 +337,13 @@ async fn handle(
             .insert(ALLOW, HeaderValue::from_static("POST"));
         return Ok(response);
     }
-    let ok = link
-        .incoming_token()
-        .is_some_and(|t| authorized(req.headers().get(AUTHORIZATION), t.expose()));
-    if !ok {
-        let mut response = text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-        response
-            .headers_mut()
-            .insert("www-authenticate", HeaderValue::from_static("Bearer"));
-        return Ok(response);
+    if let Some(refusal) = authenticate(
+        routes.client_certs,
+        link,
+        &peer_names,
+        req.headers().get(AUTHORIZATION),
+    ) {
+        return Ok(refusal);
     }
     let declared = req
         .headers()
@@ -298,6 +418,81 @@ mod tests {
 
     fn header(s: &str) -> HeaderValue {
         HeaderValue::from_str(s).unwrap()
+    }
+
+    fn link(token: Option<&str>) -> HttpLink {
+        let token = token
+            .map(|t| format!(", incoming_auth_token = \"{t}\""))
+            .unwrap_or_default();
+        let text = format!(
+            "[node]\nilp_address = \"test.a\"\n[listeners.http]\nbind = \"127.0.0.1:0\"\n\
+             [accounts.alice]\nrelation = \"peer\"\n\
+             link = {{ type = \"http\", outgoing_url = \"http://127.0.0.1:1/\"{token} }}\n"
+        );
+        let config = ilp::config::Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        HttpLink::from_config(
+            "alice",
+            &config.accounts["alice"],
+            crate::clock::Clock::starting_at(0),
+            &super::super::HttpLinkOptions::default(),
+        )
+        .unwrap()
+    }
+
+    /// The status of the refusal, or 200 when authenticated.
+    fn auth(mode: ClientCerts, link: &HttpLink, names: &[&str], bearer: Option<&str>) -> u16 {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let header = bearer.map(|t| header(&format!("Bearer {t}")));
+        authenticate(mode, link, &names, header.as_ref()).map_or(200, |r| r.status().as_u16())
+    }
+
+    #[test]
+    fn client_certificate_rules_per_listener_mode() {
+        let with_token = link(Some("tok"));
+        let without = link(None);
+        // No client CA: the bearer token only; a certificate name counts for nothing.
+        assert_eq!(
+            auth(ClientCerts::Ignored, &with_token, &[], Some("tok")),
+            200
+        );
+        assert_eq!(
+            auth(ClientCerts::Ignored, &with_token, &["alice"], None),
+            401
+        );
+        assert_eq!(auth(ClientCerts::Ignored, &without, &["alice"], None), 401);
+        // Optional: a certificate naming the account, or the token.
+        assert_eq!(
+            auth(ClientCerts::Optional, &with_token, &["alice"], None),
+            200
+        );
+        assert_eq!(auth(ClientCerts::Optional, &without, &["ALICE"], None), 200);
+        assert_eq!(
+            auth(ClientCerts::Optional, &with_token, &[], Some("tok")),
+            200
+        );
+        assert_eq!(
+            auth(ClientCerts::Optional, &with_token, &["bob"], None),
+            401
+        );
+        assert_eq!(
+            auth(ClientCerts::Optional, &with_token, &["bob"], Some("x")),
+            401
+        );
+        // Required: the certificate must name the account, and a configured token must match.
+        assert_eq!(auth(ClientCerts::Required, &without, &["alice"], None), 200);
+        assert_eq!(
+            auth(ClientCerts::Required, &with_token, &["alice"], Some("tok")),
+            200
+        );
+        assert_eq!(
+            auth(ClientCerts::Required, &with_token, &["alice"], None),
+            401
+        );
+        assert_eq!(
+            auth(ClientCerts::Required, &with_token, &["bob"], Some("tok")),
+            403
+        );
+        assert_eq!(auth(ClientCerts::Required, &without, &[], None), 403);
     }
 
     #[test]
