@@ -1,0 +1,332 @@
+#!/usr/bin/env bash
+# Interop tests: our connector (the real `ilp-connector` binary) against the JS Interledger
+# implementations, everything on 127.0.0.1 with ports the OS picks.
+#
+# usage: scripts/interop.sh [SCENARIO...]      (default: all, in this order)
+#   btp    JS ilp-plugin-btp sender -> our connector -> JS ilp-plugin-btp receiver, one
+#          ilp-protocol-stream payment; both plugins are children that learn their address
+#          from us over IL-DCP.
+#   peer   JS ilp-connector 23.0.2 peered with ours over BTP (relation peer, CCP both ways);
+#          a STREAM payment crosses both connectors in each direction.
+#   http   JS ilp-plugin-http sender and receiver <-> our connector over sync ILP-over-HTTP;
+#          a STREAM payment arrives in full.
+#
+# Environment:
+#   ILP_CONNECTOR_BIN   our binary; default: `cargo build -p ilp-actors --bin ilp-connector`
+#                       and the debug binary of the workspace's target directory
+#   INTEROP_TIMEOUT     seconds one scenario may take (default 120)
+#   INTEROP_KEEP=1      keep the work directory (configs and logs) after the run
+#
+# It installs its npm packages itself (`npm ci` from scripts/interop/package-lock.json, with
+# ilp-protocol-stream pinned to 2.7.2-alpha.3 by npm `overrides`: 2.7.1 breaks on Node 20), starts
+# every process it needs, waits for each with a time limit, and stops every process it started
+# (by PID) when it exits. Exit 0 only when every scenario passed.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+JS="$ROOT/scripts/interop"
+SCENARIO_TIMEOUT="${INTEROP_TIMEOUT:-120}"
+START_TIMEOUT=30
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/ilp-interop.XXXXXX")"
+PIDS=()
+
+log() { printf '[interop %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+# Stops every process we started: SIGTERM, then SIGKILL after 5 s.
+cleanup() {
+  local status=$?
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  PIDS=()
+  if [[ "${INTEROP_KEEP:-0}" == 1 || $status -ne 0 ]]; then
+    log "logs and configs kept in $WORK"
+  else
+    rm -rf "$WORK"
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Stops the processes started so far (between scenarios), by PID.
+stop_all() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  PIDS=()
+}
+
+# Prints the tail of every log of the scenario (on failure).
+dump_logs() {
+  local f
+  for f in "$WORK"/"$1"*.log; do
+    [[ -e "$f" ]] || continue
+    echo "---- $f (last 60 lines)"
+    tail -n 60 "$f"
+  done
+}
+
+# wait_for_line FILE PATTERN PID: waits (bounded) for a line matching PATTERN in FILE and prints
+# the first match; fails when PID exits first or the time runs out.
+wait_for_line() {
+  local file=$1 pattern=$2 pid=$3
+  local deadline=$((SECONDS + START_TIMEOUT))
+  while ((SECONDS < deadline)); do
+    if grep -m1 -E "$pattern" "$file" 2>/dev/null; then
+      return 0
+    fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "process $pid exited before printing /$pattern/" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+  echo "no /$pattern/ in $file after ${START_TIMEOUT}s" >&2
+  return 1
+}
+
+# free_port: a port that was free on 127.0.0.1 a moment ago (for the JS listeners, which
+# cannot report the port they bound).
+free_port() { node "$JS/free-port.js"; }
+
+# start_ours NAME: runs our binary on $WORK/NAME.toml, logging to $WORK/NAME.log; sets OUR_PID.
+start_ours() {
+  local name=$1
+  "$BIN" run --config "$WORK/$name.toml" >"$WORK/$name.log" 2>&1 &
+  OUR_PID=$!
+  PIDS+=("$OUR_PID")
+  wait_for_line "$WORK/$name.log" '^ilp-connector running' "$OUR_PID" >/dev/null
+}
+
+# listen_addr NAME PREFIX: the HOST:PORT our binary printed after PREFIX (fails if none).
+listen_addr() {
+  local line
+  line="$(grep -m1 -oE "^$2[^ ]+" "$WORK/$1.log")" || return 1
+  printf '%s\n' "${line#"$2"}"
+}
+
+# run_js NAME SCRIPT: runs a scenario script (bounded), logging to $WORK/NAME-js.log.
+run_js() {
+  local name=$1 script=$2
+  timeout --kill-after=5 "$SCENARIO_TIMEOUT" node "$JS/$script" >"$WORK/$name-js.log" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  local status=0
+  wait "$pid" || status=$?
+  grep -E 'ok, sent|PASS|FAIL' "$WORK/$name-js.log" | sed 's/^/    /' || true
+  return "$status"
+}
+
+# Our node's configuration: the [node], [broadcast] and [listeners] tables (listeners on port
+# 0, no admin API, memory store, no spread so a payment arrives in full), then $2 (accounts).
+write_config() {
+  local name=$1 address=$2 accounts=$3
+  cat >"$WORK/$name.toml" <<EOF
+[node]
+ilp_address = "$address"
+asset_code = "USD"
+asset_scale = 9
+spread = "0"
+
+[broadcast]
+interval_ms = 1000
+route_expiry_ms = 10000
+
+[listeners.btp]
+bind = "127.0.0.1:0"
+
+[listeners.http]
+bind = "127.0.0.1:0"
+h2 = false
+
+[listeners.admin]
+enabled = false
+
+[store]
+backend = "memory"
+
+[log]
+level = "info"
+
+$accounts
+EOF
+}
+
+# A child account with a btp-server link and generous limits.
+btp_child() {
+  cat <<EOF
+[accounts.$1]
+relation = "child"
+[accounts.$1.link]
+type = "btp-server"
+auth_username = "$1"
+auth_token = "$2"
+[accounts.$1.rate_limit]
+refill_count = 1000000
+capacity = 1000000
+EOF
+}
+
+scenario_btp() {
+  write_config btp test.ours "$(btp_child sender sender-token)
+$(btp_child receiver receiver-token)"
+  start_ours btp || return 1
+  OUR_BTP="ws://$(listen_addr btp 'BTP listening on ws://')" || return 1
+  log "our connector: $OUR_BTP (pid $OUR_PID)"
+  OUR_BTP="$OUR_BTP" SENDER_TOKEN=sender-token RECEIVER_TOKEN=receiver-token AMOUNT=10000 \
+    run_js btp stream-btp.js
+}
+
+scenario_peer() {
+  local js_peer_port js_child_port
+  js_peer_port="$(free_port)"
+  js_child_port="$(free_port)"
+  # Ours: a child (alice, BTP server) and the JS connector as a peer that we dial (BTP client).
+  write_config peer test.ours "$(btp_child alice alice-token)
+[accounts.js]
+relation = \"peer\"
+[accounts.js.link]
+type = \"btp-client\"
+url = \"ws://127.0.0.1:$js_peer_port\"
+auth_username = \"ours\"
+auth_token = \"peer-token\"
+[accounts.js.rate_limit]
+refill_count = 1000000
+capacity = 1000000"
+  # The JS connector: the peer account listens for us, the child bob listens for his plugin.
+  local accounts
+  accounts=$(cat <<EOF
+{
+  "ours": {
+    "relation": "peer", "assetCode": "USD", "assetScale": 9,
+    "plugin": "ilp-plugin-btp",
+    "options": { "listener": { "port": $js_peer_port, "secret": "peer-token",
+                               "wsOpts": { "host": "127.0.0.1", "port": $js_peer_port } } },
+    "rateLimit": { "refillCount": 1000000, "capacity": 1000000 }
+  },
+  "bob": {
+    "relation": "child", "assetCode": "USD", "assetScale": 9,
+    "plugin": "ilp-plugin-btp",
+    "options": { "listener": { "port": $js_child_port, "secret": "bob-token",
+                               "wsOpts": { "host": "127.0.0.1", "port": $js_child_port } } },
+    "rateLimit": { "refillCount": 1000000, "capacity": 1000000 }
+  }
+}
+EOF
+)
+  (
+    cd "$JS"
+    export CONNECTOR_ILP_ADDRESS=test.js CONNECTOR_STORE=memory CONNECTOR_BACKEND=one-to-one \
+      CONNECTOR_SPREAD=0 CONNECTOR_ROUTE_BROADCAST_ENABLED=true \
+      CONNECTOR_ROUTE_BROADCAST_INTERVAL=1000 CONNECTOR_ACCOUNTS="$accounts" \
+      DEBUG='ilp*,connector*'
+    exec node node_modules/ilp-connector/dist/index.js
+  ) >"$WORK/peer-jsconnector.log" 2>&1 &
+  local js_pid=$!
+  PIDS+=("$js_pid")
+  start_ours peer || return 1
+  OUR_BTP="ws://$(listen_addr peer 'BTP listening on ws://')" || return 1
+  log "our connector: $OUR_BTP (pid $OUR_PID); JS connector: peer port $js_peer_port, child port $js_child_port (pid $js_pid)"
+  OUR_BTP="$OUR_BTP" ALICE_TOKEN=alice-token JS_BTP="ws://127.0.0.1:$js_child_port" BOB_TOKEN=bob-token \
+    AMOUNT=10000 run_js peer stream-peer.js
+}
+
+scenario_http() {
+  local sender_port receiver_port
+  sender_port="$(free_port)"
+  receiver_port="$(free_port)"
+  local accounts="" who port
+  for who in sender receiver; do
+    port=$sender_port
+    [[ $who == receiver ]] && port=$receiver_port
+    accounts+="
+[accounts.$who]
+relation = \"child\"
+[accounts.$who.link]
+type = \"http\"
+outgoing_url = \"http://127.0.0.1:$port/ilp\"
+outgoing_auth_token = \"to-$who\"
+incoming_auth_token = \"from-$who\"
+mode = \"sync\"
+[accounts.$who.rate_limit]
+refill_count = 1000000
+capacity = 1000000
+"
+  done
+  write_config http test.ours "$accounts"
+  start_ours http || return 1
+  OUR_HTTP="http://$(listen_addr http 'ILP over HTTP listening on http://')" || return 1
+  log "our connector: $OUR_HTTP (pid $OUR_PID); JS plugins on ports $sender_port, $receiver_port"
+  OUR_HTTP="$OUR_HTTP" SENDER_PORT=$sender_port RECEIVER_PORT=$receiver_port AMOUNT=10000 \
+    run_js http stream-http.js
+}
+
+main() {
+  local scenarios=("$@")
+  ((${#scenarios[@]})) || scenarios=(btp peer http)
+  local s
+  for s in "${scenarios[@]}"; do
+    case "$s" in
+      btp | peer | http) ;;
+      -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+      *) echo "unknown scenario $s (btp, peer, http)" >&2; exit 2 ;;
+    esac
+  done
+
+  command -v node >/dev/null || { echo "node (20 or later) is required" >&2; exit 1; }
+  log "node $(node --version), npm $(npm --version 2>/dev/null)"
+  log "installing the JS packages (npm ci)"
+  (cd "$JS" && timeout 300 npm ci --no-audit --no-fund --loglevel=error) >"$WORK/npm.log" 2>&1 \
+    || { cat "$WORK/npm.log"; exit 1; }
+
+  if [[ -z "${ILP_CONNECTOR_BIN:-}" ]]; then
+    log "building our connector"
+    (cd "$ROOT" && cargo build -q -p ilp-actors --bin ilp-connector)
+    local target
+    target="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
+      node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')"
+    BIN="$target/debug/ilp-connector"
+  else
+    BIN="$ILP_CONNECTOR_BIN"
+  fi
+  [[ -x "$BIN" ]] || { echo "no executable at $BIN" >&2; exit 1; }
+
+  local passed=0 failed=0 started
+  for s in "${scenarios[@]}"; do
+    log "scenario $s"
+    started=$SECONDS
+    if "scenario_$s"; then
+      passed=$((passed + 1))
+      log "scenario $s passed ($((SECONDS - started))s)"
+    else
+      failed=$((failed + 1))
+      log "scenario $s FAILED ($((SECONDS - started))s)"
+      dump_logs "$s"
+    fi
+    stop_all
+  done
+  echo "interop: $passed passed, $failed failed"
+  ((failed == 0))
+}
+
+main "$@"

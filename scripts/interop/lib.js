@@ -1,0 +1,120 @@
+'use strict'
+// Helpers shared by the interop scenarios (run by ../interop.sh): bounded waits, JS plugins,
+// and one STREAM payment from a sender plugin to a receiver plugin.
+
+const { createServer, createConnection } = require('ilp-protocol-stream')
+const BtpPlugin = require('ilp-plugin-btp')
+
+function log (...args) {
+  console.log(`[${new Date().toISOString()}]`, ...args)
+}
+
+/** Rejects with `what` when `promise` has not settled within `ms`. */
+function withTimeout (promise, ms, what) {
+  let timer
+  const timeout = new Promise((resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms)
+  })
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
+}
+
+function env (name) {
+  const value = process.env[name]
+  if (!value) throw new Error(`environment variable ${name} is required`)
+  return value
+}
+
+/** A BTP client plugin for `ws://HOST:PORT` authenticating as `username`/`token`. */
+function btpClient (wsUrl, username, token) {
+  const url = new URL(wsUrl)
+  const server = `btp+ws://${encodeURIComponent(username)}:${encodeURIComponent(token)}@${url.host}${url.pathname === '/' ? '' : url.pathname}`
+  return new BtpPlugin({ server })
+}
+
+async function connect (plugin, what, ms = 15000) {
+  await withTimeout(plugin.connect(), ms, `${what} connects`)
+  log(`${what} connected`)
+}
+
+/**
+ * Sends `amount` over one STREAM connection from `senderPlugin` to a STREAM server on
+ * `receiverPlugin` (both connected; each learns its address over IL-DCP). Resolves with the
+ * receiver's and the sender's view once the receiver has the whole amount; throws otherwise.
+ */
+async function streamPayment ({ senderPlugin, receiverPlugin, amount, ms = 30000, label = 'payment' }) {
+  const server = await withTimeout(createServer({ plugin: receiverPlugin }), ms, `${label}: STREAM server (IL-DCP on the receiver)`)
+  log(`${label}: receiver address ${server.generateAddressAndSecret().destinationAccount.split('.').slice(0, -1).join('.')}`)
+  let serverConnection
+  // The connection's totalReceived is brought up to date after its streams emit 'money', so
+  // the streams' amounts are added up here.
+  let got = 0n
+  const received = new Promise((resolve) => {
+    server.on('connection', (conn) => {
+      serverConnection = conn
+      conn.on('stream', (stream) => {
+        stream.setReceiveMax(Infinity)
+        stream.on('money', (received) => {
+          got += BigInt(received)
+          if (got >= BigInt(amount)) resolve()
+        })
+      })
+    })
+  })
+  const { destinationAccount, sharedSecret } = server.generateAddressAndSecret()
+  const connection = await withTimeout(
+    createConnection({ plugin: senderPlugin, destinationAccount, sharedSecret }),
+    ms, `${label}: STREAM client connects to ${destinationAccount} (IL-DCP on the sender, rate probe)`)
+  const stream = connection.createStream()
+  await withTimeout(stream.sendTotal(amount), ms, `${label}: sendTotal(${amount})`)
+  await withTimeout(received, ms, `${label}: the receiver gets ${amount}`)
+  await new Promise((resolve) => setImmediate(resolve))
+  const result = {
+    totalSent: connection.totalSent,
+    totalDelivered: connection.totalDelivered,
+    totalReceived: serverConnection.totalReceived
+  }
+  await withTimeout(connection.end(), 2000, `${label}: close the sender's connection`).catch(() => {})
+  await withTimeout(server.close(), 2000, `${label}: close the STREAM server`).catch(() => {})
+  if (result.totalReceived !== String(amount)) {
+    throw new Error(`${label}: the receiver got ${result.totalReceived}, expected ${amount}`)
+  }
+  log(`${label}: ok, sent ${result.totalSent}, delivered ${result.totalDelivered}, received ${result.totalReceived}`)
+  return result
+}
+
+/**
+ * Retries `attempt` until it resolves or `ms` have passed (routes learned over CCP take a
+ * broadcast round to arrive); the last error is thrown.
+ */
+async function retryUntil (attempt, ms, what, pauseMs = 1000) {
+  const deadline = Date.now() + ms
+  let lastError
+  for (let n = 1; Date.now() < deadline; n++) {
+    try {
+      return await attempt(n)
+    } catch (e) {
+      lastError = e
+      log(`${what}: attempt ${n} failed: ${e.message}`)
+      await new Promise((resolve) => setTimeout(resolve, pauseMs))
+    }
+  }
+  throw new Error(`${what}: gave up after ${ms} ms: ${lastError && lastError.message}`)
+}
+
+/** Runs `main`, exits 0 on success and 1 on failure or after `ms`, whatever is still open. */
+function run (main, ms = 120000) {
+  const timer = setTimeout(() => {
+    console.error(`FAIL: the scenario did not finish in ${ms} ms`)
+    process.exit(1)
+  }, ms)
+  main().then(() => {
+    clearTimeout(timer)
+    log('PASS')
+    process.exit(0)
+  }, (e) => {
+    console.error('FAIL:', e && e.stack ? e.stack : e)
+    process.exit(1)
+  })
+}
+
+module.exports = { log, withTimeout, env, btpClient, connect, streamPayment, retryUntil, run }

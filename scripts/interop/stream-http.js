@@ -1,0 +1,33 @@
+'use strict'
+// Scenario 3: JS ilp-plugin-http sender -> our connector -> JS ilp-plugin-http receiver, over
+// sync ILP-over-HTTP, carrying one STREAM payment. Each plugin is a child account of ours
+// (link.type = "http") and learns its address from us over IL-DCP (a peer.config Prepare POSTed
+// to us). Our connector POSTs to each plugin's listener on 127.0.0.1.
+//
+// Environment: OUR_HTTP (http://HOST:PORT), SENDER_PORT, RECEIVER_PORT, AMOUNT (default 10000).
+
+// ilp-plugin-http listens on every interface; keep its listeners on loopback.
+const Koa = require('koa')
+const listen = Koa.prototype.listen
+Koa.prototype.listen = function (port) { return listen.call(this, port, '127.0.0.1') }
+
+const PluginHttp = require('ilp-plugin-http')
+const { env, connect, streamPayment, run } = require('./lib')
+
+function plugin (who, port) {
+  return new PluginHttp({
+    incoming: { port: Number(port), staticToken: `to-${who}` },
+    outgoing: { url: `${env('OUR_HTTP')}/accounts/${who}/ilp`, staticToken: `from-${who}`, name: who }
+  })
+}
+
+run(async () => {
+  const amount = process.env.AMOUNT || '10000'
+  const sender = plugin('sender', env('SENDER_PORT'))
+  const receiver = plugin('receiver', env('RECEIVER_PORT'))
+  await connect(sender, 'sender plugin (http)')
+  await connect(receiver, 'receiver plugin (http)')
+  await streamPayment({ senderPlugin: sender, receiverPlugin: receiver, amount, label: 'http sender -> ours -> http receiver' })
+  await sender.disconnect()
+  await receiver.disconnect()
+})
