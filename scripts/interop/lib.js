@@ -37,11 +37,25 @@ async function connect (plugin, what, ms = 15000) {
 }
 
 /**
- * Sends `amount` over one STREAM connection from `senderPlugin` to a STREAM server on
- * `receiverPlugin` (both connected; each learns its address over IL-DCP). Resolves with the
- * receiver's and the sender's view once the receiver has the whole amount; throws otherwise.
+ * Sends `amount` over one STREAM connection from a plugin made by `sender` to a STREAM server
+ * on a plugin made by `receiver` (each learns its address over IL-DCP). The plugins are made
+ * and connected here and disconnected at the end (ilp-protocol-stream disconnects them when its
+ * connection or server closes, so they serve one payment). Resolves with the sender's and the
+ * receiver's totals once the receiver has the whole amount; throws otherwise.
  */
-async function streamPayment ({ senderPlugin, receiverPlugin, amount, ms = 30000, label = 'payment' }) {
+async function streamPayment ({ sender, receiver, amount, ms = 30000, label = 'payment' }) {
+  const senderPlugin = sender()
+  const receiverPlugin = receiver()
+  try {
+    await connect(senderPlugin, `${label}: sender plugin`, ms)
+    await connect(receiverPlugin, `${label}: receiver plugin`, ms)
+    return await streamOnce({ senderPlugin, receiverPlugin, amount, ms, label })
+  } finally {
+    await withTimeout(Promise.all([senderPlugin.disconnect(), receiverPlugin.disconnect()]), 2000, `${label}: disconnect`).catch(() => {})
+  }
+}
+
+async function streamOnce ({ senderPlugin, receiverPlugin, amount, ms, label }) {
   const server = await withTimeout(createServer({ plugin: receiverPlugin }), ms, `${label}: STREAM server (IL-DCP on the receiver)`)
   log(`${label}: receiver address ${server.generateAddressAndSecret().destinationAccount.split('.').slice(0, -1).join('.')}`)
   let serverConnection
@@ -61,20 +75,28 @@ async function streamPayment ({ senderPlugin, receiverPlugin, amount, ms = 30000
     })
   })
   const { destinationAccount, sharedSecret } = server.generateAddressAndSecret()
-  const connection = await withTimeout(
-    createConnection({ plugin: senderPlugin, destinationAccount, sharedSecret }),
-    ms, `${label}: STREAM client connects to ${destinationAccount} (IL-DCP on the sender, rate probe)`)
-  const stream = connection.createStream()
-  await withTimeout(stream.sendTotal(amount), ms, `${label}: sendTotal(${amount})`)
-  await withTimeout(received, ms, `${label}: the receiver gets ${amount}`)
-  await new Promise((resolve) => setImmediate(resolve))
-  const result = {
-    totalSent: connection.totalSent,
-    totalDelivered: connection.totalDelivered,
-    totalReceived: serverConnection.totalReceived
+  let connection
+  let result
+  try {
+    connection = await withTimeout(
+      createConnection({ plugin: senderPlugin, destinationAccount, sharedSecret }),
+      ms, `${label}: STREAM client connects to ${destinationAccount} (IL-DCP on the sender, rate probe)`)
+    const stream = connection.createStream()
+    await withTimeout(stream.sendTotal(amount), ms, `${label}: sendTotal(${amount})`)
+    await withTimeout(received, ms, `${label}: the receiver gets ${amount}`)
+    await new Promise((resolve) => setImmediate(resolve))
+    result = {
+      totalSent: connection.totalSent,
+      totalDelivered: connection.totalDelivered,
+      totalReceived: serverConnection.totalReceived
+    }
+  } finally {
+    // Both ends let go of their plugins' handlers, so a retry can register its own.
+    if (connection) {
+      await withTimeout(connection.end(), 2000, `${label}: close the sender's connection`).catch(() => {})
+    }
+    await withTimeout(server.close(), 2000, `${label}: close the STREAM server`).catch(() => {})
   }
-  await withTimeout(connection.end(), 2000, `${label}: close the sender's connection`).catch(() => {})
-  await withTimeout(server.close(), 2000, `${label}: close the STREAM server`).catch(() => {})
   if (result.totalReceived !== String(amount)) {
     throw new Error(`${label}: the receiver got ${result.totalReceived}, expected ${amount}`)
   }

@@ -5,15 +5,13 @@
 //
 // Environment: OUR_BTP (ws://HOST:PORT), SENDER_TOKEN, RECEIVER_TOKEN, AMOUNT (default 10000).
 
-const { env, btpClient, connect, streamPayment, run } = require('./lib')
+const { env, btpClient, streamPayment, run } = require('./lib')
 
 run(async () => {
-  const amount = process.env.AMOUNT || '10000'
-  const sender = btpClient(env('OUR_BTP'), 'sender', env('SENDER_TOKEN'))
-  const receiver = btpClient(env('OUR_BTP'), 'receiver', env('RECEIVER_TOKEN'))
-  await connect(sender, 'sender plugin')
-  await connect(receiver, 'receiver plugin')
-  await streamPayment({ senderPlugin: sender, receiverPlugin: receiver, amount, label: 'btp sender -> ours -> btp receiver' })
-  await sender.disconnect()
-  await receiver.disconnect()
+  await streamPayment({
+    sender: () => btpClient(env('OUR_BTP'), 'sender', env('SENDER_TOKEN')),
+    receiver: () => btpClient(env('OUR_BTP'), 'receiver', env('RECEIVER_TOKEN')),
+    amount: process.env.AMOUNT || '10000',
+    label: 'btp sender -> ours -> btp receiver'
+  })
 })

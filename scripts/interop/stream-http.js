@@ -12,7 +12,7 @@ const listen = Koa.prototype.listen
 Koa.prototype.listen = function (port) { return listen.call(this, port, '127.0.0.1') }
 
 const PluginHttp = require('ilp-plugin-http')
-const { env, connect, streamPayment, run } = require('./lib')
+const { env, streamPayment, run } = require('./lib')
 
 function plugin (who, port) {
   return new PluginHttp({
@@ -22,12 +22,10 @@ function plugin (who, port) {
 }
 
 run(async () => {
-  const amount = process.env.AMOUNT || '10000'
-  const sender = plugin('sender', env('SENDER_PORT'))
-  const receiver = plugin('receiver', env('RECEIVER_PORT'))
-  await connect(sender, 'sender plugin (http)')
-  await connect(receiver, 'receiver plugin (http)')
-  await streamPayment({ senderPlugin: sender, receiverPlugin: receiver, amount, label: 'http sender -> ours -> http receiver' })
-  await sender.disconnect()
-  await receiver.disconnect()
+  await streamPayment({
+    sender: () => plugin('sender', env('SENDER_PORT')),
+    receiver: () => plugin('receiver', env('RECEIVER_PORT')),
+    amount: process.env.AMOUNT || '10000',
+    label: 'http sender -> ours -> http receiver'
+  })
 })
