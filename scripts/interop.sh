@@ -295,9 +295,18 @@ main() {
 
   command -v node >/dev/null || { echo "node (20 or later) is required" >&2; exit 1; }
   log "node $(node --version), npm $(npm --version 2>/dev/null)"
-  log "installing the JS packages (npm ci)"
-  (cd "$JS" && timeout 300 npm ci --no-audit --no-fund --loglevel=error) >"$WORK/npm.log" 2>&1 \
-    || { cat "$WORK/npm.log"; exit 1; }
+  # npm ci from the committed lock file, skipped when node_modules was installed from this very
+  # lock file (the stamp holds its digest).
+  local lock_sum stamp="$JS/node_modules/.interop-lock.sha256"
+  lock_sum="$(sha256sum "$JS/package-lock.json" | cut -d' ' -f1)"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$lock_sum" ]]; then
+    log "JS packages already installed from this package-lock.json"
+  else
+    log "installing the JS packages (npm ci)"
+    (cd "$JS" && timeout 300 npm ci --no-audit --no-fund --loglevel=error) >"$WORK/npm.log" 2>&1 \
+      || { cat "$WORK/npm.log"; exit 1; }
+    echo "$lock_sum" >"$stamp"
+  fi
 
   if [[ -z "${ILP_CONNECTOR_BIN:-}" ]]; then
     log "building our connector"
