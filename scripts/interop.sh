@@ -10,6 +10,7 @@
 #          a STREAM payment crosses both connectors in each direction.
 #   http   JS ilp-plugin-http sender and receiver <-> our connector over sync ILP-over-HTTP;
 #          a STREAM payment arrives in full.
+#   http2  the same, the plugins POSTing to us over HTTP/2 with prior knowledge (h2c).
 #
 # Environment:
 #   ILP_CONNECTOR_BIN   our binary; default: `cargo build -p ilp-actors --bin ilp-connector`
@@ -157,7 +158,7 @@ bind = "127.0.0.1:0"
 
 [listeners.http]
 bind = "127.0.0.1:0"
-h2 = false
+h2 = ${H2:-false}
 
 [listeners.admin]
 enabled = false
@@ -172,11 +173,12 @@ $accounts
 EOF
 }
 
-# A child account with a btp-server link and generous limits.
+# btp_child ID TOKEN [KEY = VALUE]: a child account with a btp-server link and generous limits.
 btp_child() {
   cat <<EOF
 [accounts.$1]
 relation = "child"
+${3:-}
 [accounts.$1.link]
 type = "btp-server"
 auth_username = "$1"
@@ -188,12 +190,14 @@ EOF
 }
 
 scenario_btp() {
-  write_config btp test.ours "$(btp_child sender sender-token)
+  # The sender's packets are capped at 10000 units: the 1000000-unit payment takes 100 or more
+  # packets, and the STREAM client learns the cap from our F08 rejects' data.
+  write_config btp test.ours "$(btp_child sender sender-token 'max_packet_amount = 10000')
 $(btp_child receiver receiver-token)"
   start_ours btp || return 1
   OUR_BTP="ws://$(listen_addr btp 'BTP listening on ws://')" || return 1
   log "our connector: $OUR_BTP (pid $OUR_PID)"
-  OUR_BTP="$OUR_BTP" SENDER_TOKEN=sender-token RECEIVER_TOKEN=receiver-token AMOUNT=10000 \
+  OUR_BTP="$OUR_BTP" SENDER_TOKEN=sender-token RECEIVER_TOKEN=receiver-token AMOUNT=1000000 \
     run_js btp stream-btp.js
 }
 
@@ -251,7 +255,10 @@ EOF
     AMOUNT=10000 run_js peer stream-peer.js
 }
 
-scenario_http() {
+# http_scenario NAME H2: our HTTP listener (h2c besides HTTP/1.1 when H2 is true) and two JS
+# ilp-plugin-http children; with H2 the plugins POST to us over HTTP/2 with prior knowledge.
+http_scenario() {
+  local name=$1 h2=$2
   local sender_port receiver_port
   sender_port="$(free_port)"
   receiver_port="$(free_port)"
@@ -273,23 +280,26 @@ refill_count = 1000000
 capacity = 1000000
 "
   done
-  write_config http test.ours "$accounts"
-  start_ours http || return 1
-  OUR_HTTP="http://$(listen_addr http 'ILP over HTTP listening on http://')" || return 1
+  H2=$h2 write_config "$name" test.ours "$accounts"
+  start_ours "$name" || return 1
+  OUR_HTTP="http://$(listen_addr "$name" 'ILP over HTTP listening on http://')" || return 1
   log "our connector: $OUR_HTTP (pid $OUR_PID); JS plugins on ports $sender_port, $receiver_port"
   OUR_HTTP="$OUR_HTTP" SENDER_PORT=$sender_port RECEIVER_PORT=$receiver_port AMOUNT=10000 \
-    run_js http stream-http.js
+    HTTP2=$h2 run_js "$name" stream-http.js
 }
+
+scenario_http() { http_scenario http false; }
+scenario_http2() { http_scenario http2 true; }
 
 main() {
   local scenarios=("$@")
-  ((${#scenarios[@]})) || scenarios=(btp peer http)
+  ((${#scenarios[@]})) || scenarios=(btp peer http http2)
   local s
   for s in "${scenarios[@]}"; do
     case "$s" in
-      btp | peer | http) ;;
+      btp | peer | http | http2) ;;
       -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-      *) echo "unknown scenario $s (btp, peer, http)" >&2; exit 2 ;;
+      *) echo "unknown scenario $s (btp, peer, http, http2)" >&2; exit 2 ;;
     esac
   done
 
