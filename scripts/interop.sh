@@ -7,7 +7,9 @@
 #          ilp-protocol-stream payment; both plugins are children that learn their address
 #          from us over IL-DCP.
 #   peer   JS ilp-connector 23.0.2 peered with ours over BTP (relation peer, CCP both ways);
-#          a STREAM payment crosses both connectors in each direction.
+#          a STREAM payment crosses both connectors in each direction. Our connector dials
+#          the JS one (our btp-client against its ilp-plugin-btp listener).
+#   peer-in the same, the JS connector dialling our btp-server.
 #   http   JS ilp-plugin-http sender and receiver <-> our connector over sync ILP-over-HTTP;
 #          a STREAM payment arrives in full.
 #   http2  the same, the plugins POSTing to us over HTTP/2 with prior knowledge (h2c).
@@ -201,31 +203,42 @@ $(btp_child receiver receiver-token)"
     run_js btp stream-btp.js
 }
 
-scenario_peer() {
-  local js_peer_port js_child_port
-  js_peer_port="$(free_port)"
+# peer_scenario NAME DIAL: the JS ilp-connector (test.js) peered with ours (test.ours) over BTP.
+# DIAL=ours: our js account is a btp-client of the JS connector's listener; DIAL=js: the JS
+# connector's ilp-plugin-btp dials our btp-server. Children: alice (ours), bob (the JS one's).
+peer_scenario() {
+  local name=$1 dial=$2
+  local js_peer_port js_child_port js_pid peer_link peer_options
   js_child_port="$(free_port)"
-  # Ours: a child (alice, BTP server) and the JS connector as a peer that we dial (BTP client).
-  write_config peer test.ours "$(btp_child alice alice-token)
+  if [[ $dial == ours ]]; then
+    js_peer_port="$(free_port)"
+    peer_link="type = \"btp-client\"
+url = \"ws://127.0.0.1:$js_peer_port\"
+auth_username = \"ours\"
+auth_token = \"peer-token\""
+    peer_options="{ \"listener\": { \"port\": $js_peer_port, \"secret\": \"peer-token\",
+      \"wsOpts\": { \"host\": \"127.0.0.1\", \"port\": $js_peer_port } } }"
+  else
+    peer_link="type = \"btp-server\"
+auth_username = \"js\"
+auth_token = \"peer-token\""
+  fi
+  write_config "$name" test.ours "$(btp_child alice alice-token)
 [accounts.js]
 relation = \"peer\"
 [accounts.js.link]
-type = \"btp-client\"
-url = \"ws://127.0.0.1:$js_peer_port\"
-auth_username = \"ours\"
-auth_token = \"peer-token\"
+$peer_link
 [accounts.js.rate_limit]
 refill_count = 1000000
 capacity = 1000000"
-  # The JS connector: the peer account listens for us, the child bob listens for his plugin.
-  local accounts
-  accounts=$(cat <<EOF
+  start_js_connector() {
+    # Route broadcast stays on (the default): without it the JS connector installs no routes.
+    local accounts
+    accounts=$(cat <<EOF
 {
   "ours": {
     "relation": "peer", "assetCode": "USD", "assetScale": 9,
-    "plugin": "ilp-plugin-btp",
-    "options": { "listener": { "port": $js_peer_port, "secret": "peer-token",
-                               "wsOpts": { "host": "127.0.0.1", "port": $js_peer_port } } },
+    "plugin": "ilp-plugin-btp", "options": $peer_options,
     "rateLimit": { "refillCount": 1000000, "capacity": 1000000 }
   },
   "bob": {
@@ -238,22 +251,35 @@ capacity = 1000000"
 }
 EOF
 )
-  (
-    cd "$JS"
-    export CONNECTOR_ILP_ADDRESS=test.js CONNECTOR_STORE=memory CONNECTOR_BACKEND=one-to-one \
-      CONNECTOR_SPREAD=0 CONNECTOR_ROUTE_BROADCAST_ENABLED=true \
-      CONNECTOR_ROUTE_BROADCAST_INTERVAL=1000 CONNECTOR_ACCOUNTS="$accounts" \
-      DEBUG='ilp*,connector*'
-    exec node node_modules/ilp-connector/dist/index.js
-  ) >"$WORK/peer-jsconnector.log" 2>&1 &
-  local js_pid=$!
-  PIDS+=("$js_pid")
-  start_ours peer || return 1
-  OUR_BTP="ws://$(listen_addr peer 'BTP listening on ws://')" || return 1
-  log "our connector: $OUR_BTP (pid $OUR_PID); JS connector: peer port $js_peer_port, child port $js_child_port (pid $js_pid)"
+    (
+      cd "$JS"
+      export CONNECTOR_ILP_ADDRESS=test.js CONNECTOR_STORE=memory CONNECTOR_BACKEND=one-to-one \
+        CONNECTOR_SPREAD=0 CONNECTOR_ROUTE_BROADCAST_ENABLED=true \
+        CONNECTOR_ROUTE_BROADCAST_INTERVAL=1000 CONNECTOR_ACCOUNTS="$accounts" \
+        DEBUG='ilp*,connector*'
+      exec node node_modules/ilp-connector/dist/index.js
+    ) >"$WORK/$name-jsconnector.log" 2>&1 &
+    js_pid=$!
+    PIDS+=("$js_pid")
+  }
+  if [[ $dial == ours ]]; then
+    # Ours redials until the JS connector listens.
+    start_js_connector
+    start_ours "$name" || return 1
+    OUR_BTP="ws://$(listen_addr "$name" 'BTP listening on ws://')" || return 1
+  else
+    start_ours "$name" || return 1
+    OUR_BTP="ws://$(listen_addr "$name" 'BTP listening on ws://')" || return 1
+    peer_options="{ \"server\": \"btp+ws://js:peer-token@${OUR_BTP#ws://}\" }"
+    start_js_connector
+  fi
+  log "our connector: $OUR_BTP (pid $OUR_PID); JS connector: pid $js_pid, bob's listener on port $js_child_port; $dial dial(s) the peer link"
   OUR_BTP="$OUR_BTP" ALICE_TOKEN=alice-token JS_BTP="ws://127.0.0.1:$js_child_port" BOB_TOKEN=bob-token \
-    AMOUNT=10000 run_js peer stream-peer.js
+    AMOUNT=10000 run_js "$name" stream-peer.js
 }
+
+scenario_peer() { peer_scenario peer ours; }
+scenario_peer_in() { peer_scenario peer-in js; }
 
 # http_scenario NAME H2: our HTTP listener (h2c besides HTTP/1.1 when H2 is true) and two JS
 # ilp-plugin-http children; with H2 the plugins POST to us over HTTP/2 with prior knowledge.
@@ -293,13 +319,13 @@ scenario_http2() { http_scenario http2 true; }
 
 main() {
   local scenarios=("$@")
-  ((${#scenarios[@]})) || scenarios=(btp peer http http2)
+  ((${#scenarios[@]})) || scenarios=(btp peer peer-in http http2)
   local s
   for s in "${scenarios[@]}"; do
     case "$s" in
-      btp | peer | http | http2) ;;
+      btp | peer | peer-in | http | http2) ;;
       -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-      *) echo "unknown scenario $s (btp, peer, http, http2)" >&2; exit 2 ;;
+      *) echo "unknown scenario $s (btp, peer, peer-in, http, http2)" >&2; exit 2 ;;
     esac
   done
 
@@ -334,7 +360,7 @@ main() {
   for s in "${scenarios[@]}"; do
     log "scenario $s"
     started=$SECONDS
-    if "scenario_$s"; then
+    if "scenario_${s//-/_}"; then
       passed=$((passed + 1))
       log "scenario $s passed ($((SECONDS - started))s)"
     else
