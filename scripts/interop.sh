@@ -4,8 +4,9 @@
 #
 # usage: scripts/interop.sh [SCENARIO...]      (default: all, in this order)
 #   btp    JS ilp-plugin-btp sender -> our connector -> JS ilp-plugin-btp receiver, one
-#          ilp-protocol-stream payment; both plugins are children that learn their address
-#          from us over IL-DCP.
+#          ilp-protocol-stream payment of 1000000 units, split into 100+ packets by our
+#          max_packet_amount (the JS client reads our F08 rejects); both plugins are children
+#          that learn their address from us over IL-DCP.
 #   peer   JS ilp-connector 23.0.2 peered with ours over BTP (relation peer, CCP both ways);
 #          a STREAM payment crosses both connectors in each direction. Our connector dials
 #          the JS one (our btp-client against its ilp-plugin-btp listener).
@@ -52,7 +53,10 @@ cleanup() {
     wait "$pid" 2>/dev/null || true
   done
   PIDS=()
-  if [[ "${INTEROP_KEEP:-0}" == 1 || $status -ne 0 ]]; then
+  rmdir "$WORK" 2>/dev/null || true # nothing to keep (usage errors)
+  if [[ ! -d "$WORK" ]]; then
+    :
+  elif [[ "${INTEROP_KEEP:-0}" == 1 || $status -ne 0 ]]; then
     log "logs and configs kept in $WORK"
   else
     rm -rf "$WORK"
