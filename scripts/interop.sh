@@ -37,36 +37,8 @@ PIDS=()
 
 log() { printf '[interop %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
-# Stops every process we started: SIGTERM, then SIGKILL after 5 s.
-cleanup() {
-  local status=$?
-  local pid
-  for pid in "${PIDS[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 50); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  PIDS=()
-  rmdir "$WORK" 2>/dev/null || true # nothing to keep (usage errors)
-  if [[ ! -d "$WORK" ]]; then
-    :
-  elif [[ "${INTEROP_KEEP:-0}" == 1 || $status -ne 0 ]]; then
-    log "logs and configs kept in $WORK"
-  else
-    rm -rf "$WORK"
-  fi
-  exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Stops the processes started so far (between scenarios), by PID.
+# Stops every process started so far (between scenarios and at exit), by PID: SIGTERM, then
+# SIGKILL for one still running 5 s later.
 stop_all() {
   local pid
   for pid in "${PIDS[@]}"; do
@@ -82,6 +54,22 @@ stop_all() {
   done
   PIDS=()
 }
+
+cleanup() {
+  local status=$?
+  stop_all
+  rmdir "$WORK" 2>/dev/null || true # nothing to keep (usage errors)
+  if [[ -d "$WORK" ]]; then
+    if [[ "${INTEROP_KEEP:-0}" == 1 || $status -ne 0 ]]; then
+      log "logs and configs kept in $WORK"
+    else
+      rm -rf "$WORK"
+    fi
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 # Prints the tail of every log of the scenario (on failure).
 dump_logs() {
