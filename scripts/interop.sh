@@ -20,6 +20,7 @@
 #                       and the debug binary of the workspace's target directory
 #   INTEROP_TIMEOUT     seconds one scenario may take (default 120)
 #   INTEROP_KEEP=1      keep the work directory (configs and logs) after the run
+#   INTEROP_LOG_LEVEL   our connector's [log] level (default info)
 #
 # It installs its npm packages itself (`npm ci` from scripts/interop/package-lock.json, with
 # ilp-protocol-stream pinned to 2.7.2-alpha.3 by npm `overrides`: 2.7.1 breaks on Node 20), starts
@@ -161,7 +162,7 @@ enabled = false
 backend = "memory"
 
 [log]
-level = "info"
+level = "${INTEROP_LOG_LEVEL:-info}"
 
 $accounts
 EOF
