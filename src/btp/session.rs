@@ -154,6 +154,8 @@ pub enum SessionError {
     DuplicateRequestId(u32),
     #[error("no authentication decision is pending")]
     NoAuthPending,
+    #[error("BTP/2.0-I can only be switched before the connection opens")]
+    TooLateForIdempotency,
 }
 
 /// Where the connection stands.
@@ -253,6 +255,43 @@ impl Session {
             State::ServerAuthPending { .. } => SessionState::ServerAuthPending,
             State::Open => SessionState::Open,
             State::Closed => SessionState::Closed,
+        }
+    }
+
+    /// Server: switches BTP/2.0-I on or off for this connection, once authentication tells
+    /// which account connects (the two sides agree on it per account, out of band). Only
+    /// before the connection opens, so no request was delivered or sent under the old rules.
+    pub fn set_idempotency(
+        &mut self,
+        idempotency: Option<IdempotencyConfig>,
+    ) -> Result<(), SessionError> {
+        if !matches!(
+            self.state,
+            State::ServerAwaitingAuth { .. } | State::ServerAuthPending { .. }
+        ) {
+            return Err(SessionError::TooLateForIdempotency);
+        }
+        self.replay = idempotency.map(|c| ReplayCache::new(c.max_entries));
+        self.config.idempotency = idempotency;
+        Ok(())
+    }
+
+    /// Whether BTP/2.0-I is on.
+    pub fn is_idempotent(&self) -> bool {
+        self.config.idempotency.is_some()
+    }
+
+    /// Exchanges this session's BTP/2.0-I memory with `other` (returns false, changing
+    /// nothing, when BTP/2.0-I is off). A caller keeping one memory per account across
+    /// reconnects swaps it in around each call and back out after, so a request repeated on
+    /// a new connection is still answered from memory. The memory survives [`Session::close`].
+    pub fn swap_replay_cache(&mut self, other: &mut ReplayCache) -> bool {
+        match &mut self.replay {
+            Some(mine) => {
+                std::mem::swap(mine, other);
+                true
+            }
+            None => false,
         }
     }
 
@@ -643,7 +682,7 @@ impl Session {
         }
         self.state = State::Closed;
         self.timers.clear();
-        self.replay = None;
+        // The replay memory stays: the caller may keep it for the account's next connection.
         let mut out: Vec<Action> = std::mem::take(&mut self.pending)
             .into_iter()
             .filter(|(_, p)| !p.is_auth)
@@ -1268,6 +1307,61 @@ mod tests {
             sent(&server.respond(21, Reply::Response(ProtocolData::new()), None, T0)).len(),
             1
         );
+    }
+
+    #[test]
+    fn server_switches_idempotency_on_once_the_account_is_known() {
+        let (mut client, actions) = Session::client(idempotent(), "a", "t", 1, T0);
+        let mut server = Session::server(SessionConfig::default(), 0, T0);
+        assert!(!server.is_idempotent());
+        server.handle_frame(only_send(actions), T0);
+        let config = idempotent().idempotency;
+        assert_eq!(server.set_idempotency(config), Ok(()));
+        assert!(server.is_idempotent());
+        let answer = sent(&server.accept_auth(T0).unwrap()).remove(0);
+        client.handle_frame(answer, T0);
+        // Open now: too late to change the rules.
+        assert_eq!(
+            server.set_idempotency(None),
+            Err(SessionError::TooLateForIdempotency)
+        );
+        assert_eq!(
+            client.set_idempotency(None),
+            Err(SessionError::TooLateForIdempotency)
+        );
+        let req: Bytes = Frame::ilp_message(10, &b"one"[..]).encode().into();
+        assert_eq!(server.handle_frame(req.clone(), T0).len(), 1);
+        assert!(server.handle_frame(req, T0 + 1).is_empty());
+        // And a server can switch it off again before opening.
+        let mut plain = Session::server(idempotent(), 0, T0);
+        assert_eq!(plain.set_idempotency(None), Ok(()));
+        assert!(!plain.is_idempotent());
+        let mut holder = ReplayCache::new(1);
+        assert!(!plain.swap_replay_cache(&mut holder));
+    }
+
+    #[test]
+    fn replay_memory_carried_to_the_next_connection_answers_repeats() {
+        let (_, mut first) = open_pair(idempotent());
+        let req: Bytes = Frame::ilp_message(10, &b"one"[..]).encode().into();
+        first.handle_frame(req.clone(), T0);
+        let reply = only_send(first.respond(
+            10,
+            Reply::Response(ProtocolData::ilp_packet(&b"r"[..])),
+            Some(T0 + 1_000),
+            T0,
+        ));
+        first.close();
+        // The account's memory, kept outside any one connection.
+        let mut kept = ReplayCache::new(4);
+        assert!(first.swap_replay_cache(&mut kept));
+        assert!(!kept.is_empty());
+
+        let (_, mut second) = open_pair(idempotent());
+        assert!(second.swap_replay_cache(&mut kept));
+        assert_eq!(only_send(second.handle_frame(req, T0 + 10)), reply);
+        assert!(second.swap_replay_cache(&mut kept));
+        assert!(!kept.is_empty());
     }
 
     #[test]

@@ -13,6 +13,14 @@
 //! The protocol itself (auth handshake, request ids, matching answers, timeouts) is the sans-IO
 //! [`ilp::btp::Session`]; [`connection`] only carries out its actions on a socket. Both sides
 //! send Prepares as BTP Messages and answer the peer's Prepares with BTP Responses.
+//!
+//! BTP/2.0-I is chosen per account (`btp_idempotent`): a client account's sessions are built
+//! with it; the server switches it on once the auth Message names such an account. The memory
+//! of answered requests ([`ReplayCache`]) belongs to the account's link, not to one socket, so
+//! a request the peer repeats on a new connection after a drop is answered from memory rather
+//! than delivered again. Request ids key that memory, so it assumes, as BTP/2.0-I senders do,
+//! that a peer does not reuse an id for a different request while the old one is remembered
+//! (if it does, the session's digest check keeps the old answer from being replayed).
 
 mod connection;
 
@@ -23,7 +31,9 @@ use crate::tls::{self, ClientCerts, ServerTls, TlsError};
 use actix::Recipient;
 use connection::{Command, Handle, Role, ServerAccount};
 use futures::future::BoxFuture;
-use ilp::btp::{AuthCredentials, SessionConfig};
+use ilp::btp::{
+    AuthCredentials, Frame, IdempotencyConfig, Payload, ReplayCache, Reply, SessionConfig,
+};
 use ilp::config::{Config, LinkConfig};
 use ilp::packet::Prepare;
 use rand::Rng;
@@ -41,8 +51,11 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 /// Timeouts and limits of BTP connections, on both sides.
 #[derive(Debug, Clone)]
 pub struct BtpOptions {
-    /// Request and auth timeouts (and BTP/2.0-I, when set) of each connection's session.
+    /// Request and auth timeouts (and BTP/2.0-I for every account, when set) of each
+    /// connection's session.
     pub session: SessionConfig,
+    /// BTP/2.0-I parameters (retry interval, memory size) of the accounts that use it.
+    pub idempotency: IdempotencyConfig,
     /// A WebSocket ping goes out this often.
     pub ping_interval: Duration,
     /// A connection on which nothing (not even a pong) arrived for this long is closed, and so
@@ -65,6 +78,7 @@ impl Default for BtpOptions {
     fn default() -> Self {
         BtpOptions {
             session: SessionConfig::default(),
+            idempotency: IdempotencyConfig::default(),
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
             max_message_size: 64 * 1024,
@@ -91,6 +105,8 @@ pub struct BtpCredentials {
     /// When set, `auth_username` must equal it; when not, any username is accepted.
     pub username: Option<String>,
     pub token: String,
+    /// The account speaks BTP/2.0-I (`btp_idempotent`).
+    pub idempotent: bool,
 }
 
 impl std::fmt::Debug for BtpCredentials {
@@ -98,6 +114,7 @@ impl std::fmt::Debug for BtpCredentials {
         f.debug_struct("BtpCredentials")
             .field("username", &self.username)
             .field("token", &"***")
+            .field("idempotent", &self.idempotent)
             .finish()
     }
 }
@@ -106,14 +123,50 @@ impl std::fmt::Debug for BtpCredentials {
 pub(crate) struct LinkShared {
     conn: Mutex<Option<Handle>>,
     account: RwLock<Option<Recipient<IncomingPrepare>>>,
+    /// `Some` when the account speaks BTP/2.0-I.
+    pub(crate) idempotency: Option<IdempotencyConfig>,
+    /// The account's BTP/2.0-I memory, shared by its connections over time (present exactly
+    /// when `idempotency` is).
+    pub(crate) replay: Option<Mutex<ReplayCache>>,
 }
 
 impl LinkShared {
-    fn new() -> Arc<Self> {
+    fn new(idempotency: Option<IdempotencyConfig>) -> Arc<Self> {
         Arc::new(LinkShared {
             conn: Mutex::new(None),
             account: RwLock::new(None),
+            idempotency,
+            replay: idempotency.map(|c| Mutex::new(ReplayCache::new(c.max_entries))),
         })
+    }
+
+    /// Records the answer to a request whose connection closed before the answer came: the
+    /// peer's repeat on the next connection gets it from memory. Nothing is sent, since a
+    /// new connection's request ids are not this one's.
+    pub(crate) fn remember_answer(
+        &self,
+        request_id: u32,
+        reply: Reply,
+        until: Option<u64>,
+        now: u64,
+    ) {
+        let (Some(replay), Some(config)) = (&self.replay, self.idempotency) else {
+            return;
+        };
+        let payload = match reply {
+            Reply::Response(pd) => Payload::Response(pd),
+            Reply::Error(e) => Payload::Error(e),
+        };
+        let bytes = Frame {
+            request_id,
+            payload,
+        }
+        .encode();
+        let until = until.unwrap_or_else(|| now.saturating_add(config.remember_ms));
+        replay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .complete(request_id, bytes.into(), until);
     }
 
     fn lock_conn(&self) -> std::sync::MutexGuard<'_, Option<Handle>> {
@@ -231,7 +284,7 @@ impl BtpServer {
         let mut links = BTreeMap::new();
         let mut table = Vec::new();
         for (id, credentials) in accounts {
-            let shared = LinkShared::new();
+            let shared = LinkShared::new(credentials.idempotent.then_some(options.idempotency));
             table.push(ServerAccount {
                 id: id.clone(),
                 username: credentials.username,
@@ -387,20 +440,22 @@ impl BtpClientLink {
             .then(|| tls::client_config(&Default::default(), "btp client").ok())
             .flatten()
             .map(Arc::new);
-        BtpClientLink::connect_with_tls(url, username, token, tls, options)
+        BtpClientLink::connect_with_tls(url, username, token, tls, false, options)
     }
 
     /// As [`BtpClientLink::connect`], with the TLS client config a `wss://` URL is dialled with
-    /// (a `wss://` URL without one never connects). `btp+ws://` and `btp+wss://` URLs are read
-    /// as `ws://` and `wss://`.
+    /// (a `wss://` URL without one never connects), and BTP/2.0-I when `idempotent` (with
+    /// `options.idempotency`). `btp+ws://` and `btp+wss://` URLs are read as `ws://` and
+    /// `wss://`.
     pub fn connect_with_tls(
         url: &str,
         username: &str,
         token: &str,
         tls: Option<Arc<rustls::ClientConfig>>,
+        idempotent: bool,
         options: BtpOptions,
     ) -> BtpClientLink {
-        let shared = LinkShared::new();
+        let shared = LinkShared::new(idempotent.then_some(options.idempotency));
         let (stop, stop_rx) = watch::channel(());
         let tls = tls.map(|config| {
             // A WebSocket upgrade is HTTP/1.1; the caller's config stays as it is.
@@ -590,6 +645,7 @@ pub async fn links_for_config(
                     BtpCredentials {
                         username: auth_username.clone(),
                         token: auth_token.expose().to_owned(),
+                        idempotent: account.btp_idempotent,
                     },
                 );
             }
@@ -612,6 +668,7 @@ pub async fn links_for_config(
                     auth_username.as_deref().unwrap_or(""),
                     auth_token.expose(),
                     client_tls,
+                    account.btp_idempotent,
                     options.clone(),
                 );
                 links.insert(AccountId::from(id.as_str()), Arc::new(link));
@@ -639,7 +696,7 @@ mod tests {
     use super::*;
 
     fn account(username: Option<&str>, token: &str) -> (ServerAccount, Arc<LinkShared>) {
-        let link = LinkShared::new();
+        let link = LinkShared::new(None);
         (
             ServerAccount {
                 id: AccountId::from(username.unwrap_or("anonymous")),

@@ -1,8 +1,9 @@
 //! One BTP connection on a WebSocket: feeds received frames, timers and outgoing Prepares to
 //! the sans-IO [`Session`] and carries out its actions (write a frame, authenticate, deliver a
 //! Prepare to the account, complete a pending send, close). Also owns what the session does not:
-//! WebSocket keepalive, the idle and stalled-write timeouts, and binding the connection to its
-//! account's link once authenticated.
+//! WebSocket keepalive, the idle and stalled-write timeouts, binding the connection to its
+//! account's link once authenticated, and (BTP/2.0-I) lending the session the link's memory of
+//! answered requests around every call, so that memory outlives the socket.
 
 use super::{find_account, BtpOptions, LinkShared};
 use crate::link::LinkError;
@@ -11,7 +12,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use ilp::btp::{
     Action, BtpErrorCode, ErrorPayload, GeneralizedTime, Outcome, ProtocolData, Reply, Request,
-    Session,
+    Session, SessionConfig,
 };
 use ilp::packet::{ErrorCode, Packet, Prepare, Reject, Timestamp};
 use std::collections::{HashMap, VecDeque};
@@ -63,10 +64,14 @@ pub(crate) enum Role<'a> {
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
+/// The application's reply to a delivered request, and until when BTP/2.0-I remembers it (the
+/// Prepare's expiry, after which the peer stops repeating; `None`: the session's default).
+type Answer = (u32, Reply, Option<u64>);
+
 enum Event {
     Received(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
     Command(Option<Command>),
-    Answered(Option<(u32, Reply)>),
+    Answered(Option<Answer>),
     Timer,
     Tick,
     Stop,
@@ -83,7 +88,7 @@ struct Conn<'a, S> {
     id: u64,
     tx: mpsc::Sender<Command>,
     pending: HashMap<u32, oneshot::Sender<Result<PacketResult, LinkError>>>,
-    answers: mpsc::UnboundedSender<(u32, Reply)>,
+    answers: mpsc::UnboundedSender<Answer>,
     last_seen: Instant,
     authenticated: bool,
 }
@@ -107,13 +112,11 @@ where
             username,
             token,
         } => {
-            let (s, actions) = Session::client(
-                options.session.clone(),
-                username,
-                token,
-                first_request_id,
-                now,
-            );
+            let config = SessionConfig {
+                idempotency: link.idempotency.or(options.session.idempotency),
+                ..options.session.clone()
+            };
+            let (s, actions) = Session::client(config, username, token, first_request_id, now);
             (s, actions, Some(link), None, None)
         }
         Role::Server(accounts, cert_names) => (
@@ -160,6 +163,14 @@ where
         open = conn.on_event(event).await;
     }
     conn.finish().await;
+    // Answers still on their way go to the link's memory, for the peer's repeats on the next
+    // connection; from now on the delivery tasks do that themselves.
+    answered.close();
+    while let Ok((request_id, reply, until)) = answered.try_recv() {
+        if let Some(link) = &conn.link {
+            link.remember_answer(request_id, reply, until, options.clock.now_ms());
+        }
+    }
     // Dropping `commands` now fails every Prepare still queued for this connection.
     drop(commands);
     conn.authenticated
@@ -188,7 +199,7 @@ where
                 self.last_seen = Instant::now();
                 match message {
                     Message::Binary(bytes) => {
-                        let actions = self.session.handle_frame(bytes, now);
+                        let actions = self.with_session(|s| s.handle_frame(bytes, now));
                         self.apply(actions).await
                     }
                     // BTP is binary; tungstenite answers pings by itself.
@@ -214,13 +225,13 @@ where
                 }
             }
             Event::Command(Some(Command::Close)) | Event::Command(None) => false,
-            Event::Answered(Some((id, reply))) => {
-                let actions = self.session.respond(id, reply, None, now);
+            Event::Answered(Some((id, reply, until))) => {
+                let actions = self.with_session(|s| s.respond(id, reply, until, now));
                 self.apply(actions).await
             }
             Event::Answered(None) => true,
             Event::Timer => {
-                let actions = self.session.handle_timeout(now);
+                let actions = self.with_session(|s| s.handle_timeout(now));
                 self.apply(actions).await
             }
             Event::Tick => {
@@ -230,6 +241,22 @@ where
                 self.write(Message::Ping(Bytes::new())).await
             }
         }
+    }
+
+    /// Runs `f` on the session with the link's BTP/2.0-I memory swapped in (when the account
+    /// has one), and puts it back after. The lock is never held across an await.
+    fn with_session<R>(&mut self, f: impl FnOnce(&mut Session) -> R) -> R {
+        let link = self.link.clone();
+        let Some(replay) = link.as_ref().and_then(|l| l.replay.as_ref()) else {
+            return f(&mut self.session);
+        };
+        let mut memory = replay.lock().unwrap_or_else(|p| p.into_inner());
+        let lent = self.session.swap_replay_cache(&mut memory);
+        let result = f(&mut self.session);
+        if lent {
+            self.session.swap_replay_cache(&mut memory);
+        }
+        result
     }
 
     /// Writes one WebSocket message; a write that stalls past the idle timeout (the peer stopped
@@ -258,8 +285,13 @@ where
                     });
                     let more = match found {
                         Some(link) => {
+                            if let Some(config) = link.idempotency {
+                                // Before the account is known nothing was delivered, so the
+                                // session accepts the switch; an error cannot happen here.
+                                let _ = self.session.set_idempotency(Some(config));
+                            }
                             self.link = Some(link);
-                            self.session.accept_auth(now)
+                            self.with_session(|s| s.accept_auth(now))
                         }
                         None => self
                             .session
@@ -320,29 +352,36 @@ where
                 Some(bytes) => match Packet::parse(bytes.clone()) {
                     Ok(Packet::Prepare(p)) => p,
                     _ => {
-                        let _ = self
-                            .answers
-                            .send((request_id, refuse("the ilp data is not an ILP Prepare")));
+                        let _ = self.answers.send((
+                            request_id,
+                            refuse("the ilp data is not an ILP Prepare"),
+                            None,
+                        ));
                         return;
                     }
                 },
                 // Sub-protocols we do not speak get an empty Response, as ilp-plugin-btp does.
                 None => {
-                    let _ = self
-                        .answers
-                        .send((request_id, Reply::Response(ProtocolData::new())));
+                    let _ =
+                        self.answers
+                            .send((request_id, Reply::Response(ProtocolData::new()), None));
                     return;
                 }
             },
             Request::Transfer { .. } => {
-                let _ = self
-                    .answers
-                    .send((request_id, refuse("BTP transfers are not supported")));
+                let _ = self.answers.send((
+                    request_id,
+                    refuse("BTP transfers are not supported"),
+                    None,
+                ));
                 return;
             }
         };
         let account = self.link.as_ref().and_then(|l| l.account());
         let answers = self.answers.clone();
+        let link = self.link.clone();
+        let clock = self.options.clock;
+        let until = Some(prepare.expires_at().unix_millis());
         tokio::spawn(async move {
             let result = match account {
                 Some(account) => account
@@ -355,10 +394,15 @@ where
                 Ok(fulfill) => fulfill.as_bytes().clone(),
                 Err(reject) => reject.as_bytes().clone(),
             };
-            let _ = answers.send((
-                request_id,
-                Reply::Response(ProtocolData::ilp_packet(packet)),
-            ));
+            let reply = Reply::Response(ProtocolData::ilp_packet(packet));
+            if let Err(mpsc::error::SendError((request_id, reply, until))) =
+                answers.send((request_id, reply, until))
+            {
+                // The connection is gone: keep the answer for the peer's repeat elsewhere.
+                if let Some(link) = link {
+                    link.remember_answer(request_id, reply, until, clock.now_ms());
+                }
+            }
         });
     }
 
