@@ -277,11 +277,21 @@ impl TestNode {
     /// config's `[listeners.http.tls]` when enabled); `h2c`: the link speaks HTTP/2 with prior
     /// knowledge over plain http.
     fn start(config: &Config, peer: &str, listener: TcpListener, h2c: bool) -> TestNode {
-        let clock = Clock::system();
         let options = HttpLinkOptions {
             http2_prior_knowledge: h2c,
             ..HttpLinkOptions::default()
         };
+        TestNode::start_with(config, peer, listener, options)
+    }
+
+    /// As `start`, with the link's `options`.
+    fn start_with(
+        config: &Config,
+        peer: &str,
+        listener: TcpListener,
+        options: HttpLinkOptions,
+    ) -> TestNode {
+        let clock = Clock::system();
         let http = HttpLink::from_config(peer, &config.accounts[peer], clock, &options).unwrap();
         let (node_end, wallet) = MemoryLink::pair();
         let received = Arc::new(AtomicUsize::new(0));
@@ -795,6 +805,13 @@ fn a_callback_answered_500_is_retried_until_accepted_and_a_4xx_stops_it() {
 /// Node "a" whose async account "b" POSTs to a scripted peer answering 202; returns the node
 /// (serving a's callback path) and the peer's request channel.
 async fn node_with_silent_peer() -> (TestNode, mpsc::UnboundedReceiver<Seen>) {
+    node_with_silent_peer_holding(HttpLinkOptions::default().max_pending_callbacks).await
+}
+
+/// As [`node_with_silent_peer`], with at most `max_pending` Prepares awaiting a callback.
+async fn node_with_silent_peer_holding(
+    max_pending: usize,
+) -> (TestNode, mpsc::UnboundedReceiver<Seen>) {
     let (peer_l, peer_addr) = listener().await;
     let prepares = scripted_server(peer_l, vec![], StatusCode::ACCEPTED);
     let (la, addr_a) = listener().await;
@@ -808,7 +825,11 @@ async fn node_with_silent_peer() -> (TestNode, mpsc::UnboundedReceiver<Seen>) {
         peer_url: &peer_url,
         tls: None,
     });
-    (TestNode::start(&config, "b", la, false), prepares)
+    let options = HttpLinkOptions {
+        max_pending_callbacks: max_pending,
+        ..HttpLinkOptions::default()
+    };
+    (TestNode::start_with(&config, "b", la, options), prepares)
 }
 
 fn fulfill_bytes(seed: u8) -> Bytes {
@@ -924,6 +945,50 @@ fn a_callback_after_the_prepares_expiry_gets_400_and_upstream_saw_r00() {
         )
         .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(a.balance("b").await, 0);
+    });
+}
+
+#[test]
+fn a_full_callback_table_rejects_t03_without_sending() {
+    run(|| async {
+        let (a, mut prepares) = node_with_silent_peer_holding(1).await;
+        let first = tokio::spawn({
+            let wallet = a.wallet.clone();
+            async move {
+                wallet
+                    .send_prepare(payment("test.b.x", 10, 1_500, 11))
+                    .await
+            }
+        });
+        next(&mut prepares).await;
+        let reject = rejected(
+            a.pay(payment("test.b.x", 10, 10_000, 12)).await,
+            ErrorCode::T03_CONNECTOR_BUSY,
+        );
+        assert_eq!(reject.triggered_by().unwrap().as_str(), "test.a");
+        rejected(
+            timeout(WAIT, first).await.unwrap().unwrap().unwrap(),
+            ErrorCode::R00_TRANSFER_TIMED_OUT,
+        );
+        // The expired entry is gone, so the table takes the next Prepare.
+        let again = tokio::spawn({
+            let wallet = a.wallet.clone();
+            async move {
+                wallet
+                    .send_prepare(payment("test.b.x", 10, 1_000, 13))
+                    .await
+            }
+        });
+        next(&mut prepares).await;
+        rejected(
+            timeout(WAIT, again).await.unwrap().unwrap().unwrap(),
+            ErrorCode::R00_TRANSFER_TIMED_OUT,
+        );
+        assert!(
+            prepares.try_recv().is_err(),
+            "the T03 Prepare was never sent"
+        );
         assert_eq!(a.balance("b").await, 0);
     });
 }

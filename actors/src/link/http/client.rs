@@ -14,6 +14,19 @@
 //! | 200 whose body is not a Fulfill or Reject       | [`LinkError::Protocol`]: the PeerAccount rejects T00 |
 //! | no answer by the Prepare's expiry               | the PeerAccount's timer rejects R00; the link's own backstop, [`EXPIRY_GRACE`] later, rejects T00 for callers that do not race it |
 //!
+//! Async mode (`mode = "async"`): the POST also carries `Callback-Url` (the account's
+//! `callback_url`) and a fresh `Request-Id`, registered in a bounded table first (full: Reject
+//! T03, nothing sent). A 202 means the answer comes by callback: the send waits for the
+//! [`super::HttpServer`] to hand it the first callback with that id; a 200 with a packet (a peer
+//! that answers at once) and every failure above are taken as in sync mode. However the send
+//! ends, even dropped by the PeerAccount's expiry timer, its id leaves the table, so a later
+//! callback finds nothing (400).
+//!
+//! The answering side's callbacks also go out through this link's client, with its outgoing
+//! bearer token: 2xx or 4xx ends them; a 5xx, a connection failure or no answer within
+//! [`HttpLinkOptions::callback_attempt_timeout`] is retried after a pause that doubles from
+//! `callback_first_backoff` to `callback_max_backoff`, until the Prepare's expiry.
+//!
 //! An unparsable 200 is T00 rather than F00: the peer accepted the request, so the fault is
 //! more likely a transient one on its side than a bad Prepare of ours.
 //!
