@@ -1,24 +1,33 @@
-//! ILP over HTTP (RFC 35, draft 2: synchronous mode). Each Prepare is the body of a POST to the
-//! peer's endpoint and the Fulfill or Reject is the body of the 200 response.
+//! ILP over HTTP (RFC 35). Each Prepare is the body of a POST to the peer's endpoint.
+//!
+//! - Sync mode (HTTP-OER-SYNC, draft 2): the Fulfill or Reject is the body of the 200 response.
+//! - Async mode (HTTP-OER-ASYNC, as issue 4 defines it; `mode = "async"` with our
+//!   `callback_url`): the POST carries `Callback-Url: <our callback_url>` and `Request-Id: <a
+//!   fresh UUID-like id>`; the peer answers 202 Accepted at once and later POSTs the Fulfill or
+//!   Reject (OER, `application/octet-stream`) to the callback URL with the same Request-Id and
+//!   its bearer token. The first callback for an id resolves the send; a repeat, an unknown id
+//!   or one whose Prepare has expired gets 400.
 //!
 //! - [`HttpLink`] (in [`client`]) is the outgoing half of one `http` account: it POSTs Prepares
 //!   to the account's `outgoing_url` over a pooled connection (HTTP/1.1, or HTTP/2 with prior
-//!   knowledge) and turns HTTP failures into ILP answers.
+//!   knowledge) and turns HTTP failures into ILP answers; in async mode it keeps the table of
+//!   Prepares awaiting a callback ([`pending`]).
 //! - [`HttpServer`] (in [`server`]) is the `[listeners.http]` socket: it serves every `http`
-//!   account's `incoming_path`, checks the account's bearer token and hands the Prepare to the
-//!   PeerAccount the account's [`HttpLink`] was attached to.
-//!
-//! Draft 3's asynchronous mode (`mode = "async"`: Callback-Url, Request-Id, 202 Accepted) is not
-//! implemented; such accounts are refused at start with [`HttpLinkError::AsyncMode`].
+//!   account's `incoming_path` (and, in async mode, the path of its `callback_url`), checks the
+//!   account's bearer token and hands the Prepare to the PeerAccount the account's
+//!   [`HttpLink`] was attached to. A Prepare that comes with a `Callback-Url` is answered
+//!   asynchronously whatever the account's own mode; one without is answered synchronously
+//!   (so an async account still serves a sync peer).
 //!
 //! TLS (rustls, [`crate::tls`]): `https://` outgoing URLs, and `[listeners.http.tls]` on the
 //! server, which offers ALPN `h2` and `http/1.1`. With client certificates on the listener a
 //! certificate that names the account authenticates its requests (the rule is in [`server`]).
 
 pub mod client;
+pub mod pending;
 pub mod server;
 
-pub use client::{HttpLink, HttpLinkOptions};
+pub use client::{CallbackOutcome, HttpLink, HttpLinkOptions};
 pub use server::{HttpServer, HttpServerError, HttpServerOptions, RequestCounts};
 
 use crate::clock::Clock;
@@ -35,13 +44,25 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The media type of every ILP packet body.
 pub const OCTET_STREAM: &str = "application/octet-stream";
 
+/// Async mode: where the answering peer POSTs the Fulfill or Reject.
+pub const CALLBACK_URL: &str = "callback-url";
+
+/// Async mode: names the Prepare a callback answers.
+pub const REQUEST_ID: &str = "request-id";
+
 /// Why an account's HTTP link cannot be built from its configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum HttpLinkError {
     #[error("account {0}: link.type is not \"http\"")]
     NotHttp(String),
-    #[error("account {0}: mode = \"async\" (RFC 35 draft 3 callbacks) is not supported yet")]
-    AsyncMode(String),
+    #[error("account {0}: mode = \"async\" needs callback_url (where the peer POSTs its answers)")]
+    MissingCallbackUrl(String),
+    #[error("account {account}: callback_url {url}: {reason}")]
+    CallbackUrl {
+        account: String,
+        url: String,
+        reason: String,
+    },
     #[error("account {account}: outgoing_url {url}: {reason}")]
     OutgoingUrl {
         account: String,
@@ -78,6 +99,7 @@ pub fn links_from_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ilp::config::LinkConfig;
 
     fn config(link: &str) -> Config {
         let text = format!(
@@ -113,14 +135,35 @@ mod tests {
     }
 
     #[test]
-    fn refuses_async_mode_bad_tokens_and_bad_tls() {
+    fn async_mode_needs_a_callback_url_served_at_its_path() {
         let c = config(
-            r#"{ type = "http", outgoing_url = "http://x/ilp", mode = "async", callback_url = "http://me/cb" }"#,
+            r#"{ type = "http", outgoing_url = "http://x/ilp", mode = "async", callback_url = "http://me:9/peers/p/cb" }"#,
         );
+        assert_eq!(build(&c, "p").unwrap().callback_path(), Some("/peers/p/cb"));
+        // The config validation refuses these already; a hand-built config gets the same.
+        let options = HttpLinkOptions::default();
+        let with = |url: Option<&str>| {
+            let mut account = c.accounts["p"].clone();
+            if let LinkConfig::Http { callback_url, .. } = &mut account.link {
+                *callback_url = url.map(|u| url::Url::parse(u).unwrap());
+            }
+            HttpLink::from_config("p", &account, Clock::starting_at(0), &options)
+        };
         assert_eq!(
-            build(&c, "p").unwrap_err(),
-            HttpLinkError::AsyncMode("p".into())
+            with(None).unwrap_err(),
+            HttpLinkError::MissingCallbackUrl("p".into())
         );
+        assert!(matches!(
+            with(Some("ftp://me/cb")).unwrap_err(),
+            HttpLinkError::CallbackUrl { .. }
+        ));
+        // Sync mode serves no callback path.
+        let c = config(r#"{ type = "http", outgoing_url = "http://x/ilp" }"#);
+        assert_eq!(build(&c, "p").unwrap().callback_path(), None);
+    }
+
+    #[test]
+    fn refuses_bad_tokens_and_bad_tls() {
         let c = config(
             r#"{ type = "http", outgoing_url = "https://x/ilp", tls = { ca_path = "/nonexistent/ca.pem" } }"#,
         );

@@ -14,6 +14,19 @@
 //! | 200 whose body is not a Fulfill or Reject       | [`LinkError::Protocol`]: the PeerAccount rejects T00 |
 //! | no answer by the Prepare's expiry               | the PeerAccount's timer rejects R00; the link's own backstop, [`EXPIRY_GRACE`] later, rejects T00 for callers that do not race it |
 //!
+//! Async mode (`mode = "async"`): the POST also carries `Callback-Url` (the account's
+//! `callback_url`) and a fresh `Request-Id`, registered in a bounded table first (full: Reject
+//! T03, nothing sent). A 202 means the answer comes by callback: the send waits for the
+//! [`super::HttpServer`] to hand it the first callback with that id; a 200 with a packet (a peer
+//! that answers at once) and every failure above are taken as in sync mode. However the send
+//! ends, even dropped by the PeerAccount's expiry timer, its id leaves the table, so a later
+//! callback finds nothing (400).
+//!
+//! The answering side's callbacks also go out through this link's client, with its outgoing
+//! bearer token: 2xx or 4xx ends them; a 5xx, a connection failure or no answer within
+//! [`HttpLinkOptions::callback_attempt_timeout`] is retried after a pause that doubles from
+//! `callback_first_backoff` to `callback_max_backoff`, until the Prepare's expiry.
+//!
 //! An unparsable 200 is T00 rather than F00: the peer accepted the request, so the fault is
 //! more likely a transient one on its side than a bad Prepare of ours.
 //!
@@ -28,7 +41,8 @@
 //! are rejected T01 at once instead of each waiting for a connect to fail) and after that the
 //! next Prepare tries again. A successful exchange clears the mark.
 
-use super::{HttpLinkError, MAX_BODY_BYTES, OCTET_STREAM};
+use super::pending::{Delivery, PendingReplies, TableFull};
+use super::{HttpLinkError, CALLBACK_URL, MAX_BODY_BYTES, OCTET_STREAM, REQUEST_ID};
 use crate::clock::Clock;
 use crate::link::{Link, LinkError};
 use crate::messages::{AccountId, IncomingPrepare, PacketResult};
@@ -46,6 +60,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use ilp::config::{AccountConfig, HttpMode, LinkConfig, SecretString};
 use ilp::packet::{ErrorCode, Packet, Prepare, Reject};
+use rand::Rng;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -59,6 +74,16 @@ const QUOTED_BODY_CHARS: usize = 100;
 /// Client settings shared by the `http` accounts of a node.
 #[derive(Debug, Clone)]
 pub struct HttpLinkOptions {
+    /// Async mode: most outgoing Prepares awaiting a callback at once; beyond it a Prepare is
+    /// rejected T03 without being sent.
+    pub max_pending_callbacks: usize,
+    /// Async mode, answering side: first pause before re-POSTing a failed callback (it doubles
+    /// up to `callback_max_backoff`).
+    pub callback_first_backoff: Duration,
+    pub callback_max_backoff: Duration,
+    /// Async mode, answering side: longest one callback POST may take before it counts as
+    /// failed and is retried.
+    pub callback_attempt_timeout: Duration,
     /// Over plain `http://`: speak HTTP/2 without negotiation (h2c prior knowledge); otherwise
     /// HTTP/1.1. (Over `https://` the version is negotiated by ALPN.)
     pub http2_prior_knowledge: bool,
@@ -71,6 +96,10 @@ pub struct HttpLinkOptions {
 impl Default for HttpLinkOptions {
     fn default() -> Self {
         HttpLinkOptions {
+            max_pending_callbacks: 10_000,
+            callback_first_backoff: Duration::from_millis(50),
+            callback_max_backoff: Duration::from_secs(2),
+            callback_attempt_timeout: Duration::from_secs(5),
             http2_prior_knowledge: false,
             retry_after_connect_failure: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(5),
@@ -93,6 +122,20 @@ struct Inner {
     local: RwLock<Option<Recipient<IncomingPrepare>>>,
     /// Set by a failed connect: the link reports down until then.
     down_until: Mutex<Option<Instant>>,
+    /// Async mode: our callback URL (sent as `Callback-Url`) and the path it is served at.
+    callback: Option<(HeaderValue, String)>,
+    /// Async mode: outgoing Prepares awaiting their callback.
+    pending: Mutex<PendingReplies>,
+    /// Answering side of async mode: how callbacks are retried.
+    retry: CallbackRetry,
+}
+
+/// How the answering side retries a callback POST.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CallbackRetry {
+    pub(super) first_backoff: Duration,
+    pub(super) max_backoff: Duration,
+    pub(super) attempt_timeout: Duration,
 }
 
 /// One `http` account's link. Cloning shares it.
@@ -125,15 +168,32 @@ impl HttpLink {
             outgoing_url,
             outgoing_auth_token,
             mode,
+            callback_url,
             tls: client_tls,
             ..
         } = &account.link
         else {
             return Err(HttpLinkError::NotHttp(id.to_owned()));
         };
-        if *mode == HttpMode::Async {
-            return Err(HttpLinkError::AsyncMode(id.to_owned()));
-        }
+        let callback = match (mode, callback_url) {
+            (HttpMode::Sync, _) => None,
+            (HttpMode::Async, None) => {
+                return Err(HttpLinkError::MissingCallbackUrl(id.to_owned()))
+            }
+            (HttpMode::Async, Some(url)) => {
+                let bad = |reason: &str| HttpLinkError::CallbackUrl {
+                    account: id.to_owned(),
+                    url: url.to_string(),
+                    reason: reason.to_owned(),
+                };
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(bad("must be http:// or https://"));
+                }
+                let value = HeaderValue::from_str(url.as_str())
+                    .map_err(|_| bad("not a valid HTTP header value"))?;
+                Some((value, url.path().to_owned()))
+            }
+        };
         let url_error = |reason: &str| HttpLinkError::OutgoingUrl {
             account: id.to_owned(),
             url: outgoing_url.to_string(),
@@ -198,6 +258,13 @@ impl HttpLink {
                 node_address: RwLock::new(None),
                 local: RwLock::new(None),
                 down_until: Mutex::new(None),
+                callback,
+                pending: Mutex::new(PendingReplies::new(options.max_pending_callbacks)),
+                retry: CallbackRetry {
+                    first_backoff: options.callback_first_backoff,
+                    max_backoff: options.callback_max_backoff,
+                    attempt_timeout: options.callback_attempt_timeout,
+                },
             }),
         })
     }
@@ -224,6 +291,47 @@ impl HttpLink {
             Ok(slot) => slot.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    /// A Reject made up by this link (triggered by the node's address when known).
+    pub(super) fn reject(&self, code: ErrorCode, message: &str) -> Reject {
+        self.inner.reject(code, message)
+    }
+
+    /// Async mode: the path our listener serves this account's callbacks at.
+    pub fn callback_path(&self) -> Option<&str> {
+        self.inner.callback.as_ref().map(|(_, path)| path.as_str())
+    }
+
+    /// Outgoing Prepares awaiting a callback (async mode).
+    pub fn pending_callbacks(&self) -> usize {
+        lock(&self.inner.pending).len()
+    }
+
+    /// Hands a callback's packet to the outgoing Prepare sent as `request_id`, if it still
+    /// waits (the first callback wins; a repeat, unknown or expired id is
+    /// [`Delivery::Unknown`]).
+    pub(super) fn deliver(&self, request_id: &str, packet: PacketResult) -> Delivery {
+        lock(&self.inner.pending).deliver(request_id, packet, Instant::now())
+    }
+
+    /// When `prepare` expires, on this link's clock.
+    pub(super) fn expiry(&self, prepare: &Prepare) -> Instant {
+        self.inner.clock.instant_at(prepare.expires_at())
+    }
+
+    /// The answering side of async mode: POSTs `packet` (our Fulfill or Reject) to the
+    /// peer's `callback` with `request_id`, retrying as the module doc says until `expires`.
+    pub(super) async fn post_callback(
+        &self,
+        callback: Uri,
+        request_id: HeaderValue,
+        packet: Bytes,
+        expires: Instant,
+    ) -> CallbackOutcome {
+        self.inner
+            .post_callback(callback, request_id, packet, expires)
+            .await
     }
 
     /// Rejects this link makes up are triggered by `address` (the node's, shared, so one learned
@@ -261,17 +369,48 @@ impl Inner {
     }
 
     async fn send(self: Arc<Self>, prepare: Prepare) -> Result<PacketResult, LinkError> {
-        let deadline = self.clock.instant_at(prepare.expires_at()) + EXPIRY_GRACE;
+        let expires = self.clock.instant_at(prepare.expires_at());
+        let deadline = expires + EXPIRY_GRACE;
         let mut request = Request::post(self.outgoing_uri.clone())
             .header(CONTENT_TYPE, OCTET_STREAM)
             .header(ACCEPT, OCTET_STREAM);
         if let Some(auth) = &self.outgoing_auth {
             request = request.header(AUTHORIZATION, auth.clone());
         }
+        // Async mode: registered before the POST, since the callback may beat the 202.
+        let mut waiting = None;
+        if let Some((callback, _)) = &self.callback {
+            let id = new_request_id();
+            let receiver = match lock(&self.pending).insert(id.clone(), expires, Instant::now()) {
+                Ok(r) => r,
+                Err(TableFull) => {
+                    return Ok(Err(self.reject(
+                        ErrorCode::T03_CONNECTOR_BUSY,
+                        "too many packets await the peer's callback.",
+                    )))
+                }
+            };
+            request = request
+                .header(CALLBACK_URL, callback.clone())
+                .header(REQUEST_ID, id.as_str());
+            waiting = Some((receiver, Forget { inner: &self, id }));
+        }
         let request = request
             .body(Full::new(prepare.as_bytes().clone()))
             .map_err(|e| LinkError::Protocol(format!("cannot build the request: {e}")))?;
-        match tokio::time::timeout_at(deadline, self.exchange(request)).await {
+        let flow = async {
+            let accepted = waiting.is_some();
+            match self.exchange(request, accepted).await? {
+                Exchanged::Answer(answer) => Ok(answer),
+                Exchanged::Accepted => match waiting.take() {
+                    Some((receiver, _forget)) => receiver.await.map_err(|_| {
+                        LinkError::Protocol("the callback table dropped the request".into())
+                    }),
+                    None => Err(LinkError::Protocol("unexpected 202 Accepted".into())),
+                },
+            }
+        };
+        match tokio::time::timeout_at(deadline, flow).await {
             Ok(answer) => answer,
             Err(_) => Ok(Err(self.reject(
                 ErrorCode::T00_INTERNAL_ERROR,
@@ -280,7 +419,60 @@ impl Inner {
         }
     }
 
-    async fn exchange(&self, request: Request<Full<Bytes>>) -> Result<PacketResult, LinkError> {
+    /// POSTs one callback, then retries it with backoff while it fails transiently.
+    async fn post_callback(
+        &self,
+        callback: Uri,
+        request_id: HeaderValue,
+        packet: Bytes,
+        expires: Instant,
+    ) -> CallbackOutcome {
+        let mut backoff = self.retry.first_backoff;
+        loop {
+            let mut request = Request::post(callback.clone())
+                .header(CONTENT_TYPE, OCTET_STREAM)
+                .header(REQUEST_ID, request_id.clone());
+            if let Some(auth) = &self.outgoing_auth {
+                request = request.header(AUTHORIZATION, auth.clone());
+            }
+            let Ok(request) = request.body(Full::new(packet.clone())) else {
+                return CallbackOutcome::Unsendable;
+            };
+            let attempt_deadline = expires.min(Instant::now() + self.retry.attempt_timeout);
+            let attempt = async {
+                let response = self.client.request(request).await.ok()?;
+                let status = response.status();
+                // Drains the body so the pooled connection can be reused.
+                let _ = Limited::new(response.into_body(), MAX_BODY_BYTES)
+                    .collect()
+                    .await;
+                Some(status)
+            };
+            if let Ok(Some(status)) = tokio::time::timeout_at(attempt_deadline, attempt).await {
+                if status.is_success() {
+                    return CallbackOutcome::Delivered;
+                }
+                if status.is_client_error() {
+                    return CallbackOutcome::Refused(status);
+                }
+            }
+            let now = Instant::now();
+            if now >= expires {
+                return CallbackOutcome::Expired;
+            }
+            tokio::time::sleep_until(expires.min(now + backoff)).await;
+            if Instant::now() >= expires {
+                return CallbackOutcome::Expired;
+            }
+            backoff = backoff.saturating_mul(2).min(self.retry.max_backoff);
+        }
+    }
+
+    async fn exchange(
+        &self,
+        request: Request<Full<Bytes>>,
+        callback_expected: bool,
+    ) -> Result<Exchanged, LinkError> {
         let response = match self.client.request(request).await {
             Ok(r) => r,
             Err(e) if e.is_connect() => {
@@ -288,14 +480,17 @@ impl Inner {
                 return Err(LinkError::Down);
             }
             Err(e) => {
-                return Ok(Err(self.reject(
+                return Ok(Exchanged::Answer(Err(self.reject(
                     ErrorCode::T00_INTERNAL_ERROR,
                     &format!("HTTP request to the peer failed: {}", error_chain(&e)),
-                )));
+                ))));
             }
         };
         self.set_down_until(None);
         let status = response.status();
+        if status == StatusCode::ACCEPTED && callback_expected {
+            return Ok(Exchanged::Accepted);
+        }
         let body = Limited::new(response.into_body(), MAX_BODY_BYTES)
             .collect()
             .await
@@ -303,9 +498,10 @@ impl Inner {
         if status == StatusCode::OK {
             let body = body
                 .map_err(|e| LinkError::Protocol(format!("cannot read the response body: {e}")))?;
+            // Also in async mode: a peer may answer at once instead of calling back.
             return match Packet::parse(body) {
-                Ok(Packet::Fulfill(f)) => Ok(Ok(f)),
-                Ok(Packet::Reject(r)) => Ok(Err(r)),
+                Ok(Packet::Fulfill(f)) => Ok(Exchanged::Answer(Ok(f))),
+                Ok(Packet::Reject(r)) => Ok(Exchanged::Answer(Err(r))),
                 Ok(Packet::Prepare(_)) => Err(LinkError::Protocol(
                     "the peer answered with a Prepare".into(),
                 )),
@@ -331,8 +527,65 @@ impl Inner {
                 message.push_str(text);
             }
         }
-        Ok(Err(self.reject(code, &message)))
+        Ok(Exchanged::Answer(Err(self.reject(code, &message))))
     }
+}
+
+/// What one POST of a Prepare gave.
+enum Exchanged {
+    /// The Fulfill or Reject (from the response, or made up from an HTTP failure).
+    Answer(PacketResult),
+    /// 202: the answer comes by callback.
+    Accepted,
+}
+
+/// How a callback POST ended (answering side of async mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackOutcome {
+    /// A 2xx: the peer has the packet.
+    Delivered,
+    /// A 4xx: the peer will never take it (repeats would get the same).
+    Refused(StatusCode),
+    /// Still failing at the Prepare's expiry, when the answer is worthless to the peer.
+    Expired,
+    /// The request could not be built (a header the peer sent was unusable).
+    Unsendable,
+}
+
+/// Removes a request from the callback table when its send ends in any way (answered,
+/// failed, timed out, or dropped by the PeerAccount's expiry timer), so a later callback for
+/// it gets 400.
+struct Forget<'a> {
+    inner: &'a Inner,
+    id: String,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        lock(&self.inner.pending).remove(&self.id);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// A fresh Request-Id: 128 random bits (from the thread's CSPRNG, so ids cannot be guessed)
+/// written like a version-4 UUID.
+fn new_request_id() -> String {
+    let bits: u128 = rand::thread_rng().gen();
+    let bits = (bits & !(0xf_u128 << 76) | (0x4_u128 << 76)) & !(0x3_u128 << 62) | (0x2_u128 << 62);
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        bits >> 96,
+        (bits >> 80) & 0xffff,
+        (bits >> 64) & 0xffff,
+        (bits >> 48) & 0xffff,
+        bits & 0xffff_ffff_ffff
+    )
 }
 
 /// An error and its causes on one line (hyper's top-level messages are terse).

@@ -20,25 +20,38 @@
 //!
 //! A request is checked in this order, each failure answered with a short text body and never
 //! reaching the account: unknown path → 404; not POST → 405; certificate required but not
-//! naming the account → 403; not authenticated as above → 401; body over [`MAX_BODY_BYTES`] → 413; body not complete within
-//! [`HttpServerOptions::body_timeout`] → 408; body not an ILP Prepare → 400; account not
-//! attached to a PeerAccount yet, or its mailbox gone → 503. Otherwise the Prepare goes to the
-//! account's PeerAccount and its Fulfill or Reject is the 200 response. The request's
-//! Content-Type is not checked: the body is parsed either way, and a wrong header on a good
-//! packet is no reason to drop a payment.
+//! naming the account → 403; not authenticated as above → 401; body over [`MAX_BODY_BYTES`] →
+//! 413; body not complete within [`HttpServerOptions::body_timeout`] → 408. Then, by path:
+//!
+//! - `incoming_path`: a `Callback-Url` that is not an absolute http(s) URL, or one without a
+//!   usable `Request-Id` → 400; body not an ILP Prepare → 400; account not attached to a
+//!   PeerAccount yet → 503. Without a Callback-Url (sync) the Prepare goes to the account's
+//!   PeerAccount and its Fulfill or Reject is the 200 response (503 if its mailbox is gone).
+//!   With one (async) the answer is 202 at once; the Fulfill or Reject is then POSTed to the
+//!   Callback-Url with the same Request-Id and the account's outgoing bearer token, and
+//!   re-POSTed with backoff after a 5xx, a connection failure or an attempt timeout, until a
+//!   2xx or a 4xx or the Prepare's expiry. The Callback-Url comes from an authenticated peer;
+//!   our token goes only where that peer says.
+//! - the path of an async account's `callback_url`: no usable `Request-Id` → 400; body not a
+//!   Fulfill or Reject → 400; no outgoing Prepare awaits the id (unknown, already answered, or
+//!   its Prepare expired) → 400; else the waiting send gets the packet → 200.
+//!
+//! The request's Content-Type is not checked: the body is parsed either way, and a wrong
+//! header on a good packet is no reason to drop a payment.
 
-use super::{HttpLink, MAX_BODY_BYTES, OCTET_STREAM};
-use crate::messages::IncomingPrepare;
+use super::pending::Delivery;
+use super::{HttpLink, CALLBACK_URL, MAX_BODY_BYTES, OCTET_STREAM, REQUEST_ID};
+use crate::messages::{IncomingPrepare, PacketResult};
 use crate::tls::{self, ClientCerts, ServerTls};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode, Version};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use ilp::packet::Prepare;
+use ilp::packet::{ErrorCode, Packet, Prepare};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -49,6 +62,9 @@ use subtle::ConstantTimeEq;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
+
+/// Longest Request-Id accepted (a UUID is 36 characters).
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
 
 #[derive(Debug, Error)]
 pub enum HttpServerError {
@@ -112,8 +128,24 @@ struct Counts {
     http2: AtomicU64,
 }
 
+/// What a path serves.
+enum Route {
+    /// The account's Prepares (`incoming_path`).
+    Prepares(HttpLink),
+    /// The account's callbacks (the path of its `callback_url`, async mode).
+    Callbacks(HttpLink),
+}
+
+impl Route {
+    fn link(&self) -> &HttpLink {
+        match self {
+            Route::Prepares(link) | Route::Callbacks(link) => link,
+        }
+    }
+}
+
 struct Routes {
-    by_path: HashMap<String, HttpLink>,
+    by_path: HashMap<String, Route>,
     body_timeout: Duration,
     client_certs: ClientCerts,
     counts: Arc<Counts>,
@@ -144,17 +176,25 @@ impl HttpServer {
                 addr: SocketAddr::from(([0, 0, 0, 0], 0)),
                 source,
             })?;
-        let mut by_path: HashMap<String, HttpLink> = HashMap::new();
+        let mut by_path: HashMap<String, Route> = HashMap::new();
         for link in accounts {
-            let path = link.incoming_path().to_owned();
-            if let Some(first) = by_path.get(&path) {
-                return Err(HttpServerError::DuplicatePath {
-                    path,
-                    first: first.account().to_string(),
-                    second: link.account().to_string(),
-                });
+            let mut routes = vec![(
+                link.incoming_path().to_owned(),
+                Route::Prepares(link.clone()),
+            )];
+            if let Some(path) = link.callback_path() {
+                routes.push((path.to_owned(), Route::Callbacks(link.clone())));
             }
-            by_path.insert(path, link);
+            for (path, route) in routes {
+                if let Some(first) = by_path.get(&path) {
+                    return Err(HttpServerError::DuplicatePath {
+                        path,
+                        first: first.link().account().to_string(),
+                        second: link.account().to_string(),
+                    });
+                }
+                by_path.insert(path, route);
+            }
         }
         let counts = Arc::new(Counts::default());
         let routes = Arc::new(Routes {
@@ -327,9 +367,10 @@ async fn handle(
         &routes.counts.http1
     };
     counter.fetch_add(1, Ordering::Relaxed);
-    let Some(link) = routes.by_path.get(req.uri().path()) else {
+    let Some(route) = routes.by_path.get(req.uri().path()) else {
         return Ok(text(StatusCode::NOT_FOUND, "no ILP endpoint at this path"));
     };
+    let link = route.link();
     if req.method() != Method::POST {
         let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "use POST");
         response
@@ -345,64 +386,168 @@ async fn handle(
     ) {
         return Ok(refusal);
     }
-    let declared = req
-        .headers()
+    let (head, body) = req.into_parts();
+    let body = match read_body(&head.headers, body, routes.body_timeout).await {
+        Ok(body) => body,
+        Err(refusal) => return Ok(refusal),
+    };
+    Ok(match route {
+        Route::Prepares(link) => prepare(link, &head.headers, body).await,
+        Route::Callbacks(link) => callback(link, &head.headers, body),
+    })
+}
+
+/// The request body, or the refusal to send (413, 408, 400).
+async fn read_body(
+    headers: &HeaderMap,
+    body: Incoming,
+    timeout: Duration,
+) -> Result<Bytes, Response<Full<Bytes>>> {
+    let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Ok(too_large());
+        return Err(too_large());
     }
-    let body = Limited::new(req.into_body(), MAX_BODY_BYTES).collect();
-    let body = match tokio::time::timeout(routes.body_timeout, body).await {
-        Err(_) => {
-            return Ok(text(
-                StatusCode::REQUEST_TIMEOUT,
-                "request body not received in time",
-            ))
-        }
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Ok(too_large()),
-        Ok(Err(e)) => {
-            return Ok(text(
-                StatusCode::BAD_REQUEST,
-                &format!("cannot read the request body: {e}"),
-            ))
-        }
-        Ok(Ok(collected)) => collected.to_bytes(),
+    let body = Limited::new(body, MAX_BODY_BYTES).collect();
+    match tokio::time::timeout(timeout, body).await {
+        Err(_) => Err(text(
+            StatusCode::REQUEST_TIMEOUT,
+            "request body not received in time",
+        )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) => Err(text(
+            StatusCode::BAD_REQUEST,
+            &format!("cannot read the request body: {e}"),
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+/// The async-mode headers of a Prepare: `None` without a Callback-Url (a sync request), else
+/// the callback and the Request-Id; why they are unusable (a 400) otherwise.
+fn async_request(headers: &HeaderMap) -> Result<Option<(Uri, HeaderValue)>, &'static str> {
+    let Some(callback) = headers.get(CALLBACK_URL) else {
+        return Ok(None);
+    };
+    let Some(callback) = callback
+        .to_str()
+        .ok()
+        .and_then(|c| c.parse::<Uri>().ok())
+        .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some())
+    else {
+        return Err("Callback-Url is not an absolute http:// or https:// URL");
+    };
+    let Some(request_id) = headers.get(REQUEST_ID).filter(|id| valid_request_id(id)) else {
+        return Err(
+            "a request with a Callback-Url needs a Request-Id (1 to 128 visible ASCII characters)",
+        );
+    };
+    Ok(Some((callback, request_id.clone())))
+}
+
+fn valid_request_id(id: &HeaderValue) -> bool {
+    let bytes = id.as_bytes();
+    (1..=MAX_REQUEST_ID_BYTES).contains(&bytes.len()) && bytes.iter().all(u8::is_ascii_graphic)
+}
+
+/// A Prepare for `link`'s account: answered in the response (sync), or accepted with 202 and
+/// answered by a callback (async, when the request names a Callback-Url).
+async fn prepare(link: &HttpLink, headers: &HeaderMap, body: Bytes) -> Response<Full<Bytes>> {
+    let callback = match async_request(headers) {
+        Ok(callback) => callback,
+        Err(why) => return text(StatusCode::BAD_REQUEST, why),
     };
     let prepare = match Prepare::parse(body) {
         Ok(p) => p,
         Err(e) => {
-            return Ok(text(
+            return text(
                 StatusCode::BAD_REQUEST,
                 &format!("the body is not an ILP Prepare: {e}"),
-            ))
+            )
         }
     };
     let Some(account) = link.local() else {
-        return Ok(text(
+        return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "the account is not running yet",
-        ));
+        );
     };
-    let answer = match account.send(IncomingPrepare { prepare }).await {
-        Ok(answer) => answer,
-        Err(_) => {
-            return Ok(text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the account is not running",
-            ))
+    let Some((callback, request_id)) = callback else {
+        let answer = match account.send(IncomingPrepare { prepare }).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the account is not running",
+                )
+            }
+        };
+        let mut response = Response::new(Full::new(packet_bytes(answer)));
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(OCTET_STREAM));
+        return response;
+    };
+    let expires = link.expiry(&prepare);
+    let link = link.clone();
+    // The answer outlives this request; the task ends by the Prepare's expiry at the latest
+    // (the PeerAccount answers by then, and the callback's retries stop then).
+    tokio::spawn(async move {
+        let answer = match account.send(IncomingPrepare { prepare }).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                Err(link.reject(ErrorCode::T00_INTERNAL_ERROR, "the account is not running."))
+            }
+        };
+        link.post_callback(callback, request_id, packet_bytes(answer), expires)
+            .await
+    });
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::ACCEPTED;
+    response
+}
+
+/// A callback for `link`'s account: the Fulfill or Reject of one of our outgoing Prepares.
+fn callback(link: &HttpLink, headers: &HeaderMap, body: Bytes) -> Response<Full<Bytes>> {
+    let Some(request_id) = headers
+        .get(REQUEST_ID)
+        .filter(|id| valid_request_id(id))
+        .and_then(|id| id.to_str().ok())
+    else {
+        return text(StatusCode::BAD_REQUEST, "a callback needs a Request-Id");
+    };
+    let packet = match Packet::parse(body) {
+        Ok(Packet::Fulfill(f)) => Ok(f),
+        Ok(Packet::Reject(r)) => Err(r),
+        Ok(Packet::Prepare(_)) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "a callback carries a Fulfill or Reject, not a Prepare",
+            )
+        }
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                &format!("the body is not an ILP packet: {e}"),
+            )
         }
     };
-    let bytes = match answer {
+    match link.deliver(request_id, packet) {
+        Delivery::Resolved => text(StatusCode::OK, "delivered"),
+        Delivery::Unknown => text(
+            StatusCode::BAD_REQUEST,
+            "no packet awaits this Request-Id (unknown, already answered or expired)",
+        ),
+    }
+}
+
+fn packet_bytes(answer: PacketResult) -> Bytes {
+    match answer {
         Ok(fulfill) => Bytes::from(fulfill),
         Err(reject) => Bytes::from(reject),
-    };
-    let mut response = Response::new(Full::new(bytes));
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(OCTET_STREAM));
-    Ok(response)
+    }
 }
 
 fn too_large() -> Response<Full<Bytes>> {
