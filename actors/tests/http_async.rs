@@ -703,7 +703,16 @@ fn bad_async_headers_or_credentials_are_refused_before_the_account() {
     run(|| async {
         let (_server, url, calls) = lone_server().await;
         let prepare = payment("test.s.p", 1, 10_000, 6).as_bytes().clone();
-        let cases: [(&[(&str, &str)], StatusCode); 4] = [
+        let cases: [(&[(&str, &str)], StatusCode); 5] = [
+            (
+                // Another host than the peer's configured outgoing_url.
+                &[
+                    ("authorization", "Bearer p-to-s"),
+                    ("callback-url", "http://127.0.0.2:9/cb"),
+                    ("request-id", "1"),
+                ],
+                StatusCode::BAD_REQUEST,
+            ),
             (
                 &[
                     ("authorization", "Bearer p-to-s"),

@@ -286,6 +286,16 @@ impl HttpLink {
     }
 
     /// The PeerAccount this link was attached to, if any yet.
+    /// Whether an async reply may be POSTed to `callback`: only to the host of this peer's
+    /// configured `outgoing_url` (any port), so an authenticated peer cannot make us send
+    /// requests, and its bearer token, to some other machine or service.
+    pub(super) fn callback_allowed(&self, callback: &Uri) -> bool {
+        match (callback.host(), self.inner.outgoing_uri.host()) {
+            (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+            _ => false,
+        }
+    }
+
     pub(super) fn local(&self) -> Option<Recipient<IncomingPrepare>> {
         match self.inner.local.read() {
             Ok(slot) => slot.clone(),

@@ -30,8 +30,9 @@
 //!   With one (async) the answer is 202 at once; the Fulfill or Reject is then POSTed to the
 //!   Callback-Url with the same Request-Id and the account's outgoing bearer token, and
 //!   re-POSTed with backoff after a 5xx, a connection failure or an attempt timeout, until a
-//!   2xx or a 4xx or the Prepare's expiry. The Callback-Url comes from an authenticated peer;
-//!   our token goes only where that peer says.
+//!   2xx or a 4xx or the Prepare's expiry. The Callback-Url comes from an authenticated peer
+//!   and must name the host of that peer's configured `outgoing_url` (else 400), so a peer
+//!   cannot point our requests and token at another machine.
 //! - the path of an async account's `callback_url`: no usable `Request-Id` → 400; body not a
 //!   Fulfill or Reject → 400; no outgoing Prepare awaits the id (unknown, already answered, or
 //!   its Prepare expired) → 400; else the waiting send gets the packet → 200.
@@ -474,6 +475,14 @@ async fn prepare(link: &HttpLink, headers: &HeaderMap, body: Bytes) -> Response<
             "the account is not running yet",
         );
     };
+    if let Some((uri, _)) = &callback {
+        if !link.callback_allowed(uri) {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "Callback-Url must name the host of this peer's configured outgoing_url",
+            );
+        }
+    }
     let Some((callback, request_id)) = callback else {
         let answer = match account.send(IncomingPrepare { prepare }).await {
             Ok(answer) => answer,
