@@ -69,7 +69,40 @@ impl Store for MemoryStore {
 
 #[cfg(test)]
 mod tests {
+    use super::super::conformance;
     use super::*;
+
+    #[tokio::test]
+    async fn conformance_balances_round_trip() {
+        conformance::balances_round_trip(&MemoryStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn conformance_records_round_trip() {
+        conformance::records_round_trip(&MemoryStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn conformance_delete() {
+        conformance::delete(&MemoryStore::new()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conformance_batch_is_atomic() {
+        conformance::batch_is_atomic(Arc::new(MemoryStore::new())).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn conformance_concurrent_commits() {
+        conformance::concurrent_commits(Arc::new(MemoryStore::new())).await;
+    }
+
+    #[tokio::test]
+    async fn conformance_restart() {
+        // A clone is a fresh handle on the same state, as a reopened database is.
+        let storage = MemoryStore::new();
+        conformance::restart(|| storage.clone()).await;
+    }
 
     #[tokio::test]
     async fn commits_are_visible_to_clones() {

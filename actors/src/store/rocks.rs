@@ -1,0 +1,292 @@
+//! The durable [`Store`] on RocksDB; the only file that names `rocksdb`.
+//!
+//! Keys: `b/<account>` holds a balance as 8 big-endian bytes (i64), `r/<key>` holds a record.
+//! Reads go to the database directly. Writes go through one writer thread fed by a channel: it
+//! takes every batch queued so far, writes them as a single `WriteBatch` with a WAL fsync, then
+//! answers each waiter (group commit), so one fsync covers many concurrent commits and no actor
+//! thread ever blocks on the disk.
+
+use super::{Store, StoreError, StoreOp};
+use crossbeam_channel::{Receiver, Sender};
+use futures::channel::oneshot;
+use futures::future::BoxFuture;
+use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+const BALANCE_PREFIX: &[u8] = b"b/";
+const RECORD_PREFIX: &[u8] = b"r/";
+
+/// Bounds one group write, so a flood of commits cannot build an unbounded batch in memory.
+const MAX_GROUP: usize = 1024;
+
+/// One `commit()` waiting for the writer thread.
+struct Request {
+    ops: Vec<StoreOp>,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// A RocksDB-backed store. Dropping it (or [`RocksStore::close`]) lets the writer thread finish
+/// the batches already queued, joins it, and closes the database.
+pub struct RocksStore {
+    db: Arc<DB>,
+    // `Option` so shutdown can drop the sender (ending the writer loop) before joining.
+    requests: Option<Sender<Request>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RocksStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksStore")
+            .field("path", &self.db.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RocksStore {
+    /// Opens (creating if missing) the database at `path` and starts its writer thread.
+    pub fn open(path: impl AsRef<Path>) -> Result<RocksStore, StoreError> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        let db = DB::open(&options, path.as_ref()).map_err(io_error)?;
+        let db = Arc::new(db);
+        let (tx, rx) = crossbeam_channel::unbounded::<Request>();
+        let writer_db = Arc::clone(&db);
+        let writer = std::thread::Builder::new()
+            .name("rocks-writer".into())
+            .spawn(move || run_writer(&writer_db, &rx))
+            .map_err(|e| StoreError::Io(format!("cannot start the writer thread: {e}")))?;
+        Ok(RocksStore {
+            db,
+            requests: Some(tx),
+            writer: Some(writer),
+        })
+    }
+
+    /// Waits for queued writes to land, stops the writer thread and closes the database.
+    pub fn close(mut self) -> Result<(), StoreError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), StoreError> {
+        drop(self.requests.take());
+        match self.writer.take() {
+            Some(handle) => handle
+                .join()
+                .map_err(|_| StoreError::Io("the writer thread panicked".into())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RocksStore {
+    fn drop(&mut self) {
+        // A failure here has no one left to report to; close() returns it instead.
+        let _ = self.shutdown();
+    }
+}
+
+impl Store for RocksStore {
+    fn load_balances(&self) -> Result<BTreeMap<String, i64>, StoreError> {
+        let mut balances = BTreeMap::new();
+        // One iterator reads one implicit snapshot, so a concurrent batch is seen whole or not at all.
+        let iter = self
+            .db
+            .iterator(IteratorMode::From(BALANCE_PREFIX, Direction::Forward));
+        for item in iter {
+            let (key, value) = item.map_err(io_error)?;
+            let Some(account) = key.strip_prefix(BALANCE_PREFIX) else {
+                break;
+            };
+            let account = std::str::from_utf8(account)
+                .map_err(|_| StoreError::Corrupt("an account id is not UTF-8".into()))?;
+            let bytes: [u8; 8] = value.as_ref().try_into().map_err(|_| {
+                StoreError::Corrupt(format!(
+                    "balance of {account:?} has {} bytes, not 8",
+                    value.len()
+                ))
+            })?;
+            balances.insert(account.to_owned(), i64::from_be_bytes(bytes));
+        }
+        Ok(balances)
+    }
+
+    fn get_record(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db.get(record_key(key)).map_err(io_error)
+    }
+
+    fn commit(&self, ops: Vec<StoreOp>) -> BoxFuture<'static, Result<(), StoreError>> {
+        let (reply, answer) = oneshot::channel();
+        // Sent now, not when the future is first polled, so commits land in call order.
+        let sent = match &self.requests {
+            Some(requests) => requests.send(Request { ops, reply }).is_ok(),
+            None => false,
+        };
+        Box::pin(async move {
+            if !sent {
+                return Err(StoreError::Closed);
+            }
+            // A dropped reply means the writer thread is gone.
+            answer.await.unwrap_or(Err(StoreError::Closed))
+        })
+    }
+}
+
+/// The writer loop: ends when every sender is gone and the queue is drained.
+fn run_writer(db: &DB, requests: &Receiver<Request>) {
+    let mut options = WriteOptions::default();
+    options.set_sync(true);
+    while let Ok(first) = requests.recv() {
+        let mut group = vec![first];
+        group.extend(requests.try_iter().take(MAX_GROUP - 1));
+        let mut batch = WriteBatch::default();
+        let mut waiters = Vec::with_capacity(group.len());
+        for request in group {
+            for op in request.ops {
+                match op {
+                    StoreOp::SetBalance { account, balance } => {
+                        batch.put(balance_key(&account), balance.to_be_bytes());
+                    }
+                    StoreOp::PutRecord { key, value } => batch.put(record_key(&key), value),
+                    StoreOp::DeleteRecord { key } => batch.delete(record_key(&key)),
+                }
+            }
+            waiters.push(request.reply);
+        }
+        let result = db.write_opt(batch, &options).map_err(io_error);
+        for waiter in waiters {
+            // The caller may have dropped its future; the write stands regardless.
+            let _ = waiter.send(result.clone());
+        }
+    }
+}
+
+fn balance_key(account: &str) -> Vec<u8> {
+    [BALANCE_PREFIX, account.as_bytes()].concat()
+}
+
+fn record_key(key: &[u8]) -> Vec<u8> {
+    [RECORD_PREFIX, key].concat()
+}
+
+fn io_error(e: rocksdb::Error) -> StoreError {
+    StoreError::Io(e.into_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::conformance;
+    use super::*;
+
+    fn temp() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
+    }
+
+    #[tokio::test]
+    async fn balances_round_trip() {
+        let dir = temp();
+        conformance::balances_round_trip(&RocksStore::open(dir.path()).unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn records_round_trip() {
+        let dir = temp();
+        conformance::records_round_trip(&RocksStore::open(dir.path()).unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn delete() {
+        let dir = temp();
+        conformance::delete(&RocksStore::open(dir.path()).unwrap()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batch_is_atomic() {
+        let dir = temp();
+        conformance::batch_is_atomic(Arc::new(RocksStore::open(dir.path()).unwrap())).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_commits() {
+        let dir = temp();
+        conformance::concurrent_commits(Arc::new(RocksStore::open(dir.path()).unwrap())).await;
+    }
+
+    #[tokio::test]
+    async fn restart() {
+        let dir = temp();
+        conformance::restart(|| RocksStore::open(dir.path()).unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn commit_after_close_is_closed_not_a_hang() {
+        let dir = temp();
+        let mut store = RocksStore::open(dir.path()).unwrap();
+        store.shutdown().unwrap();
+        let result = store
+            .commit(vec![StoreOp::DeleteRecord { key: vec![1] }])
+            .await;
+        assert_eq!(result, Err(StoreError::Closed));
+    }
+
+    #[tokio::test]
+    async fn close_waits_for_queued_writes() {
+        let dir = temp();
+        let store = RocksStore::open(dir.path()).unwrap();
+        let pending = store.commit(vec![StoreOp::PutRecord {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+        }]);
+        store.close().unwrap();
+        assert_eq!(pending.await, Ok(()));
+        let store = RocksStore::open(dir.path()).unwrap();
+        assert_eq!(store.get_record(b"k").unwrap(), Some(b"v".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn a_second_open_of_a_locked_path_is_an_io_error() {
+        let dir = temp();
+        let _first = RocksStore::open(dir.path()).unwrap();
+        assert!(matches!(
+            RocksStore::open(dir.path()),
+            Err(StoreError::Io(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_malformed_balance_is_corrupt_not_a_panic() {
+        let dir = temp();
+        let store = RocksStore::open(dir.path()).unwrap();
+        store.db.put(b"b/alice", b"short").unwrap();
+        assert!(matches!(store.load_balances(), Err(StoreError::Corrupt(_))));
+        store.db.delete(b"b/alice").unwrap();
+        store.db.put(b"b/\xff", 1i64.to_be_bytes()).unwrap();
+        assert!(matches!(store.load_balances(), Err(StoreError::Corrupt(_))));
+    }
+
+    #[tokio::test]
+    async fn records_and_balances_do_not_alias() {
+        let dir = temp();
+        let store = RocksStore::open(dir.path()).unwrap();
+        store
+            .commit(vec![
+                StoreOp::SetBalance {
+                    account: "x".into(),
+                    balance: 7,
+                },
+                StoreOp::PutRecord {
+                    key: b"b/y".to_vec(),
+                    value: 9i64.to_be_bytes().to_vec(),
+                },
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.load_balances().unwrap(),
+            BTreeMap::from([("x".to_owned(), 7)])
+        );
+        assert_eq!(store.get_record(b"x").unwrap(), None);
+    }
+}
