@@ -142,6 +142,25 @@ struct TestNode {
 impl TestNode {
     async fn start(config: &Config, options: BtpOptions) -> TestNode {
         let btp = links_for_config(config, options).await.unwrap();
+        TestNode::with_links(config, btp)
+    }
+
+    /// Starts a node whose BTP listener takes over an address another listener just released:
+    /// the old accept task may hold the socket a moment longer, so binding is retried (bounded).
+    async fn start_on_released_address(config: &Config, options: BtpOptions) -> TestNode {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match links_for_config(config, options.clone()).await {
+                Ok(btp) => return TestNode::with_links(config, btp),
+                Err(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("the released address never became free: {e}"),
+            }
+        }
+    }
+
+    fn with_links(config: &Config, btp: BtpLinks) -> TestNode {
         let mut links = btp.links.clone();
         let (node_end, wallet) = MemoryLink::pair();
         links.insert(Arc::from("wallet"), Arc::new(node_end));
@@ -531,7 +550,11 @@ fn client_link_reconnects_after_the_server_goes_away() {
              [accounts.wallet.rate_limit]\nenabled = false\n\n{}",
             btp_server_account("b", "b-token")
         );
-        let a2 = TestNode::start(&Config::from_toml_str(&text).unwrap(), fast_options()).await;
+        let a2 = TestNode::start_on_released_address(
+            &Config::from_toml_str(&text).unwrap(),
+            fast_options(),
+        )
+        .await;
         let a2_link = a2.link("b");
         eventually("the client reconnected", || {
             b_link.is_up() && a2_link.is_up()
