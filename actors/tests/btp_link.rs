@@ -5,255 +5,66 @@
 
 #![allow(clippy::unwrap_used)] // test harness: helpers unwrap what a correct run never fails
 
-use actix::prelude::*;
-use futures::{SinkExt, StreamExt};
+mod common;
+
+use common::{
+    block_on as run, btp_config, btp_server_account as server_account, raw_authenticated,
+    raw_connect, BtpNode, BTP_WAIT as WAIT, PREIMAGE,
+};
+use futures::SinkExt;
 use ilp::btp::frame::{TYPE_ERROR, TYPE_MESSAGE, TYPE_RESPONSE};
 use ilp::btp::{BtpErrorCode, Frame, Payload, ProtocolData};
 use ilp::config::Config;
-use ilp::packet::{
-    Address, ErrorCode, Fulfill, FulfillBuilder, Packet, Prepare, PrepareBuilder, Reject,
-};
-use ilp_actors::clock::Clock;
-use ilp_actors::link::btp_ws::{links_for_config, BtpLinks, BtpOptions};
-use ilp_actors::link::memory::MemoryLink;
-use ilp_actors::link::Link;
-use ilp_actors::messages::{GetBalance, IncomingPrepare, PacketResult};
-use ilp_actors::node::{Node, NodeOptions};
-use ilp_actors::store::memory::MemoryStore;
-use sha2::{Digest, Sha256};
-use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use ilp::packet::{ErrorCode, Fulfill, Packet, Reject};
+use ilp_actors::link::btp_ws::BtpOptions;
 use std::time::Duration;
-use tokio::net::TcpStream;
-use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-const PREIMAGE: [u8; 32] = [7; 32];
-const WAIT: Duration = Duration::from_secs(10);
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// Real sockets want real time: actors on the System's thread, I/O on a multi-thread pool.
-fn run<F: Future>(f: F) -> F::Output {
-    actix::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    })
-    .block_on(f)
-}
+use common::Ws;
 
 fn config(address: &str, accounts: &str, btp_listener: bool) -> Config {
-    let listener = if btp_listener {
-        "[listeners.btp]\nbind = \"127.0.0.1:0\"\n"
-    } else {
-        ""
-    };
-    let text = format!(
-        "[node]\nilp_address = \"{address}\"\nasset_code = \"USD\"\nasset_scale = 9\nspread = \"0\"\n\
-         [rates]\nbackend = \"static\"\n[rates.static]\nUSD = \"1\"\n[store]\nbackend = \"memory\"\n\
-         {listener}\n\
-         [accounts.wallet]\nrelation = \"child\"\n[accounts.wallet.link]\ntype = \"memory\"\n\
-         [accounts.wallet.balance]\nminimum = -1000000000\nmaximum = 1000000000\n\
-         [accounts.wallet.rate_limit]\nenabled = false\n\n{accounts}"
-    );
-    Config::from_toml_str(&text).unwrap_or_else(|e| panic!("config:\n{e}\n{text}"))
+    btp_config(address, accounts, btp_listener)
 }
 
 fn btp_server_account(id: &str, token: &str) -> String {
-    format!(
-        "[accounts.{id}]\nrelation = \"child\"\n[accounts.{id}.link]\ntype = \"btp-server\"\n\
-         auth_username = \"{id}\"\nauth_token = \"{token}\"\n\
-         [accounts.{id}.balance]\nminimum = -1000000\nmaximum = 1000000\n\
-         [accounts.{id}.rate_limit]\nenabled = false\n\n"
-    )
+    server_account(id, token, None)
 }
 
 fn btp_client_account(id: &str, url: &str, username: &str, token: &str) -> String {
-    format!(
-        "[accounts.{id}]\nrelation = \"parent\"\n[accounts.{id}.link]\ntype = \"btp-client\"\n\
-         url = \"{url}\"\nauth_username = \"{username}\"\nauth_token = \"{token}\"\n\
-         [accounts.{id}.balance]\nminimum = -1000000\nmaximum = 1000000\n\
-         [accounts.{id}.rate_limit]\nenabled = false\n\n"
-    )
-}
-
-/// Fulfills every Prepare whose condition is SHA-256 of [`PREIMAGE`].
-struct Receiver;
-
-impl Actor for Receiver {
-    type Context = Context<Self>;
-}
-
-impl Handler<IncomingPrepare> for Receiver {
-    type Result = MessageResult<IncomingPrepare>;
-
-    fn handle(&mut self, msg: IncomingPrepare, _: &mut Context<Self>) -> Self::Result {
-        if msg.prepare.execution_condition() != &condition() {
-            return MessageResult(Err(Reject::new(
-                ErrorCode::F05_WRONG_CONDITION,
-                None,
-                "wrong condition",
-            )));
-        }
-        MessageResult(Ok(fulfill()))
-    }
-}
-
-fn condition() -> [u8; 32] {
-    Sha256::digest(PREIMAGE).into()
+    common::btp_client_account(id, url, username, token, None)
 }
 
 fn fulfill() -> Fulfill {
-    FulfillBuilder {
-        fulfillment: &PREIMAGE,
-        data: &[],
-    }
-    .build()
-    .unwrap()
+    common::fulfill_with(&[])
 }
 
-fn prepare(to: &str, amount: u64, expires_in_ms: u64) -> Prepare {
-    let destination = Address::try_from(to).unwrap();
-    PrepareBuilder {
-        amount,
-        expires_at: Clock::system()
-            .now()
-            .checked_add_millis(expires_in_ms)
-            .unwrap(),
-        execution_condition: &condition(),
-        destination: &destination,
-        data: b"hello",
-    }
-    .build()
-    .unwrap()
+fn prepare(to: &str, amount: u64, expires_in_ms: u64) -> ilp::packet::Prepare {
+    common::prepare(to, amount, expires_in_ms)
 }
 
-struct TestNode {
-    node: Node,
-    wallet: MemoryLink,
-    btp: BtpLinks,
-}
+/// A [`BtpNode`] whose wallet fulfills with empty data.
+struct TestNode;
 
 impl TestNode {
-    async fn start(config: &Config, options: BtpOptions) -> TestNode {
-        let btp = links_for_config(config, options).await.unwrap();
-        TestNode::with_links(config, btp)
+    async fn start(config: &Config, options: BtpOptions) -> BtpNode {
+        BtpNode::start(config, options, &[]).await
     }
 
-    /// Starts a node whose BTP listener takes over an address another listener just released:
-    /// the old accept task may hold the socket a moment longer, so binding is retried (bounded).
-    async fn start_on_released_address(config: &Config, options: BtpOptions) -> TestNode {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            match links_for_config(config, options.clone()).await {
-                Ok(btp) => return TestNode::with_links(config, btp),
-                Err(_) if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => panic!("the released address never became free: {e}"),
-            }
-        }
-    }
-
-    fn with_links(config: &Config, btp: BtpLinks) -> TestNode {
-        let mut links = btp.links.clone();
-        let (node_end, wallet) = MemoryLink::pair();
-        links.insert(Arc::from("wallet"), Arc::new(node_end));
-        wallet.attach(Receiver.start().recipient());
-        let node = Node::start(
-            config,
-            NodeOptions {
-                clock: Clock::system(),
-                store: Arc::new(MemoryStore::new()),
-                seed: 1,
-                links,
-            },
-        )
-        .unwrap();
-        TestNode { node, wallet, btp }
-    }
-
-    fn btp_addr(&self) -> SocketAddr {
-        self.btp.server.as_ref().unwrap().local_addr()
-    }
-
-    fn link(&self, id: &str) -> Arc<dyn Link> {
-        self.btp.links.get(id).unwrap().clone()
-    }
-
-    async fn pay(&self, to: &str, amount: u64, expires_in_ms: u64) -> PacketResult {
-        let p = prepare(to, amount, expires_in_ms);
-        timeout(WAIT, self.wallet.send_prepare(p))
-            .await
-            .expect("payment answered in time")
-            .expect("wallet link up")
-    }
-
-    async fn balance(&self, account: &str) -> i64 {
-        self.node
-            .balance
-            .send(GetBalance {
-                account: Arc::from(account),
-            })
-            .await
-            .unwrap()
-            .unwrap()
-            .balance
+    async fn start_on_released_address(config: &Config, options: BtpOptions) -> BtpNode {
+        BtpNode::start_on_released_address(config, options, &[]).await
     }
 }
 
-/// Polls `cond` every few milliseconds, for at most [`WAIT`] (for states no event announces).
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let polled = timeout(WAIT, async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
-    assert!(polled.is_ok(), "timed out waiting until {what}");
+async fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    common::eventually(WAIT, what, cond).await
 }
 
-async fn raw_connect(addr: SocketAddr) -> Ws {
-    let (ws, _) = timeout(
-        WAIT,
-        tokio_tungstenite::connect_async(format!("ws://{addr}")),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    ws
-}
-
-/// The next BTP frame's raw bytes; pings and pongs are skipped.
 async fn next_frame(ws: &mut Ws) -> Option<Vec<u8>> {
-    loop {
-        match timeout(WAIT, ws.next()).await.expect("frame in time") {
-            Some(Ok(Message::Binary(b))) => return Some(b.to_vec()),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(_)) | Some(Err(_)) | None => return None,
-        }
-    }
+    common::next_frame(ws).await
 }
 
 async fn send_frame(ws: &mut Ws, frame: &Frame) {
-    ws.send(Message::Binary(frame.encode().into()))
-        .await
-        .unwrap();
-}
-
-/// Authenticates a raw client and checks the server's Response to the auth Message.
-async fn raw_authenticated(addr: SocketAddr, user: &str, token: &str) -> Ws {
-    let mut ws = raw_connect(addr).await;
-    send_frame(&mut ws, &Frame::auth(1, user, token)).await;
-    let reply = next_frame(&mut ws).await.expect("auth answered");
-    assert_eq!(reply[0], TYPE_RESPONSE);
-    assert_eq!(Frame::decode(&reply).unwrap().request_id, 1);
-    ws
+    common::send_bytes(ws, &frame.encode()).await
 }
 
 /// The connection ends (a Close frame, an error, or EOF) before any other BTP frame arrives.

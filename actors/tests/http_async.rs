@@ -6,33 +6,30 @@
 
 #![allow(clippy::unwrap_used)] // test harness: a failed bind, build or write is a test bug
 
+mod common;
+
 use actix::prelude::*;
 use bytes::Bytes;
+use common::{
+    account_tail, fulfilled, http_request, listener, node_base, p, payment, rejected, route_to,
+    run, Counter, Leaf, Pki, HTTP_WAIT as WAIT,
+};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::{HeaderMap, Request, Response, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use ilp::config::Config;
-use ilp::packet::{Address, ErrorCode, FulfillBuilder, Packet, Prepare, PrepareBuilder, Reject};
+use ilp::packet::{ErrorCode, FulfillBuilder, Packet, Prepare, PrepareBuilder, Reject};
 use ilp_actors::clock::Clock;
 use ilp_actors::link::http::{HttpLink, HttpLinkOptions, HttpServer, HttpServerOptions};
 use ilp_actors::link::memory::MemoryLink;
 use ilp_actors::link::Link;
-use ilp_actors::messages::{AccountId, GetBalance, IncomingPrepare, PacketResult};
-use ilp_actors::node::{Node, NodeOptions};
-use ilp_actors::store::memory::MemoryStore;
+use ilp_actors::messages::{AccountId, PacketResult};
+use ilp_actors::node::Node;
 use ilp_actors::tls;
-use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, VecDeque};
-use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,98 +37,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
-const WAIT: Duration = Duration::from_secs(20);
-
-/// Runs `test` in an actix System on a multi-thread tokio runtime (real time), bounded by WAIT.
-fn run<F: Future<Output = ()> + 'static>(test: impl FnOnce() -> F) {
-    let system = actix::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    });
-    system.block_on(async move {
-        timeout(WAIT, test())
-            .await
-            .expect("test did not finish in time");
-    });
-}
-
-async fn listener() -> (TcpListener, SocketAddr) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    (l, addr)
-}
-
-// ---- certificates (as in tls_links.rs) ---------------------------------------------------------
-
-/// A CA whose certificates are written as PEM files to a directory removed on drop.
-struct Pki {
-    dir: PathBuf,
-    ca: Certificate,
-    ca_key: KeyPair,
-}
-
-/// A certificate and its key, as files.
-struct Leaf {
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-impl Pki {
-    fn new(test: &str) -> Pki {
-        let dir = std::env::temp_dir().join(format!("ilp-async-{}-{test}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "async test CA");
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = params.self_signed(&ca_key).unwrap();
-        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-        Pki { dir, ca, ca_key }
-    }
-
-    fn ca_path(&self) -> PathBuf {
-        self.dir.join("ca.pem")
-    }
-
-    /// A server certificate for `names` (DNS names or IP addresses).
-    fn leaf(&self, file: &str, names: &[&str]) -> Leaf {
-        let key = KeyPair::generate().unwrap();
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        params.distinguished_name.push(DnType::CommonName, file);
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
-        let leaf = Leaf {
-            cert: self.dir.join(format!("{file}.pem")),
-            key: self.dir.join(format!("{file}.key")),
-        };
-        std::fs::write(&leaf.cert, cert.pem()).unwrap();
-        std::fs::write(&leaf.key, key.serialize_pem()).unwrap();
-        leaf
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn p(path: &Path) -> String {
-    path.display().to_string()
+fn test_pki(test: &str) -> Pki {
+    let dir = format!("ilp-async-{}-{test}", std::process::id());
+    Pki::new(&dir, "async test CA", None)
 }
 
 // ---- nodes ------------------------------------------------------------------------------------
@@ -174,94 +82,16 @@ fn async_config(s: &Setup) -> Config {
         None => (String::new(), String::new()),
     };
     let text = format!(
-        r#"
-[node]
-ilp_address = "test.{name}"
-spread = "0"
-min_message_window_ms = 500
-[broadcast]
-enabled = false
-[store]
-backend = "memory"
-[listeners.http]
-bind = "{listen}"
-{listener_tls}
-[routing]
-default_route = ""
-static_routes = [{{ prefix = "test.{peer}", account = "{peer}" }}]
-[accounts.wallet]
-relation = "child"
-link = {{ type = "memory" }}
-[accounts.wallet.balance]
-minimum = -1000000000000
-maximum = 1000000000000
-[accounts.wallet.rate_limit]
-enabled = false
-[accounts.{peer}]
-relation = "peer"
-link = {{ type = "http", mode = "async", outgoing_url = "{peer_url}", outgoing_auth_token = "{name}-to-{peer}", incoming_auth_token = "{peer}-to-{name}", callback_url = "{scheme}://{host}:{port}/accounts/{peer}/callback"{link_tls} }}
-[accounts.{peer}.balance]
-minimum = -1000000
-maximum = 1000000
-[accounts.{peer}.rate_limit]
-enabled = false
-"#
+        "{}[listeners.http]\nbind = \"{listen}\"\n{listener_tls}{}\
+         [accounts.{peer}]\nrelation = \"peer\"\n\
+         link = {{ type = \"http\", mode = \"async\", outgoing_url = \"{peer_url}\", \
+         outgoing_auth_token = \"{name}-to-{peer}\", incoming_auth_token = \"{peer}-to-{name}\", \
+         callback_url = \"{scheme}://{host}:{port}/accounts/{peer}/callback\"{link_tls} }}\n{}",
+        node_base(name),
+        route_to(peer),
+        account_tail(peer)
     );
     Config::from_toml_str(&text).unwrap_or_else(|e| panic!("config:\n{e}\n{text}"))
-}
-
-/// The far end of a node's `wallet` account: fulfills Prepares whose data is the preimage of
-/// their condition.
-struct Wallet {
-    received: Arc<AtomicUsize>,
-}
-
-impl Actor for Wallet {
-    type Context = Context<Self>;
-}
-
-impl Handler<IncomingPrepare> for Wallet {
-    type Result = MessageResult<IncomingPrepare>;
-
-    fn handle(&mut self, msg: IncomingPrepare, _: &mut Context<Self>) -> Self::Result {
-        self.received.fetch_add(1, Ordering::SeqCst);
-        let p = msg.prepare;
-        let Ok(preimage) = <[u8; 32]>::try_from(p.data()) else {
-            return MessageResult(Err(Reject::new(
-                ErrorCode::F06_UNEXPECTED_PAYMENT,
-                None,
-                "no preimage",
-            )));
-        };
-        if Sha256::digest(preimage).as_slice() != p.execution_condition() {
-            return MessageResult(Err(Reject::new(
-                ErrorCode::F05_WRONG_CONDITION,
-                None,
-                "wrong condition",
-            )));
-        }
-        MessageResult(Ok(FulfillBuilder {
-            fulfillment: &preimage,
-            data: b"",
-        }
-        .build()
-        .unwrap()))
-    }
-}
-
-/// A Prepare to `destination` whose preimage is `[seed; 32]`, expiring `expiry_ms` from now.
-fn payment(destination: &str, amount: u64, expiry_ms: u64, seed: u8) -> Prepare {
-    let preimage = [seed; 32];
-    let condition: [u8; 32] = Sha256::digest(preimage).into();
-    PrepareBuilder {
-        amount,
-        expires_at: Clock::system().now().checked_add_millis(expiry_ms).unwrap(),
-        execution_condition: &condition,
-        destination: &Address::try_from(destination).unwrap(),
-        data: &preimage,
-    }
-    .build()
-    .unwrap()
 }
 
 struct TestNode {
@@ -293,28 +123,9 @@ impl TestNode {
     ) -> TestNode {
         let clock = Clock::system();
         let http = HttpLink::from_config(peer, &config.accounts[peer], clock, &options).unwrap();
-        let (node_end, wallet) = MemoryLink::pair();
-        let received = Arc::new(AtomicUsize::new(0));
-        wallet.attach(
-            Wallet {
-                received: received.clone(),
-            }
-            .start()
-            .recipient(),
-        );
         let mut links: BTreeMap<AccountId, Arc<dyn Link>> = BTreeMap::new();
-        links.insert(Arc::from("wallet"), Arc::new(node_end));
         links.insert(Arc::from(peer), Arc::new(http.clone()));
-        let node = Node::start(
-            config,
-            NodeOptions {
-                clock,
-                store: Arc::new(MemoryStore::new()),
-                seed: 7,
-                links,
-            },
-        )
-        .unwrap();
+        let (node, wallet, received) = common::start_wallet_node(config, links, clock);
         http.set_node_address(node.address.clone());
         let section = config.listeners.http.as_ref().unwrap();
         let server_tls =
@@ -341,28 +152,8 @@ impl TestNode {
     }
 
     async fn balance(&self, account: &str) -> i64 {
-        self.node
-            .balance
-            .send(GetBalance {
-                account: Arc::from(account),
-            })
-            .await
-            .unwrap()
-            .unwrap()
-            .balance
+        common::balance(&self.node, account).await
     }
-}
-
-fn fulfilled(result: PacketResult) {
-    if let Err(r) = result {
-        panic!("rejected {} {}", r.code(), r.message());
-    }
-}
-
-fn rejected(result: PacketResult, code: ErrorCode) -> Reject {
-    let reject = result.expect_err("expected a Reject");
-    assert_eq!(reject.code(), code, "message: {}", reject.message());
-    reject
 }
 
 /// Pays 100 a→b, 30 b→a, then 20×2 a→b and 10×1 b→a concurrently, and checks the balances
@@ -383,7 +174,9 @@ async fn pay_both_ways(a: &TestNode, b: &TestNode) {
         futures::future::join_all(a_to_b),
         futures::future::join_all(b_to_a)
     );
-    ab.into_iter().chain(ba).for_each(fulfilled);
+    ab.into_iter().chain(ba).for_each(|r| {
+        fulfilled(r);
+    });
     assert_eq!(a.balance("b").await, -70 - 40 + 10);
     assert_eq!(b.balance("a").await, 70 + 40 - 10);
     assert_eq!(a.balance("b").await, -b.balance("a").await);
@@ -447,7 +240,7 @@ fn two_nodes_pay_each_other_over_async_http_and_balances_mirror() {
 #[test]
 fn two_nodes_pay_each_other_over_async_https_with_h2_negotiated() {
     run(|| async {
-        let pki = Pki::new("https");
+        let pki = test_pki("https");
         let server = pki.leaf("server", &["localhost", "127.0.0.1"]);
         let ca = pki.ca_path();
         let (la, addr_a) = listener().await;
@@ -571,43 +364,8 @@ fn header<'a>(seen: &'a Seen, name: &str) -> &'a str {
 
 /// POSTs `body` to `url` with `headers`; returns the status and body.
 async fn post(url: &str, headers: &[(&str, &str)], body: Bytes) -> (StatusCode, Bytes) {
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-    let mut req = Request::post(url).header("content-type", "application/octet-stream");
-    for (name, value) in headers {
-        req = req.header(*name, *value);
-    }
-    let response = client
-        .request(req.body(Full::new(body)).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    (
-        status,
-        response.into_body().collect().await.unwrap().to_bytes(),
-    )
-}
-
-/// A PeerAccount stand-in that rejects every Prepare T99.
-struct Counter {
-    calls: Arc<AtomicUsize>,
-}
-
-impl Actor for Counter {
-    type Context = Context<Self>;
-}
-
-impl Handler<IncomingPrepare> for Counter {
-    type Result = MessageResult<IncomingPrepare>;
-
-    fn handle(&mut self, _: IncomingPrepare, _: &mut Context<Self>) -> Self::Result {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        MessageResult(Err(Reject::new(
-            ErrorCode::T99_APPLICATION_ERROR,
-            None,
-            "counted",
-        )))
-    }
+    let (status, _, body) = http_request(false, Method::POST, url, headers, body).await;
+    (status, body)
 }
 
 /// A server for async account "p" of node "s" (expects "p-to-s", calls back with "s-to-p"),

@@ -4,58 +4,35 @@
 
 #![allow(clippy::unwrap_used)] // test harness: a failed bind or build is a test bug
 
+mod common;
+
 use actix::prelude::*;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use common::{
+    account_tail, fulfilled, http_request, listener, node_base, payment, rejected, route_to, run,
+    Counter,
+};
+use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use ilp::config::Config;
-use ilp::packet::{
-    Address, ErrorCode, Fulfill, FulfillBuilder, Packet, Prepare, PrepareBuilder, Reject,
-};
+use ilp::packet::{ErrorCode, FulfillBuilder, Packet, Prepare, PrepareBuilder};
 use ilp_actors::clock::Clock;
 use ilp_actors::link::http::{
     HttpLink, HttpLinkOptions, HttpServer, HttpServerOptions, MAX_BODY_BYTES,
 };
 use ilp_actors::link::memory::MemoryLink;
 use ilp_actors::link::Link;
-use ilp_actors::messages::{AccountId, GetBalance, IncomingPrepare, PacketResult};
-use ilp_actors::node::{Node, NodeOptions};
-use ilp_actors::store::memory::MemoryStore;
-use sha2::{Digest, Sha256};
+use ilp_actors::messages::{AccountId, PacketResult};
+use ilp_actors::node::Node;
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-
-const WAIT: Duration = Duration::from_secs(20);
-
-/// Runs `test` in an actix System on a multi-thread tokio runtime (real time), bounded by WAIT.
-fn run<F: Future<Output = ()> + 'static>(test: impl FnOnce() -> F) {
-    let system = actix::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    });
-    system.block_on(async move {
-        tokio::time::timeout(WAIT, test())
-            .await
-            .expect("test did not finish in time");
-    });
-}
-
-async fn listener() -> (TcpListener, SocketAddr) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    (l, addr)
-}
 
 /// A node `test.<name>` with a memory `wallet` child and an http peer account `<peer>`.
 fn node_config(
@@ -67,93 +44,14 @@ fn node_config(
     outgoing_token: &str,
 ) -> Config {
     let text = format!(
-        r#"
-[node]
-ilp_address = "test.{name}"
-spread = "0"
-min_message_window_ms = 500
-[broadcast]
-enabled = false
-[store]
-backend = "memory"
-[listeners.http]
-bind = "{listen}"
-[routing]
-default_route = ""
-static_routes = [{{ prefix = "test.{peer}", account = "{peer}" }}]
-[accounts.wallet]
-relation = "child"
-link = {{ type = "memory" }}
-[accounts.wallet.balance]
-minimum = -1000000000000
-maximum = 1000000000000
-[accounts.wallet.rate_limit]
-enabled = false
-[accounts.{peer}]
-relation = "peer"
-link = {{ type = "http", outgoing_url = "{peer_url}", outgoing_auth_token = "{outgoing_token}", incoming_auth_token = "{incoming_token}" }}
-[accounts.{peer}.balance]
-minimum = -1000000
-maximum = 1000000
-[accounts.{peer}.rate_limit]
-enabled = false
-"#
+        "{}[listeners.http]\nbind = \"{listen}\"\n{}[accounts.{peer}]\nrelation = \"peer\"\n\
+         link = {{ type = \"http\", outgoing_url = \"{peer_url}\", \
+         outgoing_auth_token = \"{outgoing_token}\", incoming_auth_token = \"{incoming_token}\" }}\n{}",
+        node_base(name),
+        route_to(peer),
+        account_tail(peer)
     );
     Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// The far end of a node's `wallet` account: fulfills Prepares whose data is the preimage of
-/// their condition.
-struct Wallet {
-    received: Arc<AtomicUsize>,
-}
-
-impl Actor for Wallet {
-    type Context = Context<Self>;
-}
-
-impl Handler<IncomingPrepare> for Wallet {
-    type Result = MessageResult<IncomingPrepare>;
-
-    fn handle(&mut self, msg: IncomingPrepare, _: &mut Context<Self>) -> Self::Result {
-        self.received.fetch_add(1, Ordering::SeqCst);
-        let p = msg.prepare;
-        let Ok(preimage) = <[u8; 32]>::try_from(p.data()) else {
-            return MessageResult(Err(Reject::new(
-                ErrorCode::F06_UNEXPECTED_PAYMENT,
-                None,
-                "no preimage",
-            )));
-        };
-        if Sha256::digest(preimage).as_slice() != p.execution_condition() {
-            return MessageResult(Err(Reject::new(
-                ErrorCode::F05_WRONG_CONDITION,
-                None,
-                "wrong condition",
-            )));
-        }
-        MessageResult(Ok(FulfillBuilder {
-            fulfillment: &preimage,
-            data: b"",
-        }
-        .build()
-        .unwrap()))
-    }
-}
-
-/// A Prepare to `destination` whose preimage is in its data, expiring `expiry_ms` from now.
-fn payment(destination: &str, amount: u64, expiry_ms: u64, seed: u8) -> Prepare {
-    let preimage = [seed; 32];
-    let condition: [u8; 32] = Sha256::digest(preimage).into();
-    PrepareBuilder {
-        amount,
-        expires_at: Clock::system().now().checked_add_millis(expiry_ms).unwrap(),
-        execution_condition: &condition,
-        destination: &Address::try_from(destination).unwrap(),
-        data: &preimage,
-    }
-    .build()
-    .unwrap()
 }
 
 /// A started node with its wallet end and its http link.
@@ -184,26 +82,9 @@ impl TestNode {
             ..HttpLinkOptions::default()
         };
         let http = HttpLink::from_config(peer, &config.accounts[peer], clock, &options).unwrap();
-        let (node_end, wallet_end) = MemoryLink::pair();
-        let received = Arc::new(AtomicUsize::new(0));
-        let wallet = Wallet {
-            received: received.clone(),
-        }
-        .start();
-        wallet_end.attach(wallet.recipient());
         let mut links: BTreeMap<AccountId, Arc<dyn Link>> = BTreeMap::new();
-        links.insert(Arc::from("wallet"), Arc::new(node_end));
         links.insert(Arc::from(peer), Arc::new(http.clone()));
-        let node = Node::start(
-            config,
-            NodeOptions {
-                clock,
-                store: Arc::new(MemoryStore::new()),
-                seed: 7,
-                links,
-            },
-        )
-        .unwrap();
+        let (node, wallet_end, received) = common::start_wallet_node(config, links, clock);
         http.set_node_address(node.address.clone());
         let server = listener
             .map(|l| HttpServer::serve(l, [http.clone()], HttpServerOptions::default()).unwrap());
@@ -221,26 +102,8 @@ impl TestNode {
     }
 
     async fn balance(&self, account: &str) -> i64 {
-        self.node
-            .balance
-            .send(GetBalance {
-                account: Arc::from(account),
-            })
-            .await
-            .unwrap()
-            .unwrap()
-            .balance
+        common::balance(&self.node, account).await
     }
-}
-
-fn fulfilled(result: PacketResult) -> Fulfill {
-    result.unwrap_or_else(|r| panic!("rejected {} {}", r.code(), r.message()))
-}
-
-fn rejected(result: PacketResult, code: ErrorCode) -> Reject {
-    let reject = result.expect_err("expected a Reject");
-    assert_eq!(reject.code(), code, "message: {}", reject.message());
-    reject
 }
 
 #[test]
@@ -307,28 +170,6 @@ fn two_nodes_pay_each_other_over_http1_and_h2c_and_balances_mirror() {
 
 // ---- the server against raw requests ----------------------------------------------------------
 
-/// A PeerAccount stand-in that rejects every Prepare T99 (so a 200 is recognizable).
-struct Counter {
-    calls: Arc<AtomicUsize>,
-}
-
-impl Actor for Counter {
-    type Context = Context<Self>;
-}
-
-impl Handler<IncomingPrepare> for Counter {
-    type Result = MessageResult<IncomingPrepare>;
-
-    fn handle(&mut self, _: IncomingPrepare, _: &mut Context<Self>) -> Self::Result {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        MessageResult(Err(Reject::new(
-            ErrorCode::T99_APPLICATION_ERROR,
-            None,
-            "counted",
-        )))
-    }
-}
-
 /// A server for one account "p" at /accounts/p/ilp with token "secret", attached to a Counter.
 async fn lone_server() -> (HttpServer, Arc<AtomicUsize>) {
     let (l, addr) = listener().await;
@@ -358,24 +199,9 @@ async fn raw(
     token: Option<&str>,
     body: Bytes,
 ) -> (StatusCode, Version, Bytes) {
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
-        .http2_only(h2)
-        .build(HttpConnector::new());
-    let mut req = Request::builder()
-        .method(method)
-        .uri(url)
-        .header("content-type", "application/octet-stream");
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let response = client
-        .request(req.body(Full::new(body)).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let version = response.version();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, version, body)
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+    http_request(h2, method, &url, &headers, body).await
 }
 
 /// POSTs `chunks` as a chunked HTTP/1.1 body (no Content-Length) with the right token.

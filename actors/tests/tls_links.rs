@@ -6,161 +6,37 @@
 
 #![allow(clippy::unwrap_used)] // test harness: a failed bind, build or write is a test bug
 
+mod common;
+
 use actix::prelude::*;
+use common::{
+    account_tail, fulfilled, listener, node_base, p, rejected, run, Counter, Leaf, Pki,
+    HTTP_WAIT as WAIT,
+};
 use ilp::config::Config;
-use ilp::packet::{Address, ErrorCode, FulfillBuilder, Prepare, PrepareBuilder, Reject};
+use ilp::packet::{ErrorCode, Prepare};
 use ilp_actors::clock::Clock;
 use ilp_actors::link::btp_ws::{links_for_config, BtpLinks, BtpOptions};
 use ilp_actors::link::http::{HttpLink, HttpLinkOptions, HttpServer, HttpServerOptions};
 use ilp_actors::link::memory::MemoryLink;
 use ilp_actors::link::{Link, LinkError};
-use ilp_actors::messages::{AccountId, GetBalance, IncomingPrepare, PacketResult};
-use ilp_actors::node::{Node, NodeOptions};
-use ilp_actors::store::memory::MemoryStore;
+use ilp_actors::messages::{AccountId, PacketResult};
+use ilp_actors::node::Node;
 use ilp_actors::tls;
-use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 
-const WAIT: Duration = Duration::from_secs(20);
-
-/// Runs `test` in an actix System on a multi-thread tokio runtime (real time), bounded by WAIT.
-fn run<F: Future<Output = ()> + 'static>(test: impl FnOnce() -> F) {
-    let system = actix::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    });
-    system.block_on(async move {
-        timeout(WAIT, test())
-            .await
-            .expect("test did not finish in time");
-    });
-}
-
-// ---- certificates ------------------------------------------------------------------------------
-
-/// A CA whose certificates are written as PEM files to a directory removed on drop.
-struct Pki {
-    dir: PathBuf,
-    name: String,
-    ca: Certificate,
-    ca_key: KeyPair,
-}
-
-/// A certificate and its key, as files.
-struct Leaf {
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-impl Pki {
-    fn new(test: &str, name: &str) -> Pki {
-        let dir =
-            std::env::temp_dir().join(format!("ilp-tls-{}-{test}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("{name} test CA"));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = params.self_signed(&ca_key).unwrap();
-        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-        Pki {
-            dir,
-            name: name.to_owned(),
-            ca,
-            ca_key,
-        }
-    }
-
-    fn ca_path(&self) -> PathBuf {
-        self.dir.join("ca.pem")
-    }
-
-    /// A certificate for `names` (DNS names or IP addresses), good for servers and clients.
-    fn leaf(&self, file: &str, names: &[&str]) -> Leaf {
-        let key = KeyPair::generate().unwrap();
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("{file} ({})", self.name));
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
-        let leaf = Leaf {
-            cert: self.dir.join(format!("{file}.pem")),
-            key: self.dir.join(format!("{file}.key")),
-        };
-        std::fs::write(&leaf.cert, cert.pem()).unwrap();
-        std::fs::write(&leaf.key, key.serialize_pem()).unwrap();
-        leaf
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn p(path: &Path) -> String {
-    path.display().to_string()
+fn test_pki(test: &str, name: &str) -> Pki {
+    let dir = format!("ilp-tls-{}-{test}-{name}", std::process::id());
+    Pki::new(&dir, &format!("{name} test CA"), Some(name))
 }
 
 // ---- nodes ------------------------------------------------------------------------------------
-
-fn common(name: &str) -> String {
-    format!(
-        r#"
-[node]
-ilp_address = "test.{name}"
-spread = "0"
-min_message_window_ms = 500
-[broadcast]
-enabled = false
-[store]
-backend = "memory"
-[accounts.wallet]
-relation = "child"
-link = {{ type = "memory" }}
-[accounts.wallet.balance]
-minimum = -1000000000000
-maximum = 1000000000000
-[accounts.wallet.rate_limit]
-enabled = false
-"#
-    )
-}
-
-fn account_tail(id: &str) -> String {
-    format!(
-        "[accounts.{id}.balance]\nminimum = -1000000\nmaximum = 1000000\n\
-         [accounts.{id}.rate_limit]\nenabled = false\n"
-    )
-}
 
 fn listener_tls(section: &str, server: &Leaf, client_ca: Option<(&Path, bool)>) -> String {
     let mut text = format!(
@@ -199,65 +75,16 @@ fn https_config(
          [accounts.{peer}]\nrelation = \"peer\"\n\
          link = {{ type = \"http\", outgoing_url = \"{peer_url}\", \
          outgoing_auth_token = \"{name}-to-{peer}\"{incoming}, tls = {{ {link_tls} }} }}\n{}",
-        common(name),
+        node_base(name),
         listener_tls("http", server, client_ca),
         account_tail(peer)
     );
     Config::from_toml_str(&text).unwrap_or_else(|e| panic!("config:\n{e}\n{text}"))
 }
 
-/// The far end of a node's `wallet` account: fulfills Prepares whose data is the preimage of
-/// their condition, and counts them.
-struct Wallet {
-    received: Arc<AtomicUsize>,
-}
-
-impl Actor for Wallet {
-    type Context = Context<Self>;
-}
-
-impl Handler<IncomingPrepare> for Wallet {
-    type Result = MessageResult<IncomingPrepare>;
-
-    fn handle(&mut self, msg: IncomingPrepare, _: &mut Context<Self>) -> Self::Result {
-        self.received.fetch_add(1, Ordering::SeqCst);
-        let p = msg.prepare;
-        let Ok(preimage) = <[u8; 32]>::try_from(p.data()) else {
-            return MessageResult(Err(Reject::new(
-                ErrorCode::F06_UNEXPECTED_PAYMENT,
-                None,
-                "no preimage",
-            )));
-        };
-        if Sha256::digest(preimage).as_slice() != p.execution_condition() {
-            return MessageResult(Err(Reject::new(
-                ErrorCode::F05_WRONG_CONDITION,
-                None,
-                "wrong condition",
-            )));
-        }
-        MessageResult(Ok(FulfillBuilder {
-            fulfillment: &preimage,
-            data: b"",
-        }
-        .build()
-        .unwrap()))
-    }
-}
-
 /// A Prepare to `destination` whose preimage is in its data.
 fn payment(destination: &str, amount: u64, seed: u8) -> Prepare {
-    let preimage = [seed; 32];
-    let condition: [u8; 32] = Sha256::digest(preimage).into();
-    PrepareBuilder {
-        amount,
-        expires_at: Clock::system().now().checked_add_millis(10_000).unwrap(),
-        execution_condition: &condition,
-        destination: &Address::try_from(destination).unwrap(),
-        data: &preimage,
-    }
-    .build()
-    .unwrap()
+    common::payment(destination, amount, 10_000, seed)
 }
 
 struct TestNode {
@@ -270,27 +97,8 @@ struct TestNode {
 
 impl TestNode {
     /// Starts the node of `config` over `links` (plus its wallet).
-    fn start(config: &Config, mut links: BTreeMap<AccountId, Arc<dyn Link>>) -> TestNode {
-        let (node_end, wallet) = MemoryLink::pair();
-        let received = Arc::new(AtomicUsize::new(0));
-        wallet.attach(
-            Wallet {
-                received: received.clone(),
-            }
-            .start()
-            .recipient(),
-        );
-        links.insert(Arc::from("wallet"), Arc::new(node_end));
-        let node = Node::start(
-            config,
-            NodeOptions {
-                clock: Clock::system(),
-                store: Arc::new(MemoryStore::new()),
-                seed: 7,
-                links,
-            },
-        )
-        .unwrap();
+    fn start(config: &Config, links: BTreeMap<AccountId, Arc<dyn Link>>) -> TestNode {
+        let (node, wallet, received) = common::start_wallet_node(config, links, Clock::system());
         TestNode {
             node,
             wallet,
@@ -326,15 +134,7 @@ impl TestNode {
     }
 
     async fn balance(&self, account: &str) -> i64 {
-        self.node
-            .balance
-            .send(GetBalance {
-                account: Arc::from(account),
-            })
-            .await
-            .unwrap()
-            .unwrap()
-            .balance
+        common::balance(&self.node, account).await
     }
 }
 
@@ -354,33 +154,8 @@ fn serve_https(
     HttpServer::serve(listener, links, options).unwrap()
 }
 
-async fn listener() -> (TcpListener, SocketAddr) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    (l, addr)
-}
-
-fn fulfilled(result: PacketResult) {
-    if let Err(r) = result {
-        panic!("rejected {} {}", r.code(), r.message());
-    }
-}
-
-fn rejected(result: PacketResult, code: ErrorCode) -> Reject {
-    let reject = result.expect_err("expected a Reject");
-    assert_eq!(reject.code(), code, "message: {}", reject.message());
-    reject
-}
-
-/// Polls `cond` every few milliseconds, for at most [`WAIT`] (for states no event announces).
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let polled = timeout(WAIT, async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
-    assert!(polled.is_ok(), "timed out waiting until {what}");
+async fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    common::eventually(WAIT, what, cond).await
 }
 
 // ---- HTTPS ------------------------------------------------------------------------------------
@@ -388,7 +163,7 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 #[test]
 fn two_nodes_pay_each_other_over_https_with_h2_and_balances_mirror() {
     run(|| async {
-        let pki = Pki::new("https", "main");
+        let pki = test_pki("https", "main");
         let server = pki.leaf("server", &["localhost", "127.0.0.1"]);
         let ca = format!("ca_path = \"{}\"", p(&pki.ca_path()));
         let (la, addr_a) = listener().await;
@@ -415,7 +190,9 @@ fn two_nodes_pay_each_other_over_https_with_h2_and_balances_mirror() {
             futures::future::join_all(a_to_b),
             futures::future::join_all(b_to_a)
         );
-        ab.into_iter().chain(ba).for_each(fulfilled);
+        ab.into_iter().chain(ba).for_each(|r| {
+            fulfilled(r);
+        });
         assert_eq!(a.balance("b").await, -70 - 40 + 10);
         assert_eq!(b.balance("a").await, 70 + 40 - 10);
         assert_eq!(a.balance("b").await, -b.balance("a").await);
@@ -450,8 +227,8 @@ fn two_nodes_pay_each_other_over_https_with_h2_and_balances_mirror() {
 #[test]
 fn a_client_that_does_not_trust_the_server_ca_cannot_connect_and_rejects_t01() {
     run(|| async {
-        let pki = Pki::new("untrusted", "main");
-        let other = Pki::new("untrusted", "other");
+        let pki = test_pki("untrusted", "main");
+        let other = test_pki("untrusted", "other");
         let server = pki.leaf("server", &["localhost", "127.0.0.1"]);
         let (la, addr_a) = listener().await;
         let (lb, addr_b) = listener().await;
@@ -501,28 +278,6 @@ fn a_client_that_does_not_trust_the_server_ca_cannot_connect_and_rejects_t01() {
 
 // ---- mutual TLS -------------------------------------------------------------------------------
 
-/// A PeerAccount stand-in that rejects every Prepare T99 (so an accepted request is recognizable).
-struct Counter {
-    calls: Arc<AtomicUsize>,
-}
-
-impl Actor for Counter {
-    type Context = Context<Self>;
-}
-
-impl Handler<IncomingPrepare> for Counter {
-    type Result = MessageResult<IncomingPrepare>;
-
-    fn handle(&mut self, _: IncomingPrepare, _: &mut Context<Self>) -> Self::Result {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        MessageResult(Err(Reject::new(
-            ErrorCode::T99_APPLICATION_ERROR,
-            None,
-            "counted",
-        )))
-    }
-}
-
 /// The client link of account `id` towards `url`, presenting `tls` (TOML inline-table body).
 fn client_link(id: &str, url: &str, token: Option<&str>, link_tls: &str) -> HttpLink {
     let outgoing = token
@@ -531,7 +286,7 @@ fn client_link(id: &str, url: &str, token: Option<&str>, link_tls: &str) -> Http
     let text = format!(
         "{}[listeners.http]\nbind = \"127.0.0.1:0\"\n[accounts.{id}]\nrelation = \"peer\"\n\
          link = {{ type = \"http\", outgoing_url = \"{url}\"{outgoing}, tls = {{ {link_tls} }} }}\n{}",
-        common("client"),
+        node_base("client"),
         account_tail(id)
     );
     let config = Config::from_toml_str(&text).unwrap_or_else(|e| panic!("config:\n{e}\n{text}"));
@@ -584,7 +339,7 @@ fn reached_account(result: Result<PacketResult, LinkError>) -> bool {
 #[test]
 fn required_client_certificate_must_name_the_account() {
     run(|| async {
-        let pki = Pki::new("mtls-required", "main");
+        let pki = test_pki("mtls-required", "main");
         let calls = Arc::new(AtomicUsize::new(0));
         let (_server, url) = mtls_server(&pki, true, false, calls.clone()).await;
         let ca = format!("ca_path = \"{}\"", p(&pki.ca_path()));
@@ -622,7 +377,7 @@ fn required_client_certificate_must_name_the_account() {
         ));
 
         // A certificate naming the account but from another CA: refused too.
-        let stranger_pki = Pki::new("mtls-required", "stranger");
+        let stranger_pki = test_pki("mtls-required", "stranger");
         let stranger = stranger_pki.leaf("alice", &["alice"]);
         let forged = client_link("alice", &url, None, &with_cert(&stranger));
         assert!(!reached_account(
@@ -635,7 +390,7 @@ fn required_client_certificate_must_name_the_account() {
 #[test]
 fn optional_client_certificate_replaces_the_bearer_token() {
     run(|| async {
-        let pki = Pki::new("mtls-optional", "main");
+        let pki = test_pki("mtls-optional", "main");
         let calls = Arc::new(AtomicUsize::new(0));
         let (_server, url) = mtls_server(&pki, false, true, calls.clone()).await;
         let ca = format!("ca_path = \"{}\"", p(&pki.ca_path()));
@@ -684,13 +439,13 @@ fn optional_client_certificate_replaces_the_bearer_token() {
 #[test]
 fn payment_crosses_two_nodes_over_btp_wss_and_balances_mirror() {
     run(|| async {
-        let pki = Pki::new("wss", "main");
+        let pki = test_pki("wss", "main");
         let server = pki.leaf("server", &["localhost", "127.0.0.1"]);
         let parent_text = format!(
             "{}[listeners.btp]\nbind = \"127.0.0.1:0\"\n{}\
              [accounts.b]\nrelation = \"child\"\n\
              link = {{ type = \"btp-server\", auth_username = \"b\", auth_token = \"b-token\" }}\n{}",
-            common("a"),
+            node_base("a"),
             listener_tls("btp", &server, None),
             account_tail("b")
         );
@@ -705,7 +460,7 @@ fn payment_crosses_two_nodes_over_btp_wss_and_balances_mirror() {
             "{}[accounts.a]\nrelation = \"parent\"\n\
              link = {{ type = \"btp-client\", url = \"wss://localhost:{port}\", \
              auth_username = \"b\", auth_token = \"b-token\", tls = {{ ca_path = \"{}\" }} }}\n{}",
-            common("a.b"),
+            node_base("a.b"),
             p(&pki.ca_path()),
             account_tail("a")
         );
@@ -732,8 +487,8 @@ fn payment_crosses_two_nodes_over_btp_wss_and_balances_mirror() {
 #[test]
 fn a_wss_client_that_does_not_trust_the_server_ca_stays_down_and_rejects_t01() {
     run(|| async {
-        let pki = Pki::new("wss-untrusted", "main");
-        let other = Pki::new("wss-untrusted", "other");
+        let pki = test_pki("wss-untrusted", "main");
+        let other = test_pki("wss-untrusted", "other");
         let server = pki.leaf("server", &["127.0.0.1"]);
         let parent_text = format!(
             "{}[listeners.btp]\nbind = \"127.0.0.1:0\"\n{}\
@@ -741,7 +496,7 @@ fn a_wss_client_that_does_not_trust_the_server_ca_stays_down_and_rejects_t01() {
              link = {{ type = \"btp-server\", auth_token = \"b-token\" }}\n{}\
              [accounts.c]\nrelation = \"child\"\n\
              link = {{ type = \"btp-server\", auth_token = \"c-token\" }}\n{}",
-            common("a"),
+            node_base("a"),
             listener_tls("btp", &server, None),
             account_tail("b"),
             account_tail("c")
@@ -757,7 +512,7 @@ fn a_wss_client_that_does_not_trust_the_server_ca_stays_down_and_rejects_t01() {
                 "{}[accounts.a]\nrelation = \"parent\"\n\
                  link = {{ type = \"btp-client\", url = \"wss://{addr}\", \
                  auth_token = \"{token}\", tls = {{ ca_path = \"{}\" }} }}\n{}",
-                common(&format!("a.{name}")),
+                node_base(&format!("a.{name}")),
                 p(ca),
                 account_tail("a")
             );
@@ -790,7 +545,7 @@ fn a_wss_client_that_does_not_trust_the_server_ca_stays_down_and_rejects_t01() {
 #[test]
 fn btp_listener_requiring_client_certificates_binds_them_to_the_account() {
     run(|| async {
-        let pki = Pki::new("wss-mtls", "main");
+        let pki = test_pki("wss-mtls", "main");
         let server = pki.leaf("server", &["127.0.0.1"]);
         let b_cert = pki.leaf("b", &["b"]);
         let parent_text = format!(
@@ -799,7 +554,7 @@ fn btp_listener_requiring_client_certificates_binds_them_to_the_account() {
              link = {{ type = \"btp-server\", auth_token = \"b-token\" }}\n{}\
              [accounts.c]\nrelation = \"child\"\n\
              link = {{ type = \"btp-server\", auth_token = \"c-token\" }}\n{}",
-            common("a"),
+            node_base("a"),
             listener_tls("btp", &server, Some((&pki.ca_path(), true))),
             account_tail("b"),
             account_tail("c")
@@ -824,7 +579,7 @@ fn btp_listener_requiring_client_certificates_binds_them_to_the_account() {
                 "{}[accounts.a]\nrelation = \"parent\"\n\
                  link = {{ type = \"btp-client\", url = \"wss://{addr}\", \
                  auth_token = \"{token}\", tls = {{ ca_path = \"{}\"{client_cert} }} }}\n{}",
-                common(&format!("a.{name}")),
+                node_base(&format!("a.{name}")),
                 p(&pki.ca_path()),
                 account_tail("a")
             );
