@@ -10,6 +10,8 @@ use ilp_actors::link::{Link, UnconnectedLink};
 use ilp_actors::messages::AccountId;
 use ilp_actors::node::{Node, NodeOptions};
 use ilp_actors::store::memory::MemoryStore;
+use ilp_actors::store::rocks::RocksStore;
+use ilp_actors::store::Store;
 use ilp_actors::tls;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -211,12 +213,31 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
                 (Arc::from(id.as_str()), link)
             })
             .collect();
-        if config.store.backend == StoreBackend::Rocksdb {
-            println!("store: the RocksDB backend is not built yet; balances are kept in memory");
-        }
+        let store: Arc<dyn Store> = match config.store.backend {
+            StoreBackend::Memory => {
+                println!("store: memory (nothing survives a restart)");
+                Arc::new(MemoryStore::new())
+            }
+            StoreBackend::Rocksdb => {
+                if let Err(e) = std::fs::create_dir_all(&config.store.path) {
+                    eprintln!("{path}: store.path {}: {e}", config.store.path.display());
+                    return ExitCode::from(2);
+                }
+                match RocksStore::open(&config.store.path) {
+                    Ok(store) => {
+                        println!("store: RocksDB in {}", config.store.path.display());
+                        Arc::new(store)
+                    }
+                    Err(e) => {
+                        eprintln!("{path}: store.path {}: {e}", config.store.path.display());
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+        };
         let options = NodeOptions {
             clock,
-            store: Arc::new(MemoryStore::new()),
+            store,
             seed: seed_from_time(),
             links,
         };

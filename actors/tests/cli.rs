@@ -37,17 +37,24 @@ fn run_stays_up_until_sigterm() {
     // The reference configuration with every listener on an ephemeral port: tests never bind a
     // fixed one.
     let text = std::fs::read_to_string(reference_config()).expect("config.toml");
+    let dir = std::env::temp_dir().join(format!("ilp-cli-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let data = dir.join("data");
     let ephemeral = text
         .lines()
-        .map(|line| match line.trim_start().strip_prefix("bind = ") {
-            Some(_) => "bind = \"127.0.0.1:0\"".to_owned(),
-            None => line.to_owned(),
+        .map(|line| {
+            let trimmed = line.trim_start();
+            if trimmed.starts_with("bind = ") {
+                "bind = \"127.0.0.1:0\"".to_owned()
+            } else if trimmed.starts_with("path = ") {
+                format!("path = {:?}", data.display().to_string())
+            } else {
+                line.to_owned()
+            }
         })
         .collect::<Vec<_>>()
         .join("\n");
     assert_ne!(ephemeral, text, "config.toml binds listeners");
-    let dir = std::env::temp_dir().join(format!("ilp-cli-run-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
     let config_path = dir.join("config.toml");
     std::fs::write(&config_path, ephemeral).expect("write config");
     let mut child = bin()
@@ -102,8 +109,13 @@ fn run_stays_up_until_sigterm() {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    let rocksdb_files = std::fs::read_dir(&data).map(|d| d.count()).unwrap_or(0);
     std::fs::remove_dir_all(&dir).ok();
     let first = first.expect("the node prints a line once it runs");
+    assert!(
+        rocksdb_files > 0,
+        "the node opened no RocksDB store in store.path"
+    );
     assert!(
         first.contains("ilp-connector running: node test.ilp-connector"),
         "{first}"
