@@ -9,6 +9,17 @@ use std::sync::Arc;
 /// An account's id as written in `config.toml` (`[accounts.<id>]`); cheap to clone.
 pub type AccountId = Arc<str>;
 
+/// The configured static routes as (prefix, account), in file order: the Router installs them
+/// and the RouteBroadcaster advertises them, so both read them through this one conversion.
+pub fn configured_static_routes(config: &ilp::config::Config) -> Vec<(String, AccountId)> {
+    config
+        .routing
+        .static_routes
+        .iter()
+        .map(|r| (r.prefix.clone(), AccountId::from(r.account.as_str())))
+        .collect()
+}
+
 /// What every packet exchange resolves to.
 pub type PacketResult = Result<Fulfill, Reject>;
 

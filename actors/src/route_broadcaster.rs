@@ -122,12 +122,7 @@ impl BroadcastSettings {
             own_address: config.node.ilp_address.clone(),
             global_prefix: None,
             accounts,
-            static_routes: config
-                .routing
-                .static_routes
-                .iter()
-                .map(|r| (r.prefix.clone(), AccountId::from(r.account.as_str())))
-                .collect(),
+            static_routes: crate::messages::configured_static_routes(config),
             default_route: config.default_route_account().map(AccountId::from),
         }
     }

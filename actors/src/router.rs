@@ -55,12 +55,7 @@ impl RouterSettings {
     pub fn from_config(config: &Config) -> Result<Self, RateError> {
         Ok(RouterSettings {
             node_address: config.node.ilp_address.clone(),
-            static_routes: config
-                .routing
-                .static_routes
-                .iter()
-                .map(|r| (r.prefix.clone(), AccountId::from(r.account.as_str())))
-                .collect(),
+            static_routes: crate::messages::configured_static_routes(config),
             default_route: config.default_route_account().map(AccountId::from),
             exchange: config.exchange()?,
             min_message_window_ms: config.node.min_message_window_ms,
