@@ -523,6 +523,13 @@ pub(crate) mod tests {
         fn get_record(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
             self.inner.get_record(key)
         }
+        fn scan_records(
+            &self,
+            from: &[u8],
+            to: &[u8],
+        ) -> Result<Vec<crate::store::Record>, StoreError> {
+            self.inner.scan_records(from, to)
+        }
         fn commit(&self, ops: Vec<StoreOp>) -> BoxFuture<'static, Result<(), StoreError>> {
             self.batches.lock().unwrap().push(ops.clone());
             if self.fail.load(Ordering::SeqCst) {
