@@ -9,6 +9,7 @@ pub mod link;
 pub mod messages;
 pub mod node;
 pub mod peer_account;
+pub mod replay;
 pub mod route_broadcaster;
 pub mod router;
 pub mod settlement_engine;

@@ -19,10 +19,11 @@ use crate::clock::Clock;
 use crate::link::Link;
 use crate::messages::{AccountId, SendPrepare, SetNodeAddress};
 use crate::peer_account::{NodeAddress, PeerAccount, PeerAccountSettings};
+use crate::replay::RecoveredFulfills;
 use crate::route_broadcaster::{BroadcastSettings, RouteBroadcasterActor};
 use crate::router::{PeerProtocolHandlers, Router, RouterAccount, RouterBalance, RouterSettings};
 use crate::settlement_engine::SettlementEngine;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use actix::prelude::*;
 use ilp::config::Config;
 use ilp::ildcp::{self, IldcpResponse};
@@ -44,6 +45,8 @@ pub enum NodeError {
     Rates(#[from] RateError),
     #[error("the parent refused to give us an address over IL-DCP ({0})")]
     AddressRefused(ErrorCode),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
 }
 
 #[derive(Debug)]
@@ -108,6 +111,8 @@ impl Node {
                 return Err(NodeError::MissingLink(id.clone()));
             }
         }
+        // Paid packets whose Fulfill a crash may have kept from their sender.
+        let recovered = RecoveredFulfills::load(store.as_ref(), clock.now())?;
         let mut rng = SmallRng::seed_from_u64(seed);
         let router_settings = RouterSettings::from_config(config)?;
         let mut secret = [0u8; 32];
@@ -168,6 +173,7 @@ impl Node {
                 });
                 put(&engine_out, engine.clone());
                 BalanceKeeper::new(limits, store, Some(engine.recipient()))
+                    .expire_fulfill_records(clock)
             });
             let engine = take(&engine_slot);
             let broadcaster_sends = sends.clone();
@@ -216,6 +222,7 @@ impl Node {
                 handlers,
                 clock,
             )
+            .with_recovered_fulfills(recovered)
         });
         let Started {
             accounts,

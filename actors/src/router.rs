@@ -21,11 +21,13 @@ use crate::messages::{
     AccountId, ApplyRouteUpdate, ForwardPrepare, GetBalance, HandlePeerProtocol, PacketResult,
     ReservePacket, ResolvePacket, SendPrepare, SetNodeAddress,
 };
+use crate::replay::{RecoveredFulfills, ReplayTag};
 use crate::supervise::Backoff;
 use actix::{Actor, AsyncContext, Context, Handler, MailboxError, Recipient, ResponseFuture};
 use ilp::config::{AccountConfig, Config, Relation};
 use ilp::packet::{Address, ErrorCode, Prepare, Reject, Timestamp};
 use ilp::policy::expiry::next_hop_expiry;
+use ilp::policy::outgoing::dedup_key;
 use ilp::rates::{Asset, Exchange, Rate, RateError};
 use local::LocalDestination;
 use sha2::{Digest, Sha256};
@@ -116,6 +118,8 @@ pub struct Router {
     quotes: HashMap<(AccountId, AccountId), Result<Rate, RateError>>,
     balance: RouterBalance,
     peer_protocols: PeerProtocolHandlers,
+    /// Fulfills of packets paid before the last restart, answered again to repeats.
+    recovered: RecoveredFulfills,
     clock: Clock,
     backoff: Backoff,
 }
@@ -156,9 +160,17 @@ impl Router {
             quotes: HashMap::new(),
             balance,
             peer_protocols,
+            recovered: RecoveredFulfills::default(),
             clock,
             backoff: Backoff::default(),
         }
+    }
+
+    /// Answers repeats of Prepares fulfilled before a restart from these records
+    /// ([`crate::replay`]).
+    pub fn with_recovered_fulfills(mut self, recovered: RecoveredFulfills) -> Self {
+        self.recovered = recovered;
+        self
     }
 
     fn reject(&self, code: ErrorCode, message: &str) -> Reject {
@@ -241,6 +253,18 @@ impl Router {
         prepare: Prepare,
         now: Timestamp,
     ) -> ResponseFuture<PacketResult> {
+        // A paid packet is remembered durably with its balances, so a repeat after a crash
+        // is answered, not paid twice. Zero amounts move no money and need no record.
+        let tag = (prepare.amount() > 0).then(|| ReplayTag {
+            account: from.clone(),
+            digest: dedup_key(prepare.as_bytes()),
+            expires_at: prepare.expires_at(),
+        });
+        if let Some(tag) = &tag {
+            if let Some(fulfill) = self.recovered.get(&tag.account, &tag.digest, now) {
+                return Box::pin(async move { Ok(fulfill) });
+            }
+        }
         let out = match self.plan(&from, prepare, now) {
             Ok(out) => out,
             Err(reject) => return Box::pin(async move { Err(reject) }),
@@ -255,6 +279,7 @@ impl Router {
             node,
             incoming,
             outgoing,
+            tag,
             send,
         ))
     }
@@ -270,6 +295,7 @@ impl Router {
             self.balance.clone(),
             self.node_address.clone(),
             Some((from, amount)),
+            None,
             None,
             answer,
         ))
@@ -362,6 +388,7 @@ async fn with_balance(
     node: Option<Address>,
     incoming: Option<(AccountId, u64)>,
     outgoing: Option<(AccountId, u64)>,
+    tag: Option<ReplayTag>,
     exchange: impl Future<Output = PacketResult>,
 ) -> PacketResult {
     let reject = |code, message: &str| Reject::new(code, node.as_ref(), message);
@@ -389,6 +416,10 @@ async fn with_balance(
         }
     };
     let result = exchange.await;
+    let record = match (&tag, &result) {
+        (Some(tag), Ok(fulfill)) => Some(tag.record(fulfill)),
+        _ => None,
+    };
     let resolved = balance
         .resolve
         .send(ResolvePacket {
@@ -396,6 +427,7 @@ async fn with_balance(
             incoming,
             outgoing,
             fulfilled: result.is_ok(),
+            record,
         })
         .await;
     match (result, resolved) {
