@@ -79,13 +79,16 @@ pub fn expired_before(now: Timestamp) -> StoreOp {
     }
 }
 
+/// Stored answers by (source account, digest of the Prepare), with the Prepare's expiry.
+type Entries = HashMap<(AccountId, [u8; 32]), (Timestamp, Fulfill)>;
+
 /// The fulfill records found at start-up whose Prepares have not expired, shared by the Router
 /// (which answers from them) across its restarts. Empty in the steady state: the check costs
 /// one atomic load per packet then.
 #[derive(Debug, Clone, Default)]
 pub struct RecoveredFulfills {
     any: Arc<AtomicBool>,
-    entries: Arc<Mutex<HashMap<(AccountId, [u8; 32]), (Timestamp, Fulfill)>>>,
+    entries: Arc<Mutex<Entries>>,
 }
 
 impl RecoveredFulfills {
@@ -142,10 +145,7 @@ impl RecoveredFulfills {
         })
     }
 
-    fn with<T>(
-        &self,
-        f: impl FnOnce(&mut HashMap<(AccountId, [u8; 32]), (Timestamp, Fulfill)>) -> T,
-    ) -> T {
+    fn with<T>(&self, f: impl FnOnce(&mut Entries) -> T) -> T {
         // Entries are inserted whole, so a poisoned map is still consistent.
         match self.entries.lock() {
             Ok(mut guard) => f(&mut guard),
