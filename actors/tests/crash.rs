@@ -7,6 +7,8 @@
 //! `ILP_CRASH_KILLS` (default 20) and `ILP_CRASH_SEED` (default 1) set the run; `ILP_CRASH_K`
 //! the packets in flight (default 32). The figures are printed at the end (`--nocapture`).
 
+#![allow(clippy::unwrap_used)] // test harness: a failed spawn, lock or build is a test bug
+
 mod common;
 
 use actix::prelude::*;
