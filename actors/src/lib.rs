@@ -6,6 +6,7 @@
 pub mod balance_keeper;
 pub mod clock;
 pub mod link;
+pub mod log;
 pub mod messages;
 pub mod node;
 pub mod peer_account;
@@ -13,6 +14,7 @@ pub mod replay;
 pub mod route_broadcaster;
 pub mod router;
 pub mod settlement_engine;
+pub mod shutdown;
 pub mod store;
 pub mod supervise;
 #[cfg(any(test, feature = "test-support"))]

@@ -23,6 +23,7 @@ use crate::replay::RecoveredFulfills;
 use crate::route_broadcaster::{BroadcastSettings, RouteBroadcasterActor};
 use crate::router::{PeerProtocolHandlers, Router, RouterAccount, RouterBalance, RouterSettings};
 use crate::settlement_engine::SettlementEngine;
+use crate::shutdown::PacketGate;
 use crate::store::{Store, StoreError};
 use actix::prelude::*;
 use ilp::config::Config;
@@ -90,6 +91,8 @@ pub struct NodeOptions {
 /// The running actors of one node.
 pub struct Node {
     pub address: NodeAddress,
+    /// Every packet the Router handles passes here; closing it drains the node.
+    pub gate: Arc<PacketGate>,
     pub router: Addr<Router>,
     pub accounts: BTreeMap<AccountId, Addr<PeerAccount>>,
     pub balance: Addr<BalanceKeeper>,
@@ -113,6 +116,8 @@ impl Node {
         }
         // Paid packets whose Fulfill a crash may have kept from their sender.
         let recovered = RecoveredFulfills::load(store.as_ref(), clock.now())?;
+        let gate = PacketGate::new();
+        let router_gate = gate.clone();
         let mut rng = SmallRng::seed_from_u64(seed);
         let router_settings = RouterSettings::from_config(config)?;
         let mut secret = [0u8; 32];
@@ -223,6 +228,7 @@ impl Node {
                 clock,
             )
             .with_recovered_fulfills(recovered)
+            .with_gate(router_gate)
         });
         let Started {
             accounts,
@@ -232,6 +238,7 @@ impl Node {
         } = take(&slot);
         Ok(Node {
             address,
+            gate,
             router,
             accounts,
             balance,

@@ -22,6 +22,7 @@ use crate::messages::{
     ReservePacket, ResolvePacket, SendPrepare, SetNodeAddress,
 };
 use crate::replay::{RecoveredFulfills, ReplayTag};
+use crate::shutdown::PacketGate;
 use crate::supervise::Backoff;
 use actix::{Actor, AsyncContext, Context, Handler, MailboxError, Recipient, ResponseFuture};
 use ilp::config::{AccountConfig, Config, Relation};
@@ -33,6 +34,7 @@ use local::LocalDestination;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::sync::Arc;
 use table::Routes;
 
 /// The node-wide settings the Router forwards by.
@@ -120,6 +122,8 @@ pub struct Router {
     peer_protocols: PeerProtocolHandlers,
     /// Fulfills of packets paid before the last restart, answered again to repeats.
     recovered: RecoveredFulfills,
+    /// Counts packets in flight; closed at shutdown.
+    gate: Arc<PacketGate>,
     clock: Clock,
     backoff: Backoff,
 }
@@ -161,6 +165,7 @@ impl Router {
             balance,
             peer_protocols,
             recovered: RecoveredFulfills::default(),
+            gate: PacketGate::new(),
             clock,
             backoff: Backoff::default(),
         }
@@ -170,6 +175,12 @@ impl Router {
     /// ([`crate::replay`]).
     pub fn with_recovered_fulfills(mut self, recovered: RecoveredFulfills) -> Self {
         self.recovered = recovered;
+        self
+    }
+
+    /// Every packet passes `gate` (shared with whoever shuts the node down).
+    pub fn with_gate(mut self, gate: Arc<PacketGate>) -> Self {
+        self.gate = gate;
         self
     }
 
@@ -477,12 +488,27 @@ impl Handler<ForwardPrepare> for Router {
             let reject = Reject::new(code, node.as_ref(), message);
             Box::pin(async move { Err(reject) })
         };
+        let Some(pass) = self.gate.enter() else {
+            return fail(
+                ErrorCode::T03_CONNECTOR_BUSY,
+                "the connector is shutting down; try again later",
+            );
+        };
+        let log = crate::log::logger();
+        let trace = slog::Drain::is_debug_enabled(log).then(|| {
+            (
+                from.clone(),
+                prepare.amount(),
+                prepare.destination_str().to_owned(),
+                std::time::Instant::now(),
+            )
+        });
         let destination = local::classify(
             prepare.destination_str(),
             self.node_address.as_ref(),
             prepare.data(),
         );
-        match destination {
+        let answer = match destination {
             LocalDestination::Forward => self.forward(from, prepare, now),
             LocalDestination::Ildcp => {
                 let answer = match self.accounts.get(&from) {
@@ -540,7 +566,23 @@ impl Handler<ForwardPrepare> for Router {
                     Err(e) => fail(ErrorCode::T00_INTERNAL_ERROR, &e.to_string()),
                 }
             }
-        }
+        };
+        Box::pin(async move {
+            let result = answer.await;
+            drop(pass);
+            if let Some((from, amount, destination, started)) = trace {
+                let micros = started.elapsed().as_micros();
+                match &result {
+                    Ok(_) => slog::debug!(log, "packet fulfilled";
+                        "from" => %from, "amount" => amount, "destination" => destination,
+                        "micros" => micros),
+                    Err(r) => slog::debug!(log, "packet rejected";
+                        "from" => %from, "amount" => amount, "destination" => destination,
+                        "code" => r.code().as_str(), "message" => r.message(), "micros" => micros),
+                }
+            }
+            result
+        })
     }
 }
 

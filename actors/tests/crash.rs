@@ -19,7 +19,7 @@ use ilp::packet::{
 use ilp_actors::clock::Clock;
 use ilp_actors::link::btp_ws::{BtpClientLink, BtpOptions};
 use ilp_actors::link::{Link, LinkError};
-use ilp_actors::messages::IncomingPrepare;
+use ilp_actors::messages::{IncomingPrepare, PacketResult};
 use ilp_actors::store::rocks::RocksStore;
 use ilp_actors::store::Store;
 use rand::rngs::SmallRng;
@@ -187,10 +187,19 @@ impl Connector {
     }
 
     /// SIGTERM, then the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
+    fn terminate(self) -> std::process::ExitStatus {
+        self.sigterm();
+        self.wait_exit()
+    }
+
+    fn sigterm(&self) {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status();
         assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+    }
+
+    /// Waits (bounded) for the process to exit.
+    fn wait_exit(mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + START_BOUND;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -216,25 +225,41 @@ struct PayeeBook {
     deliveries: u64,
 }
 
-struct Payee(Arc<Mutex<PayeeBook>>);
+/// Fulfills every payment, after `delay`.
+struct Payee {
+    book: Arc<Mutex<PayeeBook>>,
+    delay: Duration,
+}
 
 impl Actor for Payee {
     type Context = Context<Self>;
 }
 
 impl Handler<IncomingPrepare> for Payee {
-    type Result = MessageResult<IncomingPrepare>;
+    type Result = ResponseFuture<PacketResult>;
 
     fn handle(&mut self, msg: IncomingPrepare, _: &mut Context<Self>) -> Self::Result {
-        let prepare = msg.prepare;
+        let answer = self.answer(msg.prepare);
+        let delay = self.delay;
+        Box::pin(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            answer
+        })
+    }
+}
+
+impl Payee {
+    fn answer(&self, prepare: Prepare) -> PacketResult {
         let Ok(preimage) = <[u8; 32]>::try_from(prepare.data()) else {
-            return MessageResult(Err(Reject::new(
+            return Err(Reject::new(
                 ErrorCode::F06_UNEXPECTED_PAYMENT,
                 None,
                 "no preimage",
-            )));
+            ));
         };
-        let mut book = self.0.lock().unwrap();
+        let mut book = self.book.lock().unwrap();
         book.deliveries += 1;
         let previous = book
             .fulfilled
@@ -243,12 +268,12 @@ impl Handler<IncomingPrepare> for Payee {
             previous.is_none_or(|a| a == prepare.amount()),
             "the same payment arrived with two amounts"
         );
-        MessageResult(Ok(FulfillBuilder {
+        Ok(FulfillBuilder {
             fulfillment: &preimage,
             data: b"",
         }
         .build()
-        .unwrap()))
+        .unwrap())
     }
 }
 
@@ -443,7 +468,14 @@ async fn run(
     let payee_link =
         BtpClientLink::connect_with_tls(&url, "payee", "payee-token", None, false, btp_options());
     let payee_book = Arc::new(Mutex::new(PayeeBook::default()));
-    payee_link.attach(Payee(payee_book.clone()).start().recipient());
+    payee_link.attach(
+        Payee {
+            book: payee_book.clone(),
+            delay: Duration::ZERO,
+        }
+        .start()
+        .recipient(),
+    );
 
     let next = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -527,4 +559,104 @@ async fn run(
         amount,
         deliveries: payee.deliveries,
     }
+}
+
+/// SIGTERM while payments are in flight: they still complete (and are booked), a payment sent
+/// during the drain is turned away T03, and the process exits 0.
+#[test]
+fn sigterm_drains_packets_in_flight_then_exits_0() {
+    const IN_FLIGHT: u64 = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config_path = dir.path().join("config.toml");
+    let log = dir.path().join("connector.log");
+    std::fs::write(&config_path, config(0, &data)).unwrap();
+    let connector = Connector::start(&config_path, &log);
+    let url = format!("ws://{}", connector.btp);
+    let (paid, status) = block_on(async move {
+        tokio::time::timeout(TEST_BOUND, async move {
+            let clock = Clock::system();
+            let payer = BtpClientLink::connect_with_tls(
+                &url,
+                "payer",
+                "payer-token",
+                None,
+                true,
+                btp_options(),
+            );
+            let payee = BtpClientLink::connect_with_tls(
+                &url,
+                "payee",
+                "payee-token",
+                None,
+                false,
+                btp_options(),
+            );
+            let book = Arc::new(Mutex::new(PayeeBook::default()));
+            payee.attach(
+                Payee {
+                    book: book.clone(),
+                    delay: Duration::from_millis(800),
+                }
+                .start()
+                .recipient(),
+            );
+            wait_until("both clients connect", START_BOUND, || {
+                payer.is_up() && payee.is_up()
+            })
+            .await;
+            // The connector may see the payee's auth a moment after the payee does.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let expires_at = clock.now().checked_add_millis(PAYMENT_EXPIRY_MS).unwrap();
+            let payments: Vec<_> = (0..IN_FLIGHT)
+                .map(|i| payer.send_prepare(payment(9, i, expires_at)))
+                .collect();
+            let answers = tokio::spawn(futures::future::join_all(payments));
+            wait_until("every payment reaches the payee", START_BOUND, || {
+                book.lock().unwrap().deliveries == IN_FLIGHT
+            })
+            .await;
+            connector.sigterm();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let late = payer
+                .send_prepare(payment(9, IN_FLIGHT, expires_at))
+                .await
+                .unwrap()
+                .unwrap_err();
+            assert_eq!(
+                late.code(),
+                ErrorCode::T03_CONNECTOR_BUSY,
+                "{}",
+                late.message()
+            );
+            let mut paid = 0;
+            for (i, answer) in answers.await.unwrap().into_iter().enumerate() {
+                let fulfill = answer
+                    .unwrap()
+                    .unwrap_or_else(|r| panic!("payment {i}: {} {}", r.code(), r.message()));
+                let hash: [u8; 32] = Sha256::digest(fulfill.fulfillment()).into();
+                let i = u64::try_from(i).unwrap();
+                assert_eq!(&hash, payment(9, i, expires_at).execution_condition());
+                paid += payment(9, i, expires_at).amount();
+            }
+            let status = tokio::task::spawn_blocking(move || connector.wait_exit())
+                .await
+                .unwrap();
+            (paid, status)
+        })
+        .await
+        .expect("the shutdown test did not finish in time")
+    });
+    assert_eq!(status.code(), Some(0), "exit status after SIGTERM");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("ilp-connector stopped"), "{logged}");
+    let balances = RocksStore::open(&data).unwrap().load_balances().unwrap();
+    assert_eq!(
+        balances.get("payer").copied(),
+        Some(i64::try_from(paid).unwrap())
+    );
+    assert_eq!(
+        balances.get("payee").copied(),
+        Some(-i64::try_from(paid).unwrap())
+    );
 }

@@ -104,6 +104,14 @@ impl RocksStore {
         })
     }
 
+    /// Waits until every commit queued so far has landed, then writes the memtables to table
+    /// files (a shutdown step: the next start replays no WAL).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        // Commits are written in order, so an empty one lands after everything queued.
+        self.commit(Vec::new()).await?;
+        self.db.flush().map_err(io_error)
+    }
+
     /// Waits for queued writes to land, stops the writer thread and closes the database.
     pub fn close(mut self) -> Result<(), StoreError> {
         self.shutdown()
@@ -324,6 +332,21 @@ mod tests {
             .commit(vec![StoreOp::DeleteRecord { key: vec![1] }])
             .await;
         assert_eq!(result, Err(StoreError::Closed));
+    }
+
+    #[tokio::test]
+    async fn flush_waits_for_queued_writes() {
+        let dir = temp();
+        let store = RocksStore::open(dir.path()).unwrap();
+        let pending = store.commit(vec![StoreOp::SetBalance {
+            account: "a".into(),
+            balance: 5,
+        }]);
+        store.flush().await.unwrap();
+        assert_eq!(futures::FutureExt::now_or_never(pending), Some(Ok(())));
+        drop(store);
+        let store = RocksStore::open(dir.path()).unwrap();
+        assert_eq!(store.load_balances().unwrap().get("a"), Some(&5));
     }
 
     #[tokio::test]
