@@ -10,6 +10,7 @@
 //! the repository.
 
 mod account;
+mod changes;
 mod sections;
 mod validate;
 
@@ -17,6 +18,7 @@ pub use account::{
     AccountConfig, BalanceConfig, ClientTlsConfig, DedupConfig, HttpMode, LinkConfig, LinkType,
     RateLimitConfig, Relation, ThroughputConfig,
 };
+pub use changes::ConfigChanges;
 pub use sections::{
     AdminListenerConfig, BroadcastConfig, BtpListenerConfig, HttpListenerConfig, ListenersConfig,
     LogConfig, LogDirectives, LogFormat, LogLevel, NodeConfig, RateBackendKind, RatesConfig,
