@@ -494,6 +494,38 @@ impl Handler<ApplySettlement> for BalanceKeeper {
     }
 }
 
+/// A reload: the balance limits of every account that keeps a balance. An account new to the
+/// keeper starts from its committed balance in the store; one left out is no longer tracked
+/// (its committed balance stays in the store, and comes back if the account does).
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct UpdateLimits(pub BTreeMap<AccountId, BalanceLimits>);
+
+impl Handler<UpdateLimits> for BalanceKeeper {
+    type Result = Result<(), StoreError>;
+
+    fn handle(&mut self, msg: UpdateLimits, _ctx: &mut Self::Context) -> Self::Result {
+        let new_accounts = msg.0.keys().any(|id| !self.accounts.contains_key(id));
+        let stored = if new_accounts {
+            self.store.load_balances()?
+        } else {
+            BTreeMap::new()
+        };
+        self.accounts.retain(|id, _| msg.0.contains_key(id));
+        for (id, limits) in msg.0 {
+            match self.accounts.get_mut(&id) {
+                Some(acc) => acc.limits = limits,
+                None => {
+                    let mut acc = Account::new(limits);
+                    acc.committed = stored.get(&*id).copied().unwrap_or(0);
+                    self.accounts.insert(id, acc);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 crate::supervise::stop_on_crash!(BalanceKeeper);
 
 #[cfg(test)]

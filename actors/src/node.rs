@@ -14,22 +14,30 @@
 //! address already exists. Every actor is started under an actix `Supervisor`, so a stop
 //! (`Crash`, or a failure) restarts it with its address unchanged.
 
-use crate::balance_keeper::BalanceKeeper;
+use crate::balance_keeper::{BalanceKeeper, UpdateLimits};
 use crate::clock::Clock;
 use crate::link::Link;
 use crate::messages::{AccountId, SendPrepare, SetNodeAddress};
-use crate::peer_account::{NodeAddress, PeerAccount, PeerAccountSettings};
+use crate::peer_account::{
+    NodeAddress, PeerAccount, PeerAccountSettings, ReplaceLink, Retire, UpdateSettings,
+};
 use crate::replay::RecoveredFulfills;
-use crate::route_broadcaster::{BroadcastSettings, RouteBroadcasterActor};
-use crate::router::{PeerProtocolHandlers, Router, RouterAccount, RouterBalance, RouterSettings};
-use crate::settlement_engine::SettlementEngine;
+use crate::route_broadcaster::{
+    BroadcastSettings, Reconfigure as BroadcasterReconfigure, RouteBroadcasterActor,
+};
+use crate::router::{
+    PeerProtocolHandlers, Reconfigure as RouterReconfigure, Router, RouterAccount, RouterBalance,
+    RouterSettings,
+};
+use crate::settlement_engine::{SettlementEngine, UpdateAccounts};
 use crate::shutdown::PacketGate;
 use crate::store::{Store, StoreError};
 use actix::prelude::*;
-use ilp::config::Config;
+use ilp::config::{Config, ConfigChanges};
 use ilp::ildcp::{self, IldcpResponse};
 use ilp::packet::{Address, ErrorClass, ErrorCode, Timestamp};
 use ilp::peer_protocol::PEER_PROTOCOL_EXPIRY_DURATION_MS;
+use ilp::policy::balance::BalanceLimits;
 use ilp::rates::RateError;
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
@@ -90,6 +98,9 @@ pub struct NodeOptions {
 
 /// The running actors of one node.
 pub struct Node {
+    clock: Clock,
+    /// The routing secret drawn at start when the configuration has none; kept for reloads.
+    routing_secret: [u8; 32],
     pub address: NodeAddress,
     /// Every packet the Router handles passes here; closing it drains the node.
     pub gate: Arc<PacketGate>,
@@ -123,6 +134,7 @@ impl Node {
         let mut secret = [0u8; 32];
         rng.fill_bytes(&mut secret);
         let broadcast_settings = BroadcastSettings::from_config(config, secret);
+        let routing_secret = broadcast_settings.routing_secret;
         let broadcaster_seed = rng.next_u64();
         let settlement_seed = rng.next_u64();
         let address = NodeAddress::new(config.node.ilp_address.clone());
@@ -132,11 +144,7 @@ impl Node {
         let slot: Arc<Mutex<Option<Started>>> = Arc::new(Mutex::new(None));
         let out = slot.clone();
         let account_configs = config.accounts.clone();
-        let limits: BTreeMap<AccountId, _> = config
-            .accounts
-            .iter()
-            .filter_map(|(id, a)| Some((Arc::from(id.as_str()), a.balance_limits()?)))
-            .collect();
+        let limits = balance_limits(config);
         let node_address = address.clone();
         let router = Supervisor::start(move |ctx: &mut Context<Router>| {
             let router_addr = ctx.address();
@@ -237,6 +245,8 @@ impl Node {
             broadcaster,
         } = take(&slot);
         Ok(Node {
+            clock,
+            routing_secret,
             address,
             gate,
             router,
@@ -278,6 +288,104 @@ impl Node {
         }
     }
 
+    /// Applies a reloaded configuration (SIGHUP): `changes` says what differs from the running
+    /// one, `links` holds the new link of every added or relinked account. Accounts removed
+    /// are retired (they refuse every packet; their balances stay in the store); added ones
+    /// start; the Router, the BalanceKeeper, the RouteBroadcaster and the SettlementEngine take
+    /// the new accounts and settings. Links of unchanged accounts are not touched. Nothing is
+    /// changed when the configuration cannot be applied (a rate table that does not build, a
+    /// link missing).
+    pub async fn reload(
+        &mut self,
+        config: &Config,
+        changes: &ConfigChanges,
+        mut links: BTreeMap<AccountId, Arc<dyn Link>>,
+    ) -> Result<(), NodeError> {
+        let router_settings = RouterSettings::from_config(config)?;
+        for id in changes.added.iter().chain(&changes.relinked) {
+            if !links.contains_key(id.as_str()) {
+                return Err(NodeError::MissingLink(id.clone()));
+            }
+        }
+        for id in &changes.removed {
+            if let Some(account) = self.accounts.remove(id.as_str()) {
+                account.do_send(Retire);
+            }
+        }
+        for id in &changes.relinked {
+            if let (Some(account), Some(link)) =
+                (self.accounts.get(id.as_str()), links.remove(id.as_str()))
+            {
+                account.do_send(ReplaceLink(link));
+            }
+        }
+        for id in &changes.added {
+            let (Some(account), Some(link)) = (config.accounts.get(id), links.remove(id.as_str()))
+            else {
+                continue;
+            };
+            let id: AccountId = Arc::from(id.as_str());
+            let settings = PeerAccountSettings::from_config(account, self.address.clone());
+            let forward = self.router.clone().recipient();
+            let (clock, actor_id, actor_link) = (self.clock, id.clone(), link.clone());
+            let peer = Supervisor::start(move |_| {
+                PeerAccount::new(actor_id, settings, actor_link, forward, clock)
+            });
+            link.attach(peer.clone().recipient());
+            self.accounts.insert(id, peer);
+        }
+        for id in &changes.updated {
+            if let (Some(peer), Some(account)) =
+                (self.accounts.get(id.as_str()), config.accounts.get(id))
+            {
+                let settings = PeerAccountSettings::from_config(account, self.address.clone());
+                peer.do_send(UpdateSettings(settings));
+            }
+        }
+        let sends: BTreeMap<AccountId, Recipient<SendPrepare>> = self
+            .accounts
+            .iter()
+            .map(|(id, a)| (id.clone(), a.clone().recipient()))
+            .collect();
+        let router_accounts = config
+            .accounts
+            .iter()
+            .filter_map(|(id, a)| {
+                let send = sends.get(id.as_str())?.clone();
+                Some((
+                    Arc::from(id.as_str()),
+                    RouterAccount::from_config(id, a, send),
+                ))
+            })
+            .collect();
+        // Awaited, so the routes the broadcaster pushes next land on the new accounts.
+        let _ = self
+            .router
+            .send(RouterReconfigure {
+                settings: router_settings,
+                accounts: router_accounts,
+            })
+            .await;
+        if let Ok(result) = self
+            .balance
+            .send(UpdateLimits(balance_limits(config)))
+            .await
+        {
+            result?;
+        }
+        self.broadcaster.do_send(BroadcasterReconfigure {
+            settings: BroadcastSettings::from_config(config, self.routing_secret),
+            accounts: sends.clone(),
+        });
+        self.settlement.do_send(UpdateAccounts(sends));
+        if let Some(address) = &config.node.ilp_address {
+            if self.address.get().as_ref() != Some(address) {
+                self.set_address(address.clone());
+            }
+        }
+        Ok(())
+    }
+
     /// Tells every actor that needs it the node's address (learned over IL-DCP, or changed).
     pub fn set_address(&self, address: Address) {
         self.address.set(address.clone());
@@ -293,6 +401,15 @@ impl Node {
             });
         }
     }
+}
+
+/// The balance limits of every account that keeps a balance.
+fn balance_limits(config: &Config) -> BTreeMap<AccountId, BalanceLimits> {
+    config
+        .accounts
+        .iter()
+        .filter_map(|(id, a)| Some((Arc::from(id.as_str()), a.balance_limits()?)))
+        .collect()
 }
 
 /// The actors built inside the Router's supervisor closure.
@@ -324,3 +441,6 @@ fn take<T>(slot: &Mutex<Option<T>>) -> T {
         None => panic!("actix Supervisor::start did not run the node's construction closure"),
     }
 }
+
+#[cfg(test)]
+mod tests;

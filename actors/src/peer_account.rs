@@ -156,6 +156,8 @@ pub struct PeerAccount {
     clock: Clock,
     buckets: Buckets,
     in_flight: InFlight,
+    /// The account was removed from the configuration: it sends and accepts nothing more.
+    retired: bool,
     backoff: Backoff,
 }
 
@@ -176,6 +178,7 @@ impl PeerAccount {
             clock,
             buckets,
             in_flight: Rc::default(),
+            retired: false,
             backoff: Backoff::default(),
         }
     }
@@ -245,6 +248,13 @@ impl Handler<IncomingPrepare> for PeerAccount {
     type Result = ResponseFuture<PacketResult>;
 
     fn handle(&mut self, msg: IncomingPrepare, _ctx: &mut Self::Context) -> Self::Result {
+        if self.retired {
+            let reject = self.settings.node_address.reject(
+                ErrorCode::F00_BAD_REQUEST,
+                "this account is no longer configured at the connector",
+            );
+            return ready(Err(reject));
+        }
         if let Err(reject) = self.check_incoming(&msg.prepare) {
             return ready(Err(reject));
         }
@@ -295,6 +305,12 @@ impl Handler<SendPrepare> for PeerAccount {
     fn handle(&mut self, msg: SendPrepare, _ctx: &mut Self::Context) -> Self::Result {
         let prepare = msg.prepare;
         let address = self.settings.node_address.clone();
+        if self.retired {
+            return ready(Err(address.reject(
+                ErrorCode::T01_PEER_UNREACHABLE,
+                "the account is no longer configured at the connector",
+            )));
+        }
         let now = self.clock.now_ms();
         if let Some(outgoing) = &mut self.buckets.outgoing {
             if let Err(t) = outgoing.check(prepare.amount(), now) {
@@ -336,6 +352,50 @@ impl Handler<SetNodeAddress> for PeerAccount {
 
     fn handle(&mut self, msg: SetNodeAddress, _ctx: &mut Self::Context) {
         self.settings.node_address.set(msg.address);
+    }
+}
+
+/// A reload changed the account's limits or policies. Its token buckets start over (full) under
+/// the new parameters; packets in flight are not affected.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct UpdateSettings(pub PeerAccountSettings);
+
+impl Handler<UpdateSettings> for PeerAccount {
+    type Result = ();
+
+    fn handle(&mut self, msg: UpdateSettings, _ctx: &mut Self::Context) {
+        self.settings = msg.0;
+        self.buckets = Buckets::new(&self.settings, self.clock.now_ms());
+    }
+}
+
+/// A reload changed the account's link: new packets go out over `0`, which delivers what it
+/// receives to this account. Packets in flight on the old link finish there.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct ReplaceLink(pub Arc<dyn Link>);
+
+impl Handler<ReplaceLink> for PeerAccount {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReplaceLink, ctx: &mut Self::Context) {
+        msg.0.attach(ctx.address().recipient());
+        self.link = msg.0;
+    }
+}
+
+/// A reload removed the account: from now on it refuses what comes in (F00) and what the
+/// Router would send (T01; the Router no longer routes to it).
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
+impl Handler<Retire> for PeerAccount {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Retire, _ctx: &mut Self::Context) {
+        self.retired = true;
     }
 }
 

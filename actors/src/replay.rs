@@ -286,45 +286,20 @@ mod tests {
         use crate::clock::Clock;
         use crate::link::memory::MemoryLink;
         use crate::link::Link;
-        use crate::messages::{AccountId, GetBalance, IncomingPrepare};
+        use crate::messages::{AccountId, GetBalance};
         use crate::node::{Node, NodeOptions};
         use crate::store::memory::MemoryStore;
         use crate::store::Store;
-        use crate::test_support::run;
+        use crate::test_support::{run, PreimagePayee};
         use actix::prelude::*;
         use ilp::config::Config;
-        use ilp::packet::{
-            Address, ErrorCode, FulfillBuilder, Prepare, PrepareBuilder, Reject, Timestamp,
-        };
+        use ilp::packet::{Address, ErrorCode, Prepare, PrepareBuilder, Timestamp};
         use sha2::{Digest, Sha256};
         use std::collections::BTreeMap;
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::sync::Arc;
 
         const START_MS: u64 = 1_700_000_000_000;
-
-        /// Fulfills every Prepare whose data is its preimage; counts deliveries.
-        struct Payee(Arc<AtomicUsize>);
-
-        impl Actor for Payee {
-            type Context = Context<Self>;
-        }
-
-        impl Handler<IncomingPrepare> for Payee {
-            type Result = MessageResult<IncomingPrepare>;
-            fn handle(&mut self, msg: IncomingPrepare, _: &mut Context<Self>) -> Self::Result {
-                self.0.fetch_add(1, Ordering::SeqCst);
-                let preimage: [u8; 32] = msg.prepare.data().try_into().unwrap_or([0; 32]);
-                MessageResult(
-                    FulfillBuilder {
-                        fulfillment: &preimage,
-                        data: b"thanks",
-                    }
-                    .build()
-                    .map_err(|_| Reject::new(ErrorCode::F00_BAD_REQUEST, None, "bad")),
-                )
-            }
-        }
 
         fn config() -> Config {
             Config::from_toml_str(
@@ -352,7 +327,13 @@ mod tests {
             let (payer_node, payer) = MemoryLink::pair();
             let (payee_node, payee) = MemoryLink::pair();
             let delivered = Arc::new(AtomicUsize::new(0));
-            payee.attach(Payee(delivered.clone()).start().recipient());
+            payee.attach(
+                PreimagePayee {
+                    delivered: delivered.clone(),
+                }
+                .start()
+                .recipient(),
+            );
             let links: BTreeMap<AccountId, Arc<dyn Link>> = BTreeMap::from([
                 (
                     AccountId::from("payer"),

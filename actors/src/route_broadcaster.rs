@@ -581,6 +581,32 @@ impl Handler<SetNodeAddress> for RouteBroadcasterActor {
     }
 }
 
+/// A reload: new settings and accounts; the routing table is rebuilt under a new id (peers
+/// resync). An address learned over IL-DCP is kept when the settings name none.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reconfigure {
+    pub settings: BroadcastSettings,
+    pub accounts: BTreeMap<AccountId, Recipient<SendPrepare>>,
+}
+
+impl Handler<Reconfigure> for RouteBroadcasterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Reconfigure, ctx: &mut Self::Context) {
+        let mut settings = msg.settings;
+        if settings.own_address.is_none() {
+            settings.own_address = self.settings.own_address.clone();
+        }
+        settings.global_prefix = settings
+            .global_prefix
+            .or_else(|| self.settings.global_prefix.clone());
+        self.settings = settings;
+        self.accounts = msg.accounts;
+        self.rebuild(ctx);
+    }
+}
+
 crate::supervise::stop_on_crash!(RouteBroadcasterActor);
 
 #[cfg(test)]

@@ -24,7 +24,9 @@ use crate::messages::{
 use crate::replay::{RecoveredFulfills, ReplayTag};
 use crate::shutdown::PacketGate;
 use crate::supervise::Backoff;
-use actix::{Actor, AsyncContext, Context, Handler, MailboxError, Recipient, ResponseFuture};
+use actix::{
+    Actor, AsyncContext, Context, Handler, MailboxError, Message, Recipient, ResponseFuture,
+};
 use ilp::config::{AccountConfig, Config, Relation};
 use ilp::packet::{Address, ErrorCode, Prepare, Reject, Timestamp};
 use ilp::policy::expiry::next_hop_expiry;
@@ -583,6 +585,46 @@ impl Handler<ForwardPrepare> for Router {
             }
             result
         })
+    }
+}
+
+/// A reload: new settings and accounts. Learned routes through accounts that are gone are
+/// dropped; an address learned over IL-DCP is kept when the configuration names none.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reconfigure {
+    pub settings: RouterSettings,
+    pub accounts: BTreeMap<AccountId, RouterAccount>,
+}
+
+impl Handler<Reconfigure> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: Reconfigure, _ctx: &mut Self::Context) {
+        let Reconfigure {
+            mut settings,
+            accounts,
+        } = msg;
+        if settings.node_address.is_none() {
+            settings.node_address = self.node_address.clone();
+        }
+        let children = accounts
+            .iter()
+            .filter_map(|(id, a)| a.child_segment.clone().map(|s| (s, id.clone())))
+            .collect();
+        self.routes.reconfigure(
+            settings.default_route.clone(),
+            settings.static_routes.clone(),
+            children,
+            |a| accounts.contains_key(a),
+        );
+        if settings.node_address != self.node_address {
+            self.routes.set_own_address(settings.node_address.clone());
+        }
+        self.node_address = settings.node_address.clone();
+        self.settings = settings;
+        self.accounts = accounts;
+        self.quotes.clear();
     }
 }
 

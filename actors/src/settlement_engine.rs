@@ -239,6 +239,20 @@ impl Handler<HandlePeerProtocol> for SettlementEngine {
     }
 }
 
+/// A reload: the PeerAccount of each account now configured. A settlement in flight to an
+/// account that is gone stops being retried; its record stays in the store.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UpdateAccounts(pub BTreeMap<AccountId, Recipient<SendPrepare>>);
+
+impl Handler<UpdateAccounts> for SettlementEngine {
+    type Result = ();
+
+    fn handle(&mut self, msg: UpdateAccounts, _ctx: &mut Self::Context) {
+        self.accounts = msg.0;
+    }
+}
+
 crate::supervise::stop_on_crash!(SettlementEngine);
 
 #[cfg(test)]

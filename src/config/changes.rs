@@ -16,10 +16,11 @@ pub struct ConfigChanges {
     pub relinked: BTreeSet<String>,
     /// Accounts in both whose other settings (limits, relation, asset, routing flags) changed.
     pub updated: BTreeSet<String>,
-    /// `[node]`, `[rates]` or `[routing]` changed: the Router takes the new settings.
+    /// `[node]`, `[rates]`, `[routing]` or `[broadcast]` changed: the Router and the route
+    /// broadcaster take the new settings.
     pub routing: bool,
-    /// Top-level sections that changed but are only read at start (listeners, store, log,
-    /// broadcast): they take effect at the next restart.
+    /// Top-level sections that changed but are only read at start (listeners, store, log):
+    /// they take effect at the next restart.
     pub needs_restart: Vec<&'static str>,
 }
 
@@ -52,13 +53,14 @@ impl ConfigChanges {
             .filter(|id| !new.accounts.contains_key(*id))
             .cloned()
             .collect();
-        changes.routing =
-            old.node != new.node || old.rates != new.rates || old.routing != new.routing;
+        changes.routing = old.node != new.node
+            || old.rates != new.rates
+            || old.routing != new.routing
+            || old.broadcast != new.broadcast;
         let sections = [
             ("listeners", old.listeners != new.listeners),
             ("store", old.store != new.store),
             ("log", old.log != new.log),
-            ("broadcast", old.broadcast != new.broadcast),
         ];
         changes.needs_restart = sections
             .into_iter()

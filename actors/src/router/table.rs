@@ -85,6 +85,22 @@ impl Routes {
         self.table = table;
     }
 
+    /// New local route sources after a reload. Learned routes through accounts `keep` rejects
+    /// (removed accounts) are dropped; the others stay until the broadcaster updates them.
+    pub fn reconfigure(
+        &mut self,
+        default_route: Option<AccountId>,
+        static_routes: Vec<(String, AccountId)>,
+        children: Vec<(String, AccountId)>,
+        keep: impl Fn(&AccountId) -> bool,
+    ) {
+        self.default_route = default_route;
+        self.static_routes = static_routes;
+        self.children = children;
+        self.learned.retain(|_, account| keep(account));
+        self.rebuild();
+    }
+
     /// Our address changed: children's routes move under the new one.
     pub fn set_own_address(&mut self, address: Option<Address>) {
         self.own_address = address;

@@ -1,0 +1,217 @@
+//! Node-level tests on memory links and virtual time: reloading a configuration.
+
+use super::*;
+use crate::link::memory::MemoryLink;
+use crate::messages::GetBalance;
+use crate::store::memory::MemoryStore;
+use crate::test_support::{run, PreimagePayee};
+use ilp::packet::{Address, PacketType, Prepare, PrepareBuilder};
+use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+const START_MS: u64 = 1_700_000_000_000;
+
+fn account(id: &str, extra: &str) -> String {
+    format!(
+        "[accounts.{id}]\nrelation = \"child\"\nlink = {{ type = \"memory\" }}\n{extra}\n\
+         [accounts.{id}.balance]\nminimum = -1000000\nmaximum = 1000000\n"
+    )
+}
+
+fn config(accounts: &str, routing: &str) -> Config {
+    let text = format!(
+        "[node]\nilp_address = \"test.node\"\nspread = \"0\"\n[broadcast]\nenabled = false\n\
+         {routing}\n{accounts}"
+    );
+    Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+/// A memory link for the node; the far end fulfills (and counts) what it is given.
+fn far_end() -> (Arc<dyn Link>, MemoryLink, Arc<AtomicUsize>) {
+    let (node_end, far) = MemoryLink::pair();
+    let delivered = Arc::new(AtomicUsize::new(0));
+    far.attach(
+        PreimagePayee {
+            delivered: delivered.clone(),
+        }
+        .start()
+        .recipient(),
+    );
+    (Arc::new(node_end), far, delivered)
+}
+
+fn payment(destination: &str, amount: u64, seed: u8) -> Prepare {
+    let preimage = [seed; 32];
+    let condition: [u8; 32] = Sha256::digest(preimage).into();
+    PrepareBuilder {
+        amount,
+        expires_at: Timestamp::from_unix_millis(START_MS + 30_000),
+        execution_condition: &condition,
+        destination: &Address::try_from(destination).unwrap(),
+        data: &preimage,
+    }
+    .build()
+    .unwrap()
+}
+
+async fn pay(from: &MemoryLink, destination: &str, amount: u64, seed: u8) -> Result<(), ErrorCode> {
+    match from
+        .send_prepare(payment(destination, amount, seed))
+        .await
+        .unwrap()
+    {
+        Ok(fulfill) => {
+            assert_eq!(fulfill.as_bytes()[0], PacketType::Fulfill as u8);
+            Ok(())
+        }
+        Err(reject) => Err(reject.code()),
+    }
+}
+
+async fn balance(node: &Node, id: &str) -> Option<i64> {
+    node.balance
+        .send(GetBalance {
+            account: AccountId::from(id),
+        })
+        .await
+        .unwrap()
+        .map(|b| b.balance)
+}
+
+#[test]
+fn reload_updates_adds_and_removes_accounts_and_routes_keeping_unchanged_links() {
+    run(async {
+        let clock = Clock::starting_at(START_MS);
+        let store = Arc::new(MemoryStore::new());
+        let v1 = config(
+            &format!(
+                "{}{}{}",
+                account("payer", "max_packet_amount = 1000"),
+                account("payee", ""),
+                account("gone", "")
+            ),
+            "",
+        );
+        let (payer_link, payer, _) = far_end();
+        let (payee_link, _payee, payee_count) = far_end();
+        let (gone_link, gone, _) = far_end();
+        let links = BTreeMap::from([
+            (AccountId::from("payer"), payer_link),
+            (AccountId::from("payee"), payee_link),
+            (AccountId::from("gone"), gone_link),
+        ]);
+        let mut node = Node::start(
+            &v1,
+            NodeOptions {
+                clock,
+                store: store.clone(),
+                seed: 3,
+                links,
+            },
+        )
+        .unwrap();
+        assert_eq!(pay(&payer, "test.node.payee", 500, 1).await, Ok(()));
+        assert_eq!(
+            pay(&payer, "test.elsewhere.x", 5, 2).await,
+            Err(ErrorCode::F02_UNREACHABLE)
+        );
+
+        // v2: a smaller max packet amount for payer, carol added (with a static route), gone
+        // removed.
+        let v2 = config(
+            &format!(
+                "{}{}{}",
+                account("payer", "max_packet_amount = 100"),
+                account("payee", ""),
+                account("carol", "")
+            ),
+            "[[routing.static_routes]]\nprefix = \"test.elsewhere\"\naccount = \"carol\"\n",
+        );
+        let changes = ConfigChanges::between(&v1, &v2);
+        let (carol_link, _carol, carol_count) = far_end();
+        node.reload(
+            &v2,
+            &changes,
+            BTreeMap::from([(AccountId::from("carol"), carol_link)]),
+        )
+        .await
+        .unwrap();
+
+        assert_eq!(
+            pay(&payer, "test.node.payee", 500, 3).await,
+            Err(ErrorCode::F08_AMOUNT_TOO_LARGE)
+        );
+        // The payee's link is the one from before the reload.
+        assert_eq!(pay(&payer, "test.node.payee", 50, 4).await, Ok(()));
+        assert_eq!(payee_count.load(Ordering::SeqCst), 2);
+        assert_eq!(pay(&payer, "test.elsewhere.x", 40, 5).await, Ok(()));
+        assert_eq!(pay(&payer, "test.node.carol", 10, 6).await, Ok(()));
+        assert_eq!(carol_count.load(Ordering::SeqCst), 2);
+        assert_eq!(balance(&node, "carol").await, Some(-50));
+        assert_eq!(balance(&node, "payer").await, Some(600));
+        assert_eq!(balance(&node, "payee").await, Some(-550));
+        // The removed account is neither reachable nor able to send.
+        assert_eq!(
+            pay(&payer, "test.node.gone", 5, 7).await,
+            Err(ErrorCode::F02_UNREACHABLE)
+        );
+        assert_eq!(
+            pay(&gone, "test.node.payee", 5, 8).await,
+            Err(ErrorCode::F00_BAD_REQUEST)
+        );
+        assert_eq!(balance(&node, "gone").await, None);
+        assert!(!node.accounts.contains_key("gone"));
+
+        // v3 brings gone back: its committed balance (0 here) and a fresh link.
+        let changes = ConfigChanges::between(&v2, &v1);
+        assert!(changes.added.contains("gone") && changes.removed.contains("carol"));
+        let (gone_link, gone, gone_count) = far_end();
+        node.reload(
+            &v1,
+            &changes,
+            BTreeMap::from([(AccountId::from("gone"), gone_link)]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(pay(&payer, "test.node.gone", 5, 9).await, Ok(()));
+        assert_eq!(gone_count.load(Ordering::SeqCst), 1);
+        assert_eq!(pay(&gone, "test.node.payee", 5, 10).await, Ok(()));
+        assert_eq!(
+            pay(&payer, "test.elsewhere.x", 5, 11).await,
+            Err(ErrorCode::F02_UNREACHABLE)
+        );
+        // carol's balance stays in the store after it is removed.
+        assert_eq!(store.load_balances().unwrap().get("carol"), Some(&-50));
+    });
+}
+
+#[test]
+fn reload_without_a_link_for_an_added_account_changes_nothing() {
+    run(async {
+        let clock = Clock::starting_at(START_MS);
+        let v1 = config(&account("payer", ""), "");
+        let (payer_link, payer, _) = far_end();
+        let mut node = Node::start(
+            &v1,
+            NodeOptions {
+                clock,
+                store: Arc::new(MemoryStore::new()),
+                seed: 3,
+                links: BTreeMap::from([(AccountId::from("payer"), payer_link)]),
+            },
+        )
+        .unwrap();
+        let v2 = config(
+            &format!("{}{}", account("payer", ""), account("carol", "")),
+            "",
+        );
+        let changes = ConfigChanges::between(&v1, &v2);
+        let result = node.reload(&v2, &changes, BTreeMap::new()).await;
+        assert!(matches!(result, Err(NodeError::MissingLink(id)) if id == "carol"));
+        assert!(!node.accounts.contains_key("carol"));
+        assert_eq!(
+            pay(&payer, "test.node.carol", 5, 1).await,
+            Err(ErrorCode::F02_UNREACHABLE)
+        );
+    });
+}
