@@ -7,6 +7,7 @@ pub mod balance_keeper;
 pub mod clock;
 pub mod link;
 pub mod messages;
+pub mod metrics;
 pub mod node;
 pub mod peer_account;
 pub mod route_broadcaster;
