@@ -240,6 +240,7 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
             store,
             seed: seed_from_time(),
             links,
+            metrics: None,
         };
         let node = match Node::start(&config, options) {
             Ok(node) => node,

@@ -18,6 +18,7 @@ use crate::balance_keeper::BalanceKeeper;
 use crate::clock::Clock;
 use crate::link::Link;
 use crate::messages::{AccountId, SendPrepare, SetNodeAddress};
+use crate::metrics::Metrics;
 use crate::peer_account::{NodeAddress, PeerAccount, PeerAccountSettings};
 use crate::route_broadcaster::{BroadcastSettings, RouteBroadcasterActor};
 use crate::router::{PeerProtocolHandlers, Router, RouterAccount, RouterBalance, RouterSettings};
@@ -82,6 +83,8 @@ pub struct NodeOptions {
     pub seed: u64,
     /// The link of every account, by account id.
     pub links: BTreeMap<AccountId, Arc<dyn Link>>,
+    /// Where the accounts count their packets (the admin API serves them); `None`: no metrics.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// The running actors of one node.
@@ -92,6 +95,11 @@ pub struct Node {
     pub balance: Addr<BalanceKeeper>,
     pub settlement: Addr<SettlementEngine>,
     pub broadcaster: Addr<RouteBroadcasterActor>,
+    /// The store the BalanceKeeper commits to (the admin API snapshots it).
+    pub store: Arc<dyn Store>,
+    /// Every account's link, by account id.
+    pub links: BTreeMap<AccountId, Arc<dyn Link>>,
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl Node {
@@ -102,6 +110,7 @@ impl Node {
             store,
             seed,
             links,
+            metrics,
         } = options;
         for id in config.accounts.keys() {
             if !links.contains_key(id.as_str()) {
@@ -128,6 +137,9 @@ impl Node {
             .filter_map(|(id, a)| Some((Arc::from(id.as_str()), a.balance_limits()?)))
             .collect();
         let node_address = address.clone();
+        let node_store = store.clone();
+        let node_links = links.clone();
+        let node_metrics = metrics.clone();
         let router = Supervisor::start(move |ctx: &mut Context<Router>| {
             let router_addr = ctx.address();
             let mut accounts = BTreeMap::new();
@@ -140,8 +152,13 @@ impl Node {
                 let forward = router_addr.clone().recipient();
                 let link_for_actor = link.clone();
                 let actor_id = id.clone();
+                let account_metrics = metrics.as_ref().map(|m| {
+                    m.watch_link(&id, link.clone());
+                    Arc::new(m.account(&id))
+                });
                 let peer = Supervisor::start(move |_| {
                     PeerAccount::new(actor_id, settings, link_for_actor, forward, clock)
+                        .with_metrics(account_metrics)
                 });
                 link.attach(peer.clone().recipient());
                 accounts.insert(id, peer);
@@ -230,6 +247,9 @@ impl Node {
             balance,
             settlement,
             broadcaster,
+            store: node_store,
+            links: node_links,
+            metrics: node_metrics,
         })
     }
 
