@@ -21,8 +21,8 @@ pub mod cli;
 
 use crate::link::Link;
 use crate::messages::{
-    AccountId, AdjustBalance, AdjustBalanceError, GetBalance, GetRoutes, SendPing,
-    SetStaticRoute, StaticRouteError,
+    AccountId, AdjustBalance, AdjustBalanceError, GetBalance, GetRoutes, SendPing, SetStaticRoute,
+    StaticRouteError,
 };
 use crate::metrics::Metrics;
 use crate::node::Node;
@@ -359,9 +359,9 @@ async fn read_body(request: Request<Incoming>) -> Result<Bytes, Box<Answer>> {
     }
 }
 
-fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Answer> {
-    serde_json::from_slice(body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("bad JSON body: {e}")))
+/// The body as `T`, or the message of the 400 to answer.
+fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("bad JSON body: {e}"))
 }
 
 fn unavailable(actor: &str, e: &actix::MailboxError) -> Answer {
@@ -407,7 +407,7 @@ async fn adjust_balance(state: &AdminState, id: &str, body: &[u8]) -> Answer {
     };
     let body: AdjustBody = match parse_json(body) {
         Ok(b) => b,
-        Err(answer) => return answer,
+        Err(m) => return error(StatusCode::BAD_REQUEST, &m),
     };
     let message = AdjustBalance {
         account: id.clone(),
@@ -438,7 +438,7 @@ async fn static_route(state: &AdminState, method: Method, prefix: String, body: 
     let account = if method == Method::PUT {
         match parse_json::<RouteBody>(body) {
             Ok(b) => Some(AccountId::from(b.account)),
-            Err(answer) => return answer,
+            Err(m) => return error(StatusCode::BAD_REQUEST, &m),
         }
     } else {
         None
@@ -518,9 +518,8 @@ async fn snapshot(state: &AdminState) -> Answer {
     };
     let store = state.store.clone();
     let made = tokio::task::spawn_blocking(move || -> Result<PathBuf, StoreError> {
-        std::fs::create_dir_all(&root).map_err(|e| {
-            StoreError::Io(format!("cannot create {}: {e}", root.display()))
-        })?;
+        std::fs::create_dir_all(&root)
+            .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", root.display())))?;
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
@@ -557,7 +556,7 @@ struct PingBody {
 async fn ping(state: &AdminState, body: &[u8]) -> Answer {
     let body: PingBody = match parse_json(body) {
         Ok(b) => b,
-        Err(answer) => return answer,
+        Err(m) => return error(StatusCode::BAD_REQUEST, &m),
     };
     let destination = match Address::try_from(body.destination.as_str()) {
         Ok(a) => a,

@@ -13,8 +13,9 @@
 //! it and one we received lowers it.
 
 use crate::messages::{
-    AccountId, AdjustBalance, AdjustBalanceError, ApplySettlement, BalanceSnapshot, Crash, GetBalance, ReservationId, ReservePacket,
-    ResolvePacket, SettleThresholdCrossed, SettlementDirection,
+    AccountId, AdjustBalance, AdjustBalanceError, ApplySettlement, BalanceSnapshot, Crash,
+    GetBalance, ReservationId, ReservePacket, ResolvePacket, SettleThresholdCrossed,
+    SettlementDirection,
 };
 use crate::store::{Store, StoreError, StoreOp};
 use crate::supervise::Backoff;

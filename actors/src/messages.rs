@@ -225,7 +225,9 @@ pub struct SetStaticRoute {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StaticRouteError {
-    #[error("{0:?} is not a valid address prefix (segments of A-Z a-z 0-9 _ ~ -, no empty segment)")]
+    #[error(
+        "{0:?} is not a valid address prefix (segments of A-Z a-z 0-9 _ ~ -, no empty segment)"
+    )]
     InvalidPrefix(String),
     #[error("no account {0}")]
     UnknownAccount(AccountId),

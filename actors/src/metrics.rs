@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 /// Upper bounds (seconds) of the incoming latency buckets: 50 µs to 30 s, roughly 1-2.5-5 steps.
 pub const LATENCY_BUCKETS: [f64; 19] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
 ];
 
 /// Which way a packet crossed an account.
@@ -443,11 +443,21 @@ mod tests {
         alice.observe_incoming(Duration::from_micros(70));
         let text = metrics.encode();
         let has = |l: &str| assert!(text.lines().any(|x| x == l), "missing {l} in\n{text}");
-        has(r#"ilp_packets_total{account="alice",direction="incoming",outcome="fulfilled",code=""} 2"#);
-        has(r#"ilp_packets_total{account="alice",direction="incoming",outcome="rejected",code="F02"} 1"#);
-        has(r#"ilp_packets_total{account="alice",direction="outgoing",outcome="rejected",code="T04"} 1"#);
-        has(r#"ilp_packets_total{account="alice",direction="outgoing",outcome="rejected",code="other"} 2"#);
-        has(r#"ilp_packets_total{account="alice",direction="outgoing",outcome="fulfilled",code=""} 0"#);
+        has(
+            r#"ilp_packets_total{account="alice",direction="incoming",outcome="fulfilled",code=""} 2"#,
+        );
+        has(
+            r#"ilp_packets_total{account="alice",direction="incoming",outcome="rejected",code="F02"} 1"#,
+        );
+        has(
+            r#"ilp_packets_total{account="alice",direction="outgoing",outcome="rejected",code="T04"} 1"#,
+        );
+        has(
+            r#"ilp_packets_total{account="alice",direction="outgoing",outcome="rejected",code="other"} 2"#,
+        );
+        has(
+            r#"ilp_packets_total{account="alice",direction="outgoing",outcome="fulfilled",code=""} 0"#,
+        );
         has(r#"ilp_fulfilled_amount_total{account="alice",direction="incoming"} 15"#);
         has(r#"ilp_incoming_packet_duration_seconds_count{account="alice"} 1"#);
         has(r#"ilp_incoming_packet_duration_seconds_bucket{le="0.00005",account="alice"} 0"#);

@@ -19,8 +19,8 @@ pub mod table;
 use crate::clock::Clock;
 use crate::messages::{
     AccountId, ApplyRouteUpdate, ForwardPrepare, GetBalance, GetRoutes, HandlePeerProtocol,
-    PacketResult, ReservePacket, ResolvePacket, RouteEntry, SendPing, SendPrepare,
-    SetNodeAddress, SetStaticRoute, StaticRouteError,
+    PacketResult, ReservePacket, ResolvePacket, RouteEntry, SendPing, SendPrepare, SetNodeAddress,
+    SetStaticRoute, StaticRouteError,
 };
 use crate::supervise::Backoff;
 use actix::{Actor, AsyncContext, Context, Handler, MailboxError, Recipient, ResponseFuture};
@@ -638,8 +638,7 @@ impl Handler<SendPing> for Router {
             .now()
             .checked_add_millis(timeout_ms)
             .unwrap_or(Timestamp::MAX);
-        let prepare = match ilp::echo::request(&msg.destination, &own, 0, expires_at, &condition)
-        {
+        let prepare = match ilp::echo::request(&msg.destination, &own, 0, expires_at, &condition) {
             Ok(p) => p,
             Err(e) => return fail(ErrorCode::T00_INTERNAL_ERROR, &e.to_string()),
         };

@@ -11,8 +11,8 @@ mod common;
 use actix::Actor;
 use bytes::Bytes;
 use common::{
-    account_tail, btp_client_account, btp_server_account, eventually, node_base, prepare,
-    Receiver, BTP_WAIT, PREIMAGE,
+    account_tail, btp_client_account, btp_server_account, eventually, node_base, prepare, Receiver,
+    BTP_WAIT, PREIMAGE,
 };
 use hyper::{Method, StatusCode};
 use ilp::config::Config;
@@ -278,7 +278,11 @@ fn ping_between_two_nodes() {
         assert!(pong["rtt_ms"].as_f64().unwrap() >= 0.0);
         // The other way round, through the child's default route.
         let (status, pong) = b
-            .call(Method::POST, "/ping", Some(json!({"destination": "test.a"})))
+            .call(
+                Method::POST,
+                "/ping",
+                Some(json!({"destination": "test.a"})),
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "{pong}");
         // Nothing answers at an unknown address: the Reject comes back as a 502.
@@ -294,7 +298,11 @@ fn ping_between_two_nodes() {
         assert!(refused["error"].as_str().unwrap().contains("F02"));
         // A malformed address is the client's mistake.
         let (status, _) = a
-            .call(Method::POST, "/ping", Some(json!({"destination": "no spaces"})))
+            .call(
+                Method::POST,
+                "/ping",
+                Some(json!({"destination": "no spaces"})),
+            )
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         // Pings are zero-amount: no balance moved.
@@ -313,7 +321,10 @@ fn single_node_config(store: &str) -> Config {
 }
 
 fn rocks_store_section(path: &Path) -> String {
-    format!("[store]\nbackend = \"rocksdb\"\npath = {:?}\n", path.display().to_string())
+    format!(
+        "[store]\nbackend = \"rocksdb\"\npath = {:?}\n",
+        path.display().to_string()
+    )
 }
 
 #[test]
@@ -345,7 +356,11 @@ fn token_health_and_json_errors() {
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
         assert!(body["error"].is_string());
         let (status, body) = a
-            .call(Method::POST, "/accounts/wallet/balance", Some(json!({"adjust": "x"})))
+            .call(
+                Method::POST,
+                "/accounts/wallet/balance",
+                Some(json!({"adjust": "x"})),
+            )
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(body["error"].as_str().unwrap().starts_with("bad JSON body"));
@@ -420,9 +435,10 @@ fn static_routes_at_run_time() {
                 .contains(&json!({"prefix": "g.far", "account": "peer", "kind": "static"})),
             "{routes}"
         );
-        assert!(routes.as_array().unwrap().contains(
-            &json!({"prefix": "test.a.wallet", "account": "wallet", "kind": "child"})
-        ));
+        assert!(routes
+            .as_array()
+            .unwrap()
+            .contains(&json!({"prefix": "test.a.wallet", "account": "wallet", "kind": "child"})));
         let paid = a.pay("g.far.x", 10).await.unwrap();
         assert_eq!(paid.fulfillment(), &PREIMAGE);
 

@@ -270,7 +270,9 @@ fn operator_commands_talk_to_the_admin_api() {
     let status = stop(&mut node);
     let after_stop = operator(&["balances"], &admin);
     let restore_stopped = operator(&["restore", &snapshot_dir], &admin);
-    let snapshot_ok = std::path::Path::new(&snapshot_dir).join("CURRENT").is_file();
+    let snapshot_ok = std::path::Path::new(&snapshot_dir)
+        .join("CURRENT")
+        .is_file();
     std::fs::remove_dir_all(&dir).ok();
 
     assert_eq!(balances.0, Some(0), "{balances:?}");
@@ -280,7 +282,10 @@ fn operator_commands_talk_to_the_admin_api() {
     assert!(routes.1.contains("test.ilp-connector.alice"), "{routes:?}");
     assert_eq!(snapshot.0, Some(0), "{snapshot:?}");
     assert!(snapshot_dir.contains("snapshots"), "{snapshot:?}");
-    assert!(snapshot_ok, "the snapshot has no CURRENT file: {snapshot:?}");
+    assert!(
+        snapshot_ok,
+        "the snapshot has no CURRENT file: {snapshot:?}"
+    );
     // alice has no transport in the reference configuration: her link is down (T01).
     assert_eq!(ping.0, Some(1), "{ping:?}");
     assert!(ping.2.contains("T01"), "{ping:?}");

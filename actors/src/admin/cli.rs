@@ -209,7 +209,11 @@ fn balances_table(accounts: &Value) -> String {
             vec![
                 cell(a.get("id")),
                 cell(a.get("relation")),
-                format!("{} {}", cell(a.get("asset_code")), cell(a.get("asset_scale"))),
+                format!(
+                    "{} {}",
+                    cell(a.get("asset_code")),
+                    cell(a.get("asset_scale"))
+                ),
                 cell(a.get("balance")),
                 cell(a.get("pending_incoming")),
                 cell(a.get("pending_outgoing")),
