@@ -9,7 +9,7 @@
 //! | `GET /routes` | the Router's table: prefix, account, kind (default, static, child, learned) |
 //! | `PUT /routes/static/<prefix>` `{"account": id}`, `DELETE /routes/static/<prefix>` | static routes at run time |
 //! | `GET /stats` | packets by direction and outcome, uptime, accounts |
-//! | `GET /metrics` | Prometheus text (balances read from the BalanceKeeper at each scrape) |
+//! | `GET /metrics` | Prometheus text, OpenMetrics when asked (balances read from the BalanceKeeper per scrape) |
 //! | `POST /snapshot` | a RocksDB checkpoint under `<store.path>/snapshots/<unix-ms>`; its path |
 //! | `POST /ping` `{"destination": address}` | echo round trip: `{"rtt_ms": ...}`, or 502 with the Reject |
 //!
@@ -32,7 +32,7 @@ use actix::Recipient;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::header::{HeaderValue, ACCEPT, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -55,6 +55,9 @@ use tokio::task::{JoinHandle, JoinSet};
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Content type of `GET /metrics`.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Content type of `GET /metrics` for a client that accepts OpenMetrics (Prometheus does).
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// Longest a ping waits for its answer unless the request says otherwise.
 pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a client may take to send a request head or body.
@@ -292,6 +295,12 @@ async fn serve(state: Arc<AdminState>, request: Request<Incoming>) -> Result<Ans
         return Ok(answer);
     }
     let method = request.method().clone();
+    // Prometheus asks for OpenMetrics first; the text is the same, only the label differs.
+    let openmetrics = request
+        .headers()
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
     let body = match read_body(request).await {
         Ok(body) => body,
         Err(answer) => return Ok(*answer),
@@ -334,7 +343,7 @@ async fn serve(state: Arc<AdminState>, request: Request<Incoming>) -> Result<Ans
         },
         Endpoint::StaticRoute(prefix) => static_route(&state, method, prefix, &body).await,
         Endpoint::Stats => stats(&state),
-        Endpoint::Metrics => metrics(&state).await,
+        Endpoint::Metrics => metrics(&state, openmetrics).await,
         Endpoint::Snapshot => snapshot(&state).await,
         Endpoint::Ping => ping(&state, &body).await,
     })
@@ -492,7 +501,7 @@ fn stats(state: &AdminState) -> Answer {
     }))
 }
 
-async fn metrics(state: &AdminState) -> Answer {
+async fn metrics(state: &AdminState, openmetrics: bool) -> Answer {
     let Some(metrics) = &state.metrics else {
         return error(StatusCode::NOT_FOUND, "this node keeps no metrics");
     };
@@ -505,9 +514,14 @@ async fn metrics(state: &AdminState) -> Answer {
         }
     }
     let mut response = Response::new(Full::new(Bytes::from(metrics.encode())));
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(METRICS_CONTENT_TYPE));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(if openmetrics {
+            OPENMETRICS_CONTENT_TYPE
+        } else {
+            METRICS_CONTENT_TYPE
+        }),
+    );
     response
 }
 
