@@ -19,8 +19,8 @@ pub use account::{
 };
 pub use sections::{
     AdminListenerConfig, BroadcastConfig, BtpListenerConfig, HttpListenerConfig, ListenersConfig,
-    LogConfig, LogFormat, NodeConfig, RateBackendKind, RatesConfig, RoutingConfig, Secret32,
-    SecretString, ServerTlsConfig, StaticRoute, StoreBackend, StoreConfig,
+    LogConfig, LogDirectives, LogFormat, LogLevel, NodeConfig, RateBackendKind, RatesConfig,
+    RoutingConfig, Secret32, SecretString, ServerTlsConfig, StaticRoute, StoreBackend, StoreConfig,
 };
 
 use crate::rates::{Exchange, RateBackend, RateError, StaticRates};

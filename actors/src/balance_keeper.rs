@@ -12,11 +12,13 @@
 //! packet raises the balance, a fulfilled outgoing packet lowers it, a settlement we sent raises
 //! it and one we received lowers it.
 
+use crate::clock::Clock;
 use crate::messages::{
     AccountId, AdjustBalance, AdjustBalanceError, ApplySettlement, BalanceSnapshot, Crash,
     GetBalance, ReservationId, ReservePacket, ResolvePacket, SettleThresholdCrossed,
     SettlementDirection,
 };
+use crate::replay;
 use crate::store::{Store, StoreError, StoreOp};
 use crate::supervise::Backoff;
 use actix::prelude::*;
@@ -25,6 +27,7 @@ use ilp::policy::balance::{Balance, BalanceError, BalanceLimits};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A store commit several waiters may await (the request that made it, a repeated settlement,
 /// a restart that must not reload before it lands).
@@ -129,8 +132,13 @@ pub struct BalanceKeeper {
     /// Set when a commit failed: the in-memory balances may be ahead of the store until the
     /// restart that failure triggers reloads them, so nothing more is committed from them.
     poisoned: Arc<AtomicBool>,
+    /// Drops expired fulfill records ([`crate::replay`]) periodically, by this clock.
+    record_gc: Option<Clock>,
     backoff: Backoff,
 }
+
+/// How often expired fulfill records are deleted (one range delete each time).
+pub const RECORD_GC_PERIOD: Duration = Duration::from_secs(10);
 
 impl BalanceKeeper {
     /// `accounts`: the balance limits of every account that keeps a balance (others pass
@@ -154,8 +162,25 @@ impl BalanceKeeper {
             commits: Vec::new(),
             settlements: HashMap::new(),
             poisoned: Arc::new(AtomicBool::new(false)),
+            record_gc: None,
             backoff: Backoff::default(),
         }
+    }
+
+    /// Deletes the fulfill records of expired Prepares at start and every
+    /// [`RECORD_GC_PERIOD`], so they do not pile up in the store.
+    pub fn expire_fulfill_records(mut self, clock: Clock) -> Self {
+        self.record_gc = Some(clock);
+        self
+    }
+
+    fn collect_records(&self, ctx: &mut Context<Self>) {
+        let Some(clock) = self.record_gc else {
+            return;
+        };
+        // Best effort: a failed delete is retried by the next round.
+        let commit = self.store.commit(vec![replay::expired_before(clock.now())]);
+        ctx.spawn(actix::fut::wrap_future(commit).map(|_, _, _| ()));
     }
 
     /// Reloads committed balances from the store; volatile state starts empty.
@@ -342,6 +367,10 @@ impl Actor for BalanceKeeper {
             .into_actor(self)
             .map(|(), act, ctx| act.reload(ctx)),
         );
+        if self.record_gc.is_some() {
+            self.collect_records(ctx);
+            ctx.run_interval(RECORD_GC_PERIOD, |act, ctx| act.collect_records(ctx));
+        }
     }
 }
 
@@ -384,13 +413,14 @@ impl Handler<ResolvePacket> for BalanceKeeper {
         if let Err(e) = self.refuse_if_poisoned() {
             return Box::pin(future::ready(Err(e)));
         }
-        let (ops, events) = match self.commit_packet(&reservation) {
+        let (mut ops, events) = match self.commit_packet(&reservation) {
             Ok(x) => x,
             Err(e) => return Box::pin(future::ready(Err(e))),
         };
         if ops.is_empty() {
             return Box::pin(future::ready(Ok(())));
         }
+        ops.extend(msg.record);
         let commit = self.persist(ops);
         self.finish(commit, events, (), ctx)
     }
@@ -560,6 +590,13 @@ pub(crate) mod tests {
         fn get_record(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
             self.inner.get_record(key)
         }
+        fn scan_records(
+            &self,
+            from: &[u8],
+            to: &[u8],
+        ) -> Result<Vec<crate::store::Record>, StoreError> {
+            self.inner.scan_records(from, to)
+        }
         fn commit(&self, ops: Vec<StoreOp>) -> BoxFuture<'static, Result<(), StoreError>> {
             self.batches.lock().unwrap().push(ops.clone());
             if self.fail.load(Ordering::SeqCst) {
@@ -637,6 +674,7 @@ pub(crate) mod tests {
             incoming: r.incoming.clone(),
             outgoing: r.outgoing.clone(),
             fulfilled,
+            record: None,
         }
     }
 

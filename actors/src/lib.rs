@@ -7,13 +7,16 @@ pub mod admin;
 pub mod balance_keeper;
 pub mod clock;
 pub mod link;
+pub mod log;
 pub mod messages;
 pub mod metrics;
 pub mod node;
 pub mod peer_account;
+pub mod replay;
 pub mod route_broadcaster;
 pub mod router;
 pub mod settlement_engine;
+pub mod shutdown;
 pub mod store;
 pub mod supervise;
 #[cfg(any(test, feature = "test-support"))]

@@ -15,13 +15,14 @@ use ilp_actors::messages::AccountId;
 use ilp_actors::metrics::Metrics;
 use ilp_actors::node::{Node, NodeOptions};
 use ilp_actors::store::memory::MemoryStore;
-use ilp_actors::store::rocks::RocksStore;
+use ilp_actors::store::rocks::{RocksStore, WriterOptions};
 use ilp_actors::store::Store;
 use ilp_actors::tls;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 const USAGE: &str = "usage: ilp-connector [COMMAND] [--config PATH] [--admin URL]\n\
@@ -34,6 +35,9 @@ const USAGE: &str = "usage: ilp-connector [COMMAND] [--config PATH] [--admin URL
   restore DIR      copy snapshot DIR over store.path (the node must be stopped)\n\
   --config PATH    configuration file (default: config.toml)\n\
   --admin URL      admin API of the running node (default: from [listeners.admin])";
+
+/// Pause between the last packet answered and the links closing at shutdown.
+const SHUTDOWN_LINGER: Duration = Duration::from_millis(250);
 
 enum Command {
     Run,
@@ -208,6 +212,11 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
     let path = path.display().to_string();
     // Every TLS config names ring itself; this covers any library asking rustls for a default.
     ilp_actors::tls::install_default_provider();
+    // Flushes the log writer thread when `run` returns.
+    let _log_guard = ilp_actors::log::init(&config.log);
+    let log = ilp_actors::log::logger();
+    slog::info!(log, "starting"; "config" => &path, "accounts" => config.accounts.len(),
+        "store" => ?config.store.backend);
     system.block_on(async move {
         let clock = Clock::system();
         // BTP accounts get their WebSocket links, HTTP accounts their ILP-over-HTTP links.
@@ -304,6 +313,8 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
                 (Arc::from(id.as_str()), link)
             })
             .collect();
+        // The RocksDB store is also kept by its type, to flush it at shutdown.
+        let mut rocks: Option<Arc<RocksStore>> = None;
         let store: Arc<dyn Store> = match config.store.backend {
             StoreBackend::Memory => {
                 println!("store: memory (nothing survives a restart)");
@@ -314,10 +325,13 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
                     eprintln!("{path}: store.path {}: {e}", config.store.path.display());
                     return ExitCode::from(2);
                 }
-                match RocksStore::open(&config.store.path) {
+                let writer = WriterOptions::from_config(&config.store);
+                match RocksStore::open_with(&config.store.path, writer) {
                     Ok(store) => {
                         println!("store: RocksDB in {}", config.store.path.display());
-                        Arc::new(store)
+                        let store = Arc::new(store);
+                        rocks = Some(store.clone());
+                        store
                     }
                     Err(e) => {
                         eprintln!("{path}: store.path {}: {e}", config.store.path.display());
@@ -395,12 +409,39 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
             "ilp-connector running: node {address}, {} account(s); stop with SIGINT or SIGTERM",
             node.accounts.len()
         );
+        slog::info!(log, "running"; "address" => &address);
         wait_for_shutdown().await;
-        println!("ilp-connector stopping");
-        // The listeners live until here.
+        // New packets are turned away (T03) while those in flight finish or expire; the links
+        // stay up meanwhile, since the answers come back over them.
+        let bound = Duration::from_millis(config.node.max_hold_time_ms.saturating_add(1_000));
+        println!(
+            "ilp-connector stopping: {} packet(s) in flight, waiting up to {} ms",
+            node.gate.in_flight(),
+            bound.as_millis()
+        );
+        let left = node.gate.drain(bound).await;
+        if left > 0 {
+            slog::warn!(log, "packets still in flight at shutdown"; "count" => left);
+        }
+        // An answer leaves through its connection's writer task a moment after its packet left
+        // the gate: give those writes time to reach the socket before the links close.
+        tokio::time::sleep(SHUTDOWN_LINGER).await;
+        // The listeners and links live until here; the admin API too, so operators can watch
+        // the drain.
         drop(admin_server);
         drop(btp);
         drop(http_server);
+        if let Some(rocks) = rocks {
+            if let Err(e) = rocks.flush().await {
+                eprintln!(
+                    "store.path {}: flush failed: {e}",
+                    config.store.path.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+        println!("ilp-connector stopped");
+        slog::info!(log, "stopped"; "unanswered" => left);
         ExitCode::SUCCESS
     })
 }

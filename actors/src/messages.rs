@@ -82,6 +82,9 @@ pub struct ResolvePacket {
     pub incoming: Option<(AccountId, u64)>,
     pub outgoing: Option<(AccountId, u64)>,
     pub fulfilled: bool,
+    /// Written in the same batch as the balances of a fulfilled packet (the durable fulfill
+    /// record of [`crate::replay`]); ignored on a Reject or when no balance changes.
+    pub record: Option<crate::store::StoreOp>,
 }
 
 /// The balance of an account as the keeper sees it now.

@@ -20,10 +20,12 @@ use crate::link::Link;
 use crate::messages::{AccountId, SendPrepare, SetNodeAddress};
 use crate::metrics::Metrics;
 use crate::peer_account::{NodeAddress, PeerAccount, PeerAccountSettings};
+use crate::replay::RecoveredFulfills;
 use crate::route_broadcaster::{BroadcastSettings, RouteBroadcasterActor};
 use crate::router::{PeerProtocolHandlers, Router, RouterAccount, RouterBalance, RouterSettings};
 use crate::settlement_engine::SettlementEngine;
-use crate::store::Store;
+use crate::shutdown::PacketGate;
+use crate::store::{Store, StoreError};
 use actix::prelude::*;
 use ilp::config::Config;
 use ilp::ildcp::{self, IldcpResponse};
@@ -45,6 +47,8 @@ pub enum NodeError {
     Rates(#[from] RateError),
     #[error("the parent refused to give us an address over IL-DCP ({0})")]
     AddressRefused(ErrorCode),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
 }
 
 #[derive(Debug)]
@@ -90,6 +94,8 @@ pub struct NodeOptions {
 /// The running actors of one node.
 pub struct Node {
     pub address: NodeAddress,
+    /// Every packet the Router handles passes here; closing it drains the node.
+    pub gate: Arc<PacketGate>,
     pub router: Addr<Router>,
     pub accounts: BTreeMap<AccountId, Addr<PeerAccount>>,
     pub balance: Addr<BalanceKeeper>,
@@ -117,6 +123,10 @@ impl Node {
                 return Err(NodeError::MissingLink(id.clone()));
             }
         }
+        // Paid packets whose Fulfill a crash may have kept from their sender.
+        let recovered = RecoveredFulfills::load(store.as_ref(), clock.now())?;
+        let gate = PacketGate::new();
+        let router_gate = gate.clone();
         let mut rng = SmallRng::seed_from_u64(seed);
         let router_settings = RouterSettings::from_config(config)?;
         let mut secret = [0u8; 32];
@@ -185,6 +195,7 @@ impl Node {
                 });
                 put(&engine_out, engine.clone());
                 BalanceKeeper::new(limits, store, Some(engine.recipient()))
+                    .expire_fulfill_records(clock)
             });
             let engine = take(&engine_slot);
             let broadcaster_sends = sends.clone();
@@ -233,6 +244,8 @@ impl Node {
                 handlers,
                 clock,
             )
+            .with_recovered_fulfills(recovered)
+            .with_gate(router_gate)
         });
         let Started {
             accounts,
@@ -242,6 +255,7 @@ impl Node {
         } = take(&slot);
         Ok(Node {
             address,
+            gate,
             router,
             accounts,
             balance,

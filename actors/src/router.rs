@@ -22,11 +22,14 @@ use crate::messages::{
     PacketResult, ReservePacket, ResolvePacket, RouteEntry, SendPing, SendPrepare, SetNodeAddress,
     SetStaticRoute, StaticRouteError,
 };
+use crate::replay::{RecoveredFulfills, ReplayTag};
+use crate::shutdown::PacketGate;
 use crate::supervise::Backoff;
 use actix::{Actor, AsyncContext, Context, Handler, MailboxError, Recipient, ResponseFuture};
 use ilp::config::{AccountConfig, Config, Relation};
 use ilp::packet::{Address, ErrorCode, Prepare, Reject, Timestamp};
 use ilp::policy::expiry::next_hop_expiry;
+use ilp::policy::outgoing::dedup_key;
 use ilp::rates::{Asset, Exchange, Rate, RateError};
 use local::LocalDestination;
 use sha2::{Digest, Sha256};
@@ -34,6 +37,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 use table::Routes;
 
@@ -120,6 +124,10 @@ pub struct Router {
     quotes: HashMap<(AccountId, AccountId), Result<Rate, RateError>>,
     balance: RouterBalance,
     peer_protocols: PeerProtocolHandlers,
+    /// Fulfills of packets paid before the last restart, answered again to repeats.
+    recovered: RecoveredFulfills,
+    /// Counts packets in flight; closed at shutdown.
+    gate: Arc<PacketGate>,
     clock: Clock,
     backoff: Backoff,
     /// Pings in flight ([`SendPing`]): the fulfillment of each one's condition, by condition,
@@ -164,10 +172,25 @@ impl Router {
             quotes: HashMap::new(),
             balance,
             peer_protocols,
+            recovered: RecoveredFulfills::default(),
+            gate: PacketGate::new(),
             clock,
             backoff: Backoff::default(),
             pings: Rc::default(),
         }
+    }
+
+    /// Answers repeats of Prepares fulfilled before a restart from these records
+    /// ([`crate::replay`]).
+    pub fn with_recovered_fulfills(mut self, recovered: RecoveredFulfills) -> Self {
+        self.recovered = recovered;
+        self
+    }
+
+    /// Every packet passes `gate` (shared with whoever shuts the node down).
+    pub fn with_gate(mut self, gate: Arc<PacketGate>) -> Self {
+        self.gate = gate;
+        self
     }
 
     /// Fulfills an echo response that came back to us for one of our pings.
@@ -270,6 +293,18 @@ impl Router {
         prepare: Prepare,
         now: Timestamp,
     ) -> ResponseFuture<PacketResult> {
+        // A paid packet is remembered durably with its balances, so a repeat after a crash
+        // is answered, not paid twice. Zero amounts move no money and need no record.
+        let tag = (prepare.amount() > 0).then(|| ReplayTag {
+            account: from.clone(),
+            digest: dedup_key(prepare.as_bytes()),
+            expires_at: prepare.expires_at(),
+        });
+        if let Some(tag) = &tag {
+            if let Some(fulfill) = self.recovered.get(&tag.account, &tag.digest, now) {
+                return Box::pin(async move { Ok(fulfill) });
+            }
+        }
         let out = match self.plan(&from, prepare, now) {
             Ok(out) => out,
             Err(reject) => return Box::pin(async move { Err(reject) }),
@@ -284,6 +319,7 @@ impl Router {
             node,
             incoming,
             outgoing,
+            tag,
             send,
         ))
     }
@@ -299,6 +335,7 @@ impl Router {
             self.balance.clone(),
             self.node_address.clone(),
             Some((from, amount)),
+            None,
             None,
             answer,
         ))
@@ -391,6 +428,7 @@ async fn with_balance(
     node: Option<Address>,
     incoming: Option<(AccountId, u64)>,
     outgoing: Option<(AccountId, u64)>,
+    tag: Option<ReplayTag>,
     exchange: impl Future<Output = PacketResult>,
 ) -> PacketResult {
     let reject = |code, message: &str| Reject::new(code, node.as_ref(), message);
@@ -418,6 +456,10 @@ async fn with_balance(
         }
     };
     let result = exchange.await;
+    let record = match (&tag, &result) {
+        (Some(tag), Ok(fulfill)) => Some(tag.record(fulfill)),
+        _ => None,
+    };
     let resolved = balance
         .resolve
         .send(ResolvePacket {
@@ -425,6 +467,7 @@ async fn with_balance(
             incoming,
             outgoing,
             fulfilled: result.is_ok(),
+            record,
         })
         .await;
     match (result, resolved) {
@@ -474,12 +517,27 @@ impl Handler<ForwardPrepare> for Router {
             let reject = Reject::new(code, node.as_ref(), message);
             Box::pin(async move { Err(reject) })
         };
+        let Some(pass) = self.gate.enter() else {
+            return fail(
+                ErrorCode::T03_CONNECTOR_BUSY,
+                "the connector is shutting down; try again later",
+            );
+        };
+        let log = crate::log::logger();
+        let trace = slog::Drain::is_debug_enabled(log).then(|| {
+            (
+                from.clone(),
+                prepare.amount(),
+                prepare.destination_str().to_owned(),
+                std::time::Instant::now(),
+            )
+        });
         let destination = local::classify(
             prepare.destination_str(),
             self.node_address.as_ref(),
             prepare.data(),
         );
-        match destination {
+        let answer = match destination {
             LocalDestination::Forward => self.forward(from, prepare, now),
             LocalDestination::Ildcp => {
                 let answer = match self.accounts.get(&from) {
@@ -541,7 +599,23 @@ impl Handler<ForwardPrepare> for Router {
                     Err(e) => fail(ErrorCode::T00_INTERNAL_ERROR, &e.to_string()),
                 }
             }
-        }
+        };
+        Box::pin(async move {
+            let result = answer.await;
+            drop(pass);
+            if let Some((from, amount, destination, started)) = trace {
+                let micros = started.elapsed().as_micros();
+                match &result {
+                    Ok(_) => slog::debug!(log, "packet fulfilled";
+                        "from" => %from, "amount" => amount, "destination" => destination,
+                        "micros" => micros),
+                    Err(r) => slog::debug!(log, "packet rejected";
+                        "from" => %from, "amount" => amount, "destination" => destination,
+                        "code" => r.code().as_str(), "message" => r.message(), "micros" => micros),
+                }
+            }
+            result
+        })
     }
 }
 

@@ -469,6 +469,7 @@ mod tests {
                 incoming: r.incoming,
                 outgoing: r.outgoing,
                 fulfilled: true,
+                record: None,
             })
             .await
             .unwrap()
@@ -599,6 +600,7 @@ mod tests {
                     incoming: Some((acc("a"), 200)),
                     outgoing: None,
                     fulfilled: true,
+                    record: None,
                 })
                 .await
                 .unwrap()
@@ -620,6 +622,7 @@ mod tests {
                     incoming: None,
                     outgoing: out,
                     fulfilled: true,
+                    record: None,
                 })
                 .await
                 .unwrap()

@@ -40,7 +40,16 @@ pub enum StoreOp {
     DeleteRecord {
         key: Vec<u8>,
     },
+    /// Every record with `from <= key < to` (expiring records keyed by time, e.g. the durable
+    /// fulfill records of [`crate::replay`]).
+    DeleteRange {
+        from: Vec<u8>,
+        to: Vec<u8>,
+    },
 }
+
+/// A record's key and value.
+pub type Record = (Vec<u8>, Vec<u8>);
 
 /// Persistent state of a node. Implementations are shared between actors (`Arc<dyn Store>`).
 pub trait Store: Send + Sync + 'static {
@@ -49,6 +58,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// A record, if present.
     fn get_record(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Every record with `from <= key < to`, in key order, as one consistent read.
+    fn scan_records(&self, from: &[u8], to: &[u8]) -> Result<Vec<Record>, StoreError>;
 
     /// Applies `ops` atomically; resolves once they are durable. Implementations may group
     /// concurrent batches into one write (group commit), so callers never block a thread.
@@ -158,6 +170,52 @@ pub(crate) mod conformance {
             .await
             .unwrap();
         assert_eq!(store.get_record(b"d").unwrap(), Some(b"4".to_vec()));
+    }
+
+    pub(crate) async fn ranges<S: Store>(store: &S) {
+        store
+            .commit(vec![
+                put(b"f/1", b"a"),
+                put(b"f/2", b"b"),
+                put(b"f/2x", b"c"),
+                put(b"f/3", b"d"),
+                put(b"g/1", b"e"),
+                balance("f/2", 9),
+            ])
+            .await
+            .unwrap();
+        let scanned = store.scan_records(b"f/2", b"f/3").unwrap();
+        assert_eq!(
+            scanned,
+            vec![
+                (b"f/2".to_vec(), b"b".to_vec()),
+                (b"f/2x".to_vec(), b"c".to_vec())
+            ]
+        );
+        assert_eq!(store.scan_records(b"f/", b"g/").unwrap().len(), 4);
+        assert_eq!(store.scan_records(b"f/3", b"f/2").unwrap(), Vec::new());
+        assert_eq!(store.scan_records(b"h", b"i").unwrap(), Vec::new());
+        // A range delete, in the same batch as a put inside the range that follows it.
+        store
+            .commit(vec![
+                StoreOp::DeleteRange {
+                    from: b"f/".to_vec(),
+                    to: b"f/3".to_vec(),
+                },
+                put(b"f/25", b"new"),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.scan_records(b"f/", b"g/").unwrap(),
+            vec![
+                (b"f/25".to_vec(), b"new".to_vec()),
+                (b"f/3".to_vec(), b"d".to_vec())
+            ]
+        );
+        assert_eq!(store.get_record(b"g/1").unwrap(), Some(b"e".to_vec()));
+        // Balances are not records: a range over their names leaves them alone.
+        assert_eq!(store.load_balances().unwrap().get("f/2"), Some(&9));
     }
 
     /// Each batch moves value between two accounts; a reader must never see half of one.

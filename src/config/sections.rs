@@ -409,6 +409,87 @@ impl LogConfig {
     fn default_level() -> String {
         "info".to_string()
     }
+
+    /// `level` read as directives: the level without a module (the last one wins; `info` when
+    /// none), and `(module, level)` pairs. Validation has checked every level name; an
+    /// unknown one here reads as `info`.
+    pub fn directives(&self) -> LogDirectives {
+        let mut directives = LogDirectives {
+            default: LogLevel::Info,
+            modules: Vec::new(),
+        };
+        for directive in self.level.split(',').map(str::trim) {
+            if directive.is_empty() {
+                continue;
+            }
+            match directive.split_once('=') {
+                Some((module, level)) => directives
+                    .modules
+                    .push((module.trim().to_owned(), LogLevel::parse(level))),
+                None => directives.default = LogLevel::parse(directive),
+            }
+        }
+        // Longest module first, so the most specific directive decides.
+        directives
+            .modules
+            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        directives
+    }
+}
+
+/// A log level of `[log] level`; `Off` logs nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    fn parse(name: &str) -> LogLevel {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "off" => LogLevel::Off,
+            "error" => LogLevel::Error,
+            "warn" => LogLevel::Warn,
+            "debug" => LogLevel::Debug,
+            "trace" => LogLevel::Trace,
+            _ => LogLevel::Info,
+        }
+    }
+}
+
+/// Parsed `[log] level`: a default and per-module levels (longest module first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogDirectives {
+    pub default: LogLevel,
+    pub modules: Vec<(String, LogLevel)>,
+}
+
+impl LogDirectives {
+    /// The most verbose level logged for a record from `module` (a Rust module path such as
+    /// `ilp_actors::router`): the longest directive naming it or one of its parents.
+    pub fn level_for(&self, module: &str) -> LogLevel {
+        for (prefix, level) in &self.modules {
+            let matches = module
+                .strip_prefix(prefix.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"));
+            if matches {
+                return *level;
+            }
+        }
+        self.default
+    }
+
+    /// The most verbose level any directive allows (a cheap first filter).
+    pub fn max_level(&self) -> LogLevel {
+        self.modules
+            .iter()
+            .map(|(_, l)| *l)
+            .fold(self.default, std::cmp::Ord::max)
+    }
 }
 
 impl Default for LogConfig {

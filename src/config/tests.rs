@@ -664,3 +664,30 @@ mod props {
         }
     }
 }
+
+#[test]
+fn log_directives_pick_the_most_specific_module() {
+    use crate::config::{LogConfig, LogLevel};
+    let config = LogConfig {
+        level: "warn, ilp_actors=debug,ilp_actors::link::btp_ws=trace,ilp=off".into(),
+        ..LogConfig::default()
+    };
+    let d = config.directives();
+    assert_eq!(d.default, LogLevel::Warn);
+    assert_eq!(d.level_for("ilp_actors::router"), LogLevel::Debug);
+    assert_eq!(d.level_for("ilp_actors"), LogLevel::Debug);
+    assert_eq!(
+        d.level_for("ilp_actors::link::btp_ws::connection"),
+        LogLevel::Trace
+    );
+    assert_eq!(d.level_for("ilp_actors::link::http"), LogLevel::Debug);
+    assert_eq!(d.level_for("ilp::ccp"), LogLevel::Off);
+    // A prefix of a segment is not its parent.
+    assert_eq!(d.level_for("ilp_actorsx"), LogLevel::Warn);
+    assert_eq!(d.level_for("other"), LogLevel::Warn);
+    assert_eq!(d.max_level(), LogLevel::Trace);
+    let plain = LogConfig::default().directives();
+    assert_eq!(plain.default, LogLevel::Info);
+    assert!(plain.modules.is_empty());
+    assert_eq!(plain.max_level(), LogLevel::Info);
+}

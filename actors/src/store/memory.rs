@@ -2,7 +2,7 @@
 //! tests and simulations. A clone shares the same state, so a "restarted" actor sees what the
 //! previous instance committed.
 
-use super::{Store, StoreError, StoreOp};
+use super::{Record, Store, StoreError, StoreOp};
 use futures::future::BoxFuture;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -48,6 +48,21 @@ impl Store for MemoryStore {
         self.with(|s| s.records.get(key).cloned())
     }
 
+    fn scan_records(&self, from: &[u8], to: &[u8]) -> Result<Vec<Record>, StoreError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        self.with(|s| {
+            s.records
+                .range::<[u8], _>((
+                    std::ops::Bound::Included(from),
+                    std::ops::Bound::Excluded(to),
+                ))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+    }
+
     fn commit(&self, ops: Vec<StoreOp>) -> BoxFuture<'static, Result<(), StoreError>> {
         let result = self.with(|s| {
             for op in ops {
@@ -60,6 +75,15 @@ impl Store for MemoryStore {
                     }
                     StoreOp::DeleteRecord { key } => {
                         s.records.remove(&key);
+                    }
+                    StoreOp::DeleteRange { from, to } => {
+                        if from < to {
+                            let doomed: Vec<Vec<u8>> =
+                                s.records.range(from..to).map(|(k, _)| k.clone()).collect();
+                            for key in doomed {
+                                s.records.remove(&key);
+                            }
+                        }
                     }
                 }
             }
@@ -76,6 +100,11 @@ impl Store for MemoryStore {
 mod tests {
     use super::super::conformance;
     use super::*;
+
+    #[tokio::test]
+    async fn conformance_ranges() {
+        conformance::ranges(&MemoryStore::new()).await;
+    }
 
     #[tokio::test]
     async fn conformance_balances_round_trip() {

@@ -6,12 +6,12 @@
 //! answers each waiter (group commit), so one fsync covers many concurrent commits and no actor
 //! thread ever blocks on the disk.
 
-use super::{Store, StoreError, StoreOp};
+use super::{Record, Store, StoreError, StoreOp};
 use crossbeam_channel::{Receiver, Sender};
 use futures::channel::oneshot;
 use futures::future::BoxFuture;
 use rocksdb::checkpoint::Checkpoint;
-use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -20,8 +20,38 @@ use std::thread::JoinHandle;
 const BALANCE_PREFIX: &[u8] = b"b/";
 const RECORD_PREFIX: &[u8] = b"r/";
 
-/// Bounds one group write, so a flood of commits cannot build an unbounded batch in memory.
-const MAX_GROUP: usize = 1024;
+/// How the writer thread commits (`[store]` in config.toml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterOptions {
+    /// fsync the WAL with every group before answering its waiters.
+    pub sync: bool,
+    /// Most commits written as one batch; bounds the memory a flood of commits can take.
+    pub max_group: usize,
+    /// Longest the first commit of a group waits for companions (zero: take what is queued).
+    pub max_delay: std::time::Duration,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            sync: true,
+            max_group: 256,
+            max_delay: std::time::Duration::ZERO,
+        }
+    }
+}
+
+impl WriterOptions {
+    pub fn from_config(config: &ilp::config::StoreConfig) -> Self {
+        WriterOptions {
+            sync: config.sync,
+            max_group: usize::try_from(config.group_commit_max_batch)
+                .unwrap_or(usize::MAX)
+                .max(1),
+            max_delay: std::time::Duration::from_micros(config.group_commit_max_delay_us),
+        }
+    }
+}
 
 /// One `commit()` waiting for the writer thread.
 struct Request {
@@ -47,8 +77,17 @@ impl std::fmt::Debug for RocksStore {
 }
 
 impl RocksStore {
-    /// Opens (creating if missing) the database at `path` and starts its writer thread.
+    /// Opens (creating if missing) the database at `path` and starts its writer thread, with
+    /// the default writer options (fsync every group).
     pub fn open(path: impl AsRef<Path>) -> Result<RocksStore, StoreError> {
+        Self::open_with(path, WriterOptions::default())
+    }
+
+    /// [`RocksStore::open`] with explicit writer options.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        writer_options: WriterOptions,
+    ) -> Result<RocksStore, StoreError> {
         let mut options = Options::default();
         options.create_if_missing(true);
         let db = DB::open(&options, path.as_ref()).map_err(io_error)?;
@@ -57,13 +96,21 @@ impl RocksStore {
         let writer_db = Arc::clone(&db);
         let writer = std::thread::Builder::new()
             .name("rocks-writer".into())
-            .spawn(move || run_writer(&writer_db, &rx))
+            .spawn(move || run_writer(&writer_db, &rx, writer_options))
             .map_err(|e| StoreError::Io(format!("cannot start the writer thread: {e}")))?;
         Ok(RocksStore {
             db,
             requests: Some(tx),
             writer: Some(writer),
         })
+    }
+
+    /// Waits until every commit queued so far has landed, then writes the memtables to table
+    /// files (a shutdown step: the next start replays no WAL).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        // Commits are written in order, so an empty one lands after everything queued.
+        self.commit(Vec::new()).await?;
+        self.db.flush().map_err(io_error)
     }
 
     /// Waits for queued writes to land, stops the writer thread and closes the database.
@@ -118,6 +165,27 @@ impl Store for RocksStore {
         self.db.get(record_key(key)).map_err(io_error)
     }
 
+    fn scan_records(&self, from: &[u8], to: &[u8]) -> Result<Vec<Record>, StoreError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let mut read = ReadOptions::default();
+        read.set_iterate_upper_bound(record_key(to));
+        let start = record_key(from);
+        let iter = self
+            .db
+            .iterator_opt(IteratorMode::From(&start, Direction::Forward), read);
+        let mut records = Vec::new();
+        for item in iter {
+            let (key, value) = item.map_err(io_error)?;
+            let Some(key) = key.strip_prefix(RECORD_PREFIX) else {
+                break;
+            };
+            records.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(records)
+    }
+
     fn commit(&self, ops: Vec<StoreOp>) -> BoxFuture<'static, Result<(), StoreError>> {
         let (reply, answer) = oneshot::channel();
         // Sent now, not when the future is first polled, so commits land in call order.
@@ -144,12 +212,21 @@ impl Store for RocksStore {
 }
 
 /// The writer loop: ends when every sender is gone and the queue is drained.
-fn run_writer(db: &DB, requests: &Receiver<Request>) {
+fn run_writer(db: &DB, requests: &Receiver<Request>, writer: WriterOptions) {
     let mut options = WriteOptions::default();
-    options.set_sync(true);
+    options.set_sync(writer.sync);
     while let Ok(first) = requests.recv() {
         let mut group = vec![first];
-        group.extend(requests.try_iter().take(MAX_GROUP - 1));
+        group.extend(requests.try_iter().take(writer.max_group - 1));
+        if !writer.max_delay.is_zero() && group.len() < writer.max_group {
+            let deadline = std::time::Instant::now() + writer.max_delay;
+            while group.len() < writer.max_group {
+                match requests.recv_deadline(deadline) {
+                    Ok(request) => group.push(request),
+                    Err(_) => break,
+                }
+            }
+        }
         let mut batch = WriteBatch::default();
         let mut waiters = Vec::with_capacity(group.len());
         for request in group {
@@ -160,6 +237,12 @@ fn run_writer(db: &DB, requests: &Receiver<Request>) {
                     }
                     StoreOp::PutRecord { key, value } => batch.put(record_key(&key), value),
                     StoreOp::DeleteRecord { key } => batch.delete(record_key(&key)),
+                    StoreOp::DeleteRange { from, to } => {
+                        // RocksDB wants from <= to; an empty range deletes nothing anyway.
+                        if from < to {
+                            batch.delete_range(record_key(&from), record_key(&to));
+                        }
+                    }
                 }
             }
             waiters.push(request.reply);
@@ -191,6 +274,26 @@ mod tests {
 
     fn temp() -> tempfile::TempDir {
         tempfile::tempdir().unwrap()
+    }
+
+    #[tokio::test]
+    async fn ranges() {
+        let dir = temp();
+        conformance::ranges(&RocksStore::open(dir.path()).unwrap()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_commits_unsynced_with_a_group_delay() {
+        let dir = temp();
+        let options = WriterOptions {
+            sync: false,
+            max_group: 7,
+            max_delay: std::time::Duration::from_micros(200),
+        };
+        conformance::concurrent_commits(Arc::new(
+            RocksStore::open_with(dir.path(), options).unwrap(),
+        ))
+        .await;
     }
 
     #[tokio::test]
@@ -238,6 +341,21 @@ mod tests {
             .commit(vec![StoreOp::DeleteRecord { key: vec![1] }])
             .await;
         assert_eq!(result, Err(StoreError::Closed));
+    }
+
+    #[tokio::test]
+    async fn flush_waits_for_queued_writes() {
+        let dir = temp();
+        let store = RocksStore::open(dir.path()).unwrap();
+        let pending = store.commit(vec![StoreOp::SetBalance {
+            account: "a".into(),
+            balance: 5,
+        }]);
+        store.flush().await.unwrap();
+        assert_eq!(futures::FutureExt::now_or_never(pending), Some(Ok(())));
+        drop(store);
+        let store = RocksStore::open(dir.path()).unwrap();
+        assert_eq!(store.load_balances().unwrap().get("a"), Some(&5));
     }
 
     #[tokio::test]
