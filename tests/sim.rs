@@ -334,6 +334,7 @@ impl Sim {
                     store: Arc::new(store),
                     seed: seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
                     links: node_links,
+                    metrics: None,
                 },
             )
             .unwrap_or_else(|e| panic!("seed {seed}: node {i} start: {e}"));

@@ -14,8 +14,9 @@
 
 use crate::clock::Clock;
 use crate::messages::{
-    AccountId, ApplySettlement, BalanceSnapshot, Crash, GetBalance, ReservationId, ReservePacket,
-    ResolvePacket, SettleThresholdCrossed, SettlementDirection,
+    AccountId, AdjustBalance, AdjustBalanceError, ApplySettlement, BalanceSnapshot, Crash,
+    GetBalance, ReservationId, ReservePacket, ResolvePacket, SettleThresholdCrossed,
+    SettlementDirection,
 };
 use crate::replay;
 use crate::store::{Store, StoreError, StoreOp};
@@ -523,6 +524,42 @@ impl Handler<UpdateLimits> for BalanceKeeper {
             }
         }
         Ok(())
+    }
+}
+
+impl Handler<AdjustBalance> for BalanceKeeper {
+    type Result = ResponseFuture<Result<i64, AdjustBalanceError>>;
+
+    /// An operator's correction: moves the committed balance and persists it like a
+    /// settlement (answered once durable); may trigger a settlement like any other change.
+    fn handle(&mut self, msg: AdjustBalance, ctx: &mut Self::Context) -> Self::Result {
+        let refuse = |e: AdjustBalanceError| -> Self::Result { Box::pin(future::ready(Err(e))) };
+        if let Err(e) = self.refuse_if_poisoned() {
+            return refuse(e.into());
+        }
+        let settling = self.settlement.is_some();
+        let Some(acc) = self.accounts.get_mut(&msg.account) else {
+            return refuse(AdjustBalanceError::UnknownAccount(msg.account));
+        };
+        let Ok(committed) = add(acc.committed, i128::from(msg.adjust)) else {
+            return refuse(AdjustBalanceError::Overflow(msg.account));
+        };
+        acc.committed = committed;
+        let mut events = Vec::new();
+        if settling {
+            if let Some(amount) = acc.settlement_due() {
+                events.push(SettleThresholdCrossed {
+                    account: msg.account.clone(),
+                    amount,
+                });
+            }
+        }
+        let commit = self.persist(vec![StoreOp::SetBalance {
+            account: msg.account.to_string(),
+            balance: committed,
+        }]);
+        let done = self.finish(commit, events, committed, ctx);
+        Box::pin(async move { done.await.map_err(AdjustBalanceError::from) })
     }
 }
 
@@ -1166,6 +1203,48 @@ pub(crate) mod tests {
                 Ok(true)
             );
             assert_eq!(balance(&k, "a").await.balance, 5);
+        });
+    }
+
+    #[test]
+    fn adjust_balance_is_durable_and_checked() {
+        run(async {
+            let store = FakeStore::default();
+            let (events, log) = {
+                let e = Events::default();
+                let log = e.0.clone();
+                (e.start(), log)
+            };
+            let k = start(
+                &store,
+                &[("a", limits(None, None, Some(-100), 0))],
+                Some(events.recipient()),
+            );
+            let adjust = |account: &str, adjust| AdjustBalance {
+                account: acc(account),
+                adjust,
+            };
+            assert_eq!(k.send(adjust("a", 40)).await.unwrap(), Ok(40));
+            assert_eq!(k.send(adjust("a", -150)).await.unwrap(), Ok(-110));
+            assert_eq!(
+                store.inner.load_balances().unwrap(),
+                BTreeMap::from([("a".to_owned(), -110)])
+            );
+            settle_down().await;
+            // Below the settle threshold: a settlement of 110 brings it back to 0.
+            assert_eq!(*log.lock().unwrap(), vec![(acc("a"), 110)]);
+            assert_eq!(
+                k.send(adjust("nobody", 1)).await.unwrap(),
+                Err(AdjustBalanceError::UnknownAccount(acc("nobody")))
+            );
+            assert_eq!(
+                k.send(adjust("a", i64::MIN)).await.unwrap(),
+                Err(AdjustBalanceError::Overflow(acc("a")))
+            );
+            assert_eq!(balance(&k, "a").await.balance, -110);
+            // Survives a restart: it was committed.
+            k.send(Crash).await.unwrap();
+            assert_eq!(balance(&k, "a").await.balance, -110);
         });
     }
 }

@@ -3,11 +3,13 @@
 //! exchange the typed messages of [`messages`]. Business rules live in the `ilp` crate; a handler
 //! here calls the core and applies what it returns.
 
+pub mod admin;
 pub mod balance_keeper;
 pub mod clock;
 pub mod link;
 pub mod log;
 pub mod messages;
+pub mod metrics;
 pub mod node;
 pub mod peer_account;
 pub mod replay;

@@ -1,13 +1,18 @@
 //! `ilp-connector`: the node binary. `run` loads and validates `config.toml` (every error, each
 //! with its key path, exit code 2), starts the node's supervised actors and serves until SIGINT
-//! or SIGTERM; `check-config` validates and prints the effective configuration.
+//! or SIGTERM; `check-config` validates and prints the effective configuration. The operator
+//! commands (`ping`, `balances`, `routes`, `snapshot`) call a running node's admin API;
+//! `restore` copies a snapshot over `store.path` while no node runs on it.
 
 use ilp::config::{Config, StoreBackend};
+use ilp_actors::admin::cli::{self as operator, AdminTarget, Operation};
+use ilp_actors::admin::{AdminServer, AdminState};
 use ilp_actors::clock::Clock;
 use ilp_actors::link::btp_ws::{links_for_config, BtpOptions};
 use ilp_actors::link::http::{links_from_config, HttpLinkOptions, HttpServer, HttpServerOptions};
 use ilp_actors::link::{Link, UnconnectedLink};
 use ilp_actors::messages::AccountId;
+use ilp_actors::metrics::Metrics;
 use ilp_actors::node::{Node, NodeOptions};
 use ilp_actors::store::memory::MemoryStore;
 use ilp_actors::store::rocks::{RocksStore, WriterOptions};
@@ -20,10 +25,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-const USAGE: &str = "usage: ilp-connector [run|check-config] [--config PATH]\n\
-  run           load the configuration and start the node (default command)\n\
-  check-config  validate the configuration and print the effective values\n\
-  --config PATH configuration file (default: config.toml)";
+const USAGE: &str = "usage: ilp-connector [COMMAND] [--config PATH] [--admin URL]\n\
+  run              load the configuration and start the node (default command)\n\
+  check-config     validate the configuration and print the effective values\n\
+  ping ADDRESS     echo round trip from the running node to ADDRESS\n\
+  balances         the running node's accounts and balances\n\
+  routes           the running node's routing table\n\
+  snapshot         snapshot the running node's store; prints the snapshot's path\n\
+  restore DIR      copy snapshot DIR over store.path (the node must be stopped)\n\
+  --config PATH    configuration file (default: config.toml)\n\
+  --admin URL      admin API of the running node (default: from [listeners.admin])";
 
 /// Pause between the last packet answered and the links closing at shutdown.
 const SHUTDOWN_LINGER: Duration = Duration::from_millis(250);
@@ -31,16 +42,37 @@ const SHUTDOWN_LINGER: Duration = Duration::from_millis(250);
 enum Command {
     Run,
     CheckConfig,
+    Operator(Operation),
+    Restore(PathBuf),
 }
 
-fn parse_args(args: impl Iterator<Item = String>) -> Result<(Command, PathBuf), String> {
+struct Args {
+    command: Command,
+    config: PathBuf,
+    admin: Option<String>,
+}
+
+fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut command = Command::Run;
     let mut path = PathBuf::from("config.toml");
+    let mut admin = None;
     let mut args = args.peekable();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "run" => command = Command::Run,
             "check-config" => command = Command::CheckConfig,
+            "ping" => {
+                let address = args.next().ok_or("ping needs an ILP address")?;
+                command = Command::Operator(Operation::Ping(address));
+            }
+            "balances" => command = Command::Operator(Operation::Balances),
+            "routes" => command = Command::Operator(Operation::Routes),
+            "snapshot" => command = Command::Operator(Operation::Snapshot),
+            "restore" => {
+                let dir = args.next().ok_or("restore needs a snapshot directory")?;
+                command = Command::Restore(PathBuf::from(dir));
+            }
+            "--admin" => admin = Some(args.next().ok_or("--admin needs a URL")?),
             "--config" | "-c" => {
                 path = args
                     .next()
@@ -54,7 +86,11 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<(Command, PathBuf), 
             },
         }
     }
-    Ok((command, path))
+    Ok(Args {
+        command,
+        config: path,
+        admin,
+    })
 }
 
 fn load(path: &PathBuf) -> Result<Config, ExitCode> {
@@ -76,7 +112,11 @@ fn load(path: &PathBuf) -> Result<Config, ExitCode> {
 }
 
 fn main() -> ExitCode {
-    let (command, path) = match parse_args(std::env::args().skip(1)) {
+    let Args {
+        command,
+        config: path,
+        admin,
+    } = match parse_args(std::env::args().skip(1)) {
         Ok(parsed) => parsed,
         Err(message) => {
             if !message.is_empty() {
@@ -102,6 +142,57 @@ fn main() -> ExitCode {
             }
         },
         Command::Run => run(&path, &config),
+        Command::Operator(operation) => {
+            let target = AdminTarget::from_config(&config, admin.as_deref());
+            operate(&target, &operation)
+        }
+        Command::Restore(snapshot) => {
+            if config.store.backend != StoreBackend::Rocksdb {
+                eprintln!("{}: store.backend is not rocksdb", path.display());
+                return ExitCode::from(2);
+            }
+            match operator::restore(&snapshot, &config.store.path) {
+                Ok(()) => {
+                    println!(
+                        "restored {} into {}",
+                        snapshot.display(),
+                        config.store.path.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Runs one admin API call on a small runtime of its own; exit 1 with the error otherwise.
+fn operate(target: &AdminTarget, operation: &Operation) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(operator::run(target, operation)) {
+        Ok(text) => {
+            print!("{text}");
+            if !text.ends_with('\n') {
+                println!();
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -249,11 +340,18 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
                 }
             }
         };
+        // Metrics exist for the admin API to serve them.
+        let metrics = config
+            .listeners
+            .admin
+            .enabled
+            .then(|| Arc::new(Metrics::new()));
         let options = NodeOptions {
             clock,
             store,
             seed: seed_from_time(),
             links,
+            metrics,
         };
         let node = match Node::start(&config, options) {
             Ok(node) => node,
@@ -265,6 +363,29 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
         for link in http_links.values() {
             link.set_node_address(node.address.clone());
         }
+        // Up before the address is learned, so /ready can tell operators it is not yet.
+        let admin_server = if config.listeners.admin.enabled {
+            let bind = config.listeners.admin.bind;
+            let listener = match TcpListener::bind(bind).await {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("{path}: listeners.admin.bind {bind}: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match AdminServer::serve(listener, AdminState::new(&node, &config)) {
+                Ok(server) => {
+                    println!("admin API listening on http://{}", server.local_addr());
+                    Some(server)
+                }
+                Err(e) => {
+                    eprintln!("{path}: listeners.admin.bind {bind}: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        } else {
+            None
+        };
         if let Some(parent) = config.address_parent() {
             println!("learning our address from parent account {parent} over IL-DCP");
             match node.inherit_address(parent, clock).await {
@@ -305,7 +426,9 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
         // An answer leaves through its connection's writer task a moment after its packet left
         // the gate: give those writes time to reach the socket before the links close.
         tokio::time::sleep(SHUTDOWN_LINGER).await;
-        // The listeners and links live until here.
+        // The listeners and links live until here; the admin API too, so operators can watch
+        // the drain.
+        drop(admin_server);
         drop(btp);
         drop(http_server);
         if let Some(rocks) = rocks {

@@ -157,3 +157,94 @@ pub struct SetNodeAddress {
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub struct Crash;
+
+// ---- Admin API (admin.rs) -------------------------------------------------------------------
+
+/// Move an account's committed balance by `adjust` (an operator's correction), durably, like a
+/// settlement: resolves with the new balance once it is in the store (admin → BalanceKeeper).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<i64, AdjustBalanceError>")]
+pub struct AdjustBalance {
+    pub account: AccountId,
+    pub adjust: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdjustBalanceError {
+    #[error("no balance is kept for account {0}")]
+    UnknownAccount(AccountId),
+    #[error("the balance of account {0} would overflow a signed 64-bit integer")]
+    Overflow(AccountId),
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Where a route in the Router's table comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    /// `routing.default_route`: the prefix "" (everything nothing else covers).
+    Default,
+    /// Configured (`routing.static_routes`) or set through the admin API.
+    Static,
+    /// A child account's address under ours.
+    Child,
+    /// Learned from a peer over CCP.
+    Learned,
+}
+
+impl RouteKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::Default => "default",
+            RouteKind::Static => "static",
+            RouteKind::Child => "child",
+            RouteKind::Learned => "learned",
+        }
+    }
+}
+
+/// One entry of the Router's table, as lookups see it (a local route hides a learned one for
+/// the same prefix).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteEntry {
+    pub prefix: String,
+    pub account: AccountId,
+    pub kind: RouteKind,
+}
+
+/// The Router's table, by prefix (admin → Router).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Vec<RouteEntry>")]
+pub struct GetRoutes;
+
+/// Set (`Some(account)`) or remove (`None`) the static route for `prefix` at run time
+/// (admin → Router). Lives until the process stops; the configuration is not rewritten.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), StaticRouteError>")]
+pub struct SetStaticRoute {
+    pub prefix: String,
+    pub account: Option<AccountId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StaticRouteError {
+    #[error(
+        "{0:?} is not a valid address prefix (segments of A-Z a-z 0-9 _ ~ -, no empty segment)"
+    )]
+    InvalidPrefix(String),
+    #[error("no account {0}")]
+    UnknownAccount(AccountId),
+    #[error("no static route for {0:?}")]
+    NotFound(String),
+}
+
+/// Ping `destination` with the echo protocol: a zero-amount Prepare asking the connector at
+/// `destination` to send it back to us; we fulfill the returning Prepare ourselves. Resolves
+/// with the round trip time, or the Reject that ended it (admin → Router).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<std::time::Duration, Reject>")]
+pub struct SendPing {
+    pub destination: ilp::packet::Address,
+    /// How long the echo request may take (its expiry).
+    pub timeout: std::time::Duration,
+}

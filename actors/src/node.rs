@@ -18,6 +18,7 @@ use crate::balance_keeper::{BalanceKeeper, UpdateLimits};
 use crate::clock::Clock;
 use crate::link::Link;
 use crate::messages::{AccountId, SendPrepare, SetNodeAddress};
+use crate::metrics::Metrics;
 use crate::peer_account::{
     NodeAddress, PeerAccount, PeerAccountSettings, ReplaceLink, Retire, UpdateSettings,
 };
@@ -94,6 +95,8 @@ pub struct NodeOptions {
     pub seed: u64,
     /// The link of every account, by account id.
     pub links: BTreeMap<AccountId, Arc<dyn Link>>,
+    /// Where the accounts count their packets (the admin API serves them); `None`: no metrics.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// The running actors of one node.
@@ -109,6 +112,11 @@ pub struct Node {
     pub balance: Addr<BalanceKeeper>,
     pub settlement: Addr<SettlementEngine>,
     pub broadcaster: Addr<RouteBroadcasterActor>,
+    /// The store the BalanceKeeper commits to (the admin API snapshots it).
+    pub store: Arc<dyn Store>,
+    /// Every account's link, by account id.
+    pub links: BTreeMap<AccountId, Arc<dyn Link>>,
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl Node {
@@ -119,6 +127,7 @@ impl Node {
             store,
             seed,
             links,
+            metrics,
         } = options;
         for id in config.accounts.keys() {
             if !links.contains_key(id.as_str()) {
@@ -146,6 +155,9 @@ impl Node {
         let account_configs = config.accounts.clone();
         let limits = balance_limits(config);
         let node_address = address.clone();
+        let node_store = store.clone();
+        let node_links = links.clone();
+        let node_metrics = metrics.clone();
         let router = Supervisor::start(move |ctx: &mut Context<Router>| {
             let router_addr = ctx.address();
             let mut accounts = BTreeMap::new();
@@ -158,8 +170,13 @@ impl Node {
                 let forward = router_addr.clone().recipient();
                 let link_for_actor = link.clone();
                 let actor_id = id.clone();
+                let account_metrics = metrics.as_ref().map(|m| {
+                    m.watch_link(&id, link.clone());
+                    Arc::new(m.account(&id))
+                });
                 let peer = Supervisor::start(move |_| {
                     PeerAccount::new(actor_id, settings, link_for_actor, forward, clock)
+                        .with_metrics(account_metrics)
                 });
                 link.attach(peer.clone().recipient());
                 accounts.insert(id, peer);
@@ -254,6 +271,9 @@ impl Node {
             balance,
             settlement,
             broadcaster,
+            store: node_store,
+            links: node_links,
+            metrics: node_metrics,
         })
     }
 
@@ -308,6 +328,7 @@ impl Node {
             }
         }
         for id in &changes.removed {
+            self.links.remove(id.as_str());
             if let Some(account) = self.accounts.remove(id.as_str()) {
                 account.do_send(Retire);
             }
@@ -316,6 +337,11 @@ impl Node {
             if let (Some(account), Some(link)) =
                 (self.accounts.get(id.as_str()), links.remove(id.as_str()))
             {
+                let id: AccountId = Arc::from(id.as_str());
+                if let Some(metrics) = &self.metrics {
+                    metrics.watch_link(&id, link.clone());
+                }
+                self.links.insert(id, link.clone());
                 account.do_send(ReplaceLink(link));
             }
         }
@@ -328,10 +354,16 @@ impl Node {
             let settings = PeerAccountSettings::from_config(account, self.address.clone());
             let forward = self.router.clone().recipient();
             let (clock, actor_id, actor_link) = (self.clock, id.clone(), link.clone());
+            let account_metrics = self.metrics.as_ref().map(|m| {
+                m.watch_link(&id, link.clone());
+                Arc::new(m.account(&id))
+            });
             let peer = Supervisor::start(move |_| {
                 PeerAccount::new(actor_id, settings, actor_link, forward, clock)
+                    .with_metrics(account_metrics)
             });
             link.attach(peer.clone().recipient());
+            self.links.insert(id.clone(), link);
             self.accounts.insert(id, peer);
         }
         for id in &changes.updated {

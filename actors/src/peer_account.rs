@@ -21,6 +21,7 @@ use crate::link::{Link, LinkError};
 use crate::messages::{
     AccountId, ForwardPrepare, IncomingPrepare, PacketResult, SendPrepare, SetNodeAddress,
 };
+use crate::metrics::{AccountMetrics, Direction};
 use crate::supervise::Backoff;
 use actix::{Actor, AsyncContext, Context, Handler, Recipient, ResponseFuture, Supervised};
 use futures::future::{FutureExt, Shared};
@@ -159,6 +160,8 @@ pub struct PeerAccount {
     /// The account was removed from the configuration: it sends and accepts nothing more.
     retired: bool,
     backoff: Backoff,
+    /// Where this account's packets are counted, when the node keeps metrics.
+    metrics: Option<Arc<AccountMetrics>>,
 }
 
 impl PeerAccount {
@@ -180,6 +183,20 @@ impl PeerAccount {
             in_flight: Rc::default(),
             retired: false,
             backoff: Backoff::default(),
+            metrics: None,
+        }
+    }
+
+    /// Counts this account's packets in `metrics` (both directions, incoming latency).
+    pub fn with_metrics(mut self, metrics: Option<Arc<AccountMetrics>>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Counts an outgoing Prepare answered without reaching the link.
+    fn count_outgoing(&self, amount: u64, result: &PacketResult) {
+        if let Some(m) = &self.metrics {
+            m.record(Direction::Outgoing, amount, result);
         }
     }
 
@@ -255,8 +272,16 @@ impl Handler<IncomingPrepare> for PeerAccount {
             );
             return ready(Err(reject));
         }
+        let started = tokio::time::Instant::now();
+        let amount = msg.prepare.amount();
+        let metrics = self.metrics.clone();
         if let Err(reject) = self.check_incoming(&msg.prepare) {
-            return ready(Err(reject));
+            let result = Err(reject);
+            if let Some(m) = &metrics {
+                m.record(Direction::Incoming, amount, &result);
+                m.observe_incoming(started.elapsed());
+            }
+            return ready(result);
         }
         let router = self.router.clone();
         let address = self.settings.node_address.clone();
@@ -265,15 +290,35 @@ impl Handler<IncomingPrepare> for PeerAccount {
             prepare: msg.prepare,
         };
         Box::pin(async move {
-            router.send(forward).await.unwrap_or_else(|_| {
+            let result = router.send(forward).await.unwrap_or_else(|_| {
                 Err(address.reject(ErrorCode::T00_INTERNAL_ERROR, "router unavailable."))
-            })
+            });
+            if let Some(m) = &metrics {
+                m.record(Direction::Incoming, amount, &result);
+                m.observe_incoming(started.elapsed());
+            }
+            result
         })
     }
 }
 
 /// Sends `prepare` on `link` and turns the outcome into the answer to relay upstream.
 async fn send_on_link(
+    link: Arc<dyn Link>,
+    clock: Clock,
+    address: NodeAddress,
+    prepare: Prepare,
+    metrics: Option<Arc<AccountMetrics>>,
+) -> PacketResult {
+    let amount = prepare.amount();
+    let result = send_and_check(link, clock, address, prepare).await;
+    if let Some(m) = &metrics {
+        m.record(Direction::Outgoing, amount, &result);
+    }
+    result
+}
+
+async fn send_and_check(
     link: Arc<dyn Link>,
     clock: Clock,
     address: NodeAddress,
@@ -312,25 +357,38 @@ impl Handler<SendPrepare> for PeerAccount {
             )));
         }
         let now = self.clock.now_ms();
+        let amount = prepare.amount();
+        let refuse = |this: &Self, reject: Reject| {
+            let result = Err(reject);
+            this.count_outgoing(amount, &result);
+            ready(result)
+        };
         if let Some(outgoing) = &mut self.buckets.outgoing {
             if let Err(t) = outgoing.check(prepare.amount(), now) {
-                return ready(Err(address.reject(t.code(), &t.to_string())));
+                return refuse(self, address.reject(t.code(), &t.to_string()));
             }
         }
         let key = self.settings.dedup.then(|| dedup_key(prepare.as_bytes()));
         if let Some(key) = &key {
             if let Some(first) = self.in_flight.borrow().get(key) {
+                // Joins a send already counted: one packet on the wire, one count.
                 return Box::pin(first.clone());
             }
         }
         if let Err(e) = check_not_expired(prepare.expires_at(), self.clock.now()) {
-            return ready(Err(address.reject(e.code(), &e.to_string())));
+            return refuse(self, address.reject(e.code(), &e.to_string()));
         }
         if !self.link.is_up() {
             let e = OutgoingError::PeerUnreachable;
-            return ready(Err(address.reject(e.code(), &e.to_string())));
+            return refuse(self, address.reject(e.code(), &e.to_string()));
         }
-        let send = send_on_link(self.link.clone(), self.clock, address, prepare);
+        let send = send_on_link(
+            self.link.clone(),
+            self.clock,
+            address,
+            prepare,
+            self.metrics.clone(),
+        );
         let Some(key) = key else {
             return Box::pin(send);
         };

@@ -351,6 +351,7 @@ mod tests {
                     store: Arc::new(store.clone()),
                     seed: 1,
                     links,
+                    metrics: None,
                 },
             )
             .unwrap();

@@ -18,8 +18,9 @@ pub mod table;
 
 use crate::clock::Clock;
 use crate::messages::{
-    AccountId, ApplyRouteUpdate, ForwardPrepare, GetBalance, HandlePeerProtocol, PacketResult,
-    ReservePacket, ResolvePacket, SendPrepare, SetNodeAddress,
+    AccountId, ApplyRouteUpdate, ForwardPrepare, GetBalance, GetRoutes, HandlePeerProtocol,
+    PacketResult, ReservePacket, ResolvePacket, RouteEntry, SendPing, SendPrepare, SetNodeAddress,
+    SetStaticRoute, StaticRouteError,
 };
 use crate::replay::{RecoveredFulfills, ReplayTag};
 use crate::shutdown::PacketGate;
@@ -34,9 +35,12 @@ use ilp::policy::outgoing::dedup_key;
 use ilp::rates::{Asset, Exchange, Rate, RateError};
 use local::LocalDestination;
 use sha2::{Digest, Sha256};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 use table::Routes;
 
 /// The node-wide settings the Router forwards by.
@@ -128,6 +132,10 @@ pub struct Router {
     gate: Arc<PacketGate>,
     clock: Clock,
     backoff: Backoff,
+    /// Pings in flight ([`SendPing`]): the fulfillment of each one's condition, by condition,
+    /// so the echo response coming back to us can be fulfilled. Shared with the ping futures,
+    /// which remove their own entry.
+    pings: Rc<RefCell<HashMap<[u8; 32], [u8; 32]>>>,
 }
 
 /// A Prepare ready to go to its next hop.
@@ -170,6 +178,7 @@ impl Router {
             gate: PacketGate::new(),
             clock,
             backoff: Backoff::default(),
+            pings: Rc::default(),
         }
     }
 
@@ -184,6 +193,26 @@ impl Router {
     pub fn with_gate(mut self, gate: Arc<PacketGate>) -> Self {
         self.gate = gate;
         self
+    }
+
+    /// Fulfills an echo response that came back to us for one of our pings.
+    fn answer_ping(&self, prepare: &Prepare) -> PacketResult {
+        let node = self.node_address.as_ref();
+        let pings = self.pings.borrow();
+        let Some(fulfillment) = pings.get(prepare.execution_condition()) else {
+            let e = ilp::echo::EchoError::UnexpectedResponse;
+            return Err(Reject::new(
+                ErrorCode::F01_INVALID_PACKET,
+                node,
+                &e.to_string(),
+            ));
+        };
+        ilp::packet::FulfillBuilder {
+            fulfillment,
+            data: &[],
+        }
+        .build()
+        .map_err(|e| Reject::new(ErrorCode::T00_INTERNAL_ERROR, node, &e.to_string()))
     }
 
     fn reject(&self, code: ErrorCode, message: &str) -> Reject {
@@ -556,6 +585,10 @@ impl Handler<ForwardPrepare> for Router {
                 ErrorCode::F02_UNREACHABLE,
                 "nothing at this node answers packets to its own address",
             ),
+            LocalDestination::Echo if ilp::echo::is_response(&prepare) => {
+                let answer = self.answer_ping(&prepare);
+                self.answer_locally(from, prepare.amount(), async move { answer })
+            }
             LocalDestination::Echo => {
                 // As the JS echo middleware: the response Prepare replaces the request and
                 // takes the normal forwarding path (route, rate, expiry, balance).
@@ -647,6 +680,93 @@ impl Handler<SetNodeAddress> for Router {
     fn handle(&mut self, msg: SetNodeAddress, _ctx: &mut Self::Context) {
         self.node_address = Some(msg.address.clone());
         self.routes.set_own_address(Some(msg.address));
+    }
+}
+
+impl Handler<GetRoutes> for Router {
+    type Result = Vec<RouteEntry>;
+
+    fn handle(&mut self, _msg: GetRoutes, _ctx: &mut Self::Context) -> Self::Result {
+        self.routes.entries()
+    }
+}
+
+/// The configuration's rule for a static route prefix: non-empty, valid address segments.
+fn valid_prefix(prefix: &str) -> bool {
+    !prefix.is_empty()
+        && prefix
+            .split('.')
+            .all(|segment| ilp::packet::validate_segment(segment).is_ok())
+}
+
+impl Handler<SetStaticRoute> for Router {
+    type Result = Result<(), StaticRouteError>;
+
+    fn handle(&mut self, msg: SetStaticRoute, _ctx: &mut Self::Context) -> Self::Result {
+        if !valid_prefix(&msg.prefix) {
+            return Err(StaticRouteError::InvalidPrefix(msg.prefix));
+        }
+        match msg.account {
+            Some(account) => {
+                if !self.accounts.contains_key(&account) {
+                    return Err(StaticRouteError::UnknownAccount(account));
+                }
+                self.routes.set_static(msg.prefix, account);
+                Ok(())
+            }
+            None if self.routes.remove_static(&msg.prefix) => Ok(()),
+            None => Err(StaticRouteError::NotFound(msg.prefix)),
+        }
+    }
+}
+
+impl Handler<SendPing> for Router {
+    type Result = ResponseFuture<Result<Duration, Reject>>;
+
+    fn handle(&mut self, msg: SendPing, _ctx: &mut Self::Context) -> Self::Result {
+        let node = self.node_address.clone();
+        let fail = |code, message: &str| -> Self::Result {
+            let reject = Reject::new(code, node.as_ref(), message);
+            Box::pin(async move { Err(reject) })
+        };
+        let Some(own) = self.node_address.clone() else {
+            return fail(
+                ErrorCode::T00_INTERNAL_ERROR,
+                "the node's address is not known yet",
+            );
+        };
+        // Locally originated: no source account, so reflection cannot apply.
+        let to = match self.routes.next_hop("", msg.destination.as_str(), true) {
+            Ok(to) => to.clone(),
+            Err(e) => return fail(ErrorCode::F02_UNREACHABLE, &e.to_string()),
+        };
+        let Some(next) = self.accounts.get(&to) else {
+            return fail(
+                ErrorCode::F02_UNREACHABLE,
+                &format!("no route to next hop {to}"),
+            );
+        };
+        let fulfillment: [u8; 32] = rand::random();
+        let condition: [u8; 32] = Sha256::digest(fulfillment).into();
+        let timeout_ms = u64::try_from(msg.timeout.as_millis()).unwrap_or(u64::MAX);
+        let expires_at = self
+            .clock
+            .now()
+            .checked_add_millis(timeout_ms)
+            .unwrap_or(Timestamp::MAX);
+        let prepare = match ilp::echo::request(&msg.destination, &own, 0, expires_at, &condition) {
+            Ok(p) => p,
+            Err(e) => return fail(ErrorCode::T00_INTERNAL_ERROR, &e.to_string()),
+        };
+        self.pings.borrow_mut().insert(condition, fulfillment);
+        let pings = self.pings.clone();
+        let send = send_to_next_hop(next.send.clone(), prepare, expires_at, self.clock, node);
+        Box::pin(async move {
+            let started = tokio::time::Instant::now();
+            let result = send.await;
+            pings.borrow_mut().remove(&condition);
+            result.map(|_| started.elapsed())
+        })
     }
 }
 

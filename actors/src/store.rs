@@ -8,6 +8,7 @@ pub mod rocks;
 
 use futures::future::BoxFuture;
 use std::collections::BTreeMap;
+use std::path::Path;
 use thiserror::Error;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -18,6 +19,9 @@ pub enum StoreError {
     Closed,
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// [`Store::checkpoint`] on a store that cannot make one.
+    #[error("{0}")]
+    NoSnapshots(&'static str),
 }
 
 /// One change in an atomic batch.
@@ -61,6 +65,14 @@ pub trait Store: Send + Sync + 'static {
     /// Applies `ops` atomically; resolves once they are durable. Implementations may group
     /// concurrent batches into one write (group commit), so callers never block a thread.
     fn commit(&self, ops: Vec<StoreOp>) -> BoxFuture<'static, Result<(), StoreError>>;
+
+    /// Writes a consistent copy of everything committed so far to `dir` (which must not exist;
+    /// its parent must), while the store keeps serving. Blocking: call it off the actor
+    /// threads. A node started on a copy of `dir` sees exactly that state.
+    fn checkpoint(&self, dir: &Path) -> Result<(), StoreError> {
+        let _ = dir;
+        Err(StoreError::NoSnapshots("this store has no snapshots"))
+    }
 }
 
 /// Behaviour every [`Store`] must have; each implementation's tests call every function here.

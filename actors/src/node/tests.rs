@@ -107,6 +107,7 @@ fn reload_updates_adds_and_removes_accounts_and_routes_keeping_unchanged_links()
                 store: store.clone(),
                 seed: 3,
                 links,
+                metrics: None,
             },
         )
         .unwrap();
@@ -198,6 +199,7 @@ fn reload_without_a_link_for_an_added_account_changes_nothing() {
                 store: Arc::new(MemoryStore::new()),
                 seed: 3,
                 links: BTreeMap::from([(AccountId::from("payer"), payer_link)]),
+                metrics: None,
             },
         )
         .unwrap();

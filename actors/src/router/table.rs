@@ -3,10 +3,10 @@
 //! and the routes the RouteBroadcaster learned. For the same prefix a local route beats a
 //! learned one; otherwise the longest prefix wins, as in the JS connector's routing table.
 
-use crate::messages::AccountId;
+use crate::messages::{AccountId, RouteEntry, RouteKind};
 use ilp::packet::Address;
 use ilp::routing::{prefix_matches, RoutingTable};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use thiserror::Error;
 
 /// Why no next hop was found; every case is rejected F02.
@@ -149,6 +149,61 @@ impl Routes {
         Ok(account)
     }
 
+    /// Every prefix of the merged table with its next hop and where it comes from, by prefix.
+    pub fn entries(&self) -> Vec<RouteEntry> {
+        // Inserted in `rebuild`'s precedence order, so later sources replace earlier ones.
+        let mut out: BTreeMap<&str, (&AccountId, RouteKind)> = BTreeMap::new();
+        for (prefix, account) in &self.learned {
+            out.insert(prefix, (account, RouteKind::Learned));
+        }
+        if let Some(account) = &self.default_route {
+            out.insert("", (account, RouteKind::Default));
+        }
+        for (prefix, account) in &self.static_routes {
+            out.insert(prefix, (account, RouteKind::Static));
+        }
+        let children: Vec<(String, &AccountId)> = match &self.own_address {
+            Some(own) => self
+                .children
+                .iter()
+                .filter_map(|(segment, account)| {
+                    Some((own.with_suffix(segment).ok()?.as_str().to_owned(), account))
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        for (prefix, account) in &children {
+            out.insert(prefix, (account, RouteKind::Child));
+        }
+        out.into_iter()
+            .map(|(prefix, (account, kind))| RouteEntry {
+                prefix: prefix.to_owned(),
+                account: account.clone(),
+                kind,
+            })
+            .collect()
+    }
+
+    /// Sets the static route for `prefix` (replacing one for the same prefix).
+    pub fn set_static(&mut self, prefix: String, account: AccountId) {
+        match self.static_routes.iter_mut().find(|(p, _)| *p == prefix) {
+            Some(route) => route.1 = account,
+            None => self.static_routes.push((prefix, account)),
+        }
+        self.rebuild();
+    }
+
+    /// Removes the static route for `prefix`; false when there was none.
+    pub fn remove_static(&mut self, prefix: &str) -> bool {
+        let before = self.static_routes.len();
+        self.static_routes.retain(|(p, _)| p != prefix);
+        let removed = self.static_routes.len() != before;
+        if removed {
+            self.rebuild();
+        }
+        removed
+    }
+
     /// Number of prefixes in the merged table.
     pub fn len(&self) -> usize {
         self.table.len()
@@ -259,6 +314,44 @@ mod tests {
             r.next_hop("bob", "g.static.x", false),
             Err(NoRoute::Reflected(id("bob")))
         );
+    }
+
+    #[test]
+    fn entries_name_their_source_and_hide_shadowed_learned_routes() {
+        let mut r = routes();
+        r.apply_learned("g.static".into(), Some(id("carl")));
+        r.apply_learned("g.learned".into(), Some(id("carl")));
+        let entries: Vec<(String, String, &str)> = r
+            .entries()
+            .into_iter()
+            .map(|e| (e.prefix, e.account.to_string(), e.kind.as_str()))
+            .collect();
+        let e = |p: &str, a: &str, k| (p.to_owned(), a.to_owned(), k);
+        assert_eq!(
+            entries,
+            vec![
+                e("", "parent", "default"),
+                e("g.learned", "carl", "learned"),
+                e("g.static", "bob", "static"),
+                e("test.node.alice", "alice", "child"),
+            ]
+        );
+    }
+
+    #[test]
+    fn static_routes_change_at_run_time() {
+        let mut r = routes();
+        r.set_static("g.new".into(), id("carl"));
+        assert_eq!(hop(&r, "g.new.x"), Ok("carl"));
+        r.set_static("g.new".into(), id("bob"));
+        assert_eq!(hop(&r, "g.new.x"), Ok("bob"));
+        assert!(r.remove_static("g.new"));
+        assert!(!r.remove_static("g.new"));
+        assert_eq!(hop(&r, "g.new.x"), Ok("parent"));
+        // A learned route under a removed static one comes back.
+        r.apply_learned("g.static".into(), Some(id("carl")));
+        assert!(r.remove_static("g.static"));
+        assert_eq!(hop(&r, "g.static.x"), Ok("carl"));
     }
 
     #[test]

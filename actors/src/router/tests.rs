@@ -1167,3 +1167,93 @@ fn settings_from_config() {
         assert_eq!(kid.relation, Relation::Child);
     });
 }
+
+#[test]
+fn ping_sends_a_zero_amount_echo_request_and_checks_the_answer() {
+    run(async {
+        let h = Setup::new().start();
+        let ping = |destination: &str| SendPing {
+            destination: addr(destination),
+            timeout: Duration::from_secs(5),
+        };
+        // The parent's fake answers with a fulfillment of its own, not the ping's: F05.
+        let answer = h.router.send(ping("g.far.node")).await.unwrap();
+        assert_eq!(answer.unwrap_err().code(), ErrorCode::F05_WRONG_CONDITION);
+        let request = &h.seen("parent")[0];
+        assert_eq!(request.amount(), 0);
+        assert_eq!(request.destination_str(), "g.far.node");
+        assert_eq!(
+            EchoMessage::decode(request.data()),
+            Ok(EchoMessage::Request {
+                source_address: addr("test.node")
+            })
+        );
+        assert_eq!(
+            request.expires_at(),
+            Timestamp::from_unix_millis(h.clock.now_ms() + 5_000)
+        );
+        // A zero-amount ping reserves nothing.
+        assert!(h.reserves.lock().unwrap().is_empty());
+        // Under our own address with no child there: no route.
+        let answer = h.router.send(ping("test.node.nobody")).await.unwrap();
+        assert_eq!(answer.unwrap_err().code(), ErrorCode::F02_UNREACHABLE);
+    });
+}
+
+#[test]
+fn ping_needs_our_address() {
+    run(async {
+        let mut setup = Setup::new();
+        setup.settings.node_address = None;
+        let h = setup.start();
+        let answer = h
+            .router
+            .send(SendPing {
+                destination: addr("g.far"),
+                timeout: Duration::from_secs(5),
+            })
+            .await
+            .unwrap();
+        assert_eq!(answer.unwrap_err().code(), ErrorCode::T00_INTERNAL_ERROR);
+    });
+}
+
+#[test]
+fn runtime_static_routes_are_validated() {
+    run(async {
+        let h = Setup::new().start();
+        let set = |prefix: &str, account: Option<&str>| SetStaticRoute {
+            prefix: prefix.into(),
+            account: account.map(id),
+        };
+        assert_eq!(
+            h.router.send(set("g.x", Some("bob"))).await.unwrap(),
+            Ok(())
+        );
+        let routes = h.router.send(GetRoutes).await.unwrap();
+        assert!(routes.contains(&RouteEntry {
+            prefix: "g.x".into(),
+            account: id("bob"),
+            kind: crate::messages::RouteKind::Static,
+        }));
+        h.send("alice", prepare_to("g.x.y", 5, NOW + 10_000))
+            .await
+            .unwrap();
+        assert_eq!(h.seen("bob").len(), 1);
+        for bad in ["", "g..x", "g x", "g."] {
+            assert_eq!(
+                h.router.send(set(bad, Some("bob"))).await.unwrap(),
+                Err(StaticRouteError::InvalidPrefix(bad.into()))
+            );
+        }
+        assert_eq!(
+            h.router.send(set("g.y", Some("nobody"))).await.unwrap(),
+            Err(StaticRouteError::UnknownAccount(id("nobody")))
+        );
+        assert_eq!(h.router.send(set("g.x", None)).await.unwrap(), Ok(()));
+        assert_eq!(
+            h.router.send(set("g.x", None)).await.unwrap(),
+            Err(StaticRouteError::NotFound("g.x".into()))
+        );
+    });
+}

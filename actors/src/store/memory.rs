@@ -5,6 +5,7 @@
 use super::{Record, Store, StoreError, StoreOp};
 use futures::future::BoxFuture;
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Default)]
@@ -89,6 +90,10 @@ impl Store for MemoryStore {
         });
         Box::pin(async move { result })
     }
+
+    fn checkpoint(&self, _dir: &Path) -> Result<(), StoreError> {
+        Err(StoreError::NoSnapshots("the memory store has no snapshots"))
+    }
 }
 
 #[cfg(test)]
@@ -131,6 +136,16 @@ mod tests {
         // A clone is a fresh handle on the same state, as a reopened database is.
         let storage = MemoryStore::new();
         conformance::restart(|| storage.clone()).await;
+    }
+
+    #[test]
+    fn memory_store_has_no_snapshots() {
+        let dir = std::env::temp_dir().join("ilp-memory-store-no-snapshot");
+        assert_eq!(
+            MemoryStore::new().checkpoint(&dir),
+            Err(StoreError::NoSnapshots("the memory store has no snapshots"))
+        );
+        assert!(!dir.exists());
     }
 
     #[tokio::test]

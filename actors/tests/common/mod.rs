@@ -277,6 +277,7 @@ pub fn start_wallet_node(
             store: Arc::new(MemoryStore::new()),
             seed: 7,
             links,
+            metrics: None,
         },
     )
     .unwrap();
@@ -335,6 +336,7 @@ impl BtpNode {
                 store: Arc::new(MemoryStore::new()),
                 seed: 1,
                 links,
+                metrics: None,
             },
         )
         .unwrap();

@@ -1,0 +1,676 @@
+//! The admin API (`[listeners.admin]`): JSON over HTTP/1.1 for operators and their tools.
+//!
+//! | endpoint | answer |
+//! |---|---|
+//! | `GET /health` | 200 while the process serves (no token needed) |
+//! | `GET /ready` | 200 once the node has its address, else 503 (no token needed) |
+//! | `GET /accounts`, `GET /accounts/<id>` | id, relation, asset, link state, balance, pending amounts |
+//! | `POST /accounts/<id>/balance` `{"adjust": i64}` | durable balance correction; the new balance |
+//! | `GET /routes` | the Router's table: prefix, account, kind (default, static, child, learned) |
+//! | `PUT /routes/static/<prefix>` `{"account": id}`, `DELETE /routes/static/<prefix>` | static routes at run time |
+//! | `GET /stats` | packets by direction and outcome, uptime, accounts |
+//! | `GET /metrics` | Prometheus text, OpenMetrics when asked (balances read from the BalanceKeeper per scrape) |
+//! | `POST /snapshot` | a RocksDB checkpoint under `<store.path>/snapshots/<unix-ms>`; its path |
+//! | `POST /ping` `{"destination": address}` | echo round trip: `{"rtt_ms": ...}`, or 502 with the Reject |
+//!
+//! With `listeners.admin.token` every other endpoint needs `Authorization: Bearer <token>`,
+//! compared in constant time (401 otherwise). Every error is JSON `{"error": "<message>"}`.
+//! The operator commands of the binary ([`cli`]) are clients of this API.
+
+pub mod cli;
+
+use crate::link::Link;
+use crate::messages::{
+    AccountId, AdjustBalance, AdjustBalanceError, GetBalance, GetRoutes, SendPing, SetStaticRoute,
+    StaticRouteError,
+};
+use crate::metrics::Metrics;
+use crate::node::Node;
+use crate::peer_account::NodeAddress;
+use crate::store::{Store, StoreError};
+use actix::Recipient;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ACCEPT, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use ilp::config::{Config, StoreBackend};
+use ilp::packet::Address;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Content type of `GET /metrics`.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Content type of `GET /metrics` for a client that accepts OpenMetrics (Prometheus does).
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Longest a ping waits for its answer unless the request says otherwise.
+pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a client may take to send a request head or body.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the API shows of one account.
+struct AccountInfo {
+    relation: &'static str,
+    asset_code: String,
+    asset_scale: u8,
+    link: Option<Arc<dyn Link>>,
+}
+
+type AccountTable = BTreeMap<AccountId, AccountInfo>;
+
+fn account_table(node: &Node, config: &Config) -> AccountTable {
+    config
+        .accounts
+        .iter()
+        .map(|(id, a)| {
+            let id = AccountId::from(id.as_str());
+            let info = AccountInfo {
+                relation: match a.relation {
+                    ilp::config::Relation::Parent => "parent",
+                    ilp::config::Relation::Peer => "peer",
+                    ilp::config::Relation::Child => "child",
+                },
+                asset_code: a.asset_code.clone(),
+                asset_scale: a.asset_scale,
+                link: node.links.get(&id).cloned(),
+            };
+            (id, info)
+        })
+        .collect()
+}
+
+/// Everything the API reads and the actors it asks.
+pub struct AdminState {
+    address: NodeAddress,
+    /// Replaced whole on a reload; requests read a snapshot.
+    accounts: std::sync::RwLock<Arc<AccountTable>>,
+    get_balance: Recipient<GetBalance>,
+    adjust_balance: Recipient<AdjustBalance>,
+    get_routes: Recipient<GetRoutes>,
+    set_route: Recipient<SetStaticRoute>,
+    ping: Recipient<SendPing>,
+    store: Arc<dyn Store>,
+    /// `<store.path>/snapshots` for a RocksDB store; `None`: the store cannot snapshot.
+    snapshots: Option<PathBuf>,
+    metrics: Option<Arc<Metrics>>,
+    /// SHA-256 of the bearer token, so the comparison takes the same time whatever its length.
+    token: Option<[u8; 32]>,
+    started: Instant,
+}
+
+impl AdminState {
+    /// The API of `node`, started from `config` (`listeners.admin.token`, `store`).
+    pub fn new(node: &Node, config: &Config) -> Self {
+        let accounts = std::sync::RwLock::new(Arc::new(account_table(node, config)));
+        let snapshots = match config.store.backend {
+            StoreBackend::Rocksdb => Some(config.store.path.join("snapshots")),
+            StoreBackend::Memory => None,
+        };
+        AdminState {
+            address: node.address.clone(),
+            accounts,
+            get_balance: node.balance.clone().recipient(),
+            adjust_balance: node.balance.clone().recipient(),
+            get_routes: node.router.clone().recipient(),
+            set_route: node.router.clone().recipient(),
+            ping: node.router.clone().recipient(),
+            store: node.store.clone(),
+            snapshots,
+            metrics: node.metrics.clone(),
+            token: config
+                .listeners
+                .admin
+                .token
+                .as_ref()
+                .map(|t| Sha256::digest(t.expose().as_bytes()).into()),
+            started: Instant::now(),
+        }
+    }
+
+    /// The accounts as of now (a reload replaces the table).
+    fn accounts(&self) -> Arc<AccountTable> {
+        match self.accounts.read() {
+            Ok(table) => table.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn authorized(&self, request: &Request<Incoming>) -> bool {
+        let Some(expected) = &self.token else {
+            return true;
+        };
+        let given = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+        bool::from(given.ct_eq(expected))
+    }
+}
+
+/// A running admin API. Dropping it stops accepting and closes its connections.
+pub struct AdminServer {
+    local_addr: SocketAddr,
+    task: JoinHandle<()>,
+    state: Arc<AdminState>,
+}
+
+impl AdminServer {
+    /// Serves `state` on `listener`. Needs a tokio runtime.
+    pub fn serve(listener: TcpListener, state: AdminState) -> std::io::Result<AdminServer> {
+        let local_addr = listener.local_addr()?;
+        let state = Arc::new(state);
+        let task = tokio::spawn(accept_loop(listener, state.clone()));
+        Ok(AdminServer {
+            local_addr,
+            task,
+            state,
+        })
+    }
+
+    /// After a reload: the accounts of `config`, with their links as `node` has them now.
+    pub fn reload(&self, node: &Node, config: &Config) {
+        let table = Arc::new(account_table(node, config));
+        match self.state.accounts.write() {
+            Ok(mut current) => *current = table,
+            Err(poisoned) => *poisoned.into_inner() = table,
+        }
+    }
+
+    /// The address the API listens on (the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+impl std::fmt::Debug for AdminServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminServer")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<AdminState>) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(REQUEST_TIMEOUT);
+    let builder = Arc::new(builder);
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _peer)) = accepted else {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let builder = builder.clone();
+                let state = state.clone();
+                connections.spawn(async move {
+                    let service = service_fn(move |req| serve(state.clone(), req));
+                    let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+type Answer = Response<Full<Bytes>>;
+
+fn json_response(status: StatusCode, body: &Value) -> Answer {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn error(status: StatusCode, message: &str) -> Answer {
+    json_response(status, &json!({ "error": message }))
+}
+
+fn ok(body: &Value) -> Answer {
+    json_response(StatusCode::OK, body)
+}
+
+/// What a path names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Endpoint {
+    Health,
+    Ready,
+    Accounts,
+    Account(String),
+    AccountBalance(String),
+    Routes,
+    StaticRoute(String),
+    Stats,
+    Metrics,
+    Snapshot,
+    Ping,
+}
+
+impl Endpoint {
+    fn parse(path: &str) -> Option<Endpoint> {
+        let path = path.strip_prefix('/')?;
+        let segments: Vec<&str> = path.split('/').collect();
+        Some(match segments.as_slice() {
+            ["health"] => Endpoint::Health,
+            ["ready"] => Endpoint::Ready,
+            ["accounts"] => Endpoint::Accounts,
+            ["accounts", id] if !id.is_empty() => Endpoint::Account((*id).to_owned()),
+            ["accounts", id, "balance"] if !id.is_empty() => {
+                Endpoint::AccountBalance((*id).to_owned())
+            }
+            ["routes"] => Endpoint::Routes,
+            ["routes", "static", prefix] => Endpoint::StaticRoute((*prefix).to_owned()),
+            ["stats"] => Endpoint::Stats,
+            ["metrics"] => Endpoint::Metrics,
+            ["snapshot"] => Endpoint::Snapshot,
+            ["ping"] => Endpoint::Ping,
+            _ => return None,
+        })
+    }
+
+    fn methods(&self) -> &'static [Method] {
+        match self {
+            Endpoint::AccountBalance(_) | Endpoint::Snapshot | Endpoint::Ping => &[Method::POST],
+            Endpoint::StaticRoute(_) => &[Method::PUT, Method::DELETE],
+            _ => &[Method::GET],
+        }
+    }
+
+    fn needs_token(&self) -> bool {
+        !matches!(self, Endpoint::Health | Endpoint::Ready)
+    }
+}
+
+async fn serve(state: Arc<AdminState>, request: Request<Incoming>) -> Result<Answer, Infallible> {
+    let Some(endpoint) = Endpoint::parse(request.uri().path()) else {
+        return Ok(error(StatusCode::NOT_FOUND, "no such endpoint"));
+    };
+    let methods = endpoint.methods();
+    if !methods.contains(request.method()) {
+        let mut answer = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        let allow: Vec<&str> = methods.iter().map(Method::as_str).collect();
+        if let Ok(v) = HeaderValue::from_str(&allow.join(", ")) {
+            answer.headers_mut().insert(ALLOW, v);
+        }
+        return Ok(answer);
+    }
+    if endpoint.needs_token() && !state.authorized(&request) {
+        let mut answer = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        answer
+            .headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return Ok(answer);
+    }
+    let method = request.method().clone();
+    // Prometheus asks for OpenMetrics first; the text is the same, only the label differs.
+    let openmetrics = request
+        .headers()
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let body = match read_body(request).await {
+        Ok(body) => body,
+        Err(answer) => return Ok(*answer),
+    };
+    Ok(match endpoint {
+        Endpoint::Health => ok(&json!({ "status": "ok" })),
+        Endpoint::Ready => match state.address.get() {
+            Some(address) => ok(&json!({ "status": "ready", "address": address.as_str() })),
+            None => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the node has no ILP address yet",
+            ),
+        },
+        Endpoint::Accounts => {
+            let accounts = state.accounts();
+            let mut list = Vec::with_capacity(accounts.len());
+            for (id, info) in accounts.iter() {
+                list.push(account_json(&state, id, info).await);
+            }
+            ok(&Value::Array(list))
+        }
+        Endpoint::Account(id) => match state.accounts().get_key_value(id.as_str()) {
+            Some((id, info)) => ok(&account_json(&state, id, info).await),
+            None => error(StatusCode::NOT_FOUND, &format!("no account {id}")),
+        },
+        Endpoint::AccountBalance(id) => adjust_balance(&state, &id, &body).await,
+        Endpoint::Routes => match state.get_routes.send(GetRoutes).await {
+            Ok(routes) => ok(&Value::Array(
+                routes
+                    .into_iter()
+                    .map(|r| {
+                        json!({
+                            "prefix": r.prefix,
+                            "account": &*r.account,
+                            "kind": r.kind.as_str(),
+                        })
+                    })
+                    .collect(),
+            )),
+            Err(e) => unavailable("router", &e),
+        },
+        Endpoint::StaticRoute(prefix) => static_route(&state, method, prefix, &body).await,
+        Endpoint::Stats => stats(&state),
+        Endpoint::Metrics => metrics(&state, openmetrics).await,
+        Endpoint::Snapshot => snapshot(&state).await,
+        Endpoint::Ping => ping(&state, &body).await,
+    })
+}
+
+async fn read_body(request: Request<Incoming>) -> Result<Bytes, Box<Answer>> {
+    let limited = Limited::new(request.into_body(), MAX_BODY_BYTES);
+    match tokio::time::timeout(REQUEST_TIMEOUT, limited.collect()).await {
+        Ok(Ok(body)) => Ok(body.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Box::new(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large",
+        ))),
+        Ok(Err(_)) => Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "cannot read the request body",
+        ))),
+        Err(_) => Err(Box::new(error(
+            StatusCode::REQUEST_TIMEOUT,
+            "request body not received in time",
+        ))),
+    }
+}
+
+/// The body as `T`, or the message of the 400 to answer.
+fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("bad JSON body: {e}"))
+}
+
+fn unavailable(actor: &str, e: &actix::MailboxError) -> Answer {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!("the {actor} is unavailable: {e}"),
+    )
+}
+
+async fn account_json(state: &AdminState, id: &AccountId, info: &AccountInfo) -> Value {
+    let snapshot = state
+        .get_balance
+        .send(GetBalance {
+            account: id.clone(),
+        })
+        .await
+        .ok()
+        .flatten();
+    if let (Some(metrics), Some(s)) = (&state.metrics, &snapshot) {
+        metrics.set_balance(id, s);
+    }
+    json!({
+        "id": &**id,
+        "relation": info.relation,
+        "asset_code": info.asset_code,
+        "asset_scale": info.asset_scale,
+        "link_up": info.link.as_ref().is_some_and(|l| l.is_up()),
+        "balance": snapshot.map(|s| s.balance),
+        "pending_incoming": snapshot.map(|s| s.pending_incoming),
+        "pending_outgoing": snapshot.map(|s| s.pending_outgoing),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdjustBody {
+    adjust: i64,
+}
+
+async fn adjust_balance(state: &AdminState, id: &str, body: &[u8]) -> Answer {
+    let accounts = state.accounts();
+    let Some((id, _)) = accounts.get_key_value(id) else {
+        return error(StatusCode::NOT_FOUND, &format!("no account {id}"));
+    };
+    let body: AdjustBody = match parse_json(body) {
+        Ok(b) => b,
+        Err(m) => return error(StatusCode::BAD_REQUEST, &m),
+    };
+    let message = AdjustBalance {
+        account: id.clone(),
+        adjust: body.adjust,
+    };
+    match state.adjust_balance.send(message).await {
+        Ok(Ok(balance)) => ok(&json!({ "id": &**id, "balance": balance })),
+        Ok(Err(e @ AdjustBalanceError::UnknownAccount(_))) => {
+            error(StatusCode::CONFLICT, &e.to_string())
+        }
+        Ok(Err(e @ AdjustBalanceError::Overflow(_))) => {
+            error(StatusCode::BAD_REQUEST, &e.to_string())
+        }
+        Ok(Err(e @ AdjustBalanceError::Store(_))) => {
+            error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+        }
+        Err(e) => unavailable("balance keeper", &e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteBody {
+    account: String,
+}
+
+async fn static_route(state: &AdminState, method: Method, prefix: String, body: &[u8]) -> Answer {
+    let account = if method == Method::PUT {
+        match parse_json::<RouteBody>(body) {
+            Ok(b) => Some(AccountId::from(b.account)),
+            Err(m) => return error(StatusCode::BAD_REQUEST, &m),
+        }
+    } else {
+        None
+    };
+    let set = account.is_some();
+    let message = SetStaticRoute {
+        prefix: prefix.clone(),
+        account: account.clone(),
+    };
+    match state.set_route.send(message).await {
+        Ok(Ok(())) if set => ok(&json!({
+            "prefix": prefix,
+            "account": account.as_deref(),
+            "kind": "static",
+        })),
+        Ok(Ok(())) => ok(&json!({ "prefix": prefix, "deleted": true })),
+        Ok(Err(e @ StaticRouteError::NotFound(_))) => error(StatusCode::NOT_FOUND, &e.to_string()),
+        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e) => unavailable("router", &e),
+    }
+}
+
+fn stats(state: &AdminState) -> Answer {
+    let totals = state
+        .metrics
+        .as_ref()
+        .map(|m| m.totals())
+        .unwrap_or_default();
+    let links_up = state
+        .accounts()
+        .values()
+        .filter(|a| a.link.as_ref().is_some_and(|l| l.is_up()))
+        .count();
+    let address = state.address.get();
+    ok(&json!({
+        "address": address.as_ref().map(Address::as_str),
+        "uptime_seconds": state.started.elapsed().as_secs_f64(),
+        "accounts": state.accounts().len(),
+        "links_up": links_up,
+        "metrics": state.metrics.is_some(),
+        "packets": {
+            "incoming": {
+                "fulfilled": totals.incoming_fulfilled,
+                "rejected": totals.incoming_rejected,
+            },
+            "outgoing": {
+                "fulfilled": totals.outgoing_fulfilled,
+                "rejected": totals.outgoing_rejected,
+            },
+        },
+    }))
+}
+
+async fn metrics(state: &AdminState, openmetrics: bool) -> Answer {
+    let Some(metrics) = &state.metrics else {
+        return error(StatusCode::NOT_FOUND, "this node keeps no metrics");
+    };
+    for id in state.accounts().keys() {
+        let asked = state.get_balance.send(GetBalance {
+            account: id.clone(),
+        });
+        if let Ok(Some(snapshot)) = asked.await {
+            metrics.set_balance(id, &snapshot);
+        }
+    }
+    let mut response = Response::new(Full::new(Bytes::from(metrics.encode())));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(if openmetrics {
+            OPENMETRICS_CONTENT_TYPE
+        } else {
+            METRICS_CONTENT_TYPE
+        }),
+    );
+    response
+}
+
+async fn snapshot(state: &AdminState) -> Answer {
+    let no_snapshots = |message: &str| error(StatusCode::CONFLICT, message);
+    let Some(root) = state.snapshots.clone() else {
+        return no_snapshots("the memory store has no snapshots");
+    };
+    let store = state.store.clone();
+    let made = tokio::task::spawn_blocking(move || -> Result<PathBuf, StoreError> {
+        std::fs::create_dir_all(&root)
+            .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", root.display())))?;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        // Two snapshots in one millisecond get a suffix rather than fail.
+        let mut dir = root.join(now_ms.to_string());
+        let mut n = 1u32;
+        while dir.exists() {
+            dir = root.join(format!("{now_ms}-{n}"));
+            n = n.saturating_add(1);
+        }
+        store.checkpoint(&dir)?;
+        Ok(dir)
+    })
+    .await;
+    match made {
+        Ok(Ok(dir)) => ok(&json!({ "path": dir.display().to_string() })),
+        Ok(Err(StoreError::NoSnapshots(message))) => no_snapshots(message),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("the snapshot task failed: {e}"),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PingBody {
+    destination: String,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+async fn ping(state: &AdminState, body: &[u8]) -> Answer {
+    let body: PingBody = match parse_json(body) {
+        Ok(b) => b,
+        Err(m) => return error(StatusCode::BAD_REQUEST, &m),
+    };
+    let destination = match Address::try_from(body.destination.as_str()) {
+        Ok(a) => a,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("destination {:?}: {e}", body.destination),
+            )
+        }
+    };
+    let timeout = body
+        .timeout_ms
+        .map_or(DEFAULT_PING_TIMEOUT, Duration::from_millis);
+    let message = SendPing {
+        destination: destination.clone(),
+        timeout,
+    };
+    match state.ping.send(message).await {
+        Ok(Ok(rtt)) => ok(&json!({
+            "destination": destination.as_str(),
+            "rtt_ms": rtt.as_secs_f64() * 1000.0,
+        })),
+        Ok(Err(reject)) => json_response(
+            StatusCode::BAD_GATEWAY,
+            &json!({
+                "error": format!("rejected {}: {}", reject.code().as_str(), reject.message()),
+                "code": reject.code().as_str(),
+                "message": reject.message(),
+                "triggered_by": reject.triggered_by().map(|a| a.as_str().to_owned()),
+            }),
+        ),
+        Err(e) => unavailable("router", &e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_name_endpoints() {
+        let e = |p: &str| Endpoint::parse(p);
+        assert_eq!(e("/health"), Some(Endpoint::Health));
+        assert_eq!(e("/accounts"), Some(Endpoint::Accounts));
+        assert_eq!(e("/accounts/bob"), Some(Endpoint::Account("bob".into())));
+        assert_eq!(
+            e("/accounts/bob/balance"),
+            Some(Endpoint::AccountBalance("bob".into()))
+        );
+        assert_eq!(
+            e("/routes/static/g.x"),
+            Some(Endpoint::StaticRoute("g.x".into()))
+        );
+        assert_eq!(e("/accounts/"), None);
+        assert_eq!(e("/accounts//balance"), None);
+        assert_eq!(e("/nope"), None);
+        assert_eq!(e("/"), None);
+        assert_eq!(e(""), None);
+        assert!(!Endpoint::Health.needs_token());
+        assert!(!Endpoint::Ready.needs_token());
+        assert!(Endpoint::Metrics.needs_token());
+        assert_eq!(Endpoint::Ping.methods(), &[Method::POST]);
+    }
+}

@@ -1,0 +1,428 @@
+//! The operator commands of the `ilp-connector` binary: `ping`, `balances`, `routes` and
+//! `snapshot` call a running node's admin API (address and token from `[listeners.admin]`, or
+//! `--admin URL`); `restore` copies a snapshot over `store.path` of a node that is not running.
+
+use crate::store::rocks::RocksStore;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use ilp::config::Config;
+use serde_json::{json, Value};
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use thiserror::Error;
+
+/// Bound on one admin request (a ping waits for its own timeout inside it).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Error)]
+pub enum CliError {
+    #[error("the node's admin API at {url} is not reachable: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("{status}: {message}")]
+    Api { status: StatusCode, message: String },
+    #[error("the admin API answered something that is not JSON: {0}")]
+    BadAnswer(String),
+    #[error("{0}")]
+    Restore(String),
+}
+
+/// Where the admin API of the configured node is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminTarget {
+    /// `http://host:port`, no trailing slash.
+    pub base: String,
+    pub token: Option<String>,
+}
+
+impl AdminTarget {
+    /// From `[listeners.admin]`: a wildcard bind is reached on loopback. `url` overrides the
+    /// address (e.g. a node whose config binds port 0).
+    pub fn from_config(config: &Config, url: Option<&str>) -> AdminTarget {
+        let admin = &config.listeners.admin;
+        let base = match url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => {
+                let ip = match admin.bind.ip() {
+                    IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                    ip => ip,
+                };
+                format!("http://{}", SocketAddr::new(ip, admin.bind.port()))
+            }
+        };
+        AdminTarget {
+            base,
+            token: admin.token.as_ref().map(|t| t.expose().to_owned()),
+        }
+    }
+
+    /// One request; the JSON answer of a 2xx, else the API's error message.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, CliError> {
+        let url = format!("{}{path}", self.base);
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        let mut request = Request::builder().method(method).uri(&url);
+        if let Some(token) = &self.token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
+        if !body.is_empty() {
+            request = request.header("content-type", "application/json");
+        }
+        let unreachable = |reason: String| CliError::Unreachable {
+            url: url.clone(),
+            reason,
+        };
+        let request = request
+            .body(Full::new(body))
+            .map_err(|e| unreachable(e.to_string()))?;
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, client.request(request))
+            .await
+            .map_err(|_| unreachable("no answer in time".into()))?
+            .map_err(|e| unreachable(error_chain(&e)))?;
+        let status = response.status();
+        let bytes = tokio::time::timeout(REQUEST_TIMEOUT, response.into_body().collect())
+            .await
+            .map_err(|_| unreachable("no answer in time".into()))?
+            .map_err(|e| unreachable(e.to_string()))?
+            .to_bytes();
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|_| CliError::BadAnswer(String::from_utf8_lossy(&bytes).into_owned()))?;
+        if status.is_success() {
+            Ok(value)
+        } else {
+            let message = value
+                .get("error")
+                .and_then(Value::as_str)
+                .map_or_else(|| value.to_string(), str::to_owned);
+            Err(CliError::Api { status, message })
+        }
+    }
+}
+
+/// hyper's client errors say "client error (Connect)"; the cause is further down.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let _ = write!(text, ": {s}");
+        source = s.source();
+    }
+    text
+}
+
+/// An operator command that talks to the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation {
+    Ping(String),
+    Balances,
+    Routes,
+    Snapshot,
+}
+
+/// Runs `operation` against `target` and returns what to print.
+pub async fn run(target: &AdminTarget, operation: &Operation) -> Result<String, CliError> {
+    match operation {
+        Operation::Ping(destination) => {
+            let answer = target
+                .call(
+                    Method::POST,
+                    "/ping",
+                    Some(&json!({ "destination": destination })),
+                )
+                .await?;
+            Ok(answer.to_string())
+        }
+        Operation::Balances => {
+            let answer = target.call(Method::GET, "/accounts", None).await?;
+            Ok(balances_table(&answer))
+        }
+        Operation::Routes => {
+            let answer = target.call(Method::GET, "/routes", None).await?;
+            Ok(routes_table(&answer))
+        }
+        Operation::Snapshot => {
+            let answer = target.call(Method::POST, "/snapshot", None).await?;
+            Ok(answer
+                .get("path")
+                .and_then(Value::as_str)
+                .map_or_else(|| answer.to_string(), str::to_owned))
+        }
+    }
+}
+
+fn cell(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => "-".into(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Left-aligned columns, two spaces apart.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: &[String]| {
+        let text: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", text.join("  ").trim_end());
+    };
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    line(&mut out, &header);
+    for row in rows {
+        line(&mut out, row);
+    }
+    out
+}
+
+fn balances_table(accounts: &Value) -> String {
+    let rows: Vec<Vec<String>> = accounts
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|a| {
+            let up = match a.get("link_up").and_then(Value::as_bool) {
+                Some(true) => "up",
+                _ => "down",
+            };
+            vec![
+                cell(a.get("id")),
+                cell(a.get("relation")),
+                format!(
+                    "{} {}",
+                    cell(a.get("asset_code")),
+                    cell(a.get("asset_scale"))
+                ),
+                cell(a.get("balance")),
+                cell(a.get("pending_incoming")),
+                cell(a.get("pending_outgoing")),
+                up.to_owned(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "account",
+            "relation",
+            "asset",
+            "balance",
+            "pending_in",
+            "pending_out",
+            "link",
+        ],
+        &rows,
+    )
+}
+
+fn routes_table(routes: &Value) -> String {
+    let rows: Vec<Vec<String>> = routes
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            let prefix = cell(r.get("prefix"));
+            vec![
+                if prefix.is_empty() {
+                    "(default)".to_owned()
+                } else {
+                    prefix
+                },
+                cell(r.get("account")),
+                cell(r.get("kind")),
+            ]
+        })
+        .collect();
+    table(&["prefix", "account", "kind"], &rows)
+}
+
+/// Replaces the RocksDB store in `store_path` with a copy of `snapshot` (a directory made by
+/// `POST /snapshot`). Refuses while a node holds the store (RocksDB's lock makes our open fail)
+/// and keeps `store_path/snapshots`.
+pub fn restore(snapshot: &Path, store_path: &Path) -> Result<(), CliError> {
+    let fail = |m: String| CliError::Restore(m);
+    if !snapshot.join("CURRENT").is_file() {
+        return Err(fail(format!(
+            "{} is not a RocksDB snapshot (no CURRENT file)",
+            snapshot.display()
+        )));
+    }
+    std::fs::create_dir_all(store_path)
+        .map_err(|e| fail(format!("cannot create {}: {e}", store_path.display())))?;
+    let store_path = store_path
+        .canonicalize()
+        .map_err(|e| fail(format!("{}: {e}", store_path.display())))?;
+    let snapshot = snapshot
+        .canonicalize()
+        .map_err(|e| fail(format!("{}: {e}", snapshot.display())))?;
+    let kept = store_path.join("snapshots");
+    if snapshot.starts_with(&store_path) && !snapshot.starts_with(&kept) {
+        return Err(fail(format!(
+            "{} is inside the store it would replace",
+            snapshot.display()
+        )));
+    }
+    // Opening takes RocksDB's lock: it fails while a node runs on this store.
+    let store = RocksStore::open(&store_path).map_err(|e| {
+        fail(format!(
+            "cannot open the store at {} (is a node running on it?): {e}",
+            store_path.display()
+        ))
+    })?;
+    store
+        .close()
+        .map_err(|e| fail(format!("cannot close the store: {e}")))?;
+    let entries = std::fs::read_dir(&store_path)
+        .map_err(|e| fail(format!("{}: {e}", store_path.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| fail(format!("{}: {e}", store_path.display())))?;
+        let path = entry.path();
+        if path == kept {
+            continue;
+        }
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(|e| fail(format!("cannot remove {}: {e}", path.display())))?;
+    }
+    copy_dir(&snapshot, &store_path).map_err(fail)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
+    let entries = std::fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("{}: {e}", from.display()))?;
+        let source = entry.path();
+        let target: PathBuf = to.join(entry.file_name());
+        if source.is_dir() {
+            std::fs::create_dir_all(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+            copy_dir(&source, &target)?;
+        } else {
+            std::fs::copy(&source, &target).map_err(|e| {
+                format!(
+                    "cannot copy {} to {}: {e}",
+                    source.display(),
+                    target.display()
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Store, StoreOp};
+
+    #[test]
+    fn target_from_config() {
+        let config = Config::from_toml_str(
+            "[node]\nilp_address = \"test.a\"\n[listeners.admin]\nbind = \"0.0.0.0:7771\"\ntoken = \"secret\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            AdminTarget::from_config(&config, None),
+            AdminTarget {
+                base: "http://127.0.0.1:7771".into(),
+                token: Some("secret".into()),
+            }
+        );
+        assert_eq!(
+            AdminTarget::from_config(&config, Some("http://[::1]:9/")).base,
+            "http://[::1]:9"
+        );
+    }
+
+    #[test]
+    fn tables() {
+        let accounts = json!([{
+            "id": "alice", "relation": "child", "asset_code": "USD", "asset_scale": 9,
+            "link_up": true, "balance": -5, "pending_incoming": 0, "pending_outgoing": 0
+        }, {
+            "id": "b", "relation": "peer", "asset_code": "EUR", "asset_scale": 2,
+            "link_up": false, "balance": null, "pending_incoming": null, "pending_outgoing": null
+        }]);
+        assert_eq!(
+            balances_table(&accounts),
+            "account  relation  asset  balance  pending_in  pending_out  link\n\
+             alice    child     USD 9  -5       0           0            up\n\
+             b        peer      EUR 2  -        -           -            down\n"
+        );
+        let routes = json!([
+            {"prefix": "", "account": "parent", "kind": "default"},
+            {"prefix": "g.x", "account": "b", "kind": "static"}
+        ]);
+        assert_eq!(
+            routes_table(&routes),
+            "prefix     account  kind\n(default)  parent   default\ng.x        b        static\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn restore_replaces_the_store_and_refuses_while_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let store = RocksStore::open(&data).unwrap();
+        let set = |balance| {
+            vec![StoreOp::SetBalance {
+                account: "a".into(),
+                balance,
+            }]
+        };
+        store.commit(set(1)).await.unwrap();
+        std::fs::create_dir_all(data.join("snapshots")).unwrap();
+        let snap = data.join("snapshots").join("1");
+        store.checkpoint(&snap).unwrap();
+        store.commit(set(2)).await.unwrap();
+        let refused = restore(&snap, &data).unwrap_err().to_string();
+        assert!(refused.contains("is a node running on it?"), "{refused}");
+        store.close().unwrap();
+        assert!(restore(dir.path(), &data)
+            .unwrap_err()
+            .to_string()
+            .contains("not a RocksDB snapshot"));
+        restore(&snap, &data).unwrap();
+        assert!(snap.join("CURRENT").is_file(), "the snapshot is kept");
+        let store = RocksStore::open(&data).unwrap();
+        assert_eq!(store.load_balances().unwrap().get("a"), Some(&1));
+    }
+
+    #[tokio::test]
+    async fn unreachable_node_is_reported() {
+        // A port nothing listens on: bind one, then free it.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let target = AdminTarget {
+            base: format!("http://127.0.0.1:{port}"),
+            token: None,
+        };
+        let e = run(&target, &Operation::Balances).await.unwrap_err();
+        assert!(matches!(e, CliError::Unreachable { .. }), "{e}");
+    }
+}

@@ -1,0 +1,538 @@
+//! The admin API on real sockets (127.0.0.1, ephemeral ports): two nodes pay each other over
+//! BTP, then `/metrics`, `/accounts` and `/stats` show exactly those packets; the bearer token;
+//! JSON errors; balance adjustments that survive a restart on RocksDB; static routes added and
+//! removed at run time; snapshots that open as a store; pings between two nodes. Every wait is
+//! bounded.
+
+#![allow(clippy::unwrap_used)] // test harness: helpers unwrap what a correct run never fails
+
+mod common;
+
+use actix::Actor;
+use bytes::Bytes;
+use common::{
+    account_tail, btp_client_account, btp_server_account, eventually, node_base, prepare, Receiver,
+    BTP_WAIT, PREIMAGE,
+};
+use hyper::{Method, StatusCode};
+use ilp::config::Config;
+use ilp::packet::ErrorCode;
+use ilp_actors::admin::{AdminServer, AdminState};
+use ilp_actors::clock::Clock;
+use ilp_actors::link::btp_ws::{links_for_config, BtpLinks, BtpOptions};
+use ilp_actors::link::memory::MemoryLink;
+use ilp_actors::link::Link;
+use ilp_actors::messages::{AccountId, PacketResult};
+use ilp_actors::metrics::Metrics;
+use ilp_actors::node::{Node, NodeOptions};
+use ilp_actors::store::memory::MemoryStore;
+use ilp_actors::store::rocks::RocksStore;
+use ilp_actors::store::Store;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::timeout;
+
+const TOKEN: &str = "admin-s3cret";
+
+/// A node with its admin API, a memory `wallet` child (far end: a [`Receiver`]) and extra
+/// memory accounts whose far ends are Receivers too.
+struct AdminNode {
+    node: Node,
+    wallet: MemoryLink,
+    _btp: BtpLinks,
+    admin: AdminServer,
+    /// The far ends of the extra memory accounts, kept alive.
+    _far: Vec<MemoryLink>,
+}
+
+impl AdminNode {
+    async fn start(config: &Config, store: Arc<dyn Store>, memory_accounts: &[&str]) -> AdminNode {
+        let options = BtpOptions {
+            reconnect_min: Duration::from_millis(20),
+            reconnect_max: Duration::from_millis(200),
+            ..BtpOptions::default()
+        };
+        let btp = links_for_config(config, options).await.unwrap();
+        let mut links: BTreeMap<AccountId, Arc<dyn Link>> = btp.links.clone();
+        let mut far = Vec::new();
+        let mut wallet = None;
+        for id in std::iter::once("wallet").chain(memory_accounts.iter().copied()) {
+            let (node_end, far_end) = MemoryLink::pair();
+            far_end.attach(Receiver { data: vec![] }.start().recipient());
+            links.insert(Arc::from(id), Arc::new(node_end));
+            if id == "wallet" {
+                wallet = Some(far_end);
+            } else {
+                far.push(far_end);
+            }
+        }
+        let node = Node::start(
+            config,
+            NodeOptions {
+                clock: Clock::system(),
+                store,
+                seed: 1,
+                links,
+                metrics: Some(Arc::new(Metrics::new())),
+            },
+        )
+        .unwrap();
+        let (listener, _) = common::listener().await;
+        let admin = AdminServer::serve(listener, AdminState::new(&node, config)).unwrap();
+        AdminNode {
+            node,
+            wallet: wallet.unwrap(),
+            _btp: btp,
+            admin,
+            _far: far,
+        }
+    }
+
+    fn btp_addr(&self) -> std::net::SocketAddr {
+        self._btp.server.as_ref().unwrap().local_addr()
+    }
+
+    fn link(&self, id: &str) -> Arc<dyn Link> {
+        self._btp.links.get(id).unwrap().clone()
+    }
+
+    async fn pay(&self, to: &str, amount: u64) -> PacketResult {
+        let p = prepare(to, amount, 30_000);
+        timeout(BTP_WAIT, self.wallet.send_prepare(p))
+            .await
+            .expect("payment answered in time")
+            .expect("wallet link up")
+    }
+
+    /// One admin request with `token` (`None`: no Authorization header).
+    async fn call_with(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Bytes) {
+        let url = format!("http://{}{path}", self.admin.local_addr());
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| vec![("authorization", a)])
+            .unwrap_or_default();
+        let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
+        let (status, _, body) = common::http_request(false, method, &url, &headers, body).await;
+        (status, body)
+    }
+
+    /// An authorized request whose answer is JSON.
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let (status, body) = self.call_with(Some(TOKEN), method, path, body).await;
+        let value = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&body)));
+        (status, value)
+    }
+
+    async fn metrics(&self) -> String {
+        let (status, body) = self
+            .call_with(Some(TOKEN), Method::GET, "/metrics", None)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+}
+
+fn admin_listener() -> String {
+    format!("[listeners.admin]\nbind = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n")
+}
+
+fn parse(text: &str) -> Config {
+    Config::from_toml_str(text).unwrap_or_else(|e| panic!("config:\n{e}\n{text}"))
+}
+
+/// Node `test.a` serving child `b` over BTP, and node `test.a.b` dialing it as its parent.
+async fn two_nodes() -> (AdminNode, AdminNode) {
+    let a_config = parse(&format!(
+        "{}{}[listeners.btp]\nbind = \"127.0.0.1:0\"\n{}",
+        node_base("a"),
+        admin_listener(),
+        btp_server_account("b", "b-token", None)
+    ));
+    let a = AdminNode::start(&a_config, Arc::new(MemoryStore::new()), &[]).await;
+    let url = format!("ws://{}", a.btp_addr());
+    let b_config = parse(&format!(
+        "{}{}{}",
+        node_base("a.b"),
+        admin_listener(),
+        btp_client_account("a", &url, "b", "b-token", None)
+    ));
+    let b = AdminNode::start(&b_config, Arc::new(MemoryStore::new()), &[]).await;
+    let (a_link, b_link) = (a.link("b"), b.link("a"));
+    eventually(BTP_WAIT, "both ends of the link are up", || {
+        a_link.is_up() && b_link.is_up()
+    })
+    .await;
+    (a, b)
+}
+
+fn has_line(text: &str, line: &str) {
+    assert!(
+        text.lines().any(|l| l == line),
+        "missing {line:?} in:\n{text}"
+    );
+}
+
+#[test]
+fn btp_traffic_shows_in_metrics_accounts_and_stats() {
+    common::run(|| async {
+        let (a, b) = two_nodes().await;
+        for _ in 0..3 {
+            let paid = b.pay("test.a.wallet", 100).await.unwrap();
+            assert_eq!(paid.fulfillment(), &PREIMAGE);
+        }
+        let reject = b.pay("test.a.nobody", 7).await.unwrap_err();
+        assert_eq!(reject.code(), ErrorCode::F02_UNREACHABLE);
+
+        let text = a.metrics().await;
+        let packets = |account: &str, direction: &str, outcome: &str, code: &str, n: u64| {
+            format!(
+                "ilp_packets_total{{account=\"{account}\",direction=\"{direction}\",\
+                 outcome=\"{outcome}\",code=\"{code}\"}} {n}"
+            )
+        };
+        has_line(&text, &packets("b", "incoming", "fulfilled", "", 3));
+        has_line(&text, &packets("b", "incoming", "rejected", "F02", 1));
+        has_line(&text, &packets("wallet", "outgoing", "fulfilled", "", 3));
+        has_line(&text, &packets("b", "outgoing", "fulfilled", "", 0));
+        has_line(
+            &text,
+            r#"ilp_fulfilled_amount_total{account="b",direction="incoming"} 300"#,
+        );
+        has_line(
+            &text,
+            r#"ilp_fulfilled_amount_total{account="wallet",direction="outgoing"} 300"#,
+        );
+        has_line(
+            &text,
+            r#"ilp_incoming_packet_duration_seconds_count{account="b"} 4"#,
+        );
+        has_line(&text, r#"ilp_account_balance{account="b"} 300"#);
+        has_line(&text, r#"ilp_account_balance{account="wallet"} -300"#);
+        has_line(&text, r#"ilp_link_up{account="b"} 1"#);
+        has_line(&text, r#"ilp_link_up{account="wallet"} 1"#);
+        // The node that sent them counts the same packets the other way.
+        let text = b.metrics().await;
+        has_line(&text, &packets("a", "outgoing", "fulfilled", "", 3));
+        has_line(&text, &packets("a", "outgoing", "rejected", "F02", 1));
+        has_line(&text, &packets("wallet", "incoming", "fulfilled", "", 3));
+        has_line(&text, r#"ilp_account_balance{account="a"} -300"#);
+
+        let (status, account) = a.call(Method::GET, "/accounts/b", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            account,
+            json!({
+                "id": "b", "relation": "child", "asset_code": "USD", "asset_scale": 9,
+                "link_up": true, "balance": 300, "pending_incoming": 0, "pending_outgoing": 0,
+            })
+        );
+        let (status, accounts) = a.call(Method::GET, "/accounts", None).await;
+        assert_eq!(status, StatusCode::OK);
+        let ids: Vec<&str> = accounts
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["b", "wallet"]);
+        assert_eq!(accounts[1]["balance"], -300);
+
+        let (status, stats) = a.call(Method::GET, "/stats", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            stats["packets"],
+            json!({
+                "incoming": {"fulfilled": 3, "rejected": 1},
+                "outgoing": {"fulfilled": 3, "rejected": 0},
+            })
+        );
+        assert_eq!(stats["address"], "test.a");
+        assert_eq!(stats["links_up"], 2);
+    });
+}
+
+#[test]
+fn ping_between_two_nodes() {
+    common::run(|| async {
+        let (a, b) = two_nodes().await;
+        let (status, pong) = a
+            .call(
+                Method::POST,
+                "/ping",
+                Some(json!({"destination": "test.a.b"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{pong}");
+        assert_eq!(pong["destination"], "test.a.b");
+        assert!(pong["rtt_ms"].as_f64().unwrap() >= 0.0);
+        // The other way round, through the child's default route.
+        let (status, pong) = b
+            .call(
+                Method::POST,
+                "/ping",
+                Some(json!({"destination": "test.a"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{pong}");
+        // Nothing answers at an unknown address: the Reject comes back as a 502.
+        let (status, refused) = a
+            .call(
+                Method::POST,
+                "/ping",
+                Some(json!({"destination": "test.a.nobody"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert_eq!(refused["code"], "F02");
+        assert!(refused["error"].as_str().unwrap().contains("F02"));
+        // A malformed address is the client's mistake.
+        let (status, _) = a
+            .call(
+                Method::POST,
+                "/ping",
+                Some(json!({"destination": "no spaces"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        // Pings are zero-amount: no balance moved.
+        let (_, account) = a.call(Method::GET, "/accounts/b", None).await;
+        assert_eq!(account["balance"], 0);
+    });
+}
+
+fn single_node_config(store: &str) -> Config {
+    let base = node_base("a").replace("[store]\nbackend = \"memory\"\n", store);
+    parse(&format!(
+        "{base}{}[accounts.peer]\nrelation = \"peer\"\nlink = {{ type = \"memory\" }}\n{}",
+        admin_listener(),
+        account_tail("peer")
+    ))
+}
+
+fn rocks_store_section(path: &Path) -> String {
+    format!(
+        "[store]\nbackend = \"rocksdb\"\npath = {:?}\n",
+        path.display().to_string()
+    )
+}
+
+#[test]
+fn token_health_and_json_errors() {
+    common::run(|| async {
+        let a = AdminNode::start(
+            &single_node_config("[store]\nbackend = \"memory\"\n"),
+            Arc::new(MemoryStore::new()),
+            &["peer"],
+        )
+        .await;
+        for token in [None, Some("wrong"), Some("admin-s3cret-but-longer")] {
+            let (status, body) = a.call_with(token, Method::GET, "/accounts", None).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "token {token:?}");
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body, json!({"error": "missing or wrong bearer token"}));
+        }
+        let (status, _) = a.call_with(None, Method::GET, "/health", None).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = a.call_with(None, Method::GET, "/ready", None).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, body) = a.call(Method::GET, "/accounts/nobody", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body, json!({"error": "no account nobody"}));
+        let (status, body) = a.call(Method::GET, "/nothing/here", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body["error"].is_string());
+        let (status, body) = a.call(Method::DELETE, "/accounts", None).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert!(body["error"].is_string());
+        let (status, body) = a
+            .call(
+                Method::POST,
+                "/accounts/wallet/balance",
+                Some(json!({"adjust": "x"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body["error"].as_str().unwrap().starts_with("bad JSON body"));
+        // The memory store cannot snapshot.
+        let (status, body) = a.call(Method::POST, "/snapshot", None).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(body, json!({"error": "the memory store has no snapshots"}));
+        // Metrics come as Prometheus text.
+        let url = format!("http://{}/metrics", a.admin.local_addr());
+        let auth = format!("Bearer {TOKEN}");
+        let client: hyper_util::client::legacy::Client<_, http_body_util::Full<Bytes>> =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(hyper_util::client::legacy::connect::HttpConnector::new());
+        let request = hyper::Request::get(url)
+            .header("authorization", auth)
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+    });
+}
+
+#[test]
+fn ready_waits_for_an_address() {
+    common::run(|| async {
+        let config = parse(&format!(
+            "[broadcast]\nenabled = false\n[store]\nbackend = \"memory\"\n{}\
+             [accounts.up]\nrelation = \"parent\"\nlink = {{ type = \"memory\" }}\n{}",
+            admin_listener(),
+            account_tail("up")
+        ));
+        let a = AdminNode::start(&config, Arc::new(MemoryStore::new()), &["up"]).await;
+        let (status, body) = a.call_with(None, Method::GET, "/ready", None).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body, json!({"error": "the node has no ILP address yet"}));
+        a.node
+            .set_address(ilp::packet::Address::try_from("test.learned").unwrap());
+        let (status, _) = a.call_with(None, Method::GET, "/ready", None).await;
+        assert_eq!(status, StatusCode::OK);
+    });
+}
+
+#[test]
+fn static_routes_at_run_time() {
+    common::run(|| async {
+        let a = AdminNode::start(
+            &single_node_config("[store]\nbackend = \"memory\"\n"),
+            Arc::new(MemoryStore::new()),
+            &["peer"],
+        )
+        .await;
+        let reject = a.pay("g.far.x", 10).await.unwrap_err();
+        assert_eq!(reject.code(), ErrorCode::F02_UNREACHABLE);
+
+        let (status, body) = a
+            .call(
+                Method::PUT,
+                "/routes/static/g.far",
+                Some(json!({"account": "peer"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (_, routes) = a.call(Method::GET, "/routes", None).await;
+        assert!(
+            routes
+                .as_array()
+                .unwrap()
+                .contains(&json!({"prefix": "g.far", "account": "peer", "kind": "static"})),
+            "{routes}"
+        );
+        assert!(routes
+            .as_array()
+            .unwrap()
+            .contains(&json!({"prefix": "test.a.wallet", "account": "wallet", "kind": "child"})));
+        let paid = a.pay("g.far.x", 10).await.unwrap();
+        assert_eq!(paid.fulfillment(), &PREIMAGE);
+
+        let (status, _) = a.call(Method::DELETE, "/routes/static/g.far", None).await;
+        assert_eq!(status, StatusCode::OK);
+        let reject = a.pay("g.far.x", 10).await.unwrap_err();
+        assert_eq!(reject.code(), ErrorCode::F02_UNREACHABLE);
+
+        let (status, body) = a.call(Method::DELETE, "/routes/static/g.far", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body, json!({"error": "no static route for \"g.far\""}));
+        let (status, _) = a
+            .call(
+                Method::PUT,
+                "/routes/static/g..bad",
+                Some(json!({"account": "peer"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, body) = a
+            .call(
+                Method::PUT,
+                "/routes/static/g.far",
+                Some(json!({"account": "nobody"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body, json!({"error": "no account nobody"}));
+    });
+}
+
+#[test]
+fn balance_adjustments_and_snapshots_on_rocksdb_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = single_node_config(&rocks_store_section(&data));
+    let snapshot = common::block_on({
+        let config = config.clone();
+        let data = data.clone();
+        async move {
+            let store = Arc::new(RocksStore::open(&data).unwrap());
+            let a = AdminNode::start(&config, store, &["peer"]).await;
+            let (status, body) = a
+                .call(
+                    Method::POST,
+                    "/accounts/wallet/balance",
+                    Some(json!({"adjust": 250})),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert_eq!(body, json!({"id": "wallet", "balance": 250}));
+            let (status, body) = a
+                .call(
+                    Method::POST,
+                    "/accounts/wallet/balance",
+                    Some(json!({"adjust": i64::MAX})),
+                )
+                .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST);
+            assert!(body["error"].as_str().unwrap().contains("overflow"));
+            let (status, _) = a
+                .call(
+                    Method::POST,
+                    "/accounts/nobody/balance",
+                    Some(json!({"adjust": 1})),
+                )
+                .await;
+            assert_eq!(status, StatusCode::NOT_FOUND);
+            let (_, account) = a.call(Method::GET, "/accounts/wallet", None).await;
+            assert_eq!(account["balance"], 250);
+
+            let (status, body) = a.call(Method::POST, "/snapshot", None).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            let snapshot = std::path::PathBuf::from(body["path"].as_str().unwrap());
+            assert!(snapshot.starts_with(data.join("snapshots")), "{snapshot:?}");
+            // Changes after the snapshot stay out of it.
+            let (status, _) = a
+                .call(
+                    Method::POST,
+                    "/accounts/wallet/balance",
+                    Some(json!({"adjust": -50})),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK);
+            snapshot
+        }
+    });
+    // The first System is gone with its actors: the store is closed. A new node reloads it.
+    common::block_on(async {
+        let store = Arc::new(RocksStore::open(&data).unwrap());
+        let a = AdminNode::start(&config, store, &["peer"]).await;
+        let (_, account) = a.call(Method::GET, "/accounts/wallet", None).await;
+        assert_eq!(account["balance"], 200);
+    });
+    let copy = RocksStore::open(&snapshot).unwrap();
+    assert_eq!(copy.load_balances().unwrap().get("wallet"), Some(&250));
+}
