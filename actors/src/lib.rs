@@ -7,6 +7,7 @@ pub mod admin;
 pub mod balance_keeper;
 pub mod clock;
 pub mod link;
+pub mod loadgen;
 pub mod log;
 pub mod messages;
 pub mod metrics;

@@ -2,43 +2,10 @@
 //! tokio runtime, so timers (expiry, broadcast intervals, backoff) run on virtual time and tests
 //! are deterministic and fast.
 
-use crate::messages::IncomingPrepare;
-use actix::{Actor, Context, Handler, MessageResult};
-use ilp::packet::{ErrorCode, FulfillBuilder, Reject};
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
-/// The far end of an account that fulfills every Prepare whose data is its 32-byte preimage
-/// (F06 otherwise), and counts what it is given.
-#[derive(Default)]
-pub struct PreimagePayee {
-    pub delivered: Arc<AtomicUsize>,
-}
-
-impl Actor for PreimagePayee {
-    type Context = Context<Self>;
-}
-
-impl Handler<IncomingPrepare> for PreimagePayee {
-    type Result = MessageResult<IncomingPrepare>;
-
-    fn handle(&mut self, msg: IncomingPrepare, _: &mut Context<Self>) -> Self::Result {
-        self.delivered.fetch_add(1, Ordering::SeqCst);
-        let answer = <[u8; 32]>::try_from(msg.prepare.data())
-            .ok()
-            .and_then(|preimage| {
-                FulfillBuilder {
-                    fulfillment: &preimage,
-                    data: b"thanks",
-                }
-                .build()
-                .ok()
-            })
-            .ok_or_else(|| Reject::new(ErrorCode::F06_UNEXPECTED_PAYMENT, None, "no preimage"));
-        MessageResult(answer)
-    }
-}
+/// Fulfills what its data is the preimage of (shared with the load generator).
+pub use crate::loadgen::PreimagePayee;
 
 /// Runs `body` to completion in a fresh actix System on paused tokio time; returns its output.
 pub fn run<F, T>(body: F) -> T

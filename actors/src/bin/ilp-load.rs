@@ -1,0 +1,228 @@
+//! `ilp-load`: drives a connector with real packets and reports what it measured.
+//!
+//! It connects to the connector's BTP listener twice: as the payer account, which keeps K
+//! Prepares in flight, and as the payee account, which fulfills them. It prints packets per
+//! second, latency percentiles, rejects by code and (with `--connector-pid`) the connector's CPU
+//! time per fulfilled packet, its resident memory and its open descriptors; `--json` adds one
+//! machine-readable line for scripts.
+
+use ilp::packet::Address;
+use ilp_actors::link::btp_ws::{BtpClientLink, BtpOptions};
+use ilp_actors::link::Link;
+use ilp_actors::loadgen::{self, LoadSpec, PreimagePayee};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "usage: ilp-load --btp URL --payer USER:TOKEN --payee USER:TOKEN --destination ADDRESS\n\
+  [-k IN_FLIGHT (100)] [--packets N] [--duration SECONDS] [--rate PACKETS_PER_SECOND]\n\
+  [--amount UNITS (1)] [--expiry-ms MS (30000)] [--idempotent] [--connector-pid PID] [--json]\n\
+  Stops after --packets or --duration (default: 10 s), then waits for every answer.";
+
+struct Args {
+    btp: String,
+    payer: (String, String),
+    payee: (String, String),
+    destination: Address,
+    spec: LoadSpec,
+    idempotent: bool,
+    pid: Option<u32>,
+    json: bool,
+}
+
+fn credentials(value: &str) -> Result<(String, String), String> {
+    value
+        .split_once(':')
+        .map(|(u, t)| (u.to_owned(), t.to_owned()))
+        .ok_or_else(|| format!("{value:?}: expected USER:TOKEN"))
+}
+
+fn number<T: std::str::FromStr>(flag: &str, value: Option<String>) -> Result<T, String> {
+    let value = value.ok_or_else(|| format!("{flag} needs a value"))?;
+    value
+        .parse()
+        .map_err(|_| format!("{flag} {value:?}: not a number"))
+}
+
+fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let (mut btp, mut payer, mut payee, mut destination) = (None, None, None, None);
+    let (mut in_flight, mut packets, mut duration, mut rate) = (100usize, None, None, None);
+    let (mut amount, mut expiry_ms, mut idempotent, mut pid, mut json) =
+        (1u64, 30_000u64, false, None, false);
+    let mut args = args.into_iter();
+    while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--btp" => btp = args.next(),
+            "--payer" => payer = Some(credentials(&args.next().unwrap_or_default())?),
+            "--payee" => payee = Some(credentials(&args.next().unwrap_or_default())?),
+            "--destination" => {
+                let value = args.next().unwrap_or_default();
+                destination = Some(
+                    Address::try_from(value.as_str())
+                        .map_err(|e| format!("--destination {value:?}: {e}"))?,
+                );
+            }
+            "-k" | "--in-flight" => in_flight = number(&flag, args.next())?,
+            "--packets" => packets = Some(number(&flag, args.next())?),
+            "--duration" => duration = Some(Duration::from_secs_f64(number(&flag, args.next())?)),
+            "--rate" => rate = Some(number(&flag, args.next())?),
+            "--amount" => amount = number(&flag, args.next())?,
+            "--expiry-ms" => expiry_ms = number(&flag, args.next())?,
+            "--idempotent" => idempotent = true,
+            "--connector-pid" => pid = Some(number(&flag, args.next())?),
+            "--json" => json = true,
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    let destination = destination.ok_or("--destination is required")?;
+    if in_flight == 0 {
+        return Err("-k must be at least 1".into());
+    }
+    if packets.is_none() && duration.is_none() {
+        duration = Some(Duration::from_secs(10));
+    }
+    Ok(Args {
+        btp: btp.ok_or("--btp is required")?,
+        payer: payer.ok_or("--payer is required")?,
+        payee: payee.ok_or("--payee is required")?,
+        spec: LoadSpec {
+            destination: destination.clone(),
+            amount,
+            in_flight,
+            packets,
+            duration,
+            rate,
+            expiry: Duration::from_millis(expiry_ms),
+            seed: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0),
+        },
+        destination,
+        idempotent,
+        pid,
+        json,
+    })
+}
+
+fn main() -> ExitCode {
+    let args = match parse(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(message) => {
+            if !message.is_empty() {
+                eprintln!("{message}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(if message.is_empty() { 0 } else { 2 });
+        }
+    };
+    let system = actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| {
+                eprintln!("cannot start the tokio runtime: {e}");
+                std::process::exit(1)
+            })
+    });
+    system.block_on(drive(args))
+}
+
+async fn drive(args: Args) -> ExitCode {
+    use actix::Actor;
+    let options = BtpOptions::default();
+    let payer = Arc::new(BtpClientLink::connect_with_tls(
+        &args.btp,
+        &args.payer.0,
+        &args.payer.1,
+        None,
+        args.idempotent,
+        options.clone(),
+    ));
+    let payee = BtpClientLink::connect_with_tls(
+        &args.btp,
+        &args.payee.0,
+        &args.payee.1,
+        None,
+        false,
+        options,
+    );
+    let fulfiller = PreimagePayee::default();
+    let delivered = fulfiller.delivered.clone();
+    payee.attach(fulfiller.start().recipient());
+    let connected_by = Instant::now() + Duration::from_secs(15);
+    while !(payer.is_up() && payee.is_up()) {
+        if Instant::now() > connected_by {
+            eprintln!("could not connect and authenticate both accounts at {}", args.btp);
+            return ExitCode::FAILURE;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The connector registers the payee's connection a moment after the payee sees its auth.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = args.pid.and_then(loadgen::sample);
+    let report = loadgen::run(payer.clone(), args.spec.clone()).await;
+    let after = args.pid.and_then(loadgen::sample);
+    let rejected: u64 = report.rejected.values().sum();
+    println!(
+        "{} packets in {:.2} s to {}: {} fulfilled, {} rejected {:?}, {} link errors, {} wrong fulfillments; \
+         {:.0} packets/s; latency ms p50 {:.3} p90 {:.3} p99 {:.3} p99.9 {:.3} max {:.3}; payee saw {}",
+        report.sent,
+        report.elapsed.as_secs_f64(),
+        args.destination,
+        report.fulfilled,
+        rejected,
+        report.rejected,
+        report.link_errors,
+        report.wrong_fulfillments,
+        report.packets_per_second(),
+        report.latency_ms(50.0),
+        report.latency_ms(90.0),
+        report.latency_ms(99.0),
+        report.latency_ms(99.9),
+        report.latency_us.max() as f64 / 1000.0,
+        delivered.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    let cpu_us_per_packet = match (before, after) {
+        (Some(b), Some(a)) if report.fulfilled > 0 => {
+            let per = (a.cpu_seconds - b.cpu_seconds) * 1e6 / report.fulfilled as f64;
+            println!(
+                "connector: {per:.1} µs CPU per fulfilled packet; RSS {} KiB; {} open descriptors",
+                a.rss_kib, a.open_fds
+            );
+            Some((per, a.rss_kib, a.open_fds))
+        }
+        _ => None,
+    };
+    if args.json {
+        let rejects: Vec<String> = report
+            .rejected
+            .iter()
+            .map(|(code, n)| format!("\"{code}\":{n}"))
+            .collect();
+        let (cpu, rss, fds) = cpu_us_per_packet.map_or(
+            ("null".to_owned(), "null".to_owned(), "null".to_owned()),
+            |(c, r, f)| (format!("{c:.2}"), r.to_string(), f.to_string()),
+        );
+        println!(
+            "{{\"sent\":{},\"fulfilled\":{},\"rejected\":{{{}}},\"link_errors\":{},\"seconds\":{:.3},\
+             \"pps\":{:.1},\"p50_ms\":{:.3},\"p90_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\
+             \"cpu_us_per_packet\":{cpu},\"rss_kib\":{rss},\"open_fds\":{fds}}}",
+            report.sent,
+            report.fulfilled,
+            rejects.join(","),
+            report.link_errors,
+            report.elapsed.as_secs_f64(),
+            report.packets_per_second(),
+            report.latency_ms(50.0),
+            report.latency_ms(90.0),
+            report.latency_ms(99.0),
+            report.latency_ms(99.9),
+        );
+    }
+    if report.fulfilled == 0 {
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
