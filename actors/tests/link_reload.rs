@@ -21,8 +21,7 @@ use ilp::config::Config;
 use ilp::packet::{ErrorCode, Packet};
 use ilp_actors::clock::Clock;
 use ilp_actors::link::btp_ws::{
-    btp_client_link, btp_server_credentials, BtpCredentials, BtpOptions, BtpServer,
-    BtpServerLink,
+    btp_client_link, btp_server_credentials, BtpCredentials, BtpOptions, BtpServer, BtpServerLink,
 };
 use ilp_actors::link::http::{HttpLink, HttpLinkOptions, HttpServer, HttpServerError};
 use ilp_actors::link::{Link, LinkError};
@@ -73,7 +72,10 @@ async fn assert_auth_refused(addr: SocketAddr, user: &str, token: &str) {
     let mut ws = raw_connect(addr).await;
     send_bytes(&mut ws, &Frame::auth(5, user, token).encode()).await;
     let reply = next_frame(&mut ws).await.expect("an Error frame");
-    assert_eq!(reply[0], TYPE_ERROR, "auth of {user}/{token} should be refused");
+    assert_eq!(
+        reply[0], TYPE_ERROR,
+        "auth of {user}/{token} should be refused"
+    );
     match Frame::decode(&reply).unwrap().payload {
         Payload::Error(e) => assert_eq!(e.code, BtpErrorCode::F00_NOT_ACCEPTED),
         other => panic!("expected an Error, got {other:?}"),
@@ -134,16 +136,26 @@ fn btp_account_added_then_removed_while_another_stays_connected() {
         assert_auth_refused(addr, "bob", "b-token").await;
         assert!(server.link("bob").is_none());
 
+        // A socket opened before bob was added authenticates as bob after: the table is read
+        // when the auth Message arrives, not when the socket was accepted.
+        let mut early = raw_connect(addr).await;
         let bob_link = server.add_account(AccountId::from("bob"), creds("bob", "b-token"));
         attach_receiver(&bob_link);
         assert_eq!(
             server.links().keys().map(|k| &**k).collect::<Vec<_>>(),
             ["alice", "bob"]
         );
+        send_bytes(&mut early, &Frame::auth(1, "bob", "b-token").encode()).await;
+        let reply = next_frame(&mut early).await.expect("auth answered");
+        assert_eq!(reply[0], TYPE_RESPONSE, "bob's auth should be accepted");
+        eventually("bob's link is up", || bob_link.is_up()).await;
+        assert_served(&mut early, 1).await;
+        // A newer connection of bob's takes over from the early one.
         let mut bob = raw_authenticated(addr, "bob", "b-token").await;
+        assert_closed(&mut early).await;
         eventually("bob's link is up", || bob_link.is_up()).await;
         // Both ways: bob -> node, node -> bob.
-        assert_served(&mut bob, 1).await;
+        assert_served(&mut bob, 2).await;
         assert_prepare_reaches(&bob_link, &mut bob).await;
         assert_served(&mut alice, 101).await;
 
@@ -164,7 +176,9 @@ fn btp_account_added_then_removed_while_another_stays_connected() {
         );
         assert_auth_refused(addr, "bob", "b-token").await;
         // The removed link stays down even if someone tried to send on it.
-        let late = bob_link.send_prepare(payment("test.peer", 5, 30_000, 7)).await;
+        let late = bob_link
+            .send_prepare(payment("test.peer", 5, 30_000, 7))
+            .await;
         assert_eq!(late.unwrap_err(), LinkError::Down);
 
         // Alice's socket never noticed.
@@ -326,9 +340,12 @@ fn http_account_added_then_removed_at_run_time() {
     run(|| async {
         let (l, addr) = listener().await;
         let (alice_calls, bob_calls) = (Arc::default(), Arc::default());
-        let server =
-            HttpServer::serve(l, [http_link("alice", None, &alice_calls)], Default::default())
-                .unwrap();
+        let server = HttpServer::serve(
+            l,
+            [http_link("alice", None, &alice_calls)],
+            Default::default(),
+        )
+        .unwrap();
         assert_http_served(addr, "/accounts/alice/ilp", "alice-token").await;
 
         // Before bob exists: the unknown-path answer, which is what bob gets after removal too.
@@ -345,7 +362,11 @@ fn http_account_added_then_removed_at_run_time() {
         );
         assert_http_served(addr, "/accounts/bob/ilp", "bob-token").await;
         let (status, _) = post(addr, "/accounts/bob/ilp", "alice-token").await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "bob's path wants bob's token");
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "bob's path wants bob's token"
+        );
         assert_http_served(addr, "/accounts/alice/ilp", "alice-token").await;
         assert_eq!(bob_calls.load(Ordering::SeqCst), 1);
 

@@ -4,6 +4,12 @@
 //! [`BtpClientLink`] dials a peer's server, authenticates, and reconnects with jittered
 //! exponential backoff whenever the socket drops (a failed TLS handshake counts as a failed dial).
 //!
+//! The server's accounts can change while it runs (a config reload): [`BtpServer::add_account`]
+//! and [`BtpServer::remove_account`] swap its account table, which a connection reads when its
+//! auth Message arrives. A removed account's link (or the old link of an account whose
+//! credentials were replaced) is retired: its connection is closed and none is installed on it
+//! again. Other accounts' connections never notice.
+//!
 //! Client certificates on the listener are verified by the TLS handshake against
 //! `client_ca_path`. With `require_client_cert = true` the account the BTP auth Message
 //! authenticates as must also be named by the certificate (a DNS subject alternative name equal
@@ -895,6 +901,40 @@ mod tests {
         assert!(find_account(&table, &creds(Some("alice"), "ta"), Some(&[])).is_none());
         // Alice's certificate does not stand in for her token.
         assert!(find_account(&table, &creds(Some("alice"), "x"), Some(&names)).is_none());
+    }
+
+    #[test]
+    fn a_successor_link_shares_the_btp_2_0_i_memory_and_a_retired_link_stays_down() {
+        let config = IdempotencyConfig::default();
+        let old = LinkShared::new(Some(config));
+        let next = LinkShared::succeeding(Some(config), Some(&old));
+        assert!(Arc::ptr_eq(
+            old.replay.as_ref().unwrap(),
+            next.replay.as_ref().unwrap()
+        ));
+        // Not idempotent any more: no memory. Idempotent now, from a plain link: a fresh one.
+        assert!(LinkShared::succeeding(None, Some(&old)).replay.is_none());
+        let plain = LinkShared::new(None);
+        assert!(LinkShared::succeeding(Some(config), Some(&plain))
+            .replay
+            .is_some());
+
+        let (tx, _rx) = mpsc::channel(1);
+        let close = Arc::new(tokio::sync::Notify::new());
+        let handle = |id| Handle {
+            id,
+            tx: tx.clone(),
+            close: close.clone(),
+        };
+        assert!(old.install(handle(1)));
+        assert!(old.is_up());
+        old.retire();
+        assert!(!old.is_up());
+        assert!(
+            !old.install(handle(2)),
+            "nothing is installed on a retired link"
+        );
+        assert!(!old.is_up());
     }
 
     #[test]

@@ -4,6 +4,10 @@
 //! ([`HttpServerOptions::tls`]) the server offers ALPN `h2` and `http/1.1` (only `http/1.1`
 //! when `h2` is off) and the same builder serves what the client picked.
 //!
+//! Accounts can be added and removed while the server runs (a config reload):
+//! [`HttpServer::add_account`] and [`HttpServer::remove_account`] swap the path table; a request
+//! looks its path up once, so one already past the lookup finishes with its account's route.
+//!
 //! Authentication depends on the listener's client-certificate setting. A certificate "names"
 //! an account when one of its DNS subject alternative names equals the account id
 //! ([`crate::tls::cert_names_account`]); it has already been verified against
