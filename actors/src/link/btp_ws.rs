@@ -4,6 +4,12 @@
 //! [`BtpClientLink`] dials a peer's server, authenticates, and reconnects with jittered
 //! exponential backoff whenever the socket drops (a failed TLS handshake counts as a failed dial).
 //!
+//! The server's accounts can change while it runs (a config reload): [`BtpServer::add_account`]
+//! and [`BtpServer::remove_account`] swap its account table, which a connection reads when its
+//! auth Message arrives. A removed account's link (or the old link of an account whose
+//! credentials were replaced) is retired: its connection is closed and none is installed on it
+//! again. Other accounts' connections never notice.
+//!
 //! Client certificates on the listener are verified by the TLS handshake against
 //! `client_ca_path`. With `require_client_cert = true` the account the BTP auth Message
 //! authenticates as must also be named by the certificate (a DNS subject alternative name equal
@@ -34,12 +40,13 @@ use futures::future::BoxFuture;
 use ilp::btp::{
     AuthCredentials, Frame, IdempotencyConfig, Payload, ReplayCache, Reply, SessionConfig,
 };
-use ilp::config::{Config, LinkConfig};
+use ilp::config::{AccountConfig, Config, LinkConfig};
 use ilp::packet::Prepare;
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
@@ -122,21 +129,41 @@ impl std::fmt::Debug for BtpCredentials {
 /// The state a link shares with whichever connection currently carries it.
 pub(crate) struct LinkShared {
     conn: Mutex<Option<Handle>>,
+    /// Set (under the `conn` lock) once a server account is removed or its credentials are
+    /// replaced: no connection is installed on this link any more.
+    retired: AtomicBool,
     account: RwLock<Option<Recipient<IncomingPrepare>>>,
     /// `Some` when the account speaks BTP/2.0-I.
     pub(crate) idempotency: Option<IdempotencyConfig>,
     /// The account's BTP/2.0-I memory, shared by its connections over time (present exactly
-    /// when `idempotency` is).
-    pub(crate) replay: Option<Mutex<ReplayCache>>,
+    /// when `idempotency` is), and by the link that replaces this one when the account's
+    /// credentials change.
+    pub(crate) replay: Option<Arc<Mutex<ReplayCache>>>,
 }
 
 impl LinkShared {
     fn new(idempotency: Option<IdempotencyConfig>) -> Arc<Self> {
+        LinkShared::succeeding(idempotency, None)
+    }
+
+    /// A link that takes over `previous`'s BTP/2.0-I memory when both speak it, so the peer's
+    /// repeats of requests answered before its credentials changed are answered from it (and
+    /// answers still arriving on the old connection land there too).
+    fn succeeding(
+        idempotency: Option<IdempotencyConfig>,
+        previous: Option<&LinkShared>,
+    ) -> Arc<Self> {
+        let replay = idempotency.map(|c| {
+            previous
+                .and_then(|p| p.replay.clone())
+                .unwrap_or_else(|| Arc::new(Mutex::new(ReplayCache::new(c.max_entries))))
+        });
         Arc::new(LinkShared {
             conn: Mutex::new(None),
+            retired: AtomicBool::new(false),
             account: RwLock::new(None),
             idempotency,
-            replay: idempotency.map(|c| Mutex::new(ReplayCache::new(c.max_entries))),
+            replay,
         })
     }
 
@@ -173,11 +200,26 @@ impl LinkShared {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes `handle` the link's connection; the one it replaces is told to close.
-    fn install(&self, handle: Handle) {
-        let old = self.lock_conn().replace(handle);
-        if let Some(old) = old {
-            let _ = old.tx.try_send(Command::Close);
+    /// Makes `handle` the link's connection; the one it replaces is told to close. False (and
+    /// nothing installed) once the link is retired.
+    fn install(&self, handle: Handle) -> bool {
+        let mut conn = self.lock_conn();
+        if self.retired.load(Ordering::Acquire) {
+            return false;
+        }
+        if let Some(old) = conn.replace(handle) {
+            old.close();
+        }
+        true
+    }
+
+    /// Retires the link for good: its connection (if any) is told to close, which fails its
+    /// pending requests as any disconnect does, and no later connection is installed.
+    fn retire(&self) {
+        let mut conn = self.lock_conn();
+        self.retired.store(true, Ordering::Release);
+        if let Some(old) = conn.take() {
+            old.close();
         }
     }
 
@@ -252,12 +294,55 @@ impl Link for BtpServerLink {
     }
 }
 
-/// The BTP listener: one socket for every `btp-server` account. Dropping it stops accepting
-/// and closes every connection it accepted.
+/// The accounts a [`BtpServer`] serves. A change replaces the whole table, so an auth check
+/// reads one consistent snapshot without holding the lock while it compares tokens.
+#[derive(Default)]
+pub(crate) struct AccountTable {
+    current: RwLock<Arc<Vec<ServerAccount>>>,
+}
+
+impl AccountTable {
+    pub(crate) fn snapshot(&self) -> Arc<Vec<ServerAccount>> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Applies `change` to a copy of the table and publishes the copy; writers are serialized
+    /// by the write lock.
+    fn update<R>(&self, change: impl FnOnce(&mut Vec<ServerAccount>) -> R) -> R {
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        let mut next: Vec<ServerAccount> = current.iter().cloned().collect();
+        let result = change(&mut next);
+        *current = Arc::new(next);
+        result
+    }
+}
+
+/// The BTP listener: one socket for every `btp-server` account. Accounts can be added and
+/// removed while it runs ([`BtpServer::add_account`], [`BtpServer::remove_account`]) without
+/// touching the other accounts' connections. Dropping it stops accepting and closes every
+/// connection it accepted.
 pub struct BtpServer {
     local_addr: SocketAddr,
-    links: BTreeMap<AccountId, BtpServerLink>,
+    accounts: Arc<AccountTable>,
+    idempotency: IdempotencyConfig,
     _stop: watch::Sender<()>,
+}
+
+fn server_account(
+    id: AccountId,
+    credentials: BtpCredentials,
+    idempotency: IdempotencyConfig,
+    previous: Option<&LinkShared>,
+) -> ServerAccount {
+    ServerAccount {
+        id,
+        username: credentials.username,
+        token_digest: Sha256::digest(credentials.token.as_bytes()).into(),
+        link: LinkShared::succeeding(credentials.idempotent.then_some(idempotency), previous),
+    }
 }
 
 impl BtpServer {
@@ -281,31 +366,71 @@ impl BtpServer {
     ) -> std::io::Result<BtpServer> {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
-        let mut links = BTreeMap::new();
-        let mut table = Vec::new();
-        for (id, credentials) in accounts {
-            let shared = LinkShared::new(credentials.idempotent.then_some(options.idempotency));
-            table.push(ServerAccount {
-                id: id.clone(),
-                username: credentials.username,
-                token_digest: Sha256::digest(credentials.token.as_bytes()).into(),
-                link: shared.clone(),
-            });
-            links.insert(id, BtpServerLink { shared });
-        }
         let (stop, stop_rx) = watch::channel(());
+        let server = BtpServer {
+            local_addr,
+            accounts: Arc::new(AccountTable::default()),
+            idempotency: options.idempotency,
+            _stop: stop,
+        };
+        for (id, credentials) in accounts {
+            server.add_account(id, credentials);
+        }
         tokio::spawn(accept_loop(
             listener,
-            Arc::new(table),
+            server.accounts.clone(),
             tls,
             Arc::new(options),
             stop_rx,
         ));
-        Ok(BtpServer {
-            local_addr,
-            links,
-            _stop: stop,
-        })
+        Ok(server)
+    }
+
+    /// Serves account `id` from now on and returns its link (to attach to the account's
+    /// PeerAccount). When `id` is served already, its credentials are replaced: its current
+    /// connection is closed (its pending requests fail as on any disconnect), its old link stays
+    /// down for good, and only the new credentials authenticate. A BTP/2.0-I account that stays
+    /// one keeps its memory of answered requests on the new link. Other accounts' connections
+    /// are untouched.
+    pub fn add_account(&self, id: AccountId, credentials: BtpCredentials) -> BtpServerLink {
+        let (shared, old) =
+            self.accounts
+                .update(|table| match table.iter_mut().find(|a| a.id == id) {
+                    Some(slot) => {
+                        let account =
+                            server_account(id, credentials, self.idempotency, Some(&slot.link));
+                        let shared = account.link.clone();
+                        (shared, Some(std::mem::replace(slot, account)))
+                    }
+                    None => {
+                        let account = server_account(id, credentials, self.idempotency, None);
+                        let shared = account.link.clone();
+                        table.push(account);
+                        (shared, None)
+                    }
+                });
+        if let Some(old) = old {
+            old.link.retire();
+        }
+        BtpServerLink { shared }
+    }
+
+    /// Stops serving account `id`: later auth Messages with its credentials are refused like
+    /// unknown ones, and its open connection is closed now (its pending requests fail as on a
+    /// disconnect; its link stays down for good). Other accounts' connections are untouched.
+    /// False when `id` was not served.
+    pub fn remove_account(&self, id: &str) -> bool {
+        let removed = self.accounts.update(|table| {
+            let i = table.iter().position(|a| &*a.id == id)?;
+            Some(table.remove(i))
+        });
+        match removed {
+            Some(account) => {
+                account.link.retire();
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -314,12 +439,27 @@ impl BtpServer {
 
     /// The link of account `id`, to hand to the node.
     pub fn link(&self, id: &str) -> Option<BtpServerLink> {
-        self.links.get(id).cloned()
+        self.accounts
+            .snapshot()
+            .iter()
+            .find(|a| &*a.id == id)
+            .map(|a| BtpServerLink {
+                shared: a.link.clone(),
+            })
     }
 
-    /// Every account's link, by account id.
-    pub fn links(&self) -> &BTreeMap<AccountId, BtpServerLink> {
-        &self.links
+    /// Every account's link, by account id, as of now.
+    pub fn links(&self) -> BTreeMap<AccountId, BtpServerLink> {
+        self.accounts
+            .snapshot()
+            .iter()
+            .map(|a| {
+                let link = BtpServerLink {
+                    shared: a.link.clone(),
+                };
+                (a.id.clone(), link)
+            })
+            .collect()
     }
 }
 
@@ -350,7 +490,7 @@ pub(crate) fn find_account(
 
 async fn accept_loop(
     listener: TcpListener,
-    accounts: Arc<Vec<ServerAccount>>,
+    accounts: Arc<AccountTable>,
     server_tls: Option<ServerTls>,
     options: Arc<BtpOptions>,
     mut stop: watch::Receiver<()>,
@@ -625,6 +765,56 @@ pub struct BtpLinks {
     pub links: BTreeMap<AccountId, Arc<dyn Link>>,
 }
 
+/// What the client of `btp-server` account `account` must present; `None` when the account is
+/// not `btp-server`.
+pub fn btp_server_credentials(account: &AccountConfig) -> Option<BtpCredentials> {
+    match &account.link {
+        LinkConfig::BtpServer {
+            auth_username,
+            auth_token,
+        } => Some(BtpCredentials {
+            username: auth_username.clone(),
+            token: auth_token.expose().to_owned(),
+            idempotent: account.btp_idempotent,
+        }),
+        _ => None,
+    }
+}
+
+/// Starts dialling for `btp-client` account `id` (see [`BtpClientLink`]); `None` when the
+/// account is not `btp-client`. Must be called inside a tokio runtime.
+pub fn btp_client_link(
+    id: &str,
+    account: &AccountConfig,
+    options: &BtpOptions,
+) -> Result<Option<BtpClientLink>, BtpSetupError> {
+    let LinkConfig::BtpClient {
+        url,
+        auth_username,
+        auth_token,
+        tls,
+    } = &account.link
+    else {
+        return Ok(None);
+    };
+    let client_tls = if is_tls_url(url.as_str()) {
+        let key = format!("accounts.{id}.link.tls");
+        Some(Arc::new(tls::client_config(tls, &key)?))
+    } else if tls::client_tls_is_set(tls) {
+        return Err(BtpSetupError::TlsOnPlainUrl(id.to_owned()));
+    } else {
+        None
+    };
+    Ok(Some(BtpClientLink::connect_with_tls(
+        url.as_str(),
+        auth_username.as_deref().unwrap_or(""),
+        auth_token.expose(),
+        client_tls,
+        account.btp_idempotent,
+        options.clone(),
+    )))
+}
+
 /// Opens the BTP links `config` asks for: binds `[listeners.btp]` for the `btp-server`
 /// accounts and starts dialling for the `btp-client` ones. Must be called inside a tokio
 /// runtime.
@@ -635,45 +825,10 @@ pub async fn links_for_config(
     let mut served = BTreeMap::new();
     let mut links: BTreeMap<AccountId, Arc<dyn Link>> = BTreeMap::new();
     for (id, account) in &config.accounts {
-        match &account.link {
-            LinkConfig::BtpServer {
-                auth_username,
-                auth_token,
-            } => {
-                served.insert(
-                    AccountId::from(id.as_str()),
-                    BtpCredentials {
-                        username: auth_username.clone(),
-                        token: auth_token.expose().to_owned(),
-                        idempotent: account.btp_idempotent,
-                    },
-                );
-            }
-            LinkConfig::BtpClient {
-                url,
-                auth_username,
-                auth_token,
-                tls,
-            } => {
-                let client_tls = if is_tls_url(url.as_str()) {
-                    let key = format!("accounts.{id}.link.tls");
-                    Some(Arc::new(tls::client_config(tls, &key)?))
-                } else if tls::client_tls_is_set(tls) {
-                    return Err(BtpSetupError::TlsOnPlainUrl(id.clone()));
-                } else {
-                    None
-                };
-                let link = BtpClientLink::connect_with_tls(
-                    url.as_str(),
-                    auth_username.as_deref().unwrap_or(""),
-                    auth_token.expose(),
-                    client_tls,
-                    account.btp_idempotent,
-                    options.clone(),
-                );
-                links.insert(AccountId::from(id.as_str()), Arc::new(link));
-            }
-            _ => {}
+        if let Some(credentials) = btp_server_credentials(account) {
+            served.insert(AccountId::from(id.as_str()), credentials);
+        } else if let Some(link) = btp_client_link(id, account, &options)? {
+            links.insert(AccountId::from(id.as_str()), Arc::new(link));
         }
     }
     let server = match (&config.listeners.btp, served.keys().next()) {
@@ -683,7 +838,7 @@ pub async fn links_for_config(
             let server_tls = tls::server_tls(&listener.tls, "listeners.btp.tls", tls::ALPN_HTTP1)?;
             let server = BtpServer::bind_tls(listener.bind, served, server_tls, options).await?;
             for (id, link) in server.links() {
-                links.insert(id.clone(), Arc::new(link.clone()));
+                links.insert(id, Arc::new(link));
             }
             Some(server)
         }
@@ -746,6 +901,40 @@ mod tests {
         assert!(find_account(&table, &creds(Some("alice"), "ta"), Some(&[])).is_none());
         // Alice's certificate does not stand in for her token.
         assert!(find_account(&table, &creds(Some("alice"), "x"), Some(&names)).is_none());
+    }
+
+    #[test]
+    fn a_successor_link_shares_the_btp_2_0_i_memory_and_a_retired_link_stays_down() {
+        let config = IdempotencyConfig::default();
+        let old = LinkShared::new(Some(config));
+        let next = LinkShared::succeeding(Some(config), Some(&old));
+        assert!(Arc::ptr_eq(
+            old.replay.as_ref().unwrap(),
+            next.replay.as_ref().unwrap()
+        ));
+        // Not idempotent any more: no memory. Idempotent now, from a plain link: a fresh one.
+        assert!(LinkShared::succeeding(None, Some(&old)).replay.is_none());
+        let plain = LinkShared::new(None);
+        assert!(LinkShared::succeeding(Some(config), Some(&plain))
+            .replay
+            .is_some());
+
+        let (tx, _rx) = mpsc::channel(1);
+        let close = Arc::new(tokio::sync::Notify::new());
+        let handle = |id| Handle {
+            id,
+            tx: tx.clone(),
+            close: close.clone(),
+        };
+        assert!(old.install(handle(1)));
+        assert!(old.is_up());
+        old.retire();
+        assert!(!old.is_up());
+        assert!(
+            !old.install(handle(2)),
+            "nothing is installed on a retired link"
+        );
+        assert!(!old.is_up());
     }
 
     #[test]

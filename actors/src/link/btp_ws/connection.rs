@@ -5,7 +5,7 @@
 //! account's link once authenticated, and (BTP/2.0-I) lending the session the link's memory of
 //! answered requests around every call, so that memory outlives the socket.
 
-use super::{find_account, BtpOptions, LinkShared};
+use super::{find_account, AccountTable, BtpOptions, LinkShared};
 use crate::link::LinkError;
 use crate::messages::{IncomingPrepare, PacketResult};
 use bytes::Bytes;
@@ -19,7 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
@@ -33,17 +33,26 @@ pub(crate) enum Command {
         prepare: Prepare,
         reply: oneshot::Sender<Result<PacketResult, LinkError>>,
     },
-    /// A newer connection took over the link.
-    Close,
 }
 
 /// A link's way to reach the connection that carries it.
 pub(crate) struct Handle {
     pub(crate) id: u64,
     pub(crate) tx: mpsc::Sender<Command>,
+    /// Closes the connection (a newer one took over the link, or the account was removed or
+    /// its credentials replaced). Apart from the command queue so a full queue cannot delay it;
+    /// a notification given before the connection waits on it is kept.
+    pub(crate) close: Arc<Notify>,
+}
+
+impl Handle {
+    pub(crate) fn close(&self) {
+        self.close.notify_one();
+    }
 }
 
 /// One `btp-server` account as the server's auth check sees it.
+#[derive(Clone)]
 pub(crate) struct ServerAccount {
     pub(crate) id: crate::messages::AccountId,
     pub(crate) username: Option<String>,
@@ -57,9 +66,10 @@ pub(crate) enum Role<'a> {
         username: &'a str,
         token: &'a str,
     },
-    /// The accounts served, and the DNS names of the client's certificate when the listener
-    /// requires one (the account authenticated must then be named by it).
-    Server(Arc<Vec<ServerAccount>>, Option<Arc<[String]>>),
+    /// The accounts served (read when the auth Message arrives, so accounts added or removed
+    /// since the connection opened count), and the DNS names of the client's certificate when
+    /// the listener requires one (the account authenticated must then be named by it).
+    Server(Arc<AccountTable>, Option<Arc<[String]>>),
 }
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
@@ -81,12 +91,13 @@ struct Conn<'a, S> {
     ws: WebSocketStream<S>,
     session: Session,
     options: &'a BtpOptions,
-    accounts: Option<Arc<Vec<ServerAccount>>>,
+    accounts: Option<Arc<AccountTable>>,
     cert_names: Option<Arc<[String]>>,
     /// The link this connection carries (client: from the start; server: once authenticated).
     link: Option<Arc<LinkShared>>,
     id: u64,
     tx: mpsc::Sender<Command>,
+    close: Arc<Notify>,
     pending: HashMap<u32, oneshot::Sender<Result<PacketResult, LinkError>>>,
     answers: mpsc::UnboundedSender<Answer>,
     last_seen: Instant,
@@ -138,6 +149,7 @@ where
         link,
         id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
         tx,
+        close: Arc::new(Notify::new()),
         pending: HashMap::new(),
         answers,
         last_seen: Instant::now(),
@@ -146,6 +158,7 @@ where
     let mut ticks = tokio::time::interval(options.ping_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
+    let close = conn.close.clone();
     let mut open = conn.apply(initial).await;
     while open {
         let timer = conn
@@ -159,6 +172,7 @@ where
             () = sleep_until_opt(timer) => Event::Timer,
             _ = ticks.tick() => Event::Tick,
             _ = stop.changed() => Event::Stop,
+            () = close.notified() => Event::Stop,
         };
         open = conn.on_event(event).await;
     }
@@ -224,7 +238,7 @@ where
                     }
                 }
             }
-            Event::Command(Some(Command::Close)) | Event::Command(None) => false,
+            Event::Command(None) => false,
             Event::Answered(Some((id, reply, until))) => {
                 let actions = self.with_session(|s| s.respond(id, reply, until, now));
                 self.apply(actions).await
@@ -280,8 +294,12 @@ where
                 }
                 Action::Authenticate { credentials, .. } => {
                     let now = self.now();
-                    let found = self.accounts.as_deref().and_then(|accounts| {
-                        find_account(accounts, &credentials, self.cert_names.as_deref())
+                    let found = self.accounts.as_ref().and_then(|accounts| {
+                        find_account(
+                            &accounts.snapshot(),
+                            &credentials,
+                            self.cert_names.as_deref(),
+                        )
                     });
                     let more = match found {
                         Some(link) => {
@@ -310,10 +328,16 @@ where
                 Action::Authenticated => {
                     self.authenticated = true;
                     if let Some(link) = &self.link {
-                        link.install(Handle {
+                        let installed = link.install(Handle {
                             id: self.id,
                             tx: self.tx.clone(),
+                            close: self.close.clone(),
                         });
+                        // The account was removed (or its credentials replaced) between the
+                        // auth check and now: close before the peer hears it is in.
+                        if !installed {
+                            return false;
+                        }
                     }
                 }
                 Action::Deliver {

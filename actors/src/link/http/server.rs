@@ -4,6 +4,10 @@
 //! ([`HttpServerOptions::tls`]) the server offers ALPN `h2` and `http/1.1` (only `http/1.1`
 //! when `h2` is off) and the same builder serves what the client picked.
 //!
+//! Accounts can be added and removed while the server runs (a config reload):
+//! [`HttpServer::add_account`] and [`HttpServer::remove_account`] swap the path table; a request
+//! looks its path up once, so one already past the lookup finishes with its account's route.
+//!
 //! Authentication depends on the listener's client-certificate setting. A certificate "names"
 //! an account when one of its DNS subject alternative names equals the account id
 //! ([`crate::tls::cert_names_account`]); it has already been verified against
@@ -42,7 +46,7 @@
 
 use super::pending::Delivery;
 use super::{HttpLink, CALLBACK_URL, MAX_BODY_BYTES, OCTET_STREAM, REQUEST_ID};
-use crate::messages::{IncomingPrepare, PacketResult};
+use crate::messages::{AccountId, IncomingPrepare, PacketResult};
 use crate::tls::{self, ClientCerts, ServerTls};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -57,7 +61,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 use thiserror::Error;
@@ -108,12 +112,22 @@ impl Default for HttpServerOptions {
     }
 }
 
-/// A running server. Dropping it stops accepting and closes its connections.
-#[derive(Debug)]
+/// A running server. Accounts can be added and removed while it runs
+/// ([`HttpServer::add_account`], [`HttpServer::remove_account`]). Dropping it stops accepting
+/// and closes its connections.
 pub struct HttpServer {
     local_addr: SocketAddr,
     task: JoinHandle<()>,
-    counts: Arc<Counts>,
+    routes: Arc<Routes>,
+}
+
+impl std::fmt::Debug for HttpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpServer")
+            .field("local_addr", &self.local_addr)
+            .field("accounts", &self.accounts())
+            .finish()
+    }
 }
 
 /// Requests the server received, by HTTP version (whatever their outcome).
@@ -130,6 +144,7 @@ struct Counts {
 }
 
 /// What a path serves.
+#[derive(Clone)]
 enum Route {
     /// The account's Prepares (`incoming_path`).
     Prepares(HttpLink),
@@ -145,8 +160,12 @@ impl Route {
     }
 }
 
+/// Path -> route. A change replaces the whole map, so a request looks its path up in one
+/// consistent snapshot and keeps its route to the end even if the account is removed meanwhile.
+type PathTable = HashMap<String, Route>;
+
 struct Routes {
-    by_path: HashMap<String, Route>,
+    by_path: RwLock<Arc<PathTable>>,
     body_timeout: Duration,
     client_certs: ClientCerts,
     counts: Arc<Counts>,
@@ -177,36 +196,18 @@ impl HttpServer {
                 addr: SocketAddr::from(([0, 0, 0, 0], 0)),
                 source,
             })?;
-        let mut by_path: HashMap<String, Route> = HashMap::new();
-        for link in accounts {
-            let mut routes = vec![(
-                link.incoming_path().to_owned(),
-                Route::Prepares(link.clone()),
-            )];
-            if let Some(path) = link.callback_path() {
-                routes.push((path.to_owned(), Route::Callbacks(link.clone())));
-            }
-            for (path, route) in routes {
-                if let Some(first) = by_path.get(&path) {
-                    return Err(HttpServerError::DuplicatePath {
-                        path,
-                        first: first.link().account().to_string(),
-                        second: link.account().to_string(),
-                    });
-                }
-                by_path.insert(path, route);
-            }
-        }
-        let counts = Arc::new(Counts::default());
         let routes = Arc::new(Routes {
-            by_path,
+            by_path: RwLock::default(),
             body_timeout: options.body_timeout,
             client_certs: options
                 .tls
                 .as_ref()
                 .map_or(ClientCerts::Ignored, |t| t.client_certs),
-            counts: counts.clone(),
+            counts: Arc::default(),
         });
+        for link in accounts {
+            routes.add(link)?;
+        }
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -222,25 +223,110 @@ impl HttpServer {
             .tls
             .as_ref()
             .map(|t| (t.acceptor(), options.header_timeout));
-        let task = tokio::spawn(accept_loop(listener, Arc::new(builder), routes, tls));
+        let task = tokio::spawn(accept_loop(
+            listener,
+            Arc::new(builder),
+            routes.clone(),
+            tls,
+        ));
         Ok(HttpServer {
             local_addr,
             task,
-            counts,
+            routes,
         })
+    }
+
+    /// Serves `link`'s account from now on (its `incoming_path`, and its callback path in
+    /// async mode), replacing the routes of an account with the same id. A path another account
+    /// serves is refused with [`HttpServerError::DuplicatePath`], as by
+    /// [`HttpServer::serve`], and nothing changes. Other accounts' requests are untouched.
+    pub fn add_account(&self, link: HttpLink) -> Result<(), HttpServerError> {
+        self.routes.add(link)
+    }
+
+    /// Stops serving account `id`: its paths answer 404 like any unknown path from now on;
+    /// requests already past the path lookup finish. False when `id` was not served.
+    pub fn remove_account(&self, id: &str) -> bool {
+        self.routes.remove(id)
+    }
+
+    /// The accounts served now, sorted.
+    pub fn accounts(&self) -> Vec<AccountId> {
+        let mut ids: Vec<AccountId> = self
+            .routes
+            .snapshot()
+            .values()
+            .map(|r| r.link().account().clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
     }
 
     /// Requests received so far, by HTTP version.
     pub fn request_counts(&self) -> RequestCounts {
         RequestCounts {
-            http1: self.counts.http1.load(Ordering::Relaxed),
-            http2: self.counts.http2.load(Ordering::Relaxed),
+            http1: self.routes.counts.http1.load(Ordering::Relaxed),
+            http2: self.routes.counts.http2.load(Ordering::Relaxed),
         }
     }
 
     /// The address the server listens on (the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+}
+
+impl Routes {
+    fn snapshot(&self) -> Arc<PathTable> {
+        self.by_path
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Publishes a copy of the table with `link`'s routes in place of its account's old ones;
+    /// on a path clash the table stays as it was.
+    fn add(&self, link: HttpLink) -> Result<(), HttpServerError> {
+        let mut current = self.by_path.write().unwrap_or_else(|p| p.into_inner());
+        let mut next: PathTable = current
+            .iter()
+            .filter(|(_, route)| route.link().account() != link.account())
+            .map(|(path, route)| (path.clone(), route.clone()))
+            .collect();
+        let mut routes = vec![(
+            link.incoming_path().to_owned(),
+            Route::Prepares(link.clone()),
+        )];
+        if let Some(path) = link.callback_path() {
+            routes.push((path.to_owned(), Route::Callbacks(link.clone())));
+        }
+        for (path, route) in routes {
+            if let Some(first) = next.get(&path) {
+                return Err(HttpServerError::DuplicatePath {
+                    path,
+                    first: first.link().account().to_string(),
+                    second: link.account().to_string(),
+                });
+            }
+            next.insert(path, route);
+        }
+        *current = Arc::new(next);
+        Ok(())
+    }
+
+    fn remove(&self, id: &str) -> bool {
+        let mut current = self.by_path.write().unwrap_or_else(|p| p.into_inner());
+        if !current.values().any(|r| &**r.link().account() == id) {
+            return false;
+        }
+        let next: PathTable = current
+            .iter()
+            .filter(|(_, route)| &**route.link().account() != id)
+            .map(|(path, route)| (path.clone(), route.clone()))
+            .collect();
+        *current = Arc::new(next);
+        true
     }
 }
 
@@ -368,7 +454,7 @@ async fn handle(
         &routes.counts.http1
     };
     counter.fetch_add(1, Ordering::Relaxed);
-    let Some(route) = routes.by_path.get(req.uri().path()) else {
+    let Some(route) = routes.snapshot().get(req.uri().path()).cloned() else {
         return Ok(text(StatusCode::NOT_FOUND, "no ILP endpoint at this path"));
     };
     let link = route.link();
@@ -392,7 +478,7 @@ async fn handle(
         Ok(body) => body,
         Err(refusal) => return Ok(refusal),
     };
-    Ok(match route {
+    Ok(match &route {
         Route::Prepares(link) => prepare(link, &head.headers, body).await,
         Route::Callbacks(link) => callback(link, &head.headers, body),
     })
