@@ -13,6 +13,7 @@ pub mod messages;
 pub mod metrics;
 pub mod node;
 pub mod peer_account;
+pub mod reload;
 pub mod replay;
 pub mod route_broadcaster;
 pub mod router;

@@ -14,6 +14,7 @@ use ilp_actors::link::{Link, UnconnectedLink};
 use ilp_actors::messages::AccountId;
 use ilp_actors::metrics::Metrics;
 use ilp_actors::node::{Node, NodeOptions};
+use ilp_actors::reload::{self, LinkSet};
 use ilp_actors::store::memory::MemoryStore;
 use ilp_actors::store::rocks::{RocksStore, WriterOptions};
 use ilp_actors::store::Store;
@@ -224,7 +225,7 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
             clock,
             ..BtpOptions::default()
         };
-        let btp = match links_for_config(&config, options).await {
+        let mut btp = match links_for_config(&config, options.clone()).await {
             Ok(btp) => btp,
             Err(e) => {
                 eprintln!("{path}: {e}");
@@ -346,14 +347,14 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
             .admin
             .enabled
             .then(|| Arc::new(Metrics::new()));
-        let options = NodeOptions {
+        let node_options = NodeOptions {
             clock,
             store,
             seed: seed_from_time(),
             links,
             metrics,
         };
-        let node = match Node::start(&config, options) {
+        let mut node = match Node::start(&config, node_options) {
             Ok(node) => node,
             Err(e) => {
                 eprintln!("{path}: cannot start the node: {e}");
@@ -410,7 +411,55 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
             node.accounts.len()
         );
         slog::info!(log, "running"; "address" => &address);
-        wait_for_shutdown().await;
+        let mut signals = Signals::new();
+        let mut running = config.clone();
+        while let Signal::Reload = signals.next().await {
+            let new = match std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read it: {e}"))
+                .and_then(|text| Config::from_toml_str(&text).map_err(|e| e.to_string()))
+            {
+                Ok(new) => new,
+                Err(e) => {
+                    eprintln!("SIGHUP: {path} not reloaded: {e}");
+                    slog::error!(log, "configuration not reloaded"; "error" => e);
+                    continue;
+                }
+            };
+            let links = LinkSet {
+                btp: &mut btp,
+                http: http_server.as_ref(),
+                clock,
+                btp_options: &options,
+            };
+            match reload::apply(&running, new, &mut node, links).await {
+                Ok(done) => {
+                    let c = &done.changes;
+                    let list = |s: &std::collections::BTreeSet<String>| {
+                        s.iter().cloned().collect::<Vec<_>>().join(",")
+                    };
+                    println!(
+                        "reloaded {path}: added [{}] removed [{}] relinked [{}] updated [{}] routing {}; waiting for a restart: [{}]",
+                        list(&c.added),
+                        list(&c.removed),
+                        list(&c.relinked),
+                        list(&c.updated),
+                        if c.routing { "changed" } else { "unchanged" },
+                        c.needs_restart.join(",")
+                    );
+                    slog::info!(log, "configuration reloaded"; "added" => c.added.len(),
+                        "removed" => c.removed.len(), "relinked" => c.relinked.len(),
+                        "updated" => c.updated.len(), "routing" => c.routing);
+                    if let Some(admin) = &admin_server {
+                        admin.reload(&node, &done.config);
+                    }
+                    running = done.config;
+                }
+                Err(e) => {
+                    eprintln!("SIGHUP: {path} not applied: {e}");
+                    slog::error!(log, "configuration not applied"; "error" => %e);
+                }
+            }
+        }
         // New packets are turned away (T03) while those in flight finish or expire; the links
         // stay up meanwhile, since the answers come back over them.
         let bound = Duration::from_millis(config.node.max_hold_time_ms.saturating_add(1_000));
@@ -455,24 +504,58 @@ fn seed_from_time() -> u64 {
         .unwrap_or(0)
 }
 
-async fn wait_for_shutdown() {
+enum Signal {
+    Stop,
+    Reload,
+}
+
+/// SIGINT and SIGTERM stop the node; SIGHUP reloads its configuration.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Signals {
+                term: signal(SignalKind::terminate()).ok(),
+                hup: signal(SignalKind::hangup()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        Signals {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn next(&mut self) -> Signal {
+        #[cfg(unix)]
+        {
+            let term = async {
+                match &mut self.term {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let hup = async {
+                match &mut self.hup {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => Signal::Stop,
+                _ = term => Signal::Stop,
+                _ = hup => Signal::Reload,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            Signal::Stop
+        }
     }
 }

@@ -283,13 +283,24 @@ impl Metrics {
         }
     }
 
-    /// `encode` reports `link`'s state as account `id`'s `ilp_link_up`.
+    /// `encode` reports `link`'s state as account `id`'s `ilp_link_up` (replacing the link
+    /// watched for `id` before, if any).
     pub fn watch_link(&self, id: &AccountId, link: Arc<dyn Link>) {
         let mut links = match self.links.lock() {
             Ok(l) => l,
             Err(poisoned) => poisoned.into_inner(),
         };
+        links.retain(|(watched, _)| watched != id);
         links.push((id.clone(), link));
+    }
+
+    /// Stops reporting account `id`'s link (the account was removed).
+    pub fn forget_link(&self, id: &str) {
+        let mut links = match self.links.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        links.retain(|(watched, _)| &**watched != id);
     }
 
     /// Sets account `id`'s balance gauges (the admin API reads the BalanceKeeper per scrape).

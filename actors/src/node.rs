@@ -329,6 +329,9 @@ impl Node {
         }
         for id in &changes.removed {
             self.links.remove(id.as_str());
+            if let Some(metrics) = &self.metrics {
+                metrics.forget_link(id);
+            }
             if let Some(account) = self.accounts.remove(id.as_str()) {
                 account.do_send(Retire);
             }

@@ -454,6 +454,8 @@ impl Handler<Retire> for PeerAccount {
 
     fn handle(&mut self, _msg: Retire, _ctx: &mut Self::Context) {
         self.retired = true;
+        // Letting go of the link lets a client link stop once nobody else holds it.
+        self.link = Arc::new(crate::link::UnconnectedLink);
     }
 }
 

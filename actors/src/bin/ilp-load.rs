@@ -14,7 +14,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: ilp-load --btp URL --payer USER:TOKEN --payee USER:TOKEN --destination ADDRESS\n\
+const USAGE: &str =
+    "usage: ilp-load --btp URL --payer USER:TOKEN --payee USER:TOKEN --destination ADDRESS\n\
   [-k IN_FLIGHT (100)] [--packets N] [--duration SECONDS] [--rate PACKETS_PER_SECOND]\n\
   [--amount UNITS (1)] [--expiry-ms MS (30000)] [--idempotent] [--connector-pid PID] [--json]\n\
   Stops after --packets or --duration (default: 10 s), then waits for every answer.";
@@ -154,7 +155,10 @@ async fn drive(args: Args) -> ExitCode {
     let connected_by = Instant::now() + Duration::from_secs(15);
     while !(payer.is_up() && payee.is_up()) {
         if Instant::now() > connected_by {
-            eprintln!("could not connect and authenticate both accounts at {}", args.btp);
+            eprintln!(
+                "could not connect and authenticate both accounts at {}",
+                args.btp
+            );
             return ExitCode::FAILURE;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

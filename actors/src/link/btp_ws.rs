@@ -831,10 +831,11 @@ pub async fn links_for_config(
             links.insert(AccountId::from(id.as_str()), Arc::new(link));
         }
     }
+    // A configured listener is bound even with no btp-server account yet: a reload may add one.
     let server = match (&config.listeners.btp, served.keys().next()) {
-        (_, None) => None,
+        (None, None) => None,
         (None, Some(id)) => return Err(BtpSetupError::NoListener(id.to_string())),
-        (Some(listener), Some(_)) => {
+        (Some(listener), _) => {
             let server_tls = tls::server_tls(&listener.tls, "listeners.btp.tls", tls::ALPN_HTTP1)?;
             let server = BtpServer::bind_tls(listener.bind, served, server_tls, options).await?;
             for (id, link) in server.links() {

@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used)] // test harness: helpers unwrap what a correct run never fails
 
+pub mod connector;
+
 use actix::prelude::*;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};

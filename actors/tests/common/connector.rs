@@ -1,0 +1,172 @@
+//! The real `ilp-connector` binary as a child process: started on a config file, its output
+//! appended to a log file, its BTP address read from what it prints; killed by PID when dropped.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A start-up (process spawn, RocksDB recovery, listeners) must finish within this.
+pub const START_BOUND: Duration = Duration::from_secs(30);
+
+/// One run of the binary; killed (by PID) when dropped.
+pub struct Connector {
+    child: Child,
+    /// The address its BTP listener bound.
+    pub btp: std::net::SocketAddr,
+}
+
+impl Connector {
+    /// Starts the binary on `config_path` and waits until it serves; its output is appended
+    /// to `log`. A bind that fails because the previous run's socket is not released yet is
+    /// retried (bounded).
+    pub fn start(config_path: &Path, log: &Path) -> Connector {
+        let deadline = Instant::now() + START_BOUND;
+        loop {
+            match Connector::try_start(config_path, log) {
+                Ok(c) => return c,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("start failed ({e}); retrying");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("the connector did not start: {e}"),
+            }
+        }
+    }
+
+    fn try_start(config_path: &Path, log: &Path) -> Result<Connector, String> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ilp-connector"))
+            .args(["run", "--config"])
+            .arg(config_path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawn: {e}"))?;
+        let (tx, rx) = mpsc::channel::<String>();
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = tx.clone();
+            let log = log.to_path_buf();
+            std::thread::spawn(move || {
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .ok();
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let Some(f) = file.as_mut() {
+                        let _ = writeln!(f, "{line}");
+                    }
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        drop(tx);
+        let deadline = Instant::now() + START_BOUND;
+        let mut btp = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(addr) = line.strip_prefix("BTP listening on ws://") {
+                        btp = addr.trim().parse().ok();
+                    }
+                    if line.starts_with("ilp-connector running") {
+                        let btp = btp.ok_or("no BTP address printed")?;
+                        return Ok(Connector { child, btp });
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let status = child.wait().map_err(|e| e.to_string())?;
+                    return Err(format!("exited or hung before serving: {status}"));
+                }
+            }
+        }
+    }
+
+    /// SIGKILL: no chance to flush or say goodbye.
+    pub fn kill_9(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.sigterm();
+        self.wait_exit()
+    }
+
+    pub fn sigterm(&self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait_exit(mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + START_BOUND;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Connector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Connector {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// Sends `name` (a `kill -s` signal name such as `HUP`) to `pid`.
+pub fn signal(pid: u32, name: &str) {
+    let pid = pid.to_string();
+    let sent = Command::new("kill").args(["-s", name, &pid]).status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill -s {name} {pid}");
+}
+
+/// Waits (bounded) until `log` holds a line containing `needle` after its first `skip` lines;
+/// returns that line.
+pub fn wait_for_line(log: &Path, skip: usize, needle: &str) -> String {
+    let deadline = Instant::now() + START_BOUND;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().skip(skip).find(|l| l.contains(needle)) {
+            return line.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no line with {needle:?} in {}:\n{text}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Lines in `log` so far.
+pub fn line_count(log: &Path) -> usize {
+    std::fs::read_to_string(log).map_or(0, |t| t.lines().count())
+}
