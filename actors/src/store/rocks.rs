@@ -20,6 +20,9 @@ use std::thread::JoinHandle;
 const BALANCE_PREFIX: &[u8] = b"b/";
 const RECORD_PREFIX: &[u8] = b"r/";
 
+/// Size of one memtable.
+const MEMTABLE_BYTES: usize = 16 << 20;
+
 /// How the writer thread commits (`[store]` in config.toml).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriterOptions {
@@ -90,6 +93,10 @@ impl RocksStore {
     ) -> Result<RocksStore, StoreError> {
         let mut options = Options::default();
         options.create_if_missing(true);
+        // Every fulfilled packet rewrites two balances and adds a fulfill record: the memtables
+        // fill fast. Two of 16 MiB bound the memory they take; flushes keep the WAL short.
+        options.set_write_buffer_size(MEMTABLE_BYTES);
+        options.set_max_write_buffer_number(2);
         let db = DB::open(&options, path.as_ref()).map_err(io_error)?;
         let db = Arc::new(db);
         let (tx, rx) = crossbeam_channel::unbounded::<Request>();
