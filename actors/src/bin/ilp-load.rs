@@ -17,17 +17,20 @@ use std::time::{Duration, Instant};
 const USAGE: &str =
     "usage: ilp-load --btp URL --payer USER:TOKEN --payee USER:TOKEN --destination ADDRESS\n\
   [-k IN_FLIGHT (100)] [--packets N] [--duration SECONDS] [--rate PACKETS_PER_SECOND]\n\
-  [--amount UNITS (1)] [--expiry-ms MS (30000)] [--idempotent] [--connector-pid PID] [--json]\n\
+  [--amount UNITS (1)] [--expiry-ms MS (30000)] [--idempotent] [--connector-pid PID[,PID...]] [--json]\n\
   Stops after --packets or --duration (default: 10 s), then waits for every answer.";
 
 struct Args {
     btp: String,
+    /// Where the payee connects, when not at `btp` (the JS connector listens per account).
+    payee_btp: Option<String>,
     payer: (String, String),
     payee: (String, String),
     destination: Address,
     spec: LoadSpec,
     idempotent: bool,
-    pid: Option<u32>,
+    /// The connector process(es) whose CPU time is charged to the packets (summed).
+    pids: Vec<u32>,
     json: bool,
 }
 
@@ -47,13 +50,15 @@ fn number<T: std::str::FromStr>(flag: &str, value: Option<String>) -> Result<T, 
 
 fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
     let (mut btp, mut payer, mut payee, mut destination) = (None, None, None, None);
+    let mut payee_btp = None;
     let (mut in_flight, mut packets, mut duration, mut rate) = (100usize, None, None, None);
-    let (mut amount, mut expiry_ms, mut idempotent, mut pid, mut json) =
-        (1u64, 30_000u64, false, None, false);
+    let (mut amount, mut expiry_ms, mut idempotent, mut pids, mut json) =
+        (1u64, 30_000u64, false, Vec::new(), false);
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
         match flag.as_str() {
             "--btp" => btp = args.next(),
+            "--payee-btp" => payee_btp = args.next(),
             "--payer" => payer = Some(credentials(&args.next().unwrap_or_default())?),
             "--payee" => payee = Some(credentials(&args.next().unwrap_or_default())?),
             "--destination" => {
@@ -70,7 +75,11 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--amount" => amount = number(&flag, args.next())?,
             "--expiry-ms" => expiry_ms = number(&flag, args.next())?,
             "--idempotent" => idempotent = true,
-            "--connector-pid" => pid = Some(number(&flag, args.next())?),
+            "--connector-pid" => {
+                for pid in args.next().unwrap_or_default().split(',') {
+                    pids.push(number(&flag, Some(pid.to_owned()))?);
+                }
+            }
             "--json" => json = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
@@ -85,6 +94,7 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
     }
     Ok(Args {
         btp: btp.ok_or("--btp is required")?,
+        payee_btp,
         payer: payer.ok_or("--payer is required")?,
         payee: payee.ok_or("--payee is required")?,
         spec: LoadSpec {
@@ -102,7 +112,7 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
         },
         destination,
         idempotent,
-        pid,
+        pids,
         json,
     })
 }
@@ -142,7 +152,7 @@ async fn drive(args: Args) -> ExitCode {
         options.clone(),
     ));
     let payee = BtpClientLink::connect_with_tls(
-        &args.btp,
+        args.payee_btp.as_deref().unwrap_or(&args.btp),
         &args.payee.0,
         &args.payee.1,
         None,
@@ -165,9 +175,22 @@ async fn drive(args: Args) -> ExitCode {
     }
     // The connector registers the payee's connection a moment after the payee sees its auth.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let before = args.pid.and_then(loadgen::sample);
+    let sample_all = |pids: &[u32]| -> Option<loadgen::ProcessSample> {
+        let samples: Option<Vec<_>> = pids.iter().map(|p| loadgen::sample(*p)).collect();
+        let samples = samples?;
+        Some(loadgen::ProcessSample {
+            cpu_seconds: samples.iter().map(|s| s.cpu_seconds).sum(),
+            rss_kib: samples.iter().map(|s| s.rss_kib).sum(),
+            open_fds: samples.iter().map(|s| s.open_fds).sum(),
+        })
+    };
+    let before = (!args.pids.is_empty())
+        .then(|| sample_all(&args.pids))
+        .flatten();
     let report = loadgen::run(payer.clone(), args.spec.clone()).await;
-    let after = args.pid.and_then(loadgen::sample);
+    let after = (!args.pids.is_empty())
+        .then(|| sample_all(&args.pids))
+        .flatten();
     let rejected: u64 = report.rejected.values().sum();
     println!(
         "{} packets in {:.2} s to {}: {} fulfilled, {} rejected {:?}, {} link errors, {} wrong fulfillments; \

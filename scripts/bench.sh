@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# Benchmarks of the whole connector, driven by ilp-load (actors/src/bin/ilp-load.rs) over real
+# sockets on this machine, side by side with the JS reference connector (ilp-connector 23.0.2,
+# installed from npm with scripts/interop's lock file; memory store, one-to-one rates, raised
+# per-account rateLimit). Ours runs with RocksDB and fsync on, as configured by default.
+#
+#   scripts/bench.sh
+#   BENCH_SECONDS   seconds per run (default 10)
+#   BENCH_K         packets in flight, a list (default "1 100 1000")
+#   BENCH_SKIP_JS=1 leave the JS connector out
+#   BENCH_OUT       where results.md and chart.svg go (default scripts/bench)
+#
+# Scenarios: BTP -> BTP through one of ours; BTP -> BTP through two of ours in a row (peered over
+# BTP); BTP -> BTP through the JS connector. Every process is started and stopped by PID.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+SECONDS_PER_RUN=${BENCH_SECONDS:-10}
+KS=${BENCH_K:-"1 100 1000"}
+OUT=${BENCH_OUT:-$ROOT/scripts/bench}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/ilp-connector/target}
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+cargo build --release -p ilp-actors --bins >&2
+BIN="$CARGO_TARGET_DIR/release"
+WORK=$(mktemp -d)
+PIDS=()
+stop_all() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  PIDS=()
+}
+cleanup() {
+  stop_all
+  if [ "${BENCH_KEEP:-0}" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+mkdir -p "$OUT"
+RESULTS="$WORK/results.tsv"
+: >"$RESULTS"
+
+# wait_line FILE PATTERN PID: waits (bounded) for PATTERN in FILE while PID lives.
+wait_line() {
+  for _ in $(seq 1 600); do
+    grep -qE "$2" "$1" 2>/dev/null && return 0
+    kill -0 "$3" 2>/dev/null || { cat "$1" >&2; return 1; }
+    sleep 0.05
+  done
+  cat "$1" >&2
+  return 1
+}
+
+child_account() { # id token
+  cat <<EOF
+[accounts.$1]
+relation = "child"
+max_packet_amount = 1000000000
+[accounts.$1.link]
+type = "btp-server"
+auth_username = "$1"
+auth_token = "$2"
+[accounts.$1.balance]
+minimum = -9000000000000000000
+maximum = 9000000000000000000
+[accounts.$1.rate_limit]
+enabled = false
+EOF
+}
+
+node_head() { # address data-dir bind
+  cat <<EOF
+[node]
+ilp_address = "$1"
+spread = "0"
+[broadcast]
+enabled = false
+[listeners.btp]
+bind = "$3"
+[listeners.admin]
+enabled = false
+[store]
+backend = "rocksdb"
+path = "$2"
+[log]
+level = "warn"
+EOF
+}
+
+# start_ours NAME: runs $WORK/NAME.toml; sets PID_OUT and BTP_OUT.
+start_ours() {
+  "$BIN/ilp-connector" run --config "$WORK/$1.toml" >"$WORK/$1.log" 2>&1 &
+  PID_OUT=$!
+  PIDS+=("$PID_OUT")
+  wait_line "$WORK/$1.log" '^ilp-connector running' "$PID_OUT"
+  BTP_OUT=$(grep -m1 -oE '^BTP listening on ws://[^ ]+' "$WORK/$1.log" | sed 's/^BTP listening on //')
+}
+
+# load SCENARIO K PIDS PAYER_URL PAYEE_URL DESTINATION: one ilp-load run; appends a result row.
+load() {
+  local scenario=$1 k=$2 pids=$3 payer=$4 payee=$5 dest=$6 line
+  line=$("$BIN/ilp-load" --btp "$payer" --payee-btp "$payee" --payer payer:payer-token \
+    --payee payee:payee-token --destination "$dest" -k "$k" --duration "$SECONDS_PER_RUN" \
+    --connector-pid "$pids" --json | tee -a "$WORK/load.log" | grep '^{') || {
+    log "$scenario K=$k: ilp-load failed"; tail -5 "$WORK/load.log" >&2; return 0; }
+  log "$scenario K=$k: $line"
+  printf '%s\t%s\t%s\n' "$scenario" "$k" "$line" >>"$RESULTS"
+}
+
+ours_single() {
+  local k=$1
+  { node_head test.one "$WORK/one-$k" 127.0.0.1:0; child_account payer payer-token; child_account payee payee-token; } >"$WORK/one.toml"
+  start_ours one
+  load "ours, BTP → BTP" "$k" "$PID_OUT" "$BTP_OUT" "$BTP_OUT" test.one.payee
+  stop_all
+}
+
+ours_chain() {
+  local k=$1 a_pid b_pid b_url
+  { node_head test.b "$WORK/b-$k" 127.0.0.1:0; child_account payee payee-token
+    cat <<EOF
+[accounts.a]
+relation = "peer"
+[accounts.a.link]
+type = "btp-server"
+auth_username = "a"
+auth_token = "a-token"
+[accounts.a.balance]
+minimum = -9000000000000000000
+maximum = 9000000000000000000
+[accounts.a.rate_limit]
+enabled = false
+EOF
+  } >"$WORK/b.toml"
+  start_ours b
+  b_pid=$PID_OUT
+  b_url=$BTP_OUT
+  { node_head test.a "$WORK/a-$k" 127.0.0.1:0; child_account payer payer-token
+    cat <<EOF
+[routing]
+default_route = "b"
+[accounts.b]
+relation = "peer"
+[accounts.b.link]
+type = "btp-client"
+url = "$b_url"
+auth_username = "a"
+auth_token = "a-token"
+[accounts.b.balance]
+minimum = -9000000000000000000
+maximum = 9000000000000000000
+[accounts.b.rate_limit]
+enabled = false
+EOF
+  } >"$WORK/a.toml"
+  start_ours a
+  a_pid=$PID_OUT
+  sleep 0.5 # a dials b
+  load "ours ×2 in a row, BTP → BTP → BTP" "$k" "$a_pid,$b_pid" "$BTP_OUT" "$b_url" test.b.payee
+  stop_all
+}
+
+js_single() {
+  local k=$1 payer_port payee_port accounts js_pid
+  payer_port=$(node scripts/interop/free-port.js)
+  payee_port=$(node scripts/interop/free-port.js)
+  accounts=$(cat <<EOF
+{
+  "payer": { "relation": "child", "assetCode": "USD", "assetScale": 9, "plugin": "ilp-plugin-btp",
+    "options": { "listener": { "port": $payer_port, "secret": "payer-token" } },
+    "maxPacketAmount": "1000000000",
+    "rateLimit": { "refillCount": 100000000, "capacity": 100000000 } },
+  "payee": { "relation": "child", "assetCode": "USD", "assetScale": 9, "plugin": "ilp-plugin-btp",
+    "options": { "listener": { "port": $payee_port, "secret": "payee-token" } },
+    "rateLimit": { "refillCount": 100000000, "capacity": 100000000 } }
+}
+EOF
+)
+  (
+    cd scripts/interop
+    export CONNECTOR_ILP_ADDRESS=test.js CONNECTOR_STORE=memory CONNECTOR_BACKEND=one-to-one \
+      CONNECTOR_SPREAD=0 CONNECTOR_ROUTE_BROADCAST_ENABLED=true CONNECTOR_ACCOUNTS="$accounts"
+    exec node node_modules/ilp-connector/dist/index.js
+  ) >"$WORK/js.log" 2>&1 &
+  js_pid=$!
+  PIDS+=("$js_pid")
+  for _ in $(seq 1 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$payee_port") 2>/dev/null && break
+    sleep 0.05
+  done
+  load "JS ilp-connector 23.0.2, BTP → BTP" "$k" "$js_pid" "ws://127.0.0.1:$payer_port" \
+    "ws://127.0.0.1:$payee_port" test.js.payee
+  stop_all
+}
+
+if [ "${BENCH_SKIP_JS:-0}" != 1 ]; then
+  (cd scripts/interop && npm ci --no-audit --no-fund --loglevel=error >&2)
+fi
+for k in $KS; do
+  ours_single "$k"
+  ours_chain "$k"
+  [ "${BENCH_SKIP_JS:-0}" = 1 ] || js_single "$k"
+done
+
+MACHINE="$(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
+python3 "$ROOT/scripts/bench/report.py" "$RESULTS" "$OUT" "$SECONDS_PER_RUN" "$MACHINE"
+cat "$OUT/results.md"
