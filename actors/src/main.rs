@@ -4,6 +4,9 @@
 //! commands (`ping`, `balances`, `routes`, `snapshot`) call a running node's admin API;
 //! `restore` copies a snapshot over `store.path` while no node runs on it.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use ilp::config::{Config, StoreBackend};
 use ilp_actors::admin::cli::{self as operator, AdminTarget, Operation};
 use ilp_actors::admin::{AdminServer, AdminState};

@@ -6,6 +6,9 @@
 //! time per fulfilled packet, its resident memory and its open descriptors; `--json` adds one
 //! machine-readable line for scripts.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use ilp::packet::Address;
 use ilp_actors::link::btp_ws::{BtpClientLink, BtpOptions};
 use ilp_actors::link::Link;

@@ -12,7 +12,7 @@ use futures::channel::oneshot;
 use futures::future::BoxFuture;
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -236,11 +236,15 @@ fn run_writer(db: &DB, requests: &Receiver<Request>, writer: WriterOptions) {
         }
         let mut batch = WriteBatch::default();
         let mut waiters = Vec::with_capacity(group.len());
+        // A busy account's balance is set by many commits of one group: only its last value
+        // is written (balances and records are separate key spaces, so moving the balances to
+        // the end of the batch changes nothing a reader of the whole batch can see).
+        let mut balances: HashMap<String, i64> = HashMap::new();
         for request in group {
             for op in request.ops {
                 match op {
                     StoreOp::SetBalance { account, balance } => {
-                        batch.put(balance_key(&account), balance.to_be_bytes());
+                        balances.insert(account, balance);
                     }
                     StoreOp::PutRecord { key, value } => batch.put(record_key(&key), value),
                     StoreOp::DeleteRecord { key } => batch.delete(record_key(&key)),
@@ -253,6 +257,9 @@ fn run_writer(db: &DB, requests: &Receiver<Request>, writer: WriterOptions) {
                 }
             }
             waiters.push(request.reply);
+        }
+        for (account, balance) in balances {
+            batch.put(balance_key(&account), balance.to_be_bytes());
         }
         let result = db.write_opt(batch, &options).map_err(io_error);
         for waiter in waiters {

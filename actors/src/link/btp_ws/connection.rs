@@ -9,7 +9,7 @@ use super::{find_account, AccountTable, BtpOptions, LinkShared};
 use crate::link::LinkError;
 use crate::messages::{IncomingPrepare, PacketResult};
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use ilp::btp::{
     Action, BtpErrorCode, ErrorPayload, GeneralizedTime, Outcome, ProtocolData, Reply, Request,
     Session, SessionConfig,
@@ -26,6 +26,8 @@ use tokio_tungstenite::WebSocketStream;
 
 /// Outgoing Prepares waiting for room in a connection's queue make their senders wait.
 const COMMAND_QUEUE: usize = 256;
+/// Most frames fed before a flush, so a steady stream of ready events cannot hold frames back.
+const MAX_UNFLUSHED: usize = 64;
 
 /// What a link asks of its current connection.
 pub(crate) enum Command {
@@ -102,6 +104,8 @@ struct Conn<'a, S> {
     answers: mpsc::UnboundedSender<Answer>,
     last_seen: Instant,
     authenticated: bool,
+    /// Frames written since the last flush.
+    unflushed: usize,
 }
 
 /// Runs one connection until it closes. Returns whether it got authenticated (a client resets
@@ -154,6 +158,7 @@ where
         answers,
         last_seen: Instant::now(),
         authenticated: false,
+        unflushed: 0,
     };
     let mut ticks = tokio::time::interval(options.ping_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -161,6 +166,20 @@ where
     let close = conn.close.clone();
     let mut open = conn.apply(initial).await;
     while open {
+        // Frames are fed, not flushed: under load, everything ready now goes out in one
+        // write. Once nothing more is ready (or after a bounded run), flush.
+        if conn.unflushed > 0 {
+            let ready = if conn.unflushed < MAX_UNFLUSHED {
+                ready_event(&mut conn.ws, &mut commands, &mut answered)
+            } else {
+                None
+            };
+            open = match ready {
+                Some(event) => conn.on_event(event).await,
+                None => conn.flush().await,
+            };
+            continue;
+        }
         let timer = conn
             .session
             .next_timeout()
@@ -188,6 +207,26 @@ where
     // Dropping `commands` now fails every Prepare still queued for this connection.
     drop(commands);
     conn.authenticated
+}
+
+/// An event that is ready without waiting: a queued Prepare or answer, or a frame the socket
+/// already holds.
+fn ready_event<S>(
+    ws: &mut WebSocketStream<S>,
+    commands: &mut mpsc::Receiver<Command>,
+    answered: &mut mpsc::UnboundedReceiver<Answer>,
+) -> Option<Event>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if let Ok(answer) = answered.try_recv() {
+        return Some(Event::Answered(Some(answer)));
+    }
+    if let Ok(command) = commands.try_recv() {
+        return Some(Event::Command(Some(command)));
+    }
+    // Reading a message is cancel safe: a partial one stays buffered in the stream.
+    ws.next().now_or_never().map(Event::Received)
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -276,8 +315,16 @@ where
     /// Writes one WebSocket message; a write that stalls past the idle timeout (the peer stopped
     /// reading, or the socket is half open) fails the connection.
     async fn write(&mut self, message: Message) -> bool {
+        let fed = tokio::time::timeout(self.options.idle_timeout, self.ws.feed(message)).await;
+        self.unflushed += 1;
+        matches!(fed, Ok(Ok(())))
+    }
+
+    /// Sends what [`Conn::write`] fed; the same stall bound applies.
+    async fn flush(&mut self) -> bool {
+        self.unflushed = 0;
         matches!(
-            tokio::time::timeout(self.options.idle_timeout, self.ws.send(message)).await,
+            tokio::time::timeout(self.options.idle_timeout, self.ws.flush()).await,
             Ok(Ok(()))
         )
     }
