@@ -55,6 +55,9 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+/// Bytes read from a socket at once (many frames under load).
+const READ_BUFFER: usize = 16 * 1024;
+
 /// Timeouts and limits of BTP connections, on both sides.
 #[derive(Debug, Clone)]
 pub struct BtpOptions {
@@ -103,6 +106,9 @@ impl BtpOptions {
         WebSocketConfig::default()
             .max_message_size(Some(self.max_message_size))
             .max_frame_size(Some(self.max_message_size))
+            // tungstenite zero-fills this much before every socket read; BTP frames are a few
+            // hundred bytes, and the 128 KiB default cost more than the read (profiled).
+            .read_buffer_size(READ_BUFFER)
     }
 }
 
