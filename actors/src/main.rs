@@ -203,14 +203,22 @@ fn operate(target: &AdminTarget, operation: &Operation) -> ExitCode {
 /// Starts the node in an actix System (actors on the System's thread, I/O tasks on a
 /// multi-thread tokio pool, DESIGN.md §7) and blocks until SIGINT or SIGTERM.
 fn run(path: &std::path::Path, config: &Config) -> ExitCode {
-    let system = actix::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| {
-                eprintln!("cannot start the tokio runtime: {e}");
-                std::process::exit(1)
-            })
+    // With io_threads = 0 (the default) every actor and every link runs on this one thread: no
+    // hand-off between threads per packet, which measured 30 % less CPU per packet and 60 %
+    // more packets per second here (README, Performance). The store's writer thread stays apart.
+    let io_threads = usize::from(config.node.io_threads);
+    let system = actix::System::with_tokio_rt(move || {
+        let mut builder = if io_threads == 0 {
+            tokio::runtime::Builder::new_current_thread()
+        } else {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(io_threads);
+            b
+        };
+        builder.enable_all().build().unwrap_or_else(|e| {
+            eprintln!("cannot start the tokio runtime: {e}");
+            std::process::exit(1)
+        })
     });
     let config = config.clone();
     let path = path.display().to_string();

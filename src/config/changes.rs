@@ -53,11 +53,15 @@ impl ConfigChanges {
             .filter(|id| !new.accounts.contains_key(*id))
             .cloned()
             .collect();
-        changes.routing = old.node != new.node
+        // The runtime's threads are made at start; everything else in [node] applies at once.
+        let mut old_node = old.node.clone();
+        old_node.io_threads = new.node.io_threads;
+        changes.routing = old_node != new.node
             || old.rates != new.rates
             || old.routing != new.routing
             || old.broadcast != new.broadcast;
         let sections = [
+            ("node.io_threads", old.node.io_threads != new.node.io_threads),
             ("listeners", old.listeners != new.listeners),
             ("store", old.store != new.store),
             ("log", old.log != new.log),

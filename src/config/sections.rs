@@ -129,6 +129,10 @@ pub struct NodeConfig {
     /// How long start-up waits for accounts to connect before going on (ms).
     #[serde(default = "NodeConfig::default_initial_connect_timeout_ms")]
     pub initial_connect_timeout_ms: u64,
+    /// Threads for the links' socket I/O beside the actors' thread; 0 runs the links on the
+    /// actors' thread too (no hand-offs between threads per packet). Read at start only.
+    #[serde(default)]
+    pub io_threads: u16,
 }
 
 impl NodeConfig {
@@ -156,6 +160,7 @@ impl Default for NodeConfig {
             max_hold_time_ms: Self::default_max_hold_time_ms(),
             reflect_payments: true,
             initial_connect_timeout_ms: Self::default_initial_connect_timeout_ms(),
+            io_threads: 0,
         }
     }
 }

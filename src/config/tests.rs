@@ -691,3 +691,17 @@ fn log_directives_pick_the_most_specific_module() {
     assert!(plain.modules.is_empty());
     assert_eq!(plain.max_level(), LogLevel::Info);
 }
+
+#[test]
+fn io_threads_default_zero_bounded_and_start_only() {
+    let base = "[node]\nilp_address = \"test.a\"\n";
+    let c = Config::from_toml_str(base).unwrap();
+    assert_eq!(c.node.io_threads, 0);
+    let four = Config::from_toml_str(&format!("{base}io_threads = 4\n")).unwrap();
+    assert_eq!(four.node.io_threads, 4);
+    let errors = Config::from_toml_str(&format!("{base}io_threads = 1000\n")).unwrap_err();
+    assert_eq!(errors.errors()[0].path, "node.io_threads");
+    let changes = crate::config::ConfigChanges::between(&c, &four);
+    assert_eq!(changes.needs_restart, vec!["node.io_threads"]);
+    assert!(!changes.routing);
+}

@@ -18,6 +18,9 @@ impl Errors {
     }
 }
 
+/// More I/O threads than this only adds hand-offs.
+const MAX_IO_THREADS: u16 = 256;
+
 const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 
 /// Whether `s` is a usable account id: address-segment characters plus `.`.
@@ -83,6 +86,12 @@ pub(super) fn check(config: &Config, failed_accounts: &BTreeSet<String>) -> Vec<
         "node.initial_connect_timeout_ms",
         node.initial_connect_timeout_ms,
     );
+    if node.io_threads > MAX_IO_THREADS {
+        e.at(
+            "node.io_threads",
+            format!("at most {MAX_IO_THREADS} (0 runs the links on the actors' thread)"),
+        );
+    }
     let parents: Vec<&str> = config
         .accounts
         .iter()

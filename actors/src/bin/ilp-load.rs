@@ -132,7 +132,7 @@ fn main() -> ExitCode {
         }
     };
     let system = actix::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_multi_thread()
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap_or_else(|e| {
