@@ -468,3 +468,30 @@ fn a_refused_connection_gives_t01_and_marks_the_link_down_for_a_while() {
         .unwrap();
     });
 }
+
+#[test]
+fn the_http2_key_makes_an_account_send_over_h2c() {
+    run(|| async {
+        let (la, addr_a) = listener().await;
+        let (lb, addr_b) = listener().await;
+        let url_a = format!("http://{addr_a}/accounts/b/ilp");
+        let url_b = format!("http://{addr_b}/accounts/a/ilp");
+        let mut config_a = node_config("a", "b", addr_a, &url_b, "b-to-a", "a-to-b");
+        match &mut config_a.accounts.get_mut("b").unwrap().link {
+            ilp::config::LinkConfig::Http { http2, .. } => *http2 = true,
+            other => panic!("not an http link: {other:?}"),
+        }
+        let a = TestNode::start(&config_a, "b", Some(la));
+        let b = TestNode::start(
+            &node_config("b", "a", addr_b, &url_a, "a-to-b", "b-to-a"),
+            "a",
+            Some(lb),
+        );
+        fulfilled(a.pay(payment("test.b.wallet", 10, 5_000, 1)).await);
+        fulfilled(b.pay(payment("test.a.wallet", 10, 5_000, 2)).await);
+        let into_b = b._server.as_ref().unwrap().request_counts();
+        let into_a = a._server.as_ref().unwrap().request_counts();
+        assert_eq!((into_b.http1, into_b.http2), (0, 1), "a sends h2c");
+        assert_eq!((into_a.http1, into_a.http2), (1, 0), "b sends HTTP/1.1");
+    });
+}

@@ -113,6 +113,10 @@ pub enum LinkConfig {
         callback_url: Option<Url>,
         #[serde(skip_serializing_if = "ClientTlsConfig::is_empty")]
         tls: ClientTlsConfig,
+        /// Over `http://`: send with HTTP/2 prior knowledge (h2c) instead of HTTP/1.1. Over
+        /// `https://` the version is negotiated (ALPN) either way.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        http2: bool,
     },
     /// An in-process link (tests, simulation, a local receiver).
     Memory,
@@ -158,6 +162,7 @@ struct RawLink {
     #[serde(default, with = "opt_url_serde")]
     callback_url: Option<Url>,
     tls: Option<ClientTlsConfig>,
+    http2: Option<bool>,
 }
 
 impl RawLink {
@@ -192,6 +197,7 @@ impl RawLink {
                 not_for(self.outgoing_auth_token.is_some(), "outgoing_auth_token");
                 not_for(self.mode.is_some(), "mode");
                 not_for(self.callback_url.is_some(), "callback_url");
+                not_for(self.http2.is_some(), "http2");
             }
         }
         if kind == LinkType::Memory {
@@ -235,6 +241,7 @@ impl RawLink {
                 mode: self.mode.unwrap_or_default(),
                 callback_url: self.callback_url,
                 tls: self.tls.unwrap_or_default(),
+                http2: self.http2.unwrap_or(false),
             },
             LinkType::Memory => LinkConfig::Memory,
         })

@@ -705,3 +705,18 @@ fn io_threads_default_zero_bounded_and_start_only() {
     assert_eq!(changes.needs_restart, vec!["node.io_threads"]);
     assert!(!changes.routing);
 }
+
+#[test]
+fn http2_is_an_http_link_key() {
+    let base = "[node]\nilp_address = \"test.a\"\n[listeners.http]\nbind = \"127.0.0.1:0\"\n[accounts.p]\nrelation = \"peer\"\n";
+    let c = Config::from_toml_str(&format!(
+        "{base}link = {{ type = \"http\", outgoing_url = \"http://127.0.0.1:9/\", http2 = true }}\n"
+    ))
+    .unwrap();
+    assert!(matches!(&c.accounts["p"].link, crate::config::LinkConfig::Http { http2: true, .. }));
+    let errors = Config::from_toml_str(&format!(
+        "{base}link = {{ type = \"btp-server\", auth_token = \"t\", http2 = true }}\n"
+    ))
+    .unwrap_err();
+    assert!(errors.to_string().contains("`http2` does not apply"), "{errors}");
+}

@@ -170,6 +170,7 @@ impl HttpLink {
             mode,
             callback_url,
             tls: client_tls,
+            http2,
             ..
         } = &account.link
         else {
@@ -242,7 +243,7 @@ impl HttpLink {
             .wrap_connector(connector);
         // The timer lets the pool close connections idle for longer than its idle timeout.
         let client = Client::builder(TokioExecutor::new())
-            .http2_only(options.http2_prior_knowledge && !https)
+            .http2_only((options.http2_prior_knowledge || *http2) && !https)
             .pool_timer(TokioTimer::new())
             .build(connector);
         Ok(HttpLink {
