@@ -10,8 +10,9 @@
 #   BENCH_SKIP_JS=1 leave the JS connector out
 #   BENCH_OUT       where results.md and chart.svg go (default scripts/bench)
 #
-# Scenarios: BTP -> BTP through one of ours; BTP -> BTP through two of ours in a row (peered over
-# BTP); BTP -> BTP through the JS connector. Every process is started and stopped by PID.
+# Scenarios: BTP -> BTP through one of ours; HTTP/2 -> HTTP/2 (h2c) through one of ours, sync
+# and async; BTP -> BTP through two of ours in a row (peered over BTP); BTP -> BTP through the JS
+# connector. Every process is started and stopped by PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -97,10 +98,11 @@ start_ours() {
   BTP_OUT=$(grep -m1 -oE '^BTP listening on ws://[^ ]+' "$WORK/$1.log" | sed 's/^BTP listening on //')
 }
 
-# load SCENARIO K PIDS PAYER_URL PAYEE_URL DESTINATION: one ilp-load run; appends a result row.
+# load SCENARIO K PIDS DESTINATION TRANSPORT...: one ilp-load run; appends a result row.
 load() {
-  local scenario=$1 k=$2 pids=$3 payer=$4 payee=$5 dest=$6 line
-  line=$("$BIN/ilp-load" --btp "$payer" --payee-btp "$payee" --payer payer:payer-token \
+  local scenario=$1 k=$2 pids=$3 dest=$4 line
+  shift 4
+  line=$("$BIN/ilp-load" "$@" --payer payer:payer-token \
     --payee payee:payee-token --destination "$dest" -k "$k" --duration "$SECONDS_PER_RUN" \
     --connector-pid "$pids" --json | tee -a "$WORK/load.log" | grep '^{') || {
     log "$scenario K=$k: ilp-load failed"; tail -5 "$WORK/load.log" >&2; return 0; }
@@ -112,7 +114,43 @@ ours_single() {
   local k=$1
   { node_head test.one "$WORK/one-$k" 127.0.0.1:0; child_account payer payer-token; child_account payee payee-token; } >"$WORK/one.toml"
   start_ours one
-  load "ours, BTP → BTP" "$k" "$PID_OUT" "$BTP_OUT" "$BTP_OUT" test.one.payee
+  load "ours, BTP → BTP" "$k" "$PID_OUT" test.one.payee --btp "$BTP_OUT"
+  stop_all
+}
+
+free_port() { node scripts/interop/free-port.js; }
+
+http_account() { # id mode connector-port load-port
+  local callback=""
+  [ "$2" = async ] && callback=", callback_url = \"http://127.0.0.1:$3/accounts/$1/callback\""
+  cat <<EOF
+[accounts.$1]
+relation = "child"
+max_packet_amount = 1000000000
+link = { type = "http", mode = "$2", outgoing_url = "http://127.0.0.1:$4/accounts/$1/ilp", outgoing_auth_token = "$1-token", incoming_auth_token = "$1-token", http2 = true$callback }
+[accounts.$1.balance]
+minimum = -9000000000000000000
+maximum = 9000000000000000000
+[accounts.$1.rate_limit]
+enabled = false
+EOF
+}
+
+ours_http() { # K mode
+  local k=$1 mode=$2 cport lport extra=()
+  cport=$(free_port)
+  lport=$(free_port)
+  { node_head test.h "$WORK/h-$mode-$k" 127.0.0.1:0 | grep -v -e '^\[listeners.btp\]$' -e '^bind = "127.0.0.1:0"$'
+    printf '[listeners.http]\nbind = "127.0.0.1:%s"\nh2 = true\n' "$cport"
+    http_account payer "$mode" "$cport" "$lport"; http_account payee "$mode" "$cport" "$lport"
+  } >"$WORK/h.toml"
+  "$BIN/ilp-connector" run --config "$WORK/h.toml" >"$WORK/h.log" 2>&1 &
+  PID_OUT=$!
+  PIDS+=("$PID_OUT")
+  wait_line "$WORK/h.log" '^ilp-connector running' "$PID_OUT"
+  [ "$mode" = async ] && extra=(--async)
+  load "ours, HTTP/2 → HTTP/2 ($mode)" "$k" "$PID_OUT" test.h.payee \
+    --http "http://127.0.0.1:$cport" --listen "127.0.0.1:$lport" --h2 "${extra[@]}"
   stop_all
 }
 
@@ -157,14 +195,15 @@ EOF
   start_ours a
   a_pid=$PID_OUT
   sleep 0.5 # a dials b
-  load "ours ×2 in a row, BTP → BTP → BTP" "$k" "$a_pid,$b_pid" "$BTP_OUT" "$b_url" test.b.payee
+  load "ours ×2 in a row, BTP → BTP → BTP" "$k" "$a_pid,$b_pid" test.b.payee \
+    --btp "$BTP_OUT" --payee-btp "$b_url"
   stop_all
 }
 
 js_single() {
   local k=$1 payer_port payee_port accounts js_pid
-  payer_port=$(node scripts/interop/free-port.js)
-  payee_port=$(node scripts/interop/free-port.js)
+  payer_port=$(free_port)
+  payee_port=$(free_port)
   accounts=$(cat <<EOF
 {
   "payer": { "relation": "child", "assetCode": "USD", "assetScale": 9, "plugin": "ilp-plugin-btp",
@@ -189,8 +228,8 @@ EOF
     (exec 3<>"/dev/tcp/127.0.0.1/$payee_port") 2>/dev/null && break
     sleep 0.05
   done
-  load "JS ilp-connector 23.0.2, BTP → BTP" "$k" "$js_pid" "ws://127.0.0.1:$payer_port" \
-    "ws://127.0.0.1:$payee_port" test.js.payee
+  load "JS ilp-connector 23.0.2, BTP → BTP" "$k" "$js_pid" test.js.payee \
+    --btp "ws://127.0.0.1:$payer_port" --payee-btp "ws://127.0.0.1:$payee_port"
   stop_all
 }
 
@@ -199,6 +238,8 @@ if [ "${BENCH_SKIP_JS:-0}" != 1 ]; then
 fi
 for k in $KS; do
   ours_single "$k"
+  ours_http "$k" sync
+  ours_http "$k" async
   ours_chain "$k"
   [ "${BENCH_SKIP_JS:-0}" = 1 ] || js_single "$k"
 done

@@ -61,7 +61,10 @@ impl ConfigChanges {
             || old.routing != new.routing
             || old.broadcast != new.broadcast;
         let sections = [
-            ("node.io_threads", old.node.io_threads != new.node.io_threads),
+            (
+                "node.io_threads",
+                old.node.io_threads != new.node.io_threads,
+            ),
             ("listeners", old.listeners != new.listeners),
             ("store", old.store != new.store),
             ("log", old.log != new.log),

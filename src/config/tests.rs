@@ -713,10 +713,16 @@ fn http2_is_an_http_link_key() {
         "{base}link = {{ type = \"http\", outgoing_url = \"http://127.0.0.1:9/\", http2 = true }}\n"
     ))
     .unwrap();
-    assert!(matches!(&c.accounts["p"].link, crate::config::LinkConfig::Http { http2: true, .. }));
+    assert!(matches!(
+        &c.accounts["p"].link,
+        crate::config::LinkConfig::Http { http2: true, .. }
+    ));
     let errors = Config::from_toml_str(&format!(
         "{base}link = {{ type = \"btp-server\", auth_token = \"t\", http2 = true }}\n"
     ))
     .unwrap_err();
-    assert!(errors.to_string().contains("`http2` does not apply"), "{errors}");
+    assert!(
+        errors.to_string().contains("`http2` does not apply"),
+        "{errors}"
+    );
 }

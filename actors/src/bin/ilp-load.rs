@@ -21,12 +21,19 @@ const USAGE: &str =
     "usage: ilp-load --btp URL --payer USER:TOKEN --payee USER:TOKEN --destination ADDRESS\n\
   [-k IN_FLIGHT (100)] [--packets N] [--duration SECONDS] [--rate PACKETS_PER_SECOND]\n\
   [--amount UNITS (1)] [--expiry-ms MS (30000)] [--idempotent] [--connector-pid PID[,PID...]] [--json]\n\
-  Stops after --packets or --duration (default: 10 s), then waits for every answer.";
+  Stops after --packets or --duration (default: 10 s), then waits for every answer.\n\
+  --http: the connector's HTTP listener; the payer POSTs to URL/accounts/USER/ilp, and ilp-load\n\
+  serves the payee's /accounts/USER/ilp (and async callbacks) on --listen.";
 
 struct Args {
-    btp: String,
+    /// The connector's BTP listener, or (`http`) its ILP-over-HTTP listener.
+    transport: Transport,
     /// Where the payee connects, when not at `btp` (the JS connector listens per account).
     payee_btp: Option<String>,
+    /// Where ilp-load serves its side of ILP over HTTP.
+    listen: Option<std::net::SocketAddr>,
+    asynchronous: bool,
+    h2: bool,
     payer: (String, String),
     payee: (String, String),
     destination: Address,
@@ -35,6 +42,11 @@ struct Args {
     /// The connector process(es) whose CPU time is charged to the packets (summed).
     pids: Vec<u32>,
     json: bool,
+}
+
+enum Transport {
+    Btp(String),
+    Http(String),
 }
 
 fn credentials(value: &str) -> Result<(String, String), String> {
@@ -54,6 +66,7 @@ fn number<T: std::str::FromStr>(flag: &str, value: Option<String>) -> Result<T, 
 fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
     let (mut btp, mut payer, mut payee, mut destination) = (None, None, None, None);
     let mut payee_btp = None;
+    let (mut http, mut listen, mut asynchronous, mut h2) = (None, None, false, false);
     let (mut in_flight, mut packets, mut duration, mut rate) = (100usize, None, None, None);
     let (mut amount, mut expiry_ms, mut idempotent, mut pids, mut json) =
         (1u64, 30_000u64, false, Vec::new(), false);
@@ -62,6 +75,10 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
         match flag.as_str() {
             "--btp" => btp = args.next(),
             "--payee-btp" => payee_btp = args.next(),
+            "--http" => http = args.next(),
+            "--listen" => listen = Some(number(&flag, args.next())?),
+            "--async" => asynchronous = true,
+            "--h2" => h2 = true,
             "--payer" => payer = Some(credentials(&args.next().unwrap_or_default())?),
             "--payee" => payee = Some(credentials(&args.next().unwrap_or_default())?),
             "--destination" => {
@@ -96,8 +113,20 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
         duration = Some(Duration::from_secs(10));
     }
     Ok(Args {
-        btp: btp.ok_or("--btp is required")?,
+        transport: match (btp, http) {
+            (Some(url), None) => Transport::Btp(url),
+            (None, Some(url)) => {
+                if listen.is_none() {
+                    return Err("--http needs --listen".into());
+                }
+                Transport::Http(url.trim_end_matches('/').to_owned())
+            }
+            _ => return Err("give one of --btp and --http".into()),
+        },
         payee_btp,
+        listen,
+        asynchronous,
+        h2,
         payer: payer.ok_or("--payer is required")?,
         payee: payee.ok_or("--payee is required")?,
         spec: LoadSpec {
@@ -143,11 +172,19 @@ fn main() -> ExitCode {
     system.block_on(drive(args))
 }
 
-async fn drive(args: Args) -> ExitCode {
+/// The payer's link and what must live while it is used (the payee's side).
+struct Endpoints {
+    payer: Arc<dyn Link>,
+    delivered: Arc<std::sync::atomic::AtomicUsize>,
+    _keep: Box<dyn std::any::Any>,
+}
+
+/// Both accounts over BTP: two client connections (the payee's answers its Prepares).
+async fn btp_endpoints(args: &Args, url: &str) -> Result<Endpoints, String> {
     use actix::Actor;
     let options = BtpOptions::default();
     let payer = Arc::new(BtpClientLink::connect_with_tls(
-        &args.btp,
+        url,
         &args.payer.0,
         &args.payer.1,
         None,
@@ -155,7 +192,7 @@ async fn drive(args: Args) -> ExitCode {
         options.clone(),
     ));
     let payee = BtpClientLink::connect_with_tls(
-        args.payee_btp.as_deref().unwrap_or(&args.btp),
+        args.payee_btp.as_deref().unwrap_or(url),
         &args.payee.0,
         &args.payee.1,
         None,
@@ -168,15 +205,96 @@ async fn drive(args: Args) -> ExitCode {
     let connected_by = Instant::now() + Duration::from_secs(15);
     while !(payer.is_up() && payee.is_up()) {
         if Instant::now() > connected_by {
-            eprintln!(
-                "could not connect and authenticate both accounts at {}",
-                args.btp
-            );
-            return ExitCode::FAILURE;
+            return Err(format!(
+                "could not connect and authenticate both accounts at {url}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // The connector registers the payee's connection a moment after the payee sees its auth.
+    Ok(Endpoints {
+        payer,
+        delivered,
+        _keep: Box::new(payee),
+    })
+}
+
+/// Both accounts over ILP over HTTP: the payer POSTs to the connector; the payee's endpoint
+/// (and, async, both callback endpoints) are served on `--listen`, built from the same link and
+/// server code as the connector's, configured by a small TOML of our own.
+async fn http_endpoints(args: &Args, base: &str) -> Result<Endpoints, String> {
+    use actix::Actor;
+    use ilp_actors::link::http::{HttpLink, HttpLinkOptions, HttpServer, HttpServerOptions};
+    let listen = args.listen.ok_or("--http needs --listen")?;
+    let mode = if args.asynchronous { "async" } else { "sync" };
+    let account = |(user, token): &(String, String)| {
+        let callback = if args.asynchronous {
+            format!(", callback_url = \"http://{listen}/accounts/{user}/callback\"")
+        } else {
+            String::new()
+        };
+        format!(
+            "[accounts.{user}]\nrelation = \"parent\"\n\
+             link = {{ type = \"http\", mode = \"{mode}\", outgoing_url = \"{base}/accounts/{user}/ilp\", \
+             outgoing_auth_token = \"{token}\", incoming_auth_token = \"{token}\", http2 = {}{callback} }}\n",
+            args.h2
+        )
+    };
+    let text = format!(
+        "[node]\nilp_address = \"test.ilp-load\"\n[listeners.http]\nbind = \"{listen}\"\n{}{}",
+        account(&args.payer),
+        account(&args.payee)
+    );
+    let config = ilp::config::Config::from_toml_str(&text).map_err(|e| format!("{e}\n{text}"))?;
+    let options = HttpLinkOptions {
+        http2_prior_knowledge: args.h2,
+        max_pending_callbacks: 1_000_000,
+        ..HttpLinkOptions::default()
+    };
+    let clock = ilp_actors::clock::Clock::system();
+    let link = |user: &str| {
+        HttpLink::from_config(user, &config.accounts[user], clock, &options)
+            .map_err(|e| e.to_string())
+    };
+    let (payer, payee) = (link(&args.payer.0)?, link(&args.payee.0)?);
+    let fulfiller = PreimagePayee::default();
+    let delivered = fulfiller.delivered.clone();
+    payee.attach(fulfiller.start().recipient());
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("--listen {listen}: {e}"))?;
+    let server = HttpServer::serve(
+        listener,
+        [payer.clone(), payee],
+        HttpServerOptions {
+            h2: true,
+            ..HttpServerOptions::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(Endpoints {
+        payer: Arc::new(payer),
+        delivered,
+        _keep: Box::new(server),
+    })
+}
+
+async fn drive(args: Args) -> ExitCode {
+    let endpoints = match &args.transport {
+        Transport::Btp(url) => btp_endpoints(&args, url).await,
+        Transport::Http(url) => http_endpoints(&args, url).await,
+    };
+    let Endpoints {
+        payer,
+        delivered,
+        _keep,
+    } = match endpoints {
+        Ok(e) => e,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The connector registers a BTP payee's connection a moment after the payee sees its auth.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let sample_all = |pids: &[u32]| -> Option<loadgen::ProcessSample> {
         let samples: Option<Vec<_>> = pids.iter().map(|p| loadgen::sample(*p)).collect();
