@@ -20,83 +20,15 @@ ROOT=$(pwd)
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 KS=${BENCH_K:-"1 100 1000"}
 OUT=${BENCH_OUT:-$ROOT/scripts/bench}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/ilp-connector/target}
+LOG_TAG=bench
+KEEP=${BENCH_KEEP:-0}
+# shellcheck source=lib/nodes.sh
+. scripts/lib/nodes.sh
 
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-
-cargo build --release -p ilp-actors --bins >&2
-BIN="$CARGO_TARGET_DIR/release"
-WORK=$(mktemp -d)
-PIDS=()
-stop_all() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  PIDS=()
-}
-cleanup() {
-  stop_all
-  if [ "${BENCH_KEEP:-0}" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
+build_release
 mkdir -p "$OUT"
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
-
-# wait_line FILE PATTERN PID: waits (bounded) for PATTERN in FILE while PID lives.
-wait_line() {
-  for _ in $(seq 1 600); do
-    grep -qE "$2" "$1" 2>/dev/null && return 0
-    kill -0 "$3" 2>/dev/null || { cat "$1" >&2; return 1; }
-    sleep 0.05
-  done
-  cat "$1" >&2
-  return 1
-}
-
-child_account() { # id token
-  cat <<EOF
-[accounts.$1]
-relation = "child"
-max_packet_amount = 1000000000
-[accounts.$1.link]
-type = "btp-server"
-auth_username = "$1"
-auth_token = "$2"
-[accounts.$1.balance]
-minimum = -9000000000000000000
-maximum = 9000000000000000000
-[accounts.$1.rate_limit]
-enabled = false
-EOF
-}
-
-node_head() { # address data-dir bind
-  cat <<EOF
-[node]
-ilp_address = "$1"
-spread = "0"
-[broadcast]
-enabled = false
-[listeners.btp]
-bind = "$3"
-[listeners.admin]
-enabled = false
-[store]
-backend = "rocksdb"
-path = "$2"
-[log]
-level = "warn"
-EOF
-}
-
-# start_ours NAME: runs $WORK/NAME.toml; sets PID_OUT and BTP_OUT.
-start_ours() {
-  "$BIN/ilp-connector" run --config "$WORK/$1.toml" >"$WORK/$1.log" 2>&1 &
-  PID_OUT=$!
-  PIDS+=("$PID_OUT")
-  wait_line "$WORK/$1.log" '^ilp-connector running' "$PID_OUT"
-  BTP_OUT=$(grep -m1 -oE '^BTP listening on ws://[^ ]+' "$WORK/$1.log" | sed 's/^BTP listening on //')
-}
 
 # load SCENARIO K PIDS DESTINATION TRANSPORT...: one ilp-load run; appends a result row.
 load() {
@@ -128,12 +60,8 @@ http_account() { # id mode connector-port load-port
 relation = "child"
 max_packet_amount = 1000000000
 link = { type = "http", mode = "$2", outgoing_url = "http://127.0.0.1:$4/accounts/$1/ilp", outgoing_auth_token = "$1-token", incoming_auth_token = "$1-token", http2 = true$callback }
-[accounts.$1.balance]
-minimum = -9000000000000000000
-maximum = 9000000000000000000
-[accounts.$1.rate_limit]
-enabled = false
 EOF
+  balance_tail "$1"
 }
 
 ours_http() { # K mode
@@ -144,10 +72,7 @@ ours_http() { # K mode
     printf '[listeners.http]\nbind = "127.0.0.1:%s"\nh2 = true\n' "$cport"
     http_account payer "$mode" "$cport" "$lport"; http_account payee "$mode" "$cport" "$lport"
   } >"$WORK/h.toml"
-  "$BIN/ilp-connector" run --config "$WORK/h.toml" >"$WORK/h.log" 2>&1 &
-  PID_OUT=$!
-  PIDS+=("$PID_OUT")
-  wait_line "$WORK/h.log" '^ilp-connector running' "$PID_OUT"
+  start_ours h
   [ "$mode" = async ] && extra=(--async)
   load "ours, HTTP/2 → HTTP/2 ($mode)" "$k" "$PID_OUT" test.h.payee \
     --http "http://127.0.0.1:$cport" --listen "127.0.0.1:$lport" --h2 "${extra[@]}"
@@ -164,12 +89,8 @@ relation = "peer"
 type = "btp-server"
 auth_username = "a"
 auth_token = "a-token"
-[accounts.a.balance]
-minimum = -9000000000000000000
-maximum = 9000000000000000000
-[accounts.a.rate_limit]
-enabled = false
 EOF
+    balance_tail a
   } >"$WORK/b.toml"
   start_ours b
   b_pid=$PID_OUT
@@ -185,12 +106,8 @@ type = "btp-client"
 url = "$b_url"
 auth_username = "a"
 auth_token = "a-token"
-[accounts.b.balance]
-minimum = -9000000000000000000
-maximum = 9000000000000000000
-[accounts.b.rate_limit]
-enabled = false
 EOF
+    balance_tail b
   } >"$WORK/a.toml"
   start_ours a
   a_pid=$PID_OUT

@@ -18,68 +18,16 @@ RATE=${2:-2000}
 K=${SOAK_K:-50}
 INTERVAL=${SOAK_INTERVAL:-30}
 RSS_SLACK=${SOAK_RSS_SLACK:-16384}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/ilp-connector/target}
+LOG_TAG=soak
+KEEP=${SOAK_KEEP:-0}
+# shellcheck source=lib/nodes.sh
+. scripts/lib/nodes.sh
 
-log() { printf '[soak %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
-
-cargo build --release -p ilp-actors --bins
-BIN="$CARGO_TARGET_DIR/release"
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [ "${SOAK_KEEP:-0}" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-
-cat >"$WORK/config.toml" <<EOF
-[node]
-ilp_address = "test.soak"
-spread = "0"
-[broadcast]
-enabled = false
-[listeners.btp]
-bind = "127.0.0.1:0"
-[listeners.admin]
-enabled = false
-[store]
-backend = "rocksdb"
-path = "$WORK/data"
-[log]
-level = "warn"
-[accounts.payer]
-relation = "child"
-[accounts.payer.link]
-type = "btp-server"
-auth_username = "payer"
-auth_token = "payer-token"
-[accounts.payer.balance]
-maximum = 9000000000000000000
-[accounts.payer.rate_limit]
-enabled = false
-[accounts.payee]
-relation = "child"
-[accounts.payee.link]
-type = "btp-server"
-auth_username = "payee"
-auth_token = "payee-token"
-[accounts.payee.balance]
-minimum = -9000000000000000000
-maximum = 9000000000000000000
-[accounts.payee.rate_limit]
-enabled = false
-EOF
-
-"$BIN/ilp-connector" run --config "$WORK/config.toml" >"$WORK/connector.log" 2>&1 &
-CONNECTOR=$!
-PIDS+=("$CONNECTOR")
-for _ in $(seq 1 300); do
-  grep -q '^ilp-connector running' "$WORK/connector.log" && break
-  kill -0 "$CONNECTOR" 2>/dev/null || { cat "$WORK/connector.log"; exit 1; }
-  sleep 0.1
-done
-BTP=$(grep -m1 -oE '^BTP listening on ws://[^ ]+' "$WORK/connector.log" | sed 's/^BTP listening on //')
+build_release
+{ node_head test.soak "$WORK/data" 127.0.0.1:0; child_account payer payer-token; child_account payee payee-token; } >"$WORK/connector.toml"
+start_ours connector
+CONNECTOR=$PID_OUT
+BTP=$BTP_OUT
 log "connector pid $CONNECTOR on $BTP; $DURATION s at $RATE packets/s, $K in flight"
 
 "$BIN/ilp-load" --btp "$BTP" --payer payer:payer-token --payee payee:payee-token \

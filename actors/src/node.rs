@@ -17,7 +17,7 @@
 use crate::balance_keeper::{BalanceKeeper, UpdateLimits};
 use crate::clock::Clock;
 use crate::link::Link;
-use crate::messages::{AccountId, SendPrepare, SetNodeAddress};
+use crate::messages::{AccountId, ForwardPrepare, SendPrepare, SetNodeAddress};
 use crate::metrics::Metrics;
 use crate::peer_account::{
     NodeAddress, PeerAccount, PeerAccountSettings, ReplaceLink, Retire, UpdateSettings,
@@ -34,7 +34,7 @@ use crate::settlement_engine::{SettlementEngine, UpdateAccounts};
 use crate::shutdown::PacketGate;
 use crate::store::{Store, StoreError};
 use actix::prelude::*;
-use ilp::config::{Config, ConfigChanges};
+use ilp::config::{AccountConfig, Config, ConfigChanges};
 use ilp::ildcp::{self, IldcpResponse};
 use ilp::packet::{Address, ErrorClass, ErrorCode, Timestamp};
 use ilp::peer_protocol::PEER_PROTOCOL_EXPIRY_DURATION_MS;
@@ -166,19 +166,15 @@ impl Node {
                 let Some(link) = links.get(&id).cloned() else {
                     continue;
                 };
-                let settings = PeerAccountSettings::from_config(account, node_address.clone());
-                let forward = router_addr.clone().recipient();
-                let link_for_actor = link.clone();
-                let actor_id = id.clone();
-                let account_metrics = metrics.as_ref().map(|m| {
-                    m.watch_link(&id, link.clone());
-                    Arc::new(m.account(&id))
+                let peer = start_account(AccountStart {
+                    id: &id,
+                    config: account,
+                    link,
+                    node_address: &node_address,
+                    router: router_addr.clone().recipient(),
+                    clock,
+                    metrics: metrics.as_ref(),
                 });
-                let peer = Supervisor::start(move |_| {
-                    PeerAccount::new(actor_id, settings, link_for_actor, forward, clock)
-                        .with_metrics(account_metrics)
-                });
-                link.attach(peer.clone().recipient());
                 accounts.insert(id, peer);
             }
             let sends: BTreeMap<AccountId, Recipient<SendPrepare>> = accounts
@@ -354,18 +350,15 @@ impl Node {
                 continue;
             };
             let id: AccountId = Arc::from(id.as_str());
-            let settings = PeerAccountSettings::from_config(account, self.address.clone());
-            let forward = self.router.clone().recipient();
-            let (clock, actor_id, actor_link) = (self.clock, id.clone(), link.clone());
-            let account_metrics = self.metrics.as_ref().map(|m| {
-                m.watch_link(&id, link.clone());
-                Arc::new(m.account(&id))
+            let peer = start_account(AccountStart {
+                id: &id,
+                config: account,
+                link: link.clone(),
+                node_address: &self.address,
+                router: self.router.clone().recipient(),
+                clock: self.clock,
+                metrics: self.metrics.as_ref(),
             });
-            let peer = Supervisor::start(move |_| {
-                PeerAccount::new(actor_id, settings, actor_link, forward, clock)
-                    .with_metrics(account_metrics)
-            });
-            link.attach(peer.clone().recipient());
             self.links.insert(id.clone(), link);
             self.accounts.insert(id, peer);
         }
@@ -436,6 +429,43 @@ impl Node {
             });
         }
     }
+}
+
+/// What starting one account's PeerAccount takes.
+struct AccountStart<'a> {
+    id: &'a AccountId,
+    config: &'a AccountConfig,
+    link: Arc<dyn Link>,
+    node_address: &'a NodeAddress,
+    router: Recipient<ForwardPrepare>,
+    clock: Clock,
+    metrics: Option<&'a Arc<Metrics>>,
+}
+
+/// Starts the supervised PeerAccount of one account and attaches its link to it (and, with
+/// metrics, has its packets counted and its link watched).
+fn start_account(start: AccountStart<'_>) -> Addr<PeerAccount> {
+    let AccountStart {
+        id,
+        config,
+        link,
+        node_address,
+        router,
+        clock,
+        metrics,
+    } = start;
+    let settings = PeerAccountSettings::from_config(config, node_address.clone());
+    let account_metrics = metrics.map(|m| {
+        m.watch_link(id, link.clone());
+        Arc::new(m.account(id))
+    });
+    let (actor_id, actor_link) = (id.clone(), link.clone());
+    let peer = Supervisor::start(move |_| {
+        PeerAccount::new(actor_id, settings, actor_link, router, clock)
+            .with_metrics(account_metrics)
+    });
+    link.attach(peer.clone().recipient());
+    peer
 }
 
 /// The balance limits of every account that keeps a balance.

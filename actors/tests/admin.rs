@@ -320,6 +320,16 @@ fn single_node_config(store: &str) -> Config {
     ))
 }
 
+/// One node on the memory store with a `peer` account.
+async fn memory_node() -> AdminNode {
+    AdminNode::start(
+        &single_node_config("[store]\nbackend = \"memory\"\n"),
+        Arc::new(MemoryStore::new()),
+        &["peer"],
+    )
+    .await
+}
+
 fn rocks_store_section(path: &Path) -> String {
     format!(
         "[store]\nbackend = \"rocksdb\"\npath = {:?}\n",
@@ -330,12 +340,7 @@ fn rocks_store_section(path: &Path) -> String {
 #[test]
 fn token_health_and_json_errors() {
     common::run(|| async {
-        let a = AdminNode::start(
-            &single_node_config("[store]\nbackend = \"memory\"\n"),
-            Arc::new(MemoryStore::new()),
-            &["peer"],
-        )
-        .await;
+        let a = memory_node().await;
         for token in [None, Some("wrong"), Some("admin-s3cret-but-longer")] {
             let (status, body) = a.call_with(token, Method::GET, "/accounts", None).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "token {token:?}");
@@ -410,12 +415,7 @@ fn ready_waits_for_an_address() {
 #[test]
 fn static_routes_at_run_time() {
     common::run(|| async {
-        let a = AdminNode::start(
-            &single_node_config("[store]\nbackend = \"memory\"\n"),
-            Arc::new(MemoryStore::new()),
-            &["peer"],
-        )
-        .await;
+        let a = memory_node().await;
         let reject = a.pay("g.far.x", 10).await.unwrap_err();
         assert_eq!(reject.code(), ErrorCode::F02_UNREACHABLE);
 

@@ -26,6 +26,31 @@ fn reference_config_is_accepted() {
     assert!(printed.contains("test.ilp-connector"), "{printed}");
 }
 
+/// The reference configuration with every listener on an ephemeral port (tests never bind a
+/// fixed one), the store in `data`, and the admin API's token set when given.
+fn ephemeral(reference: &str, data: &std::path::Path, token: Option<&str>) -> String {
+    reference
+        .lines()
+        .map(|line| {
+            let trimmed = line.trim_start();
+            match token {
+                Some(token) if trimmed.starts_with("# token = ") => {
+                    return format!("token = {token:?}");
+                }
+                _ => {}
+            }
+            if trimmed.starts_with("bind = ") {
+                "bind = \"127.0.0.1:0\"".to_owned()
+            } else if trimmed.starts_with("path = ") {
+                format!("path = {:?}", data.display().to_string())
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// `run` on the reference config starts the node, stays up, and exits 0 on SIGTERM.
 #[cfg(unix)]
 #[test]
@@ -40,20 +65,7 @@ fn run_stays_up_until_sigterm() {
     let dir = std::env::temp_dir().join(format!("ilp-cli-run-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let data = dir.join("data");
-    let ephemeral = text
-        .lines()
-        .map(|line| {
-            let trimmed = line.trim_start();
-            if trimmed.starts_with("bind = ") {
-                "bind = \"127.0.0.1:0\"".to_owned()
-            } else if trimmed.starts_with("path = ") {
-                format!("path = {:?}", data.display().to_string())
-            } else {
-                line.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
+    let ephemeral = ephemeral(&text, &data, None);
     assert_ne!(ephemeral, text, "config.toml binds listeners");
     let config_path = dir.join("config.toml");
     std::fs::write(&config_path, ephemeral).expect("write config");
@@ -175,22 +187,7 @@ fn operator_commands_talk_to_the_admin_api() {
     let dir = std::env::temp_dir().join(format!("ilp-cli-admin-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let data = dir.join("data");
-    let config = text
-        .lines()
-        .map(|line| {
-            let trimmed = line.trim_start();
-            if trimmed.starts_with("bind = ") {
-                "bind = \"127.0.0.1:0\"".to_owned()
-            } else if trimmed.starts_with("path = ") {
-                format!("path = {:?}", data.display().to_string())
-            } else if trimmed.starts_with("# token = ") {
-                "token = \"operator-token\"".to_owned()
-            } else {
-                line.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
+    let config = ephemeral(&text, &data, Some("operator-token"));
     assert!(config.contains("token = \"operator-token\""));
     let config_path = dir.join("config.toml");
     std::fs::write(&config_path, config).expect("write config");
