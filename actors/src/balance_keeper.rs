@@ -127,6 +127,9 @@ pub struct BalanceKeeper {
     incarnation_start: u64,
     /// Store commits not yet known to have landed; a restart waits for them before reloading.
     commits: Vec<Commit>,
+    /// `commits` is pruned of landed commits when it reaches this length (then twice what is
+    /// left): amortized constant work per packet instead of a scan of everything in flight.
+    prune_at: usize,
     /// Settlements whose commit is in flight, so a repeat waits for the first to be durable.
     settlements: HashMap<[u8; 16], Commit>,
     /// Set when a commit failed: the in-memory balances may be ahead of the store until the
@@ -136,6 +139,9 @@ pub struct BalanceKeeper {
     record_gc: Option<Clock>,
     backoff: Backoff,
 }
+
+/// Smallest length at which the list of commits in flight is pruned.
+const MIN_PRUNE_AT: usize = 64;
 
 /// How often expired fulfill records are deleted (one range delete each time).
 pub const RECORD_GC_PERIOD: Duration = Duration::from_secs(10);
@@ -160,6 +166,7 @@ impl BalanceKeeper {
             next_reservation: 0,
             incarnation_start: 0,
             commits: Vec::new(),
+            prune_at: MIN_PRUNE_AT,
             settlements: HashMap::new(),
             poisoned: Arc::new(AtomicBool::new(false)),
             record_gc: None,
@@ -303,7 +310,10 @@ impl BalanceKeeper {
     }
 
     fn persist(&mut self, ops: Vec<StoreOp>) -> Commit {
-        self.commits.retain(|c| c.peek().is_none());
+        if self.commits.len() >= self.prune_at {
+            self.commits.retain(|c| c.peek().is_none());
+            self.prune_at = (self.commits.len() * 2).max(MIN_PRUNE_AT);
+        }
         let commit = self.store.commit(ops).shared();
         self.commits.push(commit.clone());
         commit
