@@ -718,6 +718,8 @@ fn a_callback_after_the_prepares_expiry_gets_400_and_upstream_saw_r00() {
 
 #[test]
 fn a_full_callback_table_rejects_t03_without_sending() {
+    // Each step has a bound of its own, shorter than the test's, so a stall names its step.
+    const STEP: Duration = Duration::from_secs(8);
     run(|| async {
         let (a, mut prepares) = node_with_silent_peer_holding(1).await;
         let first = tokio::spawn({
@@ -728,14 +730,20 @@ fn a_full_callback_table_rejects_t03_without_sending() {
                     .await
             }
         });
-        next(&mut prepares).await;
-        let reject = rejected(
-            a.pay(payment("test.b.x", 10, 10_000, 12)).await,
-            ErrorCode::T03_CONNECTOR_BUSY,
-        );
+        timeout(STEP, next(&mut prepares))
+            .await
+            .expect("step 1: the first Prepare reaches the peer");
+        let second = timeout(STEP, a.pay(payment("test.b.x", 10, 10_000, 12)))
+            .await
+            .expect("step 2: the second Prepare is answered at once");
+        let reject = rejected(second, ErrorCode::T03_CONNECTOR_BUSY);
         assert_eq!(reject.triggered_by().unwrap().as_str(), "test.a");
         rejected(
-            timeout(WAIT, first).await.unwrap().unwrap().unwrap(),
+            timeout(STEP, first)
+                .await
+                .expect("step 3: the first Prepare expires")
+                .unwrap()
+                .unwrap(),
             ErrorCode::R00_TRANSFER_TIMED_OUT,
         );
         // The expired entry is gone, so the table takes the next Prepare.
@@ -747,11 +755,19 @@ fn a_full_callback_table_rejects_t03_without_sending() {
                     .await
             }
         });
-        next(&mut prepares).await;
-        rejected(
-            timeout(WAIT, again).await.unwrap().unwrap().unwrap(),
-            ErrorCode::R00_TRANSFER_TIMED_OUT,
+        let sent = timeout(STEP, next(&mut prepares)).await;
+        let answer = timeout(STEP, again)
+            .await
+            .expect("step 5: the third Prepare is answered")
+            .unwrap()
+            .unwrap();
+        assert!(
+            sent.is_ok(),
+            "step 4: the third Prepare never reached the peer; it was answered {:?} {:?}",
+            answer.as_ref().err().map(|r| r.code()),
+            answer.as_ref().err().map(|r| r.message().to_owned())
         );
+        rejected(answer, ErrorCode::R00_TRANSFER_TIMED_OUT);
         assert!(
             prepares.try_recv().is_err(),
             "the T03 Prepare was never sent"
