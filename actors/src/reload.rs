@@ -64,6 +64,8 @@ pub async fn apply(
     effective.listeners = current.listeners.clone();
     effective.store = current.store.clone();
     effective.log = current.log.clone();
+    // The runtime's threads were made at start.
+    effective.node.io_threads = current.node.io_threads;
     let LinkSet {
         btp,
         http,
