@@ -213,16 +213,7 @@ impl Node {
                     broadcaster_seed,
                 )
             });
-            let router_accounts = account_configs
-                .iter()
-                .filter_map(|(id, a)| {
-                    let send = sends.get(id.as_str())?.clone();
-                    Some((
-                        Arc::from(id.as_str()),
-                        RouterAccount::from_config(id, a, send),
-                    ))
-                })
-                .collect();
+            let router_accounts = router_accounts(&account_configs, &sends);
             let handlers = PeerProtocolHandlers {
                 ccp: Some(broadcaster.clone().recipient()),
                 settle: Some(engine.clone().recipient()),
@@ -375,17 +366,7 @@ impl Node {
             .iter()
             .map(|(id, a)| (id.clone(), a.clone().recipient()))
             .collect();
-        let router_accounts = config
-            .accounts
-            .iter()
-            .filter_map(|(id, a)| {
-                let send = sends.get(id.as_str())?.clone();
-                Some((
-                    Arc::from(id.as_str()),
-                    RouterAccount::from_config(id, a, send),
-                ))
-            })
-            .collect();
+        let router_accounts = router_accounts(&config.accounts, &sends);
         // Awaited, so the routes the broadcaster pushes next land on the new accounts.
         let _ = self
             .router
@@ -466,6 +447,23 @@ fn start_account(start: AccountStart<'_>) -> Addr<PeerAccount> {
     });
     link.attach(peer.clone().recipient());
     peer
+}
+
+/// What the Router knows of each configured account that has a PeerAccount.
+fn router_accounts(
+    configs: &BTreeMap<String, AccountConfig>,
+    sends: &BTreeMap<AccountId, Recipient<SendPrepare>>,
+) -> BTreeMap<AccountId, RouterAccount> {
+    configs
+        .iter()
+        .filter_map(|(id, a)| {
+            let send = sends.get(id.as_str())?.clone();
+            Some((
+                Arc::from(id.as_str()),
+                RouterAccount::from_config(id, a, send),
+            ))
+        })
+        .collect()
 }
 
 /// The balance limits of every account that keeps a balance.
