@@ -344,30 +344,24 @@ async fn drive(args: Args) -> ExitCode {
         _ => None,
     };
     if args.json {
-        let rejects: Vec<String> = report
-            .rejected
-            .iter()
-            .map(|(code, n)| format!("\"{code}\":{n}"))
-            .collect();
-        let (cpu, rss, fds) = cpu_us_per_packet.map_or(
-            ("null".to_owned(), "null".to_owned(), "null".to_owned()),
-            |(c, r, f)| (format!("{c:.2}"), r.to_string(), f.to_string()),
-        );
-        println!(
-            "{{\"sent\":{},\"fulfilled\":{},\"rejected\":{{{}}},\"link_errors\":{},\"seconds\":{:.3},\
-             \"pps\":{:.1},\"p50_ms\":{:.3},\"p90_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\
-             \"cpu_us_per_packet\":{cpu},\"rss_kib\":{rss},\"open_fds\":{fds}}}",
-            report.sent,
-            report.fulfilled,
-            rejects.join(","),
-            report.link_errors,
-            report.elapsed.as_secs_f64(),
-            report.packets_per_second(),
-            report.latency_ms(50.0),
-            report.latency_ms(90.0),
-            report.latency_ms(99.0),
-            report.latency_ms(99.9),
-        );
+        let (cpu, rss, fds) =
+            cpu_us_per_packet.map_or((None, None, None), |(c, r, f)| (Some(c), Some(r), Some(f)));
+        let line = serde_json::json!({
+            "sent": report.sent,
+            "fulfilled": report.fulfilled,
+            "rejected": report.rejected,
+            "link_errors": report.link_errors,
+            "seconds": report.elapsed.as_secs_f64(),
+            "pps": report.packets_per_second(),
+            "p50_ms": report.latency_ms(50.0),
+            "p90_ms": report.latency_ms(90.0),
+            "p99_ms": report.latency_ms(99.0),
+            "p999_ms": report.latency_ms(99.9),
+            "cpu_us_per_packet": cpu,
+            "rss_kib": rss,
+            "open_fds": fds,
+        });
+        println!("{line}");
     }
     if report.fulfilled == 0 {
         return ExitCode::FAILURE;

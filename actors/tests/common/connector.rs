@@ -148,24 +148,6 @@ pub fn signal(pid: u32, name: &str) {
     assert!(sent.is_ok_and(|s| s.success()), "kill -s {name} {pid}");
 }
 
-/// Waits (bounded) until `log` holds a line containing `needle` after its first `skip` lines;
-/// returns that line.
-pub fn wait_for_line(log: &Path, skip: usize, needle: &str) -> String {
-    let deadline = Instant::now() + START_BOUND;
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(line) = text.lines().skip(skip).find(|l| l.contains(needle)) {
-            return line.to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no line with {needle:?} in {}:\n{text}",
-            log.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Lines in `log` so far.
 pub fn line_count(log: &Path) -> usize {
     std::fs::read_to_string(log).map_or(0, |t| t.lines().count())
