@@ -24,7 +24,7 @@ use ilp_actors::clock::Clock;
 use ilp_actors::link::memory::MemoryLink;
 use ilp_actors::link::Link;
 use ilp_actors::messages::{
-    AccountId, ApplySettlement, Crash, GetBalance, IncomingPrepare, PacketResult,
+    AccountId, ApplySettlement, Crash, GetBalance, IncomingPrepare, PacketResult, Reply,
     SettlementDirection,
 };
 use ilp_actors::node::{Node, NodeOptions};
@@ -240,28 +240,28 @@ impl Actor for Wallet {
 }
 
 impl Handler<IncomingPrepare> for Wallet {
-    type Result = MessageResult<IncomingPrepare>;
+    type Result = Reply<PacketResult>;
 
     fn handle(&mut self, msg: IncomingPrepare, _: &mut Context<Self>) -> Self::Result {
         let p = msg.prepare;
         let data = p.data();
         let reject = |code: ErrorCode| Err(Reject::new(code, None, "wallet refused"));
         if data.len() != 40 {
-            return MessageResult(reject(ErrorCode::F06_UNEXPECTED_PAYMENT));
+            return Reply::ready(reject(ErrorCode::F06_UNEXPECTED_PAYMENT));
         }
         let mut preimage = [0u8; 32];
         preimage.copy_from_slice(&data[..32]);
         let id = u64::from_be_bytes(data[32..40].try_into().unwrap_or([0; 8]));
         if Sha256::digest(preimage).as_slice() != p.execution_condition() {
-            return MessageResult(reject(ErrorCode::F05_WRONG_CONDITION));
+            return Reply::ready(reject(ErrorCode::F05_WRONG_CONDITION));
         }
         if self.wrong_fulfillment.load(Ordering::SeqCst) {
-            return MessageResult(Ok(fulfill(&[0xEE; 32])));
+            return Reply::ready(Ok(fulfill(&[0xEE; 32])));
         }
         let mut ledger = self.ledger.lock().unwrap();
         *ledger.delivered.entry(self.node).or_default() += u128::from(p.amount());
         *ledger.deliveries.entry(id).or_default() += 1;
-        MessageResult(Ok(fulfill(&preimage)))
+        Reply::ready(Ok(fulfill(&preimage)))
     }
 }
 
@@ -288,6 +288,8 @@ struct Sim {
     clock: Clock,
     rng: SmallRng,
     next_payment: u64,
+    /// Faults injected and maybe not fired yet.
+    faults: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Sim {
@@ -354,6 +356,7 @@ impl Sim {
             clock,
             rng,
             next_payment: 1,
+            faults: Vec::new(),
         }
     }
 
@@ -459,12 +462,20 @@ impl Sim {
     /// packets of the current batch are in flight.
     fn inject(&mut self, fault: impl FnOnce() + 'static) {
         let turns = self.rng.gen_range(0..300);
-        actix::spawn(async move {
+        self.faults.push(actix::spawn(async move {
             for _ in 0..turns {
                 tokio::task::yield_now().await;
             }
             fault();
-        });
+        }));
+    }
+
+    /// Waits until every fault injected so far has fired (traffic may finish in fewer
+    /// scheduler turns than a fault waits).
+    async fn faults_fired(&mut self) {
+        for fault in std::mem::take(&mut self.faults) {
+            let _ = fault.await;
+        }
     }
 
     /// Settlements applied (received) across all nodes so far.
@@ -667,6 +678,7 @@ fn simulation_of_hundreds_of_nodes() {
         let outcomes = sim.traffic(300, 50).await;
         println!("traffic with dropped links {dropped:?} and slow link {slow}: {outcomes:?}");
         // Targeted: from behind each faulty uplink to the node above it.
+        sim.faults_fired().await;
         let mut futures = Vec::new();
         for l in dropped.iter().chain([&slow]) {
             let [(parent, _), (child, _)] = sim.topo.links[*l].clone();

@@ -15,7 +15,7 @@
 use crate::clock::Clock;
 use crate::messages::{
     AccountId, AdjustBalance, AdjustBalanceError, ApplySettlement, BalanceSnapshot, Crash,
-    GetBalance, ReservationId, ReservePacket, ResolvePacket, SettleThresholdCrossed,
+    GetBalance, Reply, ReservationId, ReservePacket, ResolvePacket, SettleThresholdCrossed,
     SettlementDirection,
 };
 use crate::replay;
@@ -25,6 +25,7 @@ use actix::prelude::*;
 use futures::future::{self, BoxFuture, FutureExt, Shared};
 use ilp::policy::balance::{Balance, BalanceError, BalanceLimits};
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -327,11 +328,11 @@ impl BalanceKeeper {
         events: Vec<SettleThresholdCrossed>,
         ok: T,
         ctx: &mut Context<Self>,
-    ) -> ResponseFuture<Result<T, StoreError>> {
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static {
         let settlement = self.settlement.clone();
         let poisoned = self.poisoned.clone();
         let me = ctx.address();
-        Box::pin(async move {
+        async move {
             match commit.await {
                 Ok(()) => {
                     if let Some(settlement) = settlement {
@@ -347,7 +348,7 @@ impl BalanceKeeper {
                     Err(e)
                 }
             }
-        })
+        }
     }
 
     fn refuse_if_poisoned(&self) -> Result<(), StoreError> {
@@ -364,6 +365,7 @@ impl Actor for BalanceKeeper {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(crate::supervise::PACKET_PATH_MAILBOX);
         let delay = self.backoff.delay();
         // Commits issued before a restart must land before the balances are read back.
         let in_flight: Vec<Commit> = std::mem::take(&mut self.commits);
@@ -400,7 +402,7 @@ impl Handler<ReservePacket> for BalanceKeeper {
 }
 
 impl Handler<ResolvePacket> for BalanceKeeper {
-    type Result = ResponseFuture<Result<(), StoreError>>;
+    type Result = Reply<Result<(), StoreError>>;
 
     fn handle(&mut self, msg: ResolvePacket, ctx: &mut Self::Context) -> Self::Result {
         let known = self.reservations.remove(&msg.id);
@@ -408,7 +410,7 @@ impl Handler<ResolvePacket> for BalanceKeeper {
             self.release(r);
         }
         if !msg.fulfilled {
-            return Box::pin(future::ready(Ok(())));
+            return Reply::ready(Ok(()));
         }
         let reservation = match known {
             Some(r) => r,
@@ -418,21 +420,32 @@ impl Handler<ResolvePacket> for BalanceKeeper {
                 outgoing: msg.outgoing,
             },
             // Already resolved (or never issued): committing again would count it twice.
-            None => return Box::pin(future::ready(Ok(()))),
+            None => return Reply::ready(Ok(())),
         };
         if let Err(e) = self.refuse_if_poisoned() {
-            return Box::pin(future::ready(Err(e)));
+            return Reply::ready(Err(e));
         }
         let (mut ops, events) = match self.commit_packet(&reservation) {
             Ok(x) => x,
-            Err(e) => return Box::pin(future::ready(Err(e))),
+            Err(e) => return Reply::ready(Err(e)),
         };
         if ops.is_empty() {
-            return Box::pin(future::ready(Ok(())));
+            return Reply::ready(Ok(()));
         }
         ops.extend(msg.record);
         let commit = self.persist(ops);
-        self.finish(commit, events, (), ctx)
+        // The commit is awaited in a task on this actor's arbiter, not in the sender's task:
+        // the store's writer thread wakes whoever awaits it, and waking tasks of a tokio
+        // current-thread runtime from another thread costs a syscall each, while tasks of the
+        // arbiter's LocalSet are woken through one (coalesced) wake-up of the set.
+        let done = actix::spawn(self.finish(commit, events, (), ctx));
+        Reply::later(async move {
+            done.await.unwrap_or_else(|_| {
+                Err(StoreError::Io(
+                    "the balance keeper stopped during a commit".into(),
+                ))
+            })
+        })
     }
 }
 
@@ -501,7 +514,7 @@ impl Handler<ApplySettlement> for BalanceKeeper {
         ops.push(StoreOp::PutRecord { key, value });
         let commit = self.persist(ops);
         self.settlements.insert(msg.settlement_id, commit.clone());
-        self.finish(commit, events, true, ctx)
+        Box::pin(self.finish(commit, events, true, ctx))
     }
 }
 
@@ -907,7 +920,7 @@ pub(crate) mod tests {
             let r = reserve(Some(("a", 100)), Some(("b", 90)));
             let id = k.send(r.clone()).await.unwrap().unwrap();
             store.gate(true);
-            let reply = actix::spawn(k.send(resolve(id, &r, true)));
+            let reply = actix::spawn(k.send(resolve(id, &r, true)).map(|r| r.unwrap()).flatten());
             tokio::time::sleep(Duration::from_secs(10)).await;
             assert!(!reply.is_finished());
             // No settlement request either before the balance is durable.
@@ -928,7 +941,7 @@ pub(crate) mod tests {
             );
             assert_eq!(store.load_balances().unwrap().get("a"), None);
             store.release_one();
-            reply.await.unwrap().unwrap().unwrap();
+            reply.await.unwrap().unwrap();
             let stored = store.load_balances().unwrap();
             assert_eq!((stored["a"], stored["b"]), (100, -90));
             // Incoming raises (a owes us), outgoing lowers (we owe b).
@@ -959,7 +972,7 @@ pub(crate) mod tests {
             );
             let r = reserve(Some(("a", 100)), Some(("b", 100)));
             let id = k.send(r.clone()).await.unwrap().unwrap();
-            k.send(resolve(id, &r, false)).await.unwrap().unwrap();
+            k.send(resolve(id, &r, false)).await.unwrap().await.unwrap();
             assert_eq!(balance(&k, "a").await, BalanceSnapshot::default());
             assert_eq!(balance(&k, "b").await, BalanceSnapshot::default());
             assert!(store.batches().is_empty());
@@ -975,8 +988,8 @@ pub(crate) mod tests {
             let k = start(&store, &[("a", BalanceLimits::default())], None);
             let r = reserve(Some(("a", 7)), None);
             let id = k.send(r.clone()).await.unwrap().unwrap();
-            k.send(resolve(id, &r, true)).await.unwrap().unwrap();
-            k.send(resolve(id, &r, true)).await.unwrap().unwrap();
+            k.send(resolve(id, &r, true)).await.unwrap().await.unwrap();
+            k.send(resolve(id, &r, true)).await.unwrap().await.unwrap();
             assert_eq!(balance(&k, "a").await.balance, 7);
             assert_eq!(store.batches().len(), 1);
         });
@@ -1001,10 +1014,15 @@ pub(crate) mod tests {
             k.send(Crash).await.unwrap();
             // Volatile reservations are gone after the restart.
             assert_eq!(balance(&k, "a").await, BalanceSnapshot::default());
-            k.send(resolve(id1, &paid, true)).await.unwrap().unwrap();
+            k.send(resolve(id1, &paid, true))
+                .await
+                .unwrap()
+                .await
+                .unwrap();
             k.send(resolve(id2, &refused, false))
                 .await
                 .unwrap()
+                .await
                 .unwrap();
             assert_eq!(balance(&k, "a").await.balance, 100);
             assert_eq!(balance(&k, "b").await.balance, -90);
@@ -1024,7 +1042,7 @@ pub(crate) mod tests {
             let k = start(&store, &[("a", BalanceLimits::default())], None);
             let r = reserve(Some(("a", 42)), None);
             let id = k.send(r.clone()).await.unwrap().unwrap();
-            k.send(resolve(id, &r, true)).await.unwrap().unwrap();
+            k.send(resolve(id, &r, true)).await.unwrap().await.unwrap();
             store
                 .inner
                 .commit(vec![StoreOp::SetBalance {
@@ -1047,14 +1065,14 @@ pub(crate) mod tests {
             let r = reserve(Some(("a", 42)), None);
             let id = k.send(r.clone()).await.unwrap().unwrap();
             store.gate(true);
-            let reply = actix::spawn(k.send(resolve(id, &r, true)));
+            let reply = actix::spawn(k.send(resolve(id, &r, true)).map(|r| r.unwrap()).flatten());
             settle_down().await;
             k.do_send(Crash);
             let snapshot = actix::spawn(k.send(GetBalance { account: acc("a") }));
             tokio::time::sleep(Duration::from_secs(5)).await;
             assert!(!snapshot.is_finished());
             store.release_one();
-            reply.await.unwrap().unwrap().unwrap();
+            reply.await.unwrap().unwrap();
             assert_eq!(snapshot.await.unwrap().unwrap().unwrap().balance, 42);
         });
     }
@@ -1073,14 +1091,22 @@ pub(crate) mod tests {
             let pay = |n| reserve(None, Some(("a", n)));
             for n in [50, 50] {
                 let id = k.send(pay(n)).await.unwrap().unwrap();
-                k.send(resolve(id, &pay(n), true)).await.unwrap().unwrap();
+                k.send(resolve(id, &pay(n), true))
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
             }
             settle_down().await;
             // -100 is not below the threshold of -100.
             assert!(seen.lock().unwrap().is_empty());
             for n in [50, 120] {
                 let id = k.send(pay(n)).await.unwrap().unwrap();
-                k.send(resolve(id, &pay(n), true)).await.unwrap().unwrap();
+                k.send(resolve(id, &pay(n), true))
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
             }
             settle_down().await;
             // Asked once, for settle_to - balance at the crossing.
@@ -1195,7 +1221,12 @@ pub(crate) mod tests {
             let r = reserve(Some(("a", 5)), None);
             let id = k.send(r.clone()).await.unwrap().unwrap();
             store.fail(true);
-            let e = k.send(resolve(id, &r, true)).await.unwrap().unwrap_err();
+            let e = k
+                .send(resolve(id, &r, true))
+                .await
+                .unwrap()
+                .await
+                .unwrap_err();
             assert_eq!(e, StoreError::Io("injected".into()));
             let e = k
                 .send(settle(1, "a", 5, SettlementDirection::Sent))

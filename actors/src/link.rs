@@ -7,8 +7,8 @@ pub mod btp_ws;
 pub mod http;
 pub mod memory;
 
-use crate::messages::{IncomingPrepare, PacketResult};
-use actix::Recipient;
+use crate::messages::{ask, IncomingPrepare, PacketResult};
+use actix::{MailboxError, Recipient};
 use futures::future::BoxFuture;
 use ilp::packet::Prepare;
 use thiserror::Error;
@@ -21,6 +21,19 @@ pub enum LinkError {
     /// The peer answered with something that is not a Fulfill or Reject.
     #[error("peer sent an invalid response: {0}")]
     Protocol(String),
+}
+
+/// Hands a Prepare that arrived on a link to its account and runs the whole exchange (routing,
+/// balances, the next hop, the commit) in a task of its own. A link that stops waiting (its
+/// peer hung up) then cancels nothing: a reservation is always resolved and a Fulfill always
+/// booked. Resolves with the answer to send back, or the account's mailbox error.
+pub fn deliver(
+    account: &Recipient<IncomingPrepare>,
+    prepare: Prepare,
+) -> impl std::future::Future<Output = Result<PacketResult, MailboxError>> + Send + 'static {
+    let account = account.clone();
+    let task = tokio::spawn(async move { ask(&account, IncomingPrepare { prepare }).await });
+    async move { task.await.unwrap_or(Err(MailboxError::Closed)) }
 }
 
 /// The outgoing half of a link.

@@ -5,8 +5,8 @@
 //! `/proc/<pid>`.
 
 use crate::link::{Link, LinkError};
-use crate::messages::IncomingPrepare;
-use actix::{Actor, Context, Handler, MessageResult};
+use crate::messages::{IncomingPrepare, PacketResult, Reply};
+use actix::{Actor, Context, Handler};
 use hdrhistogram::Histogram;
 use ilp::packet::{Address, ErrorCode, FulfillBuilder, Prepare, PrepareBuilder, Reject, Timestamp};
 use sha2::{Digest, Sha256};
@@ -27,7 +27,7 @@ impl Actor for PreimagePayee {
 }
 
 impl Handler<IncomingPrepare> for PreimagePayee {
-    type Result = MessageResult<IncomingPrepare>;
+    type Result = Reply<PacketResult>;
 
     fn handle(&mut self, msg: IncomingPrepare, _: &mut Context<Self>) -> Self::Result {
         self.delivered.fetch_add(1, Ordering::Relaxed);
@@ -42,7 +42,7 @@ impl Handler<IncomingPrepare> for PreimagePayee {
                 .ok()
             })
             .ok_or_else(|| Reject::new(ErrorCode::F06_UNEXPECTED_PAYMENT, None, "no preimage"));
-        MessageResult(answer)
+        Reply::ready(answer)
     }
 }
 

@@ -2,9 +2,14 @@
 //! out; nothing crosses an actor boundary untyped. Actors are wired with `Recipient<M>` of these
 //! messages, so a test can put a fake behind any of them.
 
-use actix::Message;
+use actix::dev::{MessageResponse, OneshotSender};
+use actix::{Actor, MailboxError, Message};
+use futures::future::BoxFuture;
 use ilp::packet::{Fulfill, Prepare, Reject};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 /// An account's id as written in `config.toml` (`[accounts.<id>]`); cheap to clone.
 pub type AccountId = Arc<str>;
@@ -23,16 +28,77 @@ pub fn configured_static_routes(config: &ilp::config::Config) -> Vec<(String, Ac
 /// What every packet exchange resolves to.
 pub type PacketResult = Result<Fulfill, Reject>;
 
+/// An actor's answer to a message on the packet path: the result, or the rest of the exchange
+/// for the sender to await in its own task.
+///
+/// The handler reads and changes the actor's state; what is left (waiting for another actor or
+/// the link) needs none of it. actix would run a `ResponseFuture` as a task of its own, so a
+/// packet crossing four actors cost four spawned tasks; a continuation costs none. The task
+/// that awaits it must run to its end: links hand every incoming Prepare to
+/// [`crate::link::deliver`], which gives it a task no peer can cancel.
+#[must_use = "a Reply does nothing unless awaited"]
+pub enum Reply<T> {
+    Ready(Option<T>),
+    Later(BoxFuture<'static, T>),
+}
+
+impl<T> Reply<T> {
+    pub fn ready(value: T) -> Self {
+        Reply::Ready(Some(value))
+    }
+
+    pub fn later(rest: impl Future<Output = T> + Send + 'static) -> Self {
+        Reply::Later(Box::pin(rest))
+    }
+}
+
+// The value is never pinned: it is only moved out once ready.
+impl<T> Unpin for Reply<T> {}
+
+impl<T> Future for Reply<T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match self.get_mut() {
+            Reply::Ready(value) => Poll::Ready(value.take().expect("Reply polled after it ended")),
+            Reply::Later(rest) => rest.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<A, M, T> MessageResponse<A, M> for Reply<T>
+where
+    A: Actor,
+    M: Message<Result = Reply<T>>,
+    T: 'static,
+{
+    fn handle(self, _: &mut A::Context, tx: Option<OneshotSender<Reply<T>>>) {
+        if let Some(tx) = tx {
+            let _ = tx.send(self);
+        }
+    }
+}
+
+/// Sends a message answered with a [`Reply`] and awaits the whole answer: the actor's handler,
+/// then its continuation, in the caller's task.
+pub async fn ask<M, T>(to: &actix::Recipient<M>, msg: M) -> Result<T, MailboxError>
+where
+    M: Message<Result = Reply<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    Ok(to.send(msg).await?.await)
+}
+
 /// A Prepare that arrived on an account's link (link → that account's PeerAccount).
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "PacketResult")]
+#[rtype(result = "Reply<PacketResult>")]
 pub struct IncomingPrepare {
     pub prepare: Prepare,
 }
 
 /// A Prepare that passed the incoming account's policies, to be routed (PeerAccount → Router).
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "PacketResult")]
+#[rtype(result = "Reply<PacketResult>")]
 pub struct ForwardPrepare {
     pub from: AccountId,
     pub prepare: Prepare,
@@ -40,7 +106,7 @@ pub struct ForwardPrepare {
 
 /// A Prepare to send out over an account's link (Router → PeerAccount of the next hop).
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "PacketResult")]
+#[rtype(result = "Reply<PacketResult>")]
 pub struct SendPrepare {
     pub prepare: Prepare,
 }
@@ -76,7 +142,7 @@ pub struct ReservePacket {
 /// A reservation the keeper no longer knows (it restarted since) is still applied on commit,
 /// from the amounts given here, and ignored on rollback.
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<(), crate::store::StoreError>")]
+#[rtype(result = "Reply<Result<(), crate::store::StoreError>>")]
 pub struct ResolvePacket {
     pub id: ReservationId,
     pub incoming: Option<(AccountId, u64)>,

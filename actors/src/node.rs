@@ -77,12 +77,15 @@ async fn request_address(
         .checked_add_millis(PEER_PROTOCOL_EXPIRY_DURATION_MS)
         .unwrap_or(Timestamp::MAX);
     let prepare = ildcp::request(expires_at).map_err(|_| AddressRequestError::Failed)?;
-    match account.send(SendPrepare { prepare }).await {
-        Ok(Ok(fulfill)) => {
+    let answer = match account.send(SendPrepare { prepare }).await {
+        Ok(reply) => reply.await,
+        Err(_) => return Err(AddressRequestError::Failed),
+    };
+    match answer {
+        Ok(fulfill) => {
             IldcpResponse::from_fulfill(&fulfill).map_err(|_| AddressRequestError::Failed)
         }
-        Ok(Err(reject)) => Err(AddressRequestError::Refused(reject.code())),
-        Err(_) => Err(AddressRequestError::Failed),
+        Err(reject) => Err(AddressRequestError::Refused(reject.code())),
     }
 }
 

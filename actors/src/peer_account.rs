@@ -12,31 +12,29 @@
 //! late answer is dropped) → a Fulfill is relayed only if it matches the condition (F05).
 //! The codes are decided in [`ilp::policy::outgoing`].
 //!
-//! Handlers return [`ResponseFuture`]s, which actix runs as tasks of their own: a packet in
-//! flight neither blocks the account nor dies with it when it crashes and restarts. The
-//! in-flight table is shared with those tasks, and each removes its own entry when it resolves.
+//! Handlers decide at once and answer with a [`Reply`]: the rest of the exchange (the Router's
+//! answer, the link's) runs in the sender's task, so a packet in flight neither blocks the
+//! account nor dies with it when it crashes and restarts. The in-flight table is shared with
+//! those continuations, and each removes its own entry when it ends, however it ends.
 
 use crate::clock::Clock;
 use crate::link::{Link, LinkError};
 use crate::messages::{
-    AccountId, ForwardPrepare, IncomingPrepare, PacketResult, SendPrepare, SetNodeAddress,
+    ask, AccountId, ForwardPrepare, IncomingPrepare, PacketResult, Reply, SendPrepare,
+    SetNodeAddress,
 };
 use crate::metrics::{AccountMetrics, Direction};
 use crate::supervise::Backoff;
-use actix::{Actor, AsyncContext, Context, Handler, Recipient, ResponseFuture, Supervised};
-use futures::future::{FutureExt, Shared};
+use actix::{Actor, AsyncContext, Context, Handler, Recipient, Supervised};
 use ilp::config::AccountConfig;
 use ilp::packet::{Address, ErrorCode, MaxPacketAmountDetails, Prepare, Reject, RejectBuilder};
 use ilp::policy::outgoing::{check_fulfillment, check_not_expired, dedup_key};
 use ilp::policy::{
     check_max_packet_amount, OutgoingError, RateLimiter, ThroughputLimiter, TokenBucketParams,
 };
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::rc::Rc;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::oneshot;
 
 /// The node's ILP address, shared by every account (and whoever learns it, e.g. IL-DCP), so
 /// Rejects name the node as `triggered_by` once it is known. `None` until then: Rejects are
@@ -144,10 +142,39 @@ impl Buckets {
     }
 }
 
-type SharedOutcome = Shared<Pin<Box<dyn Future<Output = PacketResult>>>>;
+/// Outgoing Prepares in flight, by [`dedup_key`] of their bytes: the copies that arrived while
+/// the first was being sent wait for its outcome.
+type InFlight = Arc<Mutex<HashMap<[u8; 32], Vec<oneshot::Sender<PacketResult>>>>>;
 
-/// Outgoing Prepares in flight, by [`dedup_key`] of their bytes.
-type InFlight = Rc<RefCell<HashMap<[u8; 32], SharedOutcome>>>;
+fn lock(
+    table: &InFlight,
+) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Vec<oneshot::Sender<PacketResult>>>> {
+    // Nothing panics while holding the lock; a poisoned table is still consistent.
+    table.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The first copy's entry in the in-flight table. Its outcome goes to the copies that joined;
+/// dropped unfinished (its task was cancelled), it leaves the table and the copies are told.
+struct FirstCopy {
+    table: InFlight,
+    key: [u8; 32],
+}
+
+impl FirstCopy {
+    fn finish(self, outcome: &PacketResult) {
+        let joiners = lock(&self.table).remove(&self.key).unwrap_or_default();
+        for joiner in joiners {
+            let _ = joiner.send(outcome.clone());
+        }
+    }
+}
+
+impl Drop for FirstCopy {
+    fn drop(&mut self) {
+        // After finish() the entry is gone already and this removes nothing.
+        lock(&self.table).remove(&self.key);
+    }
+}
 
 pub struct PeerAccount {
     id: AccountId,
@@ -180,7 +207,7 @@ impl PeerAccount {
             router,
             clock,
             buckets,
-            in_flight: Rc::default(),
+            in_flight: InFlight::default(),
             retired: false,
             backoff: Backoff::default(),
             metrics: None,
@@ -241,6 +268,7 @@ impl Actor for PeerAccount {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(crate::supervise::PACKET_PATH_MAILBOX);
         let delay = self.backoff.delay();
         if !delay.is_zero() {
             ctx.wait(actix::fut::wrap_future(tokio::time::sleep(delay)));
@@ -257,12 +285,12 @@ impl Supervised for PeerAccount {
     }
 }
 
-fn ready(result: PacketResult) -> ResponseFuture<PacketResult> {
-    Box::pin(std::future::ready(result))
+fn ready(result: PacketResult) -> Reply<PacketResult> {
+    Reply::ready(result)
 }
 
 impl Handler<IncomingPrepare> for PeerAccount {
-    type Result = ResponseFuture<PacketResult>;
+    type Result = Reply<PacketResult>;
 
     fn handle(&mut self, msg: IncomingPrepare, _ctx: &mut Self::Context) -> Self::Result {
         if self.retired {
@@ -289,8 +317,8 @@ impl Handler<IncomingPrepare> for PeerAccount {
             from: self.id.clone(),
             prepare: msg.prepare,
         };
-        Box::pin(async move {
-            let result = router.send(forward).await.unwrap_or_else(|_| {
+        Reply::later(async move {
+            let result = ask(&router, forward).await.unwrap_or_else(|_| {
                 Err(address.reject(ErrorCode::T00_INTERNAL_ERROR, "router unavailable."))
             });
             if let Some(m) = &metrics {
@@ -345,7 +373,7 @@ async fn send_and_check(
 }
 
 impl Handler<SendPrepare> for PeerAccount {
-    type Result = ResponseFuture<PacketResult>;
+    type Result = Reply<PacketResult>;
 
     fn handle(&mut self, msg: SendPrepare, _ctx: &mut Self::Context) -> Self::Result {
         let prepare = msg.prepare;
@@ -370,9 +398,18 @@ impl Handler<SendPrepare> for PeerAccount {
         }
         let key = self.settings.dedup.then(|| dedup_key(prepare.as_bytes()));
         if let Some(key) = &key {
-            if let Some(first) = self.in_flight.borrow().get(key) {
+            if let Some(joiners) = lock(&self.in_flight).get_mut(key) {
                 // Joins a send already counted: one packet on the wire, one count.
-                return Box::pin(first.clone());
+                let (tx, rx) = oneshot::channel();
+                joiners.push(tx);
+                return Reply::later(async move {
+                    rx.await.unwrap_or_else(|_| {
+                        Err(address.reject(
+                            ErrorCode::T00_INTERNAL_ERROR,
+                            "the identical packet this one joined was abandoned",
+                        ))
+                    })
+                });
             }
         }
         if let Err(e) = check_not_expired(prepare.expires_at(), self.clock.now()) {
@@ -390,18 +427,18 @@ impl Handler<SendPrepare> for PeerAccount {
             self.metrics.clone(),
         );
         let Some(key) = key else {
-            return Box::pin(send);
+            return Reply::later(send);
         };
-        let table = self.in_flight.clone();
-        let unboxed = async move {
+        lock(&self.in_flight).insert(key, Vec::new());
+        let first = FirstCopy {
+            table: self.in_flight.clone(),
+            key,
+        };
+        Reply::later(async move {
             let outcome = send.await;
-            table.borrow_mut().remove(&key);
+            first.finish(&outcome);
             outcome
-        };
-        let boxed: Pin<Box<dyn Future<Output = PacketResult>>> = Box::pin(unboxed);
-        let shared = boxed.shared();
-        self.in_flight.borrow_mut().insert(key, shared.clone());
-        Box::pin(shared)
+        })
     }
 }
 
@@ -598,13 +635,13 @@ mod tests {
     }
 
     impl Handler<ForwardPrepare> for FakeRouter {
-        type Result = PacketResult;
+        type Result = Reply<PacketResult>;
 
-        fn handle(&mut self, msg: ForwardPrepare, _ctx: &mut Self::Context) -> PacketResult {
+        fn handle(&mut self, msg: ForwardPrepare, _ctx: &mut Self::Context) -> Self::Result {
             if let Ok(mut seen) = self.seen.lock() {
                 seen.push((msg.from, msg.prepare.amount()));
             }
-            Ok(fulfill(&FULFILLMENT))
+            Reply::ready(Ok(fulfill(&FULFILLMENT)))
         }
     }
 
@@ -637,11 +674,15 @@ mod tests {
     }
 
     async fn incoming(account: &Addr<PeerAccount>, prepare: Prepare) -> PacketResult {
-        account.send(IncomingPrepare { prepare }).await.unwrap()
+        account
+            .send(IncomingPrepare { prepare })
+            .await
+            .unwrap()
+            .await
     }
 
     async fn outgoing(account: &Addr<PeerAccount>, prepare: Prepare) -> PacketResult {
-        account.send(SendPrepare { prepare }).await.unwrap()
+        account.send(SendPrepare { prepare }).await.unwrap().await
     }
 
     #[test]
@@ -1017,7 +1058,7 @@ mod tests {
             let in_flight = account.send(SendPrepare { prepare: p.clone() });
             tokio::task::yield_now().await;
             account.send(Crash).await.unwrap();
-            assert_eq!(in_flight.await.unwrap(), Ok(fulfill(&FULFILLMENT)));
+            assert_eq!(in_flight.await.unwrap().await, Ok(fulfill(&FULFILLMENT)));
             assert_eq!(sends.load(Ordering::SeqCst), 1);
 
             // Restarted: the rate-limit bucket is full again; crash twice more for backoff.

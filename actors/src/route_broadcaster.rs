@@ -10,7 +10,7 @@
 
 use crate::clock::Clock;
 use crate::messages::{
-    AccountId, ApplyRouteUpdate, HandlePeerProtocol, PacketResult, SendPrepare, SetNodeAddress,
+    ask, AccountId, ApplyRouteUpdate, HandlePeerProtocol, PacketResult, SendPrepare, SetNodeAddress,
 };
 use crate::supervise::Backoff;
 use actix::prelude::*;
@@ -394,7 +394,7 @@ impl RouteBroadcasterActor {
         let me = ctx.address();
         actix::spawn(async move {
             let accepted = matches!(
-                recipient.send(SendPrepare { prepare }).await,
+                ask(&recipient, SendPrepare { prepare }).await,
                 Ok(Ok(fulfill)) if ccp::check_response(&fulfill).is_ok()
             );
             me.do_send(RequestOutcome {
@@ -613,6 +613,7 @@ crate::supervise::stop_on_crash!(RouteBroadcasterActor);
 mod tests {
     use super::*;
     use crate::messages::Crash;
+    use crate::messages::Reply;
     use crate::test_support::run;
     use ilp::ccp::{forwarded_auth, route_auth, Route};
     use ilp::packet::PrepareBuilder;
@@ -658,14 +659,14 @@ mod tests {
     }
 
     impl Handler<SendPrepare> for FakeLink {
-        type Result = ResponseFuture<PacketResult>;
+        type Result = Reply<PacketResult>;
 
         fn handle(&mut self, msg: SendPrepare, _: &mut Context<Self>) -> Self::Result {
             self.sent.lock().unwrap().push(msg.prepare.clone());
             let far = self.far.lock().unwrap().clone();
             let far = far.filter(|_| self.up.load(Ordering::SeqCst));
             let from = self.from.clone();
-            Box::pin(async move {
+            Reply::later(async move {
                 let down = || Reject::new(ErrorCode::T01_PEER_UNREACHABLE, None, "link down");
                 match far {
                     Some(far) => far

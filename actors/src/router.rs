@@ -18,9 +18,9 @@ pub mod table;
 
 use crate::clock::Clock;
 use crate::messages::{
-    AccountId, ApplyRouteUpdate, ForwardPrepare, GetBalance, GetRoutes, HandlePeerProtocol,
-    PacketResult, ReservePacket, ResolvePacket, RouteEntry, SendPing, SendPrepare, SetNodeAddress,
-    SetStaticRoute, StaticRouteError,
+    ask, AccountId, ApplyRouteUpdate, ForwardPrepare, GetBalance, GetRoutes, HandlePeerProtocol,
+    PacketResult, Reply, ReservePacket, ResolvePacket, RouteEntry, SendPing, SendPrepare,
+    SetNodeAddress, SetStaticRoute, StaticRouteError,
 };
 use crate::replay::{RecoveredFulfills, ReplayTag};
 use crate::shutdown::PacketGate;
@@ -294,7 +294,7 @@ impl Router {
         from: AccountId,
         prepare: Prepare,
         now: Timestamp,
-    ) -> ResponseFuture<PacketResult> {
+    ) -> Reply<PacketResult> {
         // A paid packet is remembered durably with its balances, so a repeat after a crash
         // is answered, not paid twice. Zero amounts move no money and need no record.
         let tag = (prepare.amount() > 0).then(|| ReplayTag {
@@ -304,19 +304,19 @@ impl Router {
         });
         if let Some(tag) = &tag {
             if let Some(fulfill) = self.recovered.get(&tag.account, &tag.digest, now) {
-                return Box::pin(async move { Ok(fulfill) });
+                return Reply::ready(Ok(fulfill));
             }
         }
         let out = match self.plan(&from, prepare, now) {
             Ok(out) => out,
-            Err(reject) => return Box::pin(async move { Err(reject) }),
+            Err(reject) => return Reply::ready(Err(reject)),
         };
         let node = self.node_address.clone();
         let clock = self.clock;
         let incoming = Some((from, out.incoming_amount));
         let outgoing = Some((out.to, out.prepare.amount()));
         let send = send_to_next_hop(out.send, out.prepare, out.deadline, clock, node.clone());
-        Box::pin(with_balance(
+        Reply::later(with_balance(
             self.balance.clone(),
             node,
             incoming,
@@ -331,9 +331,9 @@ impl Router {
         &self,
         from: AccountId,
         amount: u64,
-        answer: impl Future<Output = PacketResult> + 'static,
-    ) -> ResponseFuture<PacketResult> {
-        Box::pin(with_balance(
+        answer: impl Future<Output = PacketResult> + Send + 'static,
+    ) -> Reply<PacketResult> {
+        Reply::later(with_balance(
             self.balance.clone(),
             self.node_address.clone(),
             Some((from, amount)),
@@ -349,13 +349,13 @@ impl Router {
         name: &str,
         from: AccountId,
         prepare: Prepare,
-    ) -> ResponseFuture<PacketResult> {
+    ) -> Reply<PacketResult> {
         let Some(handler) = handler else {
             let reject = self.reject(
                 ErrorCode::F02_UNREACHABLE,
                 &format!("{name} is not served here"),
             );
-            return Box::pin(async move { Err(reject) });
+            return Reply::ready(Err(reject));
         };
         let node = self.node_address.clone();
         let amount = prepare.amount();
@@ -391,7 +391,7 @@ async fn send_to_next_hop(
     let reject = |code, message: &str| Reject::new(code, node.as_ref(), message);
     let answer = tokio::time::timeout_at(
         clock.instant_at(deadline),
-        send.send(SendPrepare { prepare }),
+        ask(&send, SendPrepare { prepare }),
     );
     match answer.await {
         Ok(Ok(Ok(fulfill))) => {
@@ -462,16 +462,17 @@ async fn with_balance(
         (Some(tag), Ok(fulfill)) => Some(tag.record(fulfill)),
         _ => None,
     };
-    let resolved = balance
-        .resolve
-        .send(ResolvePacket {
+    let resolved = ask(
+        &balance.resolve,
+        ResolvePacket {
             id,
             incoming,
             outgoing,
             fulfilled: result.is_ok(),
             record,
-        })
-        .await;
+        },
+    )
+    .await;
     match (result, resolved) {
         (Ok(fulfill), Ok(Ok(()))) => Ok(fulfill),
         (Ok(_), Ok(Err(e))) => Err(reject(
@@ -491,6 +492,7 @@ impl Actor for Router {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(crate::supervise::PACKET_PATH_MAILBOX);
         let delay = self.backoff.delay();
         if !delay.is_zero() {
             ctx.wait(actix::fut::wrap_future(tokio::time::sleep(delay)));
@@ -509,15 +511,14 @@ impl actix::Supervised for Router {
 }
 
 impl Handler<ForwardPrepare> for Router {
-    type Result = ResponseFuture<PacketResult>;
+    type Result = Reply<PacketResult>;
 
     fn handle(&mut self, msg: ForwardPrepare, _ctx: &mut Self::Context) -> Self::Result {
         let ForwardPrepare { from, prepare } = msg;
         let now = self.clock.now();
         let node = self.node_address.clone();
-        let fail = |code, message: &str| -> ResponseFuture<PacketResult> {
-            let reject = Reject::new(code, node.as_ref(), message);
-            Box::pin(async move { Err(reject) })
+        let fail = |code, message: &str| -> Reply<PacketResult> {
+            Reply::ready(Err(Reject::new(code, node.as_ref(), message)))
         };
         let Some(pass) = self.gate.enter() else {
             return fail(
@@ -554,7 +555,7 @@ impl Handler<ForwardPrepare> for Router {
             }
             LocalDestination::PeerBalance => {
                 if let Err(reject) = local::check_peer_balance(&prepare, now, node.as_ref()) {
-                    return Box::pin(async move { Err(reject) });
+                    return Reply::ready(Err(reject));
                 }
                 let get = self.balance.get.clone();
                 let account = from.clone();
@@ -602,7 +603,7 @@ impl Handler<ForwardPrepare> for Router {
                 }
             }
         };
-        Box::pin(async move {
+        Reply::later(async move {
             let result = answer.await;
             drop(pass);
             if let Some((from, amount, destination, started)) = trace {

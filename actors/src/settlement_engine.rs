@@ -15,7 +15,7 @@
 
 use crate::clock::Clock;
 use crate::messages::{
-    AccountId, ApplySettlement, HandlePeerProtocol, PacketResult, SendPrepare,
+    ask, AccountId, ApplySettlement, HandlePeerProtocol, PacketResult, SendPrepare,
     SettleThresholdCrossed, SettlementDirection,
 };
 use crate::peer_account::NodeAddress;
@@ -148,7 +148,7 @@ async fn send_once(peer: &Recipient<SendPrepare>, clock: &Clock, request: &Settl
     // The PeerAccount rejects at expiry already; this bounds a peer actor that never answers.
     let answer = tokio::time::timeout_at(
         clock.instant_at(expires_at),
-        peer.send(SendPrepare { prepare }),
+        ask(peer, SendPrepare { prepare }),
     )
     .await;
     match answer {
@@ -261,6 +261,7 @@ mod tests {
     use crate::balance_keeper::tests::{balance, limits, FakeStore};
     use crate::balance_keeper::BalanceKeeper;
     use crate::messages::Crash;
+    use crate::messages::Reply;
     use crate::messages::{GetBalance, ReservePacket, ResolvePacket};
     use crate::store::{Store, StoreOp};
     use crate::test_support::run;
@@ -301,7 +302,7 @@ mod tests {
     }
 
     impl Handler<SendPrepare> for FakeLink {
-        type Result = ResponseFuture<PacketResult>;
+        type Result = Reply<PacketResult>;
 
         fn handle(&mut self, msg: SendPrepare, _ctx: &mut Self::Context) -> Self::Result {
             let (down, lose, duplicate) = {
@@ -318,7 +319,7 @@ mod tests {
             let unreachable = Reject::new(ErrorCode::T01_PEER_UNREACHABLE, None, "link down");
             let expired = Reject::new(ErrorCode::R00_TRANSFER_TIMED_OUT, None, "expired");
             if down {
-                return Box::pin(futures::future::ready(Err(unreachable)));
+                return Reply::ready(Err(unreachable));
             }
             let request = SettleRequest::decode(msg.prepare.data()).unwrap();
             let times = if duplicate { 2 } else { 1 };
@@ -331,7 +332,7 @@ mod tests {
             let to = self.to.clone();
             let from = self.from.clone();
             let prepare = msg.prepare;
-            Box::pin(async move {
+            Reply::later(async move {
                 let mut answer = Err(expired.clone());
                 for _ in 0..times {
                     answer = to
@@ -487,6 +488,7 @@ mod tests {
             })
             .await
             .unwrap()
+            .await
             .unwrap();
         }
     }
@@ -618,6 +620,7 @@ mod tests {
                 })
                 .await
                 .unwrap()
+                .await
                 .unwrap();
             p.b.store.fail(true);
             let out = Some((acc("b"), 200));
@@ -640,6 +643,7 @@ mod tests {
                 })
                 .await
                 .unwrap()
+                .await
                 .unwrap();
             idle(3).await;
             // Refused (T00) and repeated; nothing applied on either side yet.
@@ -701,12 +705,12 @@ mod tests {
     }
 
     impl Handler<SendPrepare> for FakePeer {
-        type Result = ResponseFuture<PacketResult>;
+        type Result = Reply<PacketResult>;
         fn handle(&mut self, msg: SendPrepare, _ctx: &mut Self::Context) -> Self::Result {
             let r = SettleRequest::from_prepare(&msg.prepare, self.clock.now()).unwrap();
             self.log.lock().unwrap().push((self.clock.now_ms(), r));
             let delay = self.delay;
-            Box::pin(async move {
+            Reply::later(async move {
                 tokio::time::sleep(delay).await;
                 Ok(peer_response(&[]).unwrap())
             })

@@ -4,6 +4,11 @@
 //! [`Backoff::on_restart`] from `Supervised::restarting` and [`Backoff::delay`] from `started`.
 
 use std::time::Duration;
+
+/// Mailbox size of the actors on the packet path (PeerAccount, Router, BalanceKeeper). actix's
+/// default of 16 makes a sender beyond it park (a lock, an allocation and a wake-up each time)
+/// as soon as more than 16 packets are in flight; the links bound what is in flight anyway.
+pub const PACKET_PATH_MAILBOX: usize = 4096;
 use tokio::time::Instant;
 
 #[derive(Debug, Clone)]

@@ -20,7 +20,7 @@ use ilp::btp::{Frame, IdempotencyConfig, Payload, ProtocolData};
 use ilp::packet::{Fulfill, Packet};
 use ilp_actors::link::btp_ws::{links_for_config, BtpClientLink, BtpLinks, BtpOptions};
 use ilp_actors::link::Link;
-use ilp_actors::messages::{IncomingPrepare, PacketResult};
+use ilp_actors::messages::{IncomingPrepare, PacketResult, Reply};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -69,12 +69,12 @@ impl Actor for Counting {
 }
 
 impl Handler<IncomingPrepare> for Counting {
-    type Result = ResponseFuture<PacketResult>;
+    type Result = Reply<PacketResult>;
 
     fn handle(&mut self, _: IncomingPrepare, _: &mut Context<Self>) -> Self::Result {
         let n = self.deliveries.fetch_add(1, Ordering::SeqCst) + 1;
         let gate = self.gate.clone();
-        Box::pin(async move {
+        Reply::later(async move {
             if let Some(gate) = gate {
                 gate.notified().await;
             }

@@ -20,7 +20,7 @@ use ilp::packet::{
 use ilp_actors::clock::Clock;
 use ilp_actors::link::btp_ws::{BtpClientLink, BtpOptions};
 use ilp_actors::link::{Link, LinkError};
-use ilp_actors::messages::{IncomingPrepare, PacketResult};
+use ilp_actors::messages::{IncomingPrepare, PacketResult, Reply};
 use ilp_actors::store::rocks::RocksStore;
 use ilp_actors::store::Store;
 use rand::rngs::SmallRng;
@@ -108,12 +108,12 @@ impl Actor for Payee {
 }
 
 impl Handler<IncomingPrepare> for Payee {
-    type Result = ResponseFuture<PacketResult>;
+    type Result = Reply<PacketResult>;
 
     fn handle(&mut self, msg: IncomingPrepare, _: &mut Context<Self>) -> Self::Result {
         let answer = self.answer(msg.prepare);
         let delay = self.delay;
-        Box::pin(async move {
+        Reply::later(async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }

@@ -719,6 +719,9 @@ fn a_callback_after_the_prepares_expiry_gets_400_and_upstream_saw_r00() {
 #[test]
 fn a_full_callback_table_rejects_t03_without_sending() {
     // Each step has a bound of its own, shorter than the test's, so a stall names its step.
+    // Expiries leave the Router a full second over its 2 x 500 ms minimum: at 1 000 ms the
+    // third Prepare had no margin at all, and a millisecond tick between building it and
+    // routing it made it R02 (never sent), which stalled this test now and then.
     const STEP: Duration = Duration::from_secs(8);
     run(|| async {
         let (a, mut prepares) = node_with_silent_peer_holding(1).await;
@@ -726,7 +729,7 @@ fn a_full_callback_table_rejects_t03_without_sending() {
             let wallet = a.wallet.clone();
             async move {
                 wallet
-                    .send_prepare(payment("test.b.x", 10, 1_500, 11))
+                    .send_prepare(payment("test.b.x", 10, 2_500, 11))
                     .await
             }
         });
@@ -751,7 +754,7 @@ fn a_full_callback_table_rejects_t03_without_sending() {
             let wallet = a.wallet.clone();
             async move {
                 wallet
-                    .send_prepare(payment("test.b.x", 10, 1_000, 13))
+                    .send_prepare(payment("test.b.x", 10, 2_500, 13))
                     .await
             }
         });

@@ -417,13 +417,13 @@ fn http_request_in_flight_finishes_after_its_account_is_removed() {
         type Context = Context<Self>;
     }
     impl Handler<ilp_actors::messages::IncomingPrepare> for Slow {
-        type Result = ResponseFuture<ilp_actors::messages::PacketResult>;
+        type Result = ilp_actors::messages::Reply<ilp_actors::messages::PacketResult>;
         fn handle(
             &mut self,
             _: ilp_actors::messages::IncomingPrepare,
             _: &mut Context<Self>,
         ) -> Self::Result {
-            Box::pin(async {
+            ilp_actors::messages::Reply::later(async {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 Err(ilp::packet::Reject::new(
                     ErrorCode::T99_APPLICATION_ERROR,

@@ -77,8 +77,7 @@ impl Link for MemoryLink {
                     return Err(LinkError::Down);
                 }
             }
-            target
-                .send(IncomingPrepare { prepare })
+            super::deliver(&target, prepare)
                 .await
                 .map_err(|_| LinkError::Down)
         })

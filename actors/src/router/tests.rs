@@ -2,7 +2,7 @@
 //! BalanceKeeper and the peer-protocol handlers.
 
 use super::*;
-use crate::messages::{BalanceSnapshot, Crash, ReservationId};
+use crate::messages::{BalanceSnapshot, Crash, Reply as Answer, ReservationId};
 use crate::store::StoreError;
 use crate::test_support::run;
 use actix::{ActorContext, Addr, Supervisor};
@@ -92,19 +92,19 @@ impl Actor for FakePeer {
 }
 
 impl Handler<SendPrepare> for FakePeer {
-    type Result = ResponseFuture<PacketResult>;
+    type Result = Answer<PacketResult>;
 
     fn handle(&mut self, msg: SendPrepare, _ctx: &mut Self::Context) -> Self::Result {
         self.seen.lock().unwrap().push(msg.prepare.clone());
         self.log.lock().unwrap().push(format!("send {}", self.name));
         match self.reply {
-            Reply::Fulfill => Box::pin(async { Ok(fulfill_with(&FULFILLMENT)) }),
-            Reply::WrongFulfillment => Box::pin(async { Ok(fulfill_with(&[9; 32])) }),
+            Reply::Fulfill => Answer::ready(Ok(fulfill_with(&FULFILLMENT))),
+            Reply::WrongFulfillment => Answer::ready(Ok(fulfill_with(&[9; 32]))),
             Reply::Reject(code) => {
                 let r = Reject::new(code, Some(&addr("g.downstream")), "from downstream");
-                Box::pin(async move { Err(r) })
+                Answer::ready(Err(r))
             }
-            Reply::Never => Box::pin(std::future::pending()),
+            Reply::Never => Answer::later(std::future::pending()),
         }
     }
 }
@@ -120,13 +120,13 @@ impl Actor for Dead {
 }
 
 impl Handler<SendPrepare> for Dead {
-    type Result = PacketResult;
-    fn handle(&mut self, _msg: SendPrepare, _ctx: &mut Self::Context) -> PacketResult {
-        Err(Reject::new(
+    type Result = Answer<PacketResult>;
+    fn handle(&mut self, _msg: SendPrepare, _ctx: &mut Self::Context) -> Self::Result {
+        Answer::ready(Err(Reject::new(
             ErrorCode::T99_APPLICATION_ERROR,
             None,
             "unreachable",
-        ))
+        )))
     }
 }
 
@@ -176,14 +176,14 @@ impl Handler<ReservePacket> for FakeBalance {
 }
 
 impl Handler<ResolvePacket> for FakeBalance {
-    type Result = ResponseFuture<Result<(), StoreError>>;
+    type Result = Answer<Result<(), StoreError>>;
     fn handle(&mut self, msg: ResolvePacket, _ctx: &mut Self::Context) -> Self::Result {
         let kind = if msg.fulfilled { "commit" } else { "rollback" };
         self.resolves.lock().unwrap().push(msg);
         let log = self.log.clone();
         let delay = self.config.commit_delay;
         let fails = self.config.commit_fails;
-        Box::pin(async move {
+        Answer::later(async move {
             tokio::time::sleep(delay).await;
             log.lock().unwrap().push(format!("{kind} durable"));
             if fails {
@@ -382,6 +382,7 @@ impl Harness {
             })
             .await
             .unwrap()
+            .await
     }
 
     async fn pay(&self, from: &str, dest: &str) -> PacketResult {

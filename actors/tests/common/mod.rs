@@ -23,7 +23,7 @@ use ilp_actors::clock::Clock;
 use ilp_actors::link::btp_ws::{links_for_config, BtpLinks, BtpOptions};
 use ilp_actors::link::memory::MemoryLink;
 use ilp_actors::link::Link;
-use ilp_actors::messages::{AccountId, GetBalance, IncomingPrepare, PacketResult};
+use ilp_actors::messages::{AccountId, GetBalance, IncomingPrepare, PacketResult, Reply};
 use ilp_actors::node::{Node, NodeOptions};
 use ilp_actors::store::memory::MemoryStore;
 use rcgen::{
@@ -177,17 +177,17 @@ impl Actor for Receiver {
 }
 
 impl Handler<IncomingPrepare> for Receiver {
-    type Result = MessageResult<IncomingPrepare>;
+    type Result = Reply<PacketResult>;
 
     fn handle(&mut self, msg: IncomingPrepare, _: &mut Context<Self>) -> Self::Result {
         if msg.prepare.execution_condition() != &condition() {
-            return MessageResult(Err(Reject::new(
+            return Reply::ready(Err(Reject::new(
                 ErrorCode::F05_WRONG_CONDITION,
                 None,
                 "wrong condition",
             )));
         }
-        MessageResult(Ok(fulfill_with(&self.data)))
+        Reply::ready(Ok(fulfill_with(&self.data)))
     }
 }
 
@@ -202,26 +202,26 @@ impl Actor for Wallet {
 }
 
 impl Handler<IncomingPrepare> for Wallet {
-    type Result = MessageResult<IncomingPrepare>;
+    type Result = Reply<PacketResult>;
 
     fn handle(&mut self, msg: IncomingPrepare, _: &mut Context<Self>) -> Self::Result {
         self.received.fetch_add(1, Ordering::SeqCst);
         let p = msg.prepare;
         let Ok(preimage) = <[u8; 32]>::try_from(p.data()) else {
-            return MessageResult(Err(Reject::new(
+            return Reply::ready(Err(Reject::new(
                 ErrorCode::F06_UNEXPECTED_PAYMENT,
                 None,
                 "no preimage",
             )));
         };
         if Sha256::digest(preimage).as_slice() != p.execution_condition() {
-            return MessageResult(Err(Reject::new(
+            return Reply::ready(Err(Reject::new(
                 ErrorCode::F05_WRONG_CONDITION,
                 None,
                 "wrong condition",
             )));
         }
-        MessageResult(Ok(FulfillBuilder {
+        Reply::ready(Ok(FulfillBuilder {
             fulfillment: &preimage,
             data: b"",
         }
@@ -241,11 +241,11 @@ impl Actor for Counter {
 }
 
 impl Handler<IncomingPrepare> for Counter {
-    type Result = MessageResult<IncomingPrepare>;
+    type Result = Reply<PacketResult>;
 
     fn handle(&mut self, _: IncomingPrepare, _: &mut Context<Self>) -> Self::Result {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        MessageResult(Err(Reject::new(
+        Reply::ready(Err(Reject::new(
             ErrorCode::T99_APPLICATION_ERROR,
             None,
             "counted",

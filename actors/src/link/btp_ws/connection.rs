@@ -7,7 +7,7 @@
 
 use super::{find_account, AccountTable, BtpOptions, LinkShared};
 use crate::link::LinkError;
-use crate::messages::{IncomingPrepare, PacketResult};
+use crate::messages::{ask, IncomingPrepare, PacketResult};
 use bytes::Bytes;
 use futures::{FutureExt, SinkExt, StreamExt};
 use ilp::btp::{
@@ -455,8 +455,7 @@ where
         let until = Some(prepare.expires_at().unix_millis());
         tokio::spawn(async move {
             let result = match account {
-                Some(account) => account
-                    .send(IncomingPrepare { prepare })
+                Some(account) => ask(&account, IncomingPrepare { prepare })
                     .await
                     .unwrap_or_else(|_| Err(internal_reject("account unavailable"))),
                 None => Err(internal_reject("account not started")),

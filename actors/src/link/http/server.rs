@@ -46,7 +46,7 @@
 
 use super::pending::Delivery;
 use super::{HttpLink, CALLBACK_URL, MAX_BODY_BYTES, OCTET_STREAM, REQUEST_ID};
-use crate::messages::{AccountId, IncomingPrepare, PacketResult};
+use crate::messages::{ask, AccountId, IncomingPrepare, PacketResult};
 use crate::tls::{self, ClientCerts, ServerTls};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -570,7 +570,7 @@ async fn prepare(link: &HttpLink, headers: &HeaderMap, body: Bytes) -> Response<
         }
     }
     let Some((callback, request_id)) = callback else {
-        let answer = match account.send(IncomingPrepare { prepare }).await {
+        let answer = match crate::link::deliver(&account, prepare).await {
             Ok(answer) => answer,
             Err(_) => {
                 return text(
@@ -590,7 +590,7 @@ async fn prepare(link: &HttpLink, headers: &HeaderMap, body: Bytes) -> Response<
     // The answer outlives this request; the task ends by the Prepare's expiry at the latest
     // (the PeerAccount answers by then, and the callback's retries stop then).
     tokio::spawn(async move {
-        let answer = match account.send(IncomingPrepare { prepare }).await {
+        let answer = match ask(&account, IncomingPrepare { prepare }).await {
             Ok(answer) => answer,
             Err(_) => {
                 Err(link.reject(ErrorCode::T00_INTERNAL_ERROR, "the account is not running."))
