@@ -5,13 +5,23 @@
 //! takes every batch queued so far, writes them as a single `WriteBatch` with a WAL fsync, then
 //! answers each waiter (group commit), so one fsync covers many concurrent commits and no actor
 //! thread ever blocks on the disk.
+//!
+//! Short-lived records (the fulfill records of [`crate::replay`]: one per paid packet, deleted
+//! by time range a few seconds later) live in a column family of their own whose memtable is a
+//! vector: an insert is an append, sorted once when the memtable is flushed, where the skip
+//! list of the default family cost a dozen key comparisons per packet. Nothing reads them but
+//! the scan at start-up. Which family a record lives in is this file's business only: the
+//! [`Store`] functions see one key space.
 
 use super::{Record, Store, StoreError, StoreOp};
 use crossbeam_channel::{Receiver, Sender};
 use futures::channel::oneshot;
 use futures::future::BoxFuture;
 use rocksdb::checkpoint::Checkpoint;
-use rocksdb::{Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, MemtableFactory, Options,
+    ReadOptions, WriteBatch, WriteOptions, DB,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
@@ -20,8 +30,18 @@ use std::thread::JoinHandle;
 const BALANCE_PREFIX: &[u8] = b"b/";
 const RECORD_PREFIX: &[u8] = b"r/";
 
-/// Size of one memtable.
-const MEMTABLE_BYTES: usize = 16 << 20;
+/// Size of one memtable of the short-lived records' family (two at most).
+const SHORT_LIVED_MEMTABLE_BYTES: usize = 16 << 20;
+/// Size of one memtable of the default family: balances and long-lived records.
+const MEMTABLE_BYTES: usize = 4 << 20;
+
+/// The column family of short-lived records, and the record key prefixes that go there.
+const SHORT_LIVED: &str = "short-lived";
+const SHORT_LIVED_PREFIXES: &[&[u8]] = &[crate::replay::PREFIX];
+
+fn is_short_lived(key: &[u8]) -> bool {
+    SHORT_LIVED_PREFIXES.iter().any(|p| key.starts_with(p))
+}
 
 /// How the writer thread commits (`[store]` in config.toml).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,11 +113,22 @@ impl RocksStore {
     ) -> Result<RocksStore, StoreError> {
         let mut options = Options::default();
         options.create_if_missing(true);
-        // Every fulfilled packet rewrites two balances and adds a fulfill record: the memtables
-        // fill fast. Two of 16 MiB bound the memory they take; flushes keep the WAL short.
+        options.create_missing_column_families(true);
+        // One writer thread: nothing to gain from concurrent inserts, and the vector memtable
+        // does not support them.
+        options.set_allow_concurrent_memtable_write(false);
+        // Two memtables per family bound the memory they take; flushes keep the WAL short.
         options.set_write_buffer_size(MEMTABLE_BYTES);
         options.set_max_write_buffer_number(2);
-        let db = DB::open(&options, path.as_ref()).map_err(io_error)?;
+        let mut short_lived = options.clone();
+        short_lived.set_write_buffer_size(SHORT_LIVED_MEMTABLE_BYTES);
+        short_lived.set_memtable_factory(MemtableFactory::Vector);
+        let families = vec![
+            ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, options.clone()),
+            ColumnFamilyDescriptor::new(SHORT_LIVED, short_lived),
+        ];
+        let db = DB::open_cf_descriptors(&options, path.as_ref(), families).map_err(io_error)?;
+        move_short_lived_records(&db)?;
         let db = Arc::new(db);
         let (tx, rx) = crossbeam_channel::unbounded::<Request>();
         let writer_db = Arc::clone(&db);
@@ -117,6 +148,7 @@ impl RocksStore {
     pub async fn flush(&self) -> Result<(), StoreError> {
         // Commits are written in order, so an empty one lands after everything queued.
         self.commit(Vec::new()).await?;
+        self.db.flush_cf(short_lived(&self.db)?).map_err(io_error)?;
         self.db.flush().map_err(io_error)
     }
 
@@ -169,27 +201,36 @@ impl Store for RocksStore {
     }
 
     fn get_record(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.db.get(record_key(key)).map_err(io_error)
+        let family = family_of(&self.db, key)?;
+        self.db.get_cf(family, record_key(key)).map_err(io_error)
     }
 
     fn scan_records(&self, from: &[u8], to: &[u8]) -> Result<Vec<Record>, StoreError> {
         if from >= to {
             return Ok(Vec::new());
         }
-        let mut read = ReadOptions::default();
-        read.set_iterate_upper_bound(record_key(to));
-        let start = record_key(from);
-        let iter = self
-            .db
-            .iterator_opt(IteratorMode::From(&start, Direction::Forward), read);
+        // Both families, read at one snapshot, merged into key order.
+        let snapshot = self.db.snapshot();
         let mut records = Vec::new();
-        for item in iter {
-            let (key, value) = item.map_err(io_error)?;
-            let Some(key) = key.strip_prefix(RECORD_PREFIX) else {
-                break;
-            };
-            records.push((key.to_vec(), value.to_vec()));
+        for family in [self.db.default_family()?, short_lived(&self.db)?] {
+            let mut read = ReadOptions::default();
+            read.set_iterate_upper_bound(record_key(to));
+            read.set_snapshot(&snapshot);
+            let start = record_key(from);
+            let iter = self.db.iterator_cf_opt(
+                family,
+                read,
+                IteratorMode::From(&start, Direction::Forward),
+            );
+            for item in iter {
+                let (key, value) = item.map_err(io_error)?;
+                let Some(key) = key.strip_prefix(RECORD_PREFIX) else {
+                    break;
+                };
+                records.push((key.to_vec(), value.to_vec()));
+            }
         }
+        records.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Ok(records)
     }
 
@@ -222,6 +263,16 @@ impl Store for RocksStore {
 fn run_writer(db: &DB, requests: &Receiver<Request>, writer: WriterOptions) {
     let mut options = WriteOptions::default();
     options.set_sync(writer.sync);
+    let (Ok(default), Ok(short)) = (db.default_family(), short_lived(db)) else {
+        // Checked at open; without its families the writer fails every commit.
+        for request in requests {
+            let _ = request
+                .reply
+                .send(Err(StoreError::Io("a column family is missing".into())));
+        }
+        return;
+    };
+    let family = |key: &[u8]| if is_short_lived(key) { short } else { default };
     while let Ok(first) = requests.recv() {
         let mut group = vec![first];
         group.extend(requests.try_iter().take(writer.max_group - 1));
@@ -246,12 +297,26 @@ fn run_writer(db: &DB, requests: &Receiver<Request>, writer: WriterOptions) {
                     StoreOp::SetBalance { account, balance } => {
                         balances.insert(account, balance);
                     }
-                    StoreOp::PutRecord { key, value } => batch.put(record_key(&key), value),
-                    StoreOp::DeleteRecord { key } => batch.delete(record_key(&key)),
+                    StoreOp::PutRecord { key, value } => {
+                        batch.put_cf(family(&key), record_key(&key), value);
+                    }
+                    StoreOp::DeleteRecord { key } => {
+                        batch.delete_cf(family(&key), record_key(&key));
+                    }
                     StoreOp::DeleteRange { from, to } => {
-                        // RocksDB wants from <= to; an empty range deletes nothing anyway.
+                        // RocksDB wants from <= to; an empty range deletes nothing anyway. A
+                        // range within one short-lived prefix touches only that family.
                         if from < to {
-                            batch.delete_range(record_key(&from), record_key(&to));
+                            let only_short = SHORT_LIVED_PREFIXES
+                                .iter()
+                                .any(|p| from.starts_with(p) && to.starts_with(p));
+                            for f in
+                                [short, default]
+                                    .into_iter()
+                                    .take(if only_short { 1 } else { 2 })
+                            {
+                                batch.delete_range_cf(f, record_key(&from), record_key(&to));
+                            }
                         }
                     }
                 }
@@ -267,6 +332,55 @@ fn run_writer(db: &DB, requests: &Receiver<Request>, writer: WriterOptions) {
             let _ = waiter.send(result.clone());
         }
     }
+}
+
+fn short_lived(db: &DB) -> Result<&ColumnFamily, StoreError> {
+    db.cf_handle(SHORT_LIVED)
+        .ok_or_else(|| StoreError::Corrupt(format!("no column family {SHORT_LIVED:?}")))
+}
+
+trait DefaultFamily {
+    fn default_family(&self) -> Result<&ColumnFamily, StoreError>;
+}
+
+impl DefaultFamily for DB {
+    fn default_family(&self) -> Result<&ColumnFamily, StoreError> {
+        self.cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
+            .ok_or_else(|| StoreError::Corrupt("no default column family".into()))
+    }
+}
+
+fn family_of<'a>(db: &'a DB, key: &[u8]) -> Result<&'a ColumnFamily, StoreError> {
+    if is_short_lived(key) {
+        short_lived(db)
+    } else {
+        db.default_family()
+    }
+}
+
+/// A database written before short-lived records had a family of their own keeps them in the
+/// default one: move them over (one batch) so a start-up scan and range deletes see them.
+fn move_short_lived_records(db: &DB) -> Result<(), StoreError> {
+    let short = short_lived(db)?;
+    let default = db.default_family()?;
+    let mut batch = WriteBatch::default();
+    for prefix in SHORT_LIVED_PREFIXES {
+        let start = record_key(prefix);
+        for item in db.iterator_cf(default, IteratorMode::From(&start, Direction::Forward)) {
+            let (key, value) = item.map_err(io_error)?;
+            if !key.starts_with(&start) {
+                break;
+            }
+            batch.put_cf(short, &key, &value);
+            batch.delete_cf(default, &key);
+        }
+    }
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let mut options = WriteOptions::default();
+    options.set_sync(true);
+    db.write_opt(batch, &options).map_err(io_error)
 }
 
 fn balance_key(account: &str) -> Vec<u8> {
@@ -446,6 +560,91 @@ mod tests {
         );
         assert_eq!(copy.get_record(b"settle/1").unwrap(), Some(b"x".to_vec()));
         assert_eq!(store.load_balances().unwrap().get("alice"), Some(&100));
+    }
+
+    /// Short-lived records (their own column family) and others read as one key space.
+    #[tokio::test]
+    async fn short_lived_records_scan_and_delete_with_the_others() {
+        let dir = temp();
+        let short = |n: u8| [crate::replay::PREFIX, &[n]].concat();
+        let put = |key: Vec<u8>| StoreOp::PutRecord {
+            key,
+            value: b"v".to_vec(),
+        };
+        {
+            let store = RocksStore::open(dir.path()).unwrap();
+            store
+                .commit(vec![
+                    put(b"e/1".to_vec()),
+                    put(short(2)),
+                    put(short(1)),
+                    put(b"g/1".to_vec()),
+                ])
+                .await
+                .unwrap();
+            let keys: Vec<Vec<u8>> = store
+                .scan_records(b"e/", b"h")
+                .unwrap()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            assert_eq!(
+                keys,
+                vec![b"e/1".to_vec(), short(1), short(2), b"g/1".to_vec()]
+            );
+            assert_eq!(store.get_record(&short(1)).unwrap(), Some(b"v".to_vec()));
+            store
+                .commit(vec![StoreOp::DeleteRange {
+                    from: short(0),
+                    to: short(2),
+                }])
+                .await
+                .unwrap();
+            store.close().unwrap();
+        }
+        let store = RocksStore::open(dir.path()).unwrap();
+        let keys: Vec<Vec<u8>> = store
+            .scan_records(b"", b"z")
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, vec![b"e/1".to_vec(), short(2), b"g/1".to_vec()]);
+        // A range over both families deletes in both.
+        store
+            .commit(vec![StoreOp::DeleteRange {
+                from: b"a".to_vec(),
+                to: b"z".to_vec(),
+            }])
+            .await
+            .unwrap();
+        assert_eq!(store.scan_records(b"", b"z").unwrap(), Vec::new());
+    }
+
+    /// A database from before the short-lived family kept fulfill records in the default one:
+    /// they are moved on open and read back the same.
+    #[tokio::test]
+    async fn short_lived_records_of_an_older_layout_are_moved_on_open() {
+        let dir = temp();
+        let key = [crate::replay::PREFIX, b"old"].concat();
+        {
+            let mut options = Options::default();
+            options.create_if_missing(true);
+            let db = DB::open(&options, dir.path()).unwrap();
+            db.put(record_key(&key), b"fulfill").unwrap();
+            db.put(record_key(b"settle/1"), b"s").unwrap();
+        }
+        let store = RocksStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.scan_records(b"", b"z").unwrap(),
+            vec![
+                (key.clone(), b"fulfill".to_vec()),
+                (b"settle/1".to_vec(), b"s".to_vec())
+            ]
+        );
+        let default = store.db.default_family().unwrap();
+        assert_eq!(store.db.get_cf(default, record_key(&key)).unwrap(), None);
+        assert_eq!(store.get_record(&key).unwrap(), Some(b"fulfill".to_vec()));
     }
 
     #[tokio::test]
