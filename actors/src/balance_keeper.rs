@@ -139,6 +139,8 @@ pub struct BalanceKeeper {
     /// Drops expired fulfill records ([`crate::replay`]) periodically, by this clock.
     record_gc: Option<Clock>,
     backoff: Backoff,
+    /// This actor's address, made once per start (each commit may need it to crash itself).
+    me: Option<Arc<Addr<Self>>>,
 }
 
 /// Smallest length at which the list of commits in flight is pruned.
@@ -172,6 +174,7 @@ impl BalanceKeeper {
             poisoned: Arc::new(AtomicBool::new(false)),
             record_gc: None,
             backoff: Backoff::default(),
+            me: None,
         }
     }
 
@@ -329,9 +332,17 @@ impl BalanceKeeper {
         ok: T,
         ctx: &mut Context<Self>,
     ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static {
-        let settlement = self.settlement.clone();
+        // Cloned only when needed: an actix address clone allocates (twice).
+        let settlement = if events.is_empty() {
+            None
+        } else {
+            self.settlement.clone()
+        };
         let poisoned = self.poisoned.clone();
-        let me = ctx.address();
+        let me = match &self.me {
+            Some(me) => Arc::clone(me),
+            None => Arc::new(ctx.address()),
+        };
         async move {
             match commit.await {
                 Ok(()) => {
@@ -366,6 +377,7 @@ impl Actor for BalanceKeeper {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(crate::supervise::PACKET_PATH_MAILBOX);
+        self.me = Some(Arc::new(ctx.address()));
         let delay = self.backoff.delay();
         // Commits issued before a restart must land before the balances are read back.
         let in_flight: Vec<Commit> = std::mem::take(&mut self.commits);

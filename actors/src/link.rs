@@ -11,6 +11,7 @@ use crate::messages::{ask, IncomingPrepare, PacketResult};
 use actix::{MailboxError, Recipient};
 use futures::future::BoxFuture;
 use ilp::packet::Prepare;
+use std::sync::Arc;
 use thiserror::Error;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -28,10 +29,10 @@ pub enum LinkError {
 /// peer hung up) then cancels nothing: a reservation is always resolved and a Fulfill always
 /// booked. Resolves with the answer to send back, or the account's mailbox error.
 pub fn deliver(
-    account: &Recipient<IncomingPrepare>,
+    account: &Arc<Recipient<IncomingPrepare>>,
     prepare: Prepare,
 ) -> impl std::future::Future<Output = Result<PacketResult, MailboxError>> + Send + 'static {
-    let account = account.clone();
+    let account = Arc::clone(account);
     let task = tokio::spawn(async move { ask(&account, IncomingPrepare { prepare }).await });
     async move { task.await.unwrap_or(Err(MailboxError::Closed)) }
 }

@@ -180,7 +180,8 @@ pub struct PeerAccount {
     id: AccountId,
     settings: PeerAccountSettings,
     link: Arc<dyn Link>,
-    router: Recipient<ForwardPrepare>,
+    /// Shared with the packets in flight (cloning an actix `Recipient` allocates).
+    router: Arc<Recipient<ForwardPrepare>>,
     clock: Clock,
     buckets: Buckets,
     in_flight: InFlight,
@@ -204,7 +205,7 @@ impl PeerAccount {
             id,
             settings,
             link,
-            router,
+            router: Arc::new(router),
             clock,
             buckets,
             in_flight: InFlight::default(),

@@ -78,8 +78,9 @@ impl RouterSettings {
 /// What the Router needs to know about one account.
 #[derive(Clone)]
 pub struct RouterAccount {
-    /// The account's PeerAccount, which sends Prepares out over its link.
-    pub send: Recipient<SendPrepare>,
+    /// The account's PeerAccount, which sends Prepares out over its link. Shared by the
+    /// packets in flight: cloning an actix `Recipient` allocates, an `Arc` does not.
+    pub send: Arc<Recipient<SendPrepare>>,
     pub relation: Relation,
     pub asset_code: String,
     pub asset_scale: u8,
@@ -91,7 +92,7 @@ impl RouterAccount {
     /// The account `id` as configured, sending through `send`.
     pub fn from_config(id: &str, config: &AccountConfig, send: Recipient<SendPrepare>) -> Self {
         RouterAccount {
-            send,
+            send: Arc::new(send),
             relation: config.relation,
             asset_code: config.asset_code.clone(),
             asset_scale: config.asset_scale,
@@ -124,7 +125,7 @@ pub struct Router {
     routes: Routes,
     /// Combined rate per (source, next hop) account pair; rates are fixed for our lifetime.
     quotes: HashMap<(AccountId, AccountId), Result<Rate, RateError>>,
-    balance: RouterBalance,
+    balance: Arc<RouterBalance>,
     peer_protocols: PeerProtocolHandlers,
     /// Fulfills of packets paid before the last restart, answered again to repeats.
     recovered: RecoveredFulfills,
@@ -141,7 +142,7 @@ pub struct Router {
 /// A Prepare ready to go to its next hop.
 struct Outgoing {
     to: AccountId,
-    send: Recipient<SendPrepare>,
+    send: Arc<Recipient<SendPrepare>>,
     prepare: Prepare,
     incoming_amount: u64,
     /// The incoming Prepare's expiry: past it nobody upstream waits for an answer.
@@ -172,7 +173,7 @@ impl Router {
             accounts,
             routes,
             quotes: HashMap::new(),
-            balance,
+            balance: Arc::new(balance),
             peer_protocols,
             recovered: RecoveredFulfills::default(),
             gate: PacketGate::new(),
@@ -381,7 +382,7 @@ impl Router {
 /// Sends the Prepare and checks the answer. The PeerAccount rejects R00 at the Prepare's own
 /// expiry; the timer here only guarantees the reservation is released if it never answers.
 async fn send_to_next_hop(
-    send: Recipient<SendPrepare>,
+    send: Arc<Recipient<SendPrepare>>,
     prepare: Prepare,
     deadline: Timestamp,
     clock: Clock,
@@ -426,7 +427,7 @@ async fn send_to_next_hop(
 /// upstream, so the node bears that amount. That is the price of never relaying a Fulfill the
 /// store could forget, which would let balances disagree with a peer after a restart.
 async fn with_balance(
-    balance: RouterBalance,
+    balance: Arc<RouterBalance>,
     node: Option<Address>,
     incoming: Option<(AccountId, u64)>,
     outgoing: Option<(AccountId, u64)>,

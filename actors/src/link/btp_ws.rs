@@ -138,7 +138,8 @@ pub(crate) struct LinkShared {
     /// Set (under the `conn` lock) once a server account is removed or its credentials are
     /// replaced: no connection is installed on this link any more.
     retired: AtomicBool,
-    account: RwLock<Option<Recipient<IncomingPrepare>>>,
+    /// Shared, not cloned per packet: cloning an actix `Recipient` allocates.
+    account: RwLock<Option<Arc<Recipient<IncomingPrepare>>>>,
     /// `Some` when the account speaks BTP/2.0-I.
     pub(crate) idempotency: Option<IdempotencyConfig>,
     /// The account's BTP/2.0-I memory, shared by its connections over time (present exactly
@@ -244,13 +245,13 @@ impl LinkShared {
             .map(|h| h.tx.clone())
     }
 
-    fn account(&self) -> Option<Recipient<IncomingPrepare>> {
+    fn account(&self) -> Option<Arc<Recipient<IncomingPrepare>>> {
         self.account.read().ok().and_then(|a| a.clone())
     }
 
     fn attach(&self, account: Recipient<IncomingPrepare>) {
         if let Ok(mut slot) = self.account.write() {
-            *slot = Some(account);
+            *slot = Some(Arc::new(account));
         }
     }
 

@@ -21,9 +21,9 @@ struct Shared {
 pub struct MemoryLink {
     shared: Arc<Shared>,
     /// Where this end delivers: the other end's PeerAccount.
-    remote: Arc<RwLock<Option<Recipient<IncomingPrepare>>>>,
+    remote: Arc<RwLock<Option<Arc<Recipient<IncomingPrepare>>>>>,
     /// Where the other end delivers: this end's PeerAccount.
-    local: Arc<RwLock<Option<Recipient<IncomingPrepare>>>>,
+    local: Arc<RwLock<Option<Arc<Recipient<IncomingPrepare>>>>>,
 }
 
 impl MemoryLink {
@@ -90,7 +90,7 @@ impl Link for MemoryLink {
     /// Packets sent by the other end are delivered to `account` (this end's PeerAccount).
     fn attach(&self, account: Recipient<IncomingPrepare>) {
         if let Ok(mut slot) = self.local.write() {
-            *slot = Some(account);
+            *slot = Some(Arc::new(account));
         }
     }
 }

@@ -298,7 +298,7 @@ impl Setup {
             accounts.insert(
                 id(spec.name),
                 RouterAccount {
-                    send,
+                    send: Arc::new(send),
                     relation: spec.relation,
                     asset_code: spec.code.to_string(),
                     asset_scale: spec.scale,

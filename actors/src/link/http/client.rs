@@ -119,7 +119,7 @@ struct Inner {
     /// Stamps the Rejects this link makes up; the node's address when set.
     node_address: RwLock<Option<NodeAddress>>,
     /// This end's PeerAccount, where the server delivers the peer's Prepares.
-    local: RwLock<Option<Recipient<IncomingPrepare>>>,
+    local: RwLock<Option<Arc<Recipient<IncomingPrepare>>>>,
     /// Set by a failed connect: the link reports down until then.
     down_until: Mutex<Option<Instant>>,
     /// Async mode: our callback URL (sent as `Callback-Url`) and the path it is served at.
@@ -297,7 +297,7 @@ impl HttpLink {
         }
     }
 
-    pub(super) fn local(&self) -> Option<Recipient<IncomingPrepare>> {
+    pub(super) fn local(&self) -> Option<Arc<Recipient<IncomingPrepare>>> {
         match self.inner.local.read() {
             Ok(slot) => slot.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -625,6 +625,7 @@ impl Link for HttpLink {
 
     /// Prepares the peer POSTs to this account's path go to `account`.
     fn attach(&self, account: Recipient<IncomingPrepare>) {
+        let account = Arc::new(account);
         match self.inner.local.write() {
             Ok(mut slot) => *slot = Some(account),
             Err(poisoned) => *poisoned.into_inner() = Some(account),
