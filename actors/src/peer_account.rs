@@ -27,7 +27,9 @@ use crate::metrics::{AccountMetrics, Direction};
 use crate::supervise::Backoff;
 use actix::{Actor, AsyncContext, Context, Handler, Recipient, Supervised};
 use ilp::config::AccountConfig;
-use ilp::packet::{Address, ErrorCode, MaxPacketAmountDetails, Prepare, Reject, RejectBuilder};
+use ilp::packet::{
+    Address, ErrorCode, MaxPacketAmountDetails, Prepare, Reject, RejectBuilder, Timestamp,
+};
 use ilp::policy::outgoing::{check_fulfillment, check_not_expired, dedup_key};
 use ilp::policy::{
     check_max_packet_amount, OutgoingError, RateLimiter, ThroughputLimiter, TokenBucketParams,
@@ -413,7 +415,7 @@ impl Handler<SendPrepare> for PeerAccount {
                 });
             }
         }
-        if let Err(e) = check_not_expired(prepare.expires_at(), self.clock.now()) {
+        if let Err(e) = check_not_expired(prepare.expires_at(), Timestamp::from_unix_millis(now)) {
             return refuse(self, address.reject(e.code(), &e.to_string()));
         }
         if !self.link.is_up() {

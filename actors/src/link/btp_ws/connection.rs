@@ -18,6 +18,7 @@ use ilp::packet::{ErrorCode, Packet, Prepare, Reject, Timestamp};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
@@ -102,7 +103,8 @@ struct Conn<'a, S> {
     close: Arc<Notify>,
     pending: HashMap<u32, oneshot::Sender<Result<PacketResult, LinkError>>>,
     answers: mpsc::UnboundedSender<Answer>,
-    last_seen: Instant,
+    /// When the peer last sent anything (clock milliseconds).
+    last_seen_ms: u64,
     authenticated: bool,
     /// Frames written since the last flush.
     unflushed: usize,
@@ -156,7 +158,7 @@ where
         close: Arc::new(Notify::new()),
         pending: HashMap::new(),
         answers,
-        last_seen: Instant::now(),
+        last_seen_ms: options.clock.now_ms(),
         authenticated: false,
         unflushed: 0,
     };
@@ -164,6 +166,15 @@ where
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
     let close = conn.close.clone();
+    // The futures the loop waits on live as long as the loop: made afresh for every event,
+    // each would register its waker (a lock) and a timer (a wheel insertion) again.
+    let closed = close.notified();
+    tokio::pin!(closed);
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
+    let session_timer = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(session_timer);
+    let mut armed: Option<Instant> = None;
     let mut open = conn.apply(initial).await;
     while open {
         // Frames are fed, not flushed: under load, everything ready now goes out in one
@@ -184,14 +195,24 @@ where
             .session
             .next_timeout()
             .map(|t| options.clock.instant_at(Timestamp::from_unix_millis(t)));
+        if timer != armed {
+            if let Some(at) = timer {
+                session_timer.as_mut().reset(at);
+            }
+            armed = timer;
+        }
         let event = tokio::select! {
             m = conn.ws.next() => Event::Received(m),
             c = commands.recv() => Event::Command(c),
             a = answered.recv() => Event::Answered(a),
-            () = sleep_until_opt(timer) => Event::Timer,
+            () = &mut session_timer, if armed.is_some() => {
+                // Fired: re-armed (even for the same instant) before it is awaited again.
+                armed = None;
+                Event::Timer
+            }
             _ = ticks.tick() => Event::Tick,
-            _ = stop.changed() => Event::Stop,
-            () = close.notified() => Event::Stop,
+            _ = &mut stopped => Event::Stop,
+            () = &mut closed => Event::Stop,
         };
         open = conn.on_event(event).await;
     }
@@ -229,13 +250,6 @@ where
     ws.next().now_or_never().map(Event::Received)
 }
 
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 impl<S> Conn<'_, S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -249,7 +263,7 @@ where
         let now = self.now();
         match event {
             Event::Received(Some(Ok(message))) => {
-                self.last_seen = Instant::now();
+                self.last_seen_ms = now;
                 match message {
                     Message::Binary(bytes) => {
                         let actions = self.with_session(|s| s.handle_frame(bytes, now));
@@ -288,7 +302,8 @@ where
                 self.apply(actions).await
             }
             Event::Tick => {
-                if self.last_seen.elapsed() >= self.options.idle_timeout {
+                let idle = Duration::from_millis(now.saturating_sub(self.last_seen_ms));
+                if idle >= self.options.idle_timeout {
                     return false;
                 }
                 self.write(Message::Ping(Bytes::new())).await
