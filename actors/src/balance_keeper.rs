@@ -29,6 +29,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// A store commit several waiters may await (the request that made it, a repeated settlement,
 /// a restart that must not reload before it lands).
@@ -141,7 +142,25 @@ pub struct BalanceKeeper {
     backoff: Backoff,
     /// This actor's address, made once per start (each commit may need it to crash itself).
     me: Option<Arc<Addr<Self>>>,
+    /// Fulfilled packets resolved since the last store commit (`Some` while a flush is due).
+    batch: Option<Batch>,
 }
+
+/// The balance effects of fulfilled packets the keeper has applied and not yet handed to the
+/// store. They go as one commit once the keeper has handled every message ready now (an item
+/// actix polls right after the mailbox), so a burst of packets costs one store request, one
+/// waiting task and one wake-up from the writer thread, not one of each per packet.
+#[derive(Default)]
+struct Batch {
+    ops: Vec<StoreOp>,
+    events: Vec<SettleThresholdCrossed>,
+    waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
+}
+
+/// Hands the open [`Batch`] to the store (sent to itself, handled after the mailbox).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct FlushBatch;
 
 /// Smallest length at which the list of commits in flight is pruned.
 const MIN_PRUNE_AT: usize = 64;
@@ -175,6 +194,7 @@ impl BalanceKeeper {
             record_gc: None,
             backoff: Backoff::default(),
             me: None,
+            batch: None,
         }
     }
 
@@ -313,7 +333,14 @@ impl BalanceKeeper {
         Ok((ops, events))
     }
 
+    /// Commits `ops` after the open batch: every op sets an absolute balance, so they must
+    /// reach the store in the order the keeper computed them.
     fn persist(&mut self, ops: Vec<StoreOp>) -> Commit {
+        self.flush_batch();
+        self.persist_now(ops)
+    }
+
+    fn persist_now(&mut self, ops: Vec<StoreOp>) -> Commit {
         if self.commits.len() >= self.prune_at {
             self.commits.retain(|c| c.peek().is_none());
             self.prune_at = (self.commits.len() * 2).max(MIN_PRUNE_AT);
@@ -323,6 +350,49 @@ impl BalanceKeeper {
         commit
     }
 
+    /// Adds a fulfilled packet's ops to the open batch (opening one, and scheduling its flush,
+    /// if none is); resolves with the batch's commit.
+    fn stage(
+        &mut self,
+        ops: Vec<StoreOp>,
+        events: Vec<SettleThresholdCrossed>,
+        ctx: &mut Context<Self>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+        let batch = self.batch.get_or_insert_with(|| {
+            ctx.notify(FlushBatch);
+            Batch::default()
+        });
+        batch.ops.extend(ops);
+        batch.events.extend(events);
+        let (tx, rx) = oneshot::channel();
+        batch.waiters.push(tx);
+        async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(StoreError::Io(
+                    "the balance keeper stopped before the commit".into(),
+                ))
+            })
+        }
+    }
+
+    /// Commits the open batch, if any, and answers its packets once the commit landed. The
+    /// commit is awaited by a task on this actor's arbiter: the store's writer thread wakes
+    /// whoever awaits it, and waking a task of a tokio current-thread runtime from another
+    /// thread costs a syscall each, while the arbiter's LocalSet takes one coalesced wake-up.
+    fn flush_batch(&mut self) {
+        let Some(batch) = self.batch.take() else {
+            return;
+        };
+        let commit = self.persist_now(batch.ops);
+        let done = self.finish(commit, batch.events, ());
+        actix::spawn(async move {
+            let result = done.await;
+            for waiter in batch.waiters {
+                let _ = waiter.send(result.clone());
+            }
+        });
+    }
+
     /// Awaits `commit`; on success sends the settlement events and answers `ok`; on failure
     /// marks the keeper poisoned and crashes it so the restart reloads from the store.
     fn finish<T: Send + 'static>(
@@ -330,7 +400,6 @@ impl BalanceKeeper {
         commit: Commit,
         events: Vec<SettleThresholdCrossed>,
         ok: T,
-        ctx: &mut Context<Self>,
     ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static {
         // Cloned only when needed: an actix address clone allocates (twice).
         let settlement = if events.is_empty() {
@@ -339,10 +408,8 @@ impl BalanceKeeper {
             self.settlement.clone()
         };
         let poisoned = self.poisoned.clone();
-        let me = match &self.me {
-            Some(me) => Arc::clone(me),
-            None => Arc::new(ctx.address()),
-        };
+        // Set in `started`, before any message is handled.
+        let me = self.me.clone();
         async move {
             match commit.await {
                 Ok(()) => {
@@ -355,7 +422,9 @@ impl BalanceKeeper {
                 }
                 Err(e) => {
                     poisoned.store(true, Ordering::SeqCst);
-                    me.do_send(Crash);
+                    if let Some(me) = me {
+                        me.do_send(Crash);
+                    }
                     Err(e)
                 }
             }
@@ -400,6 +469,8 @@ impl Actor for BalanceKeeper {
 
 impl actix::Supervised for BalanceKeeper {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
+        // Packets already applied are committed: `started` waits for it before reloading.
+        self.flush_batch();
         self.backoff.on_restart();
         self.reservations.clear();
     }
@@ -445,19 +516,15 @@ impl Handler<ResolvePacket> for BalanceKeeper {
             return Reply::ready(Ok(()));
         }
         ops.extend(msg.record);
-        let commit = self.persist(ops);
-        // The commit is awaited in a task on this actor's arbiter, not in the sender's task:
-        // the store's writer thread wakes whoever awaits it, and waking tasks of a tokio
-        // current-thread runtime from another thread costs a syscall each, while tasks of the
-        // arbiter's LocalSet are woken through one (coalesced) wake-up of the set.
-        let done = actix::spawn(self.finish(commit, events, (), ctx));
-        Reply::later(async move {
-            done.await.unwrap_or_else(|_| {
-                Err(StoreError::Io(
-                    "the balance keeper stopped during a commit".into(),
-                ))
-            })
-        })
+        Reply::later(self.stage(ops, events, ctx))
+    }
+}
+
+impl Handler<FlushBatch> for BalanceKeeper {
+    type Result = ();
+
+    fn handle(&mut self, _: FlushBatch, _ctx: &mut Self::Context) {
+        self.flush_batch();
     }
 }
 
@@ -472,7 +539,7 @@ impl Handler<GetBalance> for BalanceKeeper {
 impl Handler<ApplySettlement> for BalanceKeeper {
     type Result = ResponseFuture<Result<bool, StoreError>>;
 
-    fn handle(&mut self, msg: ApplySettlement, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: ApplySettlement, _ctx: &mut Self::Context) -> Self::Result {
         self.settlements.retain(|_, c| c.peek().is_none());
         if let Some(first) = self.settlements.get(&msg.settlement_id) {
             // A repeat while the first is being written: answer once it is durable.
@@ -526,7 +593,7 @@ impl Handler<ApplySettlement> for BalanceKeeper {
         ops.push(StoreOp::PutRecord { key, value });
         let commit = self.persist(ops);
         self.settlements.insert(msg.settlement_id, commit.clone());
-        Box::pin(self.finish(commit, events, true, ctx))
+        Box::pin(self.finish(commit, events, true))
     }
 }
 
@@ -567,7 +634,7 @@ impl Handler<AdjustBalance> for BalanceKeeper {
 
     /// An operator's correction: moves the committed balance and persists it like a
     /// settlement (answered once durable); may trigger a settlement like any other change.
-    fn handle(&mut self, msg: AdjustBalance, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: AdjustBalance, _ctx: &mut Self::Context) -> Self::Result {
         let refuse = |e: AdjustBalanceError| -> Self::Result { Box::pin(future::ready(Err(e))) };
         if let Err(e) = self.refuse_if_poisoned() {
             return refuse(e.into());
@@ -593,7 +660,7 @@ impl Handler<AdjustBalance> for BalanceKeeper {
             account: msg.account.to_string(),
             balance: committed,
         }]);
-        let done = self.finish(commit, events, committed, ctx);
+        let done = self.finish(commit, events, committed);
         Box::pin(async move { done.await.map_err(AdjustBalanceError::from) })
     }
 }
@@ -910,6 +977,63 @@ pub(crate) mod tests {
                 .await
                 .unwrap(),
                 None
+            );
+        });
+    }
+
+    /// Packets resolved in one go share a store commit; a settlement handled between them
+    /// splits the batch, so the absolute balances reach the store in the order computed.
+    #[test]
+    fn resolves_handled_together_share_a_commit_in_order_with_a_settlement() {
+        run(async {
+            let store = FakeStore::default();
+            let none = || limits(None, None, None, 0);
+            let k = start(&store, &[("a", none()), ("b", none())], None);
+            let pay = reserve(Some(("a", 10)), Some(("b", 10)));
+            let mut ids = Vec::new();
+            for _ in 0..3 {
+                ids.push(k.send(pay.clone()).await.unwrap().unwrap());
+            }
+            // Queued before the keeper runs again: handled in one pass of its mailbox.
+            let first = k.send(resolve(ids[0], &pay, true));
+            let second = k.send(resolve(ids[1], &pay, true));
+            let settlement = k.send(settle(1, "a", 5, SettlementDirection::Received));
+            let third = k.send(resolve(ids[2], &pay, true));
+            let (first, second, settlement, third) =
+                futures::join!(first, second, settlement, third);
+            let (first, second, third) = (first.unwrap(), second.unwrap(), third.unwrap());
+            assert_eq!(settlement.unwrap(), Ok(true));
+            let (first, second, third) = futures::join!(first, second, third);
+            assert_eq!((first, second, third), (Ok(()), Ok(()), Ok(())));
+            let balance_ops = |batch: &Vec<StoreOp>| -> Vec<(String, i64)> {
+                batch
+                    .iter()
+                    .filter_map(|op| match op {
+                        StoreOp::SetBalance { account, balance } => {
+                            Some((account.clone(), *balance))
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            };
+            let batches: Vec<Vec<(String, i64)>> =
+                store.batches().iter().map(balance_ops).collect();
+            assert_eq!(
+                batches,
+                vec![
+                    vec![
+                        ("a".into(), 10),
+                        ("b".into(), -10),
+                        ("a".into(), 20),
+                        ("b".into(), -20)
+                    ],
+                    vec![("a".into(), 15)],
+                    vec![("a".into(), 25), ("b".into(), -30)],
+                ]
+            );
+            assert_eq!(
+                store.load_balances().unwrap(),
+                BTreeMap::from([("a".to_owned(), 25), ("b".to_owned(), -30)])
             );
         });
     }
