@@ -252,33 +252,61 @@ impl BalanceKeeper {
 
     fn reserve(&mut self, msg: &ReservePacket) -> Result<ReservationId, BalanceError> {
         // Check both accounts on copies and write back only when both pass, so a refusal
-        // leaves nothing reserved (the same account may be on both sides).
-        let mut staged: BTreeMap<AccountId, Account> = BTreeMap::new();
-        let mut reservation = Reservation::default();
-        if let Some((id, amount)) = &msg.incoming {
-            if let Some(acc) = self.accounts.get(id) {
-                let acc = staged.entry(id.clone()).or_insert_with(|| acc.clone());
-                acc.reserve_incoming(*amount)?;
-                reservation.incoming = Some((id.clone(), *amount));
+        // leaves nothing reserved. The same account may be on both sides: its outgoing check
+        // starts from the copy the incoming side reserved on.
+        let incoming = match &msg.incoming {
+            Some((id, amount)) => match self.accounts.get(id) {
+                Some(acc) => {
+                    let mut acc = acc.clone();
+                    acc.reserve_incoming(*amount)?;
+                    Some((id, *amount, acc))
+                }
+                None => None,
+            },
+            None => None,
+        };
+        let outgoing = match &msg.outgoing {
+            Some((id, amount)) => {
+                let base = match &incoming {
+                    Some((same, _, acc)) if *same == id => Some(acc.clone()),
+                    _ => self.accounts.get(id).cloned(),
+                };
+                match base {
+                    Some(mut acc) => {
+                        acc.reserve_outgoing(*amount)?;
+                        Some((id, *amount, acc))
+                    }
+                    None => None,
+                }
             }
-        }
-        if let Some((id, amount)) = &msg.outgoing {
-            if let Some(acc) = self.accounts.get(id) {
-                let acc = staged.entry(id.clone()).or_insert_with(|| acc.clone());
-                acc.reserve_outgoing(*amount)?;
-                reservation.outgoing = Some((id.clone(), *amount));
-            }
-        }
+            None => None,
+        };
         let id = ReservationId(self.next_reservation);
         self.next_reservation = self
             .next_reservation
             .checked_add(1)
             .ok_or(BalanceError::Overflow)?;
-        self.accounts.extend(staged);
+        let mut reservation = Reservation::default();
+        // Outgoing last: on a shared account its copy holds both reservations.
+        if let Some((account, amount, acc)) = incoming {
+            self.write_back(account, acc);
+            reservation.incoming = Some((account.clone(), amount));
+        }
+        if let Some((account, amount, acc)) = outgoing {
+            self.write_back(account, acc);
+            reservation.outgoing = Some((account.clone(), amount));
+        }
         if reservation.incoming.is_some() || reservation.outgoing.is_some() {
             self.reservations.insert(id, reservation);
         }
         Ok(id)
+    }
+
+    /// Replaces a tracked account's state with a checked copy.
+    fn write_back(&mut self, id: &AccountId, acc: Account) {
+        if let Some(slot) = self.accounts.get_mut(id) {
+            *slot = acc;
+        }
     }
 
     fn release(&mut self, r: &Reservation) {
@@ -301,21 +329,29 @@ impl BalanceKeeper {
         &mut self,
         r: &Reservation,
     ) -> Result<(Vec<StoreOp>, Vec<SettleThresholdCrossed>), StoreError> {
-        let mut staged: BTreeMap<AccountId, Account> = BTreeMap::new();
+        // The net change per tracked account (one entry when both sides are the same account),
+        // checked on copies before anything is written back.
+        let mut staged: [Option<(&AccountId, Account)>; 2] = [None, None];
         let sides = [
             r.incoming.as_ref().map(|(id, a)| (id, i128::from(*a))),
             r.outgoing.as_ref().map(|(id, a)| (id, -i128::from(*a))),
         ];
         for (id, delta) in sides.into_iter().flatten() {
-            let Some(acc) = self.accounts.get(id) else {
-                continue;
+            let slot = match &mut staged {
+                [Some((same, acc)), _] if *same == id => acc,
+                [first, second] => {
+                    let Some(acc) = self.accounts.get(id) else {
+                        continue;
+                    };
+                    let free = if first.is_none() { first } else { second };
+                    &mut free.insert((id, acc.clone())).1
+                }
             };
-            let acc = staged.entry(id.clone()).or_insert_with(|| acc.clone());
-            acc.committed = add(acc.committed, delta).map_err(|_| overflow(id))?;
+            slot.committed = add(slot.committed, delta).map_err(|_| overflow(id))?;
         }
-        let mut ops = Vec::with_capacity(staged.len());
+        let mut ops = Vec::with_capacity(2);
         let mut events = Vec::new();
-        for (id, mut acc) in staged {
+        for (id, mut acc) in staged.into_iter().flatten() {
             ops.push(StoreOp::SetBalance {
                 account: id.to_string(),
                 balance: acc.committed,
@@ -328,7 +364,7 @@ impl BalanceKeeper {
                     });
                 }
             }
-            self.accounts.insert(id, acc);
+            self.write_back(id, acc);
         }
         Ok((ops, events))
     }
@@ -977,6 +1013,48 @@ pub(crate) mod tests {
                 .await
                 .unwrap(),
                 None
+            );
+        });
+    }
+
+    /// One account on both sides (a payment reflected back to its sender): the outgoing check
+    /// sees the incoming reservation, a refusal leaves nothing reserved, and the commit writes
+    /// the net change once.
+    #[test]
+    fn one_account_on_both_sides_reserves_and_commits_net() {
+        run(async {
+            let store = FakeStore::default();
+            let k = start(
+                &store,
+                &[("a", limits(Some(-50), Some(1000), None, 0))],
+                None,
+            );
+            let refused = reserve(Some(("a", 100)), Some(("a", 60)));
+            assert!(k.send(refused).await.unwrap().is_err());
+            assert_eq!(balance(&k, "a").await, BalanceSnapshot::default());
+            let both = reserve(Some(("a", 100)), Some(("a", 30)));
+            let id = k.send(both.clone()).await.unwrap().unwrap();
+            let held = balance(&k, "a").await;
+            assert_eq!((held.pending_incoming, held.pending_outgoing), (100, 30));
+            k.send(resolve(id, &both, true))
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            assert_eq!(
+                balance(&k, "a").await,
+                BalanceSnapshot {
+                    balance: 70,
+                    pending_incoming: 0,
+                    pending_outgoing: 0
+                }
+            );
+            assert_eq!(
+                store.batches(),
+                vec![vec![StoreOp::SetBalance {
+                    account: "a".into(),
+                    balance: 70
+                }]]
             );
         });
     }
