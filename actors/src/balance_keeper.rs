@@ -353,7 +353,7 @@ impl BalanceKeeper {
         let mut events = Vec::new();
         for (id, mut acc) in staged.into_iter().flatten() {
             ops.push(StoreOp::SetBalance {
-                account: id.to_string(),
+                account: id.clone(),
                 balance: acc.committed,
             });
             if self.settlement.is_some() {
@@ -621,7 +621,7 @@ impl Handler<ApplySettlement> for BalanceKeeper {
                 }
             }
             ops.push(StoreOp::SetBalance {
-                account: msg.account.to_string(),
+                account: msg.account.clone(),
                 balance: committed,
             });
         }
@@ -693,7 +693,7 @@ impl Handler<AdjustBalance> for BalanceKeeper {
             }
         }
         let commit = self.persist(vec![StoreOp::SetBalance {
-            account: msg.account.to_string(),
+            account: msg.account.clone(),
             balance: committed,
         }]);
         let done = self.finish(commit, events, committed);
@@ -1088,7 +1088,7 @@ pub(crate) mod tests {
                     .iter()
                     .filter_map(|op| match op {
                         StoreOp::SetBalance { account, balance } => {
-                            Some((account.clone(), *balance))
+                            Some((account.to_string(), *balance))
                         }
                         _ => None,
                     })

@@ -29,7 +29,8 @@ pub enum StoreError {
 pub enum StoreOp {
     /// The committed balance of an account.
     SetBalance {
-        account: String,
+        /// Shared with the keeper's table: no string copy per packet.
+        account: crate::messages::AccountId,
         balance: i64,
     },
     /// A keyed record, e.g. `settle/<id>` for a settlement applied once.

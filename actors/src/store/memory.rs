@@ -68,7 +68,7 @@ impl Store for MemoryStore {
             for op in ops {
                 match op {
                     StoreOp::SetBalance { account, balance } => {
-                        s.balances.insert(account, balance);
+                        s.balances.insert(account.to_string(), balance);
                     }
                     StoreOp::PutRecord { key, value } => {
                         s.records.insert(key, value);

@@ -298,7 +298,7 @@ fn run_writer(db: &DB, requests: &Receiver<Request>, writer: WriterOptions) {
         // A busy account's balance is set by many commits of one group: only its last value
         // is written (balances and records are separate key spaces, so moving the balances to
         // the end of the batch changes nothing a reader of the whole batch can see).
-        let mut balances: HashMap<String, i64> = HashMap::new();
+        let mut balances: HashMap<crate::messages::AccountId, i64> = HashMap::new();
         for request in group {
             for op in request.ops {
                 match op {
