@@ -35,7 +35,8 @@ pub type PacketResult = Result<Fulfill, Reject>;
 /// the link) needs none of it. actix would run a `ResponseFuture` as a task of its own, so a
 /// packet crossing four actors cost four spawned tasks; a continuation costs none. The task
 /// that awaits it must run to its end: links hand every incoming Prepare to
-/// [`crate::link::deliver`], which gives it a task no peer can cancel.
+/// [`crate::link::deliver`], which gives it a task no peer can cancel (a BTP connection hands
+/// its exchanges to one task of its own that outlives it).
 #[must_use = "a Reply does nothing unless awaited"]
 pub enum Reply<T> {
     Ready(Option<T>),

@@ -9,6 +9,8 @@ use super::{find_account, AccountTable, BtpOptions, LinkShared};
 use crate::link::LinkError;
 use crate::messages::{ask, IncomingPrepare, PacketResult};
 use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use futures::{FutureExt, SinkExt, StreamExt};
 use ilp::btp::{
     Action, BtpErrorCode, ErrorPayload, GeneralizedTime, Outcome, ProtocolData, Reply, Request,
@@ -103,6 +105,9 @@ struct Conn<'a, S> {
     close: Arc<Notify>,
     pending: HashMap<u32, oneshot::Sender<Result<PacketResult, LinkError>>>,
     answers: mpsc::UnboundedSender<Answer>,
+    /// Where the exchanges of the Prepares the peer sends run: one task per connection
+    /// ([`run_exchanges`]) instead of one spawned per packet.
+    exchanges: mpsc::UnboundedSender<BoxFuture<'static, ()>>,
     /// When the peer last sent anything (clock milliseconds).
     last_seen_ms: u64,
     authenticated: bool,
@@ -146,6 +151,10 @@ where
     };
     let (tx, mut commands) = mpsc::channel(COMMAND_QUEUE);
     let (answers, mut answered) = mpsc::unbounded_channel();
+    let (exchanges, incoming) = mpsc::unbounded_channel();
+    // Exempt from tokio's per-poll budget: one task carries every exchange of the connection,
+    // and forced yields of it showed up as latency (p99 +0.5 ms); it only runs what is ready.
+    tokio::spawn(tokio::task::unconstrained(run_exchanges(incoming)));
     let mut conn = Conn {
         ws,
         session,
@@ -158,6 +167,7 @@ where
         close: Arc::new(Notify::new()),
         pending: HashMap::new(),
         answers,
+        exchanges,
         last_seen_ms: options.clock.now_ms(),
         authenticated: false,
         unflushed: 0,
@@ -228,6 +238,22 @@ where
     // Dropping `commands` now fails every Prepare still queued for this connection.
     drop(commands);
     conn.authenticated
+}
+
+/// Runs the exchanges a connection hands over, concurrently, each to its end: after the
+/// connection is gone (its sender dropped) too, so no peer hanging up cancels one half-way.
+async fn run_exchanges(mut incoming: mpsc::UnboundedReceiver<BoxFuture<'static, ()>>) {
+    let mut running = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            next = incoming.recv() => match next {
+                Some(exchange) => running.push(exchange),
+                None => break,
+            },
+            Some(()) = running.next(), if !running.is_empty() => {}
+        }
+    }
+    while running.next().await.is_some() {}
 }
 
 /// An event that is ready without waiting: a queued Prepare or answer, or a frame the socket
@@ -468,7 +494,7 @@ where
         let link = self.link.clone();
         let clock = self.options.clock;
         let until = Some(prepare.expires_at().unix_millis());
-        tokio::spawn(async move {
+        let exchange = Box::pin(async move {
             let result = match account {
                 Some(account) => ask(&account, IncomingPrepare { prepare })
                     .await
@@ -489,6 +515,10 @@ where
                 }
             }
         });
+        if let Err(mpsc::error::SendError(exchange)) = self.exchanges.send(exchange) {
+            // The exchanges' task is gone (it ends only after this connection): run it alone.
+            tokio::spawn(exchange);
+        }
     }
 
     /// Unbinds from the link, fails what is pending and says goodbye.
