@@ -160,11 +160,14 @@ fn lock(
 struct FirstCopy {
     table: InFlight,
     key: [u8; 32],
+    /// Set by `finish`, which removed the entry already: the drop then takes no lock.
+    finished: bool,
 }
 
 impl FirstCopy {
-    fn finish(self, outcome: &PacketResult) {
+    fn finish(mut self, outcome: &PacketResult) {
         let joiners = lock(&self.table).remove(&self.key).unwrap_or_default();
+        self.finished = true;
         for joiner in joiners {
             let _ = joiner.send(outcome.clone());
         }
@@ -173,8 +176,9 @@ impl FirstCopy {
 
 impl Drop for FirstCopy {
     fn drop(&mut self) {
-        // After finish() the entry is gone already and this removes nothing.
-        lock(&self.table).remove(&self.key);
+        if !self.finished {
+            lock(&self.table).remove(&self.key);
+        }
     }
 }
 
@@ -436,6 +440,7 @@ impl Handler<SendPrepare> for PeerAccount {
         let first = FirstCopy {
             table: self.in_flight.clone(),
             key,
+            finished: false,
         };
         Reply::later(async move {
             let outcome = send.await;

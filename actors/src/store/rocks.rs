@@ -220,7 +220,7 @@ impl Store for RocksStore {
         // Both families, read at one snapshot, merged into key order.
         let snapshot = self.db.snapshot();
         let mut records = Vec::new();
-        for family in [self.db.default_family()?, short_lived(&self.db)?] {
+        for family in [default_family(&self.db)?, short_lived(&self.db)?] {
             let mut read = ReadOptions::default();
             read.set_iterate_upper_bound(record_key(to));
             read.set_snapshot(&snapshot);
@@ -271,7 +271,7 @@ impl Store for RocksStore {
 fn run_writer(db: &DB, requests: &Receiver<Request>, writer: WriterOptions) {
     let mut options = WriteOptions::default();
     options.set_sync(writer.sync);
-    let (Ok(default), Ok(short)) = (db.default_family(), short_lived(db)) else {
+    let (Ok(default), Ok(short)) = (default_family(db), short_lived(db)) else {
         // Checked at open; without its families the writer fails every commit.
         for request in requests {
             let _ = request
@@ -318,12 +318,13 @@ fn run_writer(db: &DB, requests: &Receiver<Request>, writer: WriterOptions) {
                             let only_short = SHORT_LIVED_PREFIXES
                                 .iter()
                                 .any(|p| from.starts_with(p) && to.starts_with(p));
-                            for f in
-                                [short, default]
-                                    .into_iter()
-                                    .take(if only_short { 1 } else { 2 })
-                            {
-                                batch.delete_range_cf(f, record_key(&from), record_key(&to));
+                            let families: &[&ColumnFamily] = if only_short {
+                                &[short]
+                            } else {
+                                &[short, default]
+                            };
+                            for f in families {
+                                batch.delete_range_cf(*f, record_key(&from), record_key(&to));
                             }
                         }
                     }
@@ -347,22 +348,16 @@ fn short_lived(db: &DB) -> Result<&ColumnFamily, StoreError> {
         .ok_or_else(|| StoreError::Corrupt(format!("no column family {SHORT_LIVED:?}")))
 }
 
-trait DefaultFamily {
-    fn default_family(&self) -> Result<&ColumnFamily, StoreError>;
-}
-
-impl DefaultFamily for DB {
-    fn default_family(&self) -> Result<&ColumnFamily, StoreError> {
-        self.cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
-            .ok_or_else(|| StoreError::Corrupt("no default column family".into()))
-    }
+fn default_family(db: &DB) -> Result<&ColumnFamily, StoreError> {
+    db.cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
+        .ok_or_else(|| StoreError::Corrupt("no default column family".into()))
 }
 
 fn family_of<'a>(db: &'a DB, key: &[u8]) -> Result<&'a ColumnFamily, StoreError> {
     if is_short_lived(key) {
         short_lived(db)
     } else {
-        db.default_family()
+        default_family(db)
     }
 }
 
@@ -370,7 +365,7 @@ fn family_of<'a>(db: &'a DB, key: &[u8]) -> Result<&'a ColumnFamily, StoreError>
 /// default one: move them over (one batch) so a start-up scan and range deletes see them.
 fn move_short_lived_records(db: &DB) -> Result<(), StoreError> {
     let short = short_lived(db)?;
-    let default = db.default_family()?;
+    let default = default_family(db)?;
     let mut batch = WriteBatch::default();
     for prefix in SHORT_LIVED_PREFIXES {
         let start = record_key(prefix);
@@ -650,7 +645,7 @@ mod tests {
                 (b"settle/1".to_vec(), b"s".to_vec())
             ]
         );
-        let default = store.db.default_family().unwrap();
+        let default = default_family(&store.db).unwrap();
         assert_eq!(store.db.get_cf(default, record_key(&key)).unwrap(), None);
         assert_eq!(store.get_record(&key).unwrap(), Some(b"fulfill".to_vec()));
     }
