@@ -153,6 +153,7 @@ pub struct BalanceKeeper {
 #[derive(Default)]
 struct Batch {
     ops: Vec<StoreOp>,
+    records: replay::RecordGroup,
     events: Vec<SettleThresholdCrossed>,
     waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
 }
@@ -392,6 +393,7 @@ impl BalanceKeeper {
         &mut self,
         ops: Vec<StoreOp>,
         events: Vec<SettleThresholdCrossed>,
+        record: Option<replay::FulfillRecord>,
         ctx: &mut Context<Self>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
         let batch = self.batch.get_or_insert_with(|| {
@@ -399,6 +401,9 @@ impl BalanceKeeper {
             Batch::default()
         });
         batch.ops.extend(ops);
+        if let Some(record) = record {
+            batch.records.push(record);
+        }
         batch.events.extend(events);
         let (tx, rx) = oneshot::channel();
         batch.waiters.push(tx);
@@ -419,7 +424,9 @@ impl BalanceKeeper {
         let Some(batch) = self.batch.take() else {
             return;
         };
-        let commit = self.persist_now(batch.ops);
+        let mut ops = batch.ops;
+        ops.extend(batch.records.into_op());
+        let commit = self.persist_now(ops);
         let done = self.finish(commit, batch.events, ());
         actix::spawn(async move {
             let result = done.await;
@@ -544,15 +551,14 @@ impl Handler<ResolvePacket> for BalanceKeeper {
         if let Err(e) = self.refuse_if_poisoned() {
             return Reply::ready(Err(e));
         }
-        let (mut ops, events) = match self.commit_packet(&reservation) {
+        let (ops, events) = match self.commit_packet(&reservation) {
             Ok(x) => x,
             Err(e) => return Reply::ready(Err(e)),
         };
         if ops.is_empty() {
             return Reply::ready(Ok(()));
         }
-        ops.extend(msg.record);
-        Reply::later(self.stage(ops, events, ctx))
+        Reply::later(self.stage(ops, events, msg.record, ctx))
     }
 }
 

@@ -151,7 +151,7 @@ pub struct ResolvePacket {
     pub fulfilled: bool,
     /// Written in the same batch as the balances of a fulfilled packet (the durable fulfill
     /// record of [`crate::replay`]); ignored on a Reject or when no balance changes.
-    pub record: Option<crate::store::StoreOp>,
+    pub record: Option<crate::replay::FulfillRecord>,
 }
 
 /// The balance of an account as the keeper sees it now.

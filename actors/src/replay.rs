@@ -9,8 +9,15 @@
 //! are gone, so [`RecoveredFulfills`] loads the records whose Prepare has not expired yet, and the
 //! Router answers a matching Prepare from the same account with the stored Fulfill.
 //!
+//! The keeper commits the packets it resolved in one mailbox pass as one batch, and their
+//! records as one [`RecordGroup`]: a single store record, keyed like the record of its
+//! latest-expiring packet, whose value lists every packet's tag and Fulfill. One record per
+//! batch instead of one per packet: the store sorts, flushes and compacts some fifty times
+//! fewer entries at full load.
+//!
 //! Records are keyed by expiry first, so dropping the expired ones is one range delete
-//! ([`expired_before`]), which the BalanceKeeper issues periodically.
+//! ([`expired_before`]), which the BalanceKeeper issues periodically; a group goes once its
+//! last packet expired. Records of single packets (the layout before groups) are still read.
 
 use crate::messages::AccountId;
 use crate::store::{Store, StoreError, StoreOp};
@@ -46,14 +53,6 @@ impl ReplayTag {
         key
     }
 
-    /// The store write that remembers `fulfill` as this Prepare's answer.
-    pub fn record(&self, fulfill: &Fulfill) -> StoreOp {
-        StoreOp::PutRecord {
-            key: self.key(),
-            value: fulfill.as_bytes().to_vec(),
-        }
-    }
-
     fn parse(key: &[u8]) -> Option<ReplayTag> {
         let rest = key.strip_prefix(PREFIX)?;
         let (expiry, rest) = rest.split_first_chunk::<EXPIRY_LEN>()?;
@@ -65,6 +64,124 @@ impl ReplayTag {
             expires_at: Timestamp::from_unix_millis(u64::from_be_bytes(*expiry)),
         })
     }
+}
+
+/// A fulfilled packet's record, on its way to the keeper's [`RecordGroup`].
+#[derive(Debug, Clone)]
+pub struct FulfillRecord {
+    pub tag: ReplayTag,
+    pub fulfill: Fulfill,
+}
+
+/// First byte of a group's value. A record of one packet (the older layout) holds the Fulfill
+/// itself, whose first byte is its packet type, 13.
+const GROUP_MARK: u8 = 1;
+
+/// The fulfill records of one store commit, built into one record: the value is
+/// [`GROUP_MARK`], then per packet its expiry (8 bytes BE), the SHA-256 of its Prepare, its
+/// account id's length (2 bytes BE) and bytes, the Fulfill's length (4 bytes BE) and bytes.
+#[derive(Debug, Default)]
+pub struct RecordGroup {
+    /// The tag of the packet that expires last: the group's key, so it lives as long.
+    latest: Option<ReplayTag>,
+    value: Vec<u8>,
+}
+
+impl RecordGroup {
+    pub fn push(&mut self, record: FulfillRecord) {
+        let FulfillRecord { tag, fulfill } = record;
+        if self.value.is_empty() {
+            // Room for a few dozen packets of a busy batch without regrowing from zero.
+            self.value.reserve(64 * 128);
+            self.value.push(GROUP_MARK);
+        }
+        let account = tag.account.as_bytes();
+        // Account ids are short config keys; a longer one could not be written back.
+        let account_len = u16::try_from(account.len()).unwrap_or(u16::MAX);
+        let fulfill_bytes = fulfill.as_bytes();
+        self.value
+            .extend_from_slice(&tag.expires_at.unix_millis().to_be_bytes());
+        self.value.extend_from_slice(&tag.digest);
+        self.value.extend_from_slice(&account_len.to_be_bytes());
+        self.value
+            .extend_from_slice(&account[..usize::from(account_len)]);
+        // A Fulfill is at most 32 767 bytes of data plus its envelope.
+        let fulfill_len = u32::try_from(fulfill_bytes.len()).unwrap_or(u32::MAX);
+        self.value.extend_from_slice(&fulfill_len.to_be_bytes());
+        self.value.extend_from_slice(fulfill_bytes);
+        match &self.latest {
+            Some(latest) if latest.expires_at >= tag.expires_at => {}
+            _ => self.latest = Some(tag),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.latest.is_none()
+    }
+
+    /// The store write of the whole group; `None` when no packet was pushed.
+    pub fn into_op(self) -> Option<StoreOp> {
+        let latest = self.latest?;
+        Some(StoreOp::PutRecord {
+            key: latest.key(),
+            value: self.value,
+        })
+    }
+}
+
+/// The packets of one stored record, in either layout.
+fn parse_record(key: &[u8], value: Vec<u8>) -> Result<Vec<(ReplayTag, Fulfill)>, StoreError> {
+    let tag = ReplayTag::parse(key)
+        .ok_or_else(|| StoreError::Corrupt(format!("malformed fulfill record key {key:02x?}")))?;
+    let not_a_fulfill = |account: &AccountId, e: ilp::packet::PacketError| {
+        StoreError::Corrupt(format!(
+            "fulfill record of account {account} is not a Fulfill: {e}"
+        ))
+    };
+    if value.first() != Some(&GROUP_MARK) {
+        let fulfill =
+            Fulfill::parse(Bytes::from(value)).map_err(|e| not_a_fulfill(&tag.account, e))?;
+        return Ok(vec![(tag, fulfill)]);
+    }
+    let value = Bytes::from(value);
+    let corrupt =
+        |what: &str| StoreError::Corrupt(format!("fulfill record group {key:02x?}: {what}"));
+    let mut packets = Vec::new();
+    let mut at = 1;
+    while at < value.len() {
+        let mut take = |n: usize| {
+            let field = value.get(at..at + n).ok_or_else(|| corrupt("truncated"))?;
+            at += n;
+            Ok::<_, StoreError>(field)
+        };
+        let expiry = take(EXPIRY_LEN)?;
+        let expiry = u64::from_be_bytes(expiry.try_into().map_err(|_| corrupt("truncated"))?);
+        let digest: [u8; DIGEST_LEN] = take(DIGEST_LEN)?
+            .try_into()
+            .map_err(|_| corrupt("truncated"))?;
+        let account_len = take(2)?;
+        let account_len =
+            u16::from_be_bytes(account_len.try_into().map_err(|_| corrupt("truncated"))?);
+        let account_len = usize::from(account_len);
+        let account =
+            std::str::from_utf8(take(account_len)?).map_err(|_| corrupt("account id not UTF-8"))?;
+        let account = AccountId::from(account);
+        let len = take(4)?;
+        let fulfill_len = u32::from_be_bytes(len.try_into().map_err(|_| corrupt("truncated"))?);
+        let fulfill_len = usize::try_from(fulfill_len).map_err(|_| corrupt("truncated"))?;
+        let bytes = take(fulfill_len)?;
+        let fulfill =
+            Fulfill::parse(value.slice_ref(bytes)).map_err(|e| not_a_fulfill(&account, e))?;
+        packets.push((
+            ReplayTag {
+                account,
+                digest,
+                expires_at: Timestamp::from_unix_millis(expiry),
+            },
+            fulfill,
+        ));
+    }
+    Ok(packets)
 }
 
 fn time_key(at: Timestamp) -> Vec<u8> {
@@ -99,16 +216,12 @@ impl RecoveredFulfills {
         let end = b"fulfilled0";
         let mut entries = HashMap::new();
         for (key, value) in store.scan_records(&time_key(now), end)? {
-            let tag = ReplayTag::parse(&key).ok_or_else(|| {
-                StoreError::Corrupt(format!("malformed fulfill record key {key:02x?}"))
-            })?;
-            let fulfill = Fulfill::parse(Bytes::from(value)).map_err(|e| {
-                StoreError::Corrupt(format!(
-                    "fulfill record of account {} is not a Fulfill: {e}",
-                    tag.account
-                ))
-            })?;
-            entries.insert((tag.account, tag.digest), (tag.expires_at, fulfill));
+            for (tag, fulfill) in parse_record(&key, value)? {
+                // A group lives as long as its latest packet; the others may have expired.
+                if tag.expires_at >= now {
+                    entries.insert((tag.account, tag.digest), (tag.expires_at, fulfill));
+                }
+            }
         }
         Ok(RecoveredFulfills {
             any: Arc::new(AtomicBool::new(!entries.is_empty())),
@@ -191,27 +304,68 @@ mod tests {
         assert_eq!(ReplayTag::parse(b"other/"), None);
     }
 
+    /// The one-packet layout written before groups.
+    fn single(tag: &ReplayTag, fulfill: &Fulfill) -> StoreOp {
+        StoreOp::PutRecord {
+            key: tag.key(),
+            value: fulfill.as_bytes().to_vec(),
+        }
+    }
+
+    fn group(packets: &[(ReplayTag, Fulfill)]) -> StoreOp {
+        let mut group = RecordGroup::default();
+        for (tag, fulfill) in packets {
+            group.push(FulfillRecord {
+                tag: tag.clone(),
+                fulfill: fulfill.clone(),
+            });
+        }
+        group.into_op().unwrap()
+    }
+
+    #[test]
+    fn a_group_is_keyed_by_its_latest_packet_and_lists_every_packet() {
+        assert!(RecordGroup::default().is_empty());
+        assert_eq!(RecordGroup::default().into_op(), None);
+        let packets = vec![
+            (tag("alice", 1, 5_000), fulfill(1)),
+            (tag("bob.x~y", 2, 9_000), fulfill(2)),
+            (tag("alice", 3, 7_000), fulfill(3)),
+        ];
+        let StoreOp::PutRecord { key, value } = group(&packets) else {
+            panic!("a group is one record");
+        };
+        assert_eq!(key, tag("bob.x~y", 2, 9_000).key());
+        assert_eq!(parse_record(&key, value).unwrap(), packets);
+    }
+
     #[tokio::test]
     async fn load_keeps_unexpired_records_and_answers_per_account() {
         let store = MemoryStore::new();
         store
             .commit(vec![
-                tag("alice", 1, 1_000).record(&fulfill(1)),
-                tag("alice", 2, 5_000).record(&fulfill(2)),
-                tag("bob", 2, 9_000).record(&fulfill(3)),
+                group(&[
+                    (tag("alice", 1, 1_000), fulfill(1)),
+                    (tag("alice", 2, 5_000), fulfill(2)),
+                ]),
+                group(&[(tag("bob", 2, 9_000), fulfill(3))]),
+                single(&tag("carol", 4, 3_000), &fulfill(4)),
+                single(&tag("carol", 5, 1_500), &fulfill(5)),
             ])
             .await
             .unwrap();
         let recovered = RecoveredFulfills::load(&store, at(2_000)).unwrap();
         assert_eq!(
             recovered.len(),
-            2,
-            "the record that expired at 1 000 is not loaded"
+            3,
+            "what expired before 2 000 is not loaded, from a group or a single record"
         );
         let alice = AccountId::from("alice");
         let bob = AccountId::from("bob");
+        let carol = AccountId::from("carol");
         assert_eq!(recovered.get(&alice, &[2; 32], at(2_000)), Some(fulfill(2)));
         assert_eq!(recovered.get(&bob, &[2; 32], at(2_000)), Some(fulfill(3)));
+        assert_eq!(recovered.get(&carol, &[4; 32], at(2_000)), Some(fulfill(4)));
         // Same Prepare bytes from another account are another packet.
         assert_eq!(recovered.get(&alice, &[3; 32], at(2_000)), None);
         assert_eq!(recovered.get(&alice, &[1; 32], at(2_000)), None);
@@ -230,8 +384,11 @@ mod tests {
         let store = MemoryStore::new();
         store
             .commit(vec![
-                tag("alice", 1, 1_000).record(&fulfill(1)),
-                tag("alice", 2, 2_000).record(&fulfill(2)),
+                single(&tag("alice", 1, 1_000), &fulfill(1)),
+                group(&[
+                    (tag("alice", 2, 2_000), fulfill(2)),
+                    (tag("alice", 3, 500), fulfill(3)),
+                ]),
                 StoreOp::PutRecord {
                     key: b"settle/x".to_vec(),
                     value: b"1".to_vec(),
@@ -240,7 +397,11 @@ mod tests {
             .await
             .unwrap();
         store.commit(vec![expired_before(at(2_000))]).await.unwrap();
-        assert_eq!(store.count_records(PREFIX), 1);
+        assert_eq!(
+            store.count_records(PREFIX),
+            1,
+            "a group stays while its latest packet has not expired"
+        );
         assert_eq!(store.count_records(b"settle/"), 1);
         store.commit(vec![expired_before(at(2_001))]).await.unwrap();
         assert_eq!(store.count_records(PREFIX), 0);
@@ -249,22 +410,41 @@ mod tests {
     #[tokio::test]
     async fn a_corrupt_record_is_an_error_not_skipped() {
         let store = MemoryStore::new();
+        let corrupt = |value: Vec<u8>| StoreOp::PutRecord {
+            key: tag("alice", 1, 5_000).key(),
+            value,
+        };
+        let StoreOp::PutRecord { value: whole, .. } = group(&[
+            (tag("alice", 1, 5_000), fulfill(1)),
+            (tag("bob", 2, 4_000), fulfill(2)),
+        ]) else {
+            panic!("a group is one record");
+        };
+        let mut bad_fulfill = whole.clone();
+        // The packet type of the last Fulfill.
+        let last = bad_fulfill.len() - fulfill(2).as_bytes().len();
+        bad_fulfill[last] = 12;
+        let mut bad_account = whole.clone();
+        bad_account[1 + EXPIRY_LEN + DIGEST_LEN + 2] = 0xff;
+        for value in [
+            b"not a packet".to_vec(),
+            whole[..whole.len() - 1].to_vec(),
+            whole[..1 + EXPIRY_LEN + 3].to_vec(),
+            bad_fulfill,
+            bad_account,
+        ] {
+            store.commit(vec![corrupt(value.clone())]).await.unwrap();
+            assert!(
+                matches!(
+                    RecoveredFulfills::load(&store, at(0)),
+                    Err(StoreError::Corrupt(_))
+                ),
+                "{value:02x?} loads"
+            );
+        }
+        store.commit(vec![corrupt(whole)]).await.unwrap();
+        assert_eq!(RecoveredFulfills::load(&store, at(0)).unwrap().len(), 2);
         let mut key = tag("alice", 1, 5_000).key();
-        store
-            .commit(vec![StoreOp::PutRecord {
-                key: key.clone(),
-                value: b"not a packet".to_vec(),
-            }])
-            .await
-            .unwrap();
-        assert!(matches!(
-            RecoveredFulfills::load(&store, at(0)),
-            Err(StoreError::Corrupt(_))
-        ));
-        store
-            .commit(vec![StoreOp::DeleteRecord { key: key.clone() }])
-            .await
-            .unwrap();
         key.truncate(PREFIX.len() + EXPIRY_LEN + 3);
         store
             .commit(vec![StoreOp::PutRecord {
@@ -427,6 +607,49 @@ mod tests {
                     ErrorCode::R02_INSUFFICIENT_TIMEOUT
                 );
                 assert_eq!(balance(&second, "payer").await, 105);
+            });
+        }
+
+        /// Packets resolved together share one record; after a restart each of them is still
+        /// answered on its own, and a packet that was not paid is still forwarded.
+        #[test]
+        fn packets_committed_together_are_each_answered_after_restart() {
+            run(async {
+                let clock = Clock::starting_at(START_MS);
+                let store = MemoryStore::new();
+                let expiry = Timestamp::from_unix_millis(START_MS + 30_000);
+                let paid: Vec<Prepare> = (1..=20).map(|n| payment(n, 10, expiry)).collect();
+                let (first, payer, delivered) = start(&store, clock);
+                let fulfills =
+                    futures::future::join_all(paid.iter().map(|p| payer.send_prepare(p.clone())))
+                        .await;
+                assert_eq!(delivered.load(Ordering::SeqCst), 20);
+                assert_eq!(balance(&first, "payer").await, 200);
+                let records = store.count_records(super::PREFIX);
+                assert!(
+                    (1..20).contains(&records),
+                    "{records} records for 20 packets sent at once"
+                );
+
+                let (second, payer, delivered) = start(&store, clock);
+                let again =
+                    futures::future::join_all(paid.iter().map(|p| payer.send_prepare(p.clone())))
+                        .await;
+                for (n, (first, again)) in fulfills.into_iter().zip(again).enumerate() {
+                    assert_eq!(
+                        first.unwrap().unwrap(),
+                        again.unwrap().unwrap(),
+                        "packet {n}"
+                    );
+                }
+                assert_eq!(delivered.load(Ordering::SeqCst), 0, "none forwarded again");
+                payer
+                    .send_prepare(payment(21, 10, expiry))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(delivered.load(Ordering::SeqCst), 1);
+                assert_eq!(balance(&second, "payer").await, 210);
             });
         }
     }

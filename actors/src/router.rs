@@ -22,7 +22,7 @@ use crate::messages::{
     PacketResult, Reply, ReservePacket, ResolvePacket, RouteEntry, SendPing, SendPrepare,
     SetNodeAddress, SetStaticRoute, StaticRouteError,
 };
-use crate::replay::{RecoveredFulfills, ReplayTag};
+use crate::replay::{FulfillRecord, RecoveredFulfills, ReplayTag};
 use crate::shutdown::PacketGate;
 use crate::supervise::Backoff;
 use actix::{
@@ -459,8 +459,11 @@ async fn with_balance(
         }
     };
     let result = exchange.await;
-    let record = match (&tag, &result) {
-        (Some(tag), Ok(fulfill)) => Some(tag.record(fulfill)),
+    let record = match (tag, &result) {
+        (Some(tag), Ok(fulfill)) => Some(FulfillRecord {
+            tag,
+            fulfill: fulfill.clone(),
+        }),
         _ => None,
     };
     let resolved = ask(

@@ -6,11 +6,12 @@
 //! answers each waiter (group commit), so one fsync covers many concurrent commits and no actor
 //! thread ever blocks on the disk.
 //!
-//! Short-lived records (the fulfill records of [`crate::replay`]: one per paid packet, deleted
-//! by time range a few seconds later) live in a column family of their own whose memtable is a
-//! vector: an insert is an append, sorted once when the memtable is flushed, where the skip
-//! list of the default family cost a dozen key comparisons per packet. Nothing reads them but
-//! the scan at start-up. Which family a record lives in is this file's business only: the
+//! Short-lived records (the fulfill records of [`crate::replay`]: one per batch of paid packets,
+//! deleted by time range some seconds later) live in a column family of their own whose
+//! memtable is a vector: an insert is an append, sorted once when the memtable is flushed,
+//! where the skip list of the default family costs a dozen key comparisons per insert. Their
+//! table files are not compressed: the records are hashes and fulfillments, random bytes.
+//! Nothing reads them but the scan at start-up. Which family a record lives in is this file's business only: the
 //! [`Store`] functions see one key space.
 
 use super::{Record, Store, StoreError, StoreOp};
@@ -131,6 +132,8 @@ impl RocksStore {
         let mut short_lived = options.clone();
         short_lived.set_write_buffer_size(SHORT_LIVED_MEMTABLE_BYTES);
         short_lived.set_memtable_factory(MemtableFactory::Vector);
+        // Random bytes: compression would cost CPU at every flush and compaction, for nothing.
+        short_lived.set_compression_type(rocksdb::DBCompressionType::None);
         let families = vec![
             ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, options.clone()),
             ColumnFamilyDescriptor::new(SHORT_LIVED, short_lived),
