@@ -7,12 +7,13 @@
 //! address itself, then each truncation at a `.` from the longest down, then `""`. Candidates
 //! longer than the longest stored prefix are skipped without hashing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// A routing table mapping address prefixes to values (next hops, route records, ...).
 #[derive(Debug, Clone)]
 pub struct RoutingTable<V> {
-    entries: HashMap<String, V>,
+    /// foldhash: a few times faster than SipHash on short keys, still seeded per table.
+    entries: foldhash::HashMap<String, V>,
     /// How many stored prefixes have each length; its last key bounds the candidates a lookup
     /// needs to probe.
     lengths: BTreeMap<usize, usize>,
@@ -28,7 +29,7 @@ impl<V> RoutingTable<V> {
     /// An empty table.
     pub fn new() -> Self {
         RoutingTable {
-            entries: HashMap::new(),
+            entries: foldhash::HashMap::default(),
             lengths: BTreeMap::new(),
         }
     }

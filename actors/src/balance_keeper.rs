@@ -122,7 +122,7 @@ pub struct BalanceKeeper {
     accounts: BTreeMap<AccountId, Account>,
     store: Arc<dyn Store>,
     settlement: Option<Recipient<SettleThresholdCrossed>>,
-    reservations: HashMap<ReservationId, Reservation>,
+    reservations: foldhash::HashMap<ReservationId, Reservation>,
     next_reservation: u64,
     /// First reservation id of this incarnation: an unknown id below it was made before a
     /// restart (commit it from the message); one at or above it was already resolved.
@@ -158,6 +158,32 @@ struct Batch {
     waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
 }
 
+impl Batch {
+    /// Sets `account`'s balance in the batch: the entry already there, if any, takes the new
+    /// value (the store keeps only the last anyway). Looked up among the first few entries
+    /// only, so a batch across very many accounts costs no quadratic scan; the writer
+    /// thread folds the rest.
+    fn set_balance(&mut self, account: AccountId, balance: i64) {
+        const SCAN: usize = 16;
+        for op in self.ops.iter_mut().take(SCAN) {
+            if let StoreOp::SetBalance {
+                account: staged,
+                balance: value,
+            } = op
+            {
+                if Arc::ptr_eq(staged, &account) || *staged == account {
+                    *value = balance;
+                    return;
+                }
+            }
+        }
+        self.ops.push(StoreOp::SetBalance { account, balance });
+    }
+}
+
+/// The balances one fulfilled packet moved: its incoming and outgoing accounts, when tracked.
+type Moved = [Option<(AccountId, i64)>; 2];
+
 /// Hands the open [`Batch`] to the store (sent to itself, handled after the mailbox).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -185,7 +211,7 @@ impl BalanceKeeper {
                 .collect(),
             store,
             settlement,
-            reservations: HashMap::new(),
+            reservations: foldhash::HashMap::default(),
             next_reservation: 0,
             incarnation_start: 0,
             commits: Vec::new(),
@@ -324,12 +350,12 @@ impl BalanceKeeper {
         }
     }
 
-    /// Applies a fulfilled packet to the committed balances; the ops to persist and the
-    /// settlements now due.
+    /// Applies a fulfilled packet to the committed balances; the balances to persist (one per
+    /// tracked account it moved) and the settlements now due.
     fn commit_packet(
         &mut self,
         r: &Reservation,
-    ) -> Result<(Vec<StoreOp>, Vec<SettleThresholdCrossed>), StoreError> {
+    ) -> Result<(Moved, Vec<SettleThresholdCrossed>), StoreError> {
         // The net change per tracked account (one entry when both sides are the same account),
         // checked on copies before anything is written back.
         let mut staged: [Option<(&AccountId, Account)>; 2] = [None, None];
@@ -350,13 +376,10 @@ impl BalanceKeeper {
             };
             slot.committed = add(slot.committed, delta).map_err(|_| overflow(id))?;
         }
-        let mut ops = Vec::with_capacity(2);
+        let mut moved: Moved = [None, None];
         let mut events = Vec::new();
-        for (id, mut acc) in staged.into_iter().flatten() {
-            ops.push(StoreOp::SetBalance {
-                account: id.clone(),
-                balance: acc.committed,
-            });
+        for (slot, (id, mut acc)) in moved.iter_mut().zip(staged.into_iter().flatten()) {
+            *slot = Some((id.clone(), acc.committed));
             if self.settlement.is_some() {
                 if let Some(amount) = acc.settlement_due() {
                     events.push(SettleThresholdCrossed {
@@ -367,7 +390,7 @@ impl BalanceKeeper {
             }
             self.write_back(id, acc);
         }
-        Ok((ops, events))
+        Ok((moved, events))
     }
 
     /// Commits `ops` after the open batch: every op sets an absolute balance, so they must
@@ -391,7 +414,7 @@ impl BalanceKeeper {
     /// if none is); resolves with the batch's commit.
     fn stage(
         &mut self,
-        ops: Vec<StoreOp>,
+        moved: Moved,
         events: Vec<SettleThresholdCrossed>,
         record: Option<replay::FulfillRecord>,
         ctx: &mut Context<Self>,
@@ -400,7 +423,9 @@ impl BalanceKeeper {
             ctx.notify(FlushBatch);
             Batch::default()
         });
-        batch.ops.extend(ops);
+        for (account, balance) in moved.into_iter().flatten() {
+            batch.set_balance(account, balance);
+        }
         if let Some(record) = record {
             batch.records.push(record);
         }
@@ -551,14 +576,14 @@ impl Handler<ResolvePacket> for BalanceKeeper {
         if let Err(e) = self.refuse_if_poisoned() {
             return Reply::ready(Err(e));
         }
-        let (ops, events) = match self.commit_packet(&reservation) {
+        let (moved, events) = match self.commit_packet(&reservation) {
             Ok(x) => x,
             Err(e) => return Reply::ready(Err(e)),
         };
-        if ops.is_empty() {
+        if moved.iter().all(Option::is_none) {
             return Reply::ready(Ok(()));
         }
-        Reply::later(self.stage(ops, events, msg.record, ctx))
+        Reply::later(self.stage(moved, events, msg.record, ctx))
     }
 }
 
@@ -1065,6 +1090,33 @@ pub(crate) mod tests {
         });
     }
 
+    #[test]
+    fn a_batch_keeps_one_balance_per_account_among_its_first_entries() {
+        let mut batch = Batch::default();
+        let ids: Vec<AccountId> = (0..20)
+            .map(|n| AccountId::from(format!("acc{n}")))
+            .collect();
+        for (n, id) in ids.iter().enumerate() {
+            batch.set_balance(id.clone(), n as i64);
+        }
+        // Equal ids need not be the same allocation.
+        batch.set_balance(AccountId::from("acc3"), -3);
+        batch.set_balance(ids[18].clone(), -18);
+        let entries: Vec<(String, i64)> = batch
+            .ops
+            .iter()
+            .map(|op| match op {
+                StoreOp::SetBalance { account, balance } => (account.to_string(), *balance),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(entries.len(), 21);
+        assert_eq!(entries[3], ("acc3".into(), -3));
+        // Past the scanned entries an update is appended: the last value still wins.
+        assert_eq!(entries[18], ("acc18".into(), 18));
+        assert_eq!(entries[20], ("acc18".into(), -18));
+    }
+
     /// Packets resolved in one go share a store commit; a settlement handled between them
     /// splits the batch, so the absolute balances reach the store in the order computed.
     #[test]
@@ -1105,12 +1157,8 @@ pub(crate) mod tests {
             assert_eq!(
                 batches,
                 vec![
-                    vec![
-                        ("a".into(), 10),
-                        ("b".into(), -10),
-                        ("a".into(), 20),
-                        ("b".into(), -20)
-                    ],
+                    // One entry per account: the batch keeps each account's latest balance.
+                    vec![("a".into(), 20), ("b".into(), -20)],
                     vec![("a".into(), 15)],
                     vec![("a".into(), 25), ("b".into(), -30)],
                 ]

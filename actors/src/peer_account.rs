@@ -34,7 +34,6 @@ use ilp::policy::outgoing::{check_fulfillment, check_not_expired, dedup_key};
 use ilp::policy::{
     check_max_packet_amount, OutgoingError, RateLimiter, ThroughputLimiter, TokenBucketParams,
 };
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::oneshot;
 
@@ -146,11 +145,11 @@ impl Buckets {
 
 /// Outgoing Prepares in flight, by [`dedup_key`] of their bytes: the copies that arrived while
 /// the first was being sent wait for its outcome.
-type InFlight = Arc<Mutex<HashMap<[u8; 32], Vec<oneshot::Sender<PacketResult>>>>>;
+type InFlight = Arc<Mutex<foldhash::HashMap<[u8; 32], Vec<oneshot::Sender<PacketResult>>>>>;
 
 fn lock(
     table: &InFlight,
-) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Vec<oneshot::Sender<PacketResult>>>> {
+) -> std::sync::MutexGuard<'_, foldhash::HashMap<[u8; 32], Vec<oneshot::Sender<PacketResult>>>> {
     // Nothing panics while holding the lock; a poisoned table is still consistent.
     table.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -307,12 +306,15 @@ impl Handler<IncomingPrepare> for PeerAccount {
             );
             return ready(Err(reject));
         }
-        let started = tokio::time::Instant::now();
+        // The clock is read for the latency histogram only: not at all without metrics.
+        let metrics = self
+            .metrics
+            .clone()
+            .map(|m| (m, tokio::time::Instant::now()));
         let amount = msg.prepare.amount();
-        let metrics = self.metrics.clone();
         if let Err(reject) = self.check_incoming(&msg.prepare) {
             let result = Err(reject);
-            if let Some(m) = &metrics {
+            if let Some((m, started)) = &metrics {
                 m.record(Direction::Incoming, amount, &result);
                 m.observe_incoming(started.elapsed());
             }
@@ -328,7 +330,7 @@ impl Handler<IncomingPrepare> for PeerAccount {
             let result = ask(&router, forward).await.unwrap_or_else(|_| {
                 Err(address.reject(ErrorCode::T00_INTERNAL_ERROR, "router unavailable."))
             });
-            if let Some(m) = &metrics {
+            if let Some((m, started)) = &metrics {
                 m.record(Direction::Incoming, amount, &result);
                 m.observe_incoming(started.elapsed());
             }

@@ -124,7 +124,8 @@ pub struct Router {
     accounts: BTreeMap<AccountId, RouterAccount>,
     routes: Routes,
     /// Combined rate per (source, next hop) account pair; rates are fixed for our lifetime.
-    quotes: HashMap<(AccountId, AccountId), Result<Rate, RateError>>,
+    /// Rates by source account, then next hop's account: looked up by reference, no clones.
+    quotes: foldhash::HashMap<AccountId, foldhash::HashMap<AccountId, Result<Rate, RateError>>>,
     balance: Arc<RouterBalance>,
     peer_protocols: PeerProtocolHandlers,
     /// Fulfills of packets paid before the last restart, answered again to repeats.
@@ -172,7 +173,7 @@ impl Router {
             settings,
             accounts,
             routes,
-            quotes: HashMap::new(),
+            quotes: foldhash::HashMap::default(),
             balance: Arc::new(balance),
             peer_protocols,
             recovered: RecoveredFulfills::default(),
@@ -253,11 +254,11 @@ impl Router {
             )
         })?;
         let exchange = &self.settings.exchange;
-        let rate = self
-            .quotes
-            .entry((from.clone(), to.clone()))
-            .or_insert_with(|| {
-                exchange.quote(
+        let known = self.quotes.get(from).and_then(|rates| rates.get(&to));
+        let rate = match known {
+            Some(rate) => rate.clone(),
+            None => {
+                let rate = exchange.quote(
                     Asset {
                         code: &source.asset_code,
                         scale: source.asset_scale,
@@ -266,12 +267,17 @@ impl Router {
                         code: &next.asset_code,
                         scale: next.asset_scale,
                     },
-                )
-            });
+                );
+                self.quotes
+                    .entry(from.clone())
+                    .or_default()
+                    .insert(to.clone(), rate.clone());
+                rate
+            }
+        };
         // The JS connector has no code for a missing rate or an unrepresentable amount: its
         // plain errors become F00, and so do ours (final: retrying cannot fix configuration).
         let amount = rate
-            .clone()
             .and_then(|r| r.apply_floor(prepare.amount()))
             .map_err(|e| Reject::new(ErrorCode::F00_BAD_REQUEST, node, &e.to_string()))?;
         let expiry = next_hop_expiry(

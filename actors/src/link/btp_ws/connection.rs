@@ -17,7 +17,7 @@ use ilp::btp::{
     Session, SessionConfig,
 };
 use ilp::packet::{ErrorCode, Packet, Prepare, Reject, Timestamp};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,7 +103,7 @@ struct Conn<'a, S> {
     id: u64,
     tx: mpsc::Sender<Command>,
     close: Arc<Notify>,
-    pending: HashMap<u32, oneshot::Sender<Result<PacketResult, LinkError>>>,
+    pending: foldhash::HashMap<u32, oneshot::Sender<Result<PacketResult, LinkError>>>,
     answers: mpsc::UnboundedSender<Answer>,
     /// Where the exchanges of the Prepares the peer sends run: one task per connection
     /// ([`run_exchanges`]) instead of one spawned per packet.
@@ -165,7 +165,7 @@ where
         id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
         tx,
         close: Arc::new(Notify::new()),
-        pending: HashMap::new(),
+        pending: foldhash::HashMap::default(),
         answers,
         exchanges,
         last_seen_ms: options.clock.now_ms(),
@@ -276,6 +276,17 @@ where
     ws.next().now_or_never().map(Event::Received)
 }
 
+/// Awaits `fut` for at most `limit` (`None` past it). The clock is read and a timer armed only
+/// if `fut` is not ready at once: a write into a socket buffer with room, the usual case,
+/// costs neither.
+async fn within<F: std::future::Future>(limit: Duration, fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    if let Some(out) = fut.as_mut().now_or_never() {
+        return Some(out);
+    }
+    tokio::time::timeout(limit, fut).await.ok()
+}
+
 impl<S> Conn<'_, S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -356,17 +367,17 @@ where
     /// Writes one WebSocket message; a write that stalls past the idle timeout (the peer stopped
     /// reading, or the socket is half open) fails the connection.
     async fn write(&mut self, message: Message) -> bool {
-        let fed = tokio::time::timeout(self.options.idle_timeout, self.ws.feed(message)).await;
+        let fed = within(self.options.idle_timeout, self.ws.feed(message)).await;
         self.unflushed += 1;
-        matches!(fed, Ok(Ok(())))
+        matches!(fed, Some(Ok(())))
     }
 
     /// Sends what [`Conn::write`] fed; the same stall bound applies.
     async fn flush(&mut self) -> bool {
         self.unflushed = 0;
         matches!(
-            tokio::time::timeout(self.options.idle_timeout, self.ws.flush()).await,
-            Ok(Ok(()))
+            within(self.options.idle_timeout, self.ws.flush()).await,
+            Some(Ok(()))
         )
     }
 
@@ -566,5 +577,29 @@ fn packet_result(outcome: Outcome) -> Result<PacketResult, LinkError> {
             e.name()
         ))),
         Outcome::TimedOut | Outcome::Closed => Err(LinkError::Down),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::within;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn within_answers_a_ready_future_and_bounds_a_stalled_one() {
+        let limit = Duration::from_secs(60);
+        assert_eq!(within(limit, async { 7 }).await, Some(7));
+        let start = tokio::time::Instant::now();
+        // Pending at the first poll, done before the limit: its output, when it is done.
+        let late = within(limit, async {
+            tokio::time::sleep(Duration::from_secs(59)).await;
+            8
+        });
+        assert_eq!(late.await, Some(8));
+        assert_eq!(start.elapsed(), Duration::from_secs(59));
+        // Never done: given up at the limit.
+        let stalled = within(limit, std::future::pending::<()>());
+        assert_eq!(stalled.await, None);
+        assert_eq!(start.elapsed(), Duration::from_secs(119));
     }
 }
