@@ -113,6 +113,10 @@ struct Conn<'a, S> {
     authenticated: bool,
     /// Frames written since the last flush.
     unflushed: usize,
+    /// The clock, read once per run of events handled without waiting (at most
+    /// `MAX_UNFLUSHED` of them, a fraction of a millisecond under load): forgotten whenever
+    /// the connection waits, for the peer, a timer or a stalled write.
+    now_ms: Option<u64>,
 }
 
 /// Runs one connection until it closes. Returns whether it got authenticated (a client resets
@@ -169,6 +173,7 @@ where
         answers,
         exchanges,
         last_seen_ms: options.clock.now_ms(),
+        now_ms: None,
         authenticated: false,
         unflushed: 0,
     };
@@ -211,6 +216,7 @@ where
             }
             armed = timer;
         }
+        conn.now_ms = None;
         let event = tokio::select! {
             m = conn.ws.next() => Event::Received(m),
             c = commands.recv() => Event::Command(c),
@@ -276,23 +282,37 @@ where
     ws.next().now_or_never().map(Event::Received)
 }
 
-/// Awaits `fut` for at most `limit` (`None` past it). The clock is read and a timer armed only
-/// if `fut` is not ready at once: a write into a socket buffer with room, the usual case,
-/// costs neither.
-async fn within<F: std::future::Future>(limit: Duration, fut: F) -> Option<F::Output> {
+/// What [`within`] got: the output (`None` past the limit), and whether it had to wait.
+#[derive(Debug, PartialEq, Eq)]
+struct Bounded<T> {
+    output: Option<T>,
+    waited: bool,
+}
+
+/// Awaits `fut` for at most `limit`. The clock is read and a timer armed only if `fut` is not
+/// ready at once: a write into a socket buffer with room, the usual case, costs neither.
+async fn within<F: std::future::Future>(limit: Duration, fut: F) -> Bounded<F::Output> {
     let mut fut = std::pin::pin!(fut);
     if let Some(out) = fut.as_mut().now_or_never() {
-        return Some(out);
+        return Bounded {
+            output: Some(out),
+            waited: false,
+        };
     }
-    tokio::time::timeout(limit, fut).await.ok()
+    Bounded {
+        output: tokio::time::timeout(limit, fut).await.ok(),
+        waited: true,
+    }
 }
 
 impl<S> Conn<'_, S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    fn now(&self) -> u64 {
-        self.options.clock.now_ms()
+    fn now(&mut self) -> u64 {
+        *self
+            .now_ms
+            .get_or_insert_with(|| self.options.clock.now_ms())
     }
 
     /// Handles one event; false once the connection must close.
@@ -369,16 +389,19 @@ where
     async fn write(&mut self, message: Message) -> bool {
         let fed = within(self.options.idle_timeout, self.ws.feed(message)).await;
         self.unflushed += 1;
-        matches!(fed, Some(Ok(())))
+        if fed.waited {
+            self.now_ms = None;
+        }
+        matches!(fed.output, Some(Ok(())))
     }
 
     /// Sends what [`Conn::write`] fed; the same stall bound applies.
     async fn flush(&mut self) -> bool {
         self.unflushed = 0;
-        matches!(
-            within(self.options.idle_timeout, self.ws.flush()).await,
-            Some(Ok(()))
-        )
+        let flushed = within(self.options.idle_timeout, self.ws.flush()).await;
+        // The end of a run of events.
+        self.now_ms = None;
+        matches!(flushed.output, Some(Ok(())))
     }
 
     /// Carries out the session's actions in order; false once the connection must close.
@@ -582,24 +605,31 @@ fn packet_result(outcome: Outcome) -> Result<PacketResult, LinkError> {
 
 #[cfg(test)]
 mod tests {
-    use super::within;
+    use super::{within, Bounded};
     use std::time::Duration;
 
     #[tokio::test(start_paused = true)]
     async fn within_answers_a_ready_future_and_bounds_a_stalled_one() {
         let limit = Duration::from_secs(60);
-        assert_eq!(within(limit, async { 7 }).await, Some(7));
+        let bounded = |output, waited| Bounded { output, waited };
+        assert_eq!(within(limit, async { 7 }).await, bounded(Some(7), false));
         let start = tokio::time::Instant::now();
         // Pending at the first poll, done before the limit: its output, when it is done.
         let late = within(limit, async {
             tokio::time::sleep(Duration::from_secs(59)).await;
             8
         });
-        assert_eq!(late.await, Some(8));
+        assert_eq!(late.await, bounded(Some(8), true));
         assert_eq!(start.elapsed(), Duration::from_secs(59));
         // Never done: given up at the limit.
         let stalled = within(limit, std::future::pending::<()>());
-        assert_eq!(stalled.await, None);
+        assert_eq!(
+            stalled.await,
+            Bounded {
+                output: None,
+                waited: true
+            }
+        );
         assert_eq!(start.elapsed(), Duration::from_secs(119));
     }
 }
