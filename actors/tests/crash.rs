@@ -156,6 +156,9 @@ struct PayerBook {
     fulfilled: BTreeMap<u64, u64>,
     /// Every final outcome that is not a Fulfill (must stay empty).
     failures: Vec<String>,
+    /// Payments not resolved yet: attempts so far and the last outcome (printed if the drain
+    /// times out, to show where they are stuck).
+    unresolved: BTreeMap<u64, (u64, String)>,
 }
 
 fn payment(seed: u64, index: u64, expires_at: Timestamp) -> Prepare {
@@ -200,7 +203,18 @@ async fn payer_task(
             if clock.now() >= expires_at {
                 break Err(format!("payment {index} expired unresolved"));
             }
-            match link.send_prepare(prepare.clone()).await {
+            let answer = link.send_prepare(prepare.clone()).await;
+            {
+                let mut book = book.lock().unwrap();
+                let entry = book.unresolved.entry(index).or_insert((0, String::new()));
+                entry.0 += 1;
+                entry.1 = match &answer {
+                    Ok(Ok(_)) => "fulfilled".to_owned(),
+                    Ok(Err(reject)) => format!("{} {}", reject.code(), reject.message()),
+                    Err(e) => format!("link error {e}"),
+                };
+            }
+            match answer {
                 Ok(Ok(fulfill)) => {
                     let hash: [u8; 32] = Sha256::digest(fulfill.fulfillment()).into();
                     if &hash == prepare.execution_condition() {
@@ -226,6 +240,7 @@ async fn payer_task(
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         let mut book = book.lock().unwrap();
+        book.unresolved.remove(&index);
         match outcome {
             Ok(amount) => {
                 let previous = book.fulfilled.insert(index, amount);
@@ -399,11 +414,20 @@ async fn run(
     })
     .await;
     stop.store(true, Ordering::SeqCst);
-    tokio::time::timeout(DRAIN_BOUND, futures::future::join_all(tasks))
-        .await
-        .expect("every payment resolved after the last restart")
-        .into_iter()
-        .for_each(|t| t.unwrap());
+    let drained = tokio::time::timeout(DRAIN_BOUND, futures::future::join_all(tasks)).await;
+    let Ok(drained) = drained else {
+        let book = payer_book.lock().unwrap();
+        let stuck: Vec<_> = book.unresolved.iter().take(20).collect();
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = logged.lines().rev().take(40).collect();
+        panic!(
+            "payments unresolved {DRAIN_BOUND:?} after the last restart: {} of them, first \
+             (index, (attempts, last outcome)): {stuck:?}\nconnector log, last lines first:\n{}",
+            book.unresolved.len(),
+            tail.join("\n")
+        );
+    };
+    drained.into_iter().for_each(|t| t.unwrap());
 
     let status = tokio::task::spawn_blocking(move || connector.terminate())
         .await
