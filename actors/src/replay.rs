@@ -79,7 +79,7 @@ const GROUP_MARK: u8 = 1;
 
 /// The fulfill records of one store commit, built into one record: the value is
 /// [`GROUP_MARK`], then per packet its expiry (8 bytes BE), the SHA-256 of its Prepare, its
-/// account id's length (2 bytes BE) and bytes, the Fulfill's length (4 bytes BE) and bytes.
+/// account id's length (4 bytes BE) and bytes, the Fulfill's length (4 bytes BE) and bytes.
 #[derive(Debug, Default)]
 pub struct RecordGroup {
     /// The tag of the packet that expires last: the group's key, so it lives as long.
@@ -95,20 +95,16 @@ impl RecordGroup {
             self.value.reserve(64 * 128);
             self.value.push(GROUP_MARK);
         }
-        let account = tag.account.as_bytes();
-        // Account ids are short config keys; a longer one could not be written back.
-        let account_len = u16::try_from(account.len()).unwrap_or(u16::MAX);
-        let fulfill_bytes = fulfill.as_bytes();
         self.value
             .extend_from_slice(&tag.expires_at.unix_millis().to_be_bytes());
         self.value.extend_from_slice(&tag.digest);
-        self.value.extend_from_slice(&account_len.to_be_bytes());
-        self.value
-            .extend_from_slice(&account[..usize::from(account_len)]);
-        // A Fulfill is at most 32 767 bytes of data plus its envelope.
-        let fulfill_len = u32::try_from(fulfill_bytes.len()).unwrap_or(u32::MAX);
-        self.value.extend_from_slice(&fulfill_len.to_be_bytes());
-        self.value.extend_from_slice(fulfill_bytes);
+        // An account id (a config key) and a Fulfill (at most 32 767 bytes of data plus its
+        // envelope) are far below 4 GiB.
+        for field in [tag.account.as_bytes(), fulfill.as_bytes()] {
+            let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
+            self.value.extend_from_slice(&len.to_be_bytes());
+            self.value.extend_from_slice(field);
+        }
         match &self.latest {
             Some(latest) if latest.expires_at >= tag.expires_at => {}
             _ => self.latest = Some(tag),
@@ -159,17 +155,14 @@ fn parse_record(key: &[u8], value: Vec<u8>) -> Result<Vec<(ReplayTag, Fulfill)>,
         let digest: [u8; DIGEST_LEN] = take(DIGEST_LEN)?
             .try_into()
             .map_err(|_| corrupt("truncated"))?;
-        let account_len = take(2)?;
-        let account_len =
-            u16::from_be_bytes(account_len.try_into().map_err(|_| corrupt("truncated"))?);
-        let account_len = usize::from(account_len);
-        let account =
-            std::str::from_utf8(take(account_len)?).map_err(|_| corrupt("account id not UTF-8"))?;
+        let mut sized = || {
+            let len = take(4)?;
+            let len = u32::from_be_bytes(len.try_into().map_err(|_| corrupt("truncated"))?);
+            take(usize::try_from(len).map_err(|_| corrupt("truncated"))?)
+        };
+        let account = std::str::from_utf8(sized()?).map_err(|_| corrupt("account id not UTF-8"))?;
         let account = AccountId::from(account);
-        let len = take(4)?;
-        let fulfill_len = u32::from_be_bytes(len.try_into().map_err(|_| corrupt("truncated"))?);
-        let fulfill_len = usize::try_from(fulfill_len).map_err(|_| corrupt("truncated"))?;
-        let bytes = take(fulfill_len)?;
+        let bytes = sized()?;
         let fulfill =
             Fulfill::parse(value.slice_ref(bytes)).map_err(|e| not_a_fulfill(&account, e))?;
         packets.push((
@@ -425,7 +418,7 @@ mod tests {
         let last = bad_fulfill.len() - fulfill(2).as_bytes().len();
         bad_fulfill[last] = 12;
         let mut bad_account = whole.clone();
-        bad_account[1 + EXPIRY_LEN + DIGEST_LEN + 2] = 0xff;
+        bad_account[1 + EXPIRY_LEN + DIGEST_LEN + 4] = 0xff;
         for value in [
             b"not a packet".to_vec(),
             whole[..whole.len() - 1].to_vec(),
