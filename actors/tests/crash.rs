@@ -156,9 +156,10 @@ struct PayerBook {
     fulfilled: BTreeMap<u64, u64>,
     /// Every final outcome that is not a Fulfill (must stay empty).
     failures: Vec<String>,
-    /// Payments not resolved yet: attempts so far and the last outcome (printed if the drain
-    /// times out, to show where they are stuck).
-    unresolved: BTreeMap<u64, (u64, String)>,
+    /// Payments not resolved yet: attempts so far, the last outcome (or the attempt in flight)
+    /// and when that attempt started; printed if the drain times out, to show where they are
+    /// stuck.
+    unresolved: BTreeMap<u64, (u64, String, Instant)>,
 }
 
 fn payment(seed: u64, index: u64, expires_at: Timestamp) -> Prepare {
@@ -203,16 +204,30 @@ async fn payer_task(
             if clock.now() >= expires_at {
                 break Err(format!("payment {index} expired unresolved"));
             }
+            let attempt_started = Instant::now();
+            {
+                let mut book = book.lock().unwrap();
+                let entry =
+                    book.unresolved
+                        .entry(index)
+                        .or_insert((0, String::new(), attempt_started));
+                entry.1 = format!("attempt {} in flight", entry.0 + 1);
+                entry.2 = attempt_started;
+            }
             let answer = link.send_prepare(prepare.clone()).await;
             {
                 let mut book = book.lock().unwrap();
-                let entry = book.unresolved.entry(index).or_insert((0, String::new()));
+                let entry =
+                    book.unresolved
+                        .entry(index)
+                        .or_insert((0, String::new(), attempt_started));
                 entry.0 += 1;
-                entry.1 = match &answer {
+                let outcome = match &answer {
                     Ok(Ok(_)) => "fulfilled".to_owned(),
                     Ok(Err(reject)) => format!("{} {}", reject.code(), reject.message()),
                     Err(e) => format!("link error {e}"),
                 };
+                entry.1 = format!("{outcome} after {:?}", attempt_started.elapsed());
             }
             match answer {
                 Ok(Ok(fulfill)) => {
@@ -407,23 +422,38 @@ async fn run(
             .await
             .unwrap();
     }
-    // Let the last incarnation carry some load, then stop issuing and drain.
+    // Let the last incarnation carry some load, then stop issuing and drain. Fulfills replayed
+    // from the store's records reach the payer without the payee: deliveries to the payee show
+    // that this incarnation forwards.
     let before = payer_book.lock().unwrap().fulfilled.len();
+    let delivered_before = payee_book.lock().unwrap().deliveries;
     wait_until("payments flow after the last restart", START_BOUND, || {
         payer_book.lock().unwrap().fulfilled.len() >= before + 5
+            && payee_book.lock().unwrap().deliveries >= delivered_before + 5
     })
     .await;
     stop.store(true, Ordering::SeqCst);
     let drained = tokio::time::timeout(DRAIN_BOUND, futures::future::join_all(tasks)).await;
     let Ok(drained) = drained else {
-        let book = payer_book.lock().unwrap();
-        let stuck: Vec<_> = book.unresolved.iter().take(20).collect();
+        // Copied out, so the panic does not poison the book for the payer tasks still running.
+        let (count, stuck) = {
+            let book = payer_book.lock().unwrap();
+            let stuck: Vec<_> = book
+                .unresolved
+                .iter()
+                .take(20)
+                .map(|(index, (attempts, last, since))| {
+                    (*index, *attempts, last.clone(), since.elapsed())
+                })
+                .collect();
+            (book.unresolved.len(), stuck)
+        };
         let logged = std::fs::read_to_string(&log).unwrap_or_default();
         let tail: Vec<&str> = logged.lines().rev().take(40).collect();
         panic!(
-            "payments unresolved {DRAIN_BOUND:?} after the last restart: {} of them, first \
-             (index, (attempts, last outcome)): {stuck:?}\nconnector log, last lines first:\n{}",
-            book.unresolved.len(),
+            "payments unresolved {DRAIN_BOUND:?} after the last restart: {count} of them, first \
+             (index, attempts, last outcome or attempt in flight, since): {stuck:?}\n\
+             connector log, last lines first:\n{}",
             tail.join("\n")
         );
     };
