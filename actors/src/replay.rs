@@ -21,7 +21,8 @@
 
 use crate::messages::AccountId;
 use crate::store::{Store, StoreError, StoreOp};
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
+use ilp::oer::{OerError, OerWrite, Reader};
 use ilp::packet::{Fulfill, Timestamp};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -78,8 +79,8 @@ pub struct FulfillRecord {
 const GROUP_MARK: u8 = 1;
 
 /// The fulfill records of one store commit, built into one record: the value is
-/// [`GROUP_MARK`], then per packet its expiry (8 bytes BE), the SHA-256 of its Prepare, its
-/// account id's length (4 bytes BE) and bytes, the Fulfill's length (4 bytes BE) and bytes.
+/// [`GROUP_MARK`], then per packet, in OER: its expiry (u64), the SHA-256 of its Prepare (32
+/// bytes), its account id and its Fulfill (variable-length octet strings).
 #[derive(Debug, Default)]
 pub struct RecordGroup {
     /// The tag of the packet that expires last: the group's key, so it lives as long.
@@ -95,24 +96,14 @@ impl RecordGroup {
             self.value.reserve(64 * 128);
             self.value.push(GROUP_MARK);
         }
-        self.value
-            .extend_from_slice(&tag.expires_at.unix_millis().to_be_bytes());
-        self.value.extend_from_slice(&tag.digest);
-        // An account id (a config key) and a Fulfill (at most 32 767 bytes of data plus its
-        // envelope) are far below 4 GiB.
-        for field in [tag.account.as_bytes(), fulfill.as_bytes()] {
-            let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
-            self.value.extend_from_slice(&len.to_be_bytes());
-            self.value.extend_from_slice(field);
-        }
+        self.value.put_u64(tag.expires_at.unix_millis());
+        self.value.put_slice(&tag.digest);
+        self.value.put_var_octet_string(tag.account.as_bytes());
+        self.value.put_var_octet_string(fulfill.as_bytes());
         match &self.latest {
             Some(latest) if latest.expires_at >= tag.expires_at => {}
             _ => self.latest = Some(tag),
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.latest.is_none()
     }
 
     /// The store write of the whole group; `None` when no packet was pushed.
@@ -141,28 +132,14 @@ fn parse_record(key: &[u8], value: Vec<u8>) -> Result<Vec<(ReplayTag, Fulfill)>,
     }
     let value = Bytes::from(value);
     let corrupt =
-        |what: &str| StoreError::Corrupt(format!("fulfill record group {key:02x?}: {what}"));
+        |e: OerError| StoreError::Corrupt(format!("fulfill record group {key:02x?}: {e}"));
     let mut packets = Vec::new();
-    let mut at = 1;
-    while at < value.len() {
-        let mut take = |n: usize| {
-            let field = value.get(at..at + n).ok_or_else(|| corrupt("truncated"))?;
-            at += n;
-            Ok::<_, StoreError>(field)
-        };
-        let expiry = take(EXPIRY_LEN)?;
-        let expiry = u64::from_be_bytes(expiry.try_into().map_err(|_| corrupt("truncated"))?);
-        let digest: [u8; DIGEST_LEN] = take(DIGEST_LEN)?
-            .try_into()
-            .map_err(|_| corrupt("truncated"))?;
-        let mut sized = || {
-            let len = take(4)?;
-            let len = u32::from_be_bytes(len.try_into().map_err(|_| corrupt("truncated"))?);
-            take(usize::try_from(len).map_err(|_| corrupt("truncated"))?)
-        };
-        let account = std::str::from_utf8(sized()?).map_err(|_| corrupt("account id not UTF-8"))?;
-        let account = AccountId::from(account);
-        let bytes = sized()?;
+    let mut reader = Reader::new(&value[1..]);
+    while !reader.is_empty() {
+        let expiry = reader.read_u64().map_err(corrupt)?;
+        let digest = *reader.read_array::<DIGEST_LEN>().map_err(corrupt)?;
+        let account = AccountId::from(reader.read_var_str().map_err(corrupt)?);
+        let bytes = reader.read_var_octet_string().map_err(corrupt)?;
         let fulfill =
             Fulfill::parse(value.slice_ref(bytes)).map_err(|e| not_a_fulfill(&account, e))?;
         packets.push((
@@ -318,7 +295,6 @@ mod tests {
 
     #[test]
     fn a_group_is_keyed_by_its_latest_packet_and_lists_every_packet() {
-        assert!(RecordGroup::default().is_empty());
         assert_eq!(RecordGroup::default().into_op(), None);
         let packets = vec![
             (tag("alice", 1, 5_000), fulfill(1)),
@@ -418,7 +394,8 @@ mod tests {
         let last = bad_fulfill.len() - fulfill(2).as_bytes().len();
         bad_fulfill[last] = 12;
         let mut bad_account = whole.clone();
-        bad_account[1 + EXPIRY_LEN + DIGEST_LEN + 4] = 0xff;
+        // The first byte of the account id, after its one-byte length.
+        bad_account[1 + EXPIRY_LEN + DIGEST_LEN + 1] = 0xff;
         for value in [
             b"not a packet".to_vec(),
             whole[..whole.len() - 1].to_vec(),
