@@ -12,6 +12,7 @@ pub mod log;
 pub mod messages;
 pub mod metrics;
 pub mod node;
+pub mod payments;
 pub mod peer_account;
 pub mod reload;
 pub mod replay;

@@ -19,10 +19,10 @@ use crate::clock::Clock;
 use crate::link::Link;
 use crate::messages::{AccountId, ForwardPrepare, SendPrepare, SetNodeAddress};
 use crate::metrics::Metrics;
+use crate::payments::Payments;
 use crate::peer_account::{
     NodeAddress, PeerAccount, PeerAccountSettings, ReplaceLink, Retire, UpdateSettings,
 };
-use crate::replay::RecoveredFulfills;
 use crate::route_broadcaster::{
     BroadcastSettings, Reconfigure as BroadcasterReconfigure, RouteBroadcasterActor,
 };
@@ -138,7 +138,8 @@ impl Node {
             }
         }
         // Paid packets whose Fulfill a crash may have kept from their sender.
-        let recovered = RecoveredFulfills::load(store.as_ref(), clock.now())?;
+        let payments = Payments::incoming();
+        crate::replay::load_paid(store.as_ref(), clock.now(), &payments)?;
         let gate = PacketGate::new();
         let router_gate = gate.clone();
         let mut rng = SmallRng::seed_from_u64(seed);
@@ -242,7 +243,7 @@ impl Node {
                 handlers,
                 clock,
             )
-            .with_recovered_fulfills(recovered)
+            .with_payments(payments)
             .with_gate(router_gate)
         });
         let Started {

@@ -1,21 +1,18 @@
 //! PeerAccount: the actor of one account, between its link and the Router. It owns the
-//! account's per-packet policy state (rate limit, incoming and outgoing throughput buckets) and
-//! the in-flight table that lets identical outgoing Prepares share one send.
+//! account's per-packet policy state (rate limit, incoming and outgoing throughput buckets).
 //!
 //! Incoming ([`IncomingPrepare`], from the link): rate limit (T05) → max packet amount (F08
 //! with received/maximum data) → incoming throughput (T04) → [`ForwardPrepare`] to the Router,
 //! whose answer goes back to the link. The order is the JS connector's middleware order.
 //!
-//! Outgoing ([`SendPrepare`], from the Router): outgoing throughput (T04) → dedup (a Prepare
-//! with the same wire bytes as one in flight joins its outcome) → expired already (R00, not
-//! sent) → link down (T01, not sent) → send, racing a timer at the Prepare's expiry (R00; a
+//! Outgoing ([`SendPrepare`], from the Router, which already joined identical Prepares in
+//! flight, [`crate::payments`]): outgoing throughput (T04) → expired already (R00, not sent) → link down (T01, not sent) → send, racing a timer at the Prepare's expiry (R00; a
 //! late answer is dropped) → a Fulfill is relayed only if it matches the condition (F05).
 //! The codes are decided in [`ilp::policy::outgoing`].
 //!
 //! Handlers decide at once and answer with a [`Reply`]: the rest of the exchange (the Router's
 //! answer, the link's) runs in the sender's task, so a packet in flight neither blocks the
-//! account nor dies with it when it crashes and restarts. The in-flight table is shared with
-//! those continuations, and each removes its own entry when it ends, however it ends.
+//! account nor dies with it when it crashes and restarts.
 
 use crate::clock::Clock;
 use crate::link::{Link, LinkError};
@@ -30,12 +27,11 @@ use ilp::config::AccountConfig;
 use ilp::packet::{
     Address, ErrorCode, MaxPacketAmountDetails, Prepare, Reject, RejectBuilder, Timestamp,
 };
-use ilp::policy::outgoing::{check_fulfillment, check_not_expired, dedup_key};
+use ilp::policy::outgoing::{check_fulfillment, check_not_expired};
 use ilp::policy::{
     check_max_packet_amount, OutgoingError, RateLimiter, ThroughputLimiter, TokenBucketParams,
 };
-use std::sync::{Arc, Mutex, RwLock};
-use tokio::sync::oneshot;
+use std::sync::{Arc, RwLock};
 
 /// The node's ILP address, shared by every account (and whoever learns it, e.g. IL-DCP), so
 /// Rejects name the node as `triggered_by` once it is known. `None` until then: Rejects are
@@ -82,8 +78,6 @@ pub struct PeerAccountSettings {
     pub outgoing_throughput: Option<TokenBucketParams>,
     /// `triggered_by` of the Rejects this account makes.
     pub node_address: NodeAddress,
-    /// Whether identical in-flight outgoing Prepares share one send.
-    pub dedup: bool,
 }
 
 impl PeerAccountSettings {
@@ -95,11 +89,10 @@ impl PeerAccountSettings {
             incoming_throughput: config.throughput.incoming_bucket(),
             outgoing_throughput: config.throughput.outgoing_bucket(),
             node_address,
-            dedup: config.dedup.enabled,
         }
     }
 
-    /// No limits, dedup on.
+    /// No limits.
     pub fn unlimited(node_address: NodeAddress) -> Self {
         PeerAccountSettings {
             max_packet_amount: None,
@@ -107,7 +100,6 @@ impl PeerAccountSettings {
             incoming_throughput: None,
             outgoing_throughput: None,
             node_address,
-            dedup: true,
         }
     }
 }
@@ -143,44 +135,6 @@ impl Buckets {
     }
 }
 
-/// Outgoing Prepares in flight, by [`dedup_key`] of their bytes: the copies that arrived while
-/// the first was being sent wait for its outcome.
-type InFlight = Arc<Mutex<foldhash::HashMap<[u8; 32], Vec<oneshot::Sender<PacketResult>>>>>;
-
-fn lock(
-    table: &InFlight,
-) -> std::sync::MutexGuard<'_, foldhash::HashMap<[u8; 32], Vec<oneshot::Sender<PacketResult>>>> {
-    // Nothing panics while holding the lock; a poisoned table is still consistent.
-    table.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The first copy's entry in the in-flight table. Its outcome goes to the copies that joined;
-/// dropped unfinished (its task was cancelled), it leaves the table and the copies are told.
-struct FirstCopy {
-    table: InFlight,
-    key: [u8; 32],
-    /// Set by `finish`, which removed the entry already: the drop then takes no lock.
-    finished: bool,
-}
-
-impl FirstCopy {
-    fn finish(mut self, outcome: &PacketResult) {
-        let joiners = lock(&self.table).remove(&self.key).unwrap_or_default();
-        self.finished = true;
-        for joiner in joiners {
-            let _ = joiner.send(outcome.clone());
-        }
-    }
-}
-
-impl Drop for FirstCopy {
-    fn drop(&mut self) {
-        if !self.finished {
-            lock(&self.table).remove(&self.key);
-        }
-    }
-}
-
 pub struct PeerAccount {
     id: AccountId,
     settings: PeerAccountSettings,
@@ -189,7 +143,6 @@ pub struct PeerAccount {
     router: Arc<Recipient<ForwardPrepare>>,
     clock: Clock,
     buckets: Buckets,
-    in_flight: InFlight,
     /// The account was removed from the configuration: it sends and accepts nothing more.
     retired: bool,
     backoff: Backoff,
@@ -213,7 +166,6 @@ impl PeerAccount {
             router: Arc::new(router),
             clock,
             buckets,
-            in_flight: InFlight::default(),
             retired: false,
             backoff: Backoff::default(),
             metrics: None,
@@ -285,8 +237,7 @@ impl Actor for PeerAccount {
 impl Supervised for PeerAccount {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
         self.backoff.on_restart();
-        // Buckets restart full; in-flight packets are tasks of their own and keep their
-        // entries in the shared table.
+        // Buckets restart full; in-flight packets are tasks of their own.
         self.buckets = Buckets::new(&self.settings, self.clock.now_ms());
     }
 }
@@ -405,22 +356,6 @@ impl Handler<SendPrepare> for PeerAccount {
                 return refuse(self, address.reject(t.code(), &t.to_string()));
             }
         }
-        let key = self.settings.dedup.then(|| dedup_key(prepare.as_bytes()));
-        if let Some(key) = &key {
-            if let Some(joiners) = lock(&self.in_flight).get_mut(key) {
-                // Joins a send already counted: one packet on the wire, one count.
-                let (tx, rx) = oneshot::channel();
-                joiners.push(tx);
-                return Reply::later(async move {
-                    rx.await.unwrap_or_else(|_| {
-                        Err(address.reject(
-                            ErrorCode::T00_INTERNAL_ERROR,
-                            "the identical packet this one joined was abandoned",
-                        ))
-                    })
-                });
-            }
-        }
         if let Err(e) = check_not_expired(prepare.expires_at(), Timestamp::from_unix_millis(now)) {
             return refuse(self, address.reject(e.code(), &e.to_string()));
         }
@@ -428,27 +363,13 @@ impl Handler<SendPrepare> for PeerAccount {
             let e = OutgoingError::PeerUnreachable;
             return refuse(self, address.reject(e.code(), &e.to_string()));
         }
-        let send = send_on_link(
+        Reply::later(send_on_link(
             self.link.clone(),
             self.clock,
             address,
             prepare,
             self.metrics.clone(),
-        );
-        let Some(key) = key else {
-            return Reply::later(send);
-        };
-        lock(&self.in_flight).insert(key, Vec::new());
-        let first = FirstCopy {
-            table: self.in_flight.clone(),
-            key,
-            finished: false,
-        };
-        Reply::later(async move {
-            let outcome = send.await;
-            first.finish(&outcome);
-            outcome
-        })
+        ))
     }
 }
 
@@ -948,71 +869,6 @@ mod tests {
     }
 
     #[test]
-    fn identical_in_flight_prepares_share_one_send() {
-        run(async {
-            let clock = Clock::starting_at(START_MS);
-            let (link, sends) = FakeLink::with(Answer::Fulfill, 100);
-            let (account, _) = start("bob", settings(), link, clock);
-            let p = prepare(&clock, 5, b"same");
-            let (a, b) =
-                futures::join!(outgoing(&account, p.clone()), outgoing(&account, p.clone()));
-            assert_eq!(a.unwrap(), fulfill(&FULFILLMENT));
-            assert_eq!(b.unwrap(), fulfill(&FULFILLMENT));
-            assert_eq!(sends.load(Ordering::SeqCst), 1);
-            // Resolved packets leave the table: the same bytes again are sent again.
-            assert!(outgoing(&account, p).await.is_ok());
-            assert_eq!(sends.load(Ordering::SeqCst), 2);
-        });
-    }
-
-    #[test]
-    fn identical_in_flight_prepares_share_a_reject_too() {
-        run(async {
-            let clock = Clock::starting_at(START_MS);
-            let (link, sends) = FakeLink::with(Answer::Never, 0);
-            let (account, _) = start("bob", settings(), link, clock);
-            let p = prepare(&clock, 5, b"same");
-            let (a, b) = futures::join!(outgoing(&account, p.clone()), outgoing(&account, p));
-            rejected(a, ErrorCode::R00_TRANSFER_TIMED_OUT);
-            rejected(b, ErrorCode::R00_TRANSFER_TIMED_OUT);
-            assert_eq!(sends.load(Ordering::SeqCst), 1);
-        });
-    }
-
-    #[test]
-    fn different_prepares_are_not_deduplicated() {
-        run(async {
-            let clock = Clock::starting_at(START_MS);
-            let (link, sends) = FakeLink::with(Answer::Fulfill, 100);
-            let (account, _) = start("bob", settings(), link, clock);
-            let (a, b, c) = futures::join!(
-                outgoing(&account, prepare(&clock, 5, b"one")),
-                outgoing(&account, prepare(&clock, 5, b"two")),
-                outgoing(&account, prepare(&clock, 6, b"one")),
-            );
-            assert!(a.is_ok() && b.is_ok() && c.is_ok());
-            assert_eq!(sends.load(Ordering::SeqCst), 3);
-        });
-    }
-
-    #[test]
-    fn dedup_off_sends_every_copy() {
-        run(async {
-            let clock = Clock::starting_at(START_MS);
-            let (link, sends) = FakeLink::with(Answer::Fulfill, 100);
-            let s = PeerAccountSettings {
-                dedup: false,
-                ..settings()
-            };
-            let (account, _) = start("bob", s, link, clock);
-            let p = prepare(&clock, 5, b"same");
-            let (a, b) = futures::join!(outgoing(&account, p.clone()), outgoing(&account, p));
-            assert!(a.is_ok() && b.is_ok());
-            assert_eq!(sends.load(Ordering::SeqCst), 2);
-        });
-    }
-
-    #[test]
     fn node_address_learned_late_names_the_node() {
         run(async {
             let clock = Clock::starting_at(START_MS);
@@ -1134,7 +990,6 @@ mod tests {
         );
         assert_eq!(s.incoming_throughput, bucket(1_000, 10));
         assert_eq!(s.outgoing_throughput, bucket(1_000, 20));
-        assert!(!s.dedup);
         assert_eq!(s.node_address.get(), Some(node()));
 
         let config: AccountConfig =
@@ -1144,7 +999,6 @@ mod tests {
         assert_eq!(s.rate_limit, Some(TokenBucketParams::RATE_LIMIT_DEFAULT));
         assert_eq!(s.incoming_throughput, None);
         assert_eq!(s.outgoing_throughput, None);
-        assert!(s.dedup);
         assert_eq!(s.node_address.get(), None);
     }
 }

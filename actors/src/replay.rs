@@ -5,8 +5,8 @@
 //! record `fulfilled/<expiry ms, 8 bytes BE><SHA-256 of the incoming Prepare><account id>` whose
 //! value is the Fulfill. A crash can fall between that commit and the Fulfill reaching the
 //! sender; the sender then repeats the identical Prepare (a BTP/2.0-I retry, an HTTP retry).
-//! While the node runs, its in-memory replay caches answer such repeats. After a restart those
-//! are gone, so [`RecoveredFulfills`] loads the records whose Prepare has not expired yet, and the
+//! While the node runs, [`Payments`] remembers what it was paid for; after a restart
+//! [`load_paid`] fills it again from the records whose Prepare has not expired yet, so the
 //! Router answers a matching Prepare from the same account with the stored Fulfill.
 //!
 //! The keeper commits the packets it resolved in one mailbox pass as one batch, and their
@@ -20,13 +20,11 @@
 //! last packet expired. Records of single packets (the layout before groups) are still read.
 
 use crate::messages::AccountId;
+use crate::payments::Payments;
 use crate::store::{Store, StoreError, StoreOp};
 use bytes::{BufMut, Bytes};
 use ilp::oer::{OerError, OerWrite, Reader};
 use ilp::packet::{Fulfill, Timestamp};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 /// Prefix of every fulfill record key.
 pub const PREFIX: &[u8] = b"fulfilled/";
@@ -166,75 +164,27 @@ pub fn expired_before(now: Timestamp) -> StoreOp {
     }
 }
 
-/// Stored answers by (source account, digest of the Prepare), with the Prepare's expiry.
-type Entries = HashMap<(AccountId, [u8; 32]), (Timestamp, Fulfill)>;
-
-/// The fulfill records found at start-up whose Prepares have not expired, shared by the Router
-/// (which answers from them) across its restarts. Empty in the steady state: the check costs
-/// one atomic load per packet then.
-#[derive(Debug, Clone, Default)]
-pub struct RecoveredFulfills {
-    any: Arc<AtomicBool>,
-    entries: Arc<Mutex<Entries>>,
-}
-
-impl RecoveredFulfills {
-    /// Reads the records of Prepares that expire at or after `now`. A record that does not
-    /// parse is reported as corrupt rather than skipped: it may be a payment we owe an answer.
-    pub fn load(store: &dyn Store, now: Timestamp) -> Result<RecoveredFulfills, StoreError> {
-        // Just past every key under the prefix ('0' follows '/').
-        let end = b"fulfilled0";
-        let mut entries = HashMap::new();
-        for (key, value) in store.scan_records(&time_key(now), end)? {
-            for (tag, fulfill) in parse_record(&key, value)? {
-                // A group lives as long as its latest packet; the others may have expired.
-                if tag.expires_at >= now {
-                    entries.insert((tag.account, tag.digest), (tag.expires_at, fulfill));
-                }
+/// Loads the records of Prepares that expire at or after `now` into `payments`, which answers
+/// repeats of them from then on; returns how many it loaded. A record that does not parse is
+/// reported as corrupt rather than skipped: it may be a payment we owe an answer.
+pub fn load_paid(
+    store: &dyn Store,
+    now: Timestamp,
+    payments: &Payments,
+) -> Result<usize, StoreError> {
+    // Just past every key under the prefix ('0' follows '/').
+    let end = b"fulfilled0";
+    let mut loaded = 0;
+    for (key, value) in store.scan_records(&time_key(now), end)? {
+        for (tag, fulfill) in parse_record(&key, value)? {
+            // A group lives as long as its latest packet; the others may have expired.
+            if tag.expires_at >= now {
+                payments.remember_paid(&tag.account, &tag.digest, tag.expires_at, &fulfill);
+                loaded += 1;
             }
         }
-        Ok(RecoveredFulfills {
-            any: Arc::new(AtomicBool::new(!entries.is_empty())),
-            entries: Arc::new(Mutex::new(entries)),
-        })
     }
-
-    pub fn is_empty(&self) -> bool {
-        !self.any.load(Ordering::Relaxed)
-    }
-
-    pub fn len(&self) -> usize {
-        self.with(|e| e.len())
-    }
-
-    /// The stored answer to the Prepare `digest` from `account`, if it has not expired. Expired
-    /// entries are dropped on the way; once none is left, lookups stop here at the atomic.
-    pub fn get(&self, account: &AccountId, digest: &[u8; 32], now: Timestamp) -> Option<Fulfill> {
-        if self.is_empty() {
-            return None;
-        }
-        self.with(|entries| {
-            let found = match entries.get(&(account.clone(), *digest)) {
-                Some((expires_at, fulfill)) if now <= *expires_at => Some(fulfill.clone()),
-                _ => None,
-            };
-            if found.is_none() {
-                entries.retain(|_, (expires_at, _)| now <= *expires_at);
-                if entries.is_empty() {
-                    self.any.store(false, Ordering::Relaxed);
-                }
-            }
-            found
-        })
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&mut Entries) -> T) -> T {
-        // Entries are inserted whole, so a poisoned map is still consistent.
-        match self.entries.lock() {
-            Ok(mut guard) => f(&mut guard),
-            Err(poisoned) => f(&mut poisoned.into_inner()),
-        }
-    }
+    Ok(loaded)
 }
 
 #[cfg(test)]
@@ -323,29 +273,35 @@ mod tests {
             ])
             .await
             .unwrap();
-        let recovered = RecoveredFulfills::load(&store, at(2_000)).unwrap();
+        let payments = Payments::incoming();
+        let loaded = load_paid(&store, at(2_000), &payments).unwrap();
         assert_eq!(
-            recovered.len(),
-            3,
+            loaded, 3,
             "what expired before 2 000 is not loaded, from a group or a single record"
         );
-        let alice = AccountId::from("alice");
-        let bob = AccountId::from("bob");
-        let carol = AccountId::from("carol");
-        assert_eq!(recovered.get(&alice, &[2; 32], at(2_000)), Some(fulfill(2)));
-        assert_eq!(recovered.get(&bob, &[2; 32], at(2_000)), Some(fulfill(3)));
-        assert_eq!(recovered.get(&carol, &[4; 32], at(2_000)), Some(fulfill(4)));
+        assert_eq!(payments.stats().paid, 3);
+        // The answer to a Prepare from `account` with this digest and expiry, seen at `now`.
+        let paid = |account: &str, digest: u8, expires_ms: u64, now_ms: u64| {
+            let account = AccountId::from(account);
+            match payments.begin(&account, &[digest; 32], at(expires_ms), at(now_ms)) {
+                crate::payments::Seen::Paid(fulfill) => Some(fulfill),
+                _ => None,
+            }
+        };
+        assert_eq!(paid("alice", 2, 5_000, 2_000), Some(fulfill(2)));
+        assert_eq!(paid("bob", 2, 9_000, 2_000), Some(fulfill(3)));
+        assert_eq!(paid("carol", 4, 3_000, 2_000), Some(fulfill(4)));
         // Same Prepare bytes from another account are another packet.
-        assert_eq!(recovered.get(&alice, &[3; 32], at(2_000)), None);
-        assert_eq!(recovered.get(&alice, &[1; 32], at(2_000)), None);
+        assert_eq!(paid("alice", 3, 3_000, 2_000), None);
+        assert_eq!(paid("alice", 1, 1_000, 2_000), None);
         // A repeat is answered again (the first answer may have been lost too).
-        assert_eq!(recovered.get(&alice, &[2; 32], at(5_000)), Some(fulfill(2)));
-        // Past its expiry a record answers nothing and is dropped.
-        assert_eq!(recovered.get(&alice, &[2; 32], at(5_001)), None);
-        assert_eq!(recovered.len(), 1);
-        assert!(!recovered.is_empty());
-        assert_eq!(recovered.get(&bob, &[9; 32], at(9_001)), None);
-        assert!(recovered.is_empty());
+        assert_eq!(paid("alice", 2, 5_000, 5_000), Some(fulfill(2)));
+        // Past its expiry a record answers nothing, and its second is dropped.
+        assert_eq!(paid("alice", 2, 5_000, 5_001), None);
+        assert_eq!(paid("alice", 2, 5_000, 6_000), None);
+        assert_eq!(payments.stats().paid, 1);
+        assert_eq!(paid("bob", 2, 9_000, 10_000), None);
+        assert_eq!(payments.stats().paid, 0);
     }
 
     #[tokio::test]
@@ -406,14 +362,14 @@ mod tests {
             store.commit(vec![corrupt(value.clone())]).await.unwrap();
             assert!(
                 matches!(
-                    RecoveredFulfills::load(&store, at(0)),
+                    load_paid(&store, at(0), &Payments::incoming()),
                     Err(StoreError::Corrupt(_))
                 ),
                 "{value:02x?} loads"
             );
         }
         store.commit(vec![corrupt(whole)]).await.unwrap();
-        assert_eq!(RecoveredFulfills::load(&store, at(0)).unwrap().len(), 2);
+        assert_eq!(load_paid(&store, at(0), &Payments::incoming()).unwrap(), 2);
         let mut key = tag("alice", 1, 5_000).key();
         key.truncate(PREFIX.len() + EXPIRY_LEN + 3);
         store
@@ -424,203 +380,8 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(
-            RecoveredFulfills::load(&store, at(0)),
+            load_paid(&store, at(0), &Payments::incoming()),
             Err(StoreError::Corrupt(_))
         ));
-    }
-
-    /// A node that committed a packet and "crashed" before its Fulfill reached the sender: a
-    /// second node on the same store answers the repeat from the record, without forwarding
-    /// it or moving any balance again.
-    mod across_a_restart {
-        use crate::clock::Clock;
-        use crate::link::memory::MemoryLink;
-        use crate::link::Link;
-        use crate::messages::{AccountId, GetBalance};
-        use crate::node::{Node, NodeOptions};
-        use crate::store::memory::MemoryStore;
-        use crate::store::Store;
-        use crate::test_support::{run, PreimagePayee};
-        use actix::prelude::*;
-        use ilp::config::Config;
-        use ilp::packet::{Address, ErrorCode, Prepare, PrepareBuilder, Timestamp};
-        use sha2::{Digest, Sha256};
-        use std::collections::BTreeMap;
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use std::sync::Arc;
-
-        const START_MS: u64 = 1_700_000_000_000;
-
-        fn config() -> Config {
-            Config::from_toml_str(
-                r#"
-                [node]
-                ilp_address = "test.node"
-                spread = "0"
-                [broadcast]
-                enabled = false
-                [accounts.payer]
-                relation = "child"
-                link = { type = "memory" }
-                balance = { maximum = 1000000 }
-                [accounts.payee]
-                relation = "child"
-                link = { type = "memory" }
-                balance = { minimum = -1000000, maximum = 1000000 }
-                "#,
-            )
-            .unwrap()
-        }
-
-        /// Starts a node on `store`; returns it, the payer's far end and the payee's count.
-        fn start(store: &MemoryStore, clock: Clock) -> (Node, MemoryLink, Arc<AtomicUsize>) {
-            let (payer_node, payer) = MemoryLink::pair();
-            let (payee_node, payee) = MemoryLink::pair();
-            let delivered = Arc::new(AtomicUsize::new(0));
-            payee.attach(
-                PreimagePayee {
-                    delivered: delivered.clone(),
-                }
-                .start()
-                .recipient(),
-            );
-            let links: BTreeMap<AccountId, Arc<dyn Link>> = BTreeMap::from([
-                (
-                    AccountId::from("payer"),
-                    Arc::new(payer_node) as Arc<dyn Link>,
-                ),
-                (
-                    AccountId::from("payee"),
-                    Arc::new(payee_node) as Arc<dyn Link>,
-                ),
-            ]);
-            let node = Node::start(
-                &config(),
-                NodeOptions {
-                    clock,
-                    store: Arc::new(store.clone()),
-                    seed: 1,
-                    links,
-                    metrics: None,
-                },
-            )
-            .unwrap();
-            (node, payer, delivered)
-        }
-
-        fn payment(seed: u8, amount: u64, expires_at: Timestamp) -> Prepare {
-            let preimage = [seed; 32];
-            let condition: [u8; 32] = Sha256::digest(preimage).into();
-            PrepareBuilder {
-                amount,
-                expires_at,
-                execution_condition: &condition,
-                destination: &Address::try_from("test.node.payee").unwrap(),
-                data: &preimage,
-            }
-            .build()
-            .unwrap()
-        }
-
-        async fn balance(node: &Node, account: &str) -> i64 {
-            node.balance
-                .send(GetBalance {
-                    account: AccountId::from(account),
-                })
-                .await
-                .unwrap()
-                .unwrap()
-                .balance
-        }
-
-        #[test]
-        fn a_repeat_after_restart_is_answered_from_the_record() {
-            run(async {
-                let clock = Clock::starting_at(START_MS);
-                let store = MemoryStore::new();
-                let expiry = Timestamp::from_unix_millis(START_MS + 30_000);
-                let paid = payment(1, 100, expiry);
-                let (first, payer, delivered) = start(&store, clock);
-                let fulfill = payer.send_prepare(paid.clone()).await.unwrap().unwrap();
-                assert_eq!(delivered.load(Ordering::SeqCst), 1);
-                assert_eq!(balance(&first, "payer").await, 100);
-                assert_eq!(store.count_records(super::PREFIX), 1);
-
-                // A new incarnation on the same store; the sender repeats the same bytes.
-                let (second, payer, delivered) = start(&store, clock);
-                let again = payer.send_prepare(paid.clone()).await.unwrap().unwrap();
-                assert_eq!(again, fulfill);
-                assert_eq!(delivered.load(Ordering::SeqCst), 0, "not forwarded again");
-                assert_eq!(balance(&second, "payer").await, 100);
-                assert_eq!(balance(&second, "payee").await, -100);
-                assert_eq!(
-                    store.load_balances().unwrap(),
-                    BTreeMap::from([("payee".into(), -100), ("payer".into(), 100)])
-                );
-
-                // Another packet (other bytes) is forwarded and paid as usual.
-                payer
-                    .send_prepare(payment(2, 5, expiry))
-                    .await
-                    .unwrap()
-                    .unwrap();
-                assert_eq!(delivered.load(Ordering::SeqCst), 1);
-                assert_eq!(balance(&second, "payer").await, 105);
-                assert_eq!(store.count_records(super::PREFIX), 2);
-
-                // Past the expiry the records are collected and a repeat is not answered.
-                tokio::time::sleep(std::time::Duration::from_secs(45)).await;
-                assert_eq!(store.count_records(super::PREFIX), 0);
-                let late = payer.send_prepare(paid).await.unwrap();
-                assert_eq!(
-                    late.unwrap_err().code(),
-                    ErrorCode::R02_INSUFFICIENT_TIMEOUT
-                );
-                assert_eq!(balance(&second, "payer").await, 105);
-            });
-        }
-
-        /// Packets resolved together share one record; after a restart each of them is still
-        /// answered on its own, and a packet that was not paid is still forwarded.
-        #[test]
-        fn packets_committed_together_are_each_answered_after_restart() {
-            run(async {
-                let clock = Clock::starting_at(START_MS);
-                let store = MemoryStore::new();
-                let expiry = Timestamp::from_unix_millis(START_MS + 30_000);
-                let paid: Vec<Prepare> = (1..=20).map(|n| payment(n, 10, expiry)).collect();
-                let (first, payer, delivered) = start(&store, clock);
-                let fulfills =
-                    futures::future::join_all(paid.iter().map(|p| payer.send_prepare(p.clone())))
-                        .await;
-                assert_eq!(delivered.load(Ordering::SeqCst), 20);
-                assert_eq!(balance(&first, "payer").await, 200);
-                let records = store.count_records(super::PREFIX);
-                assert!(
-                    (1..20).contains(&records),
-                    "{records} records for 20 packets sent at once"
-                );
-
-                let (second, payer, delivered) = start(&store, clock);
-                let again =
-                    futures::future::join_all(paid.iter().map(|p| payer.send_prepare(p.clone())))
-                        .await;
-                for (n, (first, again)) in fulfills.into_iter().zip(again).enumerate() {
-                    assert_eq!(
-                        first.unwrap().unwrap(),
-                        again.unwrap().unwrap(),
-                        "packet {n}"
-                    );
-                }
-                assert_eq!(delivered.load(Ordering::SeqCst), 0, "none forwarded again");
-                payer
-                    .send_prepare(payment(21, 10, expiry))
-                    .await
-                    .unwrap()
-                    .unwrap();
-                assert_eq!(delivered.load(Ordering::SeqCst), 1);
-                assert_eq!(balance(&second, "payer").await, 210);
-            });
-        }
     }
 }

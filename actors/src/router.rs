@@ -22,7 +22,8 @@ use crate::messages::{
     PacketResult, Reply, ReservePacket, ResolvePacket, RouteEntry, SendPing, SendPrepare,
     SetNodeAddress, SetStaticRoute, StaticRouteError,
 };
-use crate::replay::{FulfillRecord, RecoveredFulfills, ReplayTag};
+use crate::payments::{Payments, Seen};
+use crate::replay::{FulfillRecord, ReplayTag};
 use crate::shutdown::PacketGate;
 use crate::supervise::Backoff;
 use actix::{
@@ -86,6 +87,8 @@ pub struct RouterAccount {
     pub asset_scale: u8,
     /// For a child: the segment its address adds to ours.
     pub child_segment: Option<String>,
+    /// Whether identical Prepares in flight to this account share one send.
+    pub dedup: bool,
 }
 
 impl RouterAccount {
@@ -97,6 +100,7 @@ impl RouterAccount {
             asset_code: config.asset_code.clone(),
             asset_scale: config.asset_scale,
             child_segment: config.child_segment(id).map(str::to_string),
+            dedup: config.dedup.enabled,
         }
     }
 }
@@ -128,8 +132,11 @@ pub struct Router {
     quotes: foldhash::HashMap<AccountId, foldhash::HashMap<AccountId, Result<Rate, RateError>>>,
     balance: Arc<RouterBalance>,
     peer_protocols: PeerProtocolHandlers,
-    /// Fulfills of packets paid before the last restart, answered again to repeats.
-    recovered: RecoveredFulfills,
+    /// Incoming Prepares in flight and paid, by source account and digest: identical copies
+    /// are one payment ([`crate::payments`]). Loaded from the fulfill records at start.
+    payments: Payments,
+    /// Outgoing Prepares in flight, by next hop and digest: identical copies share one send.
+    outgoing: Payments,
     /// Counts packets in flight; closed at shutdown.
     gate: Arc<PacketGate>,
     clock: Clock,
@@ -144,6 +151,8 @@ pub struct Router {
 struct Outgoing {
     to: AccountId,
     send: Arc<Recipient<SendPrepare>>,
+    /// The next hop's account joins identical Prepares in flight.
+    dedup: bool,
     prepare: Prepare,
     incoming_amount: u64,
     /// The incoming Prepare's expiry: past it nobody upstream waits for an answer.
@@ -176,7 +185,8 @@ impl Router {
             quotes: foldhash::HashMap::default(),
             balance: Arc::new(balance),
             peer_protocols,
-            recovered: RecoveredFulfills::default(),
+            payments: Payments::incoming(),
+            outgoing: Payments::outgoing(),
             gate: PacketGate::new(),
             clock,
             backoff: Backoff::default(),
@@ -184,10 +194,10 @@ impl Router {
         }
     }
 
-    /// Answers repeats of Prepares fulfilled before a restart from these records
-    /// ([`crate::replay`]).
-    pub fn with_recovered_fulfills(mut self, recovered: RecoveredFulfills) -> Self {
-        self.recovered = recovered;
+    /// Keeps incoming Prepares in `payments` (loaded with the Prepares paid before a restart,
+    /// [`crate::replay::load_paid`]).
+    pub fn with_payments(mut self, payments: Payments) -> Self {
+        self.payments = payments;
         self
     }
 
@@ -219,6 +229,15 @@ impl Router {
 
     fn reject(&self, code: ErrorCode, message: &str) -> Reject {
         Reject::new(code, self.node_address.as_ref(), message)
+    }
+
+    /// The answer to a copy of a Prepare that another account already had paid through the
+    /// same next hop. Final: the same bytes can never be paid again there.
+    fn already_paid(&self) -> Reject {
+        self.reject(
+            ErrorCode::F00_BAD_REQUEST,
+            "an identical packet was already paid through this connector",
+        )
     }
 
     /// Route, rate and expiry for a Prepare from `from`: everything decided before the
@@ -289,6 +308,7 @@ impl Router {
         .map_err(|e| Reject::new(e.code(), node, &e.to_string()))?;
         Ok(Outgoing {
             send: next.send.clone(),
+            dedup: next.dedup,
             to,
             incoming_amount: prepare.amount(),
             deadline: prepare.expires_at(),
@@ -302,16 +322,34 @@ impl Router {
         prepare: Prepare,
         now: Timestamp,
     ) -> Reply<PacketResult> {
-        // A paid packet is remembered durably with its balances, so a repeat after a crash
-        // is answered, not paid twice. Zero amounts move no money and need no record.
+        // Identical bytes from one account before their expiry are one payment: a copy of one
+        // in flight or paid is answered with its outcome and books nothing. A paid packet is
+        // also remembered durably with its balances, so this holds across a crash. Zero
+        // amounts move no money and are not tracked.
+        let mut first = None;
         let tag = (prepare.amount() > 0).then(|| ReplayTag {
             account: from.clone(),
             digest: dedup_key(prepare.as_bytes()),
             expires_at: prepare.expires_at(),
         });
         if let Some(tag) = &tag {
-            if let Some(fulfill) = self.recovered.get(&tag.account, &tag.digest, now) {
-                return Reply::ready(Ok(fulfill));
+            match self
+                .payments
+                .begin(&tag.account, &tag.digest, tag.expires_at, now)
+            {
+                Seen::Paid(fulfill) => return Reply::ready(Ok(fulfill)),
+                // Only the outgoing table answers this.
+                Seen::Sent => return Reply::ready(Err(self.already_paid())),
+                Seen::Joined(joined) => {
+                    let node = self.node_address.clone();
+                    return Reply::later(async move {
+                        joined
+                            .outcome()
+                            .await
+                            .unwrap_or_else(|| Err(abandoned(node.as_ref())))
+                    });
+                }
+                Seen::First(place) => first = Some(place),
             }
         }
         let out = match self.plan(&from, prepare, now) {
@@ -321,16 +359,47 @@ impl Router {
         let node = self.node_address.clone();
         let clock = self.clock;
         let incoming = Some((from, out.incoming_amount));
-        let outgoing = Some((out.to, out.prepare.amount()));
+        let amount = out.prepare.amount();
+        // The same bytes to the same next hop are one payment to it, whoever sent them to us:
+        // a copy of one in flight takes its outcome and books only its incoming side; a copy
+        // of one paid is refused, since the next hop would answer it without paying again.
+        let mut sent_first = None;
+        if out.dedup && amount > 0 {
+            let digest = dedup_key(out.prepare.as_bytes());
+            match self
+                .outgoing
+                .begin(&out.to, &digest, out.prepare.expires_at(), now)
+            {
+                Seen::Joined(joined) => {
+                    let at = node.clone();
+                    let exchange = async move {
+                        joined
+                            .outcome()
+                            .await
+                            .unwrap_or_else(|| Err(abandoned(at.as_ref())))
+                    };
+                    let booked =
+                        with_balance(self.balance.clone(), node, incoming, None, tag, exchange);
+                    return Reply::later(finish_first(first, booked));
+                }
+                Seen::First(place) => sent_first = Some(place),
+                Seen::Sent | Seen::Paid(_) => {
+                    return Reply::ready(Err(self.already_paid()));
+                }
+            }
+        }
+        let outgoing = Some((out.to, amount));
         let send = send_to_next_hop(out.send, out.prepare, out.deadline, clock, node.clone());
-        Reply::later(with_balance(
+        let exchange = finish_first(sent_first, send);
+        let booked = with_balance(
             self.balance.clone(),
             node,
             incoming,
             outgoing,
             tag,
-            send,
-        ))
+            exchange,
+        );
+        Reply::later(finish_first(first, booked))
     }
 
     /// A packet we answer ourselves: a non-zero amount is still money received from `from`.
@@ -383,6 +452,28 @@ impl Router {
         };
         self.answer_locally(from, amount, answer)
     }
+}
+
+/// Awaits `exchange`, then hands its outcome to `first` (the copies that joined it, and the paid
+/// memory).
+async fn finish_first(
+    first: Option<crate::payments::First>,
+    exchange: impl Future<Output = PacketResult>,
+) -> PacketResult {
+    let result = exchange.await;
+    if let Some(first) = first {
+        first.finish(&result);
+    }
+    result
+}
+
+/// The answer to a copy whose first was dropped before it had an outcome.
+fn abandoned(node: Option<&Address>) -> Reject {
+    Reject::new(
+        ErrorCode::T00_INTERNAL_ERROR,
+        node,
+        "the identical packet this one joined was abandoned",
+    )
 }
 
 /// Sends the Prepare and checks the answer. The PeerAccount rejects R00 at the Prepare's own

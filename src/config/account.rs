@@ -377,8 +377,8 @@ impl ThroughputConfig {
     }
 }
 
-/// `[accounts.<id>.dedup]`: identical in-flight Prepares join the first one's outcome. A record
-/// lives exactly as long as its packet is in flight, so there is nothing to tune but on/off.
+/// `[accounts.<id>.dedup]`: as a next hop, identical Prepares from different accounts share one
+/// send while in flight, and a copy of one already paid is refused. Nothing to tune but on/off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DedupConfig {
     #[serde(default = "default_true")]

@@ -78,6 +78,8 @@ enum Reply {
     WrongFulfillment,
     Reject(ErrorCode),
     Never,
+    /// Fulfills after 100 ms.
+    Slow,
 }
 
 struct FakePeer {
@@ -105,6 +107,10 @@ impl Handler<SendPrepare> for FakePeer {
                 Answer::ready(Err(r))
             }
             Reply::Never => Answer::later(std::future::pending()),
+            Reply::Slow => Answer::later(async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok(fulfill_with(&FULFILLMENT))
+            }),
         }
     }
 }
@@ -228,6 +234,7 @@ struct AccountSpec {
     code: &'static str,
     scale: u8,
     reply: Option<Reply>,
+    dedup: bool,
 }
 
 struct Setup {
@@ -247,6 +254,7 @@ impl Setup {
             code: "USD",
             scale: 9,
             reply: Some(Reply::Fulfill),
+            dedup: true,
         };
         Setup {
             settings: RouterSettings {
@@ -304,6 +312,7 @@ impl Setup {
                     asset_scale: spec.scale,
                     child_segment: (spec.relation == Relation::Child)
                         .then(|| spec.name.to_string()),
+                    dedup: spec.dedup,
                 },
             );
         }
@@ -1256,5 +1265,125 @@ fn runtime_static_routes_are_validated() {
             h.router.send(set("g.x", None)).await.unwrap(),
             Err(StaticRouteError::NotFound("g.x".into()))
         );
+    });
+}
+
+// ---- one payment per Prepare ----------------------------------------------------------------
+
+/// Sends `prepare` from each of `from` at once; returns the outcomes in order.
+async fn send_together(h: &Harness, from: &[&str], prepare: &Prepare) -> Vec<PacketResult> {
+    futures::future::join_all(from.iter().map(|f| h.send(f, prepare.clone()))).await
+}
+
+fn outgoing_booked(h: &Harness) -> usize {
+    h.reserves
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.outgoing.is_some())
+        .count()
+}
+
+#[test]
+fn identical_prepares_from_two_accounts_share_one_send_and_book_the_next_hop_once() {
+    run(async {
+        let mut s = Setup::new();
+        s.account("bob").reply = Some(Reply::Slow);
+        let h = s.start();
+        h.learn(&[("g.bob", Some("bob"))]).await;
+        let p = prepare_to("g.bob.x", 100, NOW + 10_000);
+        for result in send_together(&h, &["alice", "carl"], &p).await {
+            assert_eq!(result.unwrap(), fulfill_with(&FULFILLMENT));
+        }
+        assert_eq!(h.seen("bob").len(), 1, "one packet on the wire");
+        let reserves = h.reserves.lock().unwrap().clone();
+        let incoming: Vec<_> = reserves.iter().map(|r| r.incoming.clone()).collect();
+        assert_eq!(
+            incoming,
+            vec![Some((id("alice"), 100)), Some((id("carl"), 100))]
+        );
+        assert_eq!(outgoing_booked(&h), 1, "bob was paid once");
+        // Once bob paid them, the same bytes from a third account are refused, not sent: bob
+        // would answer them from its own memory without paying again.
+        let late = rejected(h.send("parent", p).await);
+        assert_eq!(late.code(), ErrorCode::F00_BAD_REQUEST);
+        assert_eq!(h.seen("bob").len(), 1);
+        assert_eq!(outgoing_booked(&h), 1);
+    });
+}
+
+#[test]
+fn identical_prepares_in_flight_share_a_reject_too() {
+    run(async {
+        let mut s = Setup::new();
+        s.account("bob").reply = Some(Reply::Never);
+        let h = s.start();
+        h.learn(&[("g.bob", Some("bob"))]).await;
+        let p = prepare_to("g.bob.x", 100, NOW + 10_000);
+        for result in send_together(&h, &["alice", "carl"], &p).await {
+            assert_reject(result, ErrorCode::R00_TRANSFER_TIMED_OUT, Some("test.node"));
+        }
+        assert_eq!(h.seen("bob").len(), 1);
+    });
+}
+
+#[test]
+fn with_dedup_off_every_copy_is_sent_and_booked() {
+    run(async {
+        let mut s = Setup::new();
+        s.account("bob").reply = Some(Reply::Slow);
+        s.account("bob").dedup = false;
+        let h = s.start();
+        h.learn(&[("g.bob", Some("bob"))]).await;
+        let p = prepare_to("g.bob.x", 100, NOW + 10_000);
+        for result in send_together(&h, &["alice", "carl"], &p).await {
+            result.unwrap();
+        }
+        assert_eq!(h.seen("bob").len(), 2);
+        assert_eq!(outgoing_booked(&h), 2);
+    });
+}
+
+#[test]
+fn identical_prepares_from_one_account_are_reserved_once_and_answered_alike() {
+    run(async {
+        let mut s = Setup::new();
+        s.account("bob").reply = Some(Reply::Slow);
+        s.balance.commit_delay = Duration::from_millis(50);
+        let h = s.start();
+        h.learn(&[("g.bob", Some("bob"))]).await;
+        let p = prepare_to("g.bob.x", 100, NOW + 10_000);
+        let results = send_together(&h, &["alice", "alice", "alice"], &p).await;
+        for result in results {
+            assert_eq!(result.unwrap(), fulfill_with(&FULFILLMENT));
+        }
+        // And once paid, a repeat is answered without reaching the keeper or bob.
+        h.send("alice", p.clone()).await.unwrap();
+        assert_eq!(h.seen("bob").len(), 1);
+        assert_eq!(h.reserves.lock().unwrap().len(), 1);
+        assert_eq!(h.resolves.lock().unwrap().len(), 1);
+        // Different bytes are another payment.
+        h.send("alice", prepare_to("g.bob.x", 101, NOW + 10_000))
+            .await
+            .unwrap();
+        assert_eq!(h.seen("bob").len(), 2);
+    });
+}
+
+#[test]
+fn a_failed_commit_is_not_remembered_as_paid() {
+    run(async {
+        let mut s = Setup::new();
+        s.balance.commit_fails = true;
+        let h = s.start();
+        h.learn(&[("g.bob", Some("bob"))]).await;
+        let p = prepare_to("g.bob.x", 100, NOW + 10_000);
+        let first = rejected(h.send("alice", p.clone()).await);
+        assert_eq!(first.code(), ErrorCode::T00_INTERNAL_ERROR);
+        // Nothing was booked, so a repeat is not answered with the Fulfill; bob was paid, so
+        // it is not sent to bob again either.
+        let again = rejected(h.send("alice", p).await);
+        assert_eq!(again.code(), ErrorCode::F00_BAD_REQUEST);
+        assert_eq!(h.seen("bob").len(), 1);
     });
 }
