@@ -18,7 +18,7 @@ pub mod session;
 
 pub use frame::{BtpErrorCode, ErrorPayload, Frame, FrameError, Payload};
 pub use generalized_time::{GeneralizedTime, TimeError};
-pub use idempotency::{Lookup, ReplayCache};
+pub use idempotency::{Lookup, MemoryFull, ReplayCache};
 pub use protocol_data::{
     AuthCredentials, AuthError, ContentType, ProtocolData, ProtocolDataEntry, PROTOCOL_AUTH,
     PROTOCOL_AUTH_TOKEN, PROTOCOL_AUTH_USERNAME, PROTOCOL_ILP,

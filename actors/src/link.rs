@@ -40,13 +40,20 @@ pub fn deliver(
 /// The outgoing half of a link.
 pub trait Link: Send + Sync + 'static {
     /// Sends `prepare` to the peer and resolves with its answer. Resolves at once with
-    /// [`LinkError::Down`] while the link is down; never hangs past the Prepare's expiry because
-    /// the PeerAccount races it against an expiry timer.
+    /// [`LinkError::Down`] while the link is down (a BTP/2.0-I link whose connection drops
+    /// after the send repeats the request on the next connection instead); never hangs past
+    /// the Prepare's expiry because the PeerAccount races it against an expiry timer.
     fn send_prepare(&self, prepare: Prepare)
         -> BoxFuture<'static, Result<PacketResult, LinkError>>;
 
     /// Whether packets can be sent now.
     fn is_up(&self) -> bool;
+
+    /// Requests the peer sent that this link refused (T03) because its BTP/2.0-I memory was
+    /// full of requests in progress; 0 for a link without such a memory.
+    fn busy_refusals(&self) -> u64 {
+        0
+    }
 
     /// Prepares the peer sends on this link go to `account` (this end's PeerAccount). A link
     /// that only sends (a test fake) may ignore it.

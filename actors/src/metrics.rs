@@ -159,6 +159,7 @@ pub struct Metrics {
     pending_incoming: Family<AccountLabel, Gauge>,
     pending_outgoing: Family<AccountLabel, Gauge>,
     link_up: Family<AccountLabel, Gauge>,
+    busy_refusals: Family<AccountLabel, Counter>,
     uptime: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Links whose state `encode` reads into `link_up`.
     links: Mutex<Vec<(AccountId, Arc<dyn Link>)>>,
@@ -223,6 +224,12 @@ impl Metrics {
             "1 when the account's link can send packets, else 0",
             link_up.clone(),
         );
+        let busy_refusals = Family::<AccountLabel, Counter>::default();
+        registry.register(
+            "btp_busy_refusals",
+            "BTP/2.0-I requests refused T03 because the account's memory of requests was full of requests in progress",
+            busy_refusals.clone(),
+        );
         let uptime = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "uptime_seconds",
@@ -238,6 +245,7 @@ impl Metrics {
             pending_incoming,
             pending_outgoing,
             link_up,
+            busy_refusals,
             uptime,
             links: Mutex::new(Vec::new()),
             totals: Arc::default(),
@@ -347,11 +355,17 @@ impl Metrics {
                 Err(poisoned) => poisoned.into_inner(),
             };
             for (id, link) in links.iter() {
+                let label = AccountLabel {
+                    account: AccountValue(id.clone()),
+                };
                 self.link_up
-                    .get_or_create(&AccountLabel {
-                        account: AccountValue(id.clone()),
-                    })
+                    .get_or_create(&label)
                     .set(i64::from(link.is_up()));
+                let refused = link.busy_refusals();
+                if refused > 0 {
+                    let counter = self.busy_refusals.get_or_create(&label);
+                    counter.inc_by(refused.saturating_sub(counter.get()));
+                }
             }
         }
         self.uptime.set(self.started.elapsed().as_secs_f64());
@@ -512,5 +526,47 @@ mod tests {
             Some(r#"ilp_link_up{account="bob"} 0"#)
         );
         assert!(line(&text, "ilp_uptime_seconds ").is_some());
+    }
+
+    /// A link whose BTP/2.0-I memory refused `0` requests.
+    struct Busy(std::sync::atomic::AtomicU64);
+
+    impl Link for Busy {
+        fn send_prepare(
+            &self,
+            _prepare: ilp::packet::Prepare,
+        ) -> futures::future::BoxFuture<'static, Result<PacketResult, crate::link::LinkError>>
+        {
+            Box::pin(async { Err(crate::link::LinkError::Down) })
+        }
+
+        fn is_up(&self) -> bool {
+            true
+        }
+
+        fn busy_refusals(&self) -> u64 {
+            self.0.load(Ordering::Relaxed)
+        }
+    }
+
+    #[test]
+    fn busy_refusals_are_counted_per_account() {
+        let metrics = Metrics::new();
+        let link = Arc::new(Busy(AtomicU64::new(0)));
+        metrics.watch_link(&AccountId::from("bob"), link.clone());
+        assert_eq!(
+            line(&metrics.encode(), "ilp_btp_busy_refusals_total{"),
+            None
+        );
+        link.0.store(3, Ordering::Relaxed);
+        assert_eq!(
+            line(&metrics.encode(), "ilp_btp_busy_refusals_total{"),
+            Some(r#"ilp_btp_busy_refusals_total{account="bob"} 3"#)
+        );
+        link.0.store(5, Ordering::Relaxed);
+        assert_eq!(
+            line(&metrics.encode(), "ilp_btp_busy_refusals_total{"),
+            Some(r#"ilp_btp_busy_refusals_total{account="bob"} 5"#)
+        );
     }
 }

@@ -310,3 +310,156 @@ fn two_idempotent_nodes_pay_each_other_and_balances_mirror() {
         assert_eq!(a.balance("b").await, 2_100);
     });
 }
+
+/// Answers the auth Message on `ws`; returns the next frame that is not an auth Message.
+async fn authenticate_then_next<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Vec<u8>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        let bytes = next_frame(ws).await.expect("a frame");
+        let frame = Frame::decode(&bytes).unwrap();
+        if frame.protocol_data().get("auth").is_none() {
+            return bytes;
+        }
+        let ok = Frame {
+            request_id: frame.request_id,
+            payload: Payload::Response(ProtocolData::new()),
+        };
+        send_bytes(ws, &ok.encode()).await;
+    }
+}
+
+#[test]
+fn client_link_repeats_a_request_on_the_next_connection_after_a_drop() {
+    run(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}", listener.local_addr().unwrap());
+        // A raw server that takes the request on a first connection and drops it unanswered,
+        // then answers the request's repeat on the client's next connection.
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            let first = authenticate_then_next(&mut ws).await;
+            drop(ws);
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            let repeat = authenticate_then_next(&mut ws).await;
+            let frame = Frame::decode(&repeat).unwrap();
+            let answer = Frame::ilp_response(frame.request_id, fulfill(1).as_bytes().clone());
+            send_bytes(&mut ws, &answer.encode()).await;
+            let _ = timeout(WAIT, ws.next()).await;
+            (first, repeat)
+        });
+
+        let link = BtpClientLink::connect_with_tls(&url, "b", "tok", None, true, fast_options());
+        common::eventually(WAIT, "the client is up", || link.is_up()).await;
+        let p = prepare("test.a", 10, 30_000);
+        let result = timeout(WAIT, link.send_prepare(p.clone()))
+            .await
+            .expect("answered in time")
+            .expect("not failed by the drop");
+        assert_eq!(result.unwrap().data(), b"delivery 1");
+        drop(link);
+        let (first, repeat) = timeout(WAIT, server).await.unwrap().unwrap();
+        assert_eq!(first, repeat, "the same id and bytes on the new connection");
+        let frame = Frame::decode(&repeat).unwrap();
+        assert_eq!(frame.protocol_data().ilp().unwrap(), p.as_bytes());
+    });
+}
+
+#[test]
+fn a_plain_client_link_fails_a_request_when_its_connection_drops() {
+    run(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            authenticate_then_next(&mut ws).await;
+            drop(ws);
+            // Keep the listener until the test is done with the link.
+            let _ = timeout(WAIT, listener.accept()).await;
+        });
+        let link = BtpClientLink::connect_with_tls(&url, "b", "tok", None, false, fast_options());
+        common::eventually(WAIT, "the client is up", || link.is_up()).await;
+        let result = timeout(WAIT, link.send_prepare(prepare("test.a", 10, 30_000)))
+            .await
+            .expect("answered in time");
+        assert!(matches!(result, Err(ilp_actors::link::LinkError::Down)));
+        drop(link);
+        server.abort();
+    });
+}
+
+#[test]
+fn a_full_memory_refuses_t03_counts_it_and_never_forgets_a_request_in_progress() {
+    run(async {
+        let options = BtpOptions {
+            idempotency: IdempotencyConfig {
+                retry_interval_ms: 50,
+                max_entries: 2,
+                ..IdempotencyConfig::default()
+            },
+            ..fast_options()
+        };
+        let btp = server_links(options).await;
+        let gate = Arc::new(Notify::new());
+        let link = btp.links["b"].clone();
+        let deliveries = counting(&link, Some(gate.clone()));
+        let mut ws = raw_authenticated(addr_of(&btp), "b", "b-token").await;
+        // Each request's bytes, fixed once: a repeat must be byte-identical.
+        let frames: Vec<Vec<u8>> = (1..=3u32)
+            .map(|id| {
+                let p = prepare("test.a.b", 9 + u64::from(id), 30_000);
+                Frame::ilp_message(id, p.as_bytes().clone()).encode()
+            })
+            .collect();
+        let request = |id: u32, _amount: u64| frames[id as usize - 1].clone();
+        // Two requests held in progress fill the memory (the auth answer is evicted first).
+        send_bytes(&mut ws, &request(1, 10)).await;
+        send_bytes(&mut ws, &request(2, 11)).await;
+        common::eventually(WAIT, "both delivered", || {
+            deliveries.load(Ordering::SeqCst) == 2
+        })
+        .await;
+        // A third is refused T03 at once, without delivery.
+        let refused = ask(&mut ws, &request(3, 12)).await;
+        let frame = Frame::decode(&refused).unwrap();
+        assert_eq!(frame.request_id, 3);
+        match Packet::parse(frame.protocol_data().ilp().unwrap().clone()).unwrap() {
+            Packet::Reject(r) => assert_eq!(r.code(), ilp::packet::ErrorCode::T03_CONNECTOR_BUSY),
+            other => panic!("expected a Reject, got {other:?}"),
+        }
+        assert_eq!(deliveries.load(Ordering::SeqCst), 2);
+        assert_eq!(link.busy_refusals(), 1);
+        // Repeats of the two in progress are still recognised, not delivered again.
+        send_bytes(&mut ws, &request(1, 10)).await;
+        send_bytes(&mut ws, &request(2, 11)).await;
+        // Answering them makes room; the third's repeat is delivered then. (A repeat read
+        // after its answer is answered again from memory: skip those.)
+        gate.notify_one();
+        gate.notify_one();
+        let mut answered = std::collections::BTreeSet::new();
+        while answered.len() < 2 {
+            let bytes = next_frame(&mut ws).await.expect("answer");
+            answered.insert(
+                fulfill_in(&bytes, Frame::decode(&bytes).unwrap().request_id)
+                    .data()
+                    .to_vec(),
+            );
+        }
+        assert_eq!(deliveries.load(Ordering::SeqCst), 2);
+        gate.notify_one();
+        send_bytes(&mut ws, &request(3, 12)).await;
+        let third = loop {
+            let bytes = next_frame(&mut ws).await.expect("answer");
+            if Frame::decode(&bytes).unwrap().request_id == 3 {
+                break bytes;
+            }
+        };
+        // Third delivery: the repeats of the first two were never delivered again.
+        assert_eq!(fulfill_in(&third, 3).data(), b"delivery 3");
+        assert_eq!(link.busy_refusals(), 1);
+    });
+}

@@ -4,13 +4,20 @@
 //! In BTP/2.0-I the sender repeats a request (same id, same bytes) until it gets an answer, so
 //! the receiver must give every repeat the same answer and must not act on a repeat twice. The
 //! digest keeps a *different* request that reuses an old id from being answered with the old
-//! reply. Memory is bounded: entries expire at a caller-given instant (normally the ILP
-//! packet's expiry, after which the sender stops repeating), and when the table is full the
-//! entry closest to expiry goes first, since its sender is the nearest to giving up anyway.
+//! reply, and an answer from being stored under a different request than the one it answers.
+//!
+//! Memory is bounded. Entries expire at a caller-given instant (the ILP packet's expiry,
+//! normally, after which the sender stops repeating). When the table is full, the *answered*
+//! entry closest to expiry goes first (its sender is the nearest to giving up, and a repeat
+//! after that gets a fresh delivery that the node's own one-payment rule answers); a request
+//! still in progress is never forgotten, since a repeat of it would be delivered a second time
+//! while the first is still running. With every entry in progress the table refuses new
+//! requests ([`MemoryFull`]) until one is answered.
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
+use thiserror::Error;
 
 /// Fingerprint of a request frame's exact bytes.
 pub fn digest(frame_bytes: &[u8]) -> [u8; 32] {
@@ -31,6 +38,11 @@ pub enum Lookup {
     Conflict,
 }
 
+/// Every remembered request is still in progress: a new one cannot be remembered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("the BTP/2.0-I memory is full of requests in progress")]
+pub struct MemoryFull;
+
 #[derive(Debug, Clone)]
 enum EntryState {
     InProgress,
@@ -49,8 +61,10 @@ struct Entry {
 pub struct ReplayCache {
     max_entries: usize,
     entries: BTreeMap<u32, Entry>,
-    /// `(expires_at, request_id)` for every entry, so expiry and eviction are ordered scans.
+    /// `(expires_at, request_id)` for every entry, so expiry is an ordered scan.
     by_expiry: BTreeSet<(u64, u32)>,
+    /// The same for the answered entries only: the ones that may be evicted.
+    answered: BTreeSet<(u64, u32)>,
 }
 
 impl ReplayCache {
@@ -60,6 +74,7 @@ impl ReplayCache {
             max_entries,
             entries: BTreeMap::new(),
             by_expiry: BTreeSet::new(),
+            answered: BTreeSet::new(),
         }
     }
 
@@ -69,6 +84,11 @@ impl ReplayCache {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Requests remembered that have no answer yet.
+    pub fn in_progress(&self) -> usize {
+        self.entries.len() - self.answered.len()
     }
 
     /// Classifies an incoming request. Expired entries count as absent even before
@@ -89,26 +109,30 @@ impl ReplayCache {
         }
     }
 
-    /// Records a request that is now being processed, replacing any older entry with the same
-    /// id. Returns the ids evicted to make room.
+    /// Records a request that is now being processed until `expires_at`, replacing any older
+    /// entry with the same id. Returns the ids of answered entries evicted to make room, or
+    /// [`MemoryFull`] (and remembers nothing) when every entry is still in progress.
     pub fn begin(
         &mut self,
         request_id: u32,
         digest: [u8; 32],
         expires_at: u64,
         now: u64,
-    ) -> Vec<u32> {
+    ) -> Result<Vec<u32>, MemoryFull> {
         self.remove(request_id);
         self.expire(now);
         if self.max_entries == 0 || expires_at <= now {
-            return Vec::new();
+            return Ok(Vec::new());
+        }
+        if self.entries.len() >= self.max_entries && self.answered.is_empty() {
+            return Err(MemoryFull);
         }
         let mut evicted = Vec::new();
         while self.entries.len() >= self.max_entries {
-            let Some((_, id)) = self.by_expiry.pop_first() else {
+            let Some(&(_, id)) = self.answered.first() else {
                 break;
             };
-            self.entries.remove(&id);
+            self.remove(id);
             evicted.push(id);
         }
         self.entries.insert(
@@ -120,27 +144,35 @@ impl ReplayCache {
             },
         );
         self.by_expiry.insert((expires_at, request_id));
-        evicted
+        Ok(evicted)
     }
 
-    /// Stores the reply of a request in progress and keeps it until `expires_at`. Returns
-    /// false (and stores nothing) if the request is no longer remembered, e.g. it was evicted.
-    pub fn complete(&mut self, request_id: u32, reply: Bytes, expires_at: u64) -> bool {
+    /// Stores the reply of the request `request_id` with `digest`, still in progress, and keeps
+    /// it until `expires_at`. Returns false (and stores nothing) if that request is no longer
+    /// remembered (it expired, or another request took its id) or was answered already.
+    pub fn complete(
+        &mut self,
+        request_id: u32,
+        digest: &[u8; 32],
+        reply: Bytes,
+        expires_at: u64,
+    ) -> bool {
         let Some(e) = self.entries.get_mut(&request_id) else {
             return false;
         };
-        if !matches!(e.state, EntryState::InProgress) {
+        if !matches!(e.state, EntryState::InProgress) || e.digest != *digest {
             return false;
         }
         self.by_expiry.remove(&(e.expires_at, request_id));
         e.expires_at = expires_at;
         e.state = EntryState::Answered(reply);
         self.by_expiry.insert((expires_at, request_id));
+        self.answered.insert((expires_at, request_id));
         true
     }
 
     /// Records a request together with its reply in one step (used for the auth Message,
-    /// which is answered by the session itself).
+    /// which is answered by the session itself). Nothing is kept when the memory is full.
     pub fn remember(
         &mut self,
         request_id: u32,
@@ -149,8 +181,9 @@ impl ReplayCache {
         expires_at: u64,
         now: u64,
     ) {
-        self.begin(request_id, digest, expires_at, now);
-        self.complete(request_id, reply, expires_at);
+        if self.begin(request_id, digest, expires_at, now).is_ok() {
+            self.complete(request_id, &digest, reply, expires_at);
+        }
     }
 
     /// Forgets one request.
@@ -158,6 +191,7 @@ impl ReplayCache {
         match self.entries.remove(&request_id) {
             Some(e) => {
                 self.by_expiry.remove(&(e.expires_at, request_id));
+                self.answered.remove(&(e.expires_at, request_id));
                 true
             }
             None => false,
@@ -172,6 +206,7 @@ impl ReplayCache {
                 break;
             }
             self.by_expiry.pop_first();
+            self.answered.remove(&(at, id));
             self.entries.remove(&id);
             n += 1;
         }
@@ -195,15 +230,15 @@ mod tests {
     fn new_then_in_progress_then_answered() {
         let mut c = ReplayCache::new(10);
         assert_eq!(c.check(1, &A, 0), Lookup::New);
-        assert!(c.begin(1, A, 100, 0).is_empty());
+        assert_eq!(c.begin(1, A, 100, 0), Ok(vec![]));
         assert_eq!(c.check(1, &A, 10), Lookup::InProgress);
-        assert!(c.complete(1, Bytes::from_static(b"reply"), 200));
+        assert!(c.complete(1, &A, Bytes::from_static(b"reply"), 200));
         assert_eq!(
             c.check(1, &A, 150),
             Lookup::Answered(Bytes::from_static(b"reply"))
         );
         // Completing twice changes nothing.
-        assert!(!c.complete(1, Bytes::from_static(b"other"), 300));
+        assert!(!c.complete(1, &A, Bytes::from_static(b"other"), 300));
         assert_eq!(
             c.check(1, &A, 150),
             Lookup::Answered(Bytes::from_static(b"reply"))
@@ -213,12 +248,18 @@ mod tests {
     #[test]
     fn different_content_with_same_id() {
         let mut c = ReplayCache::new(10);
-        c.begin(1, A, 100, 0);
+        c.begin(1, A, 100, 0).unwrap();
         assert_eq!(c.check(1, &B, 1), Lookup::Conflict);
-        c.complete(1, Bytes::from_static(b"r"), 100);
+        // An answer names its request: B's answer is not stored under A.
+        assert!(!c.complete(1, &B, Bytes::from_static(b"not A's"), 100));
+        assert_eq!(c.check(1, &A, 1), Lookup::InProgress);
+        assert!(c.complete(1, &A, Bytes::from_static(b"r"), 100));
         // Answered: a new request may reuse the id and is not given the old reply.
         assert_eq!(c.check(1, &B, 2), Lookup::New);
-        c.begin(1, B, 100, 2);
+        c.begin(1, B, 100, 2).unwrap();
+        assert_eq!(c.check(1, &B, 3), Lookup::InProgress);
+        // A late answer to A does not land on B, which reused the id.
+        assert!(!c.complete(1, &A, Bytes::from_static(b"late"), 100));
         assert_eq!(c.check(1, &B, 3), Lookup::InProgress);
         assert_eq!(c.check(1, &A, 3), Lookup::Conflict);
         assert_eq!(c.len(), 1);
@@ -227,14 +268,14 @@ mod tests {
     #[test]
     fn entries_expire_at_their_deadline() {
         let mut c = ReplayCache::new(10);
-        c.begin(1, A, 100, 0);
-        c.begin(2, B, 50, 0);
+        c.begin(1, A, 100, 0).unwrap();
+        c.begin(2, B, 50, 0).unwrap();
         assert_eq!(c.next_expiry(), Some(50));
         assert_eq!(c.check(2, &B, 49), Lookup::InProgress);
         assert_eq!(c.check(2, &B, 50), Lookup::New);
         assert_eq!(c.expire(50), 1);
         assert_eq!(c.len(), 1);
-        c.complete(1, Bytes::from_static(b"r"), 80);
+        c.complete(1, &A, Bytes::from_static(b"r"), 80);
         assert_eq!(c.next_expiry(), Some(80));
         assert_eq!(c.check(1, &A, 80), Lookup::New);
         assert_eq!(c.expire(1000), 1);
@@ -243,29 +284,44 @@ mod tests {
     }
 
     #[test]
-    fn bounded_memory_evicts_the_earliest_deadline() {
+    fn bounded_memory_evicts_answered_entries_only_and_is_full_when_all_are_in_progress() {
         let mut c = ReplayCache::new(2);
-        c.begin(1, A, 300, 0);
-        c.begin(2, A, 100, 0);
-        assert_eq!(c.begin(3, A, 200, 0), vec![2]);
+        c.begin(1, A, 300, 0).unwrap();
+        c.begin(2, A, 100, 0).unwrap();
+        // Both in progress: a third cannot be remembered, and nothing is forgotten.
+        assert_eq!(c.begin(3, A, 200, 0), Err(MemoryFull));
         assert_eq!(c.len(), 2);
-        assert_eq!(c.check(2, &A, 1), Lookup::New);
-        assert_eq!(c.check(1, &A, 1), Lookup::InProgress);
-        assert_eq!(c.begin(4, A, 400, 0), vec![3]);
+        assert_eq!(c.in_progress(), 2);
+        assert_eq!(c.check(2, &A, 1), Lookup::InProgress);
+        assert_eq!(c.check(3, &A, 1), Lookup::New);
+        // Once one is answered it may make room, the earliest answered first.
+        assert!(c.complete(1, &A, Bytes::from_static(b"one"), 300));
+        assert_eq!(c.begin(3, B, 200, 0), Ok(vec![1]));
+        assert_eq!(c.check(1, &A, 1), Lookup::New);
+        assert_eq!(
+            c.check(2, &A, 1),
+            Lookup::InProgress,
+            "never evicted in progress"
+        );
+        assert_eq!(c.begin(4, A, 400, 0), Err(MemoryFull));
         // An evicted request cannot be completed; its reply is simply not remembered.
-        assert!(!c.complete(3, Bytes::new(), 500));
+        assert!(!c.complete(1, &A, Bytes::new(), 500));
+        assert!(c.complete(2, &A, Bytes::from_static(b"two"), 150));
+        assert!(c.complete(3, &B, Bytes::from_static(b"three"), 120));
+        assert_eq!(c.begin(4, A, 400, 0), Ok(vec![3]));
+        assert_eq!(c.in_progress(), 1);
     }
 
     #[test]
     fn begin_expires_first_and_replaces_same_id() {
         let mut c = ReplayCache::new(2);
-        c.begin(1, A, 10, 0);
-        c.begin(2, A, 100, 0);
-        // Entry 1 is already expired at t=20, so no live entry has to be evicted.
-        assert!(c.begin(3, A, 100, 20).is_empty());
+        c.begin(1, A, 10, 0).unwrap();
+        c.begin(2, A, 100, 0).unwrap();
+        // Entry 1 is already expired at t=20, so there is room without evicting.
+        assert_eq!(c.begin(3, A, 100, 20), Ok(vec![]));
         assert_eq!(c.len(), 2);
         // Re-beginning an id replaces it rather than evicting another.
-        assert!(c.begin(3, B, 200, 20).is_empty());
+        assert_eq!(c.begin(3, B, 200, 20), Ok(vec![]));
         assert_eq!(c.check(3, &B, 21), Lookup::InProgress);
         assert!(c.remove(3));
         assert!(!c.remove(3));
@@ -274,10 +330,10 @@ mod tests {
     #[test]
     fn zero_capacity_and_past_deadlines_store_nothing() {
         let mut c = ReplayCache::new(0);
-        c.begin(1, A, 100, 0);
+        assert_eq!(c.begin(1, A, 100, 0), Ok(vec![]));
         assert!(c.is_empty());
         let mut c = ReplayCache::new(5);
-        c.begin(1, A, 10, 10);
+        assert_eq!(c.begin(1, A, 10, 10), Ok(vec![]));
         assert!(c.is_empty());
         c.remember(2, A, Bytes::from_static(b"ok"), 50, 0);
         assert_eq!(

@@ -133,8 +133,17 @@ pub enum Action {
     },
     /// The handshake succeeded; the connection carries traffic now.
     Authenticated,
-    /// Hand this request to the application; answer with [`Session::respond`].
-    Deliver { request_id: u32, request: Request },
+    /// Hand this request to the application; answer with [`Session::respond`], passing
+    /// `digest` back (BTP/2.0-I: it names the request the answer belongs to).
+    Deliver {
+        request_id: u32,
+        request: Request,
+        digest: Option<[u8; 32]>,
+    },
+    /// BTP/2.0-I: the memory of requests is full of requests still in progress, so this one
+    /// was refused (T03 for an ILP Prepare, a BTP T00 Error otherwise) and not delivered. The
+    /// sender repeats it later; count it.
+    Busy { request_id: u32 },
     /// An outgoing request ended.
     Complete { request_id: u32, outcome: Outcome },
     /// A Response or Error matched no pending request; it was dropped.
@@ -365,11 +374,13 @@ impl Session {
         Ok((id, vec![Action::Send(bytes)]))
     }
 
-    /// Answers a delivered request. With BTP/2.0-I the reply is remembered until
-    /// `remember_until` (the request's ILP expiry, normally) so repeats get it again.
+    /// Answers a delivered request (`digest` as [`Action::Deliver`] gave it). With BTP/2.0-I
+    /// the reply is remembered until `remember_until` (the request's ILP expiry, normally) so
+    /// repeats get it again, provided the memory still holds that very request.
     pub fn respond(
         &mut self,
         request_id: u32,
+        digest: Option<[u8; 32]>,
         reply: Reply,
         remember_until: Option<u64>,
         now: u64,
@@ -389,9 +400,10 @@ impl Session {
             .encode(),
         );
         let default_until = self.remember_until(now);
-        if let Some(cache) = &mut self.replay {
+        if let (Some(cache), Some(digest)) = (&mut self.replay, digest) {
             cache.complete(
                 request_id,
+                &digest,
                 bytes.clone(),
                 remember_until.unwrap_or(default_until),
             );
@@ -651,12 +663,20 @@ impl Session {
     }
 
     fn on_request(&mut self, id: u32, request: Request, bytes: &[u8], now: u64) -> Vec<Action> {
-        let until = self.remember_until(now);
+        let mut delivered_digest = None;
+        // A Prepare is remembered while its sender may repeat it: until it expires.
+        let until = ilp_expiry(&request).unwrap_or_else(|| self.remember_until(now));
         if let Some(cache) = &mut self.replay {
             let d = digest(bytes);
             match cache.check(id, &d, now) {
                 Lookup::New => {
-                    cache.begin(id, d, until, now);
+                    if cache.begin(id, d, until, now).is_err() {
+                        return vec![
+                            Action::Busy { request_id: id },
+                            busy_frame(id, &request, now),
+                        ];
+                    }
+                    delivered_digest = Some(d);
                 }
                 Lookup::InProgress => return Vec::new(),
                 Lookup::Answered(reply) => return vec![Action::Send(reply)],
@@ -673,6 +693,7 @@ impl Session {
         vec![Action::Deliver {
             request_id: id,
             request,
+            digest: delivered_digest,
         }]
     }
 
@@ -694,6 +715,39 @@ impl Session {
         out.push(Action::Close(reason));
         out
     }
+}
+
+/// The expiry of the ILP Prepare a request carries, in unix milliseconds.
+fn ilp_expiry(request: &Request) -> Option<u64> {
+    let Request::Message(pd) = request else {
+        return None;
+    };
+    let prepare = crate::packet::Prepare::parse(pd.ilp()?.clone()).ok()?;
+    Some(prepare.expires_at().unix_millis())
+}
+
+/// The answer to a request refused because the BTP/2.0-I memory is full: a temporary one, so
+/// the sender's repeat is delivered once there is room.
+fn busy_frame(request_id: u32, request: &Request, now: u64) -> Action {
+    const BUSY: &str = "too many requests in progress on this BTP/2.0-I account; try again";
+    let carries_ilp = matches!(request, Request::Message(pd) if pd.ilp().is_some());
+    if !carries_ilp {
+        return Action::Send(error_frame(
+            request_id,
+            BtpErrorCode::T00_UNREACHABLE,
+            BUSY,
+            now,
+        ));
+    }
+    let reject =
+        crate::packet::Reject::new(crate::packet::ErrorCode::T03_CONNECTOR_BUSY, None, BUSY);
+    Action::Send(Bytes::from(
+        Frame {
+            request_id,
+            payload: Payload::Response(ProtocolData::ilp_packet(reject.as_bytes().clone())),
+        }
+        .encode(),
+    ))
 }
 
 fn error_frame(request_id: u32, code: BtpErrorCode, message: &str, now: u64) -> Bytes {
@@ -932,7 +986,7 @@ mod tests {
         assert!(s.handle_timeout(T0 + 1_000_000).is_empty());
         assert!(s.close().is_empty());
         assert!(s
-            .respond(1, Reply::Response(ProtocolData::new()), None, T0)
+            .respond(1, None, Reply::Response(ProtocolData::new()), None, T0)
             .is_empty());
 
         let (mut client, _) = open_pair(SessionConfig::default());
@@ -998,11 +1052,13 @@ mod tests {
             delivered,
             vec![Action::Deliver {
                 request_id: id,
-                request: ilp(b"prepare")
+                request: ilp(b"prepare"),
+                digest: None,
             }]
         );
         let reply = only_send(server.respond(
             id,
+            None,
             Reply::Response(ProtocolData::ilp_packet(&b"fulfill"[..])),
             None,
             T0,
@@ -1041,7 +1097,8 @@ mod tests {
             server.handle_frame(only_send(actions), T0),
             vec![Action::Deliver {
                 request_id: 77,
-                request: transfer
+                request: transfer,
+                digest: None,
             }]
         );
         let err = ErrorPayload::new(
@@ -1049,7 +1106,7 @@ mod tests {
             GeneralizedTime::from_unix_millis(T0).unwrap(),
             &b"busy"[..],
         );
-        let reply = only_send(server.respond(77, Reply::Error(err.clone()), None, T0));
+        let reply = only_send(server.respond(77, None, Reply::Error(err.clone()), None, T0));
         assert_eq!(
             client.handle_frame(reply, T0),
             vec![Action::Complete {
@@ -1177,6 +1234,7 @@ mod tests {
         assert!(server.handle_frame(repeat, T0 + 101).is_empty());
         let reply = only_send(server.respond(
             id,
+            Some(digest(&original)),
             Reply::Response(ProtocolData::ilp_packet(&b"f"[..])),
             Some(T0 + 1_000),
             T0 + 400,
@@ -1245,6 +1303,7 @@ mod tests {
         assert_eq!(e.name(), "DuplicateIdError");
         let reply = only_send(server.respond(
             10,
+            Some(digest(&first)),
             Reply::Response(ProtocolData::ilp_packet(&b"r1"[..])),
             Some(T0 + 1_000),
             T0 + 3,
@@ -1254,7 +1313,7 @@ mod tests {
         // Same id, new content, after the answer: a new request, not the old reply.
         assert!(matches!(
             server.handle_frame(other, T0 + 5).as_slice(),
-            [Action::Deliver { request_id: 10, request }]
+            [Action::Deliver { request_id: 10, request, .. }]
                 if *request == ilp(b"two")
         ));
         // And the old request is forgotten along with it.
@@ -1266,8 +1325,13 @@ mod tests {
         let (_, mut server) = open_pair(idempotent());
         let req: Bytes = Frame::ilp_message(10, &b"one"[..]).encode().into();
         server.handle_frame(req.clone(), T0);
-        let reply =
-            only_send(server.respond(10, Reply::Response(ProtocolData::new()), Some(T0 + 300), T0));
+        let reply = only_send(server.respond(
+            10,
+            Some(digest(&req)),
+            Reply::Response(ProtocolData::new()),
+            Some(T0 + 300),
+            T0,
+        ));
         assert_eq!(only_send(server.handle_frame(req.clone(), T0 + 299)), reply);
         assert!(server.remembered_requests() >= 1);
         server.handle_timeout(T0 + 300);
@@ -1286,27 +1350,125 @@ mod tests {
         assert_eq!(server.handle_frame(req, T0 + 5_000).len(), 1);
     }
 
+    /// A Prepare expiring at `expires_ms`, as a BTP Message with request id `id`.
+    fn prepare_frame(id: u32, expires_ms: u64) -> Bytes {
+        let prepare = crate::packet::PrepareBuilder {
+            amount: 1,
+            expires_at: crate::packet::Timestamp::from_unix_millis(expires_ms),
+            execution_condition: &[0; 32],
+            destination: &crate::packet::Address::try_from("test.x").unwrap(),
+            data: &[],
+        }
+        .build()
+        .unwrap();
+        Frame::ilp_message(id, prepare.as_bytes().clone())
+            .encode()
+            .into()
+    }
+
     #[test]
-    fn receiver_memory_is_bounded() {
+    fn an_unanswered_prepare_is_remembered_until_it_expires() {
         let (_, mut server) = open_pair(idempotent());
-        // max_entries is 4 and the auth request already holds one slot.
-        let frames: Vec<Bytes> = (0..5u32)
-            .map(|i| Frame::ilp_message(20 + i, &b"x"[..]).encode().into())
+        // remember_ms is 5 s; this Prepare expires after 90 s.
+        let req = prepare_frame(10, T0 + 90_000);
+        assert_eq!(server.handle_frame(req.clone(), T0).len(), 1);
+        server.handle_timeout(T0 + 60_000);
+        assert!(
+            server.handle_frame(req.clone(), T0 + 89_999).is_empty(),
+            "a slow exchange is not delivered twice"
+        );
+        assert_eq!(server.handle_frame(req, T0 + 90_000).len(), 1);
+    }
+
+    #[test]
+    fn a_late_answer_is_not_stored_under_a_request_that_reused_its_id() {
+        let (_, mut server) = open_pair(idempotent());
+        let a: Bytes = Frame::ilp_message(10, &b"a"[..]).encode().into();
+        let b: Bytes = Frame::ilp_message(10, &b"b"[..]).encode().into();
+        server.handle_frame(a.clone(), T0);
+        // A is forgotten after remember_ms; B takes its id.
+        assert!(matches!(
+            server.handle_frame(b.clone(), T0 + 5_000).as_slice(),
+            [Action::Deliver { request_id: 10, .. }]
+        ));
+        // A's answer arrives late: it is sent, but not remembered as B's.
+        let late = server.respond(
+            10,
+            Some(digest(&a)),
+            Reply::Response(ProtocolData::ilp_packet(&b"for a"[..])),
+            Some(T0 + 60_000),
+            T0 + 5_001,
+        );
+        assert_eq!(sent(&late).len(), 1);
+        assert!(
+            server.handle_frame(b.clone(), T0 + 5_002).is_empty(),
+            "B is still in progress, not answered with A's reply"
+        );
+        let answer = only_send(server.respond(
+            10,
+            Some(digest(&b)),
+            Reply::Response(ProtocolData::ilp_packet(&b"for b"[..])),
+            Some(T0 + 60_000),
+            T0 + 5_003,
+        ));
+        assert_eq!(only_send(server.handle_frame(b, T0 + 5_004)), answer);
+    }
+
+    #[test]
+    fn a_full_memory_refuses_new_requests_busy_and_never_forgets_one_in_progress() {
+        let (_, mut server) = open_pair(idempotent());
+        // max_entries is 4 and the (answered) auth request holds one slot.
+        let frames: Vec<Bytes> = (0..4u32)
+            .map(|i| prepare_frame(20 + i, T0 + 60_000))
             .collect();
         for (i, f) in frames.iter().enumerate() {
-            server.handle_frame(f.clone(), T0 + i as u64);
-            assert!(server.remembered_requests() <= 4);
+            let actions = server.handle_frame(f.clone(), T0 + i as u64);
+            assert!(
+                matches!(actions.as_slice(), [Action::Deliver { .. }]),
+                "{i}"
+            );
         }
         assert_eq!(server.remembered_requests(), 4);
-        // The earliest deadlines went first: request 20 (and the auth) were evicted, so a
-        // repeat of 20 is delivered again, while 24 is still known.
-        assert_eq!(server.handle_frame(frames[0].clone(), T0 + 10).len(), 1);
-        assert!(server.handle_frame(frames[4].clone(), T0 + 10).is_empty());
-        // Answering an evicted request still sends the reply.
-        assert_eq!(
-            sent(&server.respond(21, Reply::Response(ProtocolData::new()), None, T0)).len(),
-            1
+        // Four requests in progress: a fifth is refused T03, not delivered, not remembered.
+        let fifth = prepare_frame(24, T0 + 60_000);
+        let actions = server.handle_frame(fifth.clone(), T0 + 10);
+        let [Action::Busy { request_id: 24 }, Action::Send(reply)] = actions.as_slice() else {
+            panic!("{actions:?}");
+        };
+        let frame = Frame::decode_bytes(reply).unwrap();
+        let Payload::Response(pd) = frame.payload else {
+            panic!("{frame:?}");
+        };
+        let reject = crate::packet::Reject::parse(pd.ilp().unwrap().clone()).unwrap();
+        assert_eq!(reject.code(), crate::packet::ErrorCode::T03_CONNECTOR_BUSY);
+        // Every request in progress is still known: repeats are not delivered again.
+        for f in &frames {
+            assert!(server.handle_frame(f.clone(), T0 + 11).is_empty());
+        }
+        // One answer makes room: the fifth's repeat is delivered now.
+        server.respond(
+            21,
+            Some(digest(&frames[1])),
+            Reply::Response(ProtocolData::new()),
+            Some(T0 + 60_000),
+            T0 + 12,
         );
+        assert!(matches!(
+            server.handle_frame(fifth, T0 + 13).as_slice(),
+            [Action::Deliver { request_id: 24, .. }]
+        ));
+        // A request without ILP data is refused with a BTP T00 Error instead.
+        let other: Bytes = Frame {
+            request_id: 30,
+            payload: Payload::Message(ProtocolData::new()),
+        }
+        .encode()
+        .into();
+        let actions = server.handle_frame(other, T0 + 14);
+        let [Action::Busy { request_id: 30 }, Action::Send(reply)] = actions.as_slice() else {
+            panic!("{actions:?}");
+        };
+        assert_eq!(error_of(reply).code, BtpErrorCode::T00_UNREACHABLE);
     }
 
     #[test]
@@ -1347,6 +1509,7 @@ mod tests {
         first.handle_frame(req.clone(), T0);
         let reply = only_send(first.respond(
             10,
+            Some(digest(&req)),
             Reply::Response(ProtocolData::ilp_packet(&b"r"[..])),
             Some(T0 + 1_000),
             T0,

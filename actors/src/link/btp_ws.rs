@@ -35,7 +35,7 @@ use crate::link::{Link, LinkError};
 use crate::messages::{AccountId, IncomingPrepare, PacketResult};
 use crate::tls::{self, ClientCerts, ServerTls, TlsError};
 use actix::Recipient;
-use connection::{Command, Handle, Role, ServerAccount};
+use connection::{Command, Handle, Role, Sent, ServerAccount};
 use futures::future::BoxFuture;
 use ilp::btp::{
     AuthCredentials, Frame, IdempotencyConfig, Payload, ReplayCache, Reply, SessionConfig,
@@ -46,7 +46,7 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
@@ -135,6 +135,9 @@ impl std::fmt::Debug for BtpCredentials {
 /// The state a link shares with whichever connection currently carries it.
 pub(crate) struct LinkShared {
     conn: Mutex<Option<Handle>>,
+    /// The id of the connection installed last (0: none yet); bumped on retirement too, so
+    /// requests waiting for the next connection ([`LinkShared::next_sender`]) look again.
+    installed: watch::Sender<u64>,
     /// Set (under the `conn` lock) once a server account is removed or its credentials are
     /// replaced: no connection is installed on this link any more.
     retired: AtomicBool,
@@ -146,6 +149,8 @@ pub(crate) struct LinkShared {
     /// when `idempotency` is), and by the link that replaces this one when the account's
     /// credentials change.
     pub(crate) replay: Option<Arc<Mutex<ReplayCache>>>,
+    /// BTP/2.0-I requests refused (T03) because the memory was full of requests in progress.
+    pub(crate) busy: AtomicU64,
 }
 
 impl LinkShared {
@@ -167,40 +172,43 @@ impl LinkShared {
         });
         Arc::new(LinkShared {
             conn: Mutex::new(None),
+            installed: watch::Sender::new(0),
             retired: AtomicBool::new(false),
             account: RwLock::new(None),
             idempotency,
             replay,
+            // A successor keeps counting where its predecessor stopped (a metrics counter).
+            busy: AtomicU64::new(previous.map_or(0, |p| p.busy.load(Ordering::Relaxed))),
         })
     }
 
     /// Records the answer to a request whose connection closed before the answer came: the
     /// peer's repeat on the next connection gets it from memory. Nothing is sent, since a
     /// new connection's request ids are not this one's.
-    pub(crate) fn remember_answer(
-        &self,
-        request_id: u32,
-        reply: Reply,
-        until: Option<u64>,
-        now: u64,
-    ) {
-        let (Some(replay), Some(config)) = (&self.replay, self.idempotency) else {
+    pub(crate) fn remember_answer(&self, answer: connection::Answer, now: u64) {
+        let (Some(replay), Some(config), Some(digest)) =
+            (&self.replay, self.idempotency, answer.digest)
+        else {
             return;
         };
-        let payload = match reply {
+        let payload = match answer.reply {
             Reply::Response(pd) => Payload::Response(pd),
             Reply::Error(e) => Payload::Error(e),
         };
         let bytes = Frame {
-            request_id,
+            request_id: answer.request_id,
             payload,
         }
         .encode();
-        let until = until.unwrap_or_else(|| now.saturating_add(config.remember_ms));
-        replay
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .complete(request_id, bytes.into(), until);
+        let until = answer
+            .until
+            .unwrap_or_else(|| now.saturating_add(config.remember_ms));
+        replay.lock().unwrap_or_else(|p| p.into_inner()).complete(
+            answer.request_id,
+            &digest,
+            bytes.into(),
+            until,
+        );
     }
 
     fn lock_conn(&self) -> std::sync::MutexGuard<'_, Option<Handle>> {
@@ -214,9 +222,11 @@ impl LinkShared {
         if self.retired.load(Ordering::Acquire) {
             return false;
         }
+        let id = handle.id;
         if let Some(old) = conn.replace(handle) {
             old.close();
         }
+        self.installed.send_replace(id);
         true
     }
 
@@ -228,6 +238,7 @@ impl LinkShared {
         if let Some(old) = conn.take() {
             old.close();
         }
+        self.installed.send_modify(|_| {});
     }
 
     /// Forgets connection `id` if it is still the current one.
@@ -238,11 +249,26 @@ impl LinkShared {
         }
     }
 
-    fn sender(&self) -> Option<mpsc::Sender<Command>> {
+    /// The current connection's id and command queue, if it is open.
+    fn sender(&self) -> Option<(u64, mpsc::Sender<Command>)> {
         self.lock_conn()
             .as_ref()
             .filter(|h| !h.tx.is_closed())
-            .map(|h| h.tx.clone())
+            .map(|h| (h.id, h.tx.clone()))
+    }
+
+    /// Waits for an open connection other than `previous`; `None` once the link is retired.
+    async fn next_sender(&self, previous: u64) -> Option<(u64, mpsc::Sender<Command>)> {
+        let mut installed = self.installed.subscribe();
+        loop {
+            if self.retired.load(Ordering::Acquire) {
+                return None;
+            }
+            if let Some((id, tx)) = self.sender().filter(|(id, _)| *id != previous) {
+                return Some((id, tx));
+            }
+            installed.changed().await.ok()?;
+        }
     }
 
     fn account(&self) -> Option<Arc<Recipient<IncomingPrepare>>> {
@@ -259,20 +285,56 @@ impl LinkShared {
         self.sender().is_some()
     }
 
+    /// Sends `prepare` on the current connection. BTP/2.0-I: when that connection closes
+    /// before the answer, the request is repeated on the next one (same id, same bytes) until
+    /// it is answered; the account's timer at the Prepare's expiry bounds the wait. Otherwise the
+    /// send fails with the connection.
     fn send_prepare(
-        &self,
+        self: &Arc<Self>,
         prepare: Prepare,
     ) -> BoxFuture<'static, Result<PacketResult, LinkError>> {
-        let Some(tx) = self.sender() else {
+        let Some((mut conn, mut tx)) = self.sender() else {
             return Box::pin(async { Err(LinkError::Down) });
         };
+        if self.idempotency.is_none() {
+            return Box::pin(async move {
+                let (reply, answer) = oneshot::channel();
+                let command = Command::Prepare {
+                    prepare,
+                    request_id: None,
+                    reply,
+                };
+                tx.send(command).await.map_err(|_| LinkError::Down)?;
+                match answer.await {
+                    Ok(Sent::Answered(result)) => result,
+                    // The connection closed first, or dropped the command unsent.
+                    Ok(Sent::Interrupted(_)) | Err(_) => Err(LinkError::Down),
+                }
+            });
+        }
+        let link = self.clone();
         Box::pin(async move {
-            let (reply, answer) = oneshot::channel();
-            tx.send(Command::Prepare { prepare, reply })
-                .await
-                .map_err(|_| LinkError::Down)?;
-            // The connection dropping the sender (it closed) fails the request.
-            answer.await.unwrap_or(Err(LinkError::Down))
+            let mut request_id = None;
+            loop {
+                let (reply, answer) = oneshot::channel();
+                let command = Command::Prepare {
+                    prepare: prepare.clone(),
+                    request_id,
+                    reply,
+                };
+                // A command the connection never took, or dropped unsent, was not sent: it
+                // goes to the next connection as it is.
+                let sent = match tx.send(command).await {
+                    Ok(()) => answer.await.ok(),
+                    Err(_) => None,
+                };
+                match sent {
+                    Some(Sent::Answered(result)) => return result,
+                    Some(Sent::Interrupted(id)) => request_id = Some(id),
+                    None => {}
+                }
+                (conn, tx) = link.next_sender(conn).await.ok_or(LinkError::Down)?;
+            }
         })
     }
 }
@@ -294,6 +356,10 @@ impl Link for BtpServerLink {
 
     fn is_up(&self) -> bool {
         self.shared.is_up()
+    }
+
+    fn busy_refusals(&self) -> u64 {
+        self.shared.busy.load(Ordering::Relaxed)
     }
 
     fn attach(&self, account: Recipient<IncomingPrepare>) {
@@ -636,6 +702,10 @@ impl Link for BtpClientLink {
 
     fn is_up(&self) -> bool {
         self.shared.is_up()
+    }
+
+    fn busy_refusals(&self) -> u64 {
+        self.shared.busy.load(Ordering::Relaxed)
     }
 
     fn attach(&self, account: Recipient<IncomingPrepare>) {

@@ -34,9 +34,12 @@ fuzz_target!(|input: &[u8]| {
                 Action::Authenticate { .. } => {
                     let _ = session.accept_auth(now);
                 }
-                Action::Deliver { request_id, .. } => {
+                Action::Deliver {
+                    request_id, digest, ..
+                } => {
                     let _ = session.respond(
                         request_id,
+                        digest,
                         Reply::Response(ProtocolData::default()),
                         Some(now + 100),
                         now,

@@ -36,8 +36,18 @@ const MAX_UNFLUSHED: usize = 64;
 pub(crate) enum Command {
     Prepare {
         prepare: Prepare,
-        reply: oneshot::Sender<Result<PacketResult, LinkError>>,
+        /// BTP/2.0-I: the request id it had on an earlier connection, to repeat it under.
+        request_id: Option<u32>,
+        reply: oneshot::Sender<Sent>,
     },
+}
+
+/// How a Prepare sent on a connection ended there.
+pub(crate) enum Sent {
+    Answered(Result<PacketResult, LinkError>),
+    /// BTP/2.0-I: the connection closed with the request (this id) unanswered; the link repeats
+    /// it on the next connection.
+    Interrupted(u32),
 }
 
 /// A link's way to reach the connection that carries it.
@@ -79,9 +89,16 @@ pub(crate) enum Role<'a> {
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
-/// The application's reply to a delivered request, and until when BTP/2.0-I remembers it (the
-/// Prepare's expiry, after which the peer stops repeating; `None`: the session's default).
-type Answer = (u32, Reply, Option<u64>);
+/// The application's reply to a delivered request.
+pub(crate) struct Answer {
+    pub(crate) request_id: u32,
+    /// BTP/2.0-I: the digest of the request answered ([`Action::Deliver`]).
+    pub(crate) digest: Option<[u8; 32]>,
+    pub(crate) reply: Reply,
+    /// Until when BTP/2.0-I remembers it (the Prepare's expiry, after which the peer stops
+    /// repeating; `None`: the session's default).
+    pub(crate) until: Option<u64>,
+}
 
 enum Event {
     Received(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
@@ -103,7 +120,7 @@ struct Conn<'a, S> {
     id: u64,
     tx: mpsc::Sender<Command>,
     close: Arc<Notify>,
-    pending: foldhash::HashMap<u32, oneshot::Sender<Result<PacketResult, LinkError>>>,
+    pending: foldhash::HashMap<u32, oneshot::Sender<Sent>>,
     answers: mpsc::UnboundedSender<Answer>,
     /// Where the exchanges of the Prepares the peer sends run: one task per connection
     /// ([`run_exchanges`]) instead of one spawned per packet.
@@ -236,9 +253,9 @@ where
     // Answers still on their way go to the link's memory, for the peer's repeats on the next
     // connection; from now on the delivery tasks do that themselves.
     answered.close();
-    while let Ok((request_id, reply, until)) = answered.try_recv() {
+    while let Ok(answer) = answered.try_recv() {
         if let Some(link) = &conn.link {
-            link.remember_answer(request_id, reply, until, options.clock.now_ms());
+            link.remember_answer(answer, options.clock.now_ms());
         }
     }
     // Dropping `commands` now fails every Prepare still queued for this connection.
@@ -333,24 +350,32 @@ where
             }
             // A read error includes an oversize message or frame.
             Event::Received(_) | Event::Stop => false,
-            Event::Command(Some(Command::Prepare { prepare, reply })) => {
+            Event::Command(Some(Command::Prepare {
+                prepare,
+                request_id,
+                reply,
+            })) => {
                 let request =
                     Request::Message(ProtocolData::ilp_packet(prepare.as_bytes().clone()));
                 let deadline = Some(prepare.expires_at().unix_millis());
-                match self.session.send_request(None, request, deadline, now) {
+                match self
+                    .session
+                    .send_request(request_id, request, deadline, now)
+                {
                     Ok((id, actions)) => {
                         self.pending.insert(id, reply);
                         self.apply(actions).await
                     }
                     Err(_) => {
-                        let _ = reply.send(Err(LinkError::Down));
+                        let _ = reply.send(Sent::Answered(Err(LinkError::Down)));
                         true
                     }
                 }
             }
             Event::Command(None) => false,
-            Event::Answered(Some((id, reply, until))) => {
-                let actions = self.with_session(|s| s.respond(id, reply, until, now));
+            Event::Answered(Some(a)) => {
+                let actions =
+                    self.with_session(|s| s.respond(a.request_id, a.digest, a.reply, a.until, now));
                 self.apply(actions).await
             }
             Event::Answered(None) => true,
@@ -465,13 +490,19 @@ where
                 Action::Deliver {
                     request_id,
                     request,
-                } => self.deliver(request_id, request),
+                    digest,
+                } => self.deliver(request_id, request, digest),
+                Action::Busy { .. } => {
+                    if let Some(link) = &self.link {
+                        link.busy.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 Action::Complete {
                     request_id,
                     outcome,
                 } => {
                     if let Some(reply) = self.pending.remove(&request_id) {
-                        let _ = reply.send(packet_result(outcome));
+                        let _ = reply.send(Sent::Answered(packet_result(outcome)));
                     }
                 }
                 // RFC 23: never answer an answer.
@@ -484,8 +515,14 @@ where
 
     /// Hands a Prepare from the peer to the account; its answer comes back on `answers` and
     /// goes out as the Response to `request_id`.
-    fn deliver(&mut self, request_id: u32, request: Request) {
+    fn deliver(&mut self, request_id: u32, request: Request, digest: Option<[u8; 32]>) {
         let now = self.now();
+        let answer = |reply| Answer {
+            request_id,
+            digest,
+            reply,
+            until: None,
+        };
         let refuse = |message: &str| {
             Reply::Error(ErrorPayload::new(
                 BtpErrorCode::F00_NOT_ACCEPTED,
@@ -498,28 +535,24 @@ where
                 Some(bytes) => match Packet::parse(bytes.clone()) {
                     Ok(Packet::Prepare(p)) => p,
                     _ => {
-                        let _ = self.answers.send((
-                            request_id,
-                            refuse("the ilp data is not an ILP Prepare"),
-                            None,
-                        ));
+                        let _ = self
+                            .answers
+                            .send(answer(refuse("the ilp data is not an ILP Prepare")));
                         return;
                     }
                 },
                 // Sub-protocols we do not speak get an empty Response, as ilp-plugin-btp does.
                 None => {
-                    let _ =
-                        self.answers
-                            .send((request_id, Reply::Response(ProtocolData::new()), None));
+                    let _ = self
+                        .answers
+                        .send(answer(Reply::Response(ProtocolData::new())));
                     return;
                 }
             },
             Request::Transfer { .. } => {
-                let _ = self.answers.send((
-                    request_id,
-                    refuse("BTP transfers are not supported"),
-                    None,
-                ));
+                let _ = self
+                    .answers
+                    .send(answer(refuse("BTP transfers are not supported")));
                 return;
             }
         };
@@ -540,12 +573,16 @@ where
                 Err(reject) => reject.as_bytes().clone(),
             };
             let reply = Reply::Response(ProtocolData::ilp_packet(packet));
-            if let Err(mpsc::error::SendError((request_id, reply, until))) =
-                answers.send((request_id, reply, until))
-            {
+            let answer = Answer {
+                request_id,
+                digest,
+                reply,
+                until,
+            };
+            if let Err(mpsc::error::SendError(answer)) = answers.send(answer) {
                 // The connection is gone: keep the answer for the peer's repeat elsewhere.
                 if let Some(link) = link {
-                    link.remember_answer(request_id, reply, until, clock.now_ms());
+                    link.remember_answer(answer, clock.now_ms());
                 }
             }
         });
@@ -561,6 +598,16 @@ where
         if let Some(link) = &self.link {
             link.remove(self.id);
         }
+        // BTP/2.0-I: a request the peer may have answered is repeated on the next connection,
+        // not failed; the link does that.
+        let repeat = self.link.as_ref().is_some_and(|l| l.idempotency.is_some());
+        let interrupted = |request_id| {
+            if repeat {
+                Sent::Interrupted(request_id)
+            } else {
+                Sent::Answered(Err(LinkError::Down))
+            }
+        };
         for action in self.session.close() {
             if let Action::Complete {
                 request_id,
@@ -568,12 +615,16 @@ where
             } = action
             {
                 if let Some(reply) = self.pending.remove(&request_id) {
-                    let _ = reply.send(packet_result(outcome));
+                    let sent = match outcome {
+                        Outcome::Closed => interrupted(request_id),
+                        outcome => Sent::Answered(packet_result(outcome)),
+                    };
+                    let _ = reply.send(sent);
                 }
             }
         }
-        for (_, reply) in self.pending.drain() {
-            let _ = reply.send(Err(LinkError::Down));
+        for (request_id, reply) in self.pending.drain() {
+            let _ = reply.send(interrupted(request_id));
         }
         let _ = tokio::time::timeout(self.options.handshake_timeout, self.ws.close(None)).await;
     }
