@@ -172,6 +172,10 @@ fn two_nodes_pay_each_other_over_http1_and_h2c_and_balances_mirror() {
 
 /// A server for one account "p" at /accounts/p/ilp with token "secret", attached to a Counter.
 async fn lone_server() -> (HttpServer, Arc<AtomicUsize>) {
+    lone_server_with(HttpServerOptions::default()).await
+}
+
+async fn lone_server_with(options: HttpServerOptions) -> (HttpServer, Arc<AtomicUsize>) {
     let (l, addr) = listener().await;
     let config = node_config("s", "p", addr, "http://127.0.0.1:1/", "secret", "x");
     let link = HttpLink::from_config(
@@ -187,7 +191,7 @@ async fn lone_server() -> (HttpServer, Arc<AtomicUsize>) {
     }
     .start();
     link.attach(counter.recipient());
-    let server = HttpServer::serve(l, [link], HttpServerOptions::default()).unwrap();
+    let server = HttpServer::serve(l, [link], options).unwrap();
     (server, calls)
 }
 
@@ -493,5 +497,57 @@ fn the_http2_key_makes_an_account_send_over_h2c() {
         let into_a = a._server.as_ref().unwrap().request_counts();
         assert_eq!((into_b.http1, into_b.http2), (0, 1), "a sends h2c");
         assert_eq!((into_a.http1, into_a.http2), (1, 0), "b sends HTTP/1.1");
+    });
+}
+
+#[test]
+fn the_listener_closes_connections_beyond_its_cap() {
+    use tokio::io::AsyncReadExt;
+    run(|| async {
+        // Idle connections are kept far longer than this test waits: only the cap closes one.
+        let options = HttpServerOptions {
+            max_connections: 2,
+            header_timeout: Duration::from_secs(600),
+            ..HttpServerOptions::default()
+        };
+        let (server, _) = lone_server_with(options).await;
+        let addr = server.local_addr();
+        // Two idle connections take both places.
+        let first = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _second = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // A third is closed at once, before any request.
+        let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(common::HTTP_WAIT, third.read(&mut buf))
+            .await
+            .expect("the third connection is closed within the bound");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        // Once one of the two goes, a new client is served (until the server has reaped the
+        // closed connection, a new one may still be turned away: try again).
+        drop(first);
+        let body = some_prepare();
+        let mut request = format!(
+            "POST /accounts/p/ilp HTTP/1.1\r\nhost: x\r\nauthorization: Bearer secret\r\n\
+             content-length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(&body);
+        tokio::time::timeout(common::HTTP_WAIT, async {
+            loop {
+                use tokio::io::AsyncWriteExt;
+                let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let mut answer = [0u8; 12];
+                let served = conn.write_all(&request).await.is_ok()
+                    && conn.read_exact(&mut answer).await.is_ok();
+                if served {
+                    assert_eq!(&answer, b"HTTP/1.1 200");
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("a new connection is served once there is room");
     });
 }

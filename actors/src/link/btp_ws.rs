@@ -80,6 +80,9 @@ pub struct BtpOptions {
     pub reconnect_max: Duration,
     /// Connections the server holds at once (authenticated or not); more are dropped at accept.
     pub max_connections: usize,
+    /// Prepares from the peer a connection carries at once; at this many it stops reading
+    /// the socket until one is answered (TCP then slows the peer down).
+    pub max_incoming_in_flight: usize,
     /// The node's clock: the sessions' `now` and Prepare expiries are read on it.
     pub clock: Clock,
 }
@@ -96,6 +99,7 @@ impl Default for BtpOptions {
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(30),
             max_connections: 1024,
+            max_incoming_in_flight: 2048,
             clock: Clock::system(),
         }
     }

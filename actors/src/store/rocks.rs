@@ -53,6 +53,10 @@ pub struct WriterOptions {
     pub max_group: usize,
     /// Longest the first commit of a group waits for companions (zero: take what is queued).
     pub max_delay: std::time::Duration,
+    /// Most commits queued for the writer thread. A caller that finds the queue full waits
+    /// for room (the disk is behind; the node slows down with it) instead of queueing without
+    /// bound.
+    pub max_queued: usize,
 }
 
 impl Default for WriterOptions {
@@ -61,6 +65,7 @@ impl Default for WriterOptions {
             sync: true,
             max_group: 256,
             max_delay: std::time::Duration::ZERO,
+            max_queued: 4096,
         }
     }
 }
@@ -73,6 +78,7 @@ impl WriterOptions {
                 .unwrap_or(usize::MAX)
                 .max(1),
             max_delay: std::time::Duration::from_micros(config.group_commit_max_delay_us),
+            ..WriterOptions::default()
         }
     }
 }
@@ -141,7 +147,7 @@ impl RocksStore {
         let db = DB::open_cf_descriptors(&options, path.as_ref(), families).map_err(io_error)?;
         move_short_lived_records(&db)?;
         let db = Arc::new(db);
-        let (tx, rx) = crossbeam_channel::unbounded::<Request>();
+        let (tx, rx) = crossbeam_channel::bounded::<Request>(writer_options.max_queued.max(1));
         let writer_db = Arc::clone(&db);
         let writer = std::thread::Builder::new()
             .name("rocks-writer".into())
@@ -423,6 +429,7 @@ mod tests {
             sync: false,
             max_group: 7,
             max_delay: std::time::Duration::from_micros(200),
+            max_queued: 3,
         };
         conformance::concurrent_commits(Arc::new(
             RocksStore::open_with(dir.path(), options).unwrap(),

@@ -127,6 +127,9 @@ struct Conn<'a, S> {
     exchanges: mpsc::UnboundedSender<BoxFuture<'static, ()>>,
     /// When the peer last sent anything (clock milliseconds).
     last_seen_ms: u64,
+    /// Requests of the peer delivered and not answered yet; at the options' limit the socket
+    /// is not read.
+    incoming_in_flight: usize,
     authenticated: bool,
     /// Frames written since the last flush.
     unflushed: usize,
@@ -190,6 +193,7 @@ where
         answers,
         exchanges,
         last_seen_ms: options.clock.now_ms(),
+        incoming_in_flight: 0,
         now_ms: None,
         authenticated: false,
         unflushed: 0,
@@ -213,7 +217,8 @@ where
         // write. Once nothing more is ready (or after a bounded run), flush.
         if conn.unflushed > 0 {
             let ready = if conn.unflushed < MAX_UNFLUSHED {
-                ready_event(&mut conn.ws, &mut commands, &mut answered)
+                let read = conn.may_read();
+                ready_event(&mut conn.ws, read, &mut commands, &mut answered)
             } else {
                 None
             };
@@ -234,8 +239,9 @@ where
             armed = timer;
         }
         conn.now_ms = None;
+        let read = conn.may_read();
         let event = tokio::select! {
-            m = conn.ws.next() => Event::Received(m),
+            m = conn.ws.next(), if read => Event::Received(m),
             c = commands.recv() => Event::Command(c),
             a = answered.recv() => Event::Answered(a),
             () = &mut session_timer, if armed.is_some() => {
@@ -283,6 +289,7 @@ async fn run_exchanges(mut incoming: mpsc::UnboundedReceiver<BoxFuture<'static, 
 /// already holds.
 fn ready_event<S>(
     ws: &mut WebSocketStream<S>,
+    read: bool,
     commands: &mut mpsc::Receiver<Command>,
     answered: &mut mpsc::UnboundedReceiver<Answer>,
 ) -> Option<Event>
@@ -294,6 +301,9 @@ where
     }
     if let Ok(command) = commands.try_recv() {
         return Some(Event::Command(Some(command)));
+    }
+    if !read {
+        return None;
     }
     // Reading a message is cancel safe: a partial one stays buffered in the stream.
     ws.next().now_or_never().map(Event::Received)
@@ -326,6 +336,12 @@ impl<S> Conn<'_, S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    /// Whether the socket may be read: not while the peer's requests in flight are at the
+    /// limit (memory stays bounded however fast the peer sends).
+    fn may_read(&self) -> bool {
+        self.incoming_in_flight < self.options.max_incoming_in_flight
+    }
+
     fn now(&mut self) -> u64 {
         *self
             .now_ms
@@ -374,6 +390,7 @@ where
             }
             Event::Command(None) => false,
             Event::Answered(Some(a)) => {
+                self.incoming_in_flight = self.incoming_in_flight.saturating_sub(1);
                 let actions =
                     self.with_session(|s| s.respond(a.request_id, a.digest, a.reply, a.until, now));
                 self.apply(actions).await
@@ -385,7 +402,8 @@ where
             }
             Event::Tick => {
                 let idle = Duration::from_millis(now.saturating_sub(self.last_seen_ms));
-                if idle >= self.options.idle_timeout {
+                // Not reading is our choice, not the peer's silence.
+                if idle >= self.options.idle_timeout && self.may_read() {
                     return false;
                 }
                 self.write(Message::Ping(Bytes::new())).await
@@ -516,6 +534,8 @@ where
     /// Hands a Prepare from the peer to the account; its answer comes back on `answers` and
     /// goes out as the Response to `request_id`.
     fn deliver(&mut self, request_id: u32, request: Request, digest: Option<[u8; 32]>) {
+        // Every delivery ends with one answer on `answers`.
+        self.incoming_in_flight += 1;
         let now = self.now();
         let answer = |reply| Answer {
             request_id,

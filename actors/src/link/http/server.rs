@@ -99,6 +99,9 @@ pub struct HttpServerOptions {
     /// [`crate::tls::ALPN_H2_HTTP1`]); `None`: plain TCP. The TLS handshake must complete within
     /// `header_timeout`.
     pub tls: Option<ServerTls>,
+    /// Connections served at once; more are closed at accept (each HTTP/2 connection carries
+    /// at most hyper's 200 concurrent requests, each HTTP/1.1 one a request at a time).
+    pub max_connections: usize,
 }
 
 impl Default for HttpServerOptions {
@@ -108,6 +111,7 @@ impl Default for HttpServerOptions {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             tls: None,
+            max_connections: 1024,
         }
     }
 }
@@ -228,6 +232,7 @@ impl HttpServer {
             Arc::new(builder),
             routes.clone(),
             tls,
+            options.max_connections,
         ));
         Ok(HttpServer {
             local_addr,
@@ -342,6 +347,7 @@ async fn accept_loop(
     builder: Arc<auto::Builder<TokioExecutor>>,
     routes: Arc<Routes>,
     tls: Option<(tokio_rustls::TlsAcceptor, Duration)>,
+    max_connections: usize,
 ) {
     let mut connections = JoinSet::new();
     loop {
@@ -352,6 +358,11 @@ async fn accept_loop(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
+                // Finished connections are reaped below, so `len` counts live ones.
+                if connections.len() >= max_connections {
+                    drop(stream);
+                    continue;
+                }
                 let _ = stream.set_nodelay(true);
                 let builder = builder.clone();
                 let routes = routes.clone();
