@@ -7,6 +7,29 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Writes one line on stdout with one `write` call. `println!` hands its format's pieces to
+/// stdout's buffer one by one, and a line longer than the buffer leaves in pieces; scripts wait
+/// for these lines in a file the log may share.
+macro_rules! out_line {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut line = format!($($arg)*);
+        line.push('\n');
+        let _ = std::io::stdout().lock().write_all(line.as_bytes());
+    }};
+}
+
+/// Writes one line on stderr with one `write` call (`eprintln!` writes each piece of its
+/// format separately: stderr is unbuffered).
+macro_rules! err_line {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut line = format!($($arg)*);
+        line.push('\n');
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }};
+}
+
 use ilp::config::{Config, StoreBackend};
 use ilp_actors::admin::cli::{self as operator, AdminTarget, Operation};
 use ilp_actors::admin::{AdminServer, AdminState};
@@ -245,17 +268,17 @@ const DEFAULT_CONFIG: &str = "config.toml";
 
 fn load(path: &Path) -> Result<Config, ExitCode> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        eprintln!("cannot read {}: {e}", path.display());
+        err_line!("cannot read {}: {e}", path.display());
         ExitCode::from(2)
     })?;
     Config::from_toml_str(&text).map_err(|errors| {
-        eprintln!(
+        err_line!(
             "{}: {} configuration error(s):",
             path.display(),
             errors.errors().len()
         );
         for e in errors.errors() {
-            eprintln!("  {e}");
+            err_line!("  {e}");
         }
         ExitCode::from(2)
     })
@@ -264,7 +287,7 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
 /// Prints a command's output as whole lines: exactly one newline at the end, whatever the
 /// text ended with.
 fn print_block(text: &str) {
-    println!("{}", text.trim_end_matches('\n'));
+    out_line!("{}", text.trim_end_matches('\n'));
 }
 
 fn main() -> ExitCode {
@@ -280,7 +303,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(UsageError { message, usage }) => {
-            eprintln!("{message}\n{usage}");
+            err_line!("{message}\n{usage}");
             return ExitCode::from(2);
         }
     };
@@ -302,7 +325,7 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("cannot print the configuration: {e}");
+                    err_line!("cannot print the configuration: {e}");
                     ExitCode::FAILURE
                 }
             }
@@ -317,12 +340,12 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             if config.store.backend != StoreBackend::Rocksdb {
-                eprintln!("{}: store.backend is not rocksdb", path.display());
+                err_line!("{}: store.backend is not rocksdb", path.display());
                 return ExitCode::from(2);
             }
             match operator::restore(&snapshot, &config.store.path) {
                 Ok(()) => {
-                    println!(
+                    out_line!(
                         "restored {} into {}",
                         snapshot.display(),
                         config.store.path.display()
@@ -330,7 +353,7 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("{e}");
+                    err_line!("{e}");
                     ExitCode::FAILURE
                 }
             }
@@ -359,7 +382,7 @@ fn operator_command(
             Ok(c) => Some(c),
             Err(code) => {
                 if admin.is_none() {
-                    eprintln!(
+                    err_line!(
                         "(--admin URL names the node's admin API without a configuration file)"
                     );
                 }
@@ -381,7 +404,7 @@ fn operate(target: &AdminTarget, operation: &Operation) -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("cannot start the tokio runtime: {e}");
+            err_line!("cannot start the tokio runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -391,7 +414,7 @@ fn operate(target: &AdminTarget, operation: &Operation) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{e}");
+            err_line!("{e}");
             ExitCode::FAILURE
         }
     }
@@ -413,7 +436,7 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
             b
         };
         builder.enable_all().build().unwrap_or_else(|e| {
-            eprintln!("cannot start the tokio runtime: {e}");
+            err_line!("cannot start the tokio runtime: {e}");
             std::process::exit(1)
         })
     });
@@ -436,19 +459,19 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
         let mut btp = match links_for_config(&config, options.clone()).await {
             Ok(btp) => btp,
             Err(e) => {
-                eprintln!("{path}: {e}");
+                err_line!("{path}: {e}");
                 return ExitCode::from(2);
             }
         };
         if let Some(server) = &btp.server {
             let tls = config.listeners.btp.as_ref().is_some_and(|l| l.tls.enabled);
             let scheme = if tls { "wss" } else { "ws" };
-            println!("BTP listening on {scheme}://{}", server.local_addr());
+            out_line!("BTP listening on {scheme}://{}", server.local_addr());
         }
         let http_links = match links_from_config(&config, clock, &HttpLinkOptions::default()) {
             Ok(links) => links,
             Err(e) => {
-                eprintln!("{path}: {e}");
+                err_line!("{path}: {e}");
                 return ExitCode::from(2);
             }
         };
@@ -462,7 +485,7 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
                 let server_tls = match tls::server_tls(&listener.tls, "listeners.http.tls", alpn) {
                     Ok(t) => t,
                     Err(e) => {
-                        eprintln!("{path}: {e}");
+                        err_line!("{path}: {e}");
                         return ExitCode::from(2);
                     }
                 };
@@ -474,7 +497,7 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
                 let bound = match TcpListener::bind(listener.bind).await {
                     Ok(l) => l,
                     Err(e) => {
-                        eprintln!("{path}: listeners.http.bind {}: {e}", listener.bind);
+                        err_line!("{path}: listeners.http.bind {}: {e}", listener.bind);
                         return ExitCode::from(2);
                     }
                 };
@@ -485,20 +508,20 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
                 };
                 match HttpServer::serve(bound, http_links.values().cloned(), options) {
                     Ok(server) => {
-                        println!(
+                        out_line!(
                             "ILP over HTTP listening on {scheme}://{}",
                             server.local_addr()
                         );
                         Some(server)
                     }
                     Err(e) => {
-                        eprintln!("{path}: {e}");
+                        err_line!("{path}: {e}");
                         return ExitCode::from(2);
                     }
                 }
             }
             (None, false) => {
-                eprintln!("{path}: accounts with link.type = \"http\" need [listeners.http]");
+                err_line!("{path}: accounts with link.type = \"http\" need [listeners.http]");
                 return ExitCode::from(2);
             }
             (None, true) => None,
@@ -526,24 +549,24 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
         let mut rocks: Option<Arc<RocksStore>> = None;
         let store: Arc<dyn Store> = match config.store.backend {
             StoreBackend::Memory => {
-                println!("store: memory (nothing survives a restart)");
+                out_line!("store: memory (nothing survives a restart)");
                 Arc::new(MemoryStore::new())
             }
             StoreBackend::Rocksdb => {
                 if let Err(e) = std::fs::create_dir_all(&config.store.path) {
-                    eprintln!("{path}: store.path {}: {e}", config.store.path.display());
+                    err_line!("{path}: store.path {}: {e}", config.store.path.display());
                     return ExitCode::from(2);
                 }
                 let writer = WriterOptions::from_config(&config.store);
                 match RocksStore::open_with(&config.store.path, writer) {
                     Ok(store) => {
-                        println!("store: RocksDB in {}", config.store.path.display());
+                        out_line!("store: RocksDB in {}", config.store.path.display());
                         let store = Arc::new(store);
                         rocks = Some(store.clone());
                         store
                     }
                     Err(e) => {
-                        eprintln!("{path}: store.path {}: {e}", config.store.path.display());
+                        err_line!("{path}: store.path {}: {e}", config.store.path.display());
                         return ExitCode::from(2);
                     }
                 }
@@ -565,7 +588,7 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
         let mut node = match Node::start(&config, node_options) {
             Ok(node) => node,
             Err(e) => {
-                eprintln!("{path}: cannot start the node: {e}");
+                err_line!("{path}: cannot start the node: {e}");
                 return ExitCode::from(2);
             }
         };
@@ -578,17 +601,17 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
             let listener = match TcpListener::bind(bind).await {
                 Ok(l) => l,
                 Err(e) => {
-                    eprintln!("{path}: listeners.admin.bind {bind}: {e}");
+                    err_line!("{path}: listeners.admin.bind {bind}: {e}");
                     return ExitCode::from(2);
                 }
             };
             match AdminServer::serve(listener, AdminState::new(&node, &config)) {
                 Ok(server) => {
-                    println!("admin API listening on http://{}", server.local_addr());
+                    out_line!("admin API listening on http://{}", server.local_addr());
                     Some(server)
                 }
                 Err(e) => {
-                    eprintln!("{path}: listeners.admin.bind {bind}: {e}");
+                    err_line!("{path}: listeners.admin.bind {bind}: {e}");
                     return ExitCode::from(2);
                 }
             }
@@ -596,14 +619,14 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
             None
         };
         if let Some(parent) = config.address_parent() {
-            println!("learning our address from parent account {parent} over IL-DCP");
+            out_line!("learning our address from parent account {parent} over IL-DCP");
             match node.inherit_address(parent, clock).await {
-                Ok(r) => println!(
+                Ok(r) => out_line!(
                     "address {} (asset {} scale {}) from {parent}",
                     r.client_address, r.asset_code, r.asset_scale
                 ),
                 Err(e) => {
-                    eprintln!("{path}: {e}");
+                    err_line!("{path}: {e}");
                     return ExitCode::from(1);
                 }
             }
@@ -614,7 +637,7 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
             .map_or("(to be learned from a parent)".to_owned(), |a| {
                 a.to_string()
             });
-        println!(
+        out_line!(
             "ilp-connector running: node {address}, {} account(s); stop with SIGINT or SIGTERM",
             node.accounts.len()
         );
@@ -628,7 +651,7 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
             {
                 Ok(new) => new,
                 Err(e) => {
-                    eprintln!("SIGHUP: {path} not reloaded: {e}");
+                    err_line!("SIGHUP: {path} not reloaded: {e}");
                     slog::error!(log, "configuration not reloaded"; "error" => e);
                     continue;
                 }
@@ -645,7 +668,7 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
                     let list = |s: &std::collections::BTreeSet<String>| {
                         s.iter().cloned().collect::<Vec<_>>().join(",")
                     };
-                    println!(
+                    out_line!(
                         "reloaded {path}: added [{}] removed [{}] relinked [{}] updated [{}] routing {}; waiting for a restart: [{}]",
                         list(&c.added),
                         list(&c.removed),
@@ -663,7 +686,7 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
                     running = done.config;
                 }
                 Err(e) => {
-                    eprintln!("SIGHUP: {path} not applied: {e}");
+                    err_line!("SIGHUP: {path} not applied: {e}");
                     slog::error!(log, "configuration not applied"; "error" => %e);
                 }
             }
@@ -671,7 +694,7 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
         // New packets are turned away (T03) while those in flight finish or expire; the links
         // stay up meanwhile, since the answers come back over them.
         let bound = Duration::from_millis(config.node.max_hold_time_ms.saturating_add(1_000));
-        println!(
+        out_line!(
             "ilp-connector stopping: {} packet(s) in flight, waiting up to {} ms",
             node.gate.in_flight(),
             bound.as_millis()
@@ -690,14 +713,14 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
         drop(http_server);
         if let Some(rocks) = rocks {
             if let Err(e) = rocks.flush().await {
-                eprintln!(
+                err_line!(
                     "store.path {}: flush failed: {e}",
                     config.store.path.display()
                 );
                 return ExitCode::FAILURE;
             }
         }
-        println!("ilp-connector stopped");
+        out_line!("ilp-connector stopped");
         slog::info!(log, "stopped"; "unanswered" => left);
         ExitCode::SUCCESS
     })
