@@ -72,10 +72,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Prints the tail of every log of the scenario (on failure).
+# Prints the tail of every log and stdout file of the scenario (on failure).
 dump_logs() {
   local f
-  for f in "$WORK"/"$1"*.log; do
+  for f in "$WORK"/"$1"*.log "$WORK"/"$1"*.out; do
     [[ -e "$f" ]] || continue
     echo "---- $f (last 60 lines)"
     tail -n 60 "$f"
@@ -105,19 +105,22 @@ wait_for_line() {
 # cannot report the port they bound).
 free_port() { node "$JS/free-port.js"; }
 
-# start_ours NAME: runs our binary on $WORK/NAME.toml, logging to $WORK/NAME.log; sets OUR_PID.
+# start_ours NAME: runs our binary on $WORK/NAME.toml; sets OUR_PID. Its stdout, which carries
+# only the lifecycle lines waited for here, goes to $WORK/NAME.out and its log (stderr) to
+# $WORK/NAME.log: in one file a log line could land inside a lifecycle line.
 start_ours() {
   local name=$1
-  "$BIN" run --config "$WORK/$name.toml" >"$WORK/$name.log" 2>&1 &
+  "$BIN" run --config "$WORK/$name.toml" >"$WORK/$name.out" 2>"$WORK/$name.log" &
   OUR_PID=$!
   PIDS+=("$OUR_PID")
-  wait_for_line "$WORK/$name.log" '^ilp-connector running' "$OUR_PID" >/dev/null
+  wait_for_line "$WORK/$name.out" '^ilp-connector running' "$OUR_PID" >/dev/null
 }
 
-# listen_addr NAME PREFIX: the HOST:PORT our binary printed after PREFIX (fails if none).
+# listen_addr NAME PREFIX: the HOST:PORT our binary printed after PREFIX on stdout (fails if
+# none).
 listen_addr() {
   local line
-  line="$(grep -m1 -oE "^$2[^ ]+" "$WORK/$1.log")" || return 1
+  line="$(grep -m1 -oE "^$2[^ ]+" "$WORK/$1.out")" || return 1
   printf '%s\n' "${line#"$2"}"
 }
 

@@ -7,6 +7,29 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Writes one line on stdout with one `write` call. `println!` hands its format's pieces to
+/// stdout's buffer one by one, and a line longer than the buffer leaves in pieces; scripts wait
+/// for these lines in a file the log may share.
+macro_rules! out_line {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut line = format!($($arg)*);
+        line.push('\n');
+        let _ = std::io::stdout().lock().write_all(line.as_bytes());
+    }};
+}
+
+/// Writes one line on stderr with one `write` call (`eprintln!` writes each piece of its
+/// format separately: stderr is unbuffered).
+macro_rules! err_line {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut line = format!($($arg)*);
+        line.push('\n');
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }};
+}
+
 use ilp::config::{Config, StoreBackend};
 use ilp_actors::admin::cli::{self as operator, AdminTarget, Operation};
 use ilp_actors::admin::{AdminServer, AdminState};
@@ -23,22 +46,91 @@ use ilp_actors::store::rocks::{RocksStore, WriterOptions};
 use ilp_actors::store::Store;
 use ilp_actors::tls;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-const USAGE: &str = "usage: ilp-connector [COMMAND] [--config PATH] [--admin URL]\n\
-  run              load the configuration and start the node (default command)\n\
-  check-config     validate the configuration and print the effective values\n\
-  ping ADDRESS     echo round trip from the running node to ADDRESS\n\
-  balances         the running node's accounts and balances\n\
-  routes           the running node's routing table\n\
-  snapshot         snapshot the running node's store; prints the snapshot's path\n\
-  restore DIR      copy snapshot DIR over store.path (the node must be stopped)\n\
-  --config PATH    configuration file (default: config.toml)\n\
-  --admin URL      admin API of the running node (default: from [listeners.admin])";
+const USAGE: &str = "usage: ilp-connector [COMMAND] [OPTIONS]
+  run              load the configuration and start the node (default command)
+  check-config     validate the configuration and print the effective values
+  ping ADDRESS     echo round trip from the running node to ADDRESS
+  balances         the running node's accounts and balances
+  routes           the running node's routing table
+  snapshot         snapshot the running node's store; prints the snapshot's path
+  restore DIR      copy snapshot DIR over store.path (the node must be stopped)
+  help [COMMAND]   this text, or one command's
+  --config PATH    configuration file (default: config.toml)
+  --admin URL      admin API of the running node (default: from [listeners.admin])
+  --token TOKEN    the admin API's bearer token (default: $ILP_ADMIN_TOKEN, else from
+                   [listeners.admin])
+`ilp-connector COMMAND --help` shows one command's usage.";
+
+/// Where an operator command finds the node, said the same way under every such command.
+const OPERATOR_OPTIONS: &str = "
+  --admin URL      the node's admin API, e.g. http://127.0.0.1:7770 (default: the address
+                   of [listeners.admin] in the configuration)
+  --token TOKEN    bearer token of the admin API (default: $ILP_ADMIN_TOKEN, else the token
+                   of [listeners.admin]); the environment keeps it out of `ps`
+  --config PATH    configuration file to take the address and token from (default:
+                   config.toml; with --admin it is read only when named, or when it exists
+                   and no token is given)";
+
+const CONFIG_OPTION: &str = "
+  --config PATH    configuration file (default: config.toml)";
+
+/// The environment variable an operator command takes the admin API's token from.
+const TOKEN_VARIABLE: &str = "ILP_ADMIN_TOKEN";
+
+/// One command's usage, for `COMMAND --help` and `help COMMAND`.
+fn command_usage(command: &str) -> Option<String> {
+    let (synopsis, what, options) = match command {
+        "run" => (
+            "run [--config PATH]",
+            "Loads and validates the configuration, starts the node and serves until SIGINT or
+SIGTERM (packets in flight drain first); SIGHUP reloads the configuration.",
+            CONFIG_OPTION,
+        ),
+        "check-config" => (
+            "check-config [--config PATH]",
+            "Validates the configuration and prints the effective values; exit 2 with every
+error, one per line with its key path.",
+            CONFIG_OPTION,
+        ),
+        "ping" => (
+            "ping ADDRESS [--admin URL] [--token TOKEN] [--config PATH]",
+            "Echo round trip from the running node to ADDRESS (a connector's own address, the
+node's own included); prints the answer as JSON, or exits 1 with the Reject.",
+            OPERATOR_OPTIONS,
+        ),
+        "balances" => (
+            "balances [--admin URL] [--token TOKEN] [--config PATH]",
+            "The running node's accounts as a table: relation, asset, balance, amounts pending
+and link state.",
+            OPERATOR_OPTIONS,
+        ),
+        "routes" => (
+            "routes [--admin URL] [--token TOKEN] [--config PATH]",
+            "The running node's routing table: prefix, next hop account and kind.",
+            OPERATOR_OPTIONS,
+        ),
+        "snapshot" => (
+            "snapshot [--admin URL] [--token TOKEN] [--config PATH]",
+            "Takes a RocksDB checkpoint of the running node's store and prints its directory.",
+            OPERATOR_OPTIONS,
+        ),
+        "restore" => (
+            "restore DIR [--config PATH]",
+            "Copies snapshot DIR over store.path of the configuration; refused while a node
+runs on that store.",
+            CONFIG_OPTION,
+        ),
+        "help" => ("help [COMMAND]", "This text, or one command's usage.", ""),
+        _ => return None,
+    };
+    Some(format!("usage: ilp-connector {synopsis}\n{what}{options}"))
+}
 
 /// Pause between the last packet answered and the links closing at shutdown.
 const SHUTDOWN_LINGER: Duration = Duration::from_millis(250);
@@ -52,112 +144,208 @@ enum Command {
 
 struct Args {
     command: Command,
-    config: PathBuf,
+    /// `--config`, when given.
+    config: Option<PathBuf>,
     admin: Option<String>,
+    token: Option<String>,
 }
 
-fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut command = Command::Run;
-    let mut path = PathBuf::from("config.toml");
+/// What the command line asks for.
+enum Parsed {
+    Args(Args),
+    /// Help was asked for: print this on stdout and exit 0, touching no file.
+    Help(String),
+}
+
+/// A usage error: the message, and the usage to show under it.
+struct UsageError {
+    message: String,
+    usage: String,
+}
+
+fn parse_args(args: impl Iterator<Item = String>) -> Result<Parsed, UsageError> {
+    let mut words = Vec::new();
+    let mut config = None;
     let mut admin = None;
+    let mut token = None;
+    let mut help = false;
+    let mut problem: Option<String> = None;
     let mut args = args.peekable();
     while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "run" => command = Command::Run,
-            "check-config" => command = Command::CheckConfig,
-            "ping" => {
-                let address = args.next().ok_or("ping needs an ILP address")?;
-                command = Command::Operator(Operation::Ping(address));
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag.to_owned(), Some(value)),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| -> Option<String> {
+            let value = inline.map(str::to_owned).or_else(|| args.next());
+            if value.is_none() {
+                problem.get_or_insert_with(|| format!("{name} needs a value"));
             }
-            "balances" => command = Command::Operator(Operation::Balances),
-            "routes" => command = Command::Operator(Operation::Routes),
-            "snapshot" => command = Command::Operator(Operation::Snapshot),
-            "restore" => {
-                let dir = args.next().ok_or("restore needs a snapshot directory")?;
-                command = Command::Restore(PathBuf::from(dir));
+            value
+        };
+        match flag.as_str() {
+            "-h" | "--help" => help = true,
+            "--config" | "-c" => config = value("--config").map(PathBuf::from),
+            "--admin" => admin = value("--admin"),
+            "--token" => token = value("--token"),
+            other if other.starts_with('-') => {
+                problem.get_or_insert_with(|| format!("unknown argument {other:?}"));
             }
-            "--admin" => admin = Some(args.next().ok_or("--admin needs a URL")?),
-            "--config" | "-c" => {
-                path = args
-                    .next()
-                    .map(PathBuf::from)
-                    .ok_or("--config needs a path")?
-            }
-            "-h" | "--help" => return Err(String::new()),
-            other => match other.strip_prefix("--config=") {
-                Some(p) => path = PathBuf::from(p),
-                None => return Err(format!("unknown argument {other:?}")),
-            },
+            _ => words.push(arg),
         }
     }
-    Ok(Args {
+    let mut words = words.into_iter();
+    let name = words.next();
+    let command_name = name.as_deref().unwrap_or("run");
+    if command_name == "help" {
+        help = true;
+    }
+    let Some(usage) = command_usage(command_name) else {
+        return Err(UsageError {
+            message: format!("unknown command {command_name:?}"),
+            usage: USAGE.to_owned(),
+        });
+    };
+    if help {
+        // `help`, `--help`, `help COMMAND`, `COMMAND --help`: no file is read.
+        let topic = match command_name {
+            "help" => words.next(),
+            _ => name,
+        };
+        return match topic {
+            None => Ok(Parsed::Help(USAGE.to_owned())),
+            Some(topic) => command_usage(&topic)
+                .map(Parsed::Help)
+                .ok_or_else(|| UsageError {
+                    message: format!("unknown command {topic:?}"),
+                    usage: USAGE.to_owned(),
+                }),
+        };
+    }
+    let fail = |message: String| UsageError {
+        message,
+        usage: usage.clone(),
+    };
+    if let Some(problem) = problem {
+        return Err(fail(problem));
+    }
+    let mut operand = |what: &str| {
+        words
+            .next()
+            .ok_or_else(|| fail(format!("{command_name} needs {what}")))
+    };
+    let command = match command_name {
+        "run" => Command::Run,
+        "check-config" => Command::CheckConfig,
+        "ping" => Command::Operator(Operation::Ping(operand("an ILP address")?)),
+        "balances" => Command::Operator(Operation::Balances),
+        "routes" => Command::Operator(Operation::Routes),
+        "snapshot" => Command::Operator(Operation::Snapshot),
+        "restore" => Command::Restore(PathBuf::from(operand("a snapshot directory")?)),
+        other => return Err(fail(format!("unknown command {other:?}"))),
+    };
+    if let Some(extra) = words.next() {
+        return Err(fail(format!("unexpected argument {extra:?}")));
+    }
+    if !matches!(command, Command::Operator(_)) {
+        for (given, flag) in [(admin.is_some(), "--admin"), (token.is_some(), "--token")] {
+            if given {
+                return Err(fail(format!(
+                    "{flag} is for the commands that call a running node (ping, balances, routes, snapshot)"
+                )));
+            }
+        }
+    }
+    Ok(Parsed::Args(Args {
         command,
-        config: path,
+        config,
         admin,
-    })
+        token,
+    }))
 }
 
-fn load(path: &PathBuf) -> Result<Config, ExitCode> {
+const DEFAULT_CONFIG: &str = "config.toml";
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        eprintln!("cannot read {}: {e}", path.display());
+        err_line!("cannot read {}: {e}", path.display());
         ExitCode::from(2)
     })?;
     Config::from_toml_str(&text).map_err(|errors| {
-        eprintln!(
+        err_line!(
             "{}: {} configuration error(s):",
             path.display(),
             errors.errors().len()
         );
         for e in errors.errors() {
-            eprintln!("  {e}");
+            err_line!("  {e}");
         }
         ExitCode::from(2)
     })
 }
 
+/// Prints a command's output as whole lines: exactly one newline at the end, whatever the
+/// text ended with.
+fn print_block(text: &str) {
+    out_line!("{}", text.trim_end_matches('\n'));
+}
+
 fn main() -> ExitCode {
     let Args {
         command,
-        config: path,
+        config: named_config,
         admin,
+        token,
     } = match parse_args(std::env::args().skip(1)) {
-        Ok(parsed) => parsed,
-        Err(message) => {
-            if !message.is_empty() {
-                eprintln!("{message}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(if message.is_empty() { 0 } else { 2 });
+        Ok(Parsed::Args(args)) => args,
+        Ok(Parsed::Help(text)) => {
+            print_block(&text);
+            return ExitCode::SUCCESS;
+        }
+        Err(UsageError { message, usage }) => {
+            err_line!("{message}\n{usage}");
+            return ExitCode::from(2);
         }
     };
-    let config = match load(&path) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    let path = named_config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     match command {
-        Command::CheckConfig => match toml::to_string_pretty(&config) {
-            Ok(text) => {
-                println!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("cannot print the configuration: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Run => run(&path, &config),
         Command::Operator(operation) => {
-            let target = AdminTarget::from_config(&config, admin.as_deref());
-            operate(&target, &operation)
+            operator_command(&operation, named_config.as_deref(), admin, token)
         }
+        Command::CheckConfig => {
+            let config = match load(&path) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match toml::to_string_pretty(&config) {
+                Ok(text) => {
+                    print_block(&text);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    err_line!("cannot print the configuration: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run => match load(&path) {
+            Ok(config) => run(&path, &config),
+            Err(code) => code,
+        },
         Command::Restore(snapshot) => {
+            let config = match load(&path) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
             if config.store.backend != StoreBackend::Rocksdb {
-                eprintln!("{}: store.backend is not rocksdb", path.display());
+                err_line!("{}: store.backend is not rocksdb", path.display());
                 return ExitCode::from(2);
             }
             match operator::restore(&snapshot, &config.store.path) {
                 Ok(()) => {
-                    println!(
+                    out_line!(
                         "restored {} into {}",
                         snapshot.display(),
                         config.store.path.display()
@@ -165,12 +353,47 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("{e}");
+                    err_line!("{e}");
                     ExitCode::FAILURE
                 }
             }
         }
     }
+}
+
+/// An operator command: the node can be named without a configuration file (`--admin`, with the
+/// token from `--token` or the environment); a configuration is read only for what is not
+/// given: always without `--admin`, else when named, or when no token is given and the default
+/// file exists.
+fn operator_command(
+    operation: &Operation,
+    named_config: Option<&Path>,
+    admin: Option<String>,
+    token: Option<String>,
+) -> ExitCode {
+    let token = token.or_else(|| std::env::var(TOKEN_VARIABLE).ok());
+    let path = named_config.unwrap_or(Path::new(DEFAULT_CONFIG));
+    let read_config = match &admin {
+        None => true,
+        Some(_) => named_config.is_some() || (token.is_none() && path.is_file()),
+    };
+    let config = if read_config {
+        match load(path) {
+            Ok(c) => Some(c),
+            Err(code) => {
+                if admin.is_none() {
+                    err_line!(
+                        "(--admin URL names the node's admin API without a configuration file)"
+                    );
+                }
+                return code;
+            }
+        }
+    } else {
+        None
+    };
+    let target = AdminTarget::resolve(config.as_ref(), admin.as_deref(), token);
+    operate(&target, operation)
 }
 
 /// Runs one admin API call on a small runtime of its own; exit 1 with the error otherwise.
@@ -181,20 +404,17 @@ fn operate(target: &AdminTarget, operation: &Operation) -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("cannot start the tokio runtime: {e}");
+            err_line!("cannot start the tokio runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(operator::run(target, operation)) {
         Ok(text) => {
-            print!("{text}");
-            if !text.ends_with('\n') {
-                println!();
-            }
+            print_block(&text);
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{e}");
+            err_line!("{e}");
             ExitCode::FAILURE
         }
     }
@@ -216,7 +436,7 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
             b
         };
         builder.enable_all().build().unwrap_or_else(|e| {
-            eprintln!("cannot start the tokio runtime: {e}");
+            err_line!("cannot start the tokio runtime: {e}");
             std::process::exit(1)
         })
     });
@@ -239,19 +459,19 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
         let mut btp = match links_for_config(&config, options.clone()).await {
             Ok(btp) => btp,
             Err(e) => {
-                eprintln!("{path}: {e}");
+                err_line!("{path}: {e}");
                 return ExitCode::from(2);
             }
         };
         if let Some(server) = &btp.server {
             let tls = config.listeners.btp.as_ref().is_some_and(|l| l.tls.enabled);
             let scheme = if tls { "wss" } else { "ws" };
-            println!("BTP listening on {scheme}://{}", server.local_addr());
+            out_line!("BTP listening on {scheme}://{}", server.local_addr());
         }
         let http_links = match links_from_config(&config, clock, &HttpLinkOptions::default()) {
             Ok(links) => links,
             Err(e) => {
-                eprintln!("{path}: {e}");
+                err_line!("{path}: {e}");
                 return ExitCode::from(2);
             }
         };
@@ -265,7 +485,7 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
                 let server_tls = match tls::server_tls(&listener.tls, "listeners.http.tls", alpn) {
                     Ok(t) => t,
                     Err(e) => {
-                        eprintln!("{path}: {e}");
+                        err_line!("{path}: {e}");
                         return ExitCode::from(2);
                     }
                 };
@@ -277,7 +497,7 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
                 let bound = match TcpListener::bind(listener.bind).await {
                     Ok(l) => l,
                     Err(e) => {
-                        eprintln!("{path}: listeners.http.bind {}: {e}", listener.bind);
+                        err_line!("{path}: listeners.http.bind {}: {e}", listener.bind);
                         return ExitCode::from(2);
                     }
                 };
@@ -288,20 +508,20 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
                 };
                 match HttpServer::serve(bound, http_links.values().cloned(), options) {
                     Ok(server) => {
-                        println!(
+                        out_line!(
                             "ILP over HTTP listening on {scheme}://{}",
                             server.local_addr()
                         );
                         Some(server)
                     }
                     Err(e) => {
-                        eprintln!("{path}: {e}");
+                        err_line!("{path}: {e}");
                         return ExitCode::from(2);
                     }
                 }
             }
             (None, false) => {
-                eprintln!("{path}: accounts with link.type = \"http\" need [listeners.http]");
+                err_line!("{path}: accounts with link.type = \"http\" need [listeners.http]");
                 return ExitCode::from(2);
             }
             (None, true) => None,
@@ -329,24 +549,24 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
         let mut rocks: Option<Arc<RocksStore>> = None;
         let store: Arc<dyn Store> = match config.store.backend {
             StoreBackend::Memory => {
-                println!("store: memory (nothing survives a restart)");
+                out_line!("store: memory (nothing survives a restart)");
                 Arc::new(MemoryStore::new())
             }
             StoreBackend::Rocksdb => {
                 if let Err(e) = std::fs::create_dir_all(&config.store.path) {
-                    eprintln!("{path}: store.path {}: {e}", config.store.path.display());
+                    err_line!("{path}: store.path {}: {e}", config.store.path.display());
                     return ExitCode::from(2);
                 }
                 let writer = WriterOptions::from_config(&config.store);
                 match RocksStore::open_with(&config.store.path, writer) {
                     Ok(store) => {
-                        println!("store: RocksDB in {}", config.store.path.display());
+                        out_line!("store: RocksDB in {}", config.store.path.display());
                         let store = Arc::new(store);
                         rocks = Some(store.clone());
                         store
                     }
                     Err(e) => {
-                        eprintln!("{path}: store.path {}: {e}", config.store.path.display());
+                        err_line!("{path}: store.path {}: {e}", config.store.path.display());
                         return ExitCode::from(2);
                     }
                 }
@@ -368,7 +588,7 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
         let mut node = match Node::start(&config, node_options) {
             Ok(node) => node,
             Err(e) => {
-                eprintln!("{path}: cannot start the node: {e}");
+                err_line!("{path}: cannot start the node: {e}");
                 return ExitCode::from(2);
             }
         };
@@ -381,17 +601,17 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
             let listener = match TcpListener::bind(bind).await {
                 Ok(l) => l,
                 Err(e) => {
-                    eprintln!("{path}: listeners.admin.bind {bind}: {e}");
+                    err_line!("{path}: listeners.admin.bind {bind}: {e}");
                     return ExitCode::from(2);
                 }
             };
             match AdminServer::serve(listener, AdminState::new(&node, &config)) {
                 Ok(server) => {
-                    println!("admin API listening on http://{}", server.local_addr());
+                    out_line!("admin API listening on http://{}", server.local_addr());
                     Some(server)
                 }
                 Err(e) => {
-                    eprintln!("{path}: listeners.admin.bind {bind}: {e}");
+                    err_line!("{path}: listeners.admin.bind {bind}: {e}");
                     return ExitCode::from(2);
                 }
             }
@@ -399,14 +619,14 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
             None
         };
         if let Some(parent) = config.address_parent() {
-            println!("learning our address from parent account {parent} over IL-DCP");
+            out_line!("learning our address from parent account {parent} over IL-DCP");
             match node.inherit_address(parent, clock).await {
-                Ok(r) => println!(
+                Ok(r) => out_line!(
                     "address {} (asset {} scale {}) from {parent}",
                     r.client_address, r.asset_code, r.asset_scale
                 ),
                 Err(e) => {
-                    eprintln!("{path}: {e}");
+                    err_line!("{path}: {e}");
                     return ExitCode::from(1);
                 }
             }
@@ -417,7 +637,7 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
             .map_or("(to be learned from a parent)".to_owned(), |a| {
                 a.to_string()
             });
-        println!(
+        out_line!(
             "ilp-connector running: node {address}, {} account(s); stop with SIGINT or SIGTERM",
             node.accounts.len()
         );
@@ -431,7 +651,7 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
             {
                 Ok(new) => new,
                 Err(e) => {
-                    eprintln!("SIGHUP: {path} not reloaded: {e}");
+                    err_line!("SIGHUP: {path} not reloaded: {e}");
                     slog::error!(log, "configuration not reloaded"; "error" => e);
                     continue;
                 }
@@ -448,7 +668,7 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
                     let list = |s: &std::collections::BTreeSet<String>| {
                         s.iter().cloned().collect::<Vec<_>>().join(",")
                     };
-                    println!(
+                    out_line!(
                         "reloaded {path}: added [{}] removed [{}] relinked [{}] updated [{}] routing {}; waiting for a restart: [{}]",
                         list(&c.added),
                         list(&c.removed),
@@ -466,7 +686,7 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
                     running = done.config;
                 }
                 Err(e) => {
-                    eprintln!("SIGHUP: {path} not applied: {e}");
+                    err_line!("SIGHUP: {path} not applied: {e}");
                     slog::error!(log, "configuration not applied"; "error" => %e);
                 }
             }
@@ -474,7 +694,7 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
         // New packets are turned away (T03) while those in flight finish or expire; the links
         // stay up meanwhile, since the answers come back over them.
         let bound = Duration::from_millis(config.node.max_hold_time_ms.saturating_add(1_000));
-        println!(
+        out_line!(
             "ilp-connector stopping: {} packet(s) in flight, waiting up to {} ms",
             node.gate.in_flight(),
             bound.as_millis()
@@ -493,14 +713,14 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
         drop(http_server);
         if let Some(rocks) = rocks {
             if let Err(e) = rocks.flush().await {
-                eprintln!(
+                err_line!(
                     "store.path {}: flush failed: {e}",
                     config.store.path.display()
                 );
                 return ExitCode::FAILURE;
             }
         }
-        println!("ilp-connector stopped");
+        out_line!("ilp-connector stopped");
         slog::info!(log, "stopped"; "unanswered" => left);
         ExitCode::SUCCESS
     })

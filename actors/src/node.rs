@@ -470,12 +470,13 @@ fn router_accounts(
         .collect()
 }
 
-/// The balance limits of every account that keeps a balance.
+/// The balance limits of every account: each keeps a balance, without limits when its
+/// `[balance]` table is absent.
 fn balance_limits(config: &Config) -> BTreeMap<AccountId, BalanceLimits> {
     config
         .accounts
         .iter()
-        .filter_map(|(id, a)| Some((Arc::from(id.as_str()), a.balance_limits()?)))
+        .map(|(id, a)| (Arc::from(id.as_str()), a.balance_limits()))
         .collect()
 }
 

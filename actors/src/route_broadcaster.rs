@@ -19,7 +19,7 @@ use ilp::ccp::{
     RouteControlRequest, RouteUpdateRequest, RoutingTableId, SenderConfig,
 };
 use ilp::config::{Config, Relation as ConfigRelation};
-use ilp::packet::{Address, ErrorCode, Prepare, Reject, Timestamp};
+use ilp::packet::{Address, ErrorClass, ErrorCode, Prepare, Reject, Timestamp};
 use ilp::peer_protocol::{PeerProtocolError, PEER_PROTOCOL_EXPIRY_DURATION_MS};
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
@@ -158,6 +158,9 @@ struct RequestOutcome {
     incarnation: u64,
     seq: u64,
     accepted: bool,
+    /// The peer's final Reject (F..), which a repeat would get again; `None` when accepted or
+    /// when the request did not get through (link down, no answer in time).
+    refused: Option<Reject>,
 }
 
 fn sync_from_scratch() -> RouteControlRequest {
@@ -199,6 +202,7 @@ pub struct RouteBroadcasterActor {
     timer: Option<SpawnHandle>,
     /// `now` of the last poll, so a deadline the core keeps in the past cannot spin the actor.
     last_poll_ms: Option<u64>,
+    log: slog::Logger,
 }
 
 impl RouteBroadcasterActor {
@@ -226,7 +230,14 @@ impl RouteBroadcasterActor {
             installed: BTreeMap::new(),
             timer: None,
             last_poll_ms: None,
+            log: crate::log::logger().clone(),
         }
+    }
+
+    /// Logs to `log` instead of the node's logger (tests read what it says).
+    pub fn with_logger(mut self, log: slog::Logger) -> Self {
+        self.log = log;
+        self
     }
 
     /// Builds a fresh core from the settings under a new routing table id, registers the
@@ -384,6 +395,7 @@ impl RouteBroadcasterActor {
             incarnation: self.incarnation,
             seq: self.next_seq,
             accepted: false,
+            refused: None,
         };
         let (Ok(prepare), Some(recipient)) = (prepare, recipient) else {
             // Unsendable (no link for the account, or a request too big to encode): a failure
@@ -393,12 +405,16 @@ impl RouteBroadcasterActor {
         };
         let me = ctx.address();
         actix::spawn(async move {
-            let accepted = matches!(
-                ask(&recipient, SendPrepare { prepare }).await,
-                Ok(Ok(fulfill)) if ccp::check_response(&fulfill).is_ok()
-            );
+            let (accepted, refused) = match ask(&recipient, SendPrepare { prepare }).await {
+                Ok(Ok(fulfill)) => (ccp::check_response(&fulfill).is_ok(), None),
+                Ok(Err(reject)) if reject.code().class() == ErrorClass::Final => {
+                    (false, Some(reject))
+                }
+                _ => (false, None),
+            };
             me.do_send(RequestOutcome {
                 accepted,
+                refused,
                 ..outcome
             });
         });
@@ -563,7 +579,18 @@ impl Handler<RequestOutcome> for RouteBroadcasterActor {
                 }
             }
             (Kind::Control, true) => core.route_control_acknowledged(&msg.peer),
-            (Kind::Control, false) => core.route_control_failed(&msg.peer, now),
+            (Kind::Control, false) => match &msg.refused {
+                // Refused for good (a JS parent answers its child F00 "non-peer"): said once
+                // per run of refusals, each one waiting twice as long as the one before.
+                Some(reject) => {
+                    if core.route_control_refused(&msg.peer, now) == Some(1) {
+                        slog::warn!(self.log, "peer refuses our route control requests; asking less and less often";
+                            "account" => %msg.peer, "code" => reject.code().as_str(),
+                            "message" => reject.message());
+                    }
+                }
+                None => core.route_control_failed(&msg.peer, now),
+            },
         }
         self.rearm(ctx);
     }
@@ -1232,5 +1259,147 @@ mod tests {
         assert_eq!((mom.send_routes, mom.receive_routes), (true, false));
         assert_eq!(s.accounts[&id("bob")].child_segment, None);
         assert!(!format!("{s:?}").contains("9, 9"), "secret not in Debug");
+    }
+    /// One log record: level, message, key-value pairs.
+    type Record = (slog::Level, String, Vec<(String, String)>);
+
+    /// What the log was told.
+    #[derive(Clone, Default)]
+    struct Said(Arc<Mutex<Vec<Record>>>);
+
+    struct Pairs(Vec<(String, String)>);
+
+    impl slog::Serializer for Pairs {
+        fn emit_arguments(&mut self, key: slog::Key, val: &std::fmt::Arguments) -> slog::Result {
+            self.0.push((key.to_string(), val.to_string()));
+            Ok(())
+        }
+    }
+
+    impl slog::Drain for Said {
+        type Ok = ();
+        type Err = slog::Never;
+        fn log(&self, record: &slog::Record, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
+            let mut pairs = Pairs(Vec::new());
+            let _ = slog::KV::serialize(&record.kv(), record, &mut pairs);
+            let said = (record.level(), record.msg().to_string(), pairs.0);
+            self.0.lock().unwrap().push(said);
+            Ok(())
+        }
+    }
+
+    impl Said {
+        fn warnings(&self) -> Vec<(String, Vec<(String, String)>)> {
+            self.0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(level, _, _)| *level == slog::Level::Warning)
+                .map(|(_, m, kv)| (m.clone(), kv.clone()))
+                .collect()
+        }
+    }
+
+    /// A parent as a JS connector is to its child: every CCP request is refused F00 (until told
+    /// to accept route controls); records when each route control arrived.
+    struct RefusingParent {
+        controls: Shared<Vec<tokio::time::Instant>>,
+        accept: Arc<AtomicBool>,
+    }
+
+    impl Actor for RefusingParent {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<SendPrepare> for RefusingParent {
+        type Result = Reply<PacketResult>;
+
+        fn handle(&mut self, msg: SendPrepare, _: &mut Context<Self>) -> Self::Result {
+            let control = msg.prepare.destination_str() == ccp::CCP_CONTROL_DESTINATION;
+            if control {
+                self.controls
+                    .lock()
+                    .unwrap()
+                    .push(tokio::time::Instant::now());
+                if self.accept.load(Ordering::SeqCst) {
+                    return Reply::ready(ccp::response().map_err(|e| {
+                        Reject::new(ErrorCode::T00_INTERNAL_ERROR, None, &e.to_string())
+                    }));
+                }
+            }
+            let message = "cannot process route control messages from non-peers.";
+            let refusal = Reject::new(ErrorCode::F00_BAD_REQUEST, Some(&addr("test.mom")), message);
+            Reply::ready(Err(refusal))
+        }
+    }
+
+    /// A parent that refuses our route controls is told once (a warning with the account, the
+    /// code and the message) and asked less and less often: 30 s, then 60, 120, 240, 480 s, then
+    /// every 10 minutes, with no extra request at each hold-down expiry. Once it accepts, the
+    /// backoff ends; a refusal after that is told once more and waits 30 s again.
+    #[test]
+    fn refused_route_controls_are_logged_once_and_spaced_out() {
+        run(async {
+            let controls = Arc::new(Mutex::new(Vec::new()));
+            let accept = Arc::new(AtomicBool::new(false));
+            let parent = RefusingParent {
+                controls: controls.clone(),
+                accept: accept.clone(),
+            }
+            .start()
+            .recipient();
+            let said = Said::default();
+            let log = slog::Logger::root(slog::Drain::fuse(said.clone()), slog::o!());
+            let router = FakeRouter(RouterView::default()).start().recipient();
+            let settings = settings("kid", &[("mom", Relation::Parent)]);
+            let accounts = BTreeMap::from([(id("mom"), parent)]);
+            let clock = Clock::starting_at(START_MS);
+            let _kid = actix::Supervisor::start(move |_| {
+                RouteBroadcasterActor::new(settings, accounts, router, clock, 7).with_logger(log)
+            });
+            let started = tokio::time::Instant::now();
+            settle(20 * 60 * 1000).await;
+            let at: Vec<u64> = controls
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|t| u64::try_from((*t - started).as_millis()).unwrap())
+                .collect();
+            let gaps: Vec<u64> = at.windows(2).map(|w| w[1] - w[0]).collect();
+            assert_eq!(gaps, [30_000, 60_000, 120_000, 240_000, 480_000], "{at:?}");
+            let warnings = said.warnings();
+            assert_eq!(warnings.len(), 1, "{:?}", said.0.lock().unwrap());
+            let (message, pairs) = &warnings[0];
+            assert!(message.contains("refuses our route control"), "{message}");
+            let pair = |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.clone())
+            };
+            assert_eq!(pair("account").as_deref(), Some("mom"));
+            assert_eq!(pair("code").as_deref(), Some("F00"));
+            assert_eq!(
+                pair("message").as_deref(),
+                Some("cannot process route control messages from non-peers.")
+            );
+
+            // Accepted at the next try, 600 s after the last one (at 1530 s; 1200 s have
+            // passed): the backoff ends. The next request, at the hold-down expiry 45 s later
+            // (the parent sends no routes), is refused again: one more warning, then 30 s.
+            accept.store(true, Ordering::SeqCst);
+            settle(330_000 + 1_000).await;
+            assert_eq!(controls.lock().unwrap().len(), at.len() + 1);
+            let accepted_at = *controls.lock().unwrap().last().unwrap();
+            assert_eq!(accepted_at - started, Duration::from_secs(1530));
+            accept.store(false, Ordering::SeqCst);
+            settle(45_000 + 30_000).await;
+            let later: Vec<u64> = controls.lock().unwrap()[at.len()..]
+                .iter()
+                .map(|t| u64::try_from((*t - accepted_at).as_millis()).unwrap())
+                .collect();
+            assert_eq!(later, [0, 45_000, 75_000]);
+            assert_eq!(said.warnings().len(), 2);
+        });
     }
 }

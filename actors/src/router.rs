@@ -837,17 +837,6 @@ impl Handler<SendPing> for Router {
                 "the node's address is not known yet",
             );
         };
-        // Locally originated: no source account, so reflection cannot apply.
-        let to = match self.routes.next_hop("", msg.destination.as_str(), true) {
-            Ok(to) => to.clone(),
-            Err(e) => return fail(ErrorCode::F02_UNREACHABLE, &e.to_string()),
-        };
-        let Some(next) = self.accounts.get(&to) else {
-            return fail(
-                ErrorCode::F02_UNREACHABLE,
-                &format!("no route to next hop {to}"),
-            );
-        };
         let fulfillment: [u8; 32] = rand::random();
         let condition: [u8; 32] = Sha256::digest(fulfillment).into();
         let timeout_ms = u64::try_from(msg.timeout.as_millis()).unwrap_or(u64::MAX);
@@ -859,6 +848,57 @@ impl Handler<SendPing> for Router {
         let prepare = match ilp::echo::request(&msg.destination, &own, 0, expires_at, &condition) {
             Ok(p) => p,
             Err(e) => return fail(ErrorCode::T00_INTERNAL_ERROR, &e.to_string()),
+        };
+        if msg.destination == own {
+            // To ourselves: no account leads there, so the exchange an incoming echo request
+            // gets is done here, with the same steps: the request is answered with an echo
+            // response to its source (us), which is fulfilled from the ping's own entry.
+            let started = tokio::time::Instant::now();
+            self.pings.borrow_mut().insert(condition, fulfillment);
+            let answer = ilp::echo::requested_source(&prepare)
+                .map_err(|e| Reject::new(ErrorCode::F01_INVALID_PACKET, Some(&own), &e.to_string()))
+                .and_then(|source| {
+                    ilp::echo::answer_request(&prepare, &source, 0).map_err(|e| {
+                        Reject::new(ErrorCode::T00_INTERNAL_ERROR, Some(&own), &e.to_string())
+                    })
+                })
+                .and_then(|response| {
+                    let to = response.destination_str();
+                    match local::classify(to, Some(&own), response.data()) {
+                        LocalDestination::Echo if ilp::echo::is_response(&response) => {
+                            self.answer_ping(&response)
+                        }
+                        _ => Err(Reject::new(
+                            ErrorCode::F02_UNREACHABLE,
+                            Some(&own),
+                            &format!("echo response to {to} is not ours to answer"),
+                        )),
+                    }
+                })
+                .and_then(|fulfill| {
+                    let hash: [u8; 32] = Sha256::digest(fulfill.fulfillment()).into();
+                    (hash == condition).then_some(()).ok_or_else(|| {
+                        Reject::new(
+                            ErrorCode::F05_WRONG_CONDITION,
+                            Some(&own),
+                            "echo fulfillment does not match the ping's condition",
+                        )
+                    })
+                });
+            self.pings.borrow_mut().remove(&condition);
+            let rtt = started.elapsed();
+            return Box::pin(async move { answer.map(|()| rtt) });
+        }
+        // Locally originated: no source account, so reflection cannot apply.
+        let to = match self.routes.next_hop("", msg.destination.as_str(), true) {
+            Ok(to) => to.clone(),
+            Err(e) => return fail(ErrorCode::F02_UNREACHABLE, &e.to_string()),
+        };
+        let Some(next) = self.accounts.get(&to) else {
+            return fail(
+                ErrorCode::F02_UNREACHABLE,
+                &format!("no route to next hop {to}"),
+            );
         };
         self.pings.borrow_mut().insert(condition, fulfillment);
         let pings = self.pings.clone();

@@ -285,6 +285,15 @@ fn ping_between_two_nodes() {
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{pong}");
+        // Each node to its own address: a round trip that never leaves the node.
+        for (node, own) in [(&a, "test.a"), (&b, "test.a.b")] {
+            let (status, pong) = node
+                .call(Method::POST, "/ping", Some(json!({"destination": own})))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{own}: {pong}");
+            assert_eq!(pong["destination"], own);
+            assert!(pong["rtt_ms"].as_f64().unwrap() >= 0.0, "{pong}");
+        }
         // Nothing answers at an unknown address: the Reject comes back as a 502.
         let (status, refused) = a
             .call(

@@ -24,6 +24,11 @@ fn reference_config_is_accepted() {
     );
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(printed.contains("test.ilp-connector"), "{printed}");
+    assert!(
+        printed.ends_with('\n') && !printed.ends_with("\n\n"),
+        "not one newline at the end: {:?}",
+        &printed[printed.len().saturating_sub(40)..]
+    );
 }
 
 /// The reference configuration with every listener on an ephemeral port (tests never bind a
@@ -225,11 +230,11 @@ fn operator_commands_talk_to_the_admin_api() {
     }
     let operator = |args: &[&str], admin: &str| {
         let mut command = bin();
-        command
-            .args(args)
-            .arg("--config")
-            .arg(&config_path)
-            .args(["--admin", admin]);
+        command.args(args).arg("--config").arg(&config_path);
+        // `restore` works on the store, not through the admin API: it takes no --admin.
+        if args.first() != Some(&"restore") {
+            command.args(["--admin", admin]);
+        }
         let out = command.output().expect("binary runs");
         (
             out.status.code(),
@@ -262,6 +267,7 @@ fn operator_commands_talk_to_the_admin_api() {
     let routes = operator(&["routes"], &admin);
     let snapshot = operator(&["snapshot"], &admin);
     let ping = operator(&["ping", "test.ilp-connector.alice"], &admin);
+    let ping_self = operator(&["ping", "test.ilp-connector"], &admin);
     let snapshot_dir = snapshot.1.trim().to_owned();
     let restore_running = operator(&["restore", &snapshot_dir], &admin);
     let status = stop(&mut node);
@@ -286,6 +292,15 @@ fn operator_commands_talk_to_the_admin_api() {
     // alice has no transport in the reference configuration: her link is down (T01).
     assert_eq!(ping.0, Some(1), "{ping:?}");
     assert!(ping.2.contains("T01"), "{ping:?}");
+    // Our own address: a round trip, however the node's accounts are linked.
+    assert_eq!(ping_self.0, Some(0), "{ping_self:?}");
+    assert!(ping_self.1.contains("\"rtt_ms\""), "{ping_self:?}");
+    for out in [&balances, &routes, &snapshot, &ping_self] {
+        assert!(
+            out.1.ends_with('\n') && !out.1.ends_with("\n\n"),
+            "not one newline at the end: {out:?}"
+        );
+    }
     assert_eq!(restore_running.0, Some(1), "{restore_running:?}");
     assert!(
         restore_running.2.contains("is a node running on it?"),
@@ -295,4 +310,269 @@ fn operator_commands_talk_to_the_admin_api() {
     assert_eq!(after_stop.0, Some(1), "{after_stop:?}");
     assert!(after_stop.2.contains("not reachable"), "{after_stop:?}");
     assert_eq!(restore_stopped.0, Some(0), "{restore_stopped:?}");
+}
+
+/// Every command's `--help` (and `help COMMAND`) prints that command's usage on stdout and exits
+/// 0 without reading any file: run in an empty directory, with a `--config` that does not
+/// exist, and nothing appears in the directory.
+#[test]
+fn every_command_prints_its_usage_on_help_without_reading_files() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let commands = [
+        "run",
+        "check-config",
+        "ping",
+        "balances",
+        "routes",
+        "snapshot",
+        "restore",
+    ];
+    let run = |args: &[&str]| {
+        let out = bin()
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("ILP_ADMIN_TOKEN")
+            .output()
+            .expect("binary runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for command in commands {
+        let usage = format!("usage: ilp-connector {command}");
+        for args in [
+            vec![command, "--help"],
+            vec![command, "-h"],
+            vec!["help", command],
+            vec![command, "--help", "--config", "/nonexistent/ilp.toml"],
+            vec!["--config", "/nonexistent/ilp.toml", command, "-h"],
+        ] {
+            let (code, stdout, stderr) = run(&args);
+            assert_eq!(code, Some(0), "{args:?}: {stdout}{stderr}");
+            assert!(stdout.starts_with(&usage), "{args:?}: {stdout}");
+            assert!(
+                stdout.ends_with('\n') && !stdout.ends_with("\n\n"),
+                "{args:?}: {stdout:?}"
+            );
+            assert!(stderr.is_empty(), "{args:?}: {stderr}");
+        }
+    }
+    for args in [vec!["--help"], vec!["help"], vec!["-h"]] {
+        let (code, stdout, _) = run(&args);
+        assert_eq!(code, Some(0), "{args:?}");
+        assert!(
+            stdout.starts_with("usage: ilp-connector [COMMAND]"),
+            "{stdout}"
+        );
+        for command in commands {
+            assert!(stdout.contains(command), "{command} missing from {stdout}");
+        }
+    }
+    // A command without its operand, or one that does not exist: exit 2 with the usage.
+    let (code, _, stderr) = run(&["ping"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("ping needs an ILP address"), "{stderr}");
+    assert!(stderr.contains("usage: ilp-connector ping"), "{stderr}");
+    let (code, _, stderr) = run(&["frobnicate", "--help"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("unknown command"), "{stderr}");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("read temp dir")
+        .collect();
+    assert!(leftovers.is_empty(), "files appeared: {leftovers:?}");
+}
+
+/// A stand-in for a node's admin API on 127.0.0.1:0 that answers the operator commands'
+/// requests with fixed JSON, requires `Bearer <token>`, and records each request line. It
+/// serves until dropped (bounded: it stops by itself after 60 s).
+struct FakeAdmin {
+    url: String,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeAdmin {
+    fn start(token: &'static str) -> FakeAdmin {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        use std::time::{Duration, Instant};
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let url = format!("http://{}", listener.local_addr().expect("local addr"));
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (seen, stopped) = (requests.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let until = Instant::now() + Duration::from_secs(60);
+            while !stopped.load(Ordering::SeqCst) && Instant::now() < until {
+                let mut stream = match listener.accept() {
+                    Ok((stream, _)) => stream,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                };
+                let _ = stream.set_nonblocking(false);
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                // The head, then as much body as Content-Length says (bounded by the timeout).
+                let complete = |r: &[u8]| {
+                    let text = String::from_utf8_lossy(r);
+                    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                        return false;
+                    };
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            let (name, value) = l.split_once(':')?;
+                            name.eq_ignore_ascii_case("content-length")
+                                .then(|| value.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    body.len() >= length
+                };
+                while !complete(&request) {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&request).into_owned();
+                let line = text.lines().next().unwrap_or_default().to_owned();
+                seen.lock().expect("requests").push(line.clone());
+                let authorized = text
+                    .lines()
+                    .any(|l| l.eq_ignore_ascii_case(&format!("authorization: Bearer {token}")));
+                let (status, body) = if !authorized {
+                    (
+                        "401 Unauthorized",
+                        r#"{"error":"missing or wrong bearer token"}"#,
+                    )
+                } else if line.starts_with("GET /accounts ") {
+                    (
+                        "200 OK",
+                        r#"[{"id":"alice","relation":"child","asset_code":"USD","asset_scale":9,"link_up":true,"balance":-5,"pending_incoming":0,"pending_outgoing":0},{"id":"bob","relation":"peer","asset_code":"USD","asset_scale":9,"link_up":false,"balance":12,"pending_incoming":0,"pending_outgoing":3}]"#,
+                    )
+                } else if line.starts_with("GET /routes ") {
+                    (
+                        "200 OK",
+                        r#"[{"prefix":"","account":"bob","kind":"default"},{"prefix":"test.node.alice","account":"alice","kind":"child"}]"#,
+                    )
+                } else if line.starts_with("POST /ping ") {
+                    ("200 OK", r#"{"destination":"test.node","rtt_ms":0.02}"#)
+                } else if line.starts_with("POST /snapshot ") {
+                    ("200 OK", r#"{"path":"/data/snapshots/1"}"#)
+                } else {
+                    ("404 Not Found", r#"{"error":"no such endpoint"}"#)
+                };
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+        FakeAdmin {
+            url,
+            requests,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for FakeAdmin {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// `--admin URL` names the node without a configuration file: the operator commands run in an
+/// empty directory, with the token from `--token` or `ILP_ADMIN_TOKEN`; each output ends with
+/// exactly one newline (tables included). Without `--admin` the missing file is an error that
+/// points at `--admin`.
+#[test]
+fn admin_url_needs_no_configuration_file() {
+    let admin = FakeAdmin::start("op-token");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = |args: &[&str], env_token: Option<&str>| {
+        let mut command = bin();
+        command
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("ILP_ADMIN_TOKEN");
+        if let Some(token) = env_token {
+            command.env("ILP_ADMIN_TOKEN", token);
+        }
+        let out = command.output().expect("binary runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let url = admin.url.as_str();
+    let balances = run(&["balances", "--admin", url, "--token", "op-token"], None);
+    let routes = run(&["routes", "--admin", url], Some("op-token"));
+    let ping = run(
+        &["ping", "test.node", "--admin", url, "--token=op-token"],
+        None,
+    );
+    let snapshot = run(&["snapshot", "--admin", url], Some("op-token"));
+    let no_token = run(&["balances", "--admin", url], None);
+    let no_admin = run(&["balances"], Some("op-token"));
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("read temp dir")
+        .collect();
+    let requests = admin.requests.lock().expect("requests").clone();
+    drop(admin);
+
+    assert_eq!(balances.0, Some(0), "{balances:?}");
+    assert_eq!(
+        balances.1,
+        "account  relation  asset  balance  pending_in  pending_out  link\n\
+         alice    child     USD 9  -5       0           0            up\n\
+         bob      peer      USD 9  12       0           3            down\n"
+    );
+    assert_eq!(routes.0, Some(0), "{routes:?}");
+    assert_eq!(
+        routes.1,
+        "prefix           account  kind\n\
+         (default)        bob      default\n\
+         test.node.alice  alice    child\n"
+    );
+    assert_eq!(ping.0, Some(0), "{ping:?}");
+    assert_eq!(ping.1, "{\"destination\":\"test.node\",\"rtt_ms\":0.02}\n");
+    assert_eq!(snapshot.0, Some(0), "{snapshot:?}");
+    assert_eq!(snapshot.1, "/data/snapshots/1\n");
+    for out in [&balances, &routes, &ping, &snapshot] {
+        assert!(out.2.is_empty(), "{out:?}");
+    }
+    assert_eq!(no_token.0, Some(1), "{no_token:?}");
+    assert!(no_token.2.contains("401"), "{no_token:?}");
+    assert_eq!(no_admin.0, Some(2), "{no_admin:?}");
+    assert!(
+        no_admin.2.contains("cannot read config.toml"),
+        "{no_admin:?}"
+    );
+    assert!(no_admin.2.contains("--admin"), "{no_admin:?}");
+    assert!(leftovers.is_empty(), "files appeared: {leftovers:?}");
+    assert_eq!(
+        requests,
+        [
+            "GET /accounts HTTP/1.1",
+            "GET /routes HTTP/1.1",
+            "POST /ping HTTP/1.1",
+            "POST /snapshot HTTP/1.1",
+            "GET /accounts HTTP/1.1",
+        ]
+    );
 }

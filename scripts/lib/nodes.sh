@@ -23,14 +23,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# wait_line FILE PATTERN PID: waits (bounded, 30 s) for PATTERN in FILE while PID lives.
+# wait_line FILE PATTERN PID [LOG]: waits (bounded, 30 s) for PATTERN in FILE while PID lives;
+# on failure shows FILE and LOG.
 wait_line() {
   for _ in $(seq 1 600); do
     grep -qE "$2" "$1" 2>/dev/null && return 0
-    kill -0 "$3" 2>/dev/null || { cat "$1" >&2; return 1; }
+    kill -0 "$3" 2>/dev/null || { cat "$1" ${4:+"$4"} >&2; return 1; }
     sleep 0.05
   done
-  cat "$1" >&2
+  cat "$1" ${4:+"$4"} >&2
   return 1
 }
 
@@ -79,11 +80,13 @@ EOF
   balance_tail "$1"
 }
 
-# start_ours NAME: runs $WORK/NAME.toml, output in $WORK/NAME.log; sets PID_OUT and BTP_OUT.
+# start_ours NAME: runs $WORK/NAME.toml; sets PID_OUT and BTP_OUT. The node's stdout (the
+# lifecycle lines waited for here) goes to $WORK/NAME.out, its log (stderr) to $WORK/NAME.log:
+# apart, so no log line can land inside a lifecycle line.
 start_ours() {
-  "$BIN/ilp-connector" run --config "$WORK/$1.toml" >"$WORK/$1.log" 2>&1 &
+  "$BIN/ilp-connector" run --config "$WORK/$1.toml" >"$WORK/$1.out" 2>"$WORK/$1.log" &
   PID_OUT=$!
   PIDS+=("$PID_OUT")
-  wait_line "$WORK/$1.log" '^ilp-connector running' "$PID_OUT"
-  BTP_OUT=$(grep -m1 -oE '^BTP listening on ws://[^ ]+' "$WORK/$1.log" | sed 's/^BTP listening on //' || true)
+  wait_line "$WORK/$1.out" '^ilp-connector running' "$PID_OUT" "$WORK/$1.log"
+  BTP_OUT=$(grep -m1 -oE '^BTP listening on ws://[^ ]+' "$WORK/$1.out" | sed 's/^BTP listening on //' || true)
 }

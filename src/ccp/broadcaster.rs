@@ -206,13 +206,17 @@ impl<P: Clone + Ord> RouteBroadcaster<P> {
         receive_routes: bool,
         now: u64,
     ) -> Vec<CcpAction<P>> {
-        if let Some(state) = self.peers.get(&peer) {
+        if let Some(state) = self.peers.get_mut(&peer) {
             return state
                 .receiver
-                .as_ref()
-                .map(|r| CcpAction::SendRouteControl {
-                    peer: peer.clone(),
-                    request: r.route_control_request(),
+                .as_mut()
+                .map(|r| {
+                    // A new connection: whatever the peer refused before, it may accept now.
+                    r.reset_route_control_backoff();
+                    CcpAction::SendRouteControl {
+                        peer: peer.clone(),
+                        request: r.route_control_request(),
+                    }
                 })
                 .into_iter()
                 .collect();
@@ -367,6 +371,16 @@ impl<P: Clone + Ord> RouteBroadcaster<P> {
         if let Some(r) = self.peers.get_mut(peer).and_then(|p| p.receiver.as_mut()) {
             r.route_control_failed(now);
         }
+    }
+
+    /// `peer` refused our route control request: the next one waits longer
+    /// ([`CcpReceiver::route_control_refused`]). How many refusals in a row this makes; `None`
+    /// when we do not receive routes from `peer`.
+    pub fn route_control_refused(&mut self, peer: &P, now: u64) -> Option<u32> {
+        self.peers
+            .get_mut(peer)
+            .and_then(|p| p.receiver.as_mut())
+            .map(|r| r.route_control_refused(now))
     }
 
     /// Earliest time [`RouteBroadcaster::poll`] has work.

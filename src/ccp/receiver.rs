@@ -59,6 +59,10 @@ impl ImportFilter<'_> {
     }
 }
 
+/// Longest wait before a refused route control request is sent again, however many refusals
+/// came before it (unless the retry interval itself is longer).
+pub const MAX_ROUTE_CONTROL_BACKOFF_MS: u64 = 10 * 60 * 1000;
+
 #[derive(Debug, Clone)]
 pub struct CcpReceiver {
     routing_table_id: RoutingTableId,
@@ -67,6 +71,9 @@ pub struct CcpReceiver {
     hold_down_ms: u64,
     retry_interval_ms: u64,
     route_control_retry_at: Option<u64>,
+    /// Route control requests the peer refused in a row (a final Reject): each doubles the wait
+    /// before the next, and none is sent at expiry meanwhile.
+    refusals: u32,
     routes: BTreeMap<String, IncomingRoute>,
     max_routes: usize,
 }
@@ -82,6 +89,7 @@ impl CcpReceiver {
             hold_down_ms,
             retry_interval_ms,
             route_control_retry_at: None,
+            refusals: 0,
             routes: BTreeMap::new(),
             max_routes: DEFAULT_MAX_ROUTES_PER_PEER,
         }
@@ -130,10 +138,40 @@ impl CcpReceiver {
 
     pub fn route_control_acknowledged(&mut self) {
         self.route_control_retry_at = None;
+        self.refusals = 0;
     }
 
+    /// The request did not get through (the link is down, no answer in time): asked again
+    /// after the retry interval, and a refusal before it is forgotten, since the peer on the
+    /// other side of a new connection may answer otherwise.
     pub fn route_control_failed(&mut self, now: u64) {
         self.route_control_retry_at = Some(now.saturating_add(self.retry_interval_ms));
+        self.refusals = 0;
+    }
+
+    /// The peer refused the request (a final Reject, such as a JS connector's "non-peer" to
+    /// its child): it would refuse a repeat too, so the wait before the next one doubles with
+    /// each refusal in a row, from the retry interval up to [`MAX_ROUTE_CONTROL_BACKOFF_MS`].
+    /// Returns how many refusals in a row this one makes.
+    pub fn route_control_refused(&mut self, now: u64) -> u32 {
+        self.refusals = self.refusals.saturating_add(1);
+        let doubled = self
+            .retry_interval_ms
+            .saturating_mul(1u64 << (self.refusals - 1).min(32));
+        let wait = doubled.min(MAX_ROUTE_CONTROL_BACKOFF_MS.max(self.retry_interval_ms));
+        self.route_control_retry_at = Some(now.saturating_add(wait));
+        self.refusals
+    }
+
+    /// Route control requests refused in a row so far.
+    pub fn route_control_refusals(&self) -> u32 {
+        self.refusals
+    }
+
+    /// Forgets the refusals (the link came up again): the next refusal waits the retry
+    /// interval only.
+    pub fn reset_route_control_backoff(&mut self) {
+        self.refusals = 0;
     }
 
     /// When [`CcpReceiver::poll`] next has something to do.
@@ -217,27 +255,34 @@ impl CcpReceiver {
     }
 
     /// Expires the peer's routes when it has been silent past the hold-down time (then asks it
-    /// to resync from scratch), and retries a failed route control request when due.
+    /// to resync from scratch, unless it refuses our requests: then the backoff's retry asks),
+    /// and retries a failed or refused route control request when due.
     pub fn poll(&mut self, now: u64) -> ReceiverOutcome {
+        let mut changed_prefixes = Vec::new();
         if now >= self.expiry {
-            let changed = std::mem::take(&mut self.routes).into_keys().collect();
+            changed_prefixes = std::mem::take(&mut self.routes).into_keys().collect();
             self.routing_table_id = RoutingTableId::default();
             self.epoch = 0;
             self.expiry = now.saturating_add(self.hold_down_ms);
-            self.route_control_retry_at = None;
-            return ReceiverOutcome {
-                changed_prefixes: changed,
-                route_control: Some(self.route_control_request()),
-            };
+            if self.refusals == 0 {
+                self.route_control_retry_at = None;
+                return ReceiverOutcome {
+                    changed_prefixes,
+                    route_control: Some(self.route_control_request()),
+                };
+            }
         }
-        if self.route_control_retry_at.is_some_and(|t| now >= t) {
-            self.route_control_retry_at = None;
-            return ReceiverOutcome {
-                changed_prefixes: Vec::new(),
-                route_control: Some(self.route_control_request()),
-            };
+        let route_control = match self.route_control_retry_at {
+            Some(at) if now >= at => {
+                self.route_control_retry_at = None;
+                Some(self.route_control_request())
+            }
+            _ => None,
+        };
+        ReceiverOutcome {
+            changed_prefixes,
+            route_control,
         }
-        ReceiverOutcome::default()
     }
 }
 
@@ -587,5 +632,62 @@ mod tests {
         r.route_control_failed(32_000);
         r.route_control_acknowledged();
         assert_eq!(r.next_timeout(), 45_000);
+    }
+
+    /// The times at which `r` sends route control requests between `from` and `to`, each one
+    /// answered with `refused` (true: a refusal, false: an acknowledgement).
+    fn requests_sent(r: &mut CcpReceiver, from: u64, to: u64, refused: bool) -> Vec<u64> {
+        let mut sent = Vec::new();
+        let mut now = from;
+        while now <= to {
+            if r.poll(now).route_control.is_some() {
+                sent.push(now);
+                if refused {
+                    r.route_control_refused(now);
+                } else {
+                    r.route_control_acknowledged();
+                }
+            }
+            now = r.next_timeout().max(now + 1);
+        }
+        sent
+    }
+
+    #[test]
+    fn refused_route_control_backs_off_doubling_up_to_the_cap() {
+        let mut r = CcpReceiver::new(0, 45_000, 30_000);
+        assert_eq!(r.route_control_refused(0), 1);
+        // 30 s, then 60, 120, 240, 480, then the 600 s cap; the hold-down expiry (every 45 s)
+        // asks nothing meanwhile.
+        let sent = requests_sent(&mut r, 1, 3_000_000, true);
+        assert_eq!(
+            sent,
+            [30_000, 90_000, 210_000, 450_000, 930_000, 1_530_000, 2_130_000, 2_730_000]
+        );
+        assert_eq!(r.route_control_refusals(), 9);
+        // An acknowledgement ends it: the next refusal waits 30 s again.
+        r.route_control_acknowledged();
+        assert_eq!(r.route_control_refusals(), 0);
+        assert_eq!(r.route_control_refused(3_000_000), 1);
+        assert_eq!(
+            requests_sent(&mut r, 3_000_001, 3_030_000, true),
+            [3_030_000]
+        );
+        assert_eq!(r.route_control_refusals(), 2);
+        // So does a failure to get through (the link went down), and a reset.
+        r.route_control_failed(3_100_000);
+        assert_eq!(r.route_control_refusals(), 0);
+        assert_eq!(r.route_control_refused(3_200_000), 1);
+        r.reset_route_control_backoff();
+        assert_eq!(r.route_control_refusals(), 0);
+    }
+
+    #[test]
+    fn without_refusals_silence_asks_at_every_expiry() {
+        let mut r = CcpReceiver::new(0, 45_000, 30_000);
+        assert_eq!(
+            requests_sent(&mut r, 1, 200_000, false),
+            [45_000, 90_000, 135_000, 180_000]
+        );
     }
 }

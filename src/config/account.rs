@@ -406,7 +406,8 @@ pub struct AccountConfig {
     #[serde(default)]
     pub ilp_address_segment: Option<String>,
     pub link: LinkConfig,
-    /// Absent: no balance is kept and the account can spend without limit.
+    /// Limits of the account's balance. Absent: the balance is kept all the same (durable,
+    /// shown by the admin API), with no limit on either side and no settlement.
     #[serde(default)]
     pub balance: Option<BalanceConfig>,
     /// Largest incoming Prepare amount (F08 above it); absent: unlimited.
@@ -450,9 +451,11 @@ impl AccountConfig {
             .then(|| self.ilp_address_segment.as_deref().unwrap_or(id))
     }
 
-    /// Balance limits, or `None` when the account keeps no balance.
-    pub fn balance_limits(&self) -> Option<BalanceLimits> {
-        self.balance.as_ref().map(BalanceConfig::limits)
+    /// Balance limits; none at all (and no settlement) without a `[balance]` table.
+    pub fn balance_limits(&self) -> BalanceLimits {
+        self.balance
+            .as_ref()
+            .map_or_else(BalanceLimits::default, BalanceConfig::limits)
     }
 
     /// The HTTP path an `http` account's peer POSTs to: `incoming_path`, or

@@ -75,7 +75,7 @@ fn reference_config_validates_with_expected_values() {
             auth_token: SecretString::new("alice-secret-token"),
         }
     );
-    let limits = alice.balance_limits().unwrap();
+    let limits = alice.balance_limits();
     assert_eq!(limits.minimum, Some(-1_000_000_000));
     assert_eq!(limits.maximum, Some(10_000_000_000));
     assert_eq!(limits.settle_threshold, None);

@@ -62,6 +62,18 @@ impl AdminTarget {
         }
     }
 
+    /// From what the operator gave (`url`, `token`), the rest from `config` when there is one:
+    /// an operator command needs no configuration file when it names the node's admin API.
+    /// Without `url` and `config` the address is `[listeners.admin]`'s default.
+    pub fn resolve(config: Option<&Config>, url: Option<&str>, token: Option<String>) -> Self {
+        let default = Config::default();
+        let mut target = AdminTarget::from_config(config.unwrap_or(&default), url);
+        if token.is_some() {
+            target.token = token;
+        }
+        target
+    }
+
     /// One request; the JSON answer of a 2xx, else the API's error message.
     pub async fn call(
         &self,

@@ -217,3 +217,61 @@ fn reload_without_a_link_for_an_added_account_changes_nothing() {
         );
     });
 }
+
+/// An account without `[accounts.<id>.balance]` keeps a balance all the same, durable and
+/// visible, with no limit on either side; one added by a reload too.
+#[test]
+fn accounts_without_a_balance_table_keep_a_balance_with_no_limits() {
+    run(async {
+        let clock = Clock::starting_at(START_MS);
+        let store = Arc::new(MemoryStore::new());
+        let plain = |id: &str| {
+            format!("[accounts.{id}]\nrelation = \"child\"\nlink = {{ type = \"memory\" }}\n")
+        };
+        let v1 = config(&format!("{}{}", plain("payer"), plain("payee")), "");
+        assert!(v1.accounts.values().all(|a| a.balance.is_none()));
+        let (payer_link, payer, _) = far_end();
+        let (payee_link, _payee, _) = far_end();
+        let mut node = Node::start(
+            &v1,
+            NodeOptions {
+                clock,
+                store: store.clone(),
+                seed: 3,
+                links: BTreeMap::from([
+                    (AccountId::from("payer"), payer_link),
+                    (AccountId::from("payee"), payee_link),
+                ]),
+                metrics: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(pay(&payer, "test.node.payee", 500, 1).await, Ok(()));
+        // Far past any limit a [balance] table would set: no limit applies.
+        let big = 4_000_000_000_000_000_000;
+        assert_eq!(pay(&payer, "test.node.payee", big, 2).await, Ok(()));
+        let moved = i64::try_from(big + 500).unwrap();
+        assert_eq!(balance(&node, "payer").await, Some(moved));
+        assert_eq!(balance(&node, "payee").await, Some(-moved));
+        let stored = store.load_balances().unwrap();
+        assert_eq!(stored.get("payer"), Some(&moved));
+        assert_eq!(stored.get("payee"), Some(&-moved));
+
+        let v2 = config(
+            &format!("{}{}{}", plain("payer"), plain("payee"), plain("carol")),
+            "",
+        );
+        let changes = ConfigChanges::between(&v1, &v2);
+        let (carol_link, _carol, _) = far_end();
+        node.reload(
+            &v2,
+            &changes,
+            BTreeMap::from([(AccountId::from("carol"), carol_link)]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(balance(&node, "carol").await, Some(0));
+        assert_eq!(pay(&payer, "test.node.carol", 7, 3).await, Ok(()));
+        assert_eq!(balance(&node, "carol").await, Some(-7));
+    });
+}

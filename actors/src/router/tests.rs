@@ -1210,6 +1210,39 @@ fn ping_sends_a_zero_amount_echo_request_and_checks_the_answer() {
     });
 }
 
+/// A ping to our own address is the echo exchange done in place: answered with a round-trip
+/// time, no packet sent to any account, nothing reserved; the ping's entry is gone afterwards.
+#[test]
+fn ping_to_our_own_address_is_a_round_trip() {
+    run(async {
+        let h = Setup::new().start();
+        let answer = h
+            .router
+            .send(SendPing {
+                destination: addr("test.node"),
+                timeout: Duration::from_secs(5),
+            })
+            .await
+            .unwrap();
+        let rtt = answer.expect("a ping to ourselves is answered");
+        assert!(rtt < Duration::from_secs(5), "{rtt:?}");
+        for account in ["alice", "bob", "carl", "parent"] {
+            assert!(h.seen(account).is_empty(), "{account} was sent a packet");
+        }
+        assert!(h.reserves.lock().unwrap().is_empty());
+        // Twice in a row: the first ping left nothing behind that the second could trip on.
+        let again = h
+            .router
+            .send(SendPing {
+                destination: addr("test.node"),
+                timeout: Duration::from_secs(5),
+            })
+            .await
+            .unwrap();
+        assert!(again.is_ok(), "{again:?}");
+    });
+}
+
 #[test]
 fn ping_needs_our_address() {
     run(async {
