@@ -1,4 +1,5 @@
-//! The BalanceKeeper actor: one balance per account that has `[accounts.<id>.balance]` limits.
+//! The BalanceKeeper actor: one balance per account (limits from `[accounts.<id>.balance]`, none
+//! when it is absent).
 //! It reserves a forwarded packet's effect on both accounts at once (T04 at a limit), commits it
 //! durably on a Fulfill before answering (so the Fulfill is relayed only once its balance effect
 //! is in the store), releases it on a Reject, applies settlements exactly once per id, and tells
@@ -196,8 +197,8 @@ const MIN_PRUNE_AT: usize = 64;
 pub const RECORD_GC_PERIOD: Duration = Duration::from_secs(10);
 
 impl BalanceKeeper {
-    /// `accounts`: the balance limits of every account that keeps a balance (others pass
-    /// untracked, as an account without `[accounts.<id>.balance]` spends without limit).
+    /// `accounts`: the balance limits of every account that keeps a balance (the node passes
+    /// every configured account; an account missing here passes untracked).
     /// `settlement`: where to report balances that fell below their settle threshold.
     pub fn new(
         accounts: BTreeMap<AccountId, BalanceLimits>,
