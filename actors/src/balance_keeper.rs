@@ -20,13 +20,14 @@ use crate::messages::{
     SettlementDirection,
 };
 use crate::replay;
-use crate::store::{Store, StoreError, StoreOp};
+use crate::store::{read_off_thread, Store, StoreError, StoreOp};
 use crate::supervise::Backoff;
 use actix::prelude::*;
 use futures::future::{self, BoxFuture, FutureExt, Shared};
 use ilp::policy::balance::{Balance, BalanceError, BalanceLimits};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -243,8 +244,13 @@ impl BalanceKeeper {
     }
 
     /// Reloads committed balances from the store; volatile state starts empty.
-    fn reload(&mut self, ctx: &mut Context<Self>) {
-        let stored = match self.store.load_balances() {
+    /// Starts from the committed balances `loaded` (read off the actor thread).
+    fn reload(
+        &mut self,
+        loaded: Result<BTreeMap<String, i64>, StoreError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let stored = match loaded {
             Ok(stored) => stored,
             Err(_) => {
                 // Serving from unknown balances would break limits; fail and retry after backoff.
@@ -517,17 +523,20 @@ impl Actor for BalanceKeeper {
         ctx.set_mailbox_capacity(crate::supervise::PACKET_PATH_MAILBOX);
         self.me = Some(Arc::new(ctx.address()));
         let delay = self.backoff.delay();
-        // Commits issued before a restart must land before the balances are read back.
+        // Commits issued before a restart must land before the balances are read back; no
+        // message is handled until they are.
         let in_flight: Vec<Commit> = std::mem::take(&mut self.commits);
+        let store = self.store.clone();
         ctx.wait(
             async move {
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
                 future::join_all(in_flight).await;
+                read_off_thread(store, |s| s.load_balances()).await
             }
             .into_actor(self)
-            .map(|(), act, ctx| act.reload(ctx)),
+            .map(|loaded, act, ctx| act.reload(loaded, ctx)),
         );
         if self.record_gc.is_some() {
             self.collect_records(ctx);
@@ -605,24 +614,44 @@ impl Handler<GetBalance> for BalanceKeeper {
 }
 
 impl Handler<ApplySettlement> for BalanceKeeper {
-    type Result = ResponseFuture<Result<bool, StoreError>>;
+    type Result = AtomicResponse<Self, Result<bool, StoreError>>;
 
+    /// The settlement's record is read off the actor thread; the keeper handles no other
+    /// message meanwhile, so two copies of one id can never both find it absent.
     fn handle(&mut self, msg: ApplySettlement, _ctx: &mut Self::Context) -> Self::Result {
         self.settlements.retain(|_, c| c.peek().is_none());
         if let Some(first) = self.settlements.get(&msg.settlement_id) {
             // A repeat while the first is being written: answer once it is durable.
             let first = first.clone();
-            return Box::pin(async move { first.await.map(|()| false) });
+            return AtomicResponse::new(Box::pin(
+                async move { first.await.map(|()| false) }.into_actor(self),
+            ));
         }
         if let Err(e) = self.refuse_if_poisoned() {
-            return Box::pin(future::ready(Err(e)));
+            return AtomicResponse::new(Box::pin(fut::ready(Err(e))));
         }
         let key = ilp::settle::record_key(&msg.settlement_id);
-        match self.store.get_record(&key) {
-            Err(e) => return Box::pin(future::ready(Err(e))),
-            Ok(Some(_)) => return Box::pin(future::ready(Ok(false))),
-            Ok(None) => {}
-        }
+        let read_key = key.clone();
+        let read = read_off_thread(self.store.clone(), move |s| s.get_record(&read_key));
+        AtomicResponse::new(Box::pin(read.into_actor(self).then(
+            move |found, act, _ctx| -> Pin<Box<dyn ActorFuture<Self, Output = _>>> {
+                match found {
+                    Err(e) => Box::pin(fut::ready(Err(e))),
+                    Ok(Some(_)) => Box::pin(fut::ready(Ok(false))),
+                    Ok(None) => Box::pin(act.apply_settlement(msg, key).into_actor(act)),
+                }
+            },
+        )))
+    }
+}
+
+impl BalanceKeeper {
+    /// Books a settlement whose id has no record yet, with its record, durably.
+    fn apply_settlement(
+        &mut self,
+        msg: ApplySettlement,
+        key: Vec<u8>,
+    ) -> BoxFuture<'static, Result<bool, StoreError>> {
         let mut value = Vec::with_capacity(9);
         value.push(match msg.direction {
             SettlementDirection::Sent => b'S',
@@ -673,27 +702,37 @@ impl Handler<ApplySettlement> for BalanceKeeper {
 pub struct UpdateLimits(pub BTreeMap<AccountId, BalanceLimits>);
 
 impl Handler<UpdateLimits> for BalanceKeeper {
-    type Result = Result<(), StoreError>;
+    type Result = AtomicResponse<Self, Result<(), StoreError>>;
 
+    /// The committed balances of accounts new to the keeper are read off the actor thread;
+    /// no packet is handled meanwhile, so none sees such an account before its balance.
     fn handle(&mut self, msg: UpdateLimits, _ctx: &mut Self::Context) -> Self::Result {
         let new_accounts = msg.0.keys().any(|id| !self.accounts.contains_key(id));
-        let stored = if new_accounts {
-            self.store.load_balances()?
-        } else {
-            BTreeMap::new()
-        };
-        self.accounts.retain(|id, _| msg.0.contains_key(id));
-        for (id, limits) in msg.0 {
-            match self.accounts.get_mut(&id) {
-                Some(acc) => acc.limits = limits,
-                None => {
-                    let mut acc = Account::new(limits);
-                    acc.committed = stored.get(&*id).copied().unwrap_or(0);
-                    self.accounts.insert(id, acc);
-                }
+        let store = self.store.clone();
+        let read = async move {
+            if new_accounts {
+                read_off_thread(store, |s| s.load_balances()).await
+            } else {
+                Ok(BTreeMap::new())
             }
-        }
-        Ok(())
+        };
+        AtomicResponse::new(Box::pin(read.into_actor(self).map(
+            move |stored, act, _ctx| {
+                let stored = stored?;
+                act.accounts.retain(|id, _| msg.0.contains_key(id));
+                for (id, limits) in msg.0 {
+                    match act.accounts.get_mut(&id) {
+                        Some(acc) => acc.limits = limits,
+                        None => {
+                            let mut acc = Account::new(limits);
+                            acc.committed = stored.get(&*id).copied().unwrap_or(0);
+                            act.accounts.insert(id, acc);
+                        }
+                    }
+                }
+                Ok(())
+            },
+        )))
     }
 }
 
@@ -756,6 +795,8 @@ pub(crate) mod tests {
         fail: Arc<AtomicBool>,
         gates: Arc<Mutex<VecDeque<oneshot::Sender<()>>>>,
         batches: Arc<Mutex<Vec<Vec<StoreOp>>>>,
+        /// The thread of every read, in order.
+        reads: Arc<Mutex<Vec<std::thread::ThreadId>>>,
     }
 
     impl FakeStore {
@@ -787,9 +828,11 @@ pub(crate) mod tests {
 
     impl Store for FakeStore {
         fn load_balances(&self) -> Result<BTreeMap<String, i64>, StoreError> {
+            self.reads.lock().unwrap().push(std::thread::current().id());
             self.inner.load_balances()
         }
         fn get_record(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.reads.lock().unwrap().push(std::thread::current().id());
             self.inner.get_record(key)
         }
         fn scan_records(
@@ -904,6 +947,39 @@ pub(crate) mod tests {
     /// Lets queued messages (do_send) be processed.
     async fn settle_down() {
         tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    #[test]
+    fn store_reads_run_off_the_actor_thread() {
+        run(async {
+            let store = FakeStore::default();
+            let k = start(&store, &[("a", limits(None, None, None, 0))], None);
+            // Start-up reload.
+            balance(&k, "a").await;
+            // A settlement's record check.
+            let applied = k
+                .send(settle(1, "a", 5, SettlementDirection::Received))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(applied);
+            // A reload that adds an account.
+            k.send(UpdateLimits(BTreeMap::from([
+                (acc("a"), limits(None, None, None, 0)),
+                (acc("b"), limits(None, None, None, 0)),
+            ])))
+            .await
+            .unwrap()
+            .unwrap();
+            let actor_thread = std::thread::current().id();
+            let reads = store.reads.lock().unwrap().clone();
+            assert_eq!(reads.len(), 3, "{reads:?}");
+            assert!(
+                reads.iter().all(|t| *t != actor_thread),
+                "a store read ran on the actor thread"
+            );
+            assert_eq!(balance(&k, "a").await.balance, -5);
+        });
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod rocks;
 use futures::future::BoxFuture;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use thiserror::Error;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -51,6 +52,17 @@ pub enum StoreOp {
 
 /// A record's key and value.
 pub type Record = (Vec<u8>, Vec<u8>);
+
+/// Runs `read` on tokio's blocking pool, so a disk read never holds up the actor thread (which
+/// carries every socket by default) while it waits for the disk.
+pub async fn read_off_thread<T: Send + 'static>(
+    store: Arc<dyn Store>,
+    read: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(move || read(store.as_ref()))
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Io(format!("a store read failed: {e}"))))
+}
 
 /// Persistent state of a node. Implementations are shared between actors (`Arc<dyn Store>`).
 pub trait Store: Send + Sync + 'static {
