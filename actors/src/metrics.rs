@@ -160,6 +160,10 @@ pub struct Metrics {
     pending_outgoing: Family<AccountLabel, Gauge>,
     link_up: Family<AccountLabel, Gauge>,
     busy_refusals: Family<AccountLabel, Counter>,
+    payments_remembered: Gauge,
+    payments_memory: Gauge,
+    /// The Router's memory of paid Prepares, read into the two gauges above by `encode`.
+    payments: Mutex<Option<crate::payments::Payments>>,
     uptime: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Links whose state `encode` reads into `link_up`.
     links: Mutex<Vec<(AccountId, Arc<dyn Link>)>>,
@@ -230,6 +234,18 @@ impl Metrics {
             "BTP/2.0-I requests refused T03 because the account's memory of requests was full of requests in progress",
             busy_refusals.clone(),
         );
+        let payments_remembered = Gauge::default();
+        registry.register(
+            "paid_prepares_remembered",
+            "Paid Prepares whose Fulfill is kept until they expire, to answer identical copies",
+            payments_remembered.clone(),
+        );
+        let payments_memory = Gauge::default();
+        registry.register(
+            "paid_prepares_memory_bytes",
+            "Approximate heap bytes of the memory of paid Prepares",
+            payments_memory.clone(),
+        );
         let uptime = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "uptime_seconds",
@@ -246,6 +262,9 @@ impl Metrics {
             pending_outgoing,
             link_up,
             busy_refusals,
+            payments_remembered,
+            payments_memory,
+            payments: Mutex::new(None),
             uptime,
             links: Mutex::new(Vec::new()),
             totals: Arc::default(),
@@ -311,6 +330,12 @@ impl Metrics {
         links.retain(|(watched, _)| &**watched != id);
     }
 
+    /// `encode` reports the size of `payments` (the Router's memory of paid Prepares).
+    pub fn watch_payments(&self, payments: crate::payments::Payments) {
+        let mut slot = self.payments.lock().unwrap_or_else(|p| p.into_inner());
+        *slot = Some(payments);
+    }
+
     /// Sets account `id`'s balance gauges (the admin API reads the BalanceKeeper per scrape).
     pub fn set_balance(&self, id: &AccountId, snapshot: &BalanceSnapshot) {
         let label = AccountLabel {
@@ -367,6 +392,17 @@ impl Metrics {
                     counter.inc_by(refused.saturating_sub(counter.get()));
                 }
             }
+        }
+        let payments = self
+            .payments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(crate::payments::Payments::stats);
+        if let Some(stats) = payments {
+            let clamp = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+            self.payments_remembered.set(clamp(stats.paid));
+            self.payments_memory.set(clamp(stats.paid_bytes));
         }
         self.uptime.set(self.started.elapsed().as_secs_f64());
         let mut out = String::new();
@@ -568,5 +604,32 @@ mod tests {
             line(&metrics.encode(), "ilp_btp_busy_refusals_total{"),
             Some(r#"ilp_btp_busy_refusals_total{account="bob"} 5"#)
         );
+    }
+
+    #[test]
+    fn the_memory_of_paid_prepares_is_reported() {
+        let metrics = Metrics::new();
+        let payments = crate::payments::Payments::incoming();
+        metrics.watch_payments(payments.clone());
+        let text = metrics.encode();
+        assert_eq!(
+            line(&text, "ilp_paid_prepares_remembered "),
+            Some("ilp_paid_prepares_remembered 0")
+        );
+        let expires = ilp::packet::Timestamp::from_unix_millis(9_000);
+        let Ok(fulfill) = fulfill() else {
+            panic!("a Fulfill");
+        };
+        payments.remember_paid(&AccountId::from("bob"), &[1; 32], expires, &fulfill);
+        let text = metrics.encode();
+        assert_eq!(
+            line(&text, "ilp_paid_prepares_remembered "),
+            Some("ilp_paid_prepares_remembered 1")
+        );
+        let bytes: u64 = line(&text, "ilp_paid_prepares_memory_bytes ")
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        assert!(bytes >= fulfill.as_bytes().len() as u64, "{bytes}");
     }
 }

@@ -140,6 +140,9 @@ impl Node {
         // Paid packets whose Fulfill a crash may have kept from their sender.
         let payments = Payments::incoming();
         crate::replay::load_paid(store.as_ref(), clock.now(), &payments)?;
+        if let Some(metrics) = &metrics {
+            metrics.watch_payments(payments.clone());
+        }
         let gate = PacketGate::new();
         let router_gate = gate.clone();
         let mut rng = SmallRng::seed_from_u64(seed);

@@ -579,6 +579,18 @@ async fn node_with_silent_peer() -> (TestNode, mpsc::UnboundedReceiver<Seen>) {
 async fn node_with_silent_peer_holding(
     max_pending: usize,
 ) -> (TestNode, mpsc::UnboundedReceiver<Seen>) {
+    // No repeats of unanswered Prepares within these tests: each request seen is a new one.
+    node_with_silent_peer_options(HttpLinkOptions {
+        max_pending_callbacks: max_pending,
+        async_repeat_interval: Duration::from_secs(3600),
+        ..HttpLinkOptions::default()
+    })
+    .await
+}
+
+async fn node_with_silent_peer_options(
+    options: HttpLinkOptions,
+) -> (TestNode, mpsc::UnboundedReceiver<Seen>) {
     let (peer_l, peer_addr) = listener().await;
     let prepares = scripted_server(peer_l, vec![], StatusCode::ACCEPTED);
     let (la, addr_a) = listener().await;
@@ -592,11 +604,42 @@ async fn node_with_silent_peer_holding(
         peer_url: &peer_url,
         tls: None,
     });
-    let options = HttpLinkOptions {
-        max_pending_callbacks: max_pending,
-        ..HttpLinkOptions::default()
-    };
     (TestNode::start_with(&config, "b", la, options), prepares)
+}
+
+#[test]
+fn an_accepted_prepare_without_a_callback_is_posted_again_with_the_same_request_id() {
+    run(|| async {
+        let (a, mut prepares) = node_with_silent_peer_options(HttpLinkOptions {
+            async_repeat_interval: Duration::from_millis(100),
+            ..HttpLinkOptions::default()
+        })
+        .await;
+        let paying = tokio::spawn({
+            let wallet = a.wallet.clone();
+            async move {
+                wallet
+                    .send_prepare(payment("test.b.x", 10, 3_000, 21))
+                    .await
+            }
+        });
+        let first = next(&mut prepares).await;
+        let repeat = next(&mut prepares).await;
+        assert_eq!(
+            header(&first, "request-id"),
+            header(&repeat, "request-id"),
+            "a repeat carries the same Request-Id"
+        );
+        assert_eq!(
+            header(&first, "callback-url"),
+            header(&repeat, "callback-url")
+        );
+        assert_eq!(first.body, repeat.body, "and the same Prepare");
+        // Nobody calls back: at its expiry the Prepare is rejected, and nothing was booked.
+        let answer = timeout(WAIT, paying).await.unwrap().unwrap().unwrap();
+        rejected(answer, ErrorCode::R00_TRANSFER_TIMED_OUT);
+        assert_eq!(a.balance("b").await, 0);
+    });
 }
 
 fn fulfill_bytes(seed: u8) -> Bytes {

@@ -80,11 +80,12 @@ EOF
   balance_tail "$1"
 }
 
-# start_ours NAME: runs $WORK/NAME.toml; sets PID_OUT and BTP_OUT. The node's stdout (the
+# start_ours NAME: runs $WORK/NAME.toml (with $CONNECTOR, default this tree's release binary);
+# sets PID_OUT and BTP_OUT. The node's stdout (the
 # lifecycle lines waited for here) goes to $WORK/NAME.out, its log (stderr) to $WORK/NAME.log:
 # apart, so no log line can land inside a lifecycle line.
 start_ours() {
-  "$BIN/ilp-connector" run --config "$WORK/$1.toml" >"$WORK/$1.out" 2>"$WORK/$1.log" &
+  "${CONNECTOR:-$BIN/ilp-connector}" run --config "$WORK/$1.toml" >"$WORK/$1.out" 2>"$WORK/$1.log" &
   PID_OUT=$!
   PIDS+=("$PID_OUT")
   wait_line "$WORK/$1.out" '^ilp-connector running' "$PID_OUT" "$WORK/$1.log"

@@ -36,7 +36,11 @@ impl Connector {
     }
 
     fn try_start(config_path: &Path, log: &Path) -> Result<Connector, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ilp-connector"))
+        // `ILP_TEST_CONNECTOR` runs another build instead (e.g. an earlier commit's, to show
+        // that a test fails there).
+        let binary = std::env::var("ILP_TEST_CONNECTOR")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_ilp-connector").to_owned());
+        let mut child = Command::new(binary)
             .args(["run", "--config"])
             .arg(config_path)
             .stdout(Stdio::piped())

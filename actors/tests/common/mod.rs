@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used)] // test harness: helpers unwrap what a correct run never fails
 
+pub mod clients;
 pub mod connector;
 
 use actix::prelude::*;

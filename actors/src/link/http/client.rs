@@ -91,6 +91,11 @@ pub struct HttpLinkOptions {
     pub retry_after_connect_failure: Duration,
     /// Longest a TCP connect may take before it counts as a connect failure.
     pub connect_timeout: Duration,
+    /// Async mode: an accepted Prepare whose callback has not come after this long is POSTed
+    /// again (same Request-Id, same bytes), and again after each such pause, until the callback
+    /// comes or the Prepare expires: the peer may have lost it (a crash) or its callback may
+    /// have failed, and a repeat is answered from the peer's memory, never paid twice.
+    pub async_repeat_interval: Duration,
 }
 
 impl Default for HttpLinkOptions {
@@ -103,6 +108,7 @@ impl Default for HttpLinkOptions {
             http2_prior_knowledge: false,
             retry_after_connect_failure: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(5),
+            async_repeat_interval: Duration::from_secs(1),
         }
     }
 }
@@ -116,6 +122,7 @@ struct Inner {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     clock: Clock,
     retry_after_connect_failure: Duration,
+    async_repeat_interval: Duration,
     /// Stamps the Rejects this link makes up; the node's address when set.
     node_address: RwLock<Option<NodeAddress>>,
     /// This end's PeerAccount, where the server delivers the peer's Prepares.
@@ -256,6 +263,7 @@ impl HttpLink {
                 client,
                 clock,
                 retry_after_connect_failure: options.retry_after_connect_failure,
+                async_repeat_interval: options.async_repeat_interval,
                 node_address: RwLock::new(None),
                 local: RwLock::new(None),
                 down_until: Mutex::new(None),
@@ -382,15 +390,10 @@ impl Inner {
     async fn send(self: Arc<Self>, prepare: Prepare) -> Result<PacketResult, LinkError> {
         let expires = self.clock.instant_at(prepare.expires_at());
         let deadline = expires + EXPIRY_GRACE;
-        let mut request = Request::post(self.outgoing_uri.clone())
-            .header(CONTENT_TYPE, OCTET_STREAM)
-            .header(ACCEPT, OCTET_STREAM);
-        if let Some(auth) = &self.outgoing_auth {
-            request = request.header(AUTHORIZATION, auth.clone());
-        }
-        // Async mode: registered before the POST, since the callback may beat the 202.
         let mut waiting = None;
-        if let Some((callback, _)) = &self.callback {
+        // Async mode: registered before the POST, since the callback may beat the 202.
+        let mut request_id = None;
+        if self.callback.is_some() {
             let id = new_request_id();
             let receiver = match lock(&self.pending).insert(id.clone(), expires, Instant::now()) {
                 Ok(r) => r,
@@ -401,24 +404,57 @@ impl Inner {
                     )))
                 }
             };
-            request = request
-                .header(CALLBACK_URL, callback.clone())
-                .header(REQUEST_ID, id.as_str());
+            request_id = Some(id.clone());
             waiting = Some((receiver, Forget { inner: &self, id }));
         }
-        let request = request
-            .body(Full::new(prepare.as_bytes().clone()))
-            .map_err(|e| LinkError::Protocol(format!("cannot build the request: {e}")))?;
+        let build = || {
+            let mut request = Request::post(self.outgoing_uri.clone())
+                .header(CONTENT_TYPE, OCTET_STREAM)
+                .header(ACCEPT, OCTET_STREAM);
+            if let Some(auth) = &self.outgoing_auth {
+                request = request.header(AUTHORIZATION, auth.clone());
+            }
+            if let (Some((callback, _)), Some(id)) = (&self.callback, &request_id) {
+                request = request
+                    .header(CALLBACK_URL, callback.clone())
+                    .header(REQUEST_ID, id.as_str());
+            }
+            request
+                .body(Full::new(prepare.as_bytes().clone()))
+                .map_err(|e| LinkError::Protocol(format!("cannot build the request: {e}")))
+        };
         let flow = async {
-            let accepted = waiting.is_some();
-            match self.exchange(request, accepted).await? {
-                Exchanged::Answer(answer) => Ok(answer),
-                Exchanged::Accepted => match waiting.take() {
-                    Some((receiver, _forget)) => receiver.await.map_err(|_| {
-                        LinkError::Protocol("the callback table dropped the request".into())
-                    }),
-                    None => Err(LinkError::Protocol("unexpected 202 Accepted".into())),
-                },
+            let Some((mut receiver, _forget)) = waiting.take() else {
+                return match self.exchange(build()?, false).await? {
+                    Exchanged::Answer(answer) => Ok(answer),
+                    Exchanged::Accepted | Exchanged::Lost => {
+                        Err(LinkError::Protocol("unexpected 202 Accepted".into()))
+                    }
+                };
+            };
+            // Async: POSTed until the callback comes. The first POST decides whether the peer
+            // may have the Prepare at all; after that, repeats only help it answer.
+            let mut delivered = false;
+            loop {
+                match self.exchange(build()?, true).await {
+                    Ok(Exchanged::Accepted) => delivered = true,
+                    // A packet in the response is an answer, whenever it comes.
+                    Ok(Exchanged::Answer(Ok(fulfill))) => return Ok(Ok(fulfill)),
+                    Ok(Exchanged::Answer(Err(reject))) if !delivered => return Ok(Err(reject)),
+                    Err(e) if !delivered => return Err(e),
+                    Ok(Exchanged::Lost) => delivered = true,
+                    // A repeat refused or failed: the first may still be answered.
+                    Ok(Exchanged::Answer(Err(_))) | Err(_) => {}
+                }
+                let repeat = tokio::time::sleep(self.async_repeat_interval);
+                tokio::select! {
+                    answer = &mut receiver => {
+                        return answer.map_err(|_| {
+                            LinkError::Protocol("the callback table dropped the request".into())
+                        });
+                    }
+                    () = repeat => {}
+                }
             }
         };
         match tokio::time::timeout_at(deadline, flow).await {
@@ -491,10 +527,14 @@ impl Inner {
                 return Err(LinkError::Down);
             }
             Err(e) => {
-                return Ok(Exchanged::Answer(Err(self.reject(
+                let reject = self.reject(
                     ErrorCode::T00_INTERNAL_ERROR,
                     &format!("HTTP request to the peer failed: {}", error_chain(&e)),
-                ))));
+                );
+                if callback_expected {
+                    return Ok(Exchanged::Lost);
+                }
+                return Ok(Exchanged::Answer(Err(reject)));
             }
         };
         self.set_down_until(None);
@@ -548,6 +588,9 @@ enum Exchanged {
     Answer(PacketResult),
     /// 202: the answer comes by callback.
     Accepted,
+    /// Async mode: the request was sent but no response came (the connection failed after
+    /// connecting): the peer may have it, so its callback may still come.
+    Lost,
 }
 
 /// How a callback POST ended (answering side of async mode).

@@ -1,0 +1,502 @@
+//! Two of our nodes, `test.a` and `test.b`, peered over BTP/2.0-I through a TCP proxy in this
+//! test, each with a payer and a payee client; the payer on each side pays the payee on the
+//! other, so traffic crosses the link both ways. At seeded moments the proxy cuts the link (every
+//! connection closed, new ones refused) and restores it, or one of the nodes is `kill -9`ed and
+//! restarted on its data directory. After a drain both nodes are stopped and their books read:
+//! the two nodes' balances with each other are equal and opposite to the unit, and each equals
+//! what the clients saw fulfilled.
+//!
+//! `ILP_TWO_NODES_SEED` (default 1), `ILP_TWO_NODES_EVENTS` (default 12) and
+//! `ILP_TWO_NODES_K` (payments in flight per payer, default 8) set the run; the seed and the
+//! figures are printed (`--nocapture`), and a seed replays its schedule of events.
+
+#![allow(clippy::unwrap_used)] // test harness: a failed spawn, lock or build is a test bug
+
+mod common;
+
+use actix::prelude::*;
+use common::block_on;
+use common::clients::{Payee, PayeeBook, Payer};
+use common::connector::{Connector, START_BOUND};
+use ilp_actors::clock::Clock;
+use ilp_actors::link::btp_ws::{BtpClientLink, BtpOptions};
+use ilp_actors::link::Link;
+use ilp_actors::store::rocks::RocksStore;
+use ilp_actors::store::Store;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// The whole test, events and drain included, must end within this.
+const TEST_BOUND: Duration = Duration::from_secs(300);
+/// After the last event, every payment must be resolved within this.
+const DRAIN_BOUND: Duration = Duration::from_secs(60);
+/// Prepares expire this long after they are first sent. Within the nodes' maximum hold time
+/// (30 s), each hop's outgoing expiry is its incoming one minus the message window, so a payment
+/// repeated after a crash crosses the link with the same bytes, and the next node answers it from
+/// its memory instead of paying it again.
+const PAYMENT_EXPIRY_MS: u64 = 30_000;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A child account on the node's BTP listener, speaking BTP/2.0-I.
+fn child(id: &str) -> String {
+    format!(
+        r#"
+[accounts.{id}]
+relation = "child"
+btp_idempotent = true
+[accounts.{id}.link]
+type = "btp-server"
+auth_username = "{id}"
+auth_token = "{id}-token"
+[accounts.{id}.balance]
+minimum = -1000000000000000
+maximum = 1000000000000000
+[accounts.{id}.rate_limit]
+enabled = false
+"#
+    )
+}
+
+/// Node `test.<name>` with its payer and payee, and its peer account `<peer>` (whose `link`
+/// table is `peer_link`), routing `test.<peer>` to it; `http`: its ILP-over-HTTP listener's port.
+fn config(
+    name: &str,
+    port: u16,
+    http: Option<u16>,
+    data: &Path,
+    peer: &str,
+    peer_link: &str,
+) -> String {
+    let http = http.map_or(String::new(), |p| {
+        format!("[listeners.http]\nbind = \"127.0.0.1:{p}\"\n")
+    });
+    format!(
+        r#"
+[node]
+ilp_address = "test.{name}"
+spread = "0"
+[broadcast]
+enabled = false
+[listeners.btp]
+bind = "127.0.0.1:{port}"
+{http}[listeners.admin]
+enabled = false
+[store]
+backend = "rocksdb"
+path = "{data}"
+[[routing.static_routes]]
+prefix = "test.{peer}"
+account = "{peer}"
+{payer}{payee}
+[accounts.{peer}]
+relation = "peer"
+btp_idempotent = {btp}
+[accounts.{peer}.link]
+{peer_link}
+[accounts.{peer}.balance]
+minimum = -1000000000000000
+maximum = 1000000000000000
+[accounts.{peer}.rate_limit]
+enabled = false
+"#,
+        data = data.display(),
+        btp = http.is_empty(),
+        payer = child("payer"),
+        payee = child("payee"),
+    )
+}
+
+/// A TCP proxy between the two nodes that can cut the link: while cut, every connection is
+/// closed and new ones are refused.
+struct Proxy {
+    addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let accept = {
+            let cut = cut.clone();
+            let connections = connections.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((mut inbound, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    if cut.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    let relay = tokio::spawn(async move {
+                        if let Ok(mut outbound) = TcpStream::connect(target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    let mut live = connections.lock().unwrap();
+                    live.retain(|c| !c.is_finished());
+                    live.push(relay);
+                }
+            })
+        };
+        Proxy {
+            addr,
+            cut,
+            connections,
+            accept,
+        }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for c in self.connections.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+/// How the two nodes are linked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// A dials B's BTP listener; both accounts speak BTP/2.0-I.
+    Btp,
+    /// Asynchronous ILP over HTTP both ways, answers POSTed to each node's callback path.
+    HttpAsync,
+}
+
+/// A port nobody listens on right now (the OS's pick; a node binding it later retries if it
+/// was taken meanwhile).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `link` table of `me`'s account for `peer` over async HTTP: requests go to the peer
+/// through `to_peer`, answers come back through `to_me`.
+fn http_link(me: &str, peer: &str, to_peer: SocketAddr, to_me: SocketAddr) -> String {
+    format!(
+        "type = \"http\"\nmode = \"async\"\n\
+         outgoing_url = \"http://{to_peer}/accounts/{me}/ilp\"\n\
+         outgoing_auth_token = \"{me}-secret\"\nincoming_auth_token = \"{peer}-secret\"\n\
+         callback_url = \"http://{to_me}/accounts/{peer}/callback\""
+    )
+}
+
+/// One node: its process, files and clients.
+struct Side {
+    name: &'static str,
+    config: PathBuf,
+    log: PathBuf,
+    data: PathBuf,
+    connector: Option<Connector>,
+    payer: Arc<Payer>,
+    payee: Arc<Mutex<PayeeBook>>,
+}
+
+impl Side {
+    fn stop(&mut self) {
+        if let Some(c) = self.connector.take() {
+            let status = c.terminate();
+            assert!(
+                status.success(),
+                "{}: clean exit after SIGTERM: {status}",
+                self.name
+            );
+        }
+    }
+}
+
+fn btp_options() -> BtpOptions {
+    BtpOptions {
+        reconnect_min: Duration::from_millis(10),
+        reconnect_max: Duration::from_millis(200),
+        ..BtpOptions::default()
+    }
+}
+
+/// The clients of the node at `btp`: a payer paying `destination`, and a payee.
+fn clients(btp: SocketAddr, destination: &str, seed: u64) -> (Arc<Payer>, Arc<Mutex<PayeeBook>>) {
+    let url = format!("ws://{btp}");
+    let connect = |id: &str| {
+        BtpClientLink::connect_with_tls(&url, id, &format!("{id}-token"), None, true, btp_options())
+    };
+    let payee_link = connect("payee");
+    let payee = Arc::new(Mutex::new(PayeeBook::default()));
+    payee_link.attach(
+        Payee {
+            book: payee.clone(),
+            delay: Duration::ZERO,
+        }
+        .start()
+        .recipient(),
+    );
+    // The link lives as long as the payee actor's recipient is attached: keep it.
+    std::mem::forget(payee_link);
+    let payer_link: Arc<dyn Link> = Arc::new(connect("payer"));
+    (
+        Payer::new(payer_link, destination, seed, PAYMENT_EXPIRY_MS),
+        payee,
+    )
+}
+
+async fn wait_until(what: &str, bound: Duration, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + bound;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Starts a node on `config_path` with a port the OS picks, then rewrites its configuration
+/// with that port so every restart takes the same one.
+fn first_start(
+    write: &dyn Fn(u16) -> String,
+    config_path: &Path,
+    log: &Path,
+) -> (Connector, SocketAddr) {
+    std::fs::write(config_path, write(0)).unwrap();
+    let connector = Connector::start(config_path, log);
+    let btp = connector.btp;
+    std::fs::write(config_path, write(btp.port())).unwrap();
+    (connector, btp)
+}
+
+#[test]
+fn two_nodes_over_btp_under_link_cuts_and_kills_keep_mirrored_books() {
+    two_nodes(Transport::Btp);
+}
+
+#[test]
+fn two_nodes_over_async_http_under_link_cuts_and_kills_keep_mirrored_books() {
+    two_nodes(Transport::HttpAsync);
+}
+
+fn two_nodes(transport: Transport) {
+    let seed = env_u64("ILP_TWO_NODES_SEED", 1);
+    let events = env_u64("ILP_TWO_NODES_EVENTS", 12);
+    let in_flight = env_u64("ILP_TWO_NODES_K", 8);
+    let dir = tempfile::tempdir().unwrap();
+    let path = |f: &str| dir.path().join(f);
+    let (a_data, b_data) = (path("a-data"), path("b-data"));
+
+    let (figures, a_side, b_side) = block_on(async {
+        tokio::time::timeout(TEST_BOUND, async {
+            // Every connection between the nodes crosses a proxy, so a cut is total. B starts
+            // first: over BTP, A dials it.
+            type Write = Box<dyn Fn(u16) -> String + Send>;
+            let (proxies, a_config, (b_connector, b_btp)): (Vec<Proxy>, Write, _) = match transport
+            {
+                Transport::Btp => {
+                    let data = b_data.clone();
+                    let b_config = move |port| {
+                        let link = "type = \"btp-server\"\nauth_username = \"a\"\n\
+                                        auth_token = \"a-token\"";
+                        config("b", port, None, &data, "a", link)
+                    };
+                    let b = first_start(&b_config, &path("b.toml"), &path("b.log"));
+                    let proxy = Proxy::start(b.1).await;
+                    let url = format!("ws://{}", proxy.addr);
+                    let data = a_data.clone();
+                    let a_config = move |port| {
+                        let link = format!(
+                            "type = \"btp-client\"\nurl = \"{url}\"\n\
+                                 auth_username = \"a\"\nauth_token = \"a-token\""
+                        );
+                        config("a", port, None, &data, "b", &link)
+                    };
+                    (vec![proxy], Box::new(a_config), b)
+                }
+                Transport::HttpAsync => {
+                    let (a_http, b_http) = (free_port(), free_port());
+                    let to_a = Proxy::start(([127, 0, 0, 1], a_http).into()).await;
+                    let to_b = Proxy::start(([127, 0, 0, 1], b_http).into()).await;
+                    let (to_a_addr, to_b_addr) = (to_a.addr, to_b.addr);
+                    let data = b_data.clone();
+                    let b_config = move |port| {
+                        let link = http_link("b", "a", to_a_addr, to_b_addr);
+                        config("b", port, Some(b_http), &data, "a", &link)
+                    };
+                    let b = first_start(&b_config, &path("b.toml"), &path("b.log"));
+                    let data = a_data.clone();
+                    let a_config = move |port| {
+                        let link = http_link("a", "b", to_b_addr, to_a_addr);
+                        config("a", port, Some(a_http), &data, "b", &link)
+                    };
+                    (vec![to_a, to_b], Box::new(a_config), b)
+                }
+            };
+            let (a_connector, a_btp) = first_start(&*a_config, &path("a.toml"), &path("a.log"));
+            let (a_payer, a_payee) = clients(a_btp, "test.b.payee", seed << 1);
+            let (b_payer, b_payee) = clients(b_btp, "test.a.payee", seed << 1 | 1);
+            let mut a = Side {
+                name: "a",
+                config: path("a.toml"),
+                log: path("a.log"),
+                data: a_data.clone(),
+                connector: Some(a_connector),
+                payer: a_payer,
+                payee: a_payee,
+            };
+            let mut b = Side {
+                name: "b",
+                config: path("b.toml"),
+                log: path("b.log"),
+                data: b_data.clone(),
+                connector: Some(b_connector),
+                payer: b_payer,
+                payee: b_payee,
+            };
+            let clock = Clock::system();
+            let mut tasks = Vec::new();
+            for payer in [&a.payer, &b.payer] {
+                for _ in 0..in_flight {
+                    tasks.push(tokio::spawn(payer.clone().run(clock)));
+                }
+            }
+
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let (mut cuts, mut kills) = (0, 0);
+            for event in 0..events {
+                // Payments must flow both ways before each event.
+                let (fa, fb) = (a.payer.fulfilled(), b.payer.fulfilled());
+                wait_until("payments flow both ways", START_BOUND, || {
+                    a.payer.fulfilled() >= fa + 3 && b.payer.fulfilled() >= fb + 3
+                })
+                .await;
+                tokio::time::sleep(Duration::from_millis(rng.gen_range(20..500))).await;
+                let pause = Duration::from_millis(rng.gen_range(0..800));
+                match rng.gen_range(0..3) {
+                    0 => {
+                        eprintln!("event {}: link cut for {pause:?}", event + 1);
+                        cuts += 1;
+                        proxies.iter().for_each(Proxy::cut);
+                        tokio::time::sleep(pause).await;
+                        proxies.iter().for_each(Proxy::restore);
+                    }
+                    which => {
+                        let side = if which == 1 { &mut a } else { &mut b };
+                        eprintln!("event {}: kill -9 {}", event + 1, side.name);
+                        kills += 1;
+                        if let Some(c) = side.connector.take() {
+                            c.kill_9();
+                        }
+                        tokio::time::sleep(pause).await;
+                        let (config, log) = (side.config.clone(), side.log.clone());
+                        side.connector = Some(
+                            tokio::task::spawn_blocking(move || Connector::start(&config, &log))
+                                .await
+                                .unwrap(),
+                        );
+                    }
+                }
+            }
+            // Traffic after the last event, then drain.
+            let (fa, fb) = (a.payer.fulfilled(), b.payer.fulfilled());
+            wait_until("payments flow after the last event", START_BOUND, || {
+                a.payer.fulfilled() >= fa + 3 && b.payer.fulfilled() >= fb + 3
+            })
+            .await;
+            for payer in [&a.payer, &b.payer] {
+                payer.stop.store(true, Ordering::SeqCst);
+            }
+            let drained = tokio::time::timeout(DRAIN_BOUND, futures::future::join_all(tasks)).await;
+            let Ok(drained) = drained else {
+                let stuck = |p: &Payer| p.book.lock().unwrap().stuck(10);
+                panic!(
+                    "payments unresolved {DRAIN_BOUND:?} after the last event: a's {:?}, b's {:?}",
+                    stuck(&a.payer),
+                    stuck(&b.payer)
+                );
+            };
+            drained.into_iter().for_each(|t| t.unwrap());
+            let (a, b) = tokio::task::spawn_blocking(move || {
+                a.stop();
+                b.stop();
+                (a, b)
+            })
+            .await
+            .unwrap();
+            drop(proxies);
+            ((cuts, kills), a, b)
+        })
+        .await
+        .expect("the two-node test did not finish in time")
+    });
+
+    let books = |side: &Side| -> BTreeMap<String, i64> {
+        let store = RocksStore::open(&side.data).unwrap();
+        store.load_balances().unwrap()
+    };
+    let (a_books, b_books) = (books(&a_side), books(&b_side));
+    let total = |side: &Side| {
+        let book = side.payer.book.lock().unwrap();
+        assert!(
+            book.failures.is_empty(),
+            "{}: {:?}",
+            side.name,
+            book.failures
+        );
+        (book.fulfilled.len(), i64::try_from(book.total()).unwrap())
+    };
+    let (a_payments, a_paid) = total(&a_side);
+    let (b_payments, b_paid) = total(&b_side);
+    let payee_total = |side: &Side| i64::try_from(side.payee.lock().unwrap().total()).unwrap();
+    let balance = |books: &BTreeMap<String, i64>, id: &str| books.get(id).copied().unwrap_or(0);
+    println!(
+        "two nodes over {transport:?}: seed {seed}, {} link cuts, {} kill -9s, {in_flight} in flight per payer; \
+         a's payer {a_payments} payments ({a_paid} units), b's payer {b_payments} payments \
+         ({b_paid} units); a's books {a_books:?}, b's books {b_books:?}",
+        figures.0, figures.1
+    );
+    // Each payer is charged what it saw fulfilled; each payee credited what it was paid.
+    assert_eq!(balance(&a_books, "payer"), a_paid, "a's payer");
+    assert_eq!(balance(&b_books, "payer"), b_paid, "b's payer");
+    assert_eq!(balance(&a_books, "payee"), -b_paid, "a's payee");
+    assert_eq!(balance(&b_books, "payee"), -a_paid, "b's payee");
+    assert_eq!(payee_total(&a_side), b_paid, "a's payee client");
+    assert_eq!(payee_total(&b_side), a_paid, "b's payee client");
+    // The peers' books mirror each other, and each equals the traffic across the link.
+    assert_eq!(
+        balance(&a_books, "b"),
+        -balance(&b_books, "a"),
+        "a's balance with b mirrors b's with a"
+    );
+    assert_eq!(
+        balance(&a_books, "b"),
+        b_paid - a_paid,
+        "a's balance with b"
+    );
+}
