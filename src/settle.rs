@@ -33,20 +33,13 @@ pub enum SettleError {
 }
 
 impl SettleError {
-    /// The ILP error code an incoming request refused for this reason is rejected with.
+    /// The ILP error code an incoming request refused for this reason is rejected with: data
+    /// that does not decode is an invalid packet (F01); the peer-protocol checks answer as every
+    /// `peer.*` handler does ([`PeerProtocolError::code`]).
     pub fn code(&self) -> ErrorCode {
         match self {
             SettleError::Oer(_) => ErrorCode::F01_INVALID_PACKET,
-            SettleError::PeerProtocol(PeerProtocolError::WrongCondition) => {
-                ErrorCode::F05_WRONG_CONDITION
-            }
-            SettleError::PeerProtocol(PeerProtocolError::Expired) => {
-                ErrorCode::R00_TRANSFER_TIMED_OUT
-            }
-            SettleError::PeerProtocol(PeerProtocolError::WrongDestination(_)) => {
-                ErrorCode::F02_UNREACHABLE
-            }
-            SettleError::PeerProtocol(_) => ErrorCode::F01_INVALID_PACKET,
+            SettleError::PeerProtocol(e) => e.code(),
         }
     }
 }
@@ -207,7 +200,7 @@ mod tests {
         let late = expires.checked_add_millis(1).unwrap();
         let e = SettleRequest::from_prepare(&p, late).unwrap_err();
         assert_eq!(e, SettleError::PeerProtocol(PeerProtocolError::Expired));
-        assert_eq!(e.code(), ErrorCode::R00_TRANSFER_TIMED_OUT);
+        assert_eq!(e.code(), ErrorCode::R02_INSUFFICIENT_TIMEOUT);
 
         let other = Address::try_from("peer.balance").unwrap();
         let wrong_dest = PrepareBuilder {
@@ -224,7 +217,7 @@ mod tests {
             e,
             SettleError::PeerProtocol(PeerProtocolError::WrongDestination("peer.settle"))
         );
-        assert_eq!(e.code(), ErrorCode::F02_UNREACHABLE);
+        assert_eq!(e.code(), ErrorCode::F01_INVALID_PACKET);
 
         let dest = Address::try_from("peer.settle").unwrap();
         let wrong_cond = PrepareBuilder {
@@ -241,7 +234,7 @@ mod tests {
             e,
             SettleError::PeerProtocol(PeerProtocolError::WrongCondition)
         );
-        assert_eq!(e.code(), ErrorCode::F05_WRONG_CONDITION);
+        assert_eq!(e.code(), ErrorCode::F01_INVALID_PACKET);
 
         let bad_data = PrepareBuilder {
             amount: 0,
@@ -271,7 +264,7 @@ mod tests {
             e,
             SettleError::PeerProtocol(PeerProtocolError::WrongFulfillment)
         );
-        assert_eq!(e.code(), ErrorCode::F01_INVALID_PACKET);
+        assert_eq!(e.code(), ErrorCode::F05_WRONG_CONDITION);
     }
 
     #[test]

@@ -849,7 +849,7 @@ mod tests {
                 (
                     "b",
                     settle_prepare(&good, &[1; 32], later),
-                    ErrorCode::F05_WRONG_CONDITION,
+                    ErrorCode::F01_INVALID_PACKET,
                 ),
                 (
                     "b",
@@ -858,7 +858,7 @@ mod tests {
                         &PEER_PROTOCOL_CONDITION,
                         now.saturating_sub_millis(1),
                     ),
-                    ErrorCode::R00_TRANSFER_TIMED_OUT,
+                    ErrorCode::R02_INSUFFICIENT_TIMEOUT,
                 ),
                 (
                     "nobody",
