@@ -188,7 +188,7 @@ impl Node {
             let engine_slot: Arc<Mutex<Option<Addr<SettlementEngine>>>> = Arc::default();
             let engine_out = engine_slot.clone();
             let engine_address = node_address.clone();
-            let engine_sends = sends.clone();
+            let engine_sends = bilateral(&account_configs, &sends);
             let balance = Supervisor::start(move |ctx: &mut Context<BalanceKeeper>| {
                 let keeper = ctx.address().recipient();
                 let engine = Supervisor::start(move |_| {
@@ -389,7 +389,8 @@ impl Node {
             settings: BroadcastSettings::from_config(config, self.routing_secret),
             accounts: sends.clone(),
         });
-        self.settlement.do_send(UpdateAccounts(sends));
+        self.settlement
+            .do_send(UpdateAccounts(bilateral(&config.accounts, &sends)));
         if let Some(address) = &config.node.ilp_address {
             if self.address.get().as_ref() != Some(address) {
                 self.set_address(address.clone());
@@ -469,12 +470,37 @@ fn router_accounts(
         .collect()
 }
 
-/// The balance limits of every account that keeps a balance.
+/// The PeerAccounts of the accounts that settle bilaterally (`settlement.bilateral = true`):
+/// the only ones the SettlementEngine sends `peer.settle` to or takes it from.
+fn bilateral(
+    configs: &BTreeMap<String, AccountConfig>,
+    sends: &BTreeMap<AccountId, Recipient<SendPrepare>>,
+) -> BTreeMap<AccountId, Recipient<SendPrepare>> {
+    sends
+        .iter()
+        .filter(|(id, _)| {
+            configs
+                .get(&***id)
+                .is_some_and(AccountConfig::settles_bilaterally)
+        })
+        .map(|(id, send)| (id.clone(), send.clone()))
+        .collect()
+}
+
+/// The balance limits of every account that keeps a balance. An account that does not settle
+/// bilaterally has no way to settle, so its settle threshold is left out: the keeper never
+/// asks to settle it (and asks once its balance next moves when a reload turns settlement on).
 fn balance_limits(config: &Config) -> BTreeMap<AccountId, BalanceLimits> {
     config
         .accounts
         .iter()
-        .filter_map(|(id, a)| Some((Arc::from(id.as_str()), a.balance_limits()?)))
+        .filter_map(|(id, a)| {
+            let mut limits = a.balance_limits()?;
+            if !a.settles_bilaterally() {
+                limits.settle_threshold = None;
+            }
+            Some((Arc::from(id.as_str()), limits))
+        })
         .collect()
 }
 

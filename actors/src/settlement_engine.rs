@@ -1,6 +1,8 @@
 //! The SettlementEngine actor: built-in bilateral settlement between two ilp-connector nodes
 //! over the link itself (`peer.settle`, see [`ilp::settle`]), so a simulation can run forever
-//! without an external ledger.
+//! without an external ledger. It serves only the accounts configured with
+//! `settlement.bilateral = true`: each side takes the other's word that money moved, which is
+//! sound only when one operator runs both nodes.
 //!
 //! Sending: when the BalanceKeeper reports that an account fell below its settle threshold, the
 //! engine picks a settlement id (from a seeded RNG, so simulations replay), sends the peer a
@@ -9,9 +11,10 @@
 //! keeper. One settlement per account is in flight at a time; a request arriving meanwhile
 //! waits for it.
 //!
-//! Receiving: a `peer.settle` Prepare is applied (`Received`) once per id by the keeper and
-//! answered with the peer-protocol Fulfill, also when the id was applied before, so a sender
-//! whose Fulfill was lost heals it by repeating the request.
+//! Receiving: a `peer.settle` Prepare from a bilateral account is applied (`Received`) once per
+//! id by the keeper and answered with the peer-protocol Fulfill, also when the id was applied
+//! before, so a sender whose Fulfill was lost heals it by repeating the request. Any other
+//! account's request is rejected (F00) before anything is applied or stored.
 
 use crate::clock::Clock;
 use crate::messages::{
@@ -44,7 +47,8 @@ pub struct SettlementEngine {
 }
 
 impl SettlementEngine {
-    /// `accounts`: the PeerAccount of each account settled over its link.
+    /// `accounts`: the PeerAccount of each account settled over its link (those configured
+    /// with `settlement.bilateral = true`; nobody else may send or receive `peer.settle`).
     /// `balance`: the BalanceKeeper, which applies each settlement once.
     pub fn new(
         node_address: NodeAddress,
@@ -203,6 +207,8 @@ impl Handler<HandlePeerProtocol> for SettlementEngine {
 
     fn handle(&mut self, msg: HandlePeerProtocol, _ctx: &mut Self::Context) -> Self::Result {
         if !self.accounts.contains_key(&msg.from) {
+            // A claim that money moved, from an account whose configuration does not say we
+            // take its word for it: refused before anything is applied or stored.
             let r = self.reject(
                 ErrorCode::F00_BAD_REQUEST,
                 "peer.settle is not enabled for this account",
@@ -239,8 +245,8 @@ impl Handler<HandlePeerProtocol> for SettlementEngine {
     }
 }
 
-/// A reload: the PeerAccount of each account now configured. A settlement in flight to an
-/// account that is gone stops being retried; its record stays in the store.
+/// A reload: the PeerAccount of each account now settled bilaterally. A settlement in flight to
+/// an account that is gone stops being retried; its record stays in the store.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct UpdateAccounts(pub BTreeMap<AccountId, Recipient<SendPrepare>>);
