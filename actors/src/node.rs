@@ -189,6 +189,7 @@ impl Node {
             let engine_out = engine_slot.clone();
             let engine_address = node_address.clone();
             let engine_sends = bilateral(&account_configs, &sends);
+            let engine_store = store.clone();
             let balance = Supervisor::start(move |ctx: &mut Context<BalanceKeeper>| {
                 let keeper = ctx.address().recipient();
                 let engine = Supervisor::start(move |_| {
@@ -196,6 +197,7 @@ impl Node {
                         engine_address,
                         engine_sends,
                         keeper,
+                        engine_store,
                         clock,
                         settlement_seed,
                     )
