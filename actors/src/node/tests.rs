@@ -1,5 +1,5 @@
 //! Node-level tests on memory links and virtual time: reloading a configuration, which accounts
-//! settle.
+//! settle, where the routing secret comes from.
 
 use super::*;
 use crate::link::memory::MemoryLink;
@@ -391,5 +391,56 @@ fn settlements_are_sent_only_to_accounts_that_settle_bilaterally() {
         assert_eq!(twin[0].amount, 500);
         assert_eq!(balance(&node, "twin").await, Some(0));
         assert_eq!(settle_records(&store), 1);
+    });
+}
+
+#[test]
+fn the_binary_draws_the_routing_secret_and_seed_from_the_os() {
+    run(async {
+        let a = NodeRandomness::from_os().unwrap();
+        let b = NodeRandomness::from_os().unwrap();
+        assert_ne!(a.routing_secret, b.routing_secret);
+        assert_ne!(a.seed, b.seed);
+        let shown = format!("{a:?}");
+        assert!(shown.contains("***"));
+        assert!(!shown.contains(&format!("{:?}", a.routing_secret)));
+        // Not a function of the seed, as the secret derived from a time-based seed was.
+        let derived = |seed: u64| {
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let mut secret = [0u8; 32];
+            rng.fill_bytes(&mut secret);
+            secret
+        };
+        assert_ne!(a.routing_secret, derived(a.seed));
+        // Two nodes started as the binary starts them, without node.routing_secret.
+        let v1 = config(&account("kid", ""), "");
+        let start = |config: &Config, r: NodeRandomness| {
+            let (link, _, _) = far_end();
+            Node::start_with_routing_secret(
+                config,
+                NodeOptions {
+                    clock: Clock::starting_at(START_MS),
+                    store: Arc::new(MemoryStore::new()),
+                    seed: r.seed,
+                    links: BTreeMap::from([(AccountId::from("kid"), link)]),
+                    metrics: None,
+                },
+                r.routing_secret,
+            )
+            .unwrap()
+        };
+        let first = start(&v1, a);
+        let second = start(&v1, b);
+        assert_eq!(first.routing_secret, a.routing_secret);
+        assert_eq!(second.routing_secret, b.routing_secret);
+        assert_ne!(first.routing_secret, second.routing_secret);
+        // A configured secret wins over the drawn one.
+        let text = format!(
+            "[node]\nilp_address = \"test.node\"\nrouting_secret = \"{}\"\n{}",
+            "ab".repeat(32),
+            account("kid", "")
+        );
+        let configured = Config::from_toml_str(&text).unwrap();
+        assert_eq!(start(&configured, a).routing_secret, [0xab; 32]);
     });
 }
