@@ -4,7 +4,7 @@
 //! SHA-256, so a peer-protocol exchange never moves money and anybody can "fulfill" it.
 
 use crate::packet::{
-    Address, Fulfill, FulfillBuilder, PacketError, Prepare, PrepareBuilder, Timestamp,
+    Address, ErrorCode, Fulfill, FulfillBuilder, PacketError, Prepare, PrepareBuilder, Timestamp,
 };
 use thiserror::Error;
 
@@ -33,6 +33,41 @@ pub enum PeerProtocolError {
     WrongFulfillment,
     #[error(transparent)]
     Packet(#[from] PacketError),
+}
+
+impl PeerProtocolError {
+    /// The ILP error code of the Reject answering a peer-protocol request refused for this
+    /// reason. Every `peer.*` handler (IL-DCP, `peer.balance`, CCP, `peer.settle`) answers with
+    /// this one mapping, chosen after the JS `ilp-connector` (23.x) and RFC 27:
+    ///
+    /// - [`WrongCondition`](Self::WrongCondition): **F01** Invalid Packet. The JS
+    ///   `PeerProtocolController` throws `InvalidPacketError` ("condition must be null.") for a
+    ///   `peer.*` Prepare without the peer-protocol condition: the packet is malformed for its
+    ///   protocol. F05 (Wrong Condition) is what a receiver answers when it cannot fulfill a
+    ///   payment's condition; nobody is asked to fulfill anything here.
+    /// - [`WrongDestination`](Self::WrongDestination): **F01** Invalid Packet, as the JS
+    ///   controller's "unknown peer protocol." (e.g. `peer.settle.x`, `peer.route.bogus`).
+    /// - [`Expired`](Self::Expired): **R02** Insufficient Timeout. The request reached us after
+    ///   its expiry; the JS connector answers a Prepare that arrives expired with R02
+    ///   (`InsufficientTimeoutError`, "source transfer has already expired", its route
+    ///   builder). R00 (Transfer Timed Out) means a next hop did not answer in time, which is
+    ///   not what happened: we are the last hop and we refuse to start.
+    /// - [`WrongFulfillment`](Self::WrongFulfillment): **F05** Wrong Condition. A response
+    ///   whose fulfillment is not the peer-protocol one does not fulfill the request's
+    ///   condition; the JS connector's `validate-fulfillment` middleware (and our PeerAccount)
+    ///   turns a Fulfill that does not match into an F05 Reject.
+    /// - [`Packet`](Self::Packet): **T00** Internal Error. Only building a request or response
+    ///   fails this way (data too long): our fault, not the peer's.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            PeerProtocolError::WrongCondition | PeerProtocolError::WrongDestination(_) => {
+                ErrorCode::F01_INVALID_PACKET
+            }
+            PeerProtocolError::Expired => ErrorCode::R02_INSUFFICIENT_TIMEOUT,
+            PeerProtocolError::WrongFulfillment => ErrorCode::F05_WRONG_CONDITION,
+            PeerProtocolError::Packet(_) => ErrorCode::T00_INTERNAL_ERROR,
+        }
+    }
 }
 
 /// A zero-amount peer-protocol Prepare to `destination` (one of the `peer.*` addresses).
@@ -99,6 +134,46 @@ mod tests {
         assert_eq!(
             hex::encode(PEER_PROTOCOL_CONDITION),
             "66687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f2925"
+        );
+    }
+
+    #[test]
+    fn wrong_condition_is_f01() {
+        assert_eq!(
+            PeerProtocolError::WrongCondition.code(),
+            ErrorCode::F01_INVALID_PACKET
+        );
+    }
+
+    #[test]
+    fn wrong_destination_is_f01() {
+        assert_eq!(
+            PeerProtocolError::WrongDestination("peer.settle").code(),
+            ErrorCode::F01_INVALID_PACKET
+        );
+    }
+
+    #[test]
+    fn expired_is_r02() {
+        assert_eq!(
+            PeerProtocolError::Expired.code(),
+            ErrorCode::R02_INSUFFICIENT_TIMEOUT
+        );
+    }
+
+    #[test]
+    fn wrong_fulfillment_is_f05() {
+        assert_eq!(
+            PeerProtocolError::WrongFulfillment.code(),
+            ErrorCode::F05_WRONG_CONDITION
+        );
+    }
+
+    #[test]
+    fn packet_error_is_t00() {
+        assert_eq!(
+            PeerProtocolError::Packet(PacketError::DataTooLong(40_000)).code(),
+            ErrorCode::T00_INTERNAL_ERROR
         );
     }
 

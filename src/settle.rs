@@ -6,8 +6,13 @@
 //! the amount (OER `UInt64`, big-endian). The peer applies the amount once per id and answers
 //! with the peer-protocol Fulfill, also for an id it has applied before, so a sender that lost
 //! the Fulfill can repeat the same request until it gets one.
+//!
+//! The sender writes a [`SettleIntent`] (id, account, amount) to its store before the first
+//! send, so a sender that crashed resumes the very same request: the peer may have applied it.
+//! The intent is done once the sender has booked the settlement, which writes the id's record
+//! (`settle/<id>`) in the same batch as the balance; the intent is deleted after that.
 
-use crate::oer::{OerError, Reader};
+use crate::oer::{OerError, OerWrite, Reader};
 use crate::packet::{ErrorCode, Fulfill, Prepare, Timestamp};
 use crate::peer_protocol::{
     check_peer_request, check_peer_response, peer_request, PeerProtocolError,
@@ -24,6 +29,10 @@ pub const SETTLE_EXPIRY_MS: u64 = 30_000;
 /// Prefix of the store key recording that a settlement id was applied.
 pub const RECORD_PREFIX: &str = "settle/";
 
+/// Prefix of the store key of a settlement being sent ([`SettleIntent`]). Sorts apart from
+/// [`RECORD_PREFIX`]: a scan of `settle/` never sees an intent.
+pub const INTENT_PREFIX: &str = "settle-out/";
+
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum SettleError {
     #[error("malformed settlement request: {0}")]
@@ -33,20 +42,13 @@ pub enum SettleError {
 }
 
 impl SettleError {
-    /// The ILP error code an incoming request refused for this reason is rejected with.
+    /// The ILP error code an incoming request refused for this reason is rejected with: data
+    /// that does not decode is an invalid packet (F01); the peer-protocol checks answer as every
+    /// `peer.*` handler does ([`PeerProtocolError::code`]).
     pub fn code(&self) -> ErrorCode {
         match self {
             SettleError::Oer(_) => ErrorCode::F01_INVALID_PACKET,
-            SettleError::PeerProtocol(PeerProtocolError::WrongCondition) => {
-                ErrorCode::F05_WRONG_CONDITION
-            }
-            SettleError::PeerProtocol(PeerProtocolError::Expired) => {
-                ErrorCode::R00_TRANSFER_TIMED_OUT
-            }
-            SettleError::PeerProtocol(PeerProtocolError::WrongDestination(_)) => {
-                ErrorCode::F02_UNREACHABLE
-            }
-            SettleError::PeerProtocol(_) => ErrorCode::F01_INVALID_PACKET,
+            SettleError::PeerProtocol(e) => e.code(),
         }
     }
 }
@@ -108,14 +110,66 @@ impl SettleRequest {
 
 /// Store key recording that `settlement_id` was applied: `settle/<32 lowercase hex digits>`.
 pub fn record_key(settlement_id: &[u8; 16]) -> Vec<u8> {
+    hex_key(RECORD_PREFIX, settlement_id)
+}
+
+fn hex_key(prefix: &str, settlement_id: &[u8; 16]) -> Vec<u8> {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut key = Vec::with_capacity(RECORD_PREFIX.len() + 32);
-    key.extend_from_slice(RECORD_PREFIX.as_bytes());
+    let mut key = Vec::with_capacity(prefix.len() + 32);
+    key.extend_from_slice(prefix.as_bytes());
     for b in settlement_id {
         key.push(HEX[usize::from(b >> 4)]);
         key.push(HEX[usize::from(b & 0x0f)]);
     }
     key
+}
+
+/// A settlement we send: which account, and the request (id and amount) it is sent with until
+/// the peer fulfills it. Persisted before the first send under [`SettleIntent::key`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettleIntent {
+    pub account: String,
+    pub request: SettleRequest,
+}
+
+impl SettleIntent {
+    /// Store key: `settle-out/<32 lowercase hex digits of the id>`.
+    pub fn key(&self) -> Vec<u8> {
+        intent_key(&self.request.settlement_id)
+    }
+
+    /// Stored value: the request as on the wire (id, amount) then the account id as an OER
+    /// variable-length octet string.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(SettleRequest::ENCODED_LEN + 1 + self.account.len());
+        self.request.encode_to(&mut out);
+        out.put_var_octet_string(self.account.as_bytes());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, SettleError> {
+        let mut r = Reader::new(bytes);
+        let request = SettleRequest::decode(r.read_bytes(SettleRequest::ENCODED_LEN)?)?;
+        let account = r.read_var_str()?.to_owned();
+        r.finish()?;
+        Ok(SettleIntent { account, request })
+    }
+}
+
+/// Store key of the intent of `settlement_id`.
+pub fn intent_key(settlement_id: &[u8; 16]) -> Vec<u8> {
+    hex_key(INTENT_PREFIX, settlement_id)
+}
+
+/// The key range `[from, to)` holding every intent.
+pub fn intent_range() -> (Vec<u8>, Vec<u8>) {
+    let from = INTENT_PREFIX.as_bytes().to_vec();
+    let mut to = from.clone();
+    // The prefix ends in '/'; the next byte value bounds every key that starts with it.
+    if let Some(last) = to.last_mut() {
+        *last += 1;
+    }
+    (from, to)
 }
 
 /// Checks the peer's answer to a settlement request.
@@ -207,7 +261,7 @@ mod tests {
         let late = expires.checked_add_millis(1).unwrap();
         let e = SettleRequest::from_prepare(&p, late).unwrap_err();
         assert_eq!(e, SettleError::PeerProtocol(PeerProtocolError::Expired));
-        assert_eq!(e.code(), ErrorCode::R00_TRANSFER_TIMED_OUT);
+        assert_eq!(e.code(), ErrorCode::R02_INSUFFICIENT_TIMEOUT);
 
         let other = Address::try_from("peer.balance").unwrap();
         let wrong_dest = PrepareBuilder {
@@ -224,7 +278,7 @@ mod tests {
             e,
             SettleError::PeerProtocol(PeerProtocolError::WrongDestination("peer.settle"))
         );
-        assert_eq!(e.code(), ErrorCode::F02_UNREACHABLE);
+        assert_eq!(e.code(), ErrorCode::F01_INVALID_PACKET);
 
         let dest = Address::try_from("peer.settle").unwrap();
         let wrong_cond = PrepareBuilder {
@@ -241,7 +295,7 @@ mod tests {
             e,
             SettleError::PeerProtocol(PeerProtocolError::WrongCondition)
         );
-        assert_eq!(e.code(), ErrorCode::F05_WRONG_CONDITION);
+        assert_eq!(e.code(), ErrorCode::F01_INVALID_PACKET);
 
         let bad_data = PrepareBuilder {
             amount: 0,
@@ -271,7 +325,7 @@ mod tests {
             e,
             SettleError::PeerProtocol(PeerProtocolError::WrongFulfillment)
         );
-        assert_eq!(e.code(), ErrorCode::F01_INVALID_PACKET);
+        assert_eq!(e.code(), ErrorCode::F05_WRONG_CONDITION);
     }
 
     #[test]
@@ -283,6 +337,46 @@ mod tests {
         assert_eq!(
             record_key(&[0xab; 16]),
             format!("settle/{}", "ab".repeat(16)).into_bytes()
+        );
+    }
+
+    #[test]
+    fn intents_round_trip_and_sort_apart_from_records() {
+        let intent = SettleIntent {
+            account: "bob.ü".to_owned(),
+            request: golden(),
+        };
+        let bytes = intent.encode();
+        assert_eq!(
+            hex::encode(&bytes),
+            format!("{GOLDEN}06{}", hex::encode("bob.ü"))
+        );
+        assert_eq!(SettleIntent::decode(&bytes), Ok(intent.clone()));
+        assert_eq!(
+            intent.key(),
+            b"settle-out/000102030405060708090a0b0c0d0e0f".to_vec()
+        );
+        let (from, to) = intent_range();
+        assert_eq!(
+            (&from[..], &to[..]),
+            (&b"settle-out/"[..], &b"settle-out0"[..])
+        );
+        let key = intent.key();
+        assert!(from <= key && key < to);
+        // Neither range holds a key of the other.
+        let record = golden().record_key();
+        assert!(!(from <= record && record < to));
+        assert!(!key.starts_with(RECORD_PREFIX.as_bytes()));
+        // Truncated, trailing bytes, an account that is not UTF-8.
+        assert!(SettleIntent::decode(&bytes[..30]).is_err());
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(SettleIntent::decode(&long).is_err());
+        let mut bad = bytes[..SettleRequest::ENCODED_LEN].to_vec();
+        bad.extend_from_slice(&[1, 0xff]);
+        assert_eq!(
+            SettleIntent::decode(&bad),
+            Err(SettleError::Oer(OerError::InvalidUtf8))
         );
     }
 
@@ -306,6 +400,15 @@ mod tests {
             prop_assert_eq!(SettleRequest::decode(&bytes), Ok(r));
             let key = String::from_utf8(r.record_key()).unwrap();
             prop_assert_eq!(key, format!("settle/{}", hex::encode(id)));
+        }
+
+        #[test]
+        fn intent_round_trip(id: [u8; 16], amount: u64, account in ".{0,40}") {
+            let request = SettleRequest { settlement_id: id, amount };
+            let intent = SettleIntent { account, request };
+            prop_assert_eq!(SettleIntent::decode(&intent.encode()), Ok(intent.clone()));
+            let key = String::from_utf8(intent.key()).unwrap();
+            prop_assert_eq!(key, format!("settle-out/{}", hex::encode(id)));
         }
 
         #[test]

@@ -167,7 +167,8 @@ fn generate(n: usize, rng: &mut SmallRng) -> Topology {
 }
 
 /// Limits: 1000 USD worth in each direction, wide enough that routine traffic never hits them,
-/// and a settle threshold of 2 USD worth so that settlement runs during the simulation.
+/// and a settle threshold of 2 USD worth so that settlement runs during the simulation (every
+/// node-to-node account settles bilaterally: one operator runs the whole network).
 fn balance_table(asset: usize) -> String {
     let unit = 10i64.pow(u32::from(ASSETS[asset].1)) * RATE_TENTHS[asset] / 10;
     format!(
@@ -203,7 +204,8 @@ fn config_for(node: &NodeSpec) -> String {
             t,
             "[accounts.{id}]\nrelation = \"{rel}\"\nasset_code = \"{acode}\"\nasset_scale = {ascale}\n\
              [accounts.{id}.link]\ntype = \"memory\"\n[accounts.{id}.balance]\n{bal}\
-             [accounts.{id}.rate_limit]\nenabled = false\n\n",
+             [accounts.{id}.rate_limit]\nenabled = false\n\
+             [accounts.{id}.settlement]\nbilateral = true\n\n",
             id = a.id,
             rel = a.relation.as_str(),
             bal = balance_table(a.asset),

@@ -39,7 +39,7 @@ use ilp_actors::link::http::{links_from_config, HttpLinkOptions, HttpServer, Htt
 use ilp_actors::link::{Link, UnconnectedLink};
 use ilp_actors::messages::AccountId;
 use ilp_actors::metrics::Metrics;
-use ilp_actors::node::{Node, NodeOptions};
+use ilp_actors::node::{Node, NodeOptions, NodeRandomness};
 use ilp_actors::reload::{self, LinkSet};
 use ilp_actors::store::memory::MemoryStore;
 use ilp_actors::store::rocks::{RocksStore, WriterOptions};
@@ -578,14 +578,24 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
             .admin
             .enabled
             .then(|| Arc::new(Metrics::new()));
+        // The seed and the routing secret come from the OS, not the clock: nobody who knows
+        // when the node started can guess them.
+        let randomness = match NodeRandomness::from_os() {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("{path}: cannot read the OS random number generator: {e}");
+                return ExitCode::from(2);
+            }
+        };
         let node_options = NodeOptions {
             clock,
             store,
-            seed: seed_from_time(),
+            seed: randomness.seed,
             links,
             metrics,
         };
-        let mut node = match Node::start(&config, node_options) {
+        let secret = randomness.routing_secret;
+        let mut node = match Node::start_with_routing_secret(&config, node_options, secret) {
             Ok(node) => node,
             Err(e) => {
                 err_line!("{path}: cannot start the node: {e}");
@@ -724,15 +734,6 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
         slog::info!(log, "stopped"; "unanswered" => left);
         ExitCode::SUCCESS
     })
-}
-
-/// Seeds the node's random choices (routing table ids, settlement ids) from the clock: unique
-/// per start, which is all a real node needs; simulations pass fixed seeds instead.
-fn seed_from_time() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }
 
 enum Signal {

@@ -89,12 +89,47 @@ async fn request_address(
     }
 }
 
+/// A real node's randomness, drawn from the operating system's RNG: the seed of its random
+/// choices and the routing secret it uses when `node.routing_secret` is not configured. The
+/// core takes randomness as a parameter; this is where the binary gets it. (A seed read from
+/// the clock, as before, let anybody who knew roughly when a node started guess its secret;
+/// and a secret derived from a 64-bit seed has at most 64 bits, whatever its length.)
+#[derive(Clone, Copy)]
+pub struct NodeRandomness {
+    pub seed: u64,
+    pub routing_secret: [u8; 32],
+}
+
+impl NodeRandomness {
+    pub fn from_os() -> Result<Self, rand::Error> {
+        let mut os = rand::rngs::OsRng;
+        let mut routing_secret = [0u8; 32];
+        os.try_fill_bytes(&mut routing_secret)?;
+        let mut seed = [0u8; 8];
+        os.try_fill_bytes(&mut seed)?;
+        Ok(NodeRandomness {
+            seed: u64::from_be_bytes(seed),
+            routing_secret,
+        })
+    }
+}
+
+impl std::fmt::Debug for NodeRandomness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeRandomness")
+            .field("seed", &self.seed)
+            .field("routing_secret", &"***")
+            .finish()
+    }
+}
+
 /// What a node needs beside its configuration.
 pub struct NodeOptions {
     pub clock: Clock,
     pub store: Arc<dyn Store>,
-    /// Seeds every random choice (routing table ids, settlement ids, the routing secret when
-    /// the config has none), so a simulation replays exactly.
+    /// Seeds every random choice (routing table ids, settlement ids, and, with
+    /// [`Node::start`], the routing secret when the config has none), so a simulation replays
+    /// exactly.
     pub seed: u64,
     /// The link of every account, by account id.
     pub links: BTreeMap<AccountId, Arc<dyn Link>>,
@@ -123,8 +158,28 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts every actor of the node described by `config` in the current actix System.
+    /// Starts every actor of the node described by `config` in the current actix System. A
+    /// routing secret the configuration lacks is derived from `options.seed` (simulations and
+    /// tests, which replay from a seed); the binary uses [`Node::start_with_routing_secret`].
     pub fn start(config: &Config, options: NodeOptions) -> Result<Node, NodeError> {
+        Self::start_inner(config, options, None)
+    }
+
+    /// As [`Node::start`], with `routing_secret` (drawn from the OS RNG, see
+    /// [`NodeRandomness`]) used when the configuration has none.
+    pub fn start_with_routing_secret(
+        config: &Config,
+        options: NodeOptions,
+        routing_secret: [u8; 32],
+    ) -> Result<Node, NodeError> {
+        Self::start_inner(config, options, Some(routing_secret))
+    }
+
+    fn start_inner(
+        config: &Config,
+        options: NodeOptions,
+        routing_secret: Option<[u8; 32]>,
+    ) -> Result<Node, NodeError> {
         let NodeOptions {
             clock,
             store,
@@ -147,8 +202,10 @@ impl Node {
         let router_gate = gate.clone();
         let mut rng = SmallRng::seed_from_u64(seed);
         let router_settings = RouterSettings::from_config(config)?;
-        let mut secret = [0u8; 32];
-        rng.fill_bytes(&mut secret);
+        // Drawn even when not used, so the seeds below stay those of earlier versions.
+        let mut derived_secret = [0u8; 32];
+        rng.fill_bytes(&mut derived_secret);
+        let secret = routing_secret.unwrap_or(derived_secret);
         let broadcast_settings = BroadcastSettings::from_config(config, secret);
         let routing_secret = broadcast_settings.routing_secret;
         let broadcaster_seed = rng.next_u64();
@@ -192,7 +249,8 @@ impl Node {
             let engine_slot: Arc<Mutex<Option<Addr<SettlementEngine>>>> = Arc::default();
             let engine_out = engine_slot.clone();
             let engine_address = node_address.clone();
-            let engine_sends = sends.clone();
+            let engine_sends = bilateral(&account_configs, &sends);
+            let engine_store = store.clone();
             let balance = Supervisor::start(move |ctx: &mut Context<BalanceKeeper>| {
                 let keeper = ctx.address().recipient();
                 let engine = Supervisor::start(move |_| {
@@ -200,6 +258,7 @@ impl Node {
                         engine_address,
                         engine_sends,
                         keeper,
+                        engine_store,
                         clock,
                         settlement_seed,
                     )
@@ -393,7 +452,8 @@ impl Node {
             settings: BroadcastSettings::from_config(config, self.routing_secret),
             accounts: sends.clone(),
         });
-        self.settlement.do_send(UpdateAccounts(sends));
+        self.settlement
+            .do_send(UpdateAccounts(bilateral(&config.accounts, &sends)));
         if let Some(address) = &config.node.ilp_address {
             if self.address.get().as_ref() != Some(address) {
                 self.set_address(address.clone());
@@ -473,13 +533,38 @@ fn router_accounts(
         .collect()
 }
 
+/// The PeerAccounts of the accounts that settle bilaterally (`settlement.bilateral = true`):
+/// the only ones the SettlementEngine sends `peer.settle` to or takes it from.
+fn bilateral(
+    configs: &BTreeMap<String, AccountConfig>,
+    sends: &BTreeMap<AccountId, Recipient<SendPrepare>>,
+) -> BTreeMap<AccountId, Recipient<SendPrepare>> {
+    sends
+        .iter()
+        .filter(|(id, _)| {
+            configs
+                .get(&***id)
+                .is_some_and(AccountConfig::settles_bilaterally)
+        })
+        .map(|(id, send)| (id.clone(), send.clone()))
+        .collect()
+}
+
 /// The balance limits of every account: each keeps a balance, without limits when its
-/// `[balance]` table is absent.
+/// `[balance]` table is absent. An account that does not settle bilaterally has no way to
+/// settle, so its settle threshold is left out: the keeper never asks to settle it (and asks
+/// once its balance next moves when a reload turns settlement on).
 fn balance_limits(config: &Config) -> BTreeMap<AccountId, BalanceLimits> {
     config
         .accounts
         .iter()
-        .map(|(id, a)| (Arc::from(id.as_str()), a.balance_limits()))
+        .map(|(id, a)| {
+            let mut limits = a.balance_limits();
+            if !a.settles_bilaterally() {
+                limits.settle_threshold = None;
+            }
+            (Arc::from(id.as_str()), limits)
+        })
         .collect()
 }
 

@@ -20,7 +20,7 @@ use ilp::ccp::{
 };
 use ilp::config::{Config, Relation as ConfigRelation};
 use ilp::packet::{Address, ErrorClass, ErrorCode, Prepare, Reject, Timestamp};
-use ilp::peer_protocol::{PeerProtocolError, PEER_PROTOCOL_EXPIRY_DURATION_MS};
+use ilp::peer_protocol::PEER_PROTOCOL_EXPIRY_DURATION_MS;
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
@@ -503,16 +503,13 @@ impl RouteBroadcasterActor {
     }
 }
 
-/// The Reject for a CCP Prepare that does not decode, with the codes the JS connector uses: a
-/// wrong condition makes the packet invalid (F01), an expired one timed out (R00), and
-/// undecodable data is a bad request (F00).
+/// The Reject for a CCP Prepare that does not decode: a failed peer-protocol check gets the
+/// code every `peer.*` handler answers it with
+/// ([`ilp::peer_protocol::PeerProtocolError::code`]: a wrong condition F01, an expired request
+/// R02), and undecodable data is a bad request (F00).
 fn decode_reject(e: &CcpError, own: &Address) -> Reject {
     let code = match e {
-        CcpError::PeerProtocol(PeerProtocolError::WrongCondition)
-        | CcpError::PeerProtocol(PeerProtocolError::WrongDestination(_)) => {
-            ErrorCode::F01_INVALID_PACKET
-        }
-        CcpError::PeerProtocol(PeerProtocolError::Expired) => ErrorCode::R00_TRANSFER_TIMED_OUT,
+        CcpError::PeerProtocol(p) => p.code(),
         _ => ErrorCode::F00_BAD_REQUEST,
     };
     Reject::new(code, Some(own), &e.to_string())
@@ -1174,7 +1171,7 @@ mod tests {
             let expired = control
                 .to_prepare(Timestamp::from_unix_millis(START_MS - 1_000))
                 .unwrap();
-            assert_eq!(code(a.deliver("b", expired).await), "R00");
+            assert_eq!(code(a.deliver("b", expired).await), "R02");
             let unknown = peer_request("peer.route.bogus", expiry(), &data).unwrap();
             assert_eq!(code(a.deliver("b", unknown).await), "F01");
             assert_eq!(code(a.deliver("eve", valid.clone()).await), "F00");

@@ -1,17 +1,23 @@
 //! The SettlementEngine actor: built-in bilateral settlement between two ilp-connector nodes
 //! over the link itself (`peer.settle`, see [`ilp::settle`]), so a simulation can run forever
-//! without an external ledger.
+//! without an external ledger. It serves only the accounts configured with
+//! `settlement.bilateral = true`: each side takes the other's word that money moved, which is
+//! sound only when one operator runs both nodes.
 //!
 //! Sending: when the BalanceKeeper reports that an account fell below its settle threshold, the
-//! engine picks a settlement id (from a seeded RNG, so simulations replay), sends the peer a
-//! `peer.settle` request through that account's PeerAccount, and repeats the very same request
-//! with backoff until the peer fulfills it; then it applies the settlement (`Sent`) to the
-//! keeper. One settlement per account is in flight at a time; a request arriving meanwhile
-//! waits for it.
+//! engine picks a settlement id (from a seeded RNG, so simulations replay), writes the intent
+//! (id, account, amount) to the store, and only once that is durable sends the peer a
+//! `peer.settle` request through that account's PeerAccount; it repeats the very same request
+//! with backoff until the peer fulfills it, then books the settlement (`Sent`) with the keeper,
+//! which writes the id's record with the new balance, and deletes the intent. At start the
+//! engine resumes every intent whose id has no record yet, with the same id and amount, so a
+//! crash never makes it draw a second id for money the peer may already count. One settlement
+//! per account is in flight at a time.
 //!
-//! Receiving: a `peer.settle` Prepare is applied (`Received`) once per id by the keeper and
-//! answered with the peer-protocol Fulfill, also when the id was applied before, so a sender
-//! whose Fulfill was lost heals it by repeating the request.
+//! Receiving: a `peer.settle` Prepare from a bilateral account is applied (`Received`) once per
+//! id by the keeper and answered with the peer-protocol Fulfill, also when the id was applied
+//! before, so a sender whose Fulfill was lost heals it by repeating the request. Any other
+//! account's request is rejected (F00) before anything is applied or stored.
 
 use crate::clock::Clock;
 use crate::messages::{
@@ -19,37 +25,69 @@ use crate::messages::{
     SettleThresholdCrossed, SettlementDirection,
 };
 use crate::peer_account::NodeAddress;
+use crate::store::{Store, StoreError, StoreOp};
 use crate::supervise::Backoff;
 use actix::prelude::*;
 use ilp::packet::{ErrorCode, Reject};
 use ilp::peer_protocol::peer_response;
-use ilp::settle::{self, SettleRequest, SETTLE_EXPIRY_MS};
+use ilp::settle::{self, SettleIntent, SettleRequest, SETTLE_EXPIRY_MS};
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// Where a settlement being sent is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Its intent is written, then the request is repeated until the peer fulfills it.
+    Sending,
+    /// The peer fulfilled it: it is booked with the keeper, then its intent deleted.
+    Booking,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    request: SettleRequest,
+    phase: Phase,
+    /// A task of this incarnation of the actor drives it (none while its account is not
+    /// configured for bilateral settlement).
+    running: bool,
+}
 
 pub struct SettlementEngine {
     node_address: NodeAddress,
+    /// The PeerAccount of each account that settles bilaterally.
     accounts: BTreeMap<AccountId, Recipient<SendPrepare>>,
     balance: Recipient<ApplySettlement>,
+    /// Where intents are kept (the store the keeper books settlements in).
+    store: Arc<dyn Store>,
     clock: Clock,
     rng: SmallRng,
+    /// The intents left in the store were read (at the first start that could read them).
+    loaded: bool,
     /// The settlement being sent per account. Kept across restarts of the actor: the peer may
     /// have applied it already, so it is resumed with the same id, never replaced.
-    in_flight: BTreeMap<AccountId, SettleRequest>,
-    /// The latest amount asked for while a settlement was in flight, sent after it.
+    in_flight: BTreeMap<AccountId, InFlight>,
+    /// Further unfinished intents found at start for an account that already has one in
+    /// flight (this version keeps one per account), resumed one after the other.
+    backlog: BTreeMap<AccountId, Vec<SettleRequest>>,
+    /// The latest amount asked for while a settlement was being booked, sent after it.
     queued: BTreeMap<AccountId, u64>,
     backoff: Backoff,
 }
 
 impl SettlementEngine {
-    /// `accounts`: the PeerAccount of each account settled over its link.
-    /// `balance`: the BalanceKeeper, which applies each settlement once.
+    /// `accounts`: the PeerAccount of each account settled over its link (those configured
+    /// with `settlement.bilateral = true`; nobody else may send or receive `peer.settle`).
+    /// `balance`: the BalanceKeeper, which applies each settlement once. `store`: where the
+    /// intents of settlements being sent persist.
     pub fn new(
         node_address: NodeAddress,
         accounts: BTreeMap<AccountId, Recipient<SendPrepare>>,
         balance: Recipient<ApplySettlement>,
+        store: Arc<dyn Store>,
         clock: Clock,
         rng_seed: u64,
     ) -> Self {
@@ -57,12 +95,51 @@ impl SettlementEngine {
             node_address,
             accounts,
             balance,
+            store,
             clock,
             rng: SmallRng::seed_from_u64(rng_seed),
+            loaded: false,
             in_flight: BTreeMap::new(),
+            backlog: BTreeMap::new(),
             queued: BTreeMap::new(),
             backoff: Backoff::default(),
         }
+    }
+
+    /// Reads the intents a previous run left: those whose id has a record were booked (only
+    /// their deletion was lost) and are returned for deletion; the others are in flight again,
+    /// with their ids and amounts, from the start of their sending.
+    fn load_intents(&mut self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let (from, to) = settle::intent_range();
+        let mut done = Vec::new();
+        for (key, value) in self.store.scan_records(&from, &to)? {
+            // A record this version cannot read is left alone rather than guessed at.
+            let Ok(intent) = SettleIntent::decode(&value) else {
+                continue;
+            };
+            let request = intent.request;
+            if self.store.get_record(&request.record_key())?.is_some() {
+                done.push(key);
+                continue;
+            }
+            let account = AccountId::from(intent.account.as_str());
+            match self.in_flight.entry(account) {
+                Entry::Occupied(first) => {
+                    self.backlog
+                        .entry(first.key().clone())
+                        .or_default()
+                        .push(request);
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(InFlight {
+                        request,
+                        phase: Phase::Sending,
+                        running: false,
+                    });
+                }
+            }
+        }
+        Ok(done)
     }
 
     fn start_settlement(&mut self, account: AccountId, amount: u64, ctx: &mut Context<Self>) {
@@ -72,32 +149,107 @@ impl SettlementEngine {
             settlement_id,
             amount,
         };
-        self.in_flight.insert(account.clone(), request);
-        self.spawn_settlement(account, request, ctx);
+        self.in_flight.insert(
+            account.clone(),
+            InFlight {
+                request,
+                phase: Phase::Sending,
+                running: false,
+            },
+        );
+        self.drive(account, ctx);
     }
 
-    fn spawn_settlement(
-        &self,
-        account: AccountId,
-        request: SettleRequest,
-        ctx: &mut Context<Self>,
-    ) {
+    /// Runs the settlement in flight to `account` from its phase, unless a task already does
+    /// or the account is not (or no longer) settled bilaterally.
+    fn drive(&mut self, account: AccountId, ctx: &mut Context<Self>) {
         let Some(peer) = self.accounts.get(&account).cloned() else {
             return;
         };
-        let work = send_settlement(
-            peer,
+        let Some(entry) = self.in_flight.get_mut(&account) else {
+            return;
+        };
+        if entry.running {
+            return;
+        }
+        entry.running = true;
+        let request = entry.request;
+        match entry.phase {
+            Phase::Sending => {
+                let intent = SettleIntent {
+                    account: account.to_string(),
+                    request,
+                };
+                let work = send_settlement(self.store.clone(), peer, self.clock, intent);
+                ctx.spawn(
+                    work.into_actor(self)
+                        .map(move |(), act, ctx| act.fulfilled(account, ctx)),
+                );
+            }
+            Phase::Booking => self.book(account, request, ctx),
+        }
+    }
+
+    /// The peer fulfilled the settlement to `account`: book it.
+    fn fulfilled(&mut self, account: AccountId, ctx: &mut Context<Self>) {
+        // What the keeper asked for while this was being sent was reckoned on a balance that
+        // does not count it yet (the keeper asks for nothing more until our settlement is
+        // booked, unless it started afresh, e.g. after a restart of the node): sending it too
+        // would pay the same shortfall twice. The keeper reckons again once this is booked.
+        self.queued.remove(&account);
+        let Some(entry) = self.in_flight.get_mut(&account) else {
+            return;
+        };
+        entry.phase = Phase::Booking;
+        let request = entry.request;
+        self.book(account, request, ctx);
+    }
+
+    fn book(&mut self, account: AccountId, request: SettleRequest, ctx: &mut Context<Self>) {
+        let work = book_settlement(
             self.balance.clone(),
-            self.clock,
+            self.store.clone(),
             account.clone(),
             request,
         );
-        ctx.spawn(work.into_actor(self).map(move |(), act, ctx| {
-            act.in_flight.remove(&account);
-            if let Some(amount) = act.queued.remove(&account) {
-                act.start_settlement(account, amount, ctx);
-            }
-        }));
+        ctx.spawn(
+            work.into_actor(self)
+                .map(move |(), act, ctx| act.finished(account, ctx)),
+        );
+    }
+
+    /// The settlement to `account` is booked: the next one, if any, may start.
+    fn finished(&mut self, account: AccountId, ctx: &mut Context<Self>) {
+        self.in_flight.remove(&account);
+        if let Some(request) = self.backlog.get_mut(&account).and_then(Vec::pop) {
+            self.in_flight.insert(
+                account.clone(),
+                InFlight {
+                    request,
+                    phase: Phase::Sending,
+                    running: false,
+                },
+            );
+            self.drive(account, ctx);
+            return;
+        }
+        self.backlog.remove(&account);
+        if let Some(amount) = self.queued.remove(&account) {
+            self.start_settlement(account, amount, ctx);
+        }
+    }
+
+    /// Runs every settlement in flight that no task of this incarnation drives.
+    fn drive_all(&mut self, ctx: &mut Context<Self>) {
+        let idle: Vec<AccountId> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| !f.running)
+            .map(|(a, _)| a.clone())
+            .collect();
+        for account in idle {
+            self.drive(account, ctx);
+        }
     }
 
     fn reject(&self, code: ErrorCode, message: &str) -> Reject {
@@ -109,20 +261,38 @@ fn retry_delay(attempt: u32) -> Duration {
     Duration::from_millis(settle::retry_delay_ms(attempt))
 }
 
-/// Sends `request` until the peer fulfills it, then applies it to our balance; never gives up,
-/// since the peer may already count it.
+/// Makes the intent durable, then sends its request until the peer fulfills it; never gives
+/// up, since the peer may already count it.
 async fn send_settlement(
+    store: Arc<dyn Store>,
     peer: Recipient<SendPrepare>,
-    balance: Recipient<ApplySettlement>,
     clock: Clock,
-    account: AccountId,
-    request: SettleRequest,
+    intent: SettleIntent,
 ) {
+    // Written again when resumed: the same key and value, so nothing changes.
+    let put = StoreOp::PutRecord {
+        key: intent.key(),
+        value: intent.encode(),
+    };
     let mut attempt = 0u32;
-    while !send_once(&peer, &clock, &request).await {
+    while store.commit(vec![put.clone()]).await.is_err() {
         tokio::time::sleep(retry_delay(attempt)).await;
         attempt = attempt.saturating_add(1);
     }
+    let mut attempt = 0u32;
+    while !send_once(&peer, &clock, &intent.request).await {
+        tokio::time::sleep(retry_delay(attempt)).await;
+        attempt = attempt.saturating_add(1);
+    }
+}
+
+/// Books a settlement the peer fulfilled, then deletes its intent.
+async fn book_settlement(
+    balance: Recipient<ApplySettlement>,
+    store: Arc<dyn Store>,
+    account: AccountId,
+    request: SettleRequest,
+) {
     let apply = ApplySettlement {
         account,
         settlement_id: request.settlement_id,
@@ -135,6 +305,13 @@ async fn send_settlement(
         tokio::time::sleep(retry_delay(attempt)).await;
         attempt = attempt.saturating_add(1);
     }
+    // The keeper wrote the id's record in the batch that moved the balance: from then on the
+    // intent is done whatever happens to it. Deleting it only tidies up; one a crash left
+    // behind is found done (by that record) and deleted at the next start.
+    let delete = StoreOp::DeleteRecord {
+        key: settle::intent_key(&request.settlement_id),
+    };
+    let _ = store.commit(vec![delete]).await;
 }
 
 /// One attempt: whether the peer answered with the peer-protocol Fulfill before expiry.
@@ -165,15 +342,33 @@ impl Actor for SettlementEngine {
         if !delay.is_zero() {
             ctx.wait(actix::fut::wrap_future(tokio::time::sleep(delay)));
         }
-        // Resume what a crash interrupted, with the same ids.
-        let resume: Vec<(AccountId, SettleRequest)> = self
-            .in_flight
-            .iter()
-            .map(|(a, r)| (a.clone(), *r))
-            .collect();
-        for (account, request) in resume {
-            self.spawn_settlement(account, request, ctx);
+        if !self.loaded {
+            match self.load_intents() {
+                Ok(done) => {
+                    self.loaded = true;
+                    if !done.is_empty() {
+                        let ops = done
+                            .into_iter()
+                            .map(|key| StoreOp::DeleteRecord { key })
+                            .collect();
+                        let delete = self.store.commit(ops);
+                        ctx.spawn(actix::fut::wrap_future(delete).map(|_, _, _| ()));
+                    }
+                }
+                Err(_) => {
+                    // Settling without knowing what is in flight could pay twice: fail, and
+                    // read again after the restart's backoff.
+                    ctx.stop();
+                    return;
+                }
+            }
         }
+        // Resume what a crash interrupted, with the same ids; the tasks of the previous
+        // incarnation died with it.
+        for entry in self.in_flight.values_mut() {
+            entry.running = false;
+        }
+        self.drive_all(ctx);
     }
 }
 
@@ -203,6 +398,8 @@ impl Handler<HandlePeerProtocol> for SettlementEngine {
 
     fn handle(&mut self, msg: HandlePeerProtocol, _ctx: &mut Self::Context) -> Self::Result {
         if !self.accounts.contains_key(&msg.from) {
+            // A claim that money moved, from an account whose configuration does not say we
+            // take its word for it: refused before anything is applied or stored.
             let r = self.reject(
                 ErrorCode::F00_BAD_REQUEST,
                 "peer.settle is not enabled for this account",
@@ -239,8 +436,9 @@ impl Handler<HandlePeerProtocol> for SettlementEngine {
     }
 }
 
-/// A reload: the PeerAccount of each account now configured. A settlement in flight to an
-/// account that is gone stops being retried; its record stays in the store.
+/// A reload: the PeerAccount of each account now settled bilaterally. A settlement in flight to
+/// an account that left keeps being repeated by its task (the peer may count it already); one
+/// resumed at start for an account that was not configured then starts once it is.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct UpdateAccounts(pub BTreeMap<AccountId, Recipient<SendPrepare>>);
@@ -248,8 +446,9 @@ pub struct UpdateAccounts(pub BTreeMap<AccountId, Recipient<SendPrepare>>);
 impl Handler<UpdateAccounts> for SettlementEngine {
     type Result = ();
 
-    fn handle(&mut self, msg: UpdateAccounts, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: UpdateAccounts, ctx: &mut Self::Context) {
         self.accounts = msg.0;
+        self.drive_all(ctx);
     }
 }
 
@@ -358,24 +557,46 @@ mod tests {
         store: FakeStore,
     }
 
-    /// A keeper and an engine wired to each other, settling with `peer` through `link`.
-    fn node(name: &str, peer: &str, link: Recipient<SendPrepare>, clock: Clock, seed: u64) -> Node {
-        let store = FakeStore::default();
+    /// A keeper and an engine wired to each other, settling with `peer` through `link`, on
+    /// `store` (which may hold what an earlier node left), below `threshold` (never: `None`).
+    /// Unsupervised, its actors stop for good on [`Crash`], as a killed process does.
+    #[allow(clippy::too_many_arguments)]
+    fn node_on(
+        store: FakeStore,
+        supervised: bool,
+        threshold: Option<i64>,
+        name: &str,
+        peer: &str,
+        link: Recipient<SendPrepare>,
+        clock: Clock,
+        seed: u64,
+    ) -> Node {
         let shared: Arc<dyn Store> = Arc::new(store.clone());
         let address = NodeAddress::new(Some(Address::try_from(format!("test.{name}")).unwrap()));
         let peer = acc(peer);
         let engine_slot = Arc::new(Mutex::new(None));
         let slot = engine_slot.clone();
-        let keeper = Supervisor::start(move |ctx: &mut Context<BalanceKeeper>| {
+        let make = move |ctx: &mut Context<BalanceKeeper>| {
             let me = ctx.address().recipient();
             let links = BTreeMap::from([(peer.clone(), link)]);
-            let engine =
-                Supervisor::start(move |_| SettlementEngine::new(address, links, me, clock, seed));
+            let engine_store = shared.clone();
+            let make_engine =
+                move || SettlementEngine::new(address, links, me, engine_store, clock, seed);
+            let engine = if supervised {
+                Supervisor::start(move |_| make_engine())
+            } else {
+                make_engine().start()
+            };
             *slot.lock().unwrap() = Some(engine.clone());
-            let accounts = BTreeMap::from([(peer, limits(Some(-1000), Some(1000), Some(-100), 0))]);
+            let accounts = BTreeMap::from([(peer, limits(Some(-1000), Some(1000), threshold, 0))]);
             BalanceKeeper::new(accounts, shared, Some(engine.recipient()))
-        });
-        // Supervisor::start runs the factory before it returns.
+        };
+        let keeper = if supervised {
+            Supervisor::start(make)
+        } else {
+            BalanceKeeper::create(make)
+        };
+        // Both run the factory before they return.
         let engine = engine_slot.lock().unwrap().clone().unwrap();
         Node {
             keeper,
@@ -391,10 +612,19 @@ mod tests {
         a_to_b: Arc<Mutex<Faults>>,
         log_a_to_b: Arc<Mutex<Vec<(u64, SettleRequest)>>>,
         log_b_to_a: Arc<Mutex<Vec<(u64, SettleRequest)>>>,
+        /// A's link to B, and what B's link to A delivers to (A's engine), for a new node A.
+        link_ab: Recipient<SendPrepare>,
+        proxy_a: Addr<Proxy>,
+        clock: Clock,
     }
 
     /// Two nodes, `a` and `b`, each keeping the other's balance and settling over a fake link.
     async fn pair() -> Pair {
+        pair_with(FakeStore::default(), true, true).await
+    }
+
+    /// As [`pair`], node A on `a_store`, supervised or not; B settles with A or never does.
+    async fn pair_with(a_store: FakeStore, a_supervised: bool, b_settles: bool) -> Pair {
         let clock = Clock::starting_at(START_MS);
         // The links need the engines and the engines the links: start the links on proxies
         // whose target is filled in once the engines exist.
@@ -420,8 +650,29 @@ mod tests {
             clock,
         }
         .start();
-        let a = node("a", "b", link_ab.recipient(), clock, 1);
-        let b = node("b", "a", link_ba.recipient(), clock, 2);
+        let link_ab = link_ab.recipient();
+        let a = node_on(
+            a_store,
+            a_supervised,
+            Some(-100),
+            "a",
+            "b",
+            link_ab.clone(),
+            clock,
+            1,
+        );
+        let b_threshold = b_settles.then_some(-100);
+        let b_link = link_ba.recipient();
+        let b = node_on(
+            FakeStore::default(),
+            true,
+            b_threshold,
+            "b",
+            "a",
+            b_link,
+            clock,
+            2,
+        );
         proxy_a
             .send(SetTarget(a.engine.clone().recipient()))
             .await
@@ -436,6 +687,9 @@ mod tests {
             a_to_b,
             log_a_to_b,
             log_b_to_a,
+            link_ab,
+            proxy_a,
+            clock,
         }
     }
 
@@ -500,12 +754,27 @@ mod tests {
         )
     }
 
+    /// The settlement records (`settle/<id>`) written to `store`.
     fn records(store: &FakeStore) -> Vec<StoreOp> {
         store
             .batches()
             .into_iter()
             .flatten()
-            .filter(|op| matches!(op, StoreOp::PutRecord { .. }))
+            .filter(
+                |op| matches!(op, StoreOp::PutRecord { key, .. } if key.starts_with(b"settle/")),
+            )
+            .collect()
+    }
+
+    /// The intents left in `store`.
+    fn intents(store: &FakeStore) -> Vec<SettleIntent> {
+        let (from, to) = settle::intent_range();
+        store
+            .inner
+            .scan_records(&from, &to)
+            .unwrap()
+            .iter()
+            .map(|(_, v)| SettleIntent::decode(v).unwrap())
             .collect()
     }
 
@@ -646,11 +915,21 @@ mod tests {
                 .await
                 .unwrap();
             idle(3).await;
-            // Refused (T00) and repeated; nothing applied on either side yet.
+            // Refused (T00) and repeated; nothing applied on either side yet. (B's keeper may
+            // show the settlement applied in memory while its failing commit is under way, so
+            // the books are read where they are kept.)
             let log = p.log_a_to_b.lock().unwrap().clone();
             assert!(log.len() >= 2);
             assert!(log.iter().all(|(_, r)| *r == log[0].1));
-            assert_eq!(balances(&p).await, (-200, 200));
+            assert_eq!(balance(&p.a.keeper, "b").await.balance, -200);
+            assert_eq!(
+                p.b.store.inner.load_balances().unwrap().get("a"),
+                Some(&200)
+            );
+            assert_eq!(
+                p.b.store.inner.get_record(&log[0].1.record_key()).unwrap(),
+                None
+            );
             p.b.store.fail(false);
             idle(60).await;
             assert_eq!(balances(&p).await, (0, 0));
@@ -677,9 +956,16 @@ mod tests {
         });
     }
 
+    /// What the fake keeper asks for once, right after it applies a settlement and before it
+    /// answers (as the keeper asks when the booked balance is still below the threshold).
+    type AskAfterApply = Arc<Mutex<Option<(Recipient<SettleThresholdCrossed>, u64)>>>;
+
     /// A keeper that records what it is asked to apply.
     #[derive(Default)]
-    struct FakeBalance(Arc<Mutex<Vec<ApplySettlement>>>);
+    struct FakeBalance {
+        applied: Arc<Mutex<Vec<ApplySettlement>>>,
+        ask_after_apply: AskAfterApply,
+    }
 
     impl Actor for FakeBalance {
         type Context = Context<Self>;
@@ -688,15 +974,24 @@ mod tests {
     impl Handler<ApplySettlement> for FakeBalance {
         type Result = Result<bool, crate::store::StoreError>;
         fn handle(&mut self, msg: ApplySettlement, _ctx: &mut Self::Context) -> Self::Result {
-            self.0.lock().unwrap().push(msg);
+            if let Some((engine, amount)) = self.ask_after_apply.lock().unwrap().take() {
+                engine.do_send(SettleThresholdCrossed {
+                    account: msg.account.clone(),
+                    amount,
+                });
+            }
+            self.applied.lock().unwrap().push(msg);
             Ok(true)
         }
     }
 
-    /// A PeerAccount that fulfills every Prepare after `delay`, logging the requests.
+    /// A PeerAccount that fulfills every Prepare after `delay`, logging the requests and
+    /// whether the request's intent was in `store` when it arrived.
     struct FakePeer {
         delay: Duration,
         log: Arc<Mutex<Vec<(u64, SettleRequest)>>>,
+        store: FakeStore,
+        durable: Arc<Mutex<Vec<bool>>>,
         clock: Clock,
     }
 
@@ -708,6 +1003,14 @@ mod tests {
         type Result = Reply<PacketResult>;
         fn handle(&mut self, msg: SendPrepare, _ctx: &mut Self::Context) -> Self::Result {
             let r = SettleRequest::from_prepare(&msg.prepare, self.clock.now()).unwrap();
+            let stored = self
+                .store
+                .inner
+                .get_record(&settle::intent_key(&r.settlement_id))
+                .unwrap()
+                .map(|v| SettleIntent::decode(&v).unwrap());
+            let durable = stored.is_some_and(|i| i.request == r && i.account == "b");
+            self.durable.lock().unwrap().push(durable);
             self.log.lock().unwrap().push((self.clock.now_ms(), r));
             let delay = self.delay;
             Reply::later(async move {
@@ -720,30 +1023,47 @@ mod tests {
     struct Solo {
         engine: Addr<SettlementEngine>,
         applied: Arc<Mutex<Vec<ApplySettlement>>>,
+        ask_after_apply: AskAfterApply,
         sent: Arc<Mutex<Vec<(u64, SettleRequest)>>>,
+        /// Per request sent: whether its intent was durable by then.
+        durable: Arc<Mutex<Vec<bool>>>,
+        store: FakeStore,
     }
 
     fn solo(seed: u64, delay: Duration) -> Solo {
+        solo_on(FakeStore::default(), seed, delay)
+    }
+
+    /// An engine settling with account `b` (a peer that fulfills after `delay`) on `store`.
+    fn solo_on(store: FakeStore, seed: u64, delay: Duration) -> Solo {
         let clock = Clock::starting_at(START_MS);
         let balance = FakeBalance::default();
-        let applied = balance.0.clone();
+        let applied = balance.applied.clone();
+        let ask_after_apply = balance.ask_after_apply.clone();
         let sent = Arc::new(Mutex::new(Vec::new()));
+        let durable = Arc::new(Mutex::new(Vec::new()));
         let peer = FakePeer {
             delay,
             log: sent.clone(),
+            store: store.clone(),
+            durable: durable.clone(),
             clock,
         }
         .start();
         let accounts = BTreeMap::from([(acc("b"), peer.recipient())]);
         let balance = balance.start().recipient();
         let address = NodeAddress::new(Some(Address::try_from("test.a").unwrap()));
+        let shared: Arc<dyn Store> = Arc::new(store.clone());
         let engine = Supervisor::start(move |_| {
-            SettlementEngine::new(address, accounts, balance, clock, seed)
+            SettlementEngine::new(address, accounts, balance, shared, clock, seed)
         });
         Solo {
             engine,
             applied,
+            ask_after_apply,
             sent,
+            durable,
+            store,
         }
     }
 
@@ -803,17 +1123,164 @@ mod tests {
             let s = solo(1, Duration::from_secs(10));
             s.engine.send(crossed("b", 100)).await.unwrap();
             idle(1).await;
+            // Asked while 100 is being sent: reckoned on a balance without those 100, so
+            // dropped once they are paid (the keeper asks again after booking if need be).
             s.engine.send(crossed("b", 200)).await.unwrap();
             s.engine.send(crossed("b", 300)).await.unwrap();
+            // The keeper, booking the 100, finds the balance still short by 40.
+            *s.ask_after_apply.lock().unwrap() = Some((s.engine.clone().recipient(), 40));
             idle(5).await;
             assert_eq!(s.sent.lock().unwrap().len(), 1);
             idle(30).await;
             let sent = s.sent.lock().unwrap().clone();
-            // The latest request waited for the first to complete.
+            // The request made while the first was booked waited for it to complete.
             let amounts: Vec<u64> = sent.iter().map(|(_, r)| r.amount).collect();
-            assert_eq!(amounts, vec![100, 300]);
+            assert_eq!(amounts, vec![100, 40]);
             assert_eq!(sent[1].0 - sent[0].0, 10_000);
+            assert_ne!(sent[0].1.settlement_id, sent[1].1.settlement_id);
             assert_eq!(s.applied.lock().unwrap().len(), 2);
+            assert!(intents(&s.store).is_empty());
+        });
+    }
+
+    #[test]
+    fn the_intent_is_durable_before_the_first_send_and_deleted_once_booked() {
+        run(async {
+            let s = solo(3, Duration::from_secs(10));
+            // The store refuses writes: nothing may be sent, since a crash now would forget
+            // the id.
+            s.store.fail(true);
+            s.engine.send(crossed("b", 70)).await.unwrap();
+            idle(5).await;
+            assert!(s.sent.lock().unwrap().is_empty());
+            s.store.fail(false);
+            idle(5).await;
+            let sent = s.sent.lock().unwrap().clone();
+            assert_eq!(sent.len(), 1);
+            assert_eq!(*s.durable.lock().unwrap(), vec![true]);
+            // In the store while the peer has not answered.
+            let stored = intents(&s.store);
+            assert_eq!(
+                stored,
+                vec![SettleIntent {
+                    account: "b".into(),
+                    request: sent[0].1
+                }]
+            );
+            idle(20).await;
+            assert_eq!(s.applied.lock().unwrap().len(), 1);
+            assert!(intents(&s.store).is_empty());
+        });
+    }
+
+    #[test]
+    fn an_intent_found_at_start_is_resumed_with_its_id_and_one_already_booked_is_not() {
+        run(async {
+            let store = FakeStore::default();
+            let open = SettleIntent {
+                account: "b".into(),
+                request: SettleRequest {
+                    settlement_id: [7; 16],
+                    amount: 55,
+                },
+            };
+            let booked = SettleIntent {
+                account: "b".into(),
+                request: SettleRequest {
+                    settlement_id: [8; 16],
+                    amount: 66,
+                },
+            };
+            let put = |key: Vec<u8>, value: Vec<u8>| StoreOp::PutRecord { key, value };
+            store
+                .inner
+                .commit(vec![
+                    put(open.key(), open.encode()),
+                    put(booked.key(), booked.encode()),
+                    put(booked.request.record_key(), b"S".to_vec()),
+                ])
+                .await
+                .unwrap();
+            let s = solo_on(store, 9, Duration::ZERO);
+            // Asked at start (the keeper's reload) while the resumed one is being sent.
+            s.engine.send(crossed("b", 55)).await.unwrap();
+            idle(5).await;
+            let sent: Vec<SettleRequest> = s.sent.lock().unwrap().iter().map(|(_, r)| *r).collect();
+            assert_eq!(sent, vec![open.request]);
+            let applied = s.applied.lock().unwrap().clone();
+            assert_eq!(applied.len(), 1);
+            assert_eq!(applied[0].settlement_id, [7; 16]);
+            assert_eq!(applied[0].amount, 55);
+            assert_eq!(applied[0].direction, SettlementDirection::Sent);
+            assert!(intents(&s.store).is_empty());
+        });
+    }
+
+    #[test]
+    fn a_killed_node_resumes_its_settlement_with_the_same_id_and_the_peer_applies_it_once() {
+        run(async {
+            let a_store = FakeStore::default();
+            // Node A without a supervisor: a Crash stops it for good, like kill -9. B never
+            // settles itself, so a settlement A made twice shows in B's balance.
+            let p = pair_with(a_store.clone(), false, false).await;
+            // B applies what A sends, but A never hears back.
+            p.a_to_b.lock().unwrap().lose_reply = usize::MAX;
+            pay_a_to_b(&p, 150).await;
+            idle(10).await;
+            let first = p.log_a_to_b.lock().unwrap().clone();
+            assert!(!first.is_empty());
+            let id = first[0].1.settlement_id;
+            assert_eq!(balances(&p).await, (-150, 0));
+            assert_eq!(
+                intents(&a_store),
+                vec![SettleIntent {
+                    account: "b".into(),
+                    request: first[0].1
+                }]
+            );
+            p.a.engine.send(Crash).await.unwrap();
+            p.a.keeper.send(Crash).await.unwrap();
+            idle(1).await;
+            let sends_before_restart = p.log_a_to_b.lock().unwrap().len();
+            idle(120).await;
+            assert_eq!(
+                p.log_a_to_b.lock().unwrap().len(),
+                sends_before_restart,
+                "the stopped node kept sending"
+            );
+
+            // A new process on the same store (another seed: it would draw other ids).
+            p.a_to_b.lock().unwrap().lose_reply = 0;
+            let a = node_on(
+                a_store.clone(),
+                true,
+                Some(-100),
+                "a",
+                "b",
+                p.link_ab.clone(),
+                p.clock,
+                99,
+            );
+            p.proxy_a
+                .send(SetTarget(a.engine.clone().recipient()))
+                .await
+                .unwrap();
+            idle(120).await;
+            let b_owes = balance(&p.b.keeper, "a").await.balance;
+            let a_is_owed = balance(&a.keeper, "b").await.balance;
+            assert_eq!((a_is_owed, b_owes), (0, 0));
+            let log = p.log_a_to_b.lock().unwrap().clone();
+            assert!(log.len() > sends_before_restart);
+            assert!(log
+                .iter()
+                .all(|(_, r)| r.settlement_id == id && r.amount == 150));
+            // B applied the id once, however often it came.
+            assert_eq!(p.b.store.settle_records(), 1);
+            assert_eq!(
+                a_store.inner.get_record(&settle::record_key(&id)).unwrap(),
+                Some([&b"S"[..], &150u64.to_be_bytes()].concat())
+            );
+            assert!(intents(&a_store).is_empty());
         });
     }
 
@@ -849,7 +1316,7 @@ mod tests {
                 (
                     "b",
                     settle_prepare(&good, &[1; 32], later),
-                    ErrorCode::F05_WRONG_CONDITION,
+                    ErrorCode::F01_INVALID_PACKET,
                 ),
                 (
                     "b",
@@ -858,7 +1325,7 @@ mod tests {
                         &PEER_PROTOCOL_CONDITION,
                         now.saturating_sub_millis(1),
                     ),
-                    ErrorCode::R00_TRANSFER_TIMED_OUT,
+                    ErrorCode::R02_INSUFFICIENT_TIMEOUT,
                 ),
                 (
                     "nobody",
@@ -912,6 +1379,8 @@ mod tests {
             let peer = FakePeer {
                 delay: Duration::ZERO,
                 log: Arc::default(),
+                store: store.clone(),
+                durable: Arc::default(),
                 clock,
             }
             .start();
@@ -919,6 +1388,7 @@ mod tests {
                 NodeAddress::new(Some(Address::try_from("test.a").unwrap())),
                 BTreeMap::from([(acc("b"), peer.recipient())]),
                 keeper.clone().recipient(),
+                Arc::new(store.clone()),
                 clock,
                 0,
             )

@@ -391,6 +391,18 @@ impl Default for DedupConfig {
     }
 }
 
+/// `[accounts.<id>.settlement]`: how the balance with this account is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SettlementConfig {
+    /// The built-in bilateral settlement over the link itself (`peer.settle`): when the
+    /// balance falls below `balance.settle_threshold` we tell the peer we paid it, and we book
+    /// what the peer tells us it paid us. Nothing moves money outside the books, so each side
+    /// takes the other's word: only for two nodes run by the same operator. Default false: the
+    /// account's `peer.settle` requests are rejected and we never send it one.
+    #[serde(default)]
+    pub bilateral: bool,
+}
+
 /// One `[accounts.<id>]` table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountConfig {
@@ -428,7 +440,11 @@ pub struct AccountConfig {
     pub btp_idempotent: bool,
     #[serde(default)]
     pub dedup: DedupConfig,
-    /// RFC 38 settlement engine for this account; absent: no automatic settlement.
+    /// How the balance is settled; default: not at all.
+    #[serde(default)]
+    pub settlement: SettlementConfig,
+    /// RFC 38 settlement engine for this account. Not supported yet: validation refuses it, so
+    /// a file that names one does not start a node that silently never settles.
     #[serde(default, with = "opt_url_serde")]
     pub settlement_engine_url: Option<Url>,
 }
@@ -449,6 +465,11 @@ impl AccountConfig {
     pub fn child_segment<'a>(&'a self, id: &'a str) -> Option<&'a str> {
         (self.relation == Relation::Child)
             .then(|| self.ilp_address_segment.as_deref().unwrap_or(id))
+    }
+
+    /// Whether `peer.settle` (the built-in bilateral settlement) runs with this account.
+    pub fn settles_bilaterally(&self) -> bool {
+        self.settlement.bilateral
     }
 
     /// Balance limits; none at all (and no settlement) without a `[balance]` table.

@@ -726,3 +726,46 @@ fn http2_is_an_http_link_key() {
         "{errors}"
     );
 }
+
+#[test]
+fn bilateral_settlement_is_off_unless_the_account_says_so() {
+    let reference = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"));
+    let c = Config::from_toml_str(reference).unwrap();
+    assert!(!c.accounts["alice"].settles_bilaterally());
+    assert!(c.accounts.values().all(|a| !a.settles_bilaterally()));
+
+    let base = "[node]\nilp_address = \"test.a\"\n[accounts.p]\nrelation = \"peer\"\nlink = { type = \"memory\" }\n";
+    let plain = Config::from_toml_str(base).unwrap();
+    assert!(!plain.accounts["p"].settles_bilaterally());
+    let on =
+        Config::from_toml_str(&format!("{base}settlement = {{ bilateral = true }}\n")).unwrap();
+    assert!(on.accounts["p"].settles_bilaterally());
+    let off =
+        Config::from_toml_str(&format!("{base}settlement = {{ bilateral = false }}\n")).unwrap();
+    assert!(!off.accounts["p"].settles_bilaterally());
+    // Printed back (check-config) and read again: the same.
+    let again = toml::to_string(&on).unwrap();
+    assert_eq!(Config::from_toml_str(&again), Ok(on.clone()));
+    // Turning it on is a change a reload applies to the account.
+    let changes = crate::config::ConfigChanges::between(&plain, &on);
+    assert!(changes.updated.contains("p"), "{changes:?}");
+
+    let e = errors(&format!("{base}settlement = {{ bilateral = \"yes\" }}\n"));
+    assert_eq!(paths(&e), vec!["accounts.p.settlement.bilateral"]);
+    let e = errors(&format!("{base}settlement = {{ bilatral = true }}\n"));
+    assert_error(&e, "accounts.p.settlement.bilatral", "unknown key");
+}
+
+#[test]
+fn settlement_engine_url_is_refused_until_engines_exist() {
+    let text = "[node]\nilp_address = \"test.a\"\n[accounts.p]\nrelation = \"peer\"\n\
+                link = { type = \"memory\" }\nsettlement_engine_url = \"http://127.0.0.1:3000\"\n";
+    let e = errors(text);
+    assert_eq!(paths(&e), vec!["accounts.p.settlement_engine_url"]);
+    assert_error(&e, "accounts.p.settlement_engine_url", "not supported");
+    assert!(
+        e.to_string()
+            .contains("accounts.p.settlement_engine_url: settlement engines (RFC 38)"),
+        "{e}"
+    );
+}

@@ -382,13 +382,12 @@ fn check_account(e: &mut Errors, p: &str, id: &str, a: &AccountConfig, config: &
             "applies only to btp-server and btp-client links",
         );
     }
-    if let Some(url) = &a.settlement_engine_url {
-        if !matches!(url.scheme(), "http" | "https") {
-            e.at(
-                format!("{p}.settlement_engine_url"),
-                "must be an http:// or https:// URL",
-            );
-        }
+    if a.settlement_engine_url.is_some() {
+        e.at(
+            format!("{p}.settlement_engine_url"),
+            "settlement engines (RFC 38) are not supported yet; remove the key (between two \
+             nodes run by the same operator, settlement.bilateral = true settles over the link)",
+        );
     }
     check_link(e, &format!("{p}.link"), &a.link, config);
 }

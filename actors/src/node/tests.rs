@@ -1,11 +1,14 @@
-//! Node-level tests on memory links and virtual time: reloading a configuration.
+//! Node-level tests on memory links and virtual time: reloading a configuration, which accounts
+//! settle, where the routing secret comes from.
 
 use super::*;
 use crate::link::memory::MemoryLink;
-use crate::messages::GetBalance;
+use crate::messages::{GetBalance, IncomingPrepare, PacketResult, Reply};
 use crate::store::memory::MemoryStore;
 use crate::test_support::{run, PreimagePayee};
-use ilp::packet::{Address, PacketType, Prepare, PrepareBuilder};
+use ilp::packet::{Address, FulfillBuilder, PacketType, Prepare, PrepareBuilder};
+use ilp::peer_protocol::peer_response;
+use ilp::settle::SettleRequest;
 use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -215,6 +218,230 @@ fn reload_without_a_link_for_an_added_account_changes_nothing() {
             pay(&payer, "test.node.carol", 5, 1).await,
             Err(ErrorCode::F02_UNREACHABLE)
         );
+    });
+}
+
+/// A peer's end of a link: fulfills payments whose data is their preimage, and `peer.settle`
+/// requests as a peer that applied them would, recording the latter.
+struct SettlingPeer {
+    settlements: Arc<Mutex<Vec<SettleRequest>>>,
+}
+
+impl Actor for SettlingPeer {
+    type Context = Context<Self>;
+}
+
+impl Handler<IncomingPrepare> for SettlingPeer {
+    type Result = Reply<PacketResult>;
+
+    fn handle(&mut self, msg: IncomingPrepare, _: &mut Context<Self>) -> Self::Result {
+        let p = msg.prepare;
+        if p.destination_str() == "peer.settle" {
+            let request = SettleRequest::decode(p.data()).unwrap();
+            self.settlements.lock().unwrap().push(request);
+            return Reply::ready(Ok(peer_response(&[]).unwrap()));
+        }
+        let preimage = <[u8; 32]>::try_from(p.data()).unwrap();
+        let fulfill = FulfillBuilder {
+            fulfillment: &preimage,
+            data: &[],
+        }
+        .build()
+        .unwrap();
+        Reply::ready(Ok(fulfill))
+    }
+}
+
+/// A `peer.settle` claim: "I paid you `amount`", under a fresh id.
+fn settle_claim(id: u8, amount: u64) -> Prepare {
+    SettleRequest {
+        settlement_id: [id; 16],
+        amount,
+    }
+    .to_prepare(Timestamp::from_unix_millis(START_MS + 30_000))
+    .unwrap()
+}
+
+async fn claim(from: &MemoryLink, id: u8, amount: u64) -> Result<(), ErrorCode> {
+    match from.send_prepare(settle_claim(id, amount)).await.unwrap() {
+        Ok(fulfill) => {
+            assert_eq!(ilp::settle::check_response(&fulfill), Ok(()));
+            Ok(())
+        }
+        Err(reject) => Err(reject.code()),
+    }
+}
+
+fn settle_records(store: &MemoryStore) -> usize {
+    store.count_records(ilp::settle::RECORD_PREFIX.as_bytes())
+}
+
+#[test]
+fn a_settle_claim_moves_the_balance_only_of_an_account_that_settles_bilaterally() {
+    run(async {
+        let clock = Clock::starting_at(START_MS);
+        let store = Arc::new(MemoryStore::new());
+        let bilateral = "settlement = { bilateral = true }";
+        let v1 = config(
+            &format!("{}{}", account("kid", ""), account("twin", bilateral)),
+            "",
+        );
+        let (kid_link, kid, _) = far_end();
+        let (twin_link, twin, _) = far_end();
+        let links = BTreeMap::from([
+            (AccountId::from("kid"), kid_link),
+            (AccountId::from("twin"), twin_link),
+        ]);
+        let mut node = Node::start(
+            &v1,
+            NodeOptions {
+                clock,
+                store: store.clone(),
+                seed: 5,
+                links,
+                metrics: None,
+            },
+        )
+        .unwrap();
+        // The probe of issue #12: a child with default settings claims it paid 5 000.
+        assert_eq!(claim(&kid, 1, 5_000).await, Err(ErrorCode::F00_BAD_REQUEST));
+        assert_eq!(balance(&node, "kid").await, Some(0));
+        assert_eq!(settle_records(&store), 0);
+        assert_eq!(store.load_balances().unwrap().get("kid"), None);
+        // The same claim from an account configured to settle bilaterally is booked.
+        assert_eq!(claim(&twin, 2, 5_000).await, Ok(()));
+        assert_eq!(balance(&node, "twin").await, Some(-5_000));
+        assert_eq!(settle_records(&store), 1);
+
+        // A reload turns it on for kid and off for twin.
+        let v2 = config(
+            &format!("{}{}", account("kid", bilateral), account("twin", "")),
+            "",
+        );
+        let changes = ConfigChanges::between(&v1, &v2);
+        node.reload(&v2, &changes, BTreeMap::new()).await.unwrap();
+        assert_eq!(
+            claim(&twin, 3, 5_000).await,
+            Err(ErrorCode::F00_BAD_REQUEST)
+        );
+        assert_eq!(balance(&node, "twin").await, Some(-5_000));
+        assert_eq!(claim(&kid, 4, 700).await, Ok(()));
+        assert_eq!(balance(&node, "kid").await, Some(-700));
+        assert_eq!(settle_records(&store), 2);
+    });
+}
+
+#[test]
+fn settlements_are_sent_only_to_accounts_that_settle_bilaterally() {
+    run(async {
+        let clock = Clock::starting_at(START_MS);
+        let store = Arc::new(MemoryStore::new());
+        let owed = |id: &str, extra: &str| {
+            format!(
+                "[accounts.{id}]\nrelation = \"child\"\nlink = {{ type = \"memory\" }}\n{extra}\n\
+                 [accounts.{id}.balance]\nminimum = -1000000\nmaximum = 1000000\n\
+                 settle_threshold = -100\nsettle_to = 0\n"
+            )
+        };
+        let v1 = config(
+            &format!(
+                "{}{}{}",
+                account("payer", ""),
+                owed("kid", ""),
+                owed("twin", "settlement = { bilateral = true }")
+            ),
+            "",
+        );
+        let (payer_link, payer, _) = far_end();
+        let mut peers = Vec::new();
+        let mut links = BTreeMap::from([(AccountId::from("payer"), payer_link)]);
+        for id in ["kid", "twin"] {
+            let (node_end, far) = MemoryLink::pair();
+            let settlements = Arc::new(Mutex::new(Vec::new()));
+            far.attach(
+                SettlingPeer {
+                    settlements: settlements.clone(),
+                }
+                .start()
+                .recipient(),
+            );
+            links.insert(AccountId::from(id), Arc::new(node_end) as Arc<dyn Link>);
+            peers.push((far, settlements));
+        }
+        let node = Node::start(
+            &v1,
+            NodeOptions {
+                clock,
+                store: store.clone(),
+                seed: 6,
+                links,
+                metrics: None,
+            },
+        )
+        .unwrap();
+        // We owe each 500, below the threshold of -100.
+        assert_eq!(pay(&payer, "test.node.kid", 500, 1).await, Ok(()));
+        assert_eq!(pay(&payer, "test.node.twin", 500, 2).await, Ok(()));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let sent = |i: usize| peers[i].1.lock().unwrap().clone();
+        assert!(sent(0).is_empty(), "kid was sent {:?}", sent(0));
+        assert_eq!(balance(&node, "kid").await, Some(-500));
+        let twin = sent(1);
+        assert_eq!(twin.len(), 1);
+        assert_eq!(twin[0].amount, 500);
+        assert_eq!(balance(&node, "twin").await, Some(0));
+        assert_eq!(settle_records(&store), 1);
+    });
+}
+
+#[test]
+fn the_binary_draws_the_routing_secret_and_seed_from_the_os() {
+    run(async {
+        let a = NodeRandomness::from_os().unwrap();
+        let b = NodeRandomness::from_os().unwrap();
+        assert_ne!(a.routing_secret, b.routing_secret);
+        assert_ne!(a.seed, b.seed);
+        let shown = format!("{a:?}");
+        assert!(shown.contains("***"));
+        assert!(!shown.contains(&format!("{:?}", a.routing_secret)));
+        // Not a function of the seed, as the secret derived from a time-based seed was.
+        let derived = |seed: u64| {
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let mut secret = [0u8; 32];
+            rng.fill_bytes(&mut secret);
+            secret
+        };
+        assert_ne!(a.routing_secret, derived(a.seed));
+        // Two nodes started as the binary starts them, without node.routing_secret.
+        let v1 = config(&account("kid", ""), "");
+        let start = |config: &Config, r: NodeRandomness| {
+            let (link, _, _) = far_end();
+            Node::start_with_routing_secret(
+                config,
+                NodeOptions {
+                    clock: Clock::starting_at(START_MS),
+                    store: Arc::new(MemoryStore::new()),
+                    seed: r.seed,
+                    links: BTreeMap::from([(AccountId::from("kid"), link)]),
+                    metrics: None,
+                },
+                r.routing_secret,
+            )
+            .unwrap()
+        };
+        let first = start(&v1, a);
+        let second = start(&v1, b);
+        assert_eq!(first.routing_secret, a.routing_secret);
+        assert_eq!(second.routing_secret, b.routing_secret);
+        assert_ne!(first.routing_secret, second.routing_secret);
+        // A configured secret wins over the drawn one.
+        let text = format!(
+            "[node]\nilp_address = \"test.node\"\nrouting_secret = \"{}\"\n{}",
+            "ab".repeat(32),
+            account("kid", "")
+        );
+        let configured = Config::from_toml_str(&text).unwrap();
+        assert_eq!(start(&configured, a).routing_secret, [0xab; 32]);
     });
 }
 

@@ -1,8 +1,9 @@
 //! Packets the node answers itself rather than forwards: which destinations those are, and the
 //! answers that need no other actor (IL-DCP for a child, the `peer.balance` reply). Error codes
-//! follow the JS connector: a peer-protocol packet without the peer-protocol condition, an
-//! unknown `peer.*` protocol or a malformed echo message is F01 (its `InvalidPacketError`),
-//! IL-DCP from a non-child is F00 (what `ILDCP.serve` answers when the handler fails).
+//! follow the JS connector: a peer-protocol request that fails its checks gets the code of
+//! [`PeerProtocolError::code`] (the one mapping every `peer.*` handler uses), an unknown
+//! `peer.*` protocol or a malformed echo message is F01 (its `InvalidPacketError`), IL-DCP from
+//! a non-child is F00 (what `ILDCP.serve` answers when the handler fails).
 
 use super::RouterAccount;
 use crate::messages::{BalanceSnapshot, PacketResult};
@@ -64,17 +65,9 @@ pub fn classify(destination: &str, own: Option<&Address>, data: &[u8]) -> LocalD
     }
 }
 
-/// The Reject for a peer-protocol request that failed its checks.
+/// The Reject for a peer-protocol request that failed its checks ([`PeerProtocolError::code`]).
 pub fn peer_request_reject(err: &PeerProtocolError, node: Option<&Address>) -> Reject {
-    let code = match err {
-        PeerProtocolError::WrongDestination(_)
-        | PeerProtocolError::WrongCondition
-        | PeerProtocolError::WrongFulfillment => ErrorCode::F01_INVALID_PACKET,
-        // As for a forwarded packet that arrives expired (the route builder's R02).
-        PeerProtocolError::Expired => ErrorCode::R02_INSUFFICIENT_TIMEOUT,
-        PeerProtocolError::Packet(_) => ErrorCode::T00_INTERNAL_ERROR,
-    };
-    Reject::new(code, node, &err.to_string())
+    Reject::new(err.code(), node, &err.to_string())
 }
 
 /// Answers an IL-DCP request from `account`: a child learns `node.segment` and its asset.
@@ -205,8 +198,16 @@ mod tests {
             ErrorCode::F01_INVALID_PACKET
         );
         assert_eq!(
+            code(PeerProtocolError::WrongDestination(ILDCP_DESTINATION)),
+            ErrorCode::F01_INVALID_PACKET
+        );
+        assert_eq!(
             code(PeerProtocolError::Expired),
             ErrorCode::R02_INSUFFICIENT_TIMEOUT
+        );
+        assert_eq!(
+            code(PeerProtocolError::WrongFulfillment),
+            ErrorCode::F05_WRONG_CONDITION
         );
     }
 }
