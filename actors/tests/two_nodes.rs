@@ -77,6 +77,7 @@ fn config(
     name: &str,
     port: u16,
     http: Option<u16>,
+    admin: u16,
     data: &Path,
     peer: &str,
     peer_link: &str,
@@ -94,7 +95,7 @@ enabled = false
 [listeners.btp]
 bind = "127.0.0.1:{port}"
 {http}[listeners.admin]
-enabled = false
+bind = "127.0.0.1:{admin}"
 [store]
 backend = "rocksdb"
 path = "{data}"
@@ -107,9 +108,13 @@ relation = "peer"
 btp_idempotent = {btp}
 [accounts.{peer}.link]
 {peer_link}
+[accounts.{peer}.settlement]
+bilateral = true
 [accounts.{peer}.balance]
 minimum = -1000000000000000
 maximum = 1000000000000000
+settle_threshold = -{SETTLE_THRESHOLD}
+settle_to = 0
 [accounts.{peer}.rate_limit]
 enabled = false
 "#,
@@ -119,6 +124,10 @@ enabled = false
         payee = child("payee"),
     )
 }
+
+/// A node that owes its peer more than this settles (built-in bilateral settlement over the
+/// link), so settlements run throughout the test.
+const SETTLE_THRESHOLD: u64 = 5_000;
 
 /// A TCP proxy between the two nodes that can cut the link: while cut, every connection is
 /// closed and new ones are refused.
@@ -272,6 +281,37 @@ fn clients(btp: SocketAddr, destination: &str, seed: u64) -> (Arc<Payer>, Arc<Mu
     )
 }
 
+/// The balance of account `id` at the node whose admin API is on `port`.
+async fn peer_balance(port: u16, id: &str) -> Option<i64> {
+    let url = format!("http://127.0.0.1:{port}/accounts/{id}");
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let response = tokio::time::timeout(Duration::from_secs(2), client.get(url.parse().ok()?))
+        .await
+        .ok()?
+        .ok()?;
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .ok()?
+        .to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    json.get("balance")?.as_i64()
+}
+
+/// The settlements booked in `store`: id → (direction byte, amount).
+fn settlements(store: &RocksStore) -> BTreeMap<Vec<u8>, (u8, u64)> {
+    store
+        .scan_records(b"settle/", b"settle0")
+        .unwrap()
+        .into_iter()
+        .map(|(key, value)| {
+            let amount = u64::from_be_bytes(value[1..9].try_into().unwrap());
+            (key[b"settle/".len()..].to_vec(), (value[0], amount))
+        })
+        .collect()
+}
+
 async fn wait_until(what: &str, bound: Duration, cond: impl Fn() -> bool) {
     let deadline = Instant::now() + bound;
     while !cond() {
@@ -314,6 +354,7 @@ fn two_nodes(transport: Transport) {
 
     let (figures, a_side, b_side) = block_on(async {
         tokio::time::timeout(TEST_BOUND, async {
+            let (a_admin, b_admin) = (free_port(), free_port());
             // Every connection between the nodes crosses a proxy, so a cut is total. B starts
             // first: over BTP, A dials it.
             type Write = Box<dyn Fn(u16) -> String + Send>;
@@ -324,7 +365,7 @@ fn two_nodes(transport: Transport) {
                     let b_config = move |port| {
                         let link = "type = \"btp-server\"\nauth_username = \"a\"\n\
                                         auth_token = \"a-token\"";
-                        config("b", port, None, &data, "a", link)
+                        config("b", port, None, b_admin, &data, "a", link)
                     };
                     let b = first_start(&b_config, &path("b.toml"), &path("b.log"));
                     let proxy = Proxy::start(b.1).await;
@@ -335,7 +376,7 @@ fn two_nodes(transport: Transport) {
                             "type = \"btp-client\"\nurl = \"{url}\"\n\
                                  auth_username = \"a\"\nauth_token = \"a-token\""
                         );
-                        config("a", port, None, &data, "b", &link)
+                        config("a", port, None, a_admin, &data, "b", &link)
                     };
                     (vec![proxy], Box::new(a_config), b)
                 }
@@ -347,13 +388,13 @@ fn two_nodes(transport: Transport) {
                     let data = b_data.clone();
                     let b_config = move |port| {
                         let link = http_link("b", "a", to_a_addr, to_b_addr);
-                        config("b", port, Some(b_http), &data, "a", &link)
+                        config("b", port, Some(b_http), b_admin, &data, "a", &link)
                     };
                     let b = first_start(&b_config, &path("b.toml"), &path("b.log"));
                     let data = a_data.clone();
                     let a_config = move |port| {
                         let link = http_link("a", "b", to_b_addr, to_a_addr);
-                        config("a", port, Some(a_http), &data, "b", &link)
+                        config("a", port, Some(a_http), a_admin, &data, "b", &link)
                     };
                     (vec![to_a, to_b], Box::new(a_config), b)
                 }
@@ -442,6 +483,26 @@ fn two_nodes(transport: Transport) {
                 );
             };
             drained.into_iter().for_each(|t| t.unwrap());
+            // Settlements still under way finish: both nodes' balances with each other agree
+            // on a few reads in a row.
+            let mut agreed = 0;
+            let quiet = tokio::time::timeout(DRAIN_BOUND, async {
+                while agreed < 5 {
+                    let a_with_b = peer_balance(a_admin, "b").await;
+                    let b_with_a = peer_balance(b_admin, "a").await;
+                    agreed = if a_with_b.is_some() && a_with_b == b_with_a.map(|v| -v) {
+                        agreed + 1
+                    } else {
+                        0
+                    };
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+            .await;
+            assert!(
+                quiet.is_ok(),
+                "the nodes' balances with each other never agreed"
+            );
             let (a, b) = tokio::task::spawn_blocking(move || {
                 a.stop();
                 b.stop();
@@ -456,11 +517,40 @@ fn two_nodes(transport: Transport) {
         .expect("the two-node test did not finish in time")
     });
 
-    let books = |side: &Side| -> BTreeMap<String, i64> {
-        let store = RocksStore::open(&side.data).unwrap();
-        store.load_balances().unwrap()
+    let (a_store, b_store) = (
+        RocksStore::open(&a_side.data).unwrap(),
+        RocksStore::open(&b_side.data).unwrap(),
+    );
+    let (a_books, b_books) = (
+        a_store.load_balances().unwrap(),
+        b_store.load_balances().unwrap(),
+    );
+    // Every settlement one node sent, the other received: same id, same amount, once each.
+    let (a_settled, b_settled) = (settlements(&a_store), settlements(&b_store));
+    let flipped = |records: &BTreeMap<Vec<u8>, (u8, u64)>| -> BTreeMap<Vec<u8>, (u8, u64)> {
+        records
+            .iter()
+            .map(|(id, (dir, amount))| {
+                let other = if *dir == b'S' { b'R' } else { b'S' };
+                (id.clone(), (other, *amount))
+            })
+            .collect()
     };
-    let (a_books, b_books) = (books(&a_side), books(&b_side));
+    assert_eq!(flipped(&a_settled), b_settled, "settlement records differ");
+    let net_sent = |records: &BTreeMap<Vec<u8>, (u8, u64)>| -> i64 {
+        records
+            .values()
+            .map(|(dir, amount)| {
+                let amount = i64::try_from(*amount).unwrap();
+                if *dir == b'S' {
+                    amount
+                } else {
+                    -amount
+                }
+            })
+            .sum()
+    };
+    let a_net_settled = net_sent(&a_settled);
     let total = |side: &Side| {
         let book = side.payer.book.lock().unwrap();
         assert!(
@@ -478,8 +568,11 @@ fn two_nodes(transport: Transport) {
     println!(
         "two nodes over {transport:?}: seed {seed}, {} link cuts, {} kill -9s, {in_flight} in flight per payer; \
          a's payer {a_payments} payments ({a_paid} units), b's payer {b_payments} payments \
-         ({b_paid} units); a's books {a_books:?}, b's books {b_books:?}",
-        figures.0, figures.1
+         ({b_paid} units); {} settlements ({a_net_settled} net from a to b); a's books \
+         {a_books:?}, b's books {b_books:?}",
+        figures.0,
+        figures.1,
+        a_settled.len()
     );
     // Each payer is charged what it saw fulfilled; each payee credited what it was paid.
     assert_eq!(balance(&a_books, "payer"), a_paid, "a's payer");
@@ -496,7 +589,7 @@ fn two_nodes(transport: Transport) {
     );
     assert_eq!(
         balance(&a_books, "b"),
-        b_paid - a_paid,
-        "a's balance with b"
+        b_paid - a_paid + a_net_settled,
+        "a's balance with b: the traffic across the link and the settlements"
     );
 }

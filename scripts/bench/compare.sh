@@ -33,8 +33,12 @@ run_load() {
 }
 
 config() { # DATA_DIR ADMIN(0/1)
-  node_head test.one "$1" 127.0.0.1:0
-  if [ "$2" = 1 ]; then printf '[listeners.admin]\nenabled = true\nbind = "127.0.0.1:0"\n'; fi
+  if [ "$2" = 1 ]; then
+    node_head test.one "$1" 127.0.0.1:0 |
+      sed '/^\[listeners.admin\]$/,/^enabled/ s/^enabled = false$/enabled = true\nbind = "127.0.0.1:0"/'
+  else
+    node_head test.one "$1" 127.0.0.1:0
+  fi
   child_account payer payer-token
   child_account payee payee-token
 }
