@@ -1019,6 +1019,69 @@ mod tests {
         assert!(!old.is_up());
     }
 
+    /// Bound on each wait of the test below.
+    const WAIT: Duration = Duration::from_secs(10);
+
+    async fn wait_for(what: &str, cond: impl Fn() -> bool) {
+        let waited = tokio::time::timeout(WAIT, async {
+            while !cond() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "timed out waiting until {what}");
+    }
+
+    /// A Prepare whose sender took its place in a connection's queue before the connection
+    /// ended, and wrote it there after the queue was dropped, stayed in the queue for good: the
+    /// sender keeps a handle on the queue, so nothing dropped it, and its send never returned
+    /// (the crash test's drain hang, a new payment sent at the instant of a kill). Now the
+    /// connection drains its queue to the end, so the link hears that it was not sent.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_prepare_queued_as_the_connection_ends_is_handed_back_unsent() {
+        let credentials = BtpCredentials {
+            username: None,
+            token: "t".into(),
+            idempotent: true,
+        };
+        let accounts = BTreeMap::from([(AccountId::from("a"), credentials)]);
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        let server = BtpServer::bind(any_port, accounts, BtpOptions::default())
+            .await
+            .unwrap();
+        let url = format!("ws://{}", server.local_addr());
+        let client =
+            BtpClientLink::connect_with_tls(&url, "a", "t", None, true, BtpOptions::default());
+        wait_for("the client connects", || client.is_up()).await;
+        let (_, tx) = client.shared.sender().unwrap();
+        // A place in the queue, taken while the connection is open...
+        let permit = tx.reserve().await.unwrap();
+        // ...which then ends (dropping the server closes its connections) and closes its queue.
+        drop(server);
+        wait_for("the connection closes its queue", || tx.is_closed()).await;
+        let prepare = ilp::packet::PrepareBuilder {
+            amount: 1,
+            expires_at: Clock::system().now().checked_add_millis(30_000).unwrap(),
+            execution_condition: &[0; 32],
+            destination: &ilp::packet::Address::try_from("test.a").unwrap(),
+            data: b"",
+        }
+        .build()
+        .unwrap();
+        let (reply, answer) = oneshot::channel();
+        permit.send(Command::Prepare {
+            prepare,
+            request_id: None,
+            reply,
+        });
+        // Handed back unsent (its reply dropped): the link sends it on the next connection.
+        let handed_back = tokio::time::timeout(WAIT, answer).await;
+        assert!(
+            matches!(handed_back, Ok(Err(_))),
+            "the Prepare stayed in the queue of a closed connection"
+        );
+    }
+
     #[test]
     fn btp_url_spellings() {
         assert_eq!(websocket_url("btp+wss://h/x"), "wss://h/x");

@@ -31,6 +31,8 @@ use tokio_tungstenite::WebSocketStream;
 const COMMAND_QUEUE: usize = 256;
 /// Most frames fed before a flush, so a steady stream of ready events cannot hold frames back.
 const MAX_UNFLUSHED: usize = 64;
+/// Longest wait, once a connection ended, for sends into its queues already under way.
+const DRAIN_BOUND: Duration = Duration::from_secs(5);
 
 /// What a link asks of its current connection.
 pub(crate) enum Command {
@@ -256,16 +258,28 @@ where
         open = conn.on_event(event).await;
     }
     conn.finish().await;
-    // Answers still on their way go to the link's memory, for the peer's repeats on the next
-    // connection; from now on the delivery tasks do that themselves.
+    // Closed, then received to the end: a send that took its place before the close and
+    // writes after it is still received (tokio's `recv` waits for it), where dropping a
+    // receiver leaves such a message, and every one queued behind it, in the channel for as
+    // long as a sender lives, and its sender waited for an answer that never came.
     answered.close();
-    while let Ok(answer) = answered.try_recv() {
-        if let Some(link) = &conn.link {
-            link.remember_answer(answer, options.clock.now_ms());
+    commands.close();
+    let drain = async {
+        // Answers still on their way go to the link's memory, for the peer's repeats on the
+        // next connection; from now on the delivery tasks do that themselves.
+        while let Some(answer) = answered.recv().await {
+            if let Some(link) = &conn.link {
+                link.remember_answer(answer, options.clock.now_ms());
+            }
         }
-    }
-    // Dropping `commands` now fails every Prepare still queued for this connection.
-    drop(commands);
+        // Prepares still queued were not sent on this connection: dropping each one's reply
+        // tells its sender so (BTP/2.0-I sends it on the next connection; otherwise it fails).
+        while let Some(command) = commands.recv().await {
+            drop(command);
+        }
+    };
+    // Those sends finish within microseconds; the bound only keeps the wait finite.
+    let _ = tokio::time::timeout(DRAIN_BOUND, drain).await;
     conn.authenticated
 }
 
