@@ -13,22 +13,19 @@ mod common;
 
 use actix::prelude::*;
 use common::block_on;
+use common::clients::{self, Payee, PayeeBook, Payer};
 use common::connector::{Connector, START_BOUND};
-use ilp::packet::{
-    Address, ErrorClass, ErrorCode, FulfillBuilder, Prepare, PrepareBuilder, Reject, Timestamp,
-};
+use ilp::packet::{Address, ErrorCode, Prepare, Timestamp};
 use ilp_actors::clock::Clock;
 use ilp_actors::link::btp_ws::{BtpClientLink, BtpOptions};
-use ilp_actors::link::{Link, LinkError};
-use ilp_actors::messages::{IncomingPrepare, PacketResult, Reply};
+use ilp_actors::link::Link;
 use ilp_actors::store::rocks::RocksStore;
 use ilp_actors::store::Store;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -90,180 +87,13 @@ enabled = false
     )
 }
 
-/// What the payee was paid: every condition it fulfilled, once, with its amount.
-#[derive(Default)]
-struct PayeeBook {
-    fulfilled: HashMap<[u8; 32], u64>,
-    deliveries: u64,
-}
-
-/// Fulfills every payment, after `delay`.
-struct Payee {
-    book: Arc<Mutex<PayeeBook>>,
-    delay: Duration,
-}
-
-impl Actor for Payee {
-    type Context = Context<Self>;
-}
-
-impl Handler<IncomingPrepare> for Payee {
-    type Result = Reply<PacketResult>;
-
-    fn handle(&mut self, msg: IncomingPrepare, _: &mut Context<Self>) -> Self::Result {
-        let answer = self.answer(msg.prepare);
-        let delay = self.delay;
-        Reply::later(async move {
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            answer
-        })
-    }
-}
-
-impl Payee {
-    fn answer(&self, prepare: Prepare) -> PacketResult {
-        let Ok(preimage) = <[u8; 32]>::try_from(prepare.data()) else {
-            return Err(Reject::new(
-                ErrorCode::F06_UNEXPECTED_PAYMENT,
-                None,
-                "no preimage",
-            ));
-        };
-        let mut book = self.book.lock().unwrap();
-        book.deliveries += 1;
-        let previous = book
-            .fulfilled
-            .insert(*prepare.execution_condition(), prepare.amount());
-        assert!(
-            previous.is_none_or(|a| a == prepare.amount()),
-            "the same payment arrived with two amounts"
-        );
-        Ok(FulfillBuilder {
-            fulfillment: &preimage,
-            data: b"",
-        }
-        .build()
-        .unwrap())
-    }
-}
-
-/// What the payer saw.
-#[derive(Default)]
-struct PayerBook {
-    /// Fulfilled payments by index, with their amounts.
-    fulfilled: BTreeMap<u64, u64>,
-    /// Every final outcome that is not a Fulfill (must stay empty).
-    failures: Vec<String>,
-    /// Payments not resolved yet: attempts so far, the last outcome (or the attempt in flight)
-    /// and when that attempt started; printed if the drain times out, to show where they are
-    /// stuck.
-    unresolved: BTreeMap<u64, (u64, String, Instant)>,
-}
-
+/// A payment to the crash test's payee.
 fn payment(seed: u64, index: u64, expires_at: Timestamp) -> Prepare {
-    let preimage: [u8; 32] =
-        Sha256::digest([seed.to_be_bytes(), index.to_be_bytes()].concat()).into();
-    let condition: [u8; 32] = Sha256::digest(preimage).into();
-    PrepareBuilder {
-        amount: 1 + index % 997,
-        expires_at,
-        execution_condition: &condition,
-        destination: &Address::try_from("test.crash.payee").unwrap(),
-        data: &preimage,
-    }
-    .build()
-    .unwrap()
+    clients::payment(seed, index, &payee_address(), expires_at)
 }
 
-#[derive(Default)]
-struct Counters {
-    sent: AtomicU64,
-    /// Identical Prepares sent again because the link was down or the answer temporary.
-    resent: AtomicU64,
-}
-
-/// Pays until `stop`, one payment at a time; each payment is retried with identical bytes
-/// until it is fulfilled or fails for good.
-async fn payer_task(
-    link: Arc<BtpClientLink>,
-    next: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    book: Arc<Mutex<PayerBook>>,
-    counters: Arc<Counters>,
-    seed: u64,
-    clock: Clock,
-) {
-    while !stop.load(Ordering::SeqCst) {
-        let index = next.fetch_add(1, Ordering::SeqCst);
-        let expires_at = clock.now().checked_add_millis(PAYMENT_EXPIRY_MS).unwrap();
-        let prepare = payment(seed, index, expires_at);
-        counters.sent.fetch_add(1, Ordering::SeqCst);
-        let outcome = loop {
-            if clock.now() >= expires_at {
-                break Err(format!("payment {index} expired unresolved"));
-            }
-            let attempt_started = Instant::now();
-            {
-                let mut book = book.lock().unwrap();
-                let entry =
-                    book.unresolved
-                        .entry(index)
-                        .or_insert((0, String::new(), attempt_started));
-                entry.1 = format!("attempt {} in flight", entry.0 + 1);
-                entry.2 = attempt_started;
-            }
-            let answer = link.send_prepare(prepare.clone()).await;
-            {
-                let mut book = book.lock().unwrap();
-                let entry =
-                    book.unresolved
-                        .entry(index)
-                        .or_insert((0, String::new(), attempt_started));
-                entry.0 += 1;
-                let outcome = match &answer {
-                    Ok(Ok(_)) => "fulfilled".to_owned(),
-                    Ok(Err(reject)) => format!("{} {}", reject.code(), reject.message()),
-                    Err(e) => format!("link error {e}"),
-                };
-                entry.1 = format!("{outcome} after {:?}", attempt_started.elapsed());
-            }
-            match answer {
-                Ok(Ok(fulfill)) => {
-                    let hash: [u8; 32] = Sha256::digest(fulfill.fulfillment()).into();
-                    if &hash == prepare.execution_condition() {
-                        break Ok(prepare.amount());
-                    }
-                    break Err(format!("payment {index}: wrong fulfillment"));
-                }
-                Ok(Err(reject)) if reject.code().class() != ErrorClass::Final => {
-                    // Not forwarded (T01: the payee is not connected yet) or not answered in
-                    // time: the same bytes again are the same payment.
-                }
-                Ok(Err(reject)) => {
-                    break Err(format!(
-                        "payment {index}: {} {}",
-                        reject.code(),
-                        reject.message()
-                    ))
-                }
-                Err(LinkError::Down) => {}
-                Err(e) => break Err(format!("payment {index}: link error {e}")),
-            }
-            counters.resent.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        let mut book = book.lock().unwrap();
-        book.unresolved.remove(&index);
-        match outcome {
-            Ok(amount) => {
-                let previous = book.fulfilled.insert(index, amount);
-                assert!(previous.is_none());
-            }
-            Err(failure) => book.failures.push(failure),
-        }
-    }
+fn payee_address() -> Address {
+    Address::try_from("test.crash.payee").unwrap()
 }
 
 fn btp_options() -> BtpOptions {
@@ -359,7 +189,7 @@ async fn run(
 ) -> Figures {
     let clock = Clock::system();
     let url = format!("ws://{btp}");
-    let payer_link = Arc::new(BtpClientLink::connect_with_tls(
+    let payer_link: Arc<dyn Link> = Arc::new(BtpClientLink::connect_with_tls(
         &url,
         "payer",
         "payer-token",
@@ -379,35 +209,24 @@ async fn run(
         .recipient(),
     );
 
-    let next = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let payer_book = Arc::new(Mutex::new(PayerBook::default()));
-    let counters = Arc::new(Counters::default());
+    let payer = Payer::new(payer_link, "test.crash.payee", seed, PAYMENT_EXPIRY_MS);
     let mut tasks = Vec::new();
     for _ in 0..in_flight {
-        tasks.push(tokio::spawn(payer_task(
-            payer_link.clone(),
-            next.clone(),
-            stop.clone(),
-            payer_book.clone(),
-            counters.clone(),
-            seed,
-            clock,
-        )));
+        tasks.push(tokio::spawn(payer.clone().run(clock)));
     }
 
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut connector = first;
     for kill in 0..kills {
         // Load must be flowing before the kill: wait for a few new Fulfills.
-        let before = payer_book.lock().unwrap().fulfilled.len();
+        let before = payer.fulfilled();
         wait_until("payments flow", START_BOUND, || {
-            payer_book.lock().unwrap().fulfilled.len() >= before + 5
+            payer.fulfilled() >= before + 5
         })
         .await;
         let pause = Duration::from_millis(rng.gen_range(20..400));
         tokio::time::sleep(pause).await;
-        let fulfilled = payer_book.lock().unwrap().fulfilled.len();
+        let fulfilled = payer.fulfilled();
         eprintln!(
             "kill {}: after {pause:?}, {fulfilled} fulfilled so far",
             kill + 1
@@ -425,28 +244,20 @@ async fn run(
     // Let the last incarnation carry some load, then stop issuing and drain. Fulfills replayed
     // from the store's records reach the payer without the payee: deliveries to the payee show
     // that this incarnation forwards.
-    let before = payer_book.lock().unwrap().fulfilled.len();
+    let before = payer.fulfilled();
     let delivered_before = payee_book.lock().unwrap().deliveries;
     wait_until("payments flow after the last restart", START_BOUND, || {
-        payer_book.lock().unwrap().fulfilled.len() >= before + 5
+        payer.fulfilled() >= before + 5
             && payee_book.lock().unwrap().deliveries >= delivered_before + 5
     })
     .await;
-    stop.store(true, Ordering::SeqCst);
+    payer.stop.store(true, Ordering::SeqCst);
     let drained = tokio::time::timeout(DRAIN_BOUND, futures::future::join_all(tasks)).await;
     let Ok(drained) = drained else {
         // Copied out, so the panic does not poison the book for the payer tasks still running.
         let (count, stuck) = {
-            let book = payer_book.lock().unwrap();
-            let stuck: Vec<_> = book
-                .unresolved
-                .iter()
-                .take(20)
-                .map(|(index, (attempts, last, since))| {
-                    (*index, *attempts, last.clone(), since.elapsed())
-                })
-                .collect();
-            (book.unresolved.len(), stuck)
+            let book = payer.book.lock().unwrap();
+            (book.unresolved.len(), book.stuck(20))
         };
         let logged = std::fs::read_to_string(&log).unwrap_or_default();
         let tail: Vec<&str> = logged.lines().rev().take(40).collect();
@@ -464,24 +275,25 @@ async fn run(
         .unwrap();
     assert!(status.success(), "clean exit after SIGTERM: {status}");
 
-    let payer = payer_book.lock().unwrap();
+    let sent = payer.sent.load(Ordering::SeqCst);
+    let resent = payer.resent.load(Ordering::SeqCst);
+    let issued = payer.next.load(Ordering::SeqCst);
+    let payer = payer.book.lock().unwrap();
     assert!(payer.failures.is_empty(), "failures: {:?}", payer.failures);
-    let issued = next.load(Ordering::SeqCst);
     assert_eq!(
         u64::try_from(payer.fulfilled.len()).unwrap(),
-        counters.sent.load(Ordering::SeqCst),
+        sent,
         "every payment sent was fulfilled"
     );
-    assert!(issued >= counters.sent.load(Ordering::SeqCst));
-    let amount: u64 = payer.fulfilled.values().sum();
+    assert!(issued >= sent);
+    let amount = payer.total();
     // The payee was paid for exactly the payments the payer saw fulfilled.
     let payee = payee_book.lock().unwrap();
-    let paid: u64 = payee.fulfilled.values().sum();
     assert_eq!(payee.fulfilled.len(), payer.fulfilled.len());
-    assert_eq!(paid, amount);
+    assert_eq!(payee.total(), amount);
     Figures {
         payments: u64::try_from(payer.fulfilled.len()).unwrap(),
-        resent: counters.resent.load(Ordering::SeqCst),
+        resent,
         amount,
         deliveries: payee.deliveries,
     }
