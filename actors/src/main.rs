@@ -420,8 +420,8 @@ fn operate(target: &AdminTarget, operation: &Operation) -> ExitCode {
     }
 }
 
-/// Starts the node in an actix System (actors on the System's thread, I/O tasks on a
-/// multi-thread tokio pool, DESIGN.md §7) and blocks until SIGINT or SIGTERM.
+/// Starts the node in an actix System (actors and, by default, socket I/O on the System's
+/// thread; `node.io_threads` moves I/O to a pool) and blocks until SIGINT or SIGTERM.
 fn run(path: &std::path::Path, config: &Config) -> ExitCode {
     // With io_threads = 0 (the default) every actor and every link runs on this one thread: no
     // hand-off between threads per packet, which measured 30 % less CPU per packet and 60 %

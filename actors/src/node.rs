@@ -1,5 +1,5 @@
 //! A node: starts and supervises every actor of one connector from a [`Config`] and wires them
-//! together (DESIGN.md §1):
+//! together:
 //!
 //! ```text
 //! link ─► PeerAccount ─ForwardPrepare─► Router ─SendPrepare─► PeerAccount ─► link

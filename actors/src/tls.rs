@@ -1,4 +1,4 @@
-//! TLS for every listener and client, with rustls and its `ring` provider (DESIGN.md §7): builds
+//! TLS for every listener and client, with rustls and its `ring` provider: builds
 //! the server side of `[listeners.btp.tls]` / `[listeners.http.tls]` ([`server_tls`]) and the
 //! client side of a `btp-client` or `http` account's `link.tls` ([`client_config`]) from PEM
 //! files, and reads which accounts a client certificate names ([`cert_names_account`]).
