@@ -307,16 +307,8 @@ impl Payments {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ilp::packet::{ErrorCode, FulfillBuilder, Reject};
-
-    fn fulfill(byte: u8) -> Fulfill {
-        FulfillBuilder {
-            fulfillment: &[byte; 32],
-            data: b"paid",
-        }
-        .build()
-        .unwrap()
-    }
+    use crate::replay::tests::fulfill;
+    use ilp::packet::{ErrorCode, Reject};
 
     fn at(ms: u64) -> Timestamp {
         Timestamp::from_unix_millis(ms)

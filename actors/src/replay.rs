@@ -188,12 +188,13 @@ pub fn load_paid(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::memory::MemoryStore;
     use ilp::packet::FulfillBuilder;
 
-    fn fulfill(byte: u8) -> Fulfill {
+    /// A Fulfill of `[byte; 32]` with data "paid".
+    pub(crate) fn fulfill(byte: u8) -> Fulfill {
         FulfillBuilder {
             fulfillment: &[byte; 32],
             data: b"paid",

@@ -149,6 +149,11 @@ impl SettlementEngine {
             settlement_id,
             amount,
         };
+        self.send(account, request, ctx);
+    }
+
+    /// Makes `request` the settlement in flight to `account` and starts sending it.
+    fn send(&mut self, account: AccountId, request: SettleRequest, ctx: &mut Context<Self>) {
         self.in_flight.insert(
             account.clone(),
             InFlight {
@@ -222,15 +227,7 @@ impl SettlementEngine {
     fn finished(&mut self, account: AccountId, ctx: &mut Context<Self>) {
         self.in_flight.remove(&account);
         if let Some(request) = self.backlog.get_mut(&account).and_then(Vec::pop) {
-            self.in_flight.insert(
-                account.clone(),
-                InFlight {
-                    request,
-                    phase: Phase::Sending,
-                    running: false,
-                },
-            );
-            self.drive(account, ctx);
+            self.send(account, request, ctx);
             return;
         }
         self.backlog.remove(&account);
