@@ -47,6 +47,8 @@ struct Account {
     /// across restarts of the actor (the settlement engine keeps its in-flight settlement too),
     /// so one shortfall is never settled twice.
     settle_requested: bool,
+    /// The last settlement we sent that was applied to this account since the keeper started.
+    last_sent: Option<[u8; 16]>,
 }
 
 impl Account {
@@ -57,6 +59,7 @@ impl Account {
             pending_incoming: 0,
             pending_outgoing: 0,
             settle_requested: false,
+            last_sent: None,
         }
     }
 
@@ -92,13 +95,17 @@ impl Account {
 
     /// The settlement to ask for now, if the balance is below the threshold and none is asked
     /// for yet (marks it asked for).
-    fn settlement_due(&mut self) -> Option<u64> {
+    fn settlement_due(&mut self, id: &AccountId) -> Option<SettleThresholdCrossed> {
         if self.settle_requested {
             return None;
         }
         let amount = Balance::new(self.committed).settle_amount(&self.limits)?;
         self.settle_requested = true;
-        Some(amount)
+        Some(SettleThresholdCrossed {
+            account: id.clone(),
+            amount,
+            after: self.last_sent,
+        })
     }
 }
 
@@ -269,11 +276,8 @@ impl BalanceKeeper {
             // A balance left below the threshold (e.g. the node stopped mid-settlement) would
             // otherwise wait for the next packet, which its minimum may refuse.
             if self.settlement.is_some() {
-                if let Some(amount) = acc.settlement_due() {
-                    events.push(SettleThresholdCrossed {
-                        account: id.clone(),
-                        amount,
-                    });
+                if let Some(crossed) = acc.settlement_due(id) {
+                    events.push(crossed);
                 }
             }
         }
@@ -388,11 +392,8 @@ impl BalanceKeeper {
         for (slot, (id, mut acc)) in moved.iter_mut().zip(staged.into_iter().flatten()) {
             *slot = Some((id.clone(), acc.committed));
             if self.settlement.is_some() {
-                if let Some(amount) = acc.settlement_due() {
-                    events.push(SettleThresholdCrossed {
-                        account: id.clone(),
-                        amount,
-                    });
+                if let Some(crossed) = acc.settlement_due(id) {
+                    events.push(crossed);
                 }
             }
             self.write_back(id, acc);
@@ -637,7 +638,17 @@ impl Handler<ApplySettlement> for BalanceKeeper {
             move |found, act, _ctx| -> Pin<Box<dyn ActorFuture<Self, Output = _>>> {
                 match found {
                     Err(e) => Box::pin(fut::ready(Err(e))),
-                    Ok(Some(_)) => Box::pin(fut::ready(Ok(false))),
+                    Ok(Some(_)) => {
+                        // Applied before (a settlement resumed after a restart): the request
+                        // it answered is done all the same.
+                        if msg.direction == SettlementDirection::Sent {
+                            let asked = act.sent_applied(&msg.account, msg.settlement_id);
+                            if let (Some(settlement), Some(asked)) = (&act.settlement, asked) {
+                                settlement.do_send(asked);
+                            }
+                        }
+                        Box::pin(fut::ready(Ok(false)))
+                    }
                     Ok(None) => Box::pin(act.apply_settlement(msg, key).into_actor(act)),
                 }
             },
@@ -646,6 +657,24 @@ impl Handler<ApplySettlement> for BalanceKeeper {
 }
 
 impl BalanceKeeper {
+    /// A settlement we sent to `account` was applied (now, or before the keeper started): the
+    /// request it answered is done, and the balance is reckoned again.
+    fn sent_applied(
+        &mut self,
+        account: &AccountId,
+        settlement_id: [u8; 16],
+    ) -> Option<SettleThresholdCrossed> {
+        let settling = self.settlement.is_some();
+        let acc = self.accounts.get_mut(account)?;
+        acc.settle_requested = false;
+        acc.last_sent = Some(settlement_id);
+        if settling {
+            acc.settlement_due(account)
+        } else {
+            None
+        }
+    }
+
     /// Books a settlement whose id has no record yet, with its record, durably.
     fn apply_settlement(
         &mut self,
@@ -670,21 +699,17 @@ impl BalanceKeeper {
                 return Box::pin(future::ready(Err(overflow(&msg.account))));
             };
             acc.committed = committed;
-            if msg.direction == SettlementDirection::Sent {
-                acc.settle_requested = false;
-            }
-            if settling {
-                if let Some(amount) = acc.settlement_due() {
-                    events.push(SettleThresholdCrossed {
-                        account: msg.account.clone(),
-                        amount,
-                    });
-                }
-            }
             ops.push(StoreOp::SetBalance {
                 account: msg.account.clone(),
                 balance: committed,
             });
+        }
+        if msg.direction == SettlementDirection::Sent {
+            events.extend(self.sent_applied(&msg.account, msg.settlement_id));
+        } else if settling {
+            if let Some(acc) = self.accounts.get_mut(&msg.account) {
+                events.extend(acc.settlement_due(&msg.account));
+            }
         }
         // An account without a balance still records the id, so it is applied once.
         ops.push(StoreOp::PutRecord { key, value });
@@ -756,11 +781,8 @@ impl Handler<AdjustBalance> for BalanceKeeper {
         acc.committed = committed;
         let mut events = Vec::new();
         if settling {
-            if let Some(amount) = acc.settlement_due() {
-                events.push(SettleThresholdCrossed {
-                    account: msg.account.clone(),
-                    amount,
-                });
+            if let Some(crossed) = acc.settlement_due(&msg.account) {
+                events.push(crossed);
             }
         }
         let commit = self.persist(vec![StoreOp::SetBalance {

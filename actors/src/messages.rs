@@ -198,6 +198,10 @@ pub struct ApplySettlement {
 pub struct SettleThresholdCrossed {
     pub account: AccountId,
     pub amount: u64,
+    /// The last settlement we sent that the keeper had applied to this account when it
+    /// reckoned `amount` (since the keeper started). The engine drops a request reckoned
+    /// before the settlement it is booking, which that settlement already covers.
+    pub after: Option<[u8; 16]>,
 }
 
 // ---- Router ---------------------------------------------------------------------------------

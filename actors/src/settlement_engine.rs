@@ -73,8 +73,9 @@ pub struct SettlementEngine {
     /// Further unfinished intents found at start for an account that already has one in
     /// flight (this version keeps one per account), resumed one after the other.
     backlog: BTreeMap<AccountId, Vec<SettleRequest>>,
-    /// The latest amount asked for while a settlement was being booked, sent after it.
-    queued: BTreeMap<AccountId, u64>,
+    /// The latest request that came while a settlement was in flight: sent after it, unless
+    /// the keeper reckoned it before that settlement was applied (which already covers it).
+    queued: BTreeMap<AccountId, SettleThresholdCrossed>,
     backoff: Backoff,
 }
 
@@ -197,11 +198,6 @@ impl SettlementEngine {
 
     /// The peer fulfilled the settlement to `account`: book it.
     fn fulfilled(&mut self, account: AccountId, ctx: &mut Context<Self>) {
-        // What the keeper asked for while this was being sent was reckoned on a balance that
-        // does not count it yet (the keeper asks for nothing more until our settlement is
-        // booked, unless it started afresh, e.g. after a restart of the node): sending it too
-        // would pay the same shortfall twice. The keeper reckons again once this is booked.
-        self.queued.remove(&account);
         let Some(entry) = self.in_flight.get_mut(&account) else {
             return;
         };
@@ -219,20 +215,26 @@ impl SettlementEngine {
         );
         ctx.spawn(
             work.into_actor(self)
-                .map(move |(), act, ctx| act.finished(account, ctx)),
+                .map(move |(), act, ctx| act.finished(account, request.settlement_id, ctx)),
         );
     }
 
     /// The settlement to `account` is booked: the next one, if any, may start.
-    fn finished(&mut self, account: AccountId, ctx: &mut Context<Self>) {
+    fn finished(&mut self, account: AccountId, booked: [u8; 16], ctx: &mut Context<Self>) {
         self.in_flight.remove(&account);
         if let Some(request) = self.backlog.get_mut(&account).and_then(Vec::pop) {
             self.send(account, request, ctx);
             return;
         }
         self.backlog.remove(&account);
-        if let Some(amount) = self.queued.remove(&account) {
-            self.start_settlement(account, amount, ctx);
+        // The keeper asks for nothing more while our settlement is unbooked, unless it started
+        // afresh (a restart of the node) and reckoned on a balance without it: sending that
+        // too would pay the same shortfall twice. Once it applies ours it reckons again, and
+        // what it asks for then comes marked as after ours.
+        if let Some(asked) = self.queued.remove(&account) {
+            if asked.after == Some(booked) {
+                self.start_settlement(account, asked.amount, ctx);
+            }
         }
     }
 
@@ -383,7 +385,7 @@ impl Handler<SettleThresholdCrossed> for SettlementEngine {
             return;
         }
         if self.in_flight.contains_key(&msg.account) {
-            self.queued.insert(msg.account, msg.amount);
+            self.queued.insert(msg.account.clone(), msg);
         } else {
             self.start_settlement(msg.account, msg.amount, ctx);
         }
@@ -954,8 +956,10 @@ mod tests {
     }
 
     /// What the fake keeper asks for once, right after it applies a settlement and before it
-    /// answers (as the keeper asks when the booked balance is still below the threshold).
-    type AskAfterApply = Arc<Mutex<Option<(Recipient<SettleThresholdCrossed>, u64)>>>;
+    /// answers: reckoned after it (as the keeper asks when the booked balance is still below
+    /// the threshold), or, when the flag is false, before it (as a keeper that just restarted
+    /// may have asked, on a balance without it).
+    type AskAfterApply = Arc<Mutex<Option<(Recipient<SettleThresholdCrossed>, u64, bool)>>>;
 
     /// A keeper that records what it is asked to apply.
     #[derive(Default)]
@@ -971,10 +975,11 @@ mod tests {
     impl Handler<ApplySettlement> for FakeBalance {
         type Result = Result<bool, crate::store::StoreError>;
         fn handle(&mut self, msg: ApplySettlement, _ctx: &mut Self::Context) -> Self::Result {
-            if let Some((engine, amount)) = self.ask_after_apply.lock().unwrap().take() {
+            if let Some((engine, amount, after)) = self.ask_after_apply.lock().unwrap().take() {
                 engine.do_send(SettleThresholdCrossed {
                     account: msg.account.clone(),
                     amount,
+                    after: after.then_some(msg.settlement_id),
                 });
             }
             self.applied.lock().unwrap().push(msg);
@@ -1068,6 +1073,7 @@ mod tests {
         SettleThresholdCrossed {
             account: acc(account),
             amount,
+            after: None,
         }
     }
 
@@ -1125,7 +1131,7 @@ mod tests {
             s.engine.send(crossed("b", 200)).await.unwrap();
             s.engine.send(crossed("b", 300)).await.unwrap();
             // The keeper, booking the 100, finds the balance still short by 40.
-            *s.ask_after_apply.lock().unwrap() = Some((s.engine.clone().recipient(), 40));
+            *s.ask_after_apply.lock().unwrap() = Some((s.engine.clone().recipient(), 40, true));
             idle(5).await;
             assert_eq!(s.sent.lock().unwrap().len(), 1);
             idle(30).await;
@@ -1136,6 +1142,28 @@ mod tests {
             assert_eq!(sent[1].0 - sent[0].0, 10_000);
             assert_ne!(sent[0].1.settlement_id, sent[1].1.settlement_id);
             assert_eq!(s.applied.lock().unwrap().len(), 2);
+            assert!(intents(&s.store).is_empty());
+        });
+    }
+
+    /// A keeper that restarted reckons on a balance without the settlement being booked; its
+    /// request, arriving while that settlement is booked, is already covered by it.
+    #[test]
+    fn a_request_reckoned_before_the_booked_settlement_is_not_sent() {
+        run(async {
+            let s = solo(4, Duration::from_secs(10));
+            s.engine.send(crossed("b", 100)).await.unwrap();
+            *s.ask_after_apply.lock().unwrap() = Some((s.engine.clone().recipient(), 100, false));
+            idle(60).await;
+            let amounts: Vec<u64> = s
+                .sent
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(_, r)| r.amount)
+                .collect();
+            assert_eq!(amounts, vec![100]);
+            assert_eq!(s.applied.lock().unwrap().len(), 1);
             assert!(intents(&s.store).is_empty());
         });
     }
