@@ -163,7 +163,7 @@ pub struct Metrics {
     payments_remembered: Gauge,
     payments_memory: Gauge,
     /// The Router's memory of paid Prepares, read into the two gauges above by `encode`.
-    payments: Mutex<Option<crate::payments::Payments>>,
+    payments: Mutex<Option<(crate::payments::Payments, crate::clock::Clock)>>,
     uptime: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Links whose state `encode` reads into `link_up`.
     links: Mutex<Vec<(AccountId, Arc<dyn Link>)>>,
@@ -331,9 +331,9 @@ impl Metrics {
     }
 
     /// `encode` reports the size of `payments` (the Router's memory of paid Prepares).
-    pub fn watch_payments(&self, payments: crate::payments::Payments) {
+    pub fn watch_payments(&self, payments: crate::payments::Payments, clock: crate::clock::Clock) {
         let mut slot = self.payments.lock().unwrap_or_else(|p| p.into_inner());
-        *slot = Some(payments);
+        *slot = Some((payments, clock));
     }
 
     /// Sets account `id`'s balance gauges (the admin API reads the BalanceKeeper per scrape).
@@ -398,7 +398,7 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
-            .map(crate::payments::Payments::stats);
+            .map(|(payments, clock)| payments.stats(clock.now()));
         if let Some(stats) = payments {
             let clamp = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
             self.payments_remembered.set(clamp(stats.paid));
@@ -609,8 +609,9 @@ mod tests {
     #[test]
     fn the_memory_of_paid_prepares_is_reported() {
         let metrics = Metrics::new();
-        let payments = crate::payments::Payments::incoming();
-        metrics.watch_payments(payments.clone());
+        let payments = crate::payments::Payments::new();
+        let clock = crate::clock::Clock::starting_at(1_000);
+        metrics.watch_payments(payments.clone(), clock);
         let text = metrics.encode();
         assert_eq!(
             line(&text, "ilp_paid_prepares_remembered "),
@@ -620,7 +621,13 @@ mod tests {
         let Ok(fulfill) = fulfill() else {
             panic!("a Fulfill");
         };
-        payments.remember_paid(&AccountId::from("bob"), &[1; 32], expires, &fulfill);
+        payments.remember_paid(
+            &AccountId::from("bob"),
+            &[1; 32],
+            expires,
+            clock.now(),
+            &fulfill,
+        );
         let text = metrics.encode();
         assert_eq!(
             line(&text, "ilp_paid_prepares_remembered "),

@@ -193,10 +193,10 @@ impl Node {
             }
         }
         // Paid packets whose Fulfill a crash may have kept from their sender.
-        let payments = Payments::incoming();
+        let payments = Payments::new();
         crate::replay::load_paid(store.as_ref(), clock.now(), &payments)?;
         if let Some(metrics) = &metrics {
-            metrics.watch_payments(payments.clone());
+            metrics.watch_payments(payments.clone(), clock);
         }
         let gate = PacketGate::new();
         let router_gate = gate.clone();

@@ -1,157 +1,376 @@
 //! One payment per Prepare: the node's memory of the Prepares it is answering and of the ones it
-//! was paid for, so that identical bytes from the same account before their expiry are one
+//! was paid for, so that copies of a Prepare from the same account before their expiry are one
 //! payment, booked once and answered with the first outcome, whether the copy arrives while the
 //! first is in flight, after it was fulfilled, or after a restart.
 //!
+//! A copy is a Prepare with the same amount, condition, destination and data
+//! ([`ilp::policy::outgoing::payment_digest`]); its expiry may differ. A connector upstream
+//! that crashed before booking a packet it had forwarded forwards the sender's repeat with a new
+//! expiry when the sender's is further out than its hold time, and that repeat must still be
+//! the same payment here. (Reusing a condition for a second payment is unsafe in ILP anyway:
+//! whoever saw the first fulfillment can claim the second.)
+//!
 //! - **In flight**: a copy that arrives while the first is being answered waits for the first's
 //!   outcome (its Fulfill once that is durable, or its Reject) and books nothing itself.
-//! - **Paid**: once a Prepare's Fulfill is durable, a copy is answered with that Fulfill until
-//!   the Prepare expires. After a restart the same memory is loaded from the fulfill records
-//!   ([`crate::replay`]) the BalanceKeeper commits with the balances.
+//! - **Paid**: once a Prepare's Fulfill is durable, a copy that has not expired is answered with
+//!   that Fulfill until the end of the second the first copy expires in. After a restart the same
+//!   memory is loaded from the fulfill records ([`crate::replay`]) the BalanceKeeper commits with
+//!   the balances.
 //! - **Rejected**: a Reject books nothing on either side, so it is not remembered: a copy sent
 //!   after the first was rejected is a new attempt (senders repeat identical bytes after a
 //!   temporary error, and an over-the-wire repeat cannot be told from such a retry).
 //!
 //! Zero-amount Prepares move no money and are not tracked.
 //!
-//! The same in-flight table, without the paid memory, joins identical *outgoing* Prepares to one
-//! next hop ([`Payments::outgoing`]): the next hop sees one packet, so only the first copy books
-//! the outgoing side.
+//! Each account has two tables behind one lock ([`AccountPayments`]): the Prepares it sends us
+//! (incoming), and the ones we send it (outgoing). The outgoing table keeps no Fulfills: it joins
+//! copies in flight to one next hop, whichever account sent them to us, so the next hop sees one
+//! packet and only the first copy books the outgoing side; a copy of one it paid is refused.
 //!
-//! Memory: a paid Prepare costs its key (16 bytes of the SHA-256 of its bytes), an offset and a
-//! length into its expiry second's arena, and the Fulfill's bytes in that arena: about 75 bytes
-//! for a Fulfill without data. Entries are grouped by the second their Prepare expires in, so a
-//! lookup touches one group (identical bytes have the identical expiry) and a whole second is
-//! freed at once when it has passed.
+//! Memory: a paid Prepare costs one slot in its account's table (16 bytes of key, 16 of state)
+//! and, on the incoming side, the Fulfill's bytes in its expiry second's arena. The table is
+//! split into shards, so that no single map grows (and rehashes) to the size of a whole
+//! account's traffic. Lookups sweep: the arena of a second that has passed is dropped (its
+//! buffer kept for a later second), and one shard is scanned for lapsed slots every
+//! [`SCAN_EVERY_MS`], so every slot is looked at about once a second, in memory order.
 
 use crate::messages::{AccountId, PacketResult};
 use bytes::Bytes;
 use ilp::packet::{Fulfill, Timestamp};
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::oneshot;
 
-/// Bytes of the Prepare's SHA-256 that key a paid entry: collisions need 2^64 work.
-const KEY_LEN: usize = 16;
+/// Shards per table: a full shard rehashes a thirty-second of the table at a time.
+const SHARDS: usize = 32;
+/// One shard is scanned for lapsed slots this often: all of them in about a second.
+const SCAN_EVERY_MS: u64 = 1000 / SHARDS as u64;
+/// Arenas of passed seconds kept for reuse (already grown to a second's traffic).
+const SPARE_ARENAS: usize = 4;
 
-type Key = (AccountId, [u8; 32]);
+/// The first 16 bytes of a payment digest, as two words: collisions need 2^64 work. The digest
+/// is a SHA-256, so its first word is already a good hash.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Key(u64, u64);
+
+impl Key {
+    fn of(digest: &[u8; 32]) -> Key {
+        let word = |i: usize| {
+            let mut w = [0; 8];
+            w.copy_from_slice(&digest[i..i + 8]);
+            u64::from_le_bytes(w)
+        };
+        Key(word(0), word(8))
+    }
+
+    fn shard(self) -> usize {
+        (self.1 % SHARDS as u64) as usize
+    }
+}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0);
+    }
+}
+
+/// Passes a [`Key`]'s first word through: it is uniformly distributed already.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type KeyMap<V> = HashMap<Key, V, BuildHasherDefault<KeyHasher>>;
 type Waiters = Vec<oneshot::Sender<PacketResult>>;
 
-/// The Fulfills of paid Prepares that expire within one second.
-#[derive(Default)]
-struct Second {
-    /// Key → (offset, length) of the Fulfill's bytes in `fulfills`.
-    index: foldhash::HashMap<[u8; KEY_LEN], (u32, u32)>,
-    fulfills: Vec<u8>,
+#[derive(Clone, Copy, Debug)]
+enum Slot {
+    /// The first copy is being answered; `joined` when copies wait in [`Table::waiters`].
+    InFlight { joined: bool },
+    /// Paid; remembered through the end of `second` (unix seconds), with its Fulfill (when the
+    /// table keeps them) at `offset..offset + len` in that second's arena. A slot whose second
+    /// has passed is lapsed: never read again, dropped by the next scan of its shard.
+    Paid { second: u32, offset: u32, len: u32 },
 }
 
-impl Second {
-    /// `Some` when `key` was paid, with its Fulfill when this table keeps them.
-    fn get(&self, key: &[u8; KEY_LEN]) -> Option<Option<Fulfill>> {
-        let &(offset, len) = self.index.get(key)?;
-        if len == 0 {
-            return Some(None);
-        }
-        let start = offset as usize;
-        let bytes = self.fulfills.get(start..start + len as usize);
-        Some(bytes.and_then(|b| Fulfill::parse(Bytes::copy_from_slice(b)).ok()))
-    }
-
-    fn insert(&mut self, key: [u8; KEY_LEN], fulfill: Option<&Fulfill>) {
-        let bytes: &[u8] = fulfill.map_or(&[], |f| f.as_bytes());
-        let (Ok(offset), Ok(len)) = (
-            u32::try_from(self.fulfills.len()),
-            u32::try_from(bytes.len()),
-        ) else {
-            // Four gigabytes of Fulfills expiring in one second: not remembered.
-            return;
-        };
-        // A second copy of a paid Prepare (a record loaded at start-up, then the packet again)
-        // keeps the first Fulfill.
-        if let std::collections::hash_map::Entry::Vacant(slot) = self.index.entry(key) {
-            slot.insert((offset, len));
-            self.fulfills.extend_from_slice(bytes);
-        }
-    }
-
-    /// Heap bytes held: the arena and the index (key, slot and control byte per bucket).
-    fn heap_bytes(&self) -> usize {
-        self.fulfills.capacity() + self.index.capacity() * (KEY_LEN + 8 + 1)
+impl Slot {
+    fn lapsed(&self, now_s: u32) -> bool {
+        matches!(self, Slot::Paid { second, .. } if *second < now_s)
     }
 }
 
-/// Paid Prepares of one account, by the second they expire in.
-type Paid = BTreeMap<u64, Second>;
-
+/// One account's payments in one direction.
 #[derive(Default)]
-struct Inner {
-    in_flight: foldhash::HashMap<Key, Waiters>,
-    paid: foldhash::HashMap<AccountId, Paid>,
+struct Table {
+    /// Empty until the first payment: most accounts of a large node are idle.
+    shards: Vec<KeyMap<Slot>>,
+    waiters: KeyMap<Waiters>,
+    /// The Fulfills of paid Prepares, by the second their first copy expires in.
+    arenas: BTreeMap<u32, Vec<u8>>,
+    spare: Vec<Vec<u8>>,
+    /// The shard the next scan looks at, and when.
+    scan_shard: usize,
+    next_scan_ms: u64,
+    /// The latest second a lookup saw.
+    now_s: u32,
     /// Whether a paid entry keeps its Fulfill (to answer copies with) or only its key.
     keep_fulfills: bool,
-    /// The last second whose expired entries were dropped.
-    swept: u64,
+    in_flight: usize,
+    paid: usize,
 }
 
-fn key_of(digest: &[u8; 32]) -> [u8; KEY_LEN] {
-    let mut key = [0; KEY_LEN];
-    key.copy_from_slice(&digest[..KEY_LEN]);
-    key
+/// A unix second as stored in a slot (u32 lasts until 2106).
+fn second_of(at: Timestamp) -> u32 {
+    u32::try_from(at.unix_millis() / 1000).unwrap_or(u32::MAX)
 }
 
-impl Inner {
-    /// Drops every second that has passed: all of its Prepares expired.
-    fn sweep(&mut self, now: Timestamp) {
-        let now_s = now.unix_millis() / 1000;
-        if now_s <= self.swept {
-            return;
+/// What [`Table::begin`] found.
+enum Found {
+    Paid(Option<Fulfill>),
+    Joined(oneshot::Receiver<PacketResult>),
+    First,
+}
+
+impl Table {
+    fn with_fulfills(keep_fulfills: bool) -> Table {
+        Table {
+            keep_fulfills,
+            ..Table::default()
         }
-        self.swept = now_s;
-        self.paid.retain(|_, seconds| {
-            // Second `s` holds expiries up to `s`.999, all passed once `now` is in a later one.
-            *seconds = seconds.split_off(&now_s);
-            !seconds.is_empty()
-        });
     }
 
-    fn paid(
-        &self,
-        account: &AccountId,
-        digest: &[u8; 32],
-        expires_at: Timestamp,
-    ) -> Option<Option<Fulfill>> {
-        let second = expires_at.unix_millis() / 1000;
-        self.paid.get(account)?.get(&second)?.get(&key_of(digest))
+    fn shard(&mut self, key: Key) -> &mut KeyMap<Slot> {
+        if self.shards.is_empty() {
+            self.shards.resize_with(SHARDS, KeyMap::default);
+        }
+        &mut self.shards[key.shard()]
     }
 
-    fn remember(
-        &mut self,
-        account: &AccountId,
-        digest: &[u8; 32],
-        expires_at: Timestamp,
-        fulfill: &Fulfill,
-    ) {
-        let second = expires_at.unix_millis() / 1000;
-        if second < self.swept {
+    /// Drops what lapsed by `now`: the arenas of passed seconds at once, and the lapsed slots
+    /// of the shards due for a scan (all of them when `all`).
+    fn sweep(&mut self, now: Timestamp, all: bool) {
+        let now_ms = now.unix_millis();
+        let now_s = second_of(now);
+        self.now_s = self.now_s.max(now_s);
+        while let Some(entry) = self.arenas.first_entry() {
+            if *entry.key() >= now_s {
+                break;
+            }
+            let mut arena = entry.remove();
+            if self.spare.len() < SPARE_ARENAS {
+                arena.clear();
+                self.spare.push(arena);
+            }
+        }
+        if self.shards.is_empty() || (!all && now_ms < self.next_scan_ms) {
             return;
         }
-        let keep = self.keep_fulfills.then_some(fulfill);
-        let seconds = match self.paid.get_mut(account) {
-            Some(seconds) => seconds,
-            None => self.paid.entry(account.clone()).or_default(),
+        let shards = if all { SHARDS } else { 1 };
+        for _ in 0..shards {
+            let mut dropped = 0;
+            self.shards[self.scan_shard].retain(|_, slot| {
+                let lapsed = slot.lapsed(now_s);
+                dropped += usize::from(lapsed);
+                !lapsed
+            });
+            self.paid -= dropped;
+            self.scan_shard = (self.scan_shard + 1) % SHARDS;
+        }
+        self.next_scan_ms = now_ms + SCAN_EVERY_MS;
+    }
+
+    fn fulfill_at(&self, second: u32, offset: u32, len: u32) -> Option<Fulfill> {
+        let start = offset as usize;
+        let arena = self.arenas.get(&second)?;
+        let bytes = arena.get(start..start + len as usize)?;
+        Fulfill::parse(Bytes::copy_from_slice(bytes)).ok()
+    }
+
+    fn begin(&mut self, key: Key, now: Timestamp) -> Found {
+        let now_s = second_of(now);
+        self.sweep(now, false);
+        let slot = match self.shard(key).entry(key) {
+            Entry::Vacant(vacant) => {
+                vacant.insert(Slot::InFlight { joined: false });
+                self.in_flight += 1;
+                return Found::First;
+            }
+            Entry::Occupied(slot) => slot.into_mut(),
         };
-        seconds
-            .entry(second)
-            .or_default()
-            .insert(key_of(digest), keep);
+        match *slot {
+            Slot::Paid {
+                second,
+                offset,
+                len,
+            } if second >= now_s => {
+                if len == 0 {
+                    return Found::Paid(None);
+                }
+                // Read back from the arena; a Fulfill that no longer parses (it cannot: it was
+                // stored whole) is treated as not remembered.
+                match self.fulfill_at(second, offset, len) {
+                    Some(fulfill) => Found::Paid(Some(fulfill)),
+                    None => Found::Paid(None),
+                }
+            }
+            Slot::Paid { .. } => {
+                // Lapsed, not swept yet: a new payment.
+                *slot = Slot::InFlight { joined: false };
+                self.paid -= 1;
+                self.in_flight += 1;
+                Found::First
+            }
+            Slot::InFlight { ref mut joined } => {
+                *joined = true;
+                let (tx, rx) = oneshot::channel();
+                self.waiters.entry(key).or_default().push(tx);
+                Found::Joined(rx)
+            }
+        }
+    }
+
+    /// Ends the first copy under `key`: a Fulfill becomes paid until `expires_at`'s second, a
+    /// Reject (or `None`: abandoned) frees the slot. Returns the copies that waited.
+    fn finish(&mut self, key: Key, expires_at: Timestamp, fulfill: Option<&Fulfill>) -> Waiters {
+        let joined = match self.shard(key).get(&key) {
+            Some(Slot::InFlight { joined }) => *joined,
+            // Not ours (cannot happen: only the first copy finishes its own slot).
+            _ => return Vec::new(),
+        };
+        self.in_flight -= 1;
+        let second = second_of(expires_at);
+        match fulfill {
+            Some(fulfill) => self.store_paid(key, second, fulfill),
+            None => {
+                self.shard(key).remove(&key);
+            }
+        }
+        if joined {
+            self.waiters.remove(&key).unwrap_or_default()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Makes `key`'s slot paid in `second`, with the Fulfill when the table keeps them.
+    fn store_paid(&mut self, key: Key, second: u32, fulfill: &Fulfill) {
+        if second < self.now_s {
+            // Expired while it was answered: no copy can come that is not expired itself.
+            self.shard(key).remove(&key);
+            return;
+        }
+        let (mut offset, mut len) = (0, 0);
+        if self.keep_fulfills {
+            let bytes = fulfill.as_bytes();
+            let spare = &mut self.spare;
+            let arena = self
+                .arenas
+                .entry(second)
+                .or_insert_with(|| spare.pop().unwrap_or_default());
+            let (Ok(o), Ok(l)) = (u32::try_from(arena.len()), u32::try_from(bytes.len())) else {
+                // Four gigabytes of Fulfills expiring in one second: not remembered.
+                self.shard(key).remove(&key);
+                return;
+            };
+            arena.extend_from_slice(bytes);
+            (offset, len) = (o, l);
+        }
+        self.paid += 1;
+        self.shard(key).insert(
+            key,
+            Slot::Paid {
+                second,
+                offset,
+                len,
+            },
+        );
+    }
+
+    /// Remembers a Prepare paid before a restart, unless a live entry has its key already.
+    fn remember(&mut self, key: Key, expires_at: Timestamp, now: Timestamp, fulfill: &Fulfill) {
+        let (second, now_s) = (second_of(expires_at), second_of(now));
+        if second < now_s {
+            return;
+        }
+        match self.shard(key).get(&key).copied() {
+            Some(Slot::Paid { second: s, .. }) if s >= now_s => return,
+            Some(Slot::InFlight { .. }) => return,
+            Some(Slot::Paid { .. }) => self.paid -= 1,
+            None => {}
+        }
+        self.store_paid(key, second, fulfill);
+    }
+
+    /// Heap bytes held by the paid memory (slots and arenas), approximately.
+    fn heap_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<(Key, Slot)>() + 1;
+        let shards: usize = self.shards.iter().map(|m| m.capacity() * slot).sum();
+        let arenas: usize = (self.arenas.values().chain(&self.spare))
+            .map(Vec::capacity)
+            .sum();
+        shards + arenas
     }
 }
 
-/// What a Prepare is to the node: see [`Payments::begin`].
+/// The two tables of one account.
+struct Tables {
+    incoming: Table,
+    outgoing: Table,
+}
+
+impl Default for Tables {
+    fn default() -> Self {
+        Tables {
+            incoming: Table::with_fulfills(true),
+            outgoing: Table::with_fulfills(false),
+        }
+    }
+}
+
+/// Which of an account's tables: Prepares from it, or Prepares to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Incoming,
+    Outgoing,
+}
+
+impl Tables {
+    fn side(&mut self, side: Side) -> &mut Table {
+        match side {
+            Side::Incoming => &mut self.incoming,
+            Side::Outgoing => &mut self.outgoing,
+        }
+    }
+}
+
+/// One account's memory, held by the Router with the account so that a packet costs no lookup
+/// by account id.
+#[derive(Clone, Default)]
+pub struct AccountPayments {
+    tables: Arc<Mutex<Tables>>,
+}
+
+/// What a Prepare is to the node: see [`AccountPayments::begin`].
 pub enum Seen {
     /// Paid before its expiry: answer with this Fulfill and book nothing.
     Paid(Fulfill),
-    /// Paid before its expiry, in a table that keeps no Fulfills ([`Payments::outgoing`]).
+    /// Paid before its expiry, in a table that keeps no Fulfills (the outgoing side).
     Sent,
     /// An identical Prepare is in flight: answer with its outcome and book nothing.
     Joined(Joined),
@@ -171,28 +390,31 @@ impl Joined {
 }
 
 /// The first copy's place in the table: its outcome goes to the copies that joined it, and a
-/// Fulfill is remembered (when the table keeps paid Prepares). Dropped unfinished, it leaves the
-/// table and the copies are told it was abandoned.
+/// Fulfill is remembered. Dropped unfinished, it leaves the table and the copies are told it was
+/// abandoned.
 pub struct First {
-    payments: Payments,
+    tables: Arc<Mutex<Tables>>,
+    side: Side,
     key: Option<Key>,
     expires_at: Timestamp,
 }
 
+fn lock(tables: &Mutex<Tables>) -> MutexGuard<'_, Tables> {
+    // Nothing panics while holding the lock; a poisoned table is still consistent.
+    tables.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl First {
     /// Ends the first copy with `outcome`. A Fulfill must already be durable: from now on
-    /// identical copies are answered with it without booking anything.
+    /// copies are answered with it without booking anything.
     pub fn finish(mut self, outcome: &PacketResult) {
         let Some(key) = self.key.take() else {
             return;
         };
-        let waiters = {
-            let mut inner = self.payments.lock();
-            if let Ok(fulfill) = outcome {
-                inner.remember(&key.0, &key.1, self.expires_at, fulfill);
-            }
-            inner.in_flight.remove(&key).unwrap_or_default()
-        };
+        let waiters =
+            lock(&self.tables)
+                .side(self.side)
+                .finish(key, self.expires_at, outcome.as_ref().ok());
         for waiter in waiters {
             let _ = waiter.send(outcome.clone());
         }
@@ -202,16 +424,48 @@ impl First {
 impl Drop for First {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
-            // The waiters' senders drop with the entry: they learn the first was abandoned.
-            self.payments.lock().in_flight.remove(&key);
+            // The waiters' senders drop: they learn the first was abandoned.
+            drop(
+                lock(&self.tables)
+                    .side(self.side)
+                    .finish(key, self.expires_at, None),
+            );
         }
     }
 }
 
-/// The table shared by the Router and the continuations of the packets it forwards.
+impl AccountPayments {
+    /// Looks the Prepare with payment digest `digest` (from this account on the incoming side,
+    /// to it on the outgoing side), expiring at `expires_at`, up and, when it is new, takes its
+    /// place as the first copy. The caller tracks only Prepares that have not expired.
+    pub fn begin(
+        &self,
+        side: Side,
+        digest: &[u8; 32],
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Seen {
+        let key = Key::of(digest);
+        let found = lock(&self.tables).side(side).begin(key, now);
+        match found {
+            Found::Paid(Some(fulfill)) => Seen::Paid(fulfill),
+            Found::Paid(None) => Seen::Sent,
+            Found::Joined(rx) => Seen::Joined(Joined(rx)),
+            Found::First => Seen::First(First {
+                tables: self.tables.clone(),
+                side,
+                key: Some(key),
+                expires_at,
+            }),
+        }
+    }
+}
+
+/// Every account's memory: the Router's accounts hold their own handles
+/// ([`Payments::account`]); the fulfill records are loaded and the metrics read through this.
 #[derive(Clone, Default)]
 pub struct Payments {
-    inner: Arc<Mutex<Inner>>,
+    accounts: Arc<Mutex<HashMap<AccountId, AccountPayments>>>,
 }
 
 /// How much the paid memory holds, for the metrics and the README's figures.
@@ -224,83 +478,49 @@ pub struct PaymentsStats {
 }
 
 impl Payments {
-    /// A table for incoming Prepares: joins copies in flight and answers copies of paid ones
-    /// with their Fulfill.
-    pub fn incoming() -> Self {
-        Payments {
-            inner: Arc::new(Mutex::new(Inner {
-                keep_fulfills: true,
-                ..Inner::default()
-            })),
-        }
-    }
-
-    /// A table for outgoing Prepares: joins copies in flight and knows which were paid, without
-    /// their Fulfills.
-    pub fn outgoing() -> Self {
+    pub fn new() -> Self {
         Payments::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // Nothing panics while holding the lock; a poisoned table is still consistent.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    /// The memory of `account`, made on first use.
+    pub fn account(&self, account: &AccountId) -> AccountPayments {
+        let mut accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+        accounts.entry(account.clone()).or_default().clone()
     }
 
-    /// Looks the Prepare (`digest` of its bytes, from `account`, expiring at `expires_at`) up
-    /// and, when it is new, takes its place as the first copy.
-    pub fn begin(
-        &self,
-        account: &AccountId,
-        digest: &[u8; 32],
-        expires_at: Timestamp,
-        now: Timestamp,
-    ) -> Seen {
-        let mut inner = self.lock();
-        inner.sweep(now);
-        if now <= expires_at {
-            match inner.paid(account, digest, expires_at) {
-                Some(Some(fulfill)) => return Seen::Paid(fulfill),
-                Some(None) => return Seen::Sent,
-                None => {}
-            }
-        }
-        let key = (account.clone(), *digest);
-        if let Some(waiters) = inner.in_flight.get_mut(&key) {
-            let (tx, rx) = oneshot::channel();
-            waiters.push(tx);
-            return Seen::Joined(Joined(rx));
-        }
-        inner.in_flight.insert(key.clone(), Vec::new());
-        drop(inner);
-        Seen::First(First {
-            payments: self.clone(),
-            key: Some(key),
-            expires_at,
-        })
-    }
-
-    /// Remembers a Prepare paid before (a fulfill record read at start-up).
+    /// Remembers a Prepare from `account` paid before (a fulfill record read at start-up).
     pub fn remember_paid(
         &self,
         account: &AccountId,
         digest: &[u8; 32],
         expires_at: Timestamp,
+        now: Timestamp,
         fulfill: &Fulfill,
     ) {
-        self.lock().remember(account, digest, expires_at, fulfill);
+        let tables = self.account(account).tables;
+        lock(&tables)
+            .incoming
+            .remember(Key::of(digest), expires_at, now, fulfill);
     }
 
-    pub fn stats(&self) -> PaymentsStats {
-        let inner = self.lock();
-        let seconds = inner.paid.values().flat_map(|s| s.values());
-        let (paid, paid_bytes) = seconds.fold((0, 0), |(n, bytes), s| {
-            (n + s.index.len(), bytes + s.heap_bytes())
-        });
-        PaymentsStats {
-            in_flight: inner.in_flight.len(),
-            paid,
-            paid_bytes,
+    /// Sizes as of `now`: seconds that have passed are dropped first.
+    pub fn stats(&self, now: Timestamp) -> PaymentsStats {
+        let accounts: Vec<AccountPayments> = {
+            let accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+            accounts.values().cloned().collect()
+        };
+        let mut stats = PaymentsStats::default();
+        for account in accounts {
+            let mut guard = lock(&account.tables);
+            let tables = &mut *guard;
+            for table in [&mut tables.incoming, &mut tables.outgoing] {
+                table.sweep(now, true);
+                stats.in_flight += table.in_flight;
+                stats.paid += table.paid;
+                stats.paid_bytes += table.heap_bytes();
+            }
         }
+        stats
     }
 }
 
@@ -337,112 +557,195 @@ mod tests {
         }
     }
 
+    /// `account`'s incoming table: the Prepare with digest `[n; 32]` expiring at `expiry_ms`,
+    /// seen at `now_ms`.
+    fn incoming(account: &AccountPayments, n: u8, expiry_ms: u64, now_ms: u64) -> Seen {
+        account.begin(Side::Incoming, &[n; 32], at(expiry_ms), at(now_ms))
+    }
+
     #[tokio::test]
     async fn copies_in_flight_take_the_first_outcome_and_a_fulfill_is_remembered() {
-        let payments = Payments::incoming();
-        let alice = AccountId::from("alice");
-        let bob = AccountId::from("bob");
-        let expiry = at(10_500);
-        let one = first(payments.begin(&alice, &[1; 32], expiry, at(1_000)));
-        let copy = joined(payments.begin(&alice, &[1; 32], expiry, at(1_001)));
-        // Another account's identical bytes, and other bytes, are other payments.
-        let other = first(payments.begin(&bob, &[1; 32], expiry, at(1_001)));
-        let different = first(payments.begin(&alice, &[2; 32], expiry, at(1_001)));
-        assert_eq!(payments.stats().in_flight, 3);
+        let payments = Payments::new();
+        let alice = payments.account(&AccountId::from("alice"));
+        let bob = payments.account(&AccountId::from("bob"));
+        let one = first(incoming(&alice, 1, 10_500, 1_000));
+        let copy = joined(incoming(&alice, 1, 10_500, 1_001));
+        // Another account's copy, and another payment, are other payments.
+        let other = first(incoming(&bob, 1, 10_500, 1_001));
+        let different = first(incoming(&alice, 2, 10_500, 1_001));
+        // The same digest on the outgoing side (to alice) is another table.
+        let sent = first(alice.begin(Side::Outgoing, &[1; 32], at(10_500), at(1_001)));
+        assert_eq!(payments.stats(at(1_001)).in_flight, 4);
         one.finish(&Ok(fulfill(1)));
         assert_eq!(copy.outcome().await, Some(Ok(fulfill(1))));
         assert_eq!(
-            paid(payments.begin(&alice, &[1; 32], expiry, at(10_500))),
+            paid(incoming(&alice, 1, 10_500, 10_999)),
             Some(fulfill(1)),
-            "answered until its expiry, inclusive"
+            "answered through the end of the second the first copy expires in"
         );
-        assert_eq!(
-            paid(payments.begin(&alice, &[1; 32], expiry, at(10_501))),
-            None
-        );
-        drop((other, different));
-        let stats = payments.stats();
-        assert_eq!((stats.in_flight, stats.paid), (0, 1));
-        assert!(stats.paid_bytes > fulfill(1).as_bytes().len());
+        assert!(matches!(
+            incoming(&alice, 1, 10_500, 11_000),
+            Seen::First(_)
+        ));
+        drop((other, different, sent));
+        let stats = payments.stats(at(11_000));
+        assert_eq!((stats.in_flight, stats.paid), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_copy_with_another_expiry_is_the_same_payment() {
+        let payments = Payments::new();
+        let alice = payments.account(&AccountId::from("alice"));
+        let one = first(incoming(&alice, 1, 30_000, 1_000));
+        // A connector upstream re-sent it with a clock-based expiry.
+        let copy = joined(incoming(&alice, 1, 31_250, 1_250));
+        one.finish(&Ok(fulfill(1)));
+        assert_eq!(copy.outcome().await, Some(Ok(fulfill(1))));
+        assert_eq!(paid(incoming(&alice, 1, 45_000, 15_000)), Some(fulfill(1)));
+        assert_eq!(paid(incoming(&alice, 1, 20_000, 15_000)), Some(fulfill(1)));
+        // Remembered as long as the first copy lives, whatever the copy's expiry.
+        assert!(matches!(
+            incoming(&alice, 1, 60_000, 31_000),
+            Seen::First(_)
+        ));
     }
 
     #[tokio::test]
     async fn a_reject_goes_to_the_copies_and_is_not_remembered() {
-        let payments = Payments::incoming();
-        let alice = AccountId::from("alice");
-        let expiry = at(10_000);
-        let one = first(payments.begin(&alice, &[1; 32], expiry, at(1_000)));
-        let copy = joined(payments.begin(&alice, &[1; 32], expiry, at(1_000)));
+        let payments = Payments::new();
+        let alice = payments.account(&AccountId::from("alice"));
+        let one = first(incoming(&alice, 1, 10_000, 1_000));
+        let copy = joined(incoming(&alice, 1, 10_000, 1_000));
         let reject = Reject::new(ErrorCode::T04_INSUFFICIENT_LIQUIDITY, None, "full");
         one.finish(&Err(reject.clone()));
         assert_eq!(copy.outcome().await, Some(Err(reject)));
         // A copy after a Reject is a new attempt.
-        drop(first(payments.begin(&alice, &[1; 32], expiry, at(1_000))));
-        assert_eq!(payments.stats(), PaymentsStats::default());
+        drop(first(incoming(&alice, 1, 10_000, 1_000)));
+        assert_eq!(payments.stats(at(1_000)).in_flight, 0);
+        assert_eq!(payments.stats(at(1_000)).paid, 0);
     }
 
     #[tokio::test]
     async fn an_abandoned_first_tells_its_copies_and_leaves_the_table() {
-        let payments = Payments::incoming();
-        let alice = AccountId::from("alice");
-        let one = first(payments.begin(&alice, &[1; 32], at(10_000), at(1_000)));
-        let copy = joined(payments.begin(&alice, &[1; 32], at(10_000), at(1_000)));
+        let payments = Payments::new();
+        let alice = payments.account(&AccountId::from("alice"));
+        let one = first(incoming(&alice, 1, 10_000, 1_000));
+        let copy = joined(incoming(&alice, 1, 10_000, 1_000));
         drop(one);
         assert_eq!(copy.outcome().await, None);
-        drop(first(payments.begin(
-            &alice,
-            &[1; 32],
-            at(10_000),
-            at(1_000),
-        )));
+        drop(first(incoming(&alice, 1, 10_000, 1_000)));
     }
 
     #[tokio::test]
-    async fn passed_seconds_are_dropped_whole_and_the_outgoing_table_keeps_keys_only() {
-        let payments = Payments::incoming();
-        let alice = AccountId::from("alice");
-        for n in 0..100u8 {
-            let expiry = at(2_000 + u64::from(n) * 100);
-            first(payments.begin(&alice, &[n; 32], expiry, at(1_000))).finish(&Ok(fulfill(n)));
+    async fn lapsed_entries_are_swept_a_shard_at_a_time_and_arenas_at_once() {
+        let payments = Payments::new();
+        let alice = payments.account(&AccountId::from("alice"));
+        // 100 payments in each of the seconds 2..=5.
+        let digest = |n: u16| {
+            let mut digest = [0; 32];
+            digest[..2].copy_from_slice(&n.to_le_bytes());
+            digest[8..10].copy_from_slice(&n.to_le_bytes());
+            digest
+        };
+        for n in 0..400u16 {
+            let expiry = at(2_000 + u64::from(n / 100) * 1_000 + u64::from(n % 100));
+            first(alice.begin(Side::Incoming, &digest(n), expiry, at(1_000)))
+                .finish(&Ok(fulfill(1)));
         }
-        assert_eq!(payments.stats().paid, 100);
-        // At 6.5 s the seconds 2..=5 have passed: 40 packets, expiring before 6 000.
-        drop(first(payments.begin(
-            &alice,
-            &[200; 32],
-            at(9_000),
-            at(6_500),
-        )));
-        assert_eq!(payments.stats().paid, 60);
-        assert_eq!(
-            paid(payments.begin(&alice, &[45; 32], at(6_500), at(6_500))),
-            Some(fulfill(45))
+        let state = |alice: &AccountPayments| {
+            let tables = lock(&alice.tables);
+            (tables.incoming.paid, tables.incoming.arenas.len())
+        };
+        assert_eq!(state(&alice), (400, 4));
+        // At 4 s the seconds 2 and 3 have passed: their arenas go at once, their slots as
+        // the scans reach their shards, one shard per lookup at most every SCAN_EVERY_MS.
+        drop(first(incoming(&alice, 200, 9_000, 4_000)));
+        let (kept, arenas) = state(&alice);
+        assert_eq!(arenas, 2);
+        assert!(
+            (390..400).contains(&kept),
+            "one shard of 32 scanned: {kept}"
         );
-        // Remembered from a record: the first Fulfill for a key stays.
-        payments.remember_paid(&alice, &[45; 32], at(6_500), &fulfill(9));
+        drop(first(incoming(&alice, 200, 9_000, 4_000)));
         assert_eq!(
-            paid(payments.begin(&alice, &[45; 32], at(6_500), at(6_500))),
-            Some(fulfill(45))
+            state(&alice).0,
+            kept,
+            "not scanned again before SCAN_EVERY_MS"
         );
-        // A record of an already swept second is not kept.
-        payments.remember_paid(&alice, &[250; 32], at(3_000), &fulfill(9));
-        assert_eq!(payments.stats().paid, 60);
-
-        let outgoing = Payments::outgoing();
-        first(outgoing.begin(&alice, &[1; 32], at(10_000), at(1_000))).finish(&Ok(fulfill(1)));
+        for n in 1..SHARDS as u64 {
+            drop(first(incoming(
+                &alice,
+                200,
+                9_000,
+                4_000 + n * SCAN_EVERY_MS,
+            )));
+        }
+        assert_eq!(
+            state(&alice),
+            (200, 2),
+            "and stops at the seconds still live"
+        );
+        // Lapsed slots are never read, even before they are swept.
         assert!(matches!(
-            outgoing.begin(&alice, &[1; 32], at(10_000), at(1_000)),
+            alice.begin(Side::Incoming, &digest(150), at(9_000), at(4_500)),
+            Seen::First(_)
+        ));
+        assert_eq!(
+            paid(alice.begin(Side::Incoming, &digest(350), at(5_050), at(5_050))),
+            Some(fulfill(1))
+        );
+        // The arenas of the passed seconds 2, 3 and 4 wait for later seconds.
+        assert_eq!(lock(&alice.tables).incoming.spare.len(), 3);
+        assert_eq!(payments.stats(at(6_000)).paid, 0, "stats sweep everything");
+    }
+
+    #[tokio::test]
+    async fn a_lapsed_entry_is_a_new_payment_and_a_fulfill_after_expiry_is_not_kept() {
+        let payments = Payments::new();
+        let alice = payments.account(&AccountId::from("alice"));
+        first(incoming(&alice, 1, 5_000, 1_000)).finish(&Ok(fulfill(1)));
+        // Second 5 has passed, the slot is not swept yet when the same digest comes again.
+        let again = first(incoming(&alice, 1, 9_000, 6_000));
+        again.finish(&Ok(fulfill(7)));
+        assert_eq!(payments.stats(at(6_000)).paid, 1);
+        assert_eq!(paid(incoming(&alice, 1, 9_000, 8_000)), Some(fulfill(7)));
+        // Fulfilled after the second its Prepare expired in has passed: not remembered.
+        let late = first(incoming(&alice, 2, 7_500, 7_000));
+        drop(first(incoming(&alice, 3, 9_000, 8_000)));
+        late.finish(&Ok(fulfill(2)));
+        assert_eq!(payments.stats(at(8_000)).paid, 1);
+    }
+
+    #[tokio::test]
+    async fn records_loaded_keep_the_first_fulfill_and_the_outgoing_table_keeps_keys_only() {
+        let payments = Payments::new();
+        let id = AccountId::from("alice");
+        let alice = payments.account(&id);
+        first(incoming(&alice, 1, 6_500, 1_000)).finish(&Ok(fulfill(1)));
+        payments.remember_paid(&id, &[1; 32], at(6_500), at(1_000), &fulfill(9));
+        assert_eq!(paid(incoming(&alice, 1, 6_500, 1_000)), Some(fulfill(1)));
+        // A record whose second has passed is not kept.
+        payments.remember_paid(&id, &[2; 32], at(3_000), at(4_000), &fulfill(2));
+        payments.remember_paid(&id, &[3; 32], at(4_000), at(4_000), &fulfill(3));
+        assert_eq!(payments.stats(at(4_000)).paid, 2);
+        assert_eq!(paid(incoming(&alice, 3, 4_000, 4_000)), Some(fulfill(3)));
+
+        let sent = first(alice.begin(Side::Outgoing, &[4; 32], at(10_000), at(4_000)));
+        sent.finish(&Ok(fulfill(4)));
+        assert!(matches!(
+            alice.begin(Side::Outgoing, &[4; 32], at(10_000), at(4_000)),
             Seen::Sent
         ));
-        let stats = outgoing.stats();
-        assert_eq!((stats.in_flight, stats.paid), (0, 1));
-        let incoming = Payments::incoming();
-        first(incoming.begin(&alice, &[1; 32], at(10_000), at(1_000))).finish(&Ok(fulfill(1)));
+        let stats = payments.stats(at(4_000));
+        assert_eq!((stats.in_flight, stats.paid), (0, 3));
+        let tables = lock(&alice.tables);
+        let arena = |t: &Table| t.arenas.values().map(Vec::len).sum::<usize>();
         assert_eq!(
-            stats.paid_bytes + fulfill(1).as_bytes().len(),
-            incoming.stats().paid_bytes,
+            arena(&tables.outgoing),
+            0,
             "the outgoing table keeps no Fulfill"
         );
+        assert_eq!(arena(&tables.incoming), 2 * fulfill(1).as_bytes().len());
     }
 
     /// Identical Prepares through a whole node (in-memory links, the real Router, BalanceKeeper
@@ -639,6 +942,39 @@ mod tests {
                 let late = n.payer.send_prepare(p).await.unwrap().unwrap_err();
                 assert_eq!(late.code(), ErrorCode::R02_INSUFFICIENT_TIMEOUT);
                 assert_eq!(balances(&n.node).await, [100, 0, -100]);
+            });
+        }
+
+        /// An upstream connector that crashed before booking a packet it forwarded forwards
+        /// the sender's repeat again; when the sender's expiry is further out than its hold
+        /// time, the repeat carries another expiry. It is the same payment.
+        #[test]
+        fn a_repeat_with_another_expiry_is_answered_not_paid_again() {
+            run(async {
+                let clock = Clock::starting_at(START_MS);
+                let store = MemoryStore::new();
+                let n = start(&store, clock);
+                let p = payment(1, 100, Timestamp::from_unix_millis(START_MS + 30_000));
+                let fulfill = n.payer.send_prepare(p.clone()).await.unwrap().unwrap();
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                let later = Timestamp::from_unix_millis(START_MS + 33_000);
+                let repeat = p.with_amount_and_expiry(p.amount(), later);
+                assert_ne!(repeat.as_bytes(), p.as_bytes());
+                let again = n.payer.send_prepare(repeat.clone()).await.unwrap().unwrap();
+                assert_eq!(again, fulfill);
+                assert_eq!(n.delivered.load(Ordering::SeqCst), 1);
+                assert_eq!(balances(&n.node).await, [100, 0, -100]);
+                // And after a restart, from the record.
+                drop(n);
+                let n = start(&store, clock);
+                let again = n.payer.send_prepare(repeat).await.unwrap().unwrap();
+                assert_eq!(again, fulfill);
+                assert_eq!(n.delivered.load(Ordering::SeqCst), 0);
+                assert_eq!(balances(&n.node).await, [100, 0, -100]);
+                // Another amount is another payment.
+                let more = payment(1, 101, later);
+                n.payer.send_prepare(more).await.unwrap().unwrap();
+                assert_eq!(n.delivered.load(Ordering::SeqCst), 1);
             });
         }
 

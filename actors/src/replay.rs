@@ -2,8 +2,9 @@
 //! already been paid for, instead of forwarding (and charging) it a second time.
 //!
 //! The BalanceKeeper commits a fulfilled packet's balances and, in the same atomic batch, a
-//! record `fulfilled/<expiry ms, 8 bytes BE><SHA-256 of the incoming Prepare><account id>` whose
-//! value is the Fulfill. A crash can fall between that commit and the Fulfill reaching the
+//! record `fulfilled/<expiry ms, 8 bytes BE><payment digest><account id>` whose value holds the
+//! Fulfill; the payment digest is the SHA-256 of the Prepare without its expiry
+//! ([`ilp::policy::outgoing::payment_digest`]). A crash can fall between that commit and the Fulfill reaching the
 //! sender; the sender then repeats the identical Prepare (a BTP/2.0-I retry, an HTTP retry).
 //! While the node runs, [`Payments`] remembers what it was paid for; after a restart
 //! [`load_paid`] fills it again from the records whose Prepare has not expired yet, so the
@@ -17,7 +18,12 @@
 //!
 //! Records are keyed by expiry first, so dropping the expired ones is one range delete
 //! ([`expired_before`]), which the BalanceKeeper issues periodically; a group goes once its
-//! last packet expired. Records of single packets (the layout before groups) are still read.
+//! last packet expired.
+//!
+//! Records written before payments were keyed without their expiry (single-packet records, and
+//! groups marked 1) hold digests of whole Prepares, which no Prepare is looked up by any more:
+//! they are skipped, with a warning. They live only as long as their Prepares (seconds), and a
+//! node stopped cleanly has answered every packet it was paid for before it exits.
 
 use crate::messages::AccountId;
 use crate::payments::Payments;
@@ -32,8 +38,8 @@ pub const PREFIX: &[u8] = b"fulfilled/";
 const DIGEST_LEN: usize = 32;
 const EXPIRY_LEN: usize = 8;
 
-/// Identifies one incoming Prepare: the account it came from, the SHA-256 of its bytes and
-/// its expiry (which bounds how long the record is worth keeping).
+/// Identifies one incoming Prepare: the account it came from, its payment digest and its
+/// expiry (which bounds how long the record is worth keeping).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplayTag {
     pub account: AccountId,
@@ -72,13 +78,15 @@ pub struct FulfillRecord {
     pub fulfill: Fulfill,
 }
 
-/// First byte of a group's value. A record of one packet (the older layout) holds the Fulfill
-/// itself, whose first byte is its packet type, 13.
-const GROUP_MARK: u8 = 1;
+/// First byte of a group's value.
+const GROUP_MARK: u8 = 2;
+/// First byte of a group of the older layout, whose digests covered the whole Prepare.
+const OLDER_GROUP_MARK: u8 = 1;
+/// First byte of a one-packet record of the oldest layout: the Fulfill itself (its type, 13).
+const OLDER_SINGLE_MARK: u8 = 13;
 
 /// The fulfill records of one store commit, built into one record: the value is
-/// [`GROUP_MARK`], then per packet, in OER: its expiry (u64), the SHA-256 of its Prepare (32
-/// bytes), its account id and its Fulfill (variable-length octet strings).
+/// [`GROUP_MARK`], then per packet, in OER: its expiry (u64), its payment digest (32 bytes), its account id and its Fulfill (variable-length octet strings).
 #[derive(Debug, Default)]
 pub struct RecordGroup {
     /// The tag of the packet that expires last: the group's key, so it lives as long.
@@ -114,19 +122,26 @@ impl RecordGroup {
     }
 }
 
-/// The packets of one stored record, in either layout.
-fn parse_record(key: &[u8], value: Vec<u8>) -> Result<Vec<(ReplayTag, Fulfill)>, StoreError> {
-    let tag = ReplayTag::parse(key)
+/// The packets of one stored record; `None` for a record of an older layout.
+fn parse_record(
+    key: &[u8],
+    value: Vec<u8>,
+) -> Result<Option<Vec<(ReplayTag, Fulfill)>>, StoreError> {
+    ReplayTag::parse(key)
         .ok_or_else(|| StoreError::Corrupt(format!("malformed fulfill record key {key:02x?}")))?;
     let not_a_fulfill = |account: &AccountId, e: ilp::packet::PacketError| {
         StoreError::Corrupt(format!(
             "fulfill record of account {account} is not a Fulfill: {e}"
         ))
     };
-    if value.first() != Some(&GROUP_MARK) {
-        let fulfill =
-            Fulfill::parse(Bytes::from(value)).map_err(|e| not_a_fulfill(&tag.account, e))?;
-        return Ok(vec![(tag, fulfill)]);
+    match value.first() {
+        Some(&GROUP_MARK) => {}
+        Some(&OLDER_GROUP_MARK | &OLDER_SINGLE_MARK) => return Ok(None),
+        _ => {
+            return Err(StoreError::Corrupt(format!(
+                "fulfill record {key:02x?} of an unknown layout"
+            )))
+        }
     }
     let value = Bytes::from(value);
     let corrupt =
@@ -149,7 +164,7 @@ fn parse_record(key: &[u8], value: Vec<u8>) -> Result<Vec<(ReplayTag, Fulfill)>,
             fulfill,
         ));
     }
-    Ok(packets)
+    Ok(Some(packets))
 }
 
 fn time_key(at: Timestamp) -> Vec<u8> {
@@ -174,15 +189,24 @@ pub fn load_paid(
 ) -> Result<usize, StoreError> {
     // Just past every key under the prefix ('0' follows '/').
     let end = b"fulfilled0";
-    let mut loaded = 0;
+    let (mut loaded, mut older) = (0, 0);
     for (key, value) in store.scan_records(&time_key(now), end)? {
-        for (tag, fulfill) in parse_record(&key, value)? {
+        let Some(packets) = parse_record(&key, value)? else {
+            older += 1;
+            continue;
+        };
+        for (tag, fulfill) in packets {
             // A group lives as long as its latest packet; the others may have expired.
             if tag.expires_at >= now {
-                payments.remember_paid(&tag.account, &tag.digest, tag.expires_at, &fulfill);
+                payments.remember_paid(&tag.account, &tag.digest, tag.expires_at, now, &fulfill);
                 loaded += 1;
             }
         }
+    }
+    if older > 0 {
+        slog::warn!(crate::log::logger(), "fulfill records of an older version skipped";
+            "records" => older,
+            "why" => "their digests cover whole Prepares; repeats of those packets are not recognized until they expire");
     }
     Ok(loaded)
 }
@@ -190,6 +214,7 @@ pub fn load_paid(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::payments::{Seen, Side};
     use crate::store::memory::MemoryStore;
     use ilp::packet::FulfillBuilder;
 
@@ -225,11 +250,24 @@ pub(crate) mod tests {
         assert_eq!(ReplayTag::parse(b"other/"), None);
     }
 
-    /// The one-packet layout written before groups.
+    /// The one-packet layout written before groups (whole-Prepare digests).
     fn single(tag: &ReplayTag, fulfill: &Fulfill) -> StoreOp {
         StoreOp::PutRecord {
             key: tag.key(),
             value: fulfill.as_bytes().to_vec(),
+        }
+    }
+
+    /// The group layout whose digests covered whole Prepares.
+    fn older_group(tag: &ReplayTag, fulfill: &Fulfill) -> StoreOp {
+        let mut value = vec![OLDER_GROUP_MARK];
+        value.put_u64(tag.expires_at.unix_millis());
+        value.put_slice(&tag.digest);
+        value.put_var_octet_string(tag.account.as_bytes());
+        value.put_var_octet_string(fulfill.as_bytes());
+        StoreOp::PutRecord {
+            key: tag.key(),
+            value,
         }
     }
 
@@ -256,7 +294,7 @@ pub(crate) mod tests {
             panic!("a group is one record");
         };
         assert_eq!(key, tag("bob.x~y", 2, 9_000).key());
-        assert_eq!(parse_record(&key, value).unwrap(), packets);
+        assert_eq!(parse_record(&key, value).unwrap(), Some(packets));
     }
 
     #[tokio::test]
@@ -269,40 +307,42 @@ pub(crate) mod tests {
                     (tag("alice", 2, 5_000), fulfill(2)),
                 ]),
                 group(&[(tag("bob", 2, 9_000), fulfill(3))]),
+                group(&[(tag("carol", 6, 9_000), fulfill(6))]),
+                // Older layouts: skipped, not loaded and not an error.
                 single(&tag("carol", 4, 3_000), &fulfill(4)),
-                single(&tag("carol", 5, 1_500), &fulfill(5)),
+                older_group(&tag("carol", 5, 3_000), &fulfill(5)),
             ])
             .await
             .unwrap();
-        let payments = Payments::incoming();
+        let payments = Payments::new();
         let loaded = load_paid(&store, at(2_000), &payments).unwrap();
         assert_eq!(
             loaded, 3,
-            "what expired before 2 000 is not loaded, from a group or a single record"
+            "what expired before 2 000 is not loaded, nor a record of an older layout"
         );
-        assert_eq!(payments.stats().paid, 3);
-        // The answer to a Prepare from `account` with this digest and expiry, seen at `now`.
-        let paid = |account: &str, digest: u8, expires_ms: u64, now_ms: u64| {
-            let account = AccountId::from(account);
-            match payments.begin(&account, &[digest; 32], at(expires_ms), at(now_ms)) {
-                crate::payments::Seen::Paid(fulfill) => Some(fulfill),
+        assert_eq!(payments.stats(at(2_000)).paid, 3);
+        // The answer to a Prepare from `account` with this digest, seen at `now`.
+        let paid = |account: &str, digest: u8, now_ms: u64| {
+            let account = payments.account(&AccountId::from(account));
+            match account.begin(Side::Incoming, &[digest; 32], at(99_000), at(now_ms)) {
+                Seen::Paid(fulfill) => Some(fulfill),
                 _ => None,
             }
         };
-        assert_eq!(paid("alice", 2, 5_000, 2_000), Some(fulfill(2)));
-        assert_eq!(paid("bob", 2, 9_000, 2_000), Some(fulfill(3)));
-        assert_eq!(paid("carol", 4, 3_000, 2_000), Some(fulfill(4)));
-        // Same Prepare bytes from another account are another packet.
-        assert_eq!(paid("alice", 3, 3_000, 2_000), None);
-        assert_eq!(paid("alice", 1, 1_000, 2_000), None);
-        // A repeat is answered again (the first answer may have been lost too).
-        assert_eq!(paid("alice", 2, 5_000, 5_000), Some(fulfill(2)));
-        // Past its expiry a record answers nothing, and its second is dropped.
-        assert_eq!(paid("alice", 2, 5_000, 5_001), None);
-        assert_eq!(paid("alice", 2, 5_000, 6_000), None);
-        assert_eq!(payments.stats().paid, 1);
-        assert_eq!(paid("bob", 2, 9_000, 10_000), None);
-        assert_eq!(payments.stats().paid, 0);
+        assert_eq!(paid("alice", 2, 2_000), Some(fulfill(2)));
+        assert_eq!(paid("bob", 2, 2_000), Some(fulfill(3)));
+        assert_eq!(paid("carol", 6, 2_000), Some(fulfill(6)));
+        assert_eq!(paid("carol", 4, 2_000), None);
+        // Another account's digest is another payment.
+        assert_eq!(paid("alice", 3, 2_000), None);
+        assert_eq!(paid("alice", 1, 2_000), None);
+        // A repeat is answered again (the first answer may have been lost too), through the
+        // second its first copy expires in.
+        assert_eq!(paid("alice", 2, 5_999), Some(fulfill(2)));
+        // After that a record answers nothing, and its second is dropped.
+        assert_eq!(paid("alice", 2, 6_000), None);
+        assert_eq!(payments.stats(at(6_000)).paid, 2);
+        assert_eq!(payments.stats(at(10_000)).paid, 0);
     }
 
     #[tokio::test]
@@ -363,14 +403,14 @@ pub(crate) mod tests {
             store.commit(vec![corrupt(value.clone())]).await.unwrap();
             assert!(
                 matches!(
-                    load_paid(&store, at(0), &Payments::incoming()),
+                    load_paid(&store, at(0), &Payments::new()),
                     Err(StoreError::Corrupt(_))
                 ),
                 "{value:02x?} loads"
             );
         }
         store.commit(vec![corrupt(whole)]).await.unwrap();
-        assert_eq!(load_paid(&store, at(0), &Payments::incoming()).unwrap(), 2);
+        assert_eq!(load_paid(&store, at(0), &Payments::new()).unwrap(), 2);
         let mut key = tag("alice", 1, 5_000).key();
         key.truncate(PREFIX.len() + EXPIRY_LEN + 3);
         store
@@ -381,7 +421,7 @@ pub(crate) mod tests {
             .await
             .unwrap();
         assert!(matches!(
-            load_paid(&store, at(0), &Payments::incoming()),
+            load_paid(&store, at(0), &Payments::new()),
             Err(StoreError::Corrupt(_))
         ));
     }

@@ -22,7 +22,7 @@ use crate::messages::{
     PacketResult, Reply, ReservePacket, ResolvePacket, RouteEntry, SendPing, SendPrepare,
     SetNodeAddress, SetStaticRoute, StaticRouteError,
 };
-use crate::payments::{Payments, Seen};
+use crate::payments::{AccountPayments, First, Joined, Payments, Seen, Side};
 use crate::replay::{FulfillRecord, ReplayTag};
 use crate::shutdown::PacketGate;
 use crate::supervise::Backoff;
@@ -32,7 +32,7 @@ use actix::{
 use ilp::config::{AccountConfig, Config, Relation};
 use ilp::packet::{Address, ErrorCode, Prepare, Reject, Timestamp};
 use ilp::policy::expiry::next_hop_expiry;
-use ilp::policy::outgoing::dedup_key;
+use ilp::policy::outgoing::payment_digest;
 use ilp::rates::{Asset, Exchange, Rate, RateError};
 use local::LocalDestination;
 use sha2::{Digest, Sha256};
@@ -89,6 +89,9 @@ pub struct RouterAccount {
     pub child_segment: Option<String>,
     /// Whether identical Prepares in flight to this account share one send.
     pub dedup: bool,
+    /// The account's memory of payments ([`crate::payments`]); the Router attaches the node's
+    /// own to every account it is given.
+    pub payments: AccountPayments,
 }
 
 impl RouterAccount {
@@ -101,6 +104,7 @@ impl RouterAccount {
             asset_scale: config.asset_scale,
             child_segment: config.child_segment(id).map(str::to_string),
             dedup: config.dedup.enabled,
+            payments: AccountPayments::default(),
         }
     }
 }
@@ -132,11 +136,9 @@ pub struct Router {
     quotes: foldhash::HashMap<AccountId, foldhash::HashMap<AccountId, Result<Rate, RateError>>>,
     balance: Arc<RouterBalance>,
     peer_protocols: PeerProtocolHandlers,
-    /// Incoming Prepares in flight and paid, by source account and digest: identical copies
-    /// are one payment ([`crate::payments`]). Loaded from the fulfill records at start.
+    /// Every account's memory of payments in flight and paid, incoming and outgoing: copies are
+    /// one payment ([`crate::payments`]). Loaded from the fulfill records at start.
     payments: Payments,
-    /// Outgoing Prepares in flight, by next hop and digest: identical copies share one send.
-    outgoing: Payments,
     /// Counts packets in flight; closed at shutdown.
     gate: Arc<PacketGate>,
     clock: Clock,
@@ -153,6 +155,8 @@ struct Outgoing {
     send: Arc<Recipient<SendPrepare>>,
     /// The next hop's account joins identical Prepares in flight.
     dedup: bool,
+    /// The next hop's memory of payments.
+    payments: AccountPayments,
     prepare: Prepare,
     incoming_amount: u64,
     /// The incoming Prepare's expiry: past it nobody upstream waits for an answer.
@@ -185,18 +189,19 @@ impl Router {
             quotes: foldhash::HashMap::default(),
             balance: Arc::new(balance),
             peer_protocols,
-            payments: Payments::incoming(),
-            outgoing: Payments::outgoing(),
+            payments: Payments::new(),
             gate: PacketGate::new(),
             clock,
             backoff: Backoff::default(),
             pings: Rc::default(),
         }
+        .with_payments(Payments::new())
     }
 
-    /// Keeps incoming Prepares in `payments` (loaded with the Prepares paid before a restart,
+    /// Keeps payments in `payments` (loaded with the Prepares paid before a restart,
     /// [`crate::replay::load_paid`]).
     pub fn with_payments(mut self, payments: Payments) -> Self {
+        attach_payments(&payments, &mut self.accounts);
         self.payments = payments;
         self
     }
@@ -309,6 +314,7 @@ impl Router {
         Ok(Outgoing {
             send: next.send.clone(),
             dedup: next.dedup,
+            payments: next.payments.clone(),
             to,
             incoming_amount: prepare.amount(),
             deadline: prepare.expires_at(),
@@ -322,84 +328,82 @@ impl Router {
         prepare: Prepare,
         now: Timestamp,
     ) -> Reply<PacketResult> {
-        // Identical bytes from one account before their expiry are one payment: a copy of one
-        // in flight or paid is answered with its outcome and books nothing. A paid packet is
-        // also remembered durably with its balances, so this holds across a crash. Zero
-        // amounts move no money and are not tracked.
+        // Copies of a Prepare from one account before their expiry are one payment: a copy of
+        // one in flight or paid is answered with its outcome and books nothing. A paid packet
+        // is also remembered durably with its balances, so this holds across a crash. Zero
+        // amounts move no money and are not tracked; an expired Prepare is refused below.
         let mut first = None;
-        let tag = (prepare.amount() > 0).then(|| ReplayTag {
-            account: from.clone(),
-            digest: dedup_key(prepare.as_bytes()),
-            expires_at: prepare.expires_at(),
-        });
-        if let Some(tag) = &tag {
-            match self
+        let mut tag = None;
+        let source = self.accounts.get(&from);
+        if let Some(source) = source.filter(|_| prepare.amount() > 0 && now <= prepare.expires_at())
+        {
+            let digest = payment_digest(&prepare);
+            let expires_at = prepare.expires_at();
+            match source
                 .payments
-                .begin(&tag.account, &tag.digest, tag.expires_at, now)
+                .begin(Side::Incoming, &digest, expires_at, now)
             {
                 Seen::Paid(fulfill) => return Reply::ready(Ok(fulfill)),
-                // Only the outgoing table answers this.
+                // Only an outgoing table answers this.
                 Seen::Sent => return Reply::ready(Err(self.already_paid())),
                 Seen::Joined(joined) => {
-                    let node = self.node_address.clone();
-                    return Reply::later(async move {
-                        joined
-                            .outcome()
-                            .await
-                            .unwrap_or_else(|| Err(abandoned(node.as_ref())))
-                    });
+                    return Reply::later(joined_outcome(joined, self.node_address.clone()))
                 }
                 Seen::First(place) => first = Some(place),
             }
+            tag = Some(ReplayTag {
+                account: from.clone(),
+                digest,
+                expires_at,
+            });
         }
         let out = match self.plan(&from, prepare, now) {
             Ok(out) => out,
             Err(reject) => return Reply::ready(Err(reject)),
         };
-        let node = self.node_address.clone();
-        let clock = self.clock;
-        let incoming = Some((from, out.incoming_amount));
         let amount = out.prepare.amount();
-        // The same bytes to the same next hop are one payment to it, whoever sent them to us:
-        // a copy of one in flight takes its outcome and books only its incoming side; a copy
-        // of one paid is refused, since the next hop would answer it without paying again.
-        let mut sent_first = None;
+        // Copies to one next hop are one payment to it, whoever sent them to us: a copy of one
+        // in flight takes its outcome and books only its incoming side; a copy of one paid is
+        // refused, since the next hop would answer it without paying again.
+        let mut downstream = Downstream::Send {
+            send: out.send,
+            deadline: out.deadline,
+            first: None,
+        };
         if out.dedup && amount > 0 {
-            let digest = dedup_key(out.prepare.as_bytes());
-            match self
-                .outgoing
-                .begin(&out.to, &digest, out.prepare.expires_at(), now)
+            // The same contents as the incoming Prepare unless the amount changed.
+            let digest = match &tag {
+                Some(tag) if amount == out.incoming_amount => tag.digest,
+                _ => payment_digest(&out.prepare),
+            };
+            match out
+                .payments
+                .begin(Side::Outgoing, &digest, out.prepare.expires_at(), now)
             {
-                Seen::Joined(joined) => {
-                    let at = node.clone();
-                    let exchange = async move {
-                        joined
-                            .outcome()
-                            .await
-                            .unwrap_or_else(|| Err(abandoned(at.as_ref())))
-                    };
-                    let booked =
-                        with_balance(self.balance.clone(), node, incoming, None, tag, exchange);
-                    return Reply::later(finish_first(first, booked));
+                Seen::Joined(joined) => downstream = Downstream::Joined(joined),
+                Seen::First(place) => {
+                    if let Downstream::Send { first, .. } = &mut downstream {
+                        *first = Some(place);
+                    }
                 }
-                Seen::First(place) => sent_first = Some(place),
-                Seen::Sent | Seen::Paid(_) => {
-                    return Reply::ready(Err(self.already_paid()));
-                }
+                Seen::Sent | Seen::Paid(_) => return Reply::ready(Err(self.already_paid())),
             }
         }
-        let outgoing = Some((out.to, amount));
-        let send = send_to_next_hop(out.send, out.prepare, out.deadline, clock, node.clone());
-        let exchange = finish_first(sent_first, send);
-        let booked = with_balance(
-            self.balance.clone(),
-            node,
-            incoming,
+        let outgoing = match downstream {
+            Downstream::Send { .. } => Some((out.to, amount)),
+            Downstream::Joined(_) => None,
+        };
+        Reply::later(exchange(Forwarded {
+            balance: self.balance.clone(),
+            node: self.node_address.clone(),
+            clock: self.clock,
+            incoming: Some((from, out.incoming_amount)),
             outgoing,
             tag,
-            exchange,
-        );
-        Reply::later(finish_first(first, booked))
+            prepare: out.prepare,
+            downstream,
+            first,
+        }))
     }
 
     /// A packet we answer ourselves: a non-zero amount is still money received from `from`.
@@ -454,17 +458,83 @@ impl Router {
     }
 }
 
-/// Awaits `exchange`, then hands its outcome to `first` (the copies that joined it, and the paid
-/// memory).
-async fn finish_first(
-    first: Option<crate::payments::First>,
-    exchange: impl Future<Output = PacketResult>,
-) -> PacketResult {
-    let result = exchange.await;
+/// Hands every account its memory of payments.
+fn attach_payments(payments: &Payments, accounts: &mut BTreeMap<AccountId, RouterAccount>) {
+    for (id, account) in accounts {
+        account.payments = payments.account(id);
+    }
+}
+
+/// Where a forwarded Prepare's answer comes from.
+enum Downstream {
+    /// Sent to the next hop; `first` holds its place in the next hop's outgoing table.
+    Send {
+        send: Arc<Recipient<SendPrepare>>,
+        deadline: Timestamp,
+        first: Option<First>,
+    },
+    /// A copy already in flight to the next hop: its outcome.
+    Joined(Joined),
+}
+
+/// Everything a forwarded packet's exchange needs after the Router has planned it.
+struct Forwarded {
+    balance: Arc<RouterBalance>,
+    node: Option<Address>,
+    clock: Clock,
+    incoming: Option<(AccountId, u64)>,
+    outgoing: Option<(AccountId, u64)>,
+    tag: Option<ReplayTag>,
+    prepare: Prepare,
+    downstream: Downstream,
+    /// The Prepare's place in its source's incoming table.
+    first: Option<First>,
+}
+
+/// A forwarded packet from the balance reservation to its booked outcome, as one future: built
+/// from its arguments alone, so handing it to the caller moves little.
+async fn exchange(x: Forwarded) -> PacketResult {
+    let Forwarded {
+        balance,
+        node,
+        clock,
+        incoming,
+        outgoing,
+        tag,
+        prepare,
+        downstream,
+        first,
+    } = x;
+    let at = node.clone();
+    let answer = async move {
+        match downstream {
+            Downstream::Joined(joined) => joined_outcome(joined, at).await,
+            Downstream::Send {
+                send,
+                deadline,
+                first,
+            } => {
+                let result = send_to_next_hop(send, prepare, deadline, clock, at).await;
+                if let Some(first) = first {
+                    first.finish(&result);
+                }
+                result
+            }
+        }
+    };
+    let result = with_balance(balance, node, incoming, outgoing, tag, answer).await;
     if let Some(first) = first {
         first.finish(&result);
     }
     result
+}
+
+/// The outcome of the copy `joined` waits for.
+async fn joined_outcome(joined: Joined, node: Option<Address>) -> PacketResult {
+    joined
+        .outcome()
+        .await
+        .unwrap_or_else(|| Err(abandoned(node.as_ref())))
 }
 
 /// The answer to a copy whose first was dropped before it had an outcome.
@@ -759,6 +829,7 @@ impl Handler<Reconfigure> for Router {
         self.node_address = settings.node_address.clone();
         self.settings = settings;
         self.accounts = accounts;
+        attach_payments(&self.payments, &mut self.accounts);
         self.quotes.clear();
     }
 }

@@ -9,6 +9,11 @@
 //! `ILP_TWO_NODES_SEED` (default 1), `ILP_TWO_NODES_EVENTS` (default 12) and
 //! `ILP_TWO_NODES_K` (payments in flight per payer, default 8) set the run; the seed and the
 //! figures are printed (`--nocapture`), and a seed replays its schedule of events.
+//!
+//! The third run, over BTP, gives its payments 90 s: beyond the nodes' maximum hold time, so the
+//! node a payer is on forwards them with an expiry computed from its clock, and a payment the
+//! payer repeats after that node was killed reaches the other node with other bytes (another
+//! expiry). The other node must still see the same payment.
 
 #![allow(clippy::unwrap_used)] // test harness: a failed spawn, lock or build is a test bug
 
@@ -43,6 +48,8 @@ const DRAIN_BOUND: Duration = Duration::from_secs(60);
 /// repeated after a crash crosses the link with the same bytes, and the next node answers it from
 /// its memory instead of paying it again.
 const PAYMENT_EXPIRY_MS: u64 = 30_000;
+/// Beyond the maximum hold time: a repeat crosses the link with another expiry.
+const LONG_EXPIRY_MS: u64 = 90_000;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -257,7 +264,12 @@ fn btp_options() -> BtpOptions {
 }
 
 /// The clients of the node at `btp`: a payer paying `destination`, and a payee.
-fn clients(btp: SocketAddr, destination: &str, seed: u64) -> (Arc<Payer>, Arc<Mutex<PayeeBook>>) {
+fn clients(
+    btp: SocketAddr,
+    destination: &str,
+    seed: u64,
+    expiry_ms: u64,
+) -> (Arc<Payer>, Arc<Mutex<PayeeBook>>) {
     let url = format!("ws://{btp}");
     let connect = |id: &str| {
         BtpClientLink::connect_with_tls(&url, id, &format!("{id}-token"), None, true, btp_options())
@@ -275,10 +287,7 @@ fn clients(btp: SocketAddr, destination: &str, seed: u64) -> (Arc<Payer>, Arc<Mu
     // The link lives as long as the payee actor's recipient is attached: keep it.
     std::mem::forget(payee_link);
     let payer_link: Arc<dyn Link> = Arc::new(connect("payer"));
-    (
-        Payer::new(payer_link, destination, seed, PAYMENT_EXPIRY_MS),
-        payee,
-    )
+    (Payer::new(payer_link, destination, seed, expiry_ms), payee)
 }
 
 /// The balance of account `id` at the node whose admin API is on `port`.
@@ -336,15 +345,20 @@ fn first_start(
 
 #[test]
 fn two_nodes_over_btp_under_link_cuts_and_kills_keep_mirrored_books() {
-    two_nodes(Transport::Btp);
+    two_nodes(Transport::Btp, PAYMENT_EXPIRY_MS);
 }
 
 #[test]
 fn two_nodes_over_async_http_under_link_cuts_and_kills_keep_mirrored_books() {
-    two_nodes(Transport::HttpAsync);
+    two_nodes(Transport::HttpAsync, PAYMENT_EXPIRY_MS);
 }
 
-fn two_nodes(transport: Transport) {
+#[test]
+fn two_nodes_with_expiries_beyond_the_hold_time_keep_mirrored_books() {
+    two_nodes(Transport::Btp, LONG_EXPIRY_MS);
+}
+
+fn two_nodes(transport: Transport, expiry_ms: u64) {
     let seed = env_u64("ILP_TWO_NODES_SEED", 1);
     let events = env_u64("ILP_TWO_NODES_EVENTS", 12);
     let in_flight = env_u64("ILP_TWO_NODES_K", 8);
@@ -400,8 +414,8 @@ fn two_nodes(transport: Transport) {
                 }
             };
             let (a_connector, a_btp) = first_start(&*a_config, &path("a.toml"), &path("a.log"));
-            let (a_payer, a_payee) = clients(a_btp, "test.b.payee", seed << 1);
-            let (b_payer, b_payee) = clients(b_btp, "test.a.payee", seed << 1 | 1);
+            let (a_payer, a_payee) = clients(a_btp, "test.b.payee", seed << 1, expiry_ms);
+            let (b_payer, b_payee) = clients(b_btp, "test.a.payee", seed << 1 | 1, expiry_ms);
             let mut a = Side {
                 name: "a",
                 config: path("a.toml"),

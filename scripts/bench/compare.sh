@@ -11,12 +11,17 @@
 #   scripts/bench/compare.sh BASE_BIN [ROUNDS]
 #   BASE_BIN          the other build's ilp-connector binary (e.g. a release build of main)
 #   COMPARE_SECONDS   seconds per run of step 1 (default 10); COMPARE_K (default 100)
+#   COMPARE_WARMUP    seconds of load before each measured run of step 1 (default 35: longer
+#                     than the packets' 30 s expiry, so the memory of paid Prepares has reached
+#                     its steady size and is being swept as fast as it fills); 0 measures from
+#                     a cold start
 #   RESTART_SECONDS   seconds measured after the restart (default 3)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BASE_BIN=${1:?usage: scripts/bench/compare.sh BASE_BIN [ROUNDS]}
 ROUNDS=${2:-3}
 SECONDS_PER_RUN=${COMPARE_SECONDS:-10}
+WARMUP=${COMPARE_WARMUP:-35}
 K=${COMPARE_K:-100}
 RESTART_SECONDS=${RESTART_SECONDS:-3}
 LOG_TAG=compare
@@ -45,6 +50,8 @@ config() { # DATA_DIR ADMIN(0/1)
 
 field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2]))' "$1" "$2"; }
 
+echo "K = $K, $SECONDS_PER_RUN s measured after $WARMUP s of load, per build and round"
+echo
 echo "| build | round | packets/s | p99 ms | CPU µs/packet |"
 echo "|---|---:|---:|---:|---:|"
 for round in $(seq 1 "$ROUNDS"); do
@@ -52,6 +59,7 @@ for round in $(seq 1 "$ROUNDS"); do
     bin=$BASE_BIN; [ "$build" = new ] && bin=$NEW_BIN
     config "$WORK/ab-$build-$round" 0 >"$WORK/ab.toml"
     CONNECTOR=$bin start_ours ab
+    if [ "$WARMUP" -gt 0 ]; then run_load "$WARMUP" "$PID_OUT" "$BTP_OUT" >/dev/null; fi
     line=$(run_load "$SECONDS_PER_RUN" "$PID_OUT" "$BTP_OUT")
     stop_all
     printf '| %s | %s | %.0f | %.2f | %.1f |\n' "$build" "$round" "$(field "$line" pps)" \

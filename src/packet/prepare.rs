@@ -76,6 +76,17 @@ impl Prepare {
         std::str::from_utf8(&self.buf[self.destination.0..self.destination.1]).unwrap_or_default()
     }
 
+    /// The Prepare's contents without its expiry, as two slices: the amount, then the
+    /// condition, destination and data (each of fixed or prefixed length, so no two
+    /// different Prepares give the same pair). What a payment is, whenever it expires.
+    #[inline]
+    pub fn contents_without_expiry(&self) -> (&[u8], &[u8]) {
+        (
+            &self.buf[self.body..self.body + 8],
+            &self.buf[self.body + 8 + TIMESTAMP_LEN..],
+        )
+    }
+
     /// A copy with a new amount and expiry, as a connector forwards it: one memcpy and two
     /// in-place patches, no re-validation.
     pub fn with_amount_and_expiry(&self, amount: u64, expires_at: Timestamp) -> Prepare {

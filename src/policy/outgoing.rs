@@ -10,7 +10,7 @@
 //! T00: the Prepare itself was fine, so a final F code would wrongly tell the sender that
 //! retrying cannot help (the JS connector's catch-all would give F00).
 
-use crate::packet::{ErrorCode, Timestamp};
+use crate::packet::{ErrorCode, Prepare, Timestamp};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
@@ -70,9 +70,15 @@ pub fn check_fulfillment(
     }
 }
 
-/// Key under which identical in-flight Prepares (the same wire bytes) share one outcome.
-pub fn dedup_key(prepare_bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(prepare_bytes).into()
+/// What identifies a payment: the SHA-256 of the Prepare's amount, condition, destination and
+/// data, without its expiry. Copies of one Prepare that a sender or a connector re-sent with
+/// another expiry are the same payment.
+pub fn payment_digest(prepare: &Prepare) -> [u8; 32] {
+    let (amount, rest) = prepare.contents_without_expiry();
+    let mut hash = Sha256::new();
+    hash.update(amount);
+    hash.update(rest);
+    hash.finalize().into()
 }
 
 #[cfg(test)]
@@ -135,8 +141,44 @@ mod tests {
     }
 
     #[test]
-    fn dedup_key_is_sha256_of_bytes() {
-        assert_eq!(dedup_key(&[0; 32]), ZERO_CONDITION);
-        assert_ne!(dedup_key(b"a"), dedup_key(b"b"));
+    fn the_payment_digest_ignores_the_expiry_only() {
+        use crate::packet::{Address, PrepareBuilder, Timestamp};
+        let destination = Address::try_from("test.alice").unwrap();
+        let prepare = |amount, expiry_ms, condition: &[u8; 32], data: &[u8]| {
+            PrepareBuilder {
+                amount,
+                expires_at: Timestamp::from_unix_millis(expiry_ms),
+                execution_condition: condition,
+                destination: &destination,
+                data,
+            }
+            .build()
+            .unwrap()
+        };
+        let one = prepare(5, 1_000, &ZERO_CONDITION, b"data");
+        let digest = payment_digest(&one);
+        assert_eq!(
+            digest,
+            payment_digest(&prepare(5, 99_000, &ZERO_CONDITION, b"data"))
+        );
+        assert_eq!(
+            digest,
+            payment_digest(&one.with_amount_and_expiry(5, one.expires_at()))
+        );
+        for other in [
+            prepare(6, 1_000, &ZERO_CONDITION, b"data"),
+            prepare(5, 1_000, &[0; 32], b"data"),
+            prepare(5, 1_000, &ZERO_CONDITION, b"dat"),
+        ] {
+            assert_ne!(digest, payment_digest(&other));
+        }
+        // The SHA-256 of amount, condition, destination and data as they are on the wire.
+        let mut wire = 5u64.to_be_bytes().to_vec();
+        wire.extend_from_slice(&ZERO_CONDITION);
+        wire.push(10);
+        wire.extend_from_slice(b"test.alice");
+        wire.push(4);
+        wire.extend_from_slice(b"data");
+        assert_eq!(digest, <[u8; 32]>::from(Sha256::digest(&wire)));
     }
 }

@@ -313,6 +313,7 @@ impl Setup {
                     child_segment: (spec.relation == Relation::Child)
                         .then(|| spec.name.to_string()),
                     dedup: spec.dedup,
+                    payments: Default::default(),
                 },
             );
         }
