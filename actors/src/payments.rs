@@ -248,17 +248,33 @@ impl Table {
     /// Ends the first copy under `key`: a Fulfill becomes paid until `expires_at`'s second, a
     /// Reject (or `None`: abandoned) frees the slot. Returns the copies that waited.
     fn finish(&mut self, key: Key, expires_at: Timestamp, fulfill: Option<&Fulfill>) -> Waiters {
-        let joined = match self.shard(key).get(&key) {
-            Some(Slot::InFlight { joined }) => *joined,
+        let Some(shard) = self.shards.get_mut(key.shard()) else {
+            return Vec::new();
+        };
+        let Entry::Occupied(mut slot) = shard.entry(key) else {
             // Not ours (cannot happen: only the first copy finishes its own slot).
-            _ => return Vec::new(),
+            return Vec::new();
+        };
+        let Slot::InFlight { joined } = *slot.get() else {
+            return Vec::new();
         };
         self.in_flight -= 1;
-        let second = second_of(expires_at);
-        match fulfill {
-            Some(fulfill) => self.store_paid(key, second, fulfill),
+        let paid = fulfill.and_then(|fulfill| {
+            let place = Place {
+                arenas: &mut self.arenas,
+                spare: &mut self.spare,
+                keep_fulfills: self.keep_fulfills,
+                now_s: self.now_s,
+            };
+            place.paid(second_of(expires_at), fulfill)
+        });
+        match paid {
+            Some(paid) => {
+                *slot.get_mut() = paid;
+                self.paid += 1;
+            }
             None => {
-                self.shard(key).remove(&key);
+                slot.remove();
             }
         }
         if joined {
@@ -266,40 +282,6 @@ impl Table {
         } else {
             Vec::new()
         }
-    }
-
-    /// Makes `key`'s slot paid in `second`, with the Fulfill when the table keeps them.
-    fn store_paid(&mut self, key: Key, second: u32, fulfill: &Fulfill) {
-        if second < self.now_s {
-            // Expired while it was answered: no copy can come that is not expired itself.
-            self.shard(key).remove(&key);
-            return;
-        }
-        let (mut offset, mut len) = (0, 0);
-        if self.keep_fulfills {
-            let bytes = fulfill.as_bytes();
-            let spare = &mut self.spare;
-            let arena = self
-                .arenas
-                .entry(second)
-                .or_insert_with(|| spare.pop().unwrap_or_default());
-            let (Ok(o), Ok(l)) = (u32::try_from(arena.len()), u32::try_from(bytes.len())) else {
-                // Four gigabytes of Fulfills expiring in one second: not remembered.
-                self.shard(key).remove(&key);
-                return;
-            };
-            arena.extend_from_slice(bytes);
-            (offset, len) = (o, l);
-        }
-        self.paid += 1;
-        self.shard(key).insert(
-            key,
-            Slot::Paid {
-                second,
-                offset,
-                len,
-            },
-        );
     }
 
     /// Remembers a Prepare paid before a restart, unless a live entry has its key already.
@@ -314,7 +296,21 @@ impl Table {
             Some(Slot::Paid { .. }) => self.paid -= 1,
             None => {}
         }
-        self.store_paid(key, second, fulfill);
+        let place = Place {
+            arenas: &mut self.arenas,
+            spare: &mut self.spare,
+            keep_fulfills: self.keep_fulfills,
+            now_s: self.now_s,
+        };
+        match place.paid(second, fulfill) {
+            Some(paid) => {
+                self.shard(key).insert(key, paid);
+                self.paid += 1;
+            }
+            None => {
+                self.shard(key).remove(&key);
+            }
+        }
     }
 
     /// Heap bytes held by the paid memory (slots and arenas), approximately.
@@ -325,6 +321,47 @@ impl Table {
             .map(Vec::capacity)
             .sum();
         shards + arenas
+    }
+}
+
+/// Where a table keeps a paid Prepare's Fulfill: its arenas, borrowed apart from its shards.
+struct Place<'a> {
+    arenas: &'a mut BTreeMap<u32, Vec<u8>>,
+    spare: &'a mut Vec<Vec<u8>>,
+    keep_fulfills: bool,
+    now_s: u32,
+}
+
+impl Place<'_> {
+    /// The slot of a Prepare paid with `fulfill` whose first copy expires in `second`, its
+    /// Fulfill stored when the table keeps them; `None` when it is not to be remembered.
+    fn paid(self, second: u32, fulfill: &Fulfill) -> Option<Slot> {
+        if second < self.now_s {
+            // Expired while it was answered: no copy can come that is not expired itself.
+            return None;
+        }
+        if !self.keep_fulfills {
+            return Some(Slot::Paid {
+                second,
+                offset: 0,
+                len: 0,
+            });
+        }
+        let bytes = fulfill.as_bytes();
+        let spare = self.spare;
+        let arena = self
+            .arenas
+            .entry(second)
+            .or_insert_with(|| spare.pop().unwrap_or_default());
+        // Four gigabytes of Fulfills expiring in one second: not remembered.
+        let offset = u32::try_from(arena.len()).ok()?;
+        let len = u32::try_from(bytes.len()).ok()?;
+        arena.extend_from_slice(bytes);
+        Some(Slot::Paid {
+            second,
+            offset,
+            len,
+        })
     }
 }
 
