@@ -43,7 +43,7 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::oneshot;
 
-/// Shards per table: a full shard rehashes a thirty-second of the table at a time.
+/// Shards per table: a full shard rehashes, and a scan walks, 1/32 of the table at a time.
 const SHARDS: usize = 32;
 /// One shard is scanned for lapsed slots this often: all of them in about a second.
 const SCAN_EVERY_MS: u64 = 1000 / SHARDS as u64;
@@ -701,7 +701,7 @@ mod tests {
         assert_eq!(arenas, 2);
         assert!(
             (390..400).contains(&kept),
-            "one shard of 32 scanned: {kept}"
+            "one shard scanned: {kept}"
         );
         drop(first(incoming(&alice, 200, 9_000, 4_000)));
         assert_eq!(
