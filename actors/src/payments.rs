@@ -699,10 +699,7 @@ mod tests {
         drop(first(incoming(&alice, 200, 9_000, 4_000)));
         let (kept, arenas) = state(&alice);
         assert_eq!(arenas, 2);
-        assert!(
-            (390..400).contains(&kept),
-            "one shard scanned: {kept}"
-        );
+        assert!((390..400).contains(&kept), "one shard scanned: {kept}");
         drop(first(incoming(&alice, 200, 9_000, 4_000)));
         assert_eq!(
             state(&alice).0,
