@@ -123,8 +123,14 @@ pub fn fulfill_with(data: &[u8]) -> Fulfill {
     .unwrap()
 }
 
-/// A Prepare to `to` with the condition of [`PREIMAGE`] and data `hello`.
+/// A Prepare to `to` with the condition of [`PREIMAGE`] and data `hello <n>`, `n` counting the
+/// calls: each call is a payment of its own (a node treats two Prepares with the same amount,
+/// condition, destination and data as one payment, whatever their expiries). Repeat one payment
+/// by sending the same Prepare again.
 pub fn prepare(to: &str, amount: u64, expires_in_ms: u64) -> Prepare {
+    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let data = format!("hello {n}");
     let destination = Address::try_from(to).unwrap();
     PrepareBuilder {
         amount,
@@ -134,7 +140,7 @@ pub fn prepare(to: &str, amount: u64, expires_in_ms: u64) -> Prepare {
             .unwrap(),
         execution_condition: &condition(),
         destination: &destination,
-        data: b"hello",
+        data: data.as_bytes(),
     }
     .build()
     .unwrap()
