@@ -117,7 +117,6 @@ impl StreamPacket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::Address;
     use crate::stream::frame::{tests::frame, ErrorCode};
     use base64::Engine;
     use proptest::prelude::*;
@@ -152,7 +151,7 @@ mod tests {
                 message: text(v, "errorMessage"),
             },
             "ConnectionNewAddress" => Frame::ConnectionNewAddress {
-                source_account: Address::try_from(text(v, "sourceAccount")).unwrap(),
+                source_account: text(v, "sourceAccount"),
             },
             "ConnectionAssetDetails" => Frame::ConnectionAssetDetails {
                 source_asset_code: text(v, "sourceAssetCode"),
