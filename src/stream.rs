@@ -5,6 +5,7 @@
 //! packet's `packet_type` matches the ILP packet it came in, then `keys.fulfillment(data)`
 //! to fulfill. The connection state machine (flow control, stream bookkeeping) builds on this.
 
+pub mod credentials;
 pub mod crypto;
 pub mod frame;
 pub mod packet;
