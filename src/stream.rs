@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod frame;
 pub mod packet;
 pub mod receipt;
+pub mod receiver;
 
 pub use crypto::{
     encryption_key, fulfillment_key, hmac_sha256, sha256, CryptoError, DecryptPacketError,

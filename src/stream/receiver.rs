@@ -1,0 +1,615 @@
+//! The STREAM receiver's answer to one Prepare, without I/O or state: decrypt, check, decide.
+//!
+//! A Prepare for one of our receivers ends here in one of three ways:
+//! - **answered at once**, moving nothing: F06 when its data is not a STREAM Prepare under
+//!   the connection's secret (RFC 29 §5.1: no data, the sender cannot read anything else);
+//!   F99 with an encrypted reply when it cannot or must not be fulfilled (a rate probe whose
+//!   condition is not ours, less arrived than the sender's minimum, money with no stream to
+//!   carry it, a closed connection); a Fulfill when no money arrived (zero amounts);
+//! - **accepted**: money arrived for streams of the connection. The caller credits
+//!   [`Accepted::amount`] durably, then answers [`Accepted::fulfill`] with each stream's total
+//!   after the credit (the receipts sign those), or [`Accepted::refuse`] when the account
+//!   could not take it.
+//!
+//! Every F99 and Fulfill carries an encrypted reply with the same sequence and the amount that
+//! arrived, since the JS sender decrypts every F99 and gives up on one it cannot read. A reply
+//! answers `ConnectionNewAddress` (even an empty one) with the account's asset. A Fulfill
+//! advertises no limit (`StreamMaxMoney` of `u64::MAX`, with each stream's total) unless the
+//! receiver is bounded: a limit once advertised may not be lowered (RFC 29 §4.4.4), and room
+//! shared by every connection of an account can only shrink. A bounded receiver says how much
+//! room is left only when it refuses an amount ([`Accepted::refuse`]).
+
+use super::credentials::Connection;
+use super::crypto::{StreamKeys, IV_LEN};
+use super::frame::{ErrorCode as StreamError, Frame};
+use super::packet::StreamPacket;
+use super::receipt::Receipt;
+use crate::packet::{
+    Address, ErrorCode, Fulfill, FulfillBuilder, PacketType, Prepare, Reject, RejectBuilder,
+};
+use crate::spsp::ReceiptSetup;
+
+/// The most packets one connection may send (RFC 29 §5.1.3: the sender must close before).
+pub const MAX_SEQUENCE: u64 = 1 << 31;
+
+/// A Prepare that reached one of our receivers, and what the receiver is.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    pub prepare: &'a Prepare,
+    /// What arrived, in the receiving account's units (after the node's conversion).
+    pub arrived: u64,
+    /// The receiving account's asset, told to senders that ask.
+    pub asset_code: &'a str,
+    pub asset_scale: u8,
+    /// Whether the account has a maximum (then no receive limit is advertised).
+    pub bounded: bool,
+    /// Our address, as the Rejects' `triggered_by`.
+    pub address: &'a Address,
+}
+
+/// What to do with the Prepare.
+#[derive(Debug)]
+pub enum Decision {
+    /// Answer with this now: nothing is credited.
+    Answer(Result<Fulfill, Reject>),
+    /// Money arrived: credit it, then answer with [`Accepted::fulfill`]. Boxed: it holds the
+    /// connection's expanded AES key.
+    Accept(Box<Accepted>),
+}
+
+/// A Prepare whose money the receiver takes once it is credited.
+#[derive(Debug)]
+pub struct Accepted {
+    keys: StreamKeys,
+    sequence: u64,
+    arrived: u64,
+    fulfillment: [u8; 32],
+    /// Frames every answer carries (the asset details a sender asked for).
+    frames: Vec<Frame>,
+    bounded: bool,
+    /// What each stream receives of it, by stream id (ascending).
+    pub streams: Vec<(u64, u64)>,
+    /// The sender closed the connection with this packet (its last money).
+    pub closes: bool,
+}
+
+/// The Reject every refusal here becomes: F99 with an encrypted reply (or F06 without data).
+fn reject(code: ErrorCode, address: &Address, message: &str, data: &[u8]) -> Reject {
+    RejectBuilder {
+        code,
+        triggered_by: Some(address),
+        message,
+        data,
+    }
+    .build()
+    // Replies are a few dozen bytes; the only failure is data over 32 KB.
+    .unwrap_or_else(|_| Reject::new(code, Some(address), message))
+}
+
+/// Encrypts a reply of `packet_type` (Fulfill or Reject) to the Prepare with `sequence`.
+fn reply(
+    keys: &StreamKeys,
+    packet_type: PacketType,
+    sequence: u64,
+    arrived: u64,
+    frames: Vec<Frame>,
+    iv: &[u8; IV_LEN],
+) -> Vec<u8> {
+    let packet = StreamPacket {
+        packet_type,
+        sequence,
+        prepare_amount: arrived,
+        frames,
+    };
+    // A reply of a few frames is far below the plaintext limit.
+    keys.encrypt_packet(iv, &packet).unwrap_or_default()
+}
+
+/// Splits `amount` among `shares` (stream id, shares) in proportion, rounded down; what the
+/// rounding leaves goes to the lowest stream id (RFC 29 §5.3.8). Ids repeated are summed.
+fn split(amount: u64, shares: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut merged: Vec<(u64, u128)> = Vec::new();
+    for &(id, s) in shares {
+        match merged.iter_mut().find(|(i, _)| *i == id) {
+            Some((_, total)) => *total += u128::from(s),
+            None => merged.push((id, u128::from(s))),
+        }
+    }
+    merged.retain(|(_, s)| *s > 0);
+    merged.sort_unstable_by_key(|(id, _)| *id);
+    let all: u128 = merged.iter().map(|(_, s)| s).sum();
+    if all == 0 {
+        return Vec::new();
+    }
+    let mut out: Vec<(u64, u64)> = merged
+        .iter()
+        .map(|&(id, s)| {
+            // s <= all, so the share of `amount` fits in a u64.
+            let part = u128::from(amount) * s / all;
+            (id, u64::try_from(part).unwrap_or(u64::MAX))
+        })
+        .collect();
+    let given: u64 = out.iter().map(|(_, a)| a).sum();
+    if let Some(first) = out.first_mut() {
+        first.1 += amount - given;
+    }
+    out
+}
+
+/// Decides what to do with `incoming`, which reached `connection`. `iv` (fresh randomness)
+/// encrypts the reply of an immediate answer.
+pub fn decide(connection: &Connection, incoming: &Incoming<'_>, iv: &[u8; IV_LEN]) -> Decision {
+    let keys = StreamKeys::new(&connection.shared_secret);
+    let prepare = incoming.prepare;
+    let address = incoming.address;
+    let unreadable = || {
+        Decision::Answer(Err(reject(
+            ErrorCode::F06_UNEXPECTED_PAYMENT,
+            address,
+            "not a STREAM packet of this connection",
+            &[],
+        )))
+    };
+    let Ok(packet) = keys.decrypt_packet(prepare.data()) else {
+        return unreadable();
+    };
+    if packet.packet_type != PacketType::Prepare {
+        return unreadable();
+    }
+    let arrived = incoming.arrived;
+    let mut frames = Vec::new();
+    let mut shares = Vec::new();
+    let mut closes = false;
+    for frame in &packet.frames {
+        match frame {
+            Frame::ConnectionNewAddress { .. } => frames.push(Frame::ConnectionAssetDetails {
+                source_asset_code: incoming.asset_code.to_owned(),
+                source_asset_scale: incoming.asset_scale,
+            }),
+            Frame::StreamMoney {
+                stream_id,
+                shares: s,
+            } => shares.push((*stream_id, *s)),
+            Frame::ConnectionClose { .. } => closes = true,
+            _ => {}
+        }
+    }
+    let refuse = |frames: Vec<Frame>, message: &str| {
+        let data = reply(
+            &keys,
+            PacketType::Reject,
+            packet.sequence,
+            arrived,
+            frames,
+            iv,
+        );
+        Decision::Answer(Err(reject(
+            ErrorCode::F99_APPLICATION_ERROR,
+            address,
+            message,
+            &data,
+        )))
+    };
+    if packet.sequence >= MAX_SEQUENCE {
+        frames.push(Frame::ConnectionClose {
+            code: StreamError::PROTOCOL_VIOLATION,
+            message: "too many packets on one connection".to_owned(),
+        });
+        return refuse(frames, "too many packets on one connection");
+    }
+    if arrived < packet.prepare_amount {
+        return refuse(frames, "less arrived than the sender's minimum");
+    }
+    let fulfillment = keys.fulfillment(prepare.data());
+    if &super::crypto::sha256(&fulfillment) != prepare.execution_condition() {
+        // A rate probe (or a packet not meant to be paid): the sender reads what arrived.
+        return refuse(frames, "the condition is not this connection's");
+    }
+    let streams = split(arrived, &shares);
+    if arrived > 0 && streams.is_empty() {
+        return refuse(frames, "money for no stream");
+    }
+    if arrived == 0 {
+        let data = reply(&keys, PacketType::Fulfill, packet.sequence, 0, frames, iv);
+        return Decision::Answer(Ok(fulfill_with(&fulfillment, &data)));
+    }
+    Decision::Accept(Box::new(Accepted {
+        keys,
+        sequence: packet.sequence,
+        arrived,
+        fulfillment,
+        frames,
+        bounded: incoming.bounded,
+        streams,
+        closes,
+    }))
+}
+
+impl Accepted {
+    /// What to credit.
+    pub fn amount(&self) -> u64 {
+        self.arrived
+    }
+
+    /// The Fulfill, once [`Accepted::amount`] is credited: `totals` holds each stream's total
+    /// received after this packet (by stream id); with `receipts`, a signed receipt of that
+    /// total for every stream paid (RFC 39; stream ids above 255 get none: the receipt's field
+    /// is one byte).
+    pub fn fulfill(
+        self,
+        totals: &[(u64, u64)],
+        receipts: Option<&ReceiptSetup>,
+        iv: &[u8; IV_LEN],
+    ) -> Fulfill {
+        let mut frames = self.frames;
+        for &(id, _) in &self.streams {
+            let total = totals.iter().find(|(i, _)| *i == id).map_or(0, |(_, t)| *t);
+            if !self.bounded {
+                frames.push(Frame::StreamMaxMoney {
+                    stream_id: id,
+                    receive_max: u64::MAX,
+                    total_received: total,
+                });
+            }
+            if let Some(setup) = receipts {
+                if let Ok(receipt) = Receipt::new(setup.nonce, id, total) {
+                    frames.push(Frame::StreamReceipt {
+                        stream_id: id,
+                        receipt: receipt.encode(&setup.secret).to_vec(),
+                    });
+                }
+            }
+        }
+        let data = reply(
+            &self.keys,
+            PacketType::Fulfill,
+            self.sequence,
+            self.arrived,
+            frames,
+            iv,
+        );
+        fulfill_with(&self.fulfillment, &data)
+    }
+
+    /// The answer when the account could not take the money: F99, telling each stream how much
+    /// more it can receive (`room`, shared by the streams paid), and closing them when there is
+    /// no room at all. `totals` are the streams' totals so far.
+    pub fn refuse(
+        self,
+        room: u64,
+        totals: &[(u64, u64)],
+        address: &Address,
+        iv: &[u8; IV_LEN],
+    ) -> Reject {
+        let mut frames = self.frames;
+        for &(id, _) in &self.streams {
+            let total = totals.iter().find(|(i, _)| *i == id).map_or(0, |(_, t)| *t);
+            frames.push(Frame::StreamMaxMoney {
+                stream_id: id,
+                receive_max: total.saturating_add(room),
+                total_received: total,
+            });
+            if room == 0 {
+                frames.push(Frame::StreamClose {
+                    stream_id: id,
+                    code: StreamError::APPLICATION_ERROR,
+                    message: "the receiver is at its maximum".to_owned(),
+                });
+            }
+        }
+        let data = reply(
+            &self.keys,
+            PacketType::Reject,
+            self.sequence,
+            self.arrived,
+            frames,
+            iv,
+        );
+        reject(
+            ErrorCode::F99_APPLICATION_ERROR,
+            address,
+            "the receiver cannot take this amount",
+            &data,
+        )
+    }
+}
+
+/// A Fulfill carrying `data`, or none when a sender's thousands of streams made the reply
+/// longer than a packet allows (the sender is paid all the same).
+fn fulfill_with(fulfillment: &[u8; 32], data: &[u8]) -> Fulfill {
+    let build = |data: &[u8]| FulfillBuilder { fulfillment, data }.build();
+    build(data)
+        .or_else(|_| build(&[]))
+        .expect("a Fulfill without data always builds")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::{PrepareBuilder, Timestamp};
+    use crate::stream::credentials::Protocol;
+
+    const SECRET: [u8; 32] = [5; 32];
+    const SETUP: ReceiptSetup = ReceiptSetup {
+        nonce: [3; 16],
+        secret: [4; 32],
+    };
+
+    fn connection() -> Connection {
+        Connection {
+            protocol: Protocol::Stream,
+            shared_secret: SECRET,
+            id: [1; 16],
+            receipts: Some(SETUP),
+            tag: None,
+            issued_at: 0,
+        }
+    }
+
+    fn address() -> Address {
+        Address::try_from("test.node.alice").unwrap()
+    }
+
+    /// A sender's Prepare of `amount` carrying `packet`, encrypted under `secret`; its
+    /// condition is the connection's unless `probe`.
+    fn prepare(secret: &[u8; 32], amount: u64, packet: &StreamPacket, probe: bool) -> Prepare {
+        let keys = StreamKeys::new(secret);
+        let data = keys.encrypt_packet(&[8; 12], packet).unwrap();
+        let condition = if probe {
+            [0; 32]
+        } else {
+            keys.condition(&data)
+        };
+        PrepareBuilder {
+            amount,
+            expires_at: Timestamp::from_unix_millis(1_000_000),
+            execution_condition: &condition,
+            destination: &Address::try_from("test.node.alice.token").unwrap(),
+            data: &data,
+        }
+        .build()
+        .unwrap()
+    }
+
+    fn sent(sequence: u64, min: u64, frames: Vec<Frame>) -> StreamPacket {
+        StreamPacket {
+            packet_type: PacketType::Prepare,
+            sequence,
+            prepare_amount: min,
+            frames,
+        }
+    }
+
+    fn money(stream_id: u64, shares: u64) -> Frame {
+        Frame::StreamMoney { stream_id, shares }
+    }
+
+    fn decide_on(prepare: &Prepare, arrived: u64, bounded: bool) -> Decision {
+        let address = address();
+        let incoming = Incoming {
+            prepare,
+            arrived,
+            asset_code: "USD",
+            asset_scale: 2,
+            bounded,
+            address: &address,
+        };
+        decide(&connection(), &incoming, &[9; 12])
+    }
+
+    /// The reply a sender reads from an answer's data.
+    fn read(data: &[u8]) -> StreamPacket {
+        StreamKeys::new(&SECRET).decrypt_packet(data).unwrap()
+    }
+
+    fn rejected(decision: Decision) -> Reject {
+        match decision {
+            Decision::Answer(Err(reject)) => reject,
+            other => panic!("expected a Reject, got {other:?}"),
+        }
+    }
+
+    fn accepted(decision: Decision) -> Accepted {
+        match decision {
+            Decision::Accept(accepted) => *accepted,
+            other => panic!("expected money, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn money_is_split_by_shares_and_fulfilled_with_totals_and_receipts() {
+        let p = prepare(
+            &SECRET,
+            10,
+            &sent(3, 10, vec![money(1, 1), money(2, 2)]),
+            false,
+        );
+        let accepted = accepted(decide_on(&p, 10, false));
+        assert_eq!(accepted.amount(), 10);
+        assert_eq!(accepted.streams, vec![(1, 4), (2, 6)]);
+        assert!(!accepted.closes);
+        let fulfill = accepted.fulfill(&[(1, 14), (2, 6)], Some(&SETUP), &[7; 12]);
+        assert_eq!(
+            &crate::stream::crypto::sha256(fulfill.fulfillment()),
+            p.execution_condition()
+        );
+        let reply = read(fulfill.data());
+        assert_eq!(reply.packet_type, PacketType::Fulfill);
+        assert_eq!((reply.sequence, reply.prepare_amount), (3, 10));
+        let receipt_of = |id: u64| {
+            reply.frames.iter().find_map(|f| match f {
+                Frame::StreamReceipt { stream_id, receipt } if *stream_id == id => {
+                    Some(Receipt::verify(receipt, &SETUP.secret).unwrap())
+                }
+                _ => None,
+            })
+        };
+        assert_eq!(receipt_of(1).unwrap().total_received, 14);
+        assert_eq!(receipt_of(2).unwrap().total_received, 6);
+        assert_eq!(receipt_of(1).unwrap().nonce, SETUP.nonce);
+        assert!(reply.frames.contains(&Frame::StreamMaxMoney {
+            stream_id: 1,
+            receive_max: u64::MAX,
+            total_received: 14
+        }));
+    }
+
+    #[test]
+    fn an_empty_new_address_gets_the_asset_and_zero_amounts_are_fulfilled_at_once() {
+        // @interledger/pay's first packet: an empty address, its stream, nothing to send.
+        let frames = vec![
+            Frame::ConnectionNewAddress {
+                source_account: String::new(),
+            },
+            Frame::StreamMaxMoney {
+                stream_id: 1,
+                receive_max: 0,
+                total_received: 0,
+            },
+            Frame::ConnectionMaxData { max_offset: 0 },
+            Frame::ConnectionMaxStreamId { max_stream_id: 1 },
+        ];
+        let p = prepare(&SECRET, 0, &sent(1, 0, frames), false);
+        let Decision::Answer(Ok(fulfill)) = decide_on(&p, 0, false) else {
+            panic!("a zero amount is fulfilled at once");
+        };
+        let reply = read(fulfill.data());
+        assert_eq!(reply.packet_type, PacketType::Fulfill);
+        assert_eq!(
+            reply.frames,
+            vec![Frame::ConnectionAssetDetails {
+                source_asset_code: "USD".to_owned(),
+                source_asset_scale: 2
+            }]
+        );
+    }
+
+    #[test]
+    fn what_is_not_ours_is_f06_without_data() {
+        let packet = sent(1, 0, vec![money(1, 1)]);
+        let foreign = prepare(&[6; 32], 10, &packet, false);
+        let reply_type = StreamPacket {
+            packet_type: PacketType::Fulfill,
+            ..packet.clone()
+        };
+        let swapped = prepare(&SECRET, 10, &reply_type, false);
+        let mut short = prepare(&SECRET, 10, &packet, false).data().to_vec();
+        short.truncate(20);
+        let truncated = PrepareBuilder {
+            amount: 10,
+            expires_at: Timestamp::from_unix_millis(1_000_000),
+            execution_condition: &[0; 32],
+            destination: &address(),
+            data: &short,
+        }
+        .build()
+        .unwrap();
+        for p in [foreign, swapped, truncated] {
+            let reject = rejected(decide_on(&p, 10, false));
+            assert_eq!(reject.code(), ErrorCode::F06_UNEXPECTED_PAYMENT);
+            assert!(reject.data().is_empty());
+            assert_eq!(reject.triggered_by(), Some(address()));
+        }
+    }
+
+    #[test]
+    fn refusals_are_f99_with_a_reply_the_sender_can_read() {
+        let frames = || {
+            vec![
+                Frame::ConnectionNewAddress {
+                    source_account: "test.bob".to_owned(),
+                },
+                money(1, 1),
+            ]
+        };
+        // A rate probe: what arrived comes back; the asset is told.
+        let probe = prepare(&SECRET, 1_000, &sent(1, 0, frames()), true);
+        let reject = rejected(decide_on(&probe, 870, false));
+        assert_eq!(reject.code(), ErrorCode::F99_APPLICATION_ERROR);
+        let reply = read(reject.data());
+        assert_eq!(reply.packet_type, PacketType::Reject);
+        assert_eq!((reply.sequence, reply.prepare_amount), (1, 870));
+        assert!(reply
+            .frames
+            .iter()
+            .any(|f| matches!(f, Frame::ConnectionAssetDetails { .. })));
+        // Less than the sender's minimum arrived.
+        let short = prepare(&SECRET, 1_000, &sent(2, 900, frames()), false);
+        let reply = read(rejected(decide_on(&short, 870, false)).data());
+        assert_eq!(reply.prepare_amount, 870);
+        // Money for no stream.
+        let nowhere = prepare(&SECRET, 10, &sent(3, 0, vec![]), false);
+        assert_eq!(
+            rejected(decide_on(&nowhere, 10, false)).code(),
+            ErrorCode::F99_APPLICATION_ERROR
+        );
+        // Past the packets a connection may send.
+        let late = prepare(&SECRET, 10, &sent(MAX_SEQUENCE, 0, frames()), false);
+        let reply = read(rejected(decide_on(&late, 10, false)).data());
+        assert!(reply.frames.iter().any(|f| matches!(
+            f,
+            Frame::ConnectionClose { code, .. } if *code == StreamError::PROTOCOL_VIOLATION
+        )));
+    }
+
+    #[test]
+    fn a_bounded_receiver_advertises_room_only_when_it_refuses() {
+        let p = prepare(&SECRET, 50, &sent(4, 0, vec![money(1, 1)]), false);
+        let fulfill = accepted(decide_on(&p, 50, true)).fulfill(&[(1, 50)], None, &[7; 12]);
+        let frames = read(fulfill.data()).frames;
+        assert!(frames.is_empty(), "{frames:?}");
+
+        let some_room =
+            accepted(decide_on(&p, 50, true)).refuse(30, &[(1, 70)], &address(), &[7; 12]);
+        assert_eq!(some_room.code(), ErrorCode::F99_APPLICATION_ERROR);
+        let reply = read(some_room.data());
+        assert_eq!(reply.prepare_amount, 50);
+        assert_eq!(
+            reply.frames,
+            vec![Frame::StreamMaxMoney {
+                stream_id: 1,
+                receive_max: 100,
+                total_received: 70
+            }]
+        );
+        let full = accepted(decide_on(&p, 50, true)).refuse(0, &[(1, 100)], &address(), &[7; 12]);
+        let reply = read(full.data());
+        assert!(reply.frames.iter().any(|f| matches!(
+            f,
+            Frame::StreamClose { stream_id: 1, code, .. } if *code == StreamError::APPLICATION_ERROR
+        )));
+    }
+
+    #[test]
+    fn a_closing_packet_still_pays() {
+        let frames = vec![
+            money(1, 1),
+            Frame::ConnectionClose {
+                code: StreamError::NO_ERROR,
+                message: String::new(),
+            },
+        ];
+        let p = prepare(&SECRET, 5, &sent(9, 0, frames), false);
+        let accepted = accepted(decide_on(&p, 5, false));
+        assert!(accepted.closes);
+        assert_eq!(accepted.streams, vec![(1, 5)]);
+    }
+
+    #[test]
+    fn split_rounds_down_and_gives_the_rest_to_the_lowest_stream() {
+        assert_eq!(
+            split(10, &[(3, 1), (1, 1), (2, 1)]),
+            vec![(1, 4), (2, 3), (3, 3)]
+        );
+        assert_eq!(split(10, &[(1, 1), (1, 1), (2, 2)]), vec![(1, 5), (2, 5)]);
+        assert_eq!(split(10, &[(1, 0), (2, 3)]), vec![(2, 10)]);
+        assert_eq!(split(10, &[(1, 0)]), vec![]);
+        assert_eq!(
+            split(u64::MAX, &[(1, u64::MAX), (2, u64::MAX)]),
+            vec![(1, u64::MAX / 2 + 1), (2, u64::MAX / 2)]
+        );
+        let many: Vec<(u64, u64)> = (1..=7).map(|id| (id, id)).collect();
+        let parts = split(1_000_003, &many);
+        assert_eq!(parts.iter().map(|(_, a)| a).sum::<u64>(), 1_000_003);
+    }
+}
