@@ -15,6 +15,7 @@ pub mod payment_pointer;
 pub mod peer_balance;
 pub mod peer_protocol;
 pub mod policy;
+pub mod psk2;
 pub mod rates;
 pub mod routing;
 pub mod settle;
