@@ -262,6 +262,62 @@ impl ReceiptSetup {
     }
 }
 
+/// The content type of a PSK2 SPSP response (the draft before STREAM).
+pub const CONTENT_TYPE_PSK2: &str = "application/spsp+json";
+
+/// What an SPSP server answers a query with, by its `Accept` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Negotiated {
+    /// `application/spsp4+json`: STREAM credentials.
+    Stream,
+    /// `application/spsp+json`: PSK2 credentials.
+    Psk2,
+    /// Nothing the server can send (HTTP 406).
+    NotAcceptable,
+}
+
+/// The media ranges of an `Accept` value that are acceptable (a `q` of zero is a refusal),
+/// lower-cased.
+fn acceptable_ranges(accept: &str) -> Vec<String> {
+    accept
+        .split(',')
+        .filter_map(|range| {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+            let refused = parts.any(|param| {
+                let (name, value) = param.split_once('=').unwrap_or((param, ""));
+                name.trim().eq_ignore_ascii_case("q")
+                    && value.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+            });
+            (!media.is_empty() && !refused).then_some(media)
+        })
+        .collect()
+}
+
+/// The response to a query whose `Accept` header is `accept` (`None`: absent). STREAM when
+/// `application/spsp4+json` is named (as `@interledger/pay`, `ilp-protocol-spsp` and Rafiki's
+/// clients send it), else PSK2 when `application/spsp+json` is (the PSK2 clients), else STREAM
+/// for a wildcard, `application/json` or no header, else nothing.
+pub fn negotiate(accept: Option<&str>) -> Negotiated {
+    let Some(accept) = accept else {
+        return Negotiated::Stream;
+    };
+    let ranges = acceptable_ranges(accept);
+    let named = |media: &str| ranges.iter().any(|r| r == media);
+    if named(CONTENT_TYPE) {
+        Negotiated::Stream
+    } else if named(CONTENT_TYPE_PSK2) {
+        Negotiated::Psk2
+    } else if ["*/*", "application/*", "application/json"]
+        .iter()
+        .any(|m| named(m))
+    {
+        Negotiated::Stream
+    } else {
+        Negotiated::NotAcceptable
+    }
+}
+
 /// Whether an `Accept` header value admits an SPSP-over-STREAM response.
 pub fn accepts_spsp4(accept: &str) -> bool {
     accept.split(',').any(|range| {
@@ -276,6 +332,41 @@ pub fn accepts_spsp4(accept: &str) -> bool {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn negotiation_follows_what_the_clients_send() {
+        let cases = [
+            // @interledger/pay 0.2.2 (open-payments.js)
+            (
+                Some("application/ilp-stream+json, application/spsp4+json"),
+                Negotiated::Stream,
+            ),
+            // ilp-protocol-spsp 2.2.0, as ilp-spsp 1.2.0 runs it
+            (
+                Some("application/spsp4+json, application/spsp+json"),
+                Negotiated::Stream,
+            ),
+            (Some("application/spsp+json"), Negotiated::Psk2),
+            (Some("Application/SPSP+JSON; q=0.9"), Negotiated::Psk2),
+            (
+                Some("application/spsp4+json;q=0, application/spsp+json"),
+                Negotiated::Psk2,
+            ),
+            (Some("*/*"), Negotiated::Stream),
+            (Some("application/json"), Negotiated::Stream),
+            (None, Negotiated::Stream),
+            (Some("text/html"), Negotiated::NotAcceptable),
+            (
+                Some("application/spsp4+json; q=0"),
+                Negotiated::NotAcceptable,
+            ),
+            (Some(""), Negotiated::NotAcceptable),
+            (Some(",;,"), Negotiated::NotAcceptable),
+        ];
+        for (accept, expected) in cases {
+            assert_eq!(negotiate(accept), expected, "{accept:?}");
+        }
+    }
 
     const RFC_EXAMPLE: &str = r#"{
         "destination_account": "example.ilpdemo.red.bob",
