@@ -148,6 +148,29 @@ impl PaymentPointer {
         Ok(PaymentPointer { url, default_path })
     }
 
+    /// The pointer that resolves to the SPSP endpoint `url`, when there is one: an https URL
+    /// without a port, credentials, query or fragment (`https://pay.example/alice` is
+    /// `$pay.example/alice`; `https://pay.example/.well-known/pay` is `$pay.example`). An
+    /// operator's endpoint on another port or over http has no pointer: senders take its URL.
+    pub fn for_endpoint(url: &Url) -> Option<PaymentPointer> {
+        if url.scheme() != "https"
+            || url.port().is_some()
+            || !url.username().is_empty()
+            || url.password().is_some()
+            || url.query().is_some()
+            || url.fragment().is_some()
+        {
+            return None;
+        }
+        let host = url.host_str()?;
+        let path = match url.path() {
+            WELL_KNOWN_PATH => "",
+            path => path,
+        };
+        let pointer = PaymentPointer::parse(&format!("${host}{path}")).ok()?;
+        (pointer.endpoint() == url).then_some(pointer)
+    }
+
     /// The SPSP endpoint this pointer resolves to.
     pub fn endpoint(&self) -> &Url {
         &self.url
@@ -233,6 +256,25 @@ pub fn resolve(input: &str) -> Result<Url, PaymentPointerError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn an_https_endpoint_without_port_has_a_pointer_that_resolves_back() {
+        let pointer = |u: &str| PaymentPointer::for_endpoint(&Url::parse(u).unwrap());
+        let alice = pointer("https://pay.example/alice").unwrap();
+        assert_eq!(alice.to_string(), "$pay.example/alice");
+        assert_eq!(alice.endpoint().as_str(), "https://pay.example/alice");
+        let default = pointer("https://Pay.Example/.well-known/pay").unwrap();
+        assert_eq!(default.to_string(), "$pay.example");
+        for none in [
+            "http://pay.example/alice",
+            "https://pay.example:8443/alice",
+            "https://user@pay.example/alice",
+            "https://pay.example/alice?x=1",
+            "https://pay.example/alice#top",
+        ] {
+            assert_eq!(pointer(none), None, "{none}");
+        }
+    }
 
     #[test]
     fn rfc_examples() {
