@@ -595,6 +595,78 @@ mod tests {
         assert_eq!(accepted.streams, vec![(1, 5)]);
     }
 
+    /// Prepares as ilp-protocol-stream 2.7.2-alpha.3 builds a client's packets
+    /// (tests/data/stream/js_client_packets.json, from scripts/interop/gen-stream-vectors.js).
+    #[test]
+    fn packets_of_the_js_client_are_decided_as_it_expects() {
+        use base64::engine::general_purpose::STANDARD;
+        use base64::Engine;
+        let file: serde_json::Value = serde_json::from_str(include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/stream/js_client_packets.json"
+        )))
+        .unwrap();
+        let b64 = |v: &serde_json::Value| STANDARD.decode(v.as_str().unwrap()).unwrap();
+        assert_eq!(b64(&file["shared_secret"]), SECRET);
+        let decided: Vec<(String, Prepare, Decision)> = file["packets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                let amount: u64 = v["amount"].as_str().unwrap().parse().unwrap();
+                let condition: [u8; 32] = b64(&v["condition"]).try_into().unwrap();
+                let p = PrepareBuilder {
+                    amount,
+                    expires_at: Timestamp::from_unix_millis(1_000_000),
+                    execution_condition: &condition,
+                    destination: &Address::try_from("test.node.alice.token").unwrap(),
+                    data: &b64(&v["data"]),
+                }
+                .build()
+                .unwrap();
+                let decision = decide_on(&p, amount, false);
+                (v["name"].as_str().unwrap().to_owned(), p, decision)
+            })
+            .collect();
+        let mut names = Vec::new();
+        for (name, p, decision) in decided {
+            match (name.as_str(), decision) {
+                ("pay establishment", Decision::Answer(Ok(fulfill))) => {
+                    assert_eq!(
+                        &crate::stream::crypto::sha256(fulfill.fulfillment()),
+                        p.execution_condition()
+                    );
+                    let reply = read(fulfill.data());
+                    assert_eq!(reply.sequence, 1);
+                    assert_eq!(
+                        reply.frames,
+                        vec![Frame::ConnectionAssetDetails {
+                            source_asset_code: "USD".to_owned(),
+                            source_asset_scale: 2
+                        }]
+                    );
+                }
+                ("money on two streams", Decision::Accept(accepted)) => {
+                    assert_eq!(accepted.streams, vec![(1, 34), (3, 66)]);
+                    let fulfill = accepted.fulfill(&[(1, 34), (3, 66)], None, &[7; 12]);
+                    assert_eq!(read(fulfill.data()).prepare_amount, 100);
+                }
+                ("rate probe", Decision::Answer(Err(reject))) => {
+                    assert_eq!(reject.code(), ErrorCode::F99_APPLICATION_ERROR);
+                    let reply = read(reject.data());
+                    assert_eq!((reply.sequence, reply.prepare_amount), (3, 1_000));
+                }
+                ("closing with money", Decision::Accept(accepted)) => {
+                    assert!(accepted.closes);
+                    assert_eq!(accepted.streams, vec![(1, 10)]);
+                }
+                (name, other) => panic!("{name}: {other:?}"),
+            }
+            names.push(name);
+        }
+        assert_eq!(names.len(), 4);
+    }
+
     #[test]
     fn split_rounds_down_and_gives_the_rest_to_the_lowest_stream() {
         assert_eq!(
