@@ -17,8 +17,11 @@
 //!   string of interledger-rs's STREAM server; only this node needs to agree with itself);
 //! - PSK2 shared secrets: the same with `"ilp_psk2_generation"` (ilp-protocol-psk2's receiver).
 //!
-//! The IV of each seal is the caller's randomness (12 bytes): under one account's key, random
-//! IVs are safe for billions of tokens.
+//! The IV of each seal is synthetic: the first 12 bytes of an HMAC, under the account's sealing
+//! key, of the caller's randomness and the plaintext. Fresh randomness (the OS's) makes IVs
+//! unique for billions of tokens under one key; should the randomness ever repeat, two tokens
+//! still share an IV only if they seal the same plaintext, which reveals nothing (they are the
+//! same token), instead of exposing the receipt secrets of both.
 
 use super::crypto::{hmac_sha256, sha256, StreamKeys, IV_LEN};
 use crate::oer::{OerError, OerWrite, Reader};
@@ -138,9 +141,13 @@ impl ReceiverKeys {
         }
     }
 
+    fn sealing_key(&self, account: &str) -> [u8; 32] {
+        hmac_sha256(&self.token, account.as_bytes())
+    }
+
     /// The AEAD of `account`'s tokens (its fulfillment half is unused).
     fn sealer(&self, account: &str) -> StreamKeys {
-        let key = hmac_sha256(&self.token, account.as_bytes());
+        let key = self.sealing_key(account);
         StreamKeys::from_keys(&key, &key)
     }
 
@@ -153,14 +160,15 @@ impl ReceiverKeys {
     }
 
     /// Credentials for a new connection to `account`, whose address is `receiver`: the
-    /// destination is `receiver` plus a token segment. `iv` must be fresh randomness.
+    /// destination is `receiver` plus a token segment. `random` must be fresh randomness from
+    /// the OS; the IV is derived from it and the token's contents.
     pub fn issue(
         &self,
         account: &str,
         receiver: &Address,
         options: &IssueOptions<'_>,
         issued_at: u32,
-        iv: &[u8; IV_LEN],
+        random: &[u8; IV_LEN],
     ) -> Result<Credentials, TokenError> {
         let mut flags = 0;
         let mut plaintext = Vec::with_capacity(6 + 48 + 1 + MAX_TAG_LEN);
@@ -186,11 +194,16 @@ impl ReceiverKeys {
         if let Some(tag) = options.tag {
             plaintext.put_var_octet_string(tag.as_bytes());
         }
+        let mut mac_input = Vec::with_capacity(IV_LEN + plaintext.len());
+        mac_input.extend_from_slice(random);
+        mac_input.extend_from_slice(&plaintext);
+        let mut iv = [0; IV_LEN];
+        iv.copy_from_slice(&hmac_sha256(&self.sealing_key(account), &mac_input)[..IV_LEN]);
         // Sealing fails only past STREAM's plaintext limit (about 32 KB); a token is at most
         // 119 bytes.
         let sealed = self
             .sealer(account)
-            .encrypt(iv, &plaintext)
+            .encrypt(&iv, &plaintext)
             .map_err(|_| TokenError::TagTooLong(plaintext.len()))?;
         let token = URL_SAFE_NO_PAD.encode(sealed);
         let destination = Address::try_from(format!("{receiver}.{token}"))?;
@@ -398,6 +411,28 @@ mod tests {
             Err(TokenError::Malformed(_))
         ));
         assert!(k.open("alice", &seal(&[1, 0, 0, 0, 0, 0])).is_ok());
+    }
+
+    /// The same randomness with other contents (a misbehaving RNG) still gives another IV.
+    #[test]
+    fn the_iv_depends_on_the_contents_too() {
+        let k = keys(1);
+        let iv_of = |tag| {
+            let issued = k
+                .issue("alice", &receiver(), &options(Some(tag)), 5, &[9; 12])
+                .unwrap();
+            let token = issued
+                .destination
+                .as_str()
+                .rsplit('.')
+                .next()
+                .unwrap()
+                .to_owned();
+            URL_SAFE_NO_PAD.decode(token).unwrap()[..IV_LEN].to_vec()
+        };
+        assert_ne!(iv_of("a"), iv_of("b"));
+        assert_eq!(iv_of("a"), iv_of("a"));
+        assert_ne!(iv_of("a"), vec![9; IV_LEN]);
     }
 
     #[test]

@@ -106,26 +106,30 @@ fn reply(
 }
 
 /// Splits `amount` among `shares` (stream id, shares) in proportion, rounded down; what the
-/// rounding leaves goes to the lowest stream id (RFC 29 §5.3.8). Ids repeated are summed.
-fn split(amount: u64, shares: &[(u64, u64)]) -> Vec<(u64, u64)> {
-    let mut merged: Vec<(u64, u128)> = Vec::new();
-    for &(id, s) in shares {
-        match merged.iter_mut().find(|(i, _)| *i == id) {
-            Some((_, total)) => *total += u128::from(s),
-            None => merged.push((id, u128::from(s))),
+/// rounding leaves goes to the lowest stream id (RFC 29 §5.3.8). Ids repeated are summed, in
+/// O(n log n) for the thousands of frames a Prepare can hold. `None` when the shares add up to
+/// more than a u64 (the JS receiver refuses those too).
+fn split(amount: u64, shares: &[(u64, u64)]) -> Option<Vec<(u64, u64)>> {
+    let mut sorted: Vec<(u64, u64)> = shares.iter().copied().filter(|(_, s)| *s > 0).collect();
+    sorted.sort_unstable_by_key(|(id, _)| *id);
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(sorted.len());
+    let mut all: u64 = 0;
+    for (id, s) in sorted {
+        all = all.checked_add(s)?;
+        match merged.last_mut() {
+            // At most `all`, which fits.
+            Some((last, total)) if *last == id => *total += s,
+            _ => merged.push((id, s)),
         }
     }
-    merged.retain(|(_, s)| *s > 0);
-    merged.sort_unstable_by_key(|(id, _)| *id);
-    let all: u128 = merged.iter().map(|(_, s)| s).sum();
     if all == 0 {
-        return Vec::new();
+        return Some(Vec::new());
     }
     let mut out: Vec<(u64, u64)> = merged
         .iter()
         .map(|&(id, s)| {
             // s <= all, so the share of `amount` fits in a u64.
-            let part = u128::from(amount) * s / all;
+            let part = u128::from(amount) * u128::from(s) / u128::from(all);
             (id, u64::try_from(part).unwrap_or(u64::MAX))
         })
         .collect();
@@ -133,7 +137,7 @@ fn split(amount: u64, shares: &[(u64, u64)]) -> Vec<(u64, u64)> {
     if let Some(first) = out.first_mut() {
         first.1 += amount - given;
     }
-    out
+    Some(out)
 }
 
 /// Decides what to do with `incoming`, which reached `connection`. `iv` (fresh randomness)
@@ -205,13 +209,15 @@ pub fn decide(connection: &Connection, incoming: &Incoming<'_>, iv: &[u8; IV_LEN
         // A rate probe (or a packet not meant to be paid): the sender reads what arrived.
         return refuse(frames, "the condition is not this connection's");
     }
-    let streams = split(arrived, &shares);
-    if arrived > 0 && streams.is_empty() {
-        return refuse(frames, "money for no stream");
-    }
     if arrived == 0 {
         let data = reply(&keys, PacketType::Fulfill, packet.sequence, 0, frames, iv);
         return Decision::Answer(Ok(fulfill_with(&fulfillment, &data)));
+    }
+    let Some(streams) = split(arrived, &shares) else {
+        return refuse(frames, "the streams' shares add up to more than a u64");
+    };
+    if streams.is_empty() {
+        return refuse(frames, "money for no stream");
     }
     Decision::Accept(Box::new(Accepted {
         keys,
@@ -669,6 +675,7 @@ mod tests {
 
     #[test]
     fn split_rounds_down_and_gives_the_rest_to_the_lowest_stream() {
+        let split = |amount, shares: &[(u64, u64)]| split(amount, shares).unwrap();
         assert_eq!(
             split(10, &[(3, 1), (1, 1), (2, 1)]),
             vec![(1, 4), (2, 3), (3, 3)]
@@ -677,11 +684,29 @@ mod tests {
         assert_eq!(split(10, &[(1, 0), (2, 3)]), vec![(2, 10)]);
         assert_eq!(split(10, &[(1, 0)]), vec![]);
         assert_eq!(
-            split(u64::MAX, &[(1, u64::MAX), (2, u64::MAX)]),
-            vec![(1, u64::MAX / 2 + 1), (2, u64::MAX / 2)]
+            split(u64::MAX, &[(1, u64::MAX / 2), (2, u64::MAX / 2 + 1)]),
+            vec![(1, u64::MAX / 2), (2, u64::MAX / 2 + 1)]
         );
         let many: Vec<(u64, u64)> = (1..=7).map(|id| (id, id)).collect();
         let parts = split(1_000_003, &many);
         assert_eq!(parts.iter().map(|(_, a)| a).sum::<u64>(), 1_000_003);
+        // Thousands of frames of one stream merge into one part.
+        let repeated = vec![(1, 1); 8_000];
+        assert_eq!(split(u64::MAX, &repeated), vec![(1, u64::MAX)]);
+    }
+
+    /// Shares that add up past a u64 (repeated ids included) are refused, not wrapped.
+    #[test]
+    fn shares_past_a_u64_are_refused_f99() {
+        assert_eq!(super::split(5, &[(1, u64::MAX), (1, 1)]), None);
+        let p = prepare(
+            &SECRET,
+            1 << 63,
+            &sent(5, 0, vec![money(1, u64::MAX), money(1, u64::MAX)]),
+            false,
+        );
+        let reject = rejected(decide_on(&p, 1 << 63, false));
+        assert_eq!(reject.code(), ErrorCode::F99_APPLICATION_ERROR);
+        assert_eq!(read(reject.data()).prepare_amount, 1 << 63);
     }
 }
