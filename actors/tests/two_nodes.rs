@@ -84,7 +84,6 @@ fn config(
     name: &str,
     port: u16,
     http: Option<u16>,
-    admin: u16,
     data: &Path,
     peer: &str,
     peer_link: &str,
@@ -102,7 +101,7 @@ enabled = false
 [listeners.btp]
 bind = "127.0.0.1:{port}"
 {http}[listeners.admin]
-bind = "127.0.0.1:{admin}"
+bind = "127.0.0.1:0"
 [store]
 backend = "rocksdb"
 path = "{data}"
@@ -140,30 +139,35 @@ const SETTLE_THRESHOLD: u64 = 5_000;
 /// closed and new ones are refused.
 struct Proxy {
     addr: SocketAddr,
+    /// Where connections go; `None` until the node behind it has started.
+    target: Arc<Mutex<Option<SocketAddr>>>,
     cut: Arc<AtomicBool>,
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
 }
 
 impl Proxy {
-    async fn start(target: SocketAddr) -> Proxy {
+    async fn start(target: Option<SocketAddr>) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let target = Arc::new(Mutex::new(target));
         let cut = Arc::new(AtomicBool::new(false));
         let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let accept = {
             let cut = cut.clone();
             let connections = connections.clone();
+            let target = target.clone();
             tokio::spawn(async move {
                 loop {
                     let Ok((mut inbound, _)) = listener.accept().await else {
                         continue;
                     };
-                    if cut.load(Ordering::SeqCst) {
+                    let to = *target.lock().unwrap();
+                    let Some(to) = to.filter(|_| !cut.load(Ordering::SeqCst)) else {
                         continue;
-                    }
+                    };
                     let relay = tokio::spawn(async move {
-                        if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        if let Ok(mut outbound) = TcpStream::connect(to).await {
                             let _ =
                                 tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                         }
@@ -176,6 +180,7 @@ impl Proxy {
         };
         Proxy {
             addr,
+            target,
             cut,
             connections,
             accept,
@@ -191,6 +196,10 @@ impl Proxy {
 
     fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
+    }
+
+    fn set_target(&self, to: SocketAddr) {
+        *self.target.lock().unwrap() = Some(to);
     }
 }
 
@@ -208,16 +217,6 @@ enum Transport {
     Btp,
     /// Asynchronous ILP over HTTP both ways, answers POSTed to each node's callback path.
     HttpAsync,
-}
-
-/// A port nobody listens on right now (the OS's pick; a node binding it later retries if it
-/// was taken meanwhile).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The `link` table of `me`'s account for `peer` over async HTTP: requests go to the peer
@@ -290,9 +289,15 @@ fn clients(
     (Payer::new(payer_link, destination, seed, expiry_ms), payee)
 }
 
-/// The balance of account `id` at the node whose admin API is on `port`.
-async fn peer_balance(port: u16, id: &str) -> Option<i64> {
-    let url = format!("http://127.0.0.1:{port}/accounts/{id}");
+/// The address of the admin API of `side`'s running node: it binds a port of the OS's choice at
+/// every start, read from what the node prints.
+fn admin_of(side: &Side) -> Option<SocketAddr> {
+    side.connector.as_ref().and_then(|c| c.admin)
+}
+
+/// The balance of account `id` at the node whose admin API is on `admin`.
+async fn peer_balance(admin: Option<SocketAddr>, id: &str) -> Option<i64> {
+    let url = format!("http://{}/accounts/{id}", admin?);
     let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build(hyper_util::client::legacy::connect::HttpConnector::new());
@@ -329,17 +334,32 @@ async fn wait_until(what: &str, bound: Duration, cond: impl Fn() -> bool) {
     }
 }
 
-/// Starts a node on `config_path` with a port the OS picks, then rewrites its configuration
-/// with that port so every restart takes the same one.
+/// The ports a node's configuration names: its BTP and ILP-over-HTTP listeners'.
+#[derive(Clone, Copy)]
+struct Ports {
+    btp: u16,
+    http: u16,
+}
+
+/// Starts a node on `config_path` with ports the OS picks, then rewrites its configuration
+/// with those ports so every restart takes the same ones.
 fn first_start(
-    write: &dyn Fn(u16) -> String,
+    write: &dyn Fn(Ports) -> String,
     config_path: &Path,
     log: &Path,
 ) -> (Connector, SocketAddr) {
-    std::fs::write(config_path, write(0)).unwrap();
+    std::fs::write(config_path, write(Ports { btp: 0, http: 0 })).unwrap();
     let connector = Connector::start(config_path, log);
     let btp = connector.btp;
-    std::fs::write(config_path, write(btp.port())).unwrap();
+    let http = connector.http.map_or(0, |a| a.port());
+    std::fs::write(
+        config_path,
+        write(Ports {
+            btp: btp.port(),
+            http,
+        }),
+    )
+    .unwrap();
     (connector, btp)
 }
 
@@ -368,52 +388,57 @@ fn two_nodes(transport: Transport, expiry_ms: u64) {
 
     let (figures, a_side, b_side) = block_on(async {
         tokio::time::timeout(TEST_BOUND, async {
-            let (a_admin, b_admin) = (free_port(), free_port());
             // Every connection between the nodes crosses a proxy, so a cut is total. B starts
             // first: over BTP, A dials it.
-            type Write = Box<dyn Fn(u16) -> String + Send>;
+            type Write = Box<dyn Fn(Ports) -> String + Send>;
             let (proxies, a_config, (b_connector, b_btp)): (Vec<Proxy>, Write, _) = match transport
             {
                 Transport::Btp => {
                     let data = b_data.clone();
-                    let b_config = move |port| {
+                    let b_config = move |ports: Ports| {
                         let link = "type = \"btp-server\"\nauth_username = \"a\"\n\
                                         auth_token = \"a-token\"";
-                        config("b", port, None, b_admin, &data, "a", link)
+                        config("b", ports.btp, None, &data, "a", link)
                     };
                     let b = first_start(&b_config, &path("b.toml"), &path("b.log"));
-                    let proxy = Proxy::start(b.1).await;
+                    let proxy = Proxy::start(Some(b.1)).await;
                     let url = format!("ws://{}", proxy.addr);
                     let data = a_data.clone();
-                    let a_config = move |port| {
+                    let a_config = move |ports: Ports| {
                         let link = format!(
                             "type = \"btp-client\"\nurl = \"{url}\"\n\
                                  auth_username = \"a\"\nauth_token = \"a-token\""
                         );
-                        config("a", port, None, a_admin, &data, "b", &link)
+                        config("a", ports.btp, None, &data, "b", &link)
                     };
                     (vec![proxy], Box::new(a_config), b)
                 }
                 Transport::HttpAsync => {
-                    let (a_http, b_http) = (free_port(), free_port());
-                    let to_a = Proxy::start(([127, 0, 0, 1], a_http).into()).await;
-                    let to_b = Proxy::start(([127, 0, 0, 1], b_http).into()).await;
+                    // Each node's HTTP listener takes a port of the OS's choice at its first
+                    // start; the proxy in front of it learns it then.
+                    let to_a = Proxy::start(None).await;
+                    let to_b = Proxy::start(None).await;
                     let (to_a_addr, to_b_addr) = (to_a.addr, to_b.addr);
                     let data = b_data.clone();
-                    let b_config = move |port| {
+                    let b_config = move |ports: Ports| {
                         let link = http_link("b", "a", to_a_addr, to_b_addr);
-                        config("b", port, Some(b_http), b_admin, &data, "a", &link)
+                        config("b", ports.btp, Some(ports.http), &data, "a", &link)
                     };
                     let b = first_start(&b_config, &path("b.toml"), &path("b.log"));
+                    to_b.set_target(b.0.http.expect("b serves ILP over HTTP"));
                     let data = a_data.clone();
-                    let a_config = move |port| {
+                    let a_config = move |ports: Ports| {
                         let link = http_link("a", "b", to_b_addr, to_a_addr);
-                        config("a", port, Some(a_http), a_admin, &data, "b", &link)
+                        config("a", ports.btp, Some(ports.http), &data, "b", &link)
                     };
                     (vec![to_a, to_b], Box::new(a_config), b)
                 }
             };
             let (a_connector, a_btp) = first_start(&*a_config, &path("a.toml"), &path("a.log"));
+            if let Some(http) = a_connector.http {
+                // Over HTTP the first proxy is the one in front of A.
+                proxies[0].set_target(http);
+            }
             let (a_payer, a_payee) = clients(a_btp, "test.b.payee", seed << 1, expiry_ms);
             let (b_payer, b_payee) = clients(b_btp, "test.a.payee", seed << 1 | 1, expiry_ms);
             let mut a = Side {
@@ -502,8 +527,8 @@ fn two_nodes(transport: Transport, expiry_ms: u64) {
             let mut agreed = 0;
             let quiet = tokio::time::timeout(DRAIN_BOUND, async {
                 while agreed < 5 {
-                    let a_with_b = peer_balance(a_admin, "b").await;
-                    let b_with_a = peer_balance(b_admin, "a").await;
+                    let a_with_b = peer_balance(admin_of(&a), "b").await;
+                    let b_with_a = peer_balance(admin_of(&b), "a").await;
                     agreed = if a_with_b.is_some() && a_with_b == b_with_a.map(|v| -v) {
                         agreed + 1
                     } else {

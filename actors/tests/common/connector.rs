@@ -15,6 +15,10 @@ pub struct Connector {
     child: Child,
     /// The address its BTP listener bound.
     pub btp: std::net::SocketAddr,
+    /// The address its admin API bound, when it serves one.
+    pub admin: Option<std::net::SocketAddr>,
+    /// The address its ILP-over-HTTP listener bound, when it serves one.
+    pub http: Option<std::net::SocketAddr>,
 }
 
 impl Connector {
@@ -80,6 +84,8 @@ impl Connector {
         drop(tx);
         let deadline = Instant::now() + START_BOUND;
         let mut btp = None;
+        let mut admin = None;
+        let mut http = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
@@ -87,9 +93,22 @@ impl Connector {
                     if let Some(addr) = line.strip_prefix("BTP listening on ws://") {
                         btp = addr.trim().parse().ok();
                     }
+                    if let Some(addr) = line.strip_prefix("admin API listening on http://") {
+                        admin = addr.trim().parse().ok();
+                    }
+                    if let Some(rest) = line.strip_prefix("ILP over HTTP listening on ") {
+                        http = rest
+                            .split_once("://")
+                            .and_then(|(_, a)| a.trim().parse().ok());
+                    }
                     if line.starts_with("ilp-connector running") {
                         let btp = btp.ok_or("no BTP address printed")?;
-                        return Ok(Connector { child, btp });
+                        return Ok(Connector {
+                            child,
+                            btp,
+                            admin,
+                            http,
+                        });
                     }
                 }
                 Err(_) => {
