@@ -599,4 +599,74 @@ mod tests {
             }
         ));
     }
+
+    fn packet() -> impl proptest::strategy::Strategy<Value = Psk2Packet> {
+        use proptest::prelude::*;
+        let data = || proptest::collection::vec(any::<u8>(), 0..40);
+        prop_oneof![
+            (
+                TYPE_REQUEST..=TYPE_ERROR,
+                any::<u32>(),
+                any::<u64>(),
+                data()
+            )
+                .prop_map(|(packet_type, request_id, amount, data)| {
+                    Psk2Packet::Request {
+                        packet_type,
+                        request_id,
+                        amount,
+                        data,
+                    }
+                }),
+            (
+                TYPE_CHUNK..=TYPE_REJECT,
+                any::<[u8; 16]>(),
+                any::<u32>(),
+                any::<u64>(),
+                any::<u64>(),
+                data()
+            )
+                .prop_map(
+                    |(packet_type, payment_id, sequence, payment_amount, chunk_amount, data)| {
+                        Psk2Packet::Legacy {
+                            packet_type,
+                            payment_id,
+                            sequence,
+                            payment_amount,
+                            chunk_amount,
+                            data,
+                        }
+                    }
+                ),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn packets_round_trip(p in packet()) {
+            proptest::prop_assert_eq!(Psk2Packet::decode(&p.encode()), Some(p));
+        }
+
+        /// Whatever a sender puts in a Prepare, the receiver answers without panicking: F06
+        /// without data, or an answer packet that decrypts and carries what arrived.
+        #[test]
+        fn any_plaintext_is_answered(
+            plaintext in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+            arrived in proptest::prelude::any::<u64>(),
+            amount in proptest::prelude::any::<u64>(),
+        ) {
+            let p = prepare(&plaintext, amount, false);
+            match decide_on(&p, arrived) {
+                Decision::Answer(Err(reject)) if reject.code() == ErrorCode::F06_UNEXPECTED_PAYMENT => {
+                    proptest::prop_assert!(reject.data().is_empty());
+                }
+                Decision::Answer(Err(reject)) => {
+                    let answer = keys(&SECRET).decrypt(reject.data()).ok().and_then(|d| Psk2Packet::decode(&d));
+                    proptest::prop_assert!(answer.is_some());
+                }
+                Decision::Answer(Ok(fulfill)) => proptest::prop_assert_eq!(arrived, 0, "{:?}", fulfill),
+                Decision::Accept(accepted) => proptest::prop_assert_eq!(accepted.amount(), arrived),
+            }
+        }
+    }
 }

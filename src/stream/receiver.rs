@@ -710,3 +710,113 @@ mod tests {
         assert_eq!(read(reject.data()).prepare_amount, 1 << 63);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::packet::{PrepareBuilder, Timestamp};
+    use crate::stream::credentials::Protocol;
+    use crate::stream::frame::tests::frame;
+    use proptest::prelude::*;
+
+    fn connection() -> Connection {
+        Connection {
+            protocol: Protocol::Stream,
+            shared_secret: [5; 32],
+            id: [1; 16],
+            receipts: Some(ReceiptSetup {
+                nonce: [3; 16],
+                secret: [4; 32],
+            }),
+            tag: None,
+            issued_at: 0,
+        }
+    }
+
+    /// A Prepare with `data`, fulfillable when `ours` (the condition of the connection).
+    fn prepare_with(data: &[u8], amount: u64, ours: bool) -> Prepare {
+        let keys = StreamKeys::new(&[5; 32]);
+        let condition = if ours { keys.condition(data) } else { [0; 32] };
+        PrepareBuilder {
+            amount,
+            expires_at: Timestamp::from_unix_millis(1_000_000),
+            execution_condition: &condition,
+            destination: &Address::try_from("test.node.alice.token").unwrap(),
+            data,
+        }
+        .build()
+        .unwrap()
+    }
+
+    /// Every answer is one the sender can act on: F06 without data, or a reply that decrypts,
+    /// with the Prepare's sequence and what arrived; money credited is exactly what arrived.
+    fn check(prepare: &Prepare, arrived: u64, bounded: bool) -> Result<(), TestCaseError> {
+        let address = Address::try_from("test.node.alice").unwrap();
+        let incoming = Incoming {
+            prepare,
+            arrived,
+            asset_code: "USD",
+            asset_scale: 2,
+            bounded,
+            address: &address,
+        };
+        let keys = StreamKeys::new(&[5; 32]);
+        let sent = keys.decrypt_packet(prepare.data()).ok();
+        let read = |data: &[u8]| keys.decrypt_packet(data);
+        match decide(&connection(), &incoming, &[9; 12]) {
+            Decision::Answer(Err(reject)) if reject.code() == ErrorCode::F06_UNEXPECTED_PAYMENT => {
+                prop_assert!(reject.data().is_empty());
+            }
+            Decision::Answer(Err(reject)) => {
+                let reply = read(reject.data());
+                prop_assert!(reply.is_ok(), "{reply:?}");
+                let reply = reply.unwrap();
+                prop_assert_eq!(reply.packet_type, PacketType::Reject);
+                prop_assert_eq!(Some(reply.sequence), sent.map(|p| p.sequence));
+                prop_assert_eq!(reply.prepare_amount, arrived);
+            }
+            Decision::Answer(Ok(fulfill)) => {
+                prop_assert_eq!(arrived, 0);
+                prop_assert_eq!(
+                    read(fulfill.data()).unwrap().packet_type,
+                    PacketType::Fulfill
+                );
+            }
+            Decision::Accept(accepted) => {
+                prop_assert_eq!(accepted.amount(), arrived);
+                let credited: u128 = accepted.streams.iter().map(|(_, a)| u128::from(*a)).sum();
+                prop_assert_eq!(credited, u128::from(arrived));
+                let totals = accepted.streams.clone();
+                let fulfill = accepted.fulfill(&totals, connection().receipts.as_ref(), &[7; 12]);
+                let reply = read(fulfill.data()).unwrap();
+                prop_assert_eq!(reply.packet_type, PacketType::Fulfill);
+                prop_assert_eq!(reply.prepare_amount, arrived);
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn any_packet_of_the_connection_gets_an_answer_the_sender_can_read(
+            sequence in 0u64..(1 << 32),
+            min in any::<u64>(),
+            frames in proptest::collection::vec(frame(), 0..12),
+            arrived in prop_oneof![Just(0u64), any::<u64>(), 0u64..1_000],
+            ours in any::<bool>(),
+            bounded in any::<bool>(),
+        ) {
+            let packet = StreamPacket { packet_type: PacketType::Prepare, sequence, prepare_amount: min, frames };
+            let data = StreamKeys::new(&[5; 32]).encrypt_packet(&[8; 12], &packet).unwrap();
+            check(&prepare_with(&data, arrived, ours), arrived, bounded)?;
+        }
+
+        #[test]
+        fn any_bytes_are_answered_without_panicking(
+            data in proptest::collection::vec(any::<u8>(), 0..400),
+            arrived in any::<u64>(),
+        ) {
+            check(&prepare_with(&data, arrived, true), arrived, false)?;
+        }
+    }
+}
