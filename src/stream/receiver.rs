@@ -62,6 +62,8 @@ pub enum Decision {
 pub struct Accepted {
     keys: StreamKeys,
     sequence: u64,
+    /// What the Prepare carried, and what of it arrived here.
+    sent: u64,
     arrived: u64,
     fulfillment: [u8; 32],
     /// Frames every answer carries (the asset details a sender asked for).
@@ -222,6 +224,7 @@ pub fn decide(connection: &Connection, incoming: &Incoming<'_>, iv: &[u8; IV_LEN
     Decision::Accept(Box::new(Accepted {
         keys,
         sequence: packet.sequence,
+        sent: prepare.amount(),
         arrived,
         fulfillment,
         frames,
@@ -277,9 +280,19 @@ impl Accepted {
         fulfill_with(&self.fulfillment, &data)
     }
 
+    /// What one unit of the sender's delivers here, rounded up (at least 1).
+    fn smallest_delivery(&self) -> u64 {
+        if self.sent == 0 {
+            return 1;
+        }
+        self.arrived.div_ceil(self.sent).max(1)
+    }
+
     /// The answer when the account could not take the money: F99, telling each stream how much
-    /// more it can receive (`room`, shared by the streams paid), and closing them when there is
-    /// no room at all. `totals` are the streams' totals so far.
+    /// more it can receive (`room`, shared by the streams paid), and closing them when even one
+    /// unit of the sender's would not fit: a JS sender never lowers a limit it was told once
+    /// and retries F99 at once, so a room it cannot fill would keep it sending the same packet.
+    /// `totals` are the streams' totals so far.
     pub fn refuse(
         self,
         room: u64,
@@ -287,6 +300,7 @@ impl Accepted {
         address: &Address,
         iv: &[u8; IV_LEN],
     ) -> Reject {
+        let smallest = self.smallest_delivery();
         let mut frames = self.frames;
         for &(id, _) in &self.streams {
             let total = totals.iter().find(|(i, _)| *i == id).map_or(0, |(_, t)| *t);
@@ -295,7 +309,7 @@ impl Accepted {
                 receive_max: total.saturating_add(room),
                 total_received: total,
             });
-            if room == 0 {
+            if room < smallest {
                 frames.push(Frame::StreamClose {
                     stream_id: id,
                     code: StreamError::APPLICATION_ERROR,
@@ -578,6 +592,20 @@ mod tests {
                 total_received: 70
             }]
         );
+        // One unit of the sender's delivers 3 here: a room of 2 cannot take even that.
+        let tripled = prepare(&SECRET, 50, &sent(5, 0, vec![money(1, 1)]), false);
+        let overshoot =
+            accepted(decide_on(&tripled, 150, true)).refuse(2, &[(1, 98)], &address(), &[7; 12]);
+        assert!(read(overshoot.data())
+            .frames
+            .iter()
+            .any(|f| matches!(f, Frame::StreamClose { .. })));
+        let fits =
+            accepted(decide_on(&tripled, 150, true)).refuse(3, &[(1, 97)], &address(), &[7; 12]);
+        assert!(!read(fits.data())
+            .frames
+            .iter()
+            .any(|f| matches!(f, Frame::StreamClose { .. })));
         let full = accepted(decide_on(&p, 50, true)).refuse(0, &[(1, 100)], &address(), &[7; 12]);
         let reply = read(full.data());
         assert!(reply.frames.iter().any(|f| matches!(
