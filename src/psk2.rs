@@ -225,25 +225,30 @@ pub fn decide(
             chunk_amount,
             ..
         } => (*chunk_amount, false),
-        _ => {
+        // The messages are ilp-protocol-psk2's.
+        Psk2Packet::Request { .. } => {
             return refuse(
                 ErrorCode::F06_UNEXPECTED_PAYMENT,
                 "Unexpected packet type",
                 &[],
             )
         }
+        Psk2Packet::Legacy { .. } => {
+            return refuse(ErrorCode::F06_UNEXPECTED_PAYMENT, "Unsupported type", &[])
+        }
     };
-    let error = encrypt(&keys, &packet.answer(false, arrived), iv);
+    // Encrypted only on the paths that send it: otherwise its IV encrypts the Fulfill's answer.
+    let error = || encrypt(&keys, &packet.answer(false, arrived), iv);
     let too_little = least > arrived;
     match (ours, too_little) {
         (false, _) if checks_condition_first || !too_little => {
             return refuse(
                 ErrorCode::F05_WRONG_CONDITION,
                 "Condition generated does not match prepare",
-                &error,
+                &error(),
             )
         }
-        (_, true) => return refuse(ErrorCode::F99_APPLICATION_ERROR, "", &error),
+        (_, true) => return refuse(ErrorCode::F99_APPLICATION_ERROR, "", &error()),
         _ => {}
     }
     let accepted = Accepted {
@@ -282,12 +287,8 @@ impl Accepted {
     /// The answer when the account could not take the money: F99 with an error packet.
     pub fn refuse(self, address: &Address, iv: &[u8; IV_LEN]) -> Reject {
         let data = encrypt(&self.keys, &self.packet.answer(false, self.arrived), iv);
-        reject(
-            ErrorCode::F99_APPLICATION_ERROR,
-            address,
-            "the receiver cannot take this amount",
-            &data,
-        )
+        // ilp-protocol-psk2 refuses with an empty message too.
+        reject(ErrorCode::F99_APPLICATION_ERROR, address, "", &data)
     }
 }
 
@@ -583,7 +584,19 @@ mod tests {
     #[test]
     fn zero_amounts_are_fulfilled_at_once_and_a_refusal_is_f99_with_an_error() {
         let zero = prepare(&request(0).encode(), 0, false);
-        assert!(matches!(decide_on(&zero, 0), Decision::Answer(Ok(_))));
+        let Decision::Answer(Ok(fulfill)) = decide_on(&zero, 0) else {
+            panic!("a zero amount is fulfilled at once");
+        };
+        assert_eq!(&sha256(fulfill.fulfillment()), zero.execution_condition());
+        assert_eq!(
+            read(fulfill.data()),
+            Psk2Packet::Request {
+                packet_type: TYPE_RESPONSE,
+                request_id: 77,
+                amount: 0,
+                data: Vec::new()
+            }
+        );
         let p = prepare(&request(0).encode(), 10, false);
         let Decision::Accept(accepted) = decide_on(&p, 10) else {
             panic!("money expected");

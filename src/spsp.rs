@@ -276,9 +276,9 @@ pub enum Negotiated {
     NotAcceptable,
 }
 
-/// The media ranges of an `Accept` value that are acceptable (a `q` of zero is a refusal),
-/// lower-cased.
-fn acceptable_ranges(accept: &str) -> Vec<String> {
+/// The media ranges of an `Accept` value, lower-cased, each with whether it is acceptable (a
+/// `q` of zero is a refusal).
+fn ranges(accept: &str) -> Vec<(String, bool)> {
     accept
         .split(',')
         .filter_map(|range| {
@@ -289,7 +289,7 @@ fn acceptable_ranges(accept: &str) -> Vec<String> {
                 name.trim().eq_ignore_ascii_case("q")
                     && value.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
             });
-            (!media.is_empty() && !refused).then_some(media)
+            (!media.is_empty()).then_some((media, !refused))
         })
         .collect()
 }
@@ -297,35 +297,25 @@ fn acceptable_ranges(accept: &str) -> Vec<String> {
 /// The response to a query whose `Accept` header is `accept` (`None`: absent). STREAM when
 /// `application/spsp4+json` is named (as `@interledger/pay`, `ilp-protocol-spsp` and Rafiki's
 /// clients send it), else PSK2 when `application/spsp+json` is (the PSK2 clients), else STREAM
-/// for a wildcard, `application/json` or no header, else nothing.
+/// for a wildcard, `application/json` or no header (an empty one too), else nothing. A type
+/// the client refuses by name (`q=0`) is not sent for a wildcard either.
 pub fn negotiate(accept: Option<&str>) -> Negotiated {
-    let Some(accept) = accept else {
+    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
         return Negotiated::Stream;
     };
-    let ranges = acceptable_ranges(accept);
-    let named = |media: &str| ranges.iter().any(|r| r == media);
-    if named(CONTENT_TYPE) {
-        Negotiated::Stream
-    } else if named(CONTENT_TYPE_PSK2) {
-        Negotiated::Psk2
-    } else if ["*/*", "application/*", "application/json"]
+    let ranges = ranges(accept);
+    let named = |media: &str| ranges.iter().any(|(r, ok)| r == media && *ok);
+    let refused = |media: &str| ranges.iter().any(|(r, ok)| r == media && !*ok);
+    let wildcard = ["*/*", "application/*", "application/json"]
         .iter()
-        .any(|m| named(m))
-    {
+        .any(|m| named(m));
+    if named(CONTENT_TYPE) || (wildcard && !refused(CONTENT_TYPE)) {
         Negotiated::Stream
+    } else if named(CONTENT_TYPE_PSK2) || (wildcard && !refused(CONTENT_TYPE_PSK2)) {
+        Negotiated::Psk2
     } else {
         Negotiated::NotAcceptable
     }
-}
-
-/// Whether an `Accept` header value admits an SPSP-over-STREAM response.
-pub fn accepts_spsp4(accept: &str) -> bool {
-    accept.split(',').any(|range| {
-        let media = range.split(';').next().unwrap_or_default().trim();
-        ["application/spsp4+json", "application/*", "*/*"]
-            .iter()
-            .any(|m| media.eq_ignore_ascii_case(m))
-    })
 }
 
 #[cfg(test)]
@@ -360,7 +350,12 @@ mod tests {
                 Some("application/spsp4+json; q=0"),
                 Negotiated::NotAcceptable,
             ),
-            (Some(""), Negotiated::NotAcceptable),
+            (Some("application/spsp4+json;q=0, */*"), Negotiated::Psk2),
+            (
+                Some("application/spsp4+json;q=0, application/spsp+json;q=0, */*"),
+                Negotiated::NotAcceptable,
+            ),
+            (Some(""), Negotiated::Stream),
             (Some(",;,"), Negotiated::NotAcceptable),
         ];
         for (accept, expected) in cases {
@@ -549,12 +544,11 @@ mod tests {
 
     #[test]
     fn accept_header() {
-        assert!(accepts_spsp4(ACCEPT));
-        assert!(accepts_spsp4("application/json, */*;q=0.1"));
-        assert!(accepts_spsp4("Application/SPSP4+JSON"));
-        assert!(!accepts_spsp4("application/json"));
-        assert!(!accepts_spsp4("application/spsp+json"));
-        assert!(!accepts_spsp4(""));
+        assert_eq!(negotiate(Some(ACCEPT)), Negotiated::Stream);
+        assert_eq!(
+            negotiate(Some("Application/SPSP4+JSON")),
+            Negotiated::Stream
+        );
         assert_eq!(CONTENT_TYPE, "application/spsp4+json");
     }
 
@@ -684,7 +678,7 @@ mod tests {
                 let [(_, n), (_, s)] = setup.to_headers();
                 prop_assert_eq!(ReceiptSetup::from_headers(Some(&n), Some(&s)), Ok(Some(setup)));
             }
-            let _ = accepts_spsp4(&a);
+            let _ = negotiate(Some(&a));
         }
     }
 }

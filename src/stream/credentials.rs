@@ -199,12 +199,12 @@ impl ReceiverKeys {
         mac_input.extend_from_slice(&plaintext);
         let mut iv = [0; IV_LEN];
         iv.copy_from_slice(&hmac_sha256(&self.sealing_key(account), &mac_input)[..IV_LEN]);
-        // Sealing fails only past STREAM's plaintext limit (about 32 KB); a token is at most
-        // 119 bytes.
+        // Sealing fails only past STREAM's plaintext limit (about 32 KB); a token's plaintext
+        // is at most 119 bytes (196 characters sealed and encoded).
         let sealed = self
             .sealer(account)
             .encrypt(&iv, &plaintext)
-            .map_err(|_| TokenError::TagTooLong(plaintext.len()))?;
+            .expect("a token's plaintext is far below the sealing limit");
         let token = URL_SAFE_NO_PAD.encode(sealed);
         let destination = Address::try_from(format!("{receiver}.{token}"))?;
         let protocol = if options.psk2 {
@@ -311,11 +311,8 @@ mod tests {
         let destination = issued.destination.as_str();
         let token = destination.strip_prefix("test.node.alice.").unwrap();
         assert!(!token.contains('.'));
-        assert_ne!(
-            token.len(),
-            24,
-            "@interledger/pay treats 24-character tokens apart"
-        );
+        // @interledger/pay treats 24-character tokens apart; ours are never that short.
+        assert!(token.len() > 24);
         let opened = k.open("alice", destination).unwrap();
         assert_eq!(opened.shared_secret, issued.shared_secret);
         assert_eq!(opened.protocol, Protocol::Stream);
@@ -355,9 +352,16 @@ mod tests {
         assert_ne!(stream.shared_secret, psk2.shared_secret);
         let opened = k.open("alice", stream.destination.as_str()).unwrap();
         assert_eq!((opened.receipts, opened.tag), (None, None));
-        // 12 IV + 16 tag + 6 plaintext bytes, base64url: 46 characters.
+        // 12 IV + 16 tag + 6 plaintext bytes, base64url: 46 characters, the shortest token.
         let token = stream.destination.as_str().rsplit('.').next().unwrap();
         assert_eq!(token.len(), 46);
+        // The longest: receipts and a 64-byte tag, 147 bytes sealed into 196 characters.
+        let tag = "x".repeat(MAX_TAG_LEN);
+        let longest = k
+            .issue("alice", &receiver(), &options(Some(&tag)), 5, &[3; 12])
+            .unwrap();
+        let token = longest.destination.as_str().rsplit('.').next().unwrap();
+        assert_eq!(token.len(), 196);
     }
 
     #[test]

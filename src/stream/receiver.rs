@@ -5,7 +5,8 @@
 //!   the connection's secret (RFC 29 §5.1: no data, the sender cannot read anything else);
 //!   F99 with an encrypted reply when it cannot or must not be fulfilled (a rate probe whose
 //!   condition is not ours, less arrived than the sender's minimum, money with no stream to
-//!   carry it, a closed connection); a Fulfill when no money arrived (zero amounts);
+//!   carry it, shares past a u64, a connection past 2^31 packets); a Fulfill when no money
+//!   arrived (zero amounts);
 //! - **accepted**: money arrived for streams of the connection. The caller credits
 //!   [`Accepted::amount`] durably, then answers [`Accepted::fulfill`] with each stream's total
 //!   after the credit (the receipts sign those), or [`Accepted::refuse`] when the account
@@ -168,10 +169,17 @@ pub fn decide(connection: &Connection, incoming: &Incoming<'_>, iv: &[u8; IV_LEN
     let mut closes = false;
     for frame in &packet.frames {
         match frame {
-            Frame::ConnectionNewAddress { .. } => frames.push(Frame::ConnectionAssetDetails {
-                source_asset_code: incoming.asset_code.to_owned(),
-                source_asset_scale: incoming.asset_scale,
-            }),
+            // Told once, however many times it is asked in one packet.
+            Frame::ConnectionNewAddress { .. }
+                if !frames
+                    .iter()
+                    .any(|f| matches!(f, Frame::ConnectionAssetDetails { .. })) =>
+            {
+                frames.push(Frame::ConnectionAssetDetails {
+                    source_asset_code: incoming.asset_code.to_owned(),
+                    source_asset_scale: incoming.asset_scale,
+                })
+            }
             Frame::StreamMoney {
                 stream_id,
                 shares: s,
@@ -557,12 +565,27 @@ mod tests {
         let short = prepare(&SECRET, 1_000, &sent(2, 900, frames()), false);
         let reply = read(rejected(decide_on(&short, 870, false)).data());
         assert_eq!(reply.prepare_amount, 870);
-        // Money for no stream.
+        // Money for no stream (the JS receiver credits the connection; no JS sender sends it).
         let nowhere = prepare(&SECRET, 10, &sent(3, 0, vec![]), false);
+        let reject = rejected(decide_on(&nowhere, 10, false));
+        assert_eq!(reject.code(), ErrorCode::F99_APPLICATION_ERROR);
+        let reply = read(reject.data());
         assert_eq!(
-            rejected(decide_on(&nowhere, 10, false)).code(),
-            ErrorCode::F99_APPLICATION_ERROR
+            (reply.packet_type, reply.sequence, reply.prepare_amount),
+            (PacketType::Reject, 3, 10)
         );
+        // Asked many times in one packet, the asset is told once.
+        let asking = vec![
+            Frame::ConnectionNewAddress {
+                source_account: String::new()
+            };
+            50
+        ];
+        let p = prepare(&SECRET, 0, &sent(4, 0, asking), false);
+        let Decision::Answer(Ok(fulfill)) = decide_on(&p, 0, false) else {
+            panic!("a zero amount is fulfilled");
+        };
+        assert_eq!(read(fulfill.data()).frames.len(), 1);
         // Past the packets a connection may send.
         let late = prepare(&SECRET, 10, &sent(MAX_SEQUENCE, 0, frames()), false);
         let reply = read(rejected(decide_on(&late, 10, false)).data());
