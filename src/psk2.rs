@@ -20,8 +20,9 @@
 //! chunk, too little arrived is checked first (F99), then the condition (F05).
 
 use crate::oer::{OerWrite, Reader};
-use crate::packet::{Address, ErrorCode, Fulfill, FulfillBuilder, Prepare, Reject, RejectBuilder};
+use crate::packet::{Address, ErrorCode, Fulfill, Prepare, Reject};
 use crate::stream::crypto::{hmac_sha256, sha256, StreamKeys, IV_LEN};
+use crate::stream::receiver::{fulfill_with, reject};
 
 const TYPE_CHUNK: u8 = 0;
 const TYPE_LAST_CHUNK: u8 = 1;
@@ -177,17 +178,6 @@ fn encrypt(keys: &StreamKeys, packet: &Psk2Packet, iv: &[u8; IV_LEN]) -> Vec<u8>
     keys.encrypt(iv, &packet.encode()).unwrap_or_default()
 }
 
-fn reject(code: ErrorCode, address: &Address, message: &str, data: &[u8]) -> Reject {
-    RejectBuilder {
-        code,
-        triggered_by: Some(address),
-        message,
-        data,
-    }
-    .build()
-    .unwrap_or_else(|_| Reject::new(code, Some(address), message))
-}
-
 /// Decides what to do with `prepare`, of which `arrived` reached the receiver, on a connection
 /// keyed by `shared_secret`. `iv` (fresh randomness) encrypts an immediate answer.
 pub fn decide(
@@ -272,16 +262,7 @@ impl Accepted {
     /// The Fulfill, once the amount is credited.
     pub fn fulfill(self, iv: &[u8; IV_LEN]) -> Fulfill {
         let data = encrypt(&self.keys, &self.packet.answer(true, self.arrived), iv);
-        let build = |data: &[u8]| {
-            FulfillBuilder {
-                fulfillment: &self.fulfillment,
-                data,
-            }
-            .build()
-        };
-        build(&data)
-            .or_else(|_| build(&[]))
-            .expect("a Fulfill without data always builds")
+        fulfill_with(&self.fulfillment, &data)
     }
 
     /// The answer when the account could not take the money: F99 with an error packet.
@@ -296,6 +277,7 @@ impl Accepted {
 mod tests {
     use super::*;
     use crate::packet::{PrepareBuilder, Timestamp};
+    use crate::stream::receiver::sender_prepare;
 
     const SECRET: [u8; 32] = [5; 32];
 
@@ -328,20 +310,7 @@ mod tests {
     fn prepare(plaintext: &[u8], amount: u64, quote: bool) -> Prepare {
         let keys = keys(&SECRET);
         let data = keys.encrypt(&[8; 12], plaintext).unwrap();
-        let condition = if quote {
-            [1; 32]
-        } else {
-            keys.condition(&data)
-        };
-        PrepareBuilder {
-            amount,
-            expires_at: Timestamp::from_unix_millis(1_000_000),
-            execution_condition: &condition,
-            destination: &Address::try_from("test.node.alice.token").unwrap(),
-            data: &data,
-        }
-        .build()
-        .unwrap()
+        sender_prepare(&keys, &data, amount, !quote)
     }
 
     fn decide_on(p: &Prepare, arrived: u64) -> Decision {

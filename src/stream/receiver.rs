@@ -76,8 +76,9 @@ pub struct Accepted {
     pub closes: bool,
 }
 
-/// The Reject every refusal here becomes: F99 with an encrypted reply (or F06 without data).
-fn reject(code: ErrorCode, address: &Address, message: &str, data: &[u8]) -> Reject {
+/// The Reject a receiver refuses with (STREAM's here, PSK2's too): F99 with an encrypted reply
+/// or F06 without data, triggered by the receiver.
+pub(crate) fn reject(code: ErrorCode, address: &Address, message: &str, data: &[u8]) -> Reject {
     RejectBuilder {
         code,
         triggered_by: Some(address),
@@ -344,11 +345,27 @@ impl Accepted {
 
 /// A Fulfill carrying `data`, or none when a sender's thousands of streams made the reply
 /// longer than a packet allows (the sender is paid all the same).
-fn fulfill_with(fulfillment: &[u8; 32], data: &[u8]) -> Fulfill {
+pub(crate) fn fulfill_with(fulfillment: &[u8; 32], data: &[u8]) -> Fulfill {
     let build = |data: &[u8]| FulfillBuilder { fulfillment, data }.build();
     build(data)
         .or_else(|_| build(&[]))
         .expect("a Fulfill without data always builds")
+}
+
+/// A sender's Prepare to a receiver of ours carrying `data`, with the condition `keys` derive
+/// from it when `ours` (else one nobody can fulfill, as a probe has): for the receivers' tests.
+#[cfg(test)]
+pub(crate) fn sender_prepare(keys: &StreamKeys, data: &[u8], amount: u64, ours: bool) -> Prepare {
+    let condition = if ours { keys.condition(data) } else { [0; 32] };
+    crate::packet::PrepareBuilder {
+        amount,
+        expires_at: crate::packet::Timestamp::from_unix_millis(1_000_000),
+        execution_condition: &condition,
+        destination: &Address::try_from("test.node.alice.token").expect("a valid address"),
+        data,
+    }
+    .build()
+    .expect("a Prepare of a test's data")
 }
 
 #[cfg(test)]
@@ -383,20 +400,7 @@ mod tests {
     fn prepare(secret: &[u8; 32], amount: u64, packet: &StreamPacket, probe: bool) -> Prepare {
         let keys = StreamKeys::new(secret);
         let data = keys.encrypt_packet(&[8; 12], packet).unwrap();
-        let condition = if probe {
-            [0; 32]
-        } else {
-            keys.condition(&data)
-        };
-        PrepareBuilder {
-            amount,
-            expires_at: Timestamp::from_unix_millis(1_000_000),
-            execution_condition: &condition,
-            destination: &Address::try_from("test.node.alice.token").unwrap(),
-            data: &data,
-        }
-        .build()
-        .unwrap()
+        sender_prepare(&keys, &data, amount, !probe)
     }
 
     fn sent(sequence: u64, min: u64, frames: Vec<Frame>) -> StreamPacket {
@@ -765,7 +769,6 @@ mod tests {
 #[cfg(test)]
 mod properties {
     use super::*;
-    use crate::packet::{PrepareBuilder, Timestamp};
     use crate::stream::credentials::Protocol;
     use crate::stream::frame::tests::frame;
     use proptest::prelude::*;
@@ -786,17 +789,7 @@ mod properties {
 
     /// A Prepare with `data`, fulfillable when `ours` (the condition of the connection).
     fn prepare_with(data: &[u8], amount: u64, ours: bool) -> Prepare {
-        let keys = StreamKeys::new(&[5; 32]);
-        let condition = if ours { keys.condition(data) } else { [0; 32] };
-        PrepareBuilder {
-            amount,
-            expires_at: Timestamp::from_unix_millis(1_000_000),
-            execution_condition: &condition,
-            destination: &Address::try_from("test.node.alice.token").unwrap(),
-            data,
-        }
-        .build()
-        .unwrap()
+        super::sender_prepare(&StreamKeys::new(&[5; 32]), data, amount, ours)
     }
 
     /// Every answer is one the sender can act on: F06 without data, or a reply that decrypts,
