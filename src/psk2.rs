@@ -28,8 +28,10 @@ const TYPE_CHUNK: u8 = 0;
 const TYPE_LAST_CHUNK: u8 = 1;
 const TYPE_FULFILLMENT: u8 = 2;
 const TYPE_REJECT: u8 = 3;
-const TYPE_REQUEST: u8 = 4;
-const TYPE_RESPONSE: u8 = 5;
+/// A PSK2 request: a sender's packet type.
+pub const TYPE_REQUEST: u8 = 4;
+/// A PSK2 response: the receiver's answer in a Fulfill.
+pub const TYPE_RESPONSE: u8 = 5;
 const TYPE_ERROR: u8 = 6;
 
 /// The keys of one PSK2 shared secret.

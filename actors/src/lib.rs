@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod node;
 pub mod payments;
 pub mod peer_account;
+pub mod receiver;
 pub mod reload;
 pub mod replay;
 pub mod route_broadcaster;

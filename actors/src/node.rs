@@ -23,6 +23,7 @@ use crate::payments::Payments;
 use crate::peer_account::{
     NodeAddress, PeerAccount, PeerAccountSettings, ReplaceLink, Retire, UpdateSettings,
 };
+use crate::receiver::Receivers;
 use crate::route_broadcaster::{
     BroadcastSettings, Reconfigure as BroadcasterReconfigure, RouteBroadcasterActor,
 };
@@ -152,6 +153,8 @@ pub struct Node {
     pub broadcaster: Addr<RouteBroadcasterActor>,
     /// The store the BalanceKeeper commits to (the admin API snapshots it).
     pub store: Arc<dyn Store>,
+    /// The local accounts' receivers: their keys issue payment credentials.
+    pub receivers: Receivers,
     /// Every account's link, by account id.
     pub links: BTreeMap<AccountId, Arc<dyn Link>>,
     pub metrics: Option<Arc<Metrics>>,
@@ -187,6 +190,8 @@ impl Node {
             links,
             metrics,
         } = options;
+        // The binary passes the routing secret it drew from the OS; simulations replay a seed.
+        let from_os = routing_secret.is_some();
         for id in config.accounts.keys() {
             if !links.contains_key(id.as_str()) {
                 return Err(NodeError::MissingLink(id.clone()));
@@ -211,6 +216,9 @@ impl Node {
         let broadcaster_seed = rng.next_u64();
         let settlement_seed = rng.next_u64();
         let address = NodeAddress::new(config.node.ilp_address.clone());
+        let receivers =
+            Receivers::new(&receiver_secret(config, store.as_ref(), from_os, &mut rng)?);
+        let router_receivers = receivers.clone();
 
         // Supervisor closures must own what they use; the results come back through `slot`,
         // filled before `Supervisor::start` returns (it runs its closure synchronously).
@@ -306,6 +314,7 @@ impl Node {
                 clock,
             )
             .with_payments(payments)
+            .with_receivers(router_receivers)
             .with_gate(router_gate)
         });
         let Started {
@@ -325,6 +334,7 @@ impl Node {
             settlement,
             broadcaster,
             store: node_store,
+            receivers,
             links: node_links,
             metrics: node_metrics,
         })
@@ -517,6 +527,42 @@ fn start_account(start: AccountStart<'_>) -> Addr<PeerAccount> {
 }
 
 /// What the Router knows of each configured account that has a PeerAccount.
+/// Where the receiver secret drawn by a node whose configuration names none is kept.
+pub const RECEIVER_SECRET_KEY: &[u8] = b"node/receiver_secret";
+
+/// The secret the receivers' credentials derive from: `node.receiver_secret`, else the one kept
+/// in the store, else a new one, drawn from the OS (`from_os`) or `rng` (simulations) and
+/// stored before the node serves anything, so credentials given out survive restarts.
+fn receiver_secret(
+    config: &Config,
+    store: &dyn Store,
+    from_os: bool,
+    rng: &mut SmallRng,
+) -> Result<[u8; 32], StoreError> {
+    if let Some(secret) = &config.node.receiver_secret {
+        return Ok(secret.0);
+    }
+    if let Some(kept) = store.get_record(RECEIVER_SECRET_KEY)? {
+        if let Ok(secret) = <[u8; 32]>::try_from(kept.as_slice()) {
+            return Ok(secret);
+        }
+    }
+    let mut secret = [0u8; 32];
+    if from_os {
+        rand::rngs::OsRng
+            .try_fill_bytes(&mut secret)
+            .map_err(|e| StoreError::Io(format!("no randomness for the receiver secret: {e}")))?;
+    } else {
+        rng.fill_bytes(&mut secret);
+    }
+    // The store's writer runs on its own thread: waiting here needs no runtime.
+    futures::executor::block_on(store.commit(vec![crate::store::StoreOp::PutRecord {
+        key: RECEIVER_SECRET_KEY.to_vec(),
+        value: secret.to_vec(),
+    }]))?;
+    Ok(secret)
+}
+
 fn router_accounts(
     configs: &BTreeMap<String, AccountConfig>,
     sends: &BTreeMap<AccountId, Recipient<SendPrepare>>,
@@ -600,3 +646,6 @@ fn take<T>(slot: &Mutex<Option<T>>) -> T {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod receiving_tests;

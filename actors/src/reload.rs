@@ -108,7 +108,8 @@ pub async fn apply(
                 }
                 new_links.insert(key, Arc::new(link));
             }
-            LinkConfig::Memory => {
+            // A local account's packets are answered by the Router; its link never carries one.
+            LinkConfig::Memory | LinkConfig::Local => {
                 new_links.insert(key, Arc::new(UnconnectedLink));
             }
         }
@@ -137,7 +138,7 @@ pub async fn apply(
                     server.remove_account(id);
                 }
             }
-            LinkConfig::BtpClient { .. } | LinkConfig::Memory => {}
+            LinkConfig::BtpClient { .. } | LinkConfig::Memory | LinkConfig::Local => {}
         }
         btp.links.remove(id.as_str());
     }

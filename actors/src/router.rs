@@ -19,10 +19,11 @@ pub mod table;
 use crate::clock::Clock;
 use crate::messages::{
     ask, AccountId, ApplyRouteUpdate, ForwardPrepare, GetBalance, GetRoutes, HandlePeerProtocol,
-    PacketResult, Reply, ReservePacket, ResolvePacket, RouteEntry, SendPing, SendPrepare,
-    SetNodeAddress, SetStaticRoute, StaticRouteError,
+    PacketResult, Reply, ReservationId, ReservePacket, ResolvePacket, RouteEntry, SendPing,
+    SendPrepare, SetNodeAddress, SetStaticRoute, StaticRouteError,
 };
 use crate::payments::{AccountPayments, First, Joined, Payments, Seen, Side};
+use crate::receiver::{Acceptance, Answer, Receiver, Receivers};
 use crate::replay::{FulfillRecord, ReplayTag};
 use crate::shutdown::PacketGate;
 use crate::supervise::Backoff;
@@ -31,6 +32,7 @@ use actix::{
 };
 use ilp::config::{AccountConfig, Config, Relation};
 use ilp::packet::{Address, ErrorCode, Prepare, Reject, Timestamp};
+use ilp::policy::balance::BalanceError;
 use ilp::policy::expiry::next_hop_expiry;
 use ilp::policy::outgoing::payment_digest;
 use ilp::rates::{Asset, Exchange, Rate, RateError};
@@ -92,6 +94,17 @@ pub struct RouterAccount {
     /// The account's memory of payments ([`crate::payments`]); the Router attaches the node's
     /// own to every account it is given.
     pub payments: AccountPayments,
+    /// A local account (`link.type = "local"`): the node answers the packets to it itself;
+    /// `bounded` when it has a maximum.
+    pub local: Option<LocalSettings>,
+    /// A local account's receiver, attached by the Router when it has [`Receivers`].
+    pub receiver: Option<Receiver>,
+}
+
+/// What the Router knows of a local account beyond what every account has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalSettings {
+    pub bounded: bool,
 }
 
 impl RouterAccount {
@@ -105,6 +118,10 @@ impl RouterAccount {
             child_segment: config.child_segment(id).map(str::to_string),
             dedup: config.dedup.enabled,
             payments: AccountPayments::default(),
+            local: config.is_local().then(|| LocalSettings {
+                bounded: config.balance_limits().minimum.is_some(),
+            }),
+            receiver: None,
         }
     }
 }
@@ -139,6 +156,8 @@ pub struct Router {
     /// Every account's memory of payments in flight and paid, incoming and outgoing: copies are
     /// one payment ([`crate::payments`]). Loaded from the fulfill records at start.
     payments: Payments,
+    /// The local accounts' receivers; `None`: packets to local accounts are refused F02.
+    receivers: Option<Receivers>,
     /// Counts packets in flight; closed at shutdown.
     gate: Arc<PacketGate>,
     clock: Clock,
@@ -157,6 +176,8 @@ struct Outgoing {
     dedup: bool,
     /// The next hop's memory of payments.
     payments: AccountPayments,
+    /// The next hop is a local account: `Some` with its receiver when it has one.
+    local: Option<Option<Receiver>>,
     prepare: Prepare,
     incoming_amount: u64,
     /// The incoming Prepare's expiry: past it nobody upstream waits for an answer.
@@ -190,6 +211,7 @@ impl Router {
             balance: Arc::new(balance),
             peer_protocols,
             payments: Payments::new(),
+            receivers: None,
             gate: PacketGate::new(),
             clock,
             backoff: Backoff::default(),
@@ -203,6 +225,13 @@ impl Router {
     pub fn with_payments(mut self, payments: Payments) -> Self {
         attach_payments(&payments, &mut self.accounts);
         self.payments = payments;
+        self
+    }
+
+    /// Local accounts are paid through `receivers`.
+    pub fn with_receivers(mut self, receivers: Receivers) -> Self {
+        attach_receivers(&receivers, &mut self.accounts);
+        self.receivers = Some(receivers);
         self
     }
 
@@ -315,6 +344,7 @@ impl Router {
             send: next.send.clone(),
             dedup: next.dedup,
             payments: next.payments.clone(),
+            local: next.local.map(|_| next.receiver.clone()),
             to,
             incoming_amount: prepare.amount(),
             deadline: prepare.expires_at(),
@@ -362,6 +392,11 @@ impl Router {
             Err(reject) => return Reply::ready(Err(reject)),
         };
         let amount = out.prepare.amount();
+        if let Some(receiver) = out.local {
+            let incoming = (from, out.incoming_amount);
+            let outgoing = (out.to, amount);
+            return self.receive(receiver, out.prepare, incoming, outgoing, tag, first);
+        }
         // Copies to one next hop are one payment to it, whoever sent them to us: a copy of one
         // in flight takes its outcome and books only its incoming side; a copy of one paid is
         // refused, since the next hop would answer it without paying again.
@@ -404,6 +439,45 @@ impl Router {
             downstream,
             first,
         }))
+    }
+
+    /// A Prepare to one of our local accounts (`outgoing`: the account and what arrived there),
+    /// answered by its receiver: at once when no money moves, else after the credit is durable.
+    fn receive(
+        &self,
+        receiver: Option<Receiver>,
+        prepare: Prepare,
+        incoming: (AccountId, u64),
+        outgoing: (AccountId, u64),
+        tag: Option<ReplayTag>,
+        first: Option<First>,
+    ) -> Reply<PacketResult> {
+        let answer = match (receiver, &self.node_address) {
+            (Some(receiver), Some(node)) => {
+                receiver.answer(&prepare, outgoing.1, node, &rand::random())
+            }
+            _ => Answer::Now(Err(self.reject(
+                ErrorCode::F02_UNREACHABLE,
+                "this account receives no payments here",
+            ))),
+        };
+        match answer {
+            Answer::Now(result) => {
+                if let Some(first) = first {
+                    first.finish(&result);
+                }
+                Reply::ready(result)
+            }
+            Answer::Credit(acceptance) => Reply::later(deliver(Delivered {
+                balance: self.balance.clone(),
+                node: self.node_address.clone(),
+                incoming,
+                outgoing,
+                tag,
+                acceptance,
+                first,
+            })),
+        }
     }
 
     /// A packet we answer ourselves: a non-zero amount is still money received from `from`.
@@ -455,6 +529,21 @@ impl Router {
             }
         };
         self.answer_locally(from, amount, answer)
+    }
+}
+
+/// Hands every local account its receiver.
+fn attach_receivers(receivers: &Receivers, accounts: &mut BTreeMap<AccountId, RouterAccount>) {
+    for (id, account) in accounts {
+        account.receiver = match (account.local, &account.child_segment) {
+            (Some(local), Some(segment)) => Some(receivers.account(
+                id,
+                segment,
+                (&account.asset_code, account.asset_scale),
+                local.bounded,
+            )),
+            _ => None,
+        };
     }
 }
 
@@ -586,46 +675,69 @@ async fn send_to_next_hop(
     }
 }
 
-/// Runs `exchange` inside a balance reservation: reserve first (refused: the keeper's code,
-/// T04 for a limit), then commit on a Fulfill or roll back on a Reject.
-///
-/// A Fulfill goes upstream only once the commit is durable. If the commit fails we answer T00
-/// instead: the next hop has been paid (it holds a valid Fulfill) but we will not collect from
-/// upstream, so the node bears that amount. That is the price of never relaying a Fulfill the
-/// store could forget, which would let balances disagree with a peer after a restart.
-async fn with_balance(
-    balance: Arc<RouterBalance>,
-    node: Option<Address>,
-    incoming: Option<(AccountId, u64)>,
-    outgoing: Option<(AccountId, u64)>,
-    tag: Option<ReplayTag>,
-    exchange: impl Future<Output = PacketResult>,
-) -> PacketResult {
-    let reject = |code, message: &str| Reject::new(code, node.as_ref(), message);
-    let moves_money = |side: &Option<(AccountId, u64)>| side.as_ref().is_some_and(|(_, a)| *a > 0);
-    // Zero amounts change no balance and cross no limit (the JS balance middleware skips them
-    // too); peer-protocol traffic costs no keeper round trip.
-    if !moves_money(&incoming) && !moves_money(&outgoing) {
-        return exchange.await;
+/// Why [`reserve`] did not reserve: a limit (the keeper's refusal) or a keeper failure.
+enum Unreserved {
+    Refused(BalanceError),
+    Failed(Reject),
+}
+
+impl Unreserved {
+    fn into_reject(self, node: Option<&Address>) -> Reject {
+        match self {
+            Unreserved::Refused(refused) => Reject::new(refused.code(), node, &refused.to_string()),
+            Unreserved::Failed(reject) => reject,
+        }
     }
-    let id = match balance
+}
+
+/// Reserves a packet's amounts with the keeper; `None` when it moves no money (zero amounts
+/// change no balance and cross no limit, as in the JS balance middleware; peer-protocol
+/// traffic costs no keeper round trip).
+async fn reserve(
+    balance: &RouterBalance,
+    node: Option<&Address>,
+    incoming: &Option<(AccountId, u64)>,
+    outgoing: &Option<(AccountId, u64)>,
+) -> Result<Option<ReservationId>, Unreserved> {
+    let moves_money = |side: &Option<(AccountId, u64)>| side.as_ref().is_some_and(|(_, a)| *a > 0);
+    if !moves_money(incoming) && !moves_money(outgoing) {
+        return Ok(None);
+    }
+    let reserved = balance
         .reserve
         .send(ReservePacket {
             incoming: incoming.clone(),
             outgoing: outgoing.clone(),
         })
-        .await
-    {
-        Ok(Ok(id)) => id,
-        Ok(Err(refused)) => return Err(reject(refused.code(), &refused.to_string())),
-        Err(e) => {
-            return Err(reject(
-                ErrorCode::T00_INTERNAL_ERROR,
-                &format!("balance keeper unavailable: {e}"),
-            ))
-        }
-    };
-    let result = exchange.await;
+        .await;
+    match reserved {
+        Ok(Ok(id)) => Ok(Some(id)),
+        Ok(Err(refused)) => Err(Unreserved::Refused(refused)),
+        Err(e) => Err(Unreserved::Failed(Reject::new(
+            ErrorCode::T00_INTERNAL_ERROR,
+            node,
+            &format!("balance keeper unavailable: {e}"),
+        ))),
+    }
+}
+
+/// Books the outcome of reservation `id`: commits a Fulfill (with its fulfill record when
+/// `tag`), rolls back a Reject. The Fulfill is returned only once its commit is durable.
+///
+/// If the commit fails we answer T00 instead: whoever we paid holds a valid Fulfill, but we
+/// will not collect from upstream, so the node bears that amount. That is the price of never
+/// relaying a Fulfill the store could forget, which would let balances disagree with a peer
+/// after a restart.
+async fn book(
+    balance: &RouterBalance,
+    node: Option<&Address>,
+    id: ReservationId,
+    incoming: Option<(AccountId, u64)>,
+    outgoing: Option<(AccountId, u64)>,
+    tag: Option<ReplayTag>,
+    result: PacketResult,
+) -> PacketResult {
+    let reject = |code, message: &str| Reject::new(code, node, message);
     let record = match (tag, &result) {
         (Some(tag), Ok(fulfill)) => Some(FulfillRecord {
             tag,
@@ -657,6 +769,84 @@ async fn with_balance(
         // A failed rollback leaves funds reserved, never moved; the Reject stands as it is.
         (Err(rejected), _) => Err(rejected),
     }
+}
+
+/// Runs `exchange` inside a balance reservation: reserve first (refused: the keeper's code,
+/// T04 for a limit), then commit on a Fulfill or roll back on a Reject ([`book`]).
+async fn with_balance(
+    balance: Arc<RouterBalance>,
+    node: Option<Address>,
+    incoming: Option<(AccountId, u64)>,
+    outgoing: Option<(AccountId, u64)>,
+    tag: Option<ReplayTag>,
+    exchange: impl Future<Output = PacketResult>,
+) -> PacketResult {
+    let id = match reserve(&balance, node.as_ref(), &incoming, &outgoing).await {
+        Ok(Some(id)) => id,
+        Ok(None) => return exchange.await,
+        Err(unreserved) => return Err(unreserved.into_reject(node.as_ref())),
+    };
+    let result = exchange.await;
+    book(&balance, node.as_ref(), id, incoming, outgoing, tag, result).await
+}
+
+/// Everything a payment to one of our receivers needs once the receiver accepted it.
+struct Delivered {
+    balance: Arc<RouterBalance>,
+    node: Option<Address>,
+    incoming: (AccountId, u64),
+    /// The receiving account, and what arrived there.
+    outgoing: (AccountId, u64),
+    tag: Option<ReplayTag>,
+    acceptance: Acceptance,
+    /// The Prepare's place in its source's incoming table.
+    first: Option<First>,
+}
+
+/// A payment to one of our receivers, from its reservation to its booked Fulfill: the credit is
+/// durable before the Fulfill leaves. A receiver at its maximum refuses with the room it has.
+async fn deliver(x: Delivered) -> PacketResult {
+    let Delivered {
+        balance,
+        node,
+        incoming,
+        outgoing,
+        tag,
+        acceptance,
+        first,
+    } = x;
+    let (incoming, outgoing) = (Some(incoming), Some(outgoing));
+    let result = match reserve(&balance, node.as_ref(), &incoming, &outgoing).await {
+        Err(Unreserved::Refused(BalanceError::BelowMinimum {
+            available, minimum, ..
+        })) => {
+            let room = u64::try_from((available - i128::from(minimum)).max(0)).unwrap_or(u64::MAX);
+            Err(acceptance.refuse(room, &rand::random()))
+        }
+        Err(unreserved) => Err(unreserved.into_reject(node.as_ref())),
+        Ok(None) => Ok(acceptance.fulfill(&rand::random()).0),
+        Ok(Some(id)) => {
+            let (fulfill, credited) = acceptance.fulfill(&rand::random());
+            let result = book(
+                &balance,
+                node.as_ref(),
+                id,
+                incoming,
+                outgoing,
+                tag,
+                Ok(fulfill),
+            )
+            .await;
+            if result.is_err() {
+                credited.undo();
+            }
+            result
+        }
+    };
+    if let Some(first) = first {
+        first.finish(&result);
+    }
+    result
 }
 
 impl Actor for Router {
@@ -830,6 +1020,9 @@ impl Handler<Reconfigure> for Router {
         self.settings = settings;
         self.accounts = accounts;
         attach_payments(&self.payments, &mut self.accounts);
+        if let Some(receivers) = &self.receivers {
+            attach_receivers(receivers, &mut self.accounts);
+        }
         self.quotes.clear();
     }
 }

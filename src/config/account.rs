@@ -118,8 +118,11 @@ pub enum LinkConfig {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         http2: bool,
     },
-    /// An in-process link (tests, simulation, a local receiver).
+    /// An in-process link (tests, simulation).
     Memory,
+    /// No link: the money is held on this node (a wallet, a merchant, a paid API). The node
+    /// itself answers the packets addressed to the account ([`ReceiverConfig`]).
+    Local,
 }
 
 /// The kind of link, as written in `link.type`.
@@ -130,6 +133,7 @@ pub enum LinkType {
     BtpClient,
     Http,
     Memory,
+    Local,
 }
 
 impl LinkType {
@@ -139,6 +143,7 @@ impl LinkType {
             LinkType::BtpClient => "btp-client",
             LinkType::Http => "http",
             LinkType::Memory => "memory",
+            LinkType::Local => "local",
         }
     }
 }
@@ -178,7 +183,7 @@ impl RawLink {
             }
         };
         match kind {
-            LinkType::BtpServer | LinkType::Memory => {
+            LinkType::BtpServer | LinkType::Memory | LinkType::Local => {
                 not_for(self.url.is_some(), "url");
                 not_for(self.tls.is_some(), "tls");
             }
@@ -200,7 +205,7 @@ impl RawLink {
                 not_for(self.http2.is_some(), "http2");
             }
         }
-        if kind == LinkType::Memory {
+        if matches!(kind, LinkType::Memory | LinkType::Local) {
             not_for(self.auth_username.is_some(), "auth_username");
             not_for(self.auth_token.is_some(), "auth_token");
         }
@@ -216,7 +221,7 @@ impl RawLink {
                 missing(self.auth_token.is_some(), "auth_token");
             }
             LinkType::Http => missing(self.outgoing_url.is_some(), "outgoing_url"),
-            LinkType::Memory => {}
+            LinkType::Memory | LinkType::Local => {}
         }
         if !problems.is_empty() {
             return Err(problems.join("; "));
@@ -244,6 +249,7 @@ impl RawLink {
                 http2: self.http2.unwrap_or(false),
             },
             LinkType::Memory => LinkConfig::Memory,
+            LinkType::Local => LinkConfig::Local,
         })
     }
 }
@@ -264,6 +270,7 @@ impl LinkConfig {
             LinkConfig::BtpClient { .. } => LinkType::BtpClient,
             LinkConfig::Http { .. } => LinkType::Http,
             LinkConfig::Memory => LinkType::Memory,
+            LinkConfig::Local => LinkType::Local,
         }
     }
 
@@ -403,6 +410,17 @@ pub struct SettlementConfig {
     pub bilateral: bool,
 }
 
+/// `[accounts.<id>.receiver]`: how a `local` account is paid. Every `local` account receives;
+/// the table only changes the defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ReceiverConfig {
+    /// The most the account may have received and not paid out (the balance may fall to
+    /// `-maximum`); past it senders get a Reject their STREAM library understands. Absent:
+    /// unbounded. Not together with `balance.minimum`, which says the same.
+    #[serde(default)]
+    pub maximum: Option<u64>,
+}
+
 /// One `[accounts.<id>]` table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountConfig {
@@ -447,6 +465,9 @@ pub struct AccountConfig {
     /// a file that names one does not start a node that silently never settles.
     #[serde(default, with = "opt_url_serde")]
     pub settlement_engine_url: Option<Url>,
+    /// `local` accounts only: how they are paid; absent: the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receiver: Option<ReceiverConfig>,
 }
 
 impl AccountConfig {
@@ -472,11 +493,27 @@ impl AccountConfig {
         self.settlement.bilateral
     }
 
-    /// Balance limits; none at all (and no settlement) without a `[balance]` table.
+    /// Balance limits; none at all (and no settlement) without a `[balance]` table. A
+    /// receiver's `maximum` is its balance's minimum: money received lowers the balance.
     pub fn balance_limits(&self) -> BalanceLimits {
-        self.balance
+        let mut limits = self
+            .balance
             .as_ref()
-            .map_or_else(BalanceLimits::default, BalanceConfig::limits)
+            .map_or_else(BalanceLimits::default, BalanceConfig::limits);
+        if let Some(maximum) = self.receiver_maximum() {
+            limits.minimum = Some(i64::try_from(maximum).map_or(i64::MIN, |m| -m));
+        }
+        limits
+    }
+
+    /// Whether the node itself holds this account's money and answers its packets.
+    pub fn is_local(&self) -> bool {
+        matches!(self.link, LinkConfig::Local)
+    }
+
+    /// A receiver's `maximum`, when it has one.
+    pub fn receiver_maximum(&self) -> Option<u64> {
+        self.receiver.as_ref().and_then(|r| r.maximum)
     }
 
     /// The HTTP path an `http` account's peer POSTs to: `incoming_path`, or

@@ -114,6 +114,12 @@ pub struct NodeConfig {
     /// Seed for route-broadcast auth values; absent: generated at start.
     #[serde(default)]
     pub routing_secret: Option<Secret32>,
+    /// Seed of every receiving account's payment credentials (32 bytes, hex or base64): the
+    /// shared secrets handed out over SPSP are derived from it and a token in the address, so
+    /// changing it invalidates every credential given out. Absent: drawn once and kept in the
+    /// store.
+    #[serde(default)]
+    pub receiver_secret: Option<Secret32>,
     /// Fraction taken off every conversion, as a decimal string.
     #[serde(default = "default_spread")]
     pub spread: Spread,
@@ -155,6 +161,7 @@ impl Default for NodeConfig {
             asset_code: default_asset_code(),
             asset_scale: default_asset_scale(),
             routing_secret: None,
+            receiver_secret: None,
             spread: default_spread(),
             min_message_window_ms: Self::default_min_message_window_ms(),
             max_hold_time_ms: Self::default_max_hold_time_ms(),

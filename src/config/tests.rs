@@ -769,3 +769,75 @@ fn settlement_engine_url_is_refused_until_engines_exist() {
         "{e}"
     );
 }
+
+#[test]
+fn local_accounts_and_their_receiver_table() {
+    let ok = r#"
+[node]
+ilp_address = "test.a"
+receiver_secret = "0808080808080808080808080808080808080808080808080808080808080808"
+[accounts.shop]
+relation = "child"
+link = { type = "local" }
+[accounts.shop.receiver]
+maximum = 5000
+[accounts.wallet]
+relation = "child"
+link = { type = "local" }
+"#;
+    let c = Config::from_toml_str(ok).unwrap();
+    assert_eq!(c.node.receiver_secret, Some(Secret32([8; 32])));
+    let shop = &c.accounts["shop"];
+    assert!(shop.is_local());
+    assert_eq!(shop.receiver_maximum(), Some(5000));
+    // The maximum received is the balance's floor: money received lowers the balance.
+    assert_eq!(shop.balance_limits().minimum, Some(-5000));
+    let wallet = &c.accounts["wallet"];
+    assert!(wallet.is_local() && wallet.receiver.is_none());
+    assert_eq!(wallet.balance_limits().minimum, None);
+
+    let bad = r#"
+[node]
+ilp_address = "test.a"
+[accounts.shop]
+relation = "peer"
+link = { type = "local", auth_token = "x" }
+[accounts.shop.receiver]
+maximum = 0
+colour = "red"
+[accounts.both]
+relation = "child"
+link = { type = "local" }
+settlement = { bilateral = true }
+[accounts.both.balance]
+minimum = -10
+maximum = 10
+[accounts.both.receiver]
+maximum = 10
+[accounts.linked]
+relation = "child"
+link = { type = "memory" }
+[accounts.linked.receiver]
+"#;
+    let e = errors(bad);
+    assert_error(
+        &e,
+        "accounts.shop.link",
+        "`auth_token` does not apply to type \"local\"",
+    );
+    assert_error(&e, "accounts.shop.receiver.colour", "unknown key");
+    let text = bad
+        .replace(", auth_token = \"x\"", "")
+        .replace("colour = \"red\"\n", "");
+    let e = errors(&text);
+    assert_error(&e, "accounts.shop.relation", "must be \"child\"");
+    assert_error(&e, "accounts.shop.receiver.maximum", "between 1 and");
+    assert_error(&e, "accounts.both.receiver.maximum", "balance.minimum");
+    assert_error(
+        &e,
+        "accounts.both.settlement.bilateral",
+        "no link to settle over",
+    );
+    assert_error(&e, "accounts.linked.receiver", "link.type = \"local\"");
+    assert_eq!(e.errors().len(), 5, "\n{e}");
+}

@@ -390,6 +390,47 @@ fn check_account(e: &mut Errors, p: &str, id: &str, a: &AccountConfig, config: &
         );
     }
     check_link(e, &format!("{p}.link"), &a.link, config);
+    check_local(e, p, a);
+}
+
+/// A `local` account: the node holds its money under an address of ours, and nothing crosses a
+/// link, so link-only settings make no sense for it.
+fn check_local(e: &mut Errors, p: &str, a: &AccountConfig) {
+    if !a.is_local() {
+        if a.receiver.is_some() {
+            e.at(
+                format!("{p}.receiver"),
+                "applies only to accounts with link.type = \"local\"",
+            );
+        }
+        return;
+    }
+    if a.relation != Relation::Child {
+        e.at(
+            format!("{p}.relation"),
+            "a local account's address is under ours: relation must be \"child\"",
+        );
+    }
+    if a.settles_bilaterally() {
+        e.at(
+            format!("{p}.settlement.bilateral"),
+            "a local account has no link to settle over",
+        );
+    }
+    if let Some(maximum) = a.receiver_maximum() {
+        if maximum == 0 || i64::try_from(maximum).is_err() {
+            e.at(
+                format!("{p}.receiver.maximum"),
+                format!("must be between 1 and {}", i64::MAX),
+            );
+        }
+        if a.balance.as_ref().is_some_and(|b| b.minimum.is_some()) {
+            e.at(
+                format!("{p}.receiver.maximum"),
+                "says the same as balance.minimum (its negative): set one of them",
+            );
+        }
+    }
 }
 
 fn check_link(e: &mut Errors, p: &str, link: &LinkConfig, config: &Config) {
@@ -461,6 +502,6 @@ fn check_link(e: &mut Errors, p: &str, link: &LinkConfig, config: &Config) {
             }
             client_tls(e, tls);
         }
-        LinkConfig::Memory => {}
+        LinkConfig::Memory | LinkConfig::Local => {}
     }
 }

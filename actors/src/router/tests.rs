@@ -314,6 +314,8 @@ impl Setup {
                         .then(|| spec.name.to_string()),
                     dedup: spec.dedup,
                     payments: Default::default(),
+                    local: None,
+                    receiver: None,
                 },
             );
         }

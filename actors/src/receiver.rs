@@ -1,0 +1,340 @@
+//! Receiving accounts (`link.type = "local"`): money held on this node, paid with STREAM or
+//! PSK2 by senders who got credentials for them (over SPSP).
+//!
+//! The Router routes a Prepare to a local account like to any child; instead of sending it over
+//! a link it asks the account's [`Receiver`] what to do ([`Receiver::answer`]):
+//! - a packet that moves no money here (unreadable: F06; a rate probe or an amount below the
+//!   sender's minimum: F99 with an encrypted reply; a zero amount: a Fulfill) is answered at
+//!   once, with no balance reserved, so probes cost no keeper round trip and never hit a limit;
+//! - money that arrived is reserved like a forwarded packet (the sender's account incoming,
+//!   the local account outgoing: a receiver's balance falls as it is paid), and the Fulfill
+//!   leaves only once the credit is durable. A receiver at its `maximum` refuses with F99 and
+//!   the room it has left ([`Acceptance::refuse`]).
+//!
+//! Each connection's stream totals (told back in `StreamMaxMoney` and signed in receipts) are
+//! kept in memory per account, for the most recent [`MAX_CONNECTIONS`] connections; they start
+//! again from 0 after a restart (the README says what that means for receipts).
+
+use crate::messages::AccountId;
+use ilp::packet::{Address, ErrorCode, Fulfill, Prepare, Reject};
+use ilp::psk2;
+use ilp::stream::credentials::{Connection, Protocol, ReceiverKeys};
+use ilp::stream::receiver::{self as stream_receiver, Incoming};
+use ilp::stream::IV_LEN;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Connections whose totals one account remembers; past it the least recently paid are
+/// forgotten first.
+pub const MAX_CONNECTIONS: usize = 100_000;
+
+/// Every receiving account's keys and connection totals; the Router hands each local account
+/// its own ([`Receivers::account`]), so a reload keeps the totals.
+#[derive(Clone)]
+pub struct Receivers {
+    keys: Arc<ReceiverKeys>,
+    accounts: Arc<Mutex<HashMap<AccountId, Arc<Mutex<Totals>>>>>,
+}
+
+impl std::fmt::Debug for Receivers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receivers").finish_non_exhaustive()
+    }
+}
+
+impl Receivers {
+    /// Receivers whose credentials derive from `secret` (`node.receiver_secret`).
+    pub fn new(secret: &[u8; 32]) -> Self {
+        Receivers {
+            keys: Arc::new(ReceiverKeys::new(secret)),
+            accounts: Arc::default(),
+        }
+    }
+
+    /// The keys credentials are issued with.
+    pub fn keys(&self) -> &Arc<ReceiverKeys> {
+        &self.keys
+    }
+
+    /// The receiver of local account `id`, whose address adds `segment` to ours, in `asset`
+    /// (code, scale), `bounded` when it has a maximum.
+    pub fn account(
+        &self,
+        id: &AccountId,
+        segment: &str,
+        asset: (&str, u8),
+        bounded: bool,
+    ) -> Receiver {
+        let mut accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+        Receiver {
+            account: id.clone(),
+            segment: segment.to_owned(),
+            asset_code: asset.0.to_owned(),
+            asset_scale: asset.1,
+            keys: self.keys.clone(),
+            totals: accounts.entry(id.clone()).or_default().clone(),
+            bounded,
+        }
+    }
+}
+
+/// Each connection's stream totals, by connection id.
+#[derive(Default)]
+struct Totals {
+    connections: HashMap<[u8; 16], Streams>,
+    /// Counts credits, to tell which connection was paid least recently.
+    clock: u64,
+}
+
+#[derive(Default)]
+struct Streams {
+    /// (stream id, total received), by stream id.
+    totals: Vec<(u64, u64)>,
+    last_paid: u64,
+}
+
+impl Totals {
+    /// Adds `amounts` (stream id, amount) to `connection`'s totals; returns every stream's total.
+    fn add(&mut self, connection: [u8; 16], amounts: &[(u64, u64)]) -> Vec<(u64, u64)> {
+        if self.connections.len() >= MAX_CONNECTIONS && !self.connections.contains_key(&connection)
+        {
+            self.forget_oldest();
+        }
+        self.clock += 1;
+        let streams = self.connections.entry(connection).or_default();
+        streams.last_paid = self.clock;
+        for &(id, amount) in amounts {
+            match streams.totals.binary_search_by_key(&id, |(i, _)| *i) {
+                Ok(i) => streams.totals[i].1 = streams.totals[i].1.saturating_add(amount),
+                Err(i) => streams.totals.insert(i, (id, amount)),
+            }
+        }
+        streams.totals.clone()
+    }
+
+    /// Takes back what [`Totals::add`] added, when the credit could not be recorded.
+    fn undo(&mut self, connection: [u8; 16], amounts: &[(u64, u64)]) {
+        let Some(streams) = self.connections.get_mut(&connection) else {
+            return;
+        };
+        for &(id, amount) in amounts {
+            if let Ok(i) = streams.totals.binary_search_by_key(&id, |(i, _)| *i) {
+                streams.totals[i].1 = streams.totals[i].1.saturating_sub(amount);
+            }
+        }
+    }
+
+    fn get(&self, connection: &[u8; 16]) -> Vec<(u64, u64)> {
+        self.connections
+            .get(connection)
+            .map(|s| s.totals.clone())
+            .unwrap_or_default()
+    }
+
+    /// Forgets the least recently paid tenth of the connections.
+    fn forget_oldest(&mut self) {
+        let mut ages: Vec<u64> = self.connections.values().map(|s| s.last_paid).collect();
+        let cut = ages.len() / 10;
+        let (_, &mut oldest_kept, _) = ages.select_nth_unstable(cut);
+        self.connections.retain(|_, s| s.last_paid >= oldest_kept);
+    }
+}
+
+/// One local account's receiver.
+#[derive(Clone)]
+pub struct Receiver {
+    account: AccountId,
+    segment: String,
+    asset_code: String,
+    asset_scale: u8,
+    keys: Arc<ReceiverKeys>,
+    totals: Arc<Mutex<Totals>>,
+    bounded: bool,
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver")
+            .field("account", &self.account)
+            .field("bounded", &self.bounded)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a receiver does with a Prepare.
+pub enum Answer {
+    /// Answer with this now: nothing is credited.
+    Now(Result<Fulfill, Reject>),
+    /// Credit [`Acceptance::amount`], then answer [`Acceptance::fulfill`].
+    Credit(Acceptance),
+}
+
+/// A Prepare whose money the receiver takes once it is credited.
+pub struct Acceptance {
+    totals: Arc<Mutex<Totals>>,
+    connection: Connection,
+    accepted: Accepted,
+    /// The receiver's address: the Rejects' `triggered_by`.
+    address: Address,
+}
+
+enum Accepted {
+    Stream(Box<stream_receiver::Accepted>),
+    Psk2(Box<psk2::Accepted>),
+}
+
+/// What [`Acceptance::fulfill`] added to the totals, to take back if the credit fails.
+pub struct Credited {
+    totals: Arc<Mutex<Totals>>,
+    connection: [u8; 16],
+    streams: Vec<(u64, u64)>,
+}
+
+impl Credited {
+    /// Takes the credit back out of the connection's totals.
+    pub fn undo(self) {
+        lock(&self.totals).undo(self.connection, &self.streams);
+    }
+}
+
+fn lock(totals: &Mutex<Totals>) -> MutexGuard<'_, Totals> {
+    // Nothing panics while holding the lock; the totals stay consistent.
+    totals.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Receiver {
+    /// The answer to `prepare`, of which `arrived` reached the account (in its units), on the
+    /// node at `node`. `iv` (fresh randomness) encrypts an immediate answer.
+    pub fn answer(
+        &self,
+        prepare: &Prepare,
+        arrived: u64,
+        node: &Address,
+        iv: &[u8; IV_LEN],
+    ) -> Answer {
+        let address = match node.with_suffix(&self.segment) {
+            Ok(address) => address,
+            Err(e) => {
+                return Answer::Now(Err(Reject::new(
+                    ErrorCode::F02_UNREACHABLE,
+                    Some(node),
+                    &format!("the receiver has no valid address: {e}"),
+                )))
+            }
+        };
+        let address = &address;
+        let connection = match self.keys.open(&self.account, prepare.destination_str()) {
+            Ok(connection) => connection,
+            Err(e) => {
+                return Answer::Now(Err(Reject::new(
+                    ErrorCode::F06_UNEXPECTED_PAYMENT,
+                    Some(address),
+                    &e.to_string(),
+                )))
+            }
+        };
+        let accepted = match connection.protocol {
+            Protocol::Stream => {
+                let incoming = Incoming {
+                    prepare,
+                    arrived,
+                    asset_code: &self.asset_code,
+                    asset_scale: self.asset_scale,
+                    bounded: self.bounded,
+                    address,
+                };
+                match stream_receiver::decide(&connection, &incoming, iv) {
+                    stream_receiver::Decision::Answer(answer) => return Answer::Now(answer),
+                    stream_receiver::Decision::Accept(accepted) => Accepted::Stream(accepted),
+                }
+            }
+            Protocol::Psk2 => {
+                match psk2::decide(&connection.shared_secret, prepare, arrived, address, iv) {
+                    psk2::Decision::Answer(answer) => return Answer::Now(answer),
+                    psk2::Decision::Accept(accepted) => Accepted::Psk2(accepted),
+                }
+            }
+        };
+        Answer::Credit(Acceptance {
+            totals: self.totals.clone(),
+            connection,
+            accepted,
+            address: address.clone(),
+        })
+    }
+}
+
+impl Acceptance {
+    /// What to credit.
+    pub fn amount(&self) -> u64 {
+        match &self.accepted {
+            Accepted::Stream(a) => a.amount(),
+            Accepted::Psk2(a) => a.amount(),
+        }
+    }
+
+    /// The Fulfill, once the amount is reserved for the account: the connection's totals
+    /// include it from now on (and its receipts sign them), unless [`Credited::undo`].
+    pub fn fulfill(self, iv: &[u8; IV_LEN]) -> (Fulfill, Credited) {
+        let id = self.connection.id;
+        match self.accepted {
+            Accepted::Stream(accepted) => {
+                let streams = accepted.streams.clone();
+                let totals = lock(&self.totals).add(id, &streams);
+                let fulfill = accepted.fulfill(&totals, self.connection.receipts.as_ref(), iv);
+                let credited = Credited {
+                    totals: self.totals,
+                    connection: id,
+                    streams,
+                };
+                (fulfill, credited)
+            }
+            Accepted::Psk2(accepted) => {
+                let streams = vec![(0, accepted.amount())];
+                lock(&self.totals).add(id, &streams);
+                let credited = Credited {
+                    totals: self.totals,
+                    connection: id,
+                    streams,
+                };
+                (accepted.fulfill(iv), credited)
+            }
+        }
+    }
+
+    /// The answer when the account has only `room` left (its maximum reached).
+    pub fn refuse(self, room: u64, iv: &[u8; IV_LEN]) -> Reject {
+        match self.accepted {
+            Accepted::Stream(accepted) => {
+                let totals = lock(&self.totals).get(&self.connection.id);
+                accepted.refuse(room, &totals, &self.address, iv)
+            }
+            Accepted::Psk2(accepted) => accepted.refuse(&self.address, iv),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_add_undo_and_forget_the_least_recently_paid() {
+        let mut totals = Totals::default();
+        assert_eq!(totals.add([1; 16], &[(3, 5), (1, 2)]), vec![(1, 2), (3, 5)]);
+        assert_eq!(totals.add([1; 16], &[(1, 10)]), vec![(1, 12), (3, 5)]);
+        totals.undo([1; 16], &[(1, 10)]);
+        assert_eq!(totals.get(&[1; 16]), vec![(1, 2), (3, 5)]);
+        assert_eq!(totals.get(&[2; 16]), Vec::new());
+        for i in 0..MAX_CONNECTIONS as u64 {
+            let mut id = [0; 16];
+            id[..8].copy_from_slice(&i.to_be_bytes());
+            id[8] = 7;
+            totals.add(id, &[(1, 1)]);
+        }
+        // [1; 16] was paid first: among the tenth forgotten.
+        assert_eq!(totals.get(&[1; 16]), Vec::new());
+        assert!(totals.connections.len() <= MAX_CONNECTIONS);
+        assert!(totals.connections.len() >= MAX_CONNECTIONS * 9 / 10);
+    }
+}
