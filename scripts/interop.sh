@@ -14,6 +14,13 @@
 #   http   JS ilp-plugin-http sender and receiver <-> our connector over sync ILP-over-HTTP;
 #          a STREAM payment arrives in full.
 #   http2  the same, the plugins POSTing to us over HTTP/2 with prior knowledge (h2c).
+#   recv-stream         the JS ilp-protocol-stream client, our BTP child, pays our local account
+#                       shop: credentials from our SPSP server (with receipts), 1000000 units in
+#                       100+ packets; what its library says was delivered must be what our admin
+#                       API says was credited, and its last receipt must pass the library's own
+#                       verifyReceipt with that total.
+#   recv-stream-via-js  the same with the client a child of the JS ilp-connector 23.0.2, which
+#                       is peered with ours over BTP.
 #
 # Environment:
 #   ILP_CONNECTOR_BIN   our binary; default: `cargo build -p ilp-actors --bin ilp-connector`
@@ -101,9 +108,9 @@ wait_for_line() {
   return 1
 }
 
-# free_port: a port that was free on 127.0.0.1 a moment ago (for the JS listeners, which
-# cannot report the port they bound).
-free_port() { node "$JS/free-port.js"; }
+# free_port [N]: N (default 1) distinct ports, one per line, that were free on 127.0.0.1 a moment
+# ago (for the JS listeners, which cannot report the port they bound).
+free_port() { node "$JS/free-port.js" "${1:-1}"; }
 
 # start_ours NAME: runs our binary on $WORK/NAME.toml; sets OUR_PID. Its stdout, which carries
 # only the lifecycle lines waited for here, goes to $WORK/NAME.out and its log (stderr) to
@@ -137,7 +144,8 @@ run_js() {
 }
 
 # Our node's configuration: the [node], [broadcast] and [listeners] tables (listeners on port
-# 0, no admin API, memory store, no spread so a payment arrives in full), then $2 (accounts).
+# 0, memory store, no spread so a payment arrives in full), then $3 (accounts). The admin API
+# and the SPSP server are on (port 0) when RECEIVE=1, else there is neither.
 write_config() {
   local name=$1 address=$2 accounts=$3
   cat >"$WORK/$name.toml" <<EOF
@@ -158,8 +166,11 @@ bind = "127.0.0.1:0"
 bind = "127.0.0.1:0"
 h2 = ${H2:-false}
 
-[listeners.admin]
-enabled = false
+$(if [[ ${RECEIVE:-0} == 1 ]]; then
+  printf '[listeners.admin]\nbind = "127.0.0.1:0"\n\n[listeners.spsp]\nbind = "127.0.0.1:0"\n'
+else
+  printf '[listeners.admin]\nenabled = false\n'
+fi)
 
 [store]
 backend = "memory"
@@ -199,15 +210,50 @@ $(btp_child receiver receiver-token)"
     run_js btp stream-btp.js
 }
 
+# start_js_connector NAME PEER_OPTIONS CHILD CHILD_PORT: the JS ilp-connector 23.0.2 (test.js)
+# with a peer account "ours" (ilp-plugin-btp with PEER_OPTIONS) and a child CHILD whose
+# ilp-plugin-btp listens on CHILD_PORT (secret CHILD-token); sets JS_PID.
+start_js_connector() {
+  local name=$1 peer_options=$2 child=$3 child_port=$4
+  # Route broadcast stays on (the default): without it the JS connector installs no routes.
+  local accounts
+  accounts=$(cat <<EOF
+{
+  "ours": {
+    "relation": "peer", "assetCode": "USD", "assetScale": 9,
+    "plugin": "ilp-plugin-btp", "options": $peer_options,
+    "rateLimit": { "refillCount": 1000000, "capacity": 1000000 }
+  },
+  "$child": {
+    "relation": "child", "assetCode": "USD", "assetScale": 9,
+    "plugin": "ilp-plugin-btp",
+    "options": { "listener": { "port": $child_port, "secret": "$child-token",
+                               "wsOpts": { "host": "127.0.0.1", "port": $child_port } } },
+    "rateLimit": { "refillCount": 1000000, "capacity": 1000000 }
+  }
+}
+EOF
+)
+  (
+    cd "$JS"
+    export CONNECTOR_ILP_ADDRESS=test.js CONNECTOR_STORE=memory CONNECTOR_BACKEND=one-to-one \
+      CONNECTOR_SPREAD=0 CONNECTOR_ROUTE_BROADCAST_ENABLED=true \
+      CONNECTOR_ROUTE_BROADCAST_INTERVAL=1000 CONNECTOR_ACCOUNTS="$accounts" \
+      DEBUG='ilp*,connector*'
+    exec node node_modules/ilp-connector/dist/index.js
+  ) >"$WORK/$name-jsconnector.log" 2>&1 &
+  JS_PID=$!
+  PIDS+=("$JS_PID")
+}
+
 # peer_scenario NAME DIAL: the JS ilp-connector (test.js) peered with ours (test.ours) over BTP.
 # DIAL=ours: our js account is a btp-client of the JS connector's listener; DIAL=js: the JS
 # connector's ilp-plugin-btp dials our btp-server. Children: alice (ours), bob (the JS one's).
 peer_scenario() {
   local name=$1 dial=$2
   local js_peer_port js_child_port js_pid peer_link peer_options
-  js_child_port="$(free_port)"
+  { read -r js_child_port; read -r js_peer_port; } < <(free_port 2)
   if [[ $dial == ours ]]; then
-    js_peer_port="$(free_port)"
     peer_link="type = \"btp-client\"
 url = \"ws://127.0.0.1:$js_peer_port\"
 auth_username = \"ours\"
@@ -227,48 +273,18 @@ $peer_link
 [accounts.js.rate_limit]
 refill_count = 1000000
 capacity = 1000000"
-  start_js_connector() {
-    # Route broadcast stays on (the default): without it the JS connector installs no routes.
-    local accounts
-    accounts=$(cat <<EOF
-{
-  "ours": {
-    "relation": "peer", "assetCode": "USD", "assetScale": 9,
-    "plugin": "ilp-plugin-btp", "options": $peer_options,
-    "rateLimit": { "refillCount": 1000000, "capacity": 1000000 }
-  },
-  "bob": {
-    "relation": "child", "assetCode": "USD", "assetScale": 9,
-    "plugin": "ilp-plugin-btp",
-    "options": { "listener": { "port": $js_child_port, "secret": "bob-token",
-                               "wsOpts": { "host": "127.0.0.1", "port": $js_child_port } } },
-    "rateLimit": { "refillCount": 1000000, "capacity": 1000000 }
-  }
-}
-EOF
-)
-    (
-      cd "$JS"
-      export CONNECTOR_ILP_ADDRESS=test.js CONNECTOR_STORE=memory CONNECTOR_BACKEND=one-to-one \
-        CONNECTOR_SPREAD=0 CONNECTOR_ROUTE_BROADCAST_ENABLED=true \
-        CONNECTOR_ROUTE_BROADCAST_INTERVAL=1000 CONNECTOR_ACCOUNTS="$accounts" \
-        DEBUG='ilp*,connector*'
-      exec node node_modules/ilp-connector/dist/index.js
-    ) >"$WORK/$name-jsconnector.log" 2>&1 &
-    js_pid=$!
-    PIDS+=("$js_pid")
-  }
   if [[ $dial == ours ]]; then
     # Ours redials until the JS connector listens.
-    start_js_connector
+    start_js_connector "$name" "$peer_options" bob "$js_child_port"
     start_ours "$name" || return 1
     OUR_BTP="ws://$(listen_addr "$name" 'BTP listening on ws://')" || return 1
   else
     start_ours "$name" || return 1
     OUR_BTP="ws://$(listen_addr "$name" 'BTP listening on ws://')" || return 1
     peer_options="{ \"server\": \"btp+ws://js:peer-token@${OUR_BTP#ws://}\" }"
-    start_js_connector
+    start_js_connector "$name" "$peer_options" bob "$js_child_port"
   fi
+  js_pid=$JS_PID
   log "our connector: $OUR_BTP (pid $OUR_PID); JS connector: pid $js_pid, bob's listener on port $js_child_port; $dial dial(s) the peer link"
   OUR_BTP="$OUR_BTP" ALICE_TOKEN=alice-token JS_BTP="ws://127.0.0.1:$js_child_port" BOB_TOKEN=bob-token \
     AMOUNT=10000 run_js "$name" stream-peer.js
@@ -282,8 +298,7 @@ scenario_peer_in() { peer_scenario peer-in js; }
 http_scenario() {
   local name=$1 h2=$2
   local sender_port receiver_port
-  sender_port="$(free_port)"
-  receiver_port="$(free_port)"
+  { read -r sender_port; read -r receiver_port; } < <(free_port 2)
   local accounts="" who port
   for who in sender receiver; do
     port=$sender_port
@@ -310,18 +325,65 @@ capacity = 1000000
     HTTP2=$h2 run_js "$name" stream-http.js
 }
 
+# A local account of ours (shop) to be paid, as config lines.
+shop_account() {
+  printf '[accounts.shop]\nrelation = "child"\n[accounts.shop.link]\ntype = "local"\n'
+}
+
+# recv_scenario NAME SCRIPT VIA: a JS sender pays our local account shop through our SPSP
+# server; SCRIPT checks what arrived against our admin API. VIA=direct: the sender is our BTP
+# child, capped at 10000 units a packet. VIA=js: the sender is a child of the JS connector, which
+# dials our btp-server as peer "js" (capped at 10000 units a packet on our side).
+recv_scenario() {
+  local name=$1 script=$2 via=$3
+  local cap='max_packet_amount = 10000'
+  if [[ $via == direct ]]; then
+    RECEIVE=1 write_config "$name" test.ours "$(btp_child payer payer-token "$cap")
+$(shop_account)"
+  else
+    RECEIVE=1 write_config "$name" test.ours "$(shop_account)
+[accounts.js]
+relation = \"peer\"
+$cap
+[accounts.js.link]
+type = \"btp-server\"
+auth_username = \"js\"
+auth_token = \"peer-token\"
+[accounts.js.rate_limit]
+refill_count = 1000000
+capacity = 1000000"
+  fi
+  start_ours "$name" || return 1
+  local btp spsp admin payer_btp payer_port
+  btp="ws://$(listen_addr "$name" 'BTP listening on ws://')" || return 1
+  spsp="http://$(listen_addr "$name" 'SPSP listening on http://')" || return 1
+  admin="http://$(listen_addr "$name" 'admin API listening on http://')" || return 1
+  payer_btp=$btp
+  if [[ $via == js ]]; then
+    payer_port="$(free_port)"
+    start_js_connector "$name" "{ \"server\": \"btp+ws://js:peer-token@${btp#ws://}\" }" payer "$payer_port"
+    payer_btp="ws://127.0.0.1:$payer_port"
+  fi
+  log "our connector: $btp, SPSP $spsp, admin $admin (pid $OUR_PID); the payer connects to $payer_btp"
+  PAYER_BTP="$payer_btp" PAYER_TOKEN=payer-token SPSP_URL="$spsp/shop" ADMIN_URL="$admin" \
+    ACCOUNT=shop AMOUNT=1000000 run_js "$name" "$script"
+}
+
+scenario_recv_stream() { recv_scenario recv-stream recv-stream.js direct; }
+scenario_recv_stream_via_js() { recv_scenario recv-stream-via-js recv-stream.js js; }
+
 scenario_http() { http_scenario http false; }
 scenario_http2() { http_scenario http2 true; }
 
 main() {
   local scenarios=("$@")
-  ((${#scenarios[@]})) || scenarios=(btp peer peer-in http http2)
+  ((${#scenarios[@]})) || scenarios=(btp peer peer-in http http2 recv-stream recv-stream-via-js)
   local s
   for s in "${scenarios[@]}"; do
     case "$s" in
-      btp | peer | peer-in | http | http2) ;;
+      btp | peer | peer-in | http | http2 | recv-stream | recv-stream-via-js) ;;
       -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-      *) echo "unknown scenario $s (btp, peer, peer-in, http, http2)" >&2; exit 2 ;;
+      *) echo "unknown scenario $s (btp, peer, peer-in, http, http2, recv-stream, recv-stream-via-js)" >&2; exit 2 ;;
     esac
   done
 

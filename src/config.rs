@@ -22,7 +22,8 @@ pub use changes::ConfigChanges;
 pub use sections::{
     AdminListenerConfig, BroadcastConfig, BtpListenerConfig, HttpListenerConfig, ListenersConfig,
     LogConfig, LogDirectives, LogFormat, LogLevel, NodeConfig, RateBackendKind, RatesConfig,
-    RoutingConfig, Secret32, SecretString, ServerTlsConfig, StaticRoute, StoreBackend, StoreConfig,
+    RoutingConfig, Secret32, SecretString, ServerTlsConfig, SpspListenerConfig, StaticRoute,
+    StoreBackend, StoreConfig,
 };
 
 use crate::rates::{Exchange, RateBackend, RateError, StaticRates};

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod balance_keeper;
 pub mod clock;
+pub mod http_serve;
 pub mod link;
 pub mod loadgen;
 pub mod log;
@@ -21,6 +22,7 @@ pub mod route_broadcaster;
 pub mod router;
 pub mod settlement_engine;
 pub mod shutdown;
+pub mod spsp_server;
 pub mod store;
 pub mod supervise;
 #[cfg(any(test, feature = "test-support"))]

@@ -41,6 +41,7 @@ use ilp_actors::messages::AccountId;
 use ilp_actors::metrics::Metrics;
 use ilp_actors::node::{Node, NodeOptions, NodeRandomness};
 use ilp_actors::reload::{self, LinkSet};
+use ilp_actors::spsp_server::{SpspAccounts, SpspServer};
 use ilp_actors::store::memory::MemoryStore;
 use ilp_actors::store::rocks::{RocksStore, WriterOptions};
 use ilp_actors::store::Store;
@@ -605,6 +606,23 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
         for link in http_links.values() {
             link.set_node_address(node.address.clone());
         }
+        let spsp_server = match &config.listeners.spsp {
+            Some(listener) => match SpspServer::start(listener, &node, &config).await {
+                Ok(server) => {
+                    out_line!(
+                        "SPSP listening on {}://{}",
+                        server.scheme(),
+                        server.local_addr()
+                    );
+                    Some(server)
+                }
+                Err(e) => {
+                    err_line!("{path}: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+            None => None,
+        };
         // Up before the address is learned, so /ready can tell operators it is not yet.
         let admin_server = if config.listeners.admin.enabled {
             let bind = config.listeners.admin.bind;
@@ -693,6 +711,9 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
                     if let Some(admin) = &admin_server {
                         admin.reload(&node, &done.config);
                     }
+                    if let Some(spsp) = &spsp_server {
+                        spsp.set_accounts(SpspAccounts::from_config(&done.config));
+                    }
                     running = done.config;
                 }
                 Err(e) => {
@@ -721,6 +742,7 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
         drop(admin_server);
         drop(btp);
         drop(http_server);
+        drop(spsp_server);
         if let Some(rocks) = rocks {
             if let Err(e) = rocks.flush().await {
                 err_line!(

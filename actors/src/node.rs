@@ -192,8 +192,14 @@ impl Node {
         } = options;
         // The binary passes the routing secret it drew from the OS; simulations replay a seed.
         let from_os = routing_secret.is_some();
-        for id in config.accounts.keys() {
-            if !links.contains_key(id.as_str()) {
+        // A local account has no link; the Router answers its packets.
+        let mut links = links;
+        for (id, account) in &config.accounts {
+            if account.is_local() {
+                links
+                    .entry(Arc::from(id.as_str()))
+                    .or_insert_with(|| Arc::new(crate::link::UnconnectedLink));
+            } else if !links.contains_key(id.as_str()) {
                 return Err(NodeError::MissingLink(id.clone()));
             }
         }

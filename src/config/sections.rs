@@ -333,6 +333,29 @@ impl Default for AdminListenerConfig {
     }
 }
 
+/// `[listeners.spsp]`: the SPSP server handing out payment credentials for local accounts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpspListenerConfig {
+    pub bind: SocketAddr,
+    #[serde(default)]
+    pub tls: ServerTlsConfig,
+    /// Offer HTTP/2 (ALPN `h2` under TLS, prior knowledge in clear text).
+    #[serde(default = "default_true")]
+    pub h2: bool,
+    /// The local account `GET /.well-known/pay` answers for (a payment pointer with no path).
+    #[serde(default)]
+    pub default_account: Option<String>,
+    /// `Cache-Control: max-age` of an answer without receipts, in seconds; 0: `no-cache`.
+    #[serde(default = "SpspListenerConfig::default_cache_max_age_s")]
+    pub cache_max_age_s: u64,
+}
+
+impl SpspListenerConfig {
+    fn default_cache_max_age_s() -> u64 {
+        60
+    }
+}
+
 /// `[listeners]`: sockets the node serves on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ListenersConfig {
@@ -340,6 +363,8 @@ pub struct ListenersConfig {
     pub btp: Option<BtpListenerConfig>,
     #[serde(default)]
     pub http: Option<HttpListenerConfig>,
+    #[serde(default)]
+    pub spsp: Option<SpspListenerConfig>,
     #[serde(default)]
     pub admin: AdminListenerConfig,
 }

@@ -841,3 +841,51 @@ link = { type = "memory" }
     assert_error(&e, "accounts.linked.receiver", "link.type = \"local\"");
     assert_eq!(e.errors().len(), 5, "\n{e}");
 }
+
+#[test]
+fn spsp_listener_keys_and_their_checks() {
+    let ok = r#"
+[node]
+ilp_address = "test.a"
+[listeners.spsp]
+bind = "127.0.0.1:7772"
+default_account = "shop"
+[accounts.shop]
+relation = "child"
+link = { type = "local" }
+"#;
+    let c = Config::from_toml_str(ok).unwrap();
+    let spsp = c.listeners.spsp.as_ref().unwrap();
+    assert_eq!(spsp.default_account.as_deref(), Some("shop"));
+    assert_eq!(spsp.cache_max_age_s, 60);
+    assert!(spsp.h2);
+    assert!(!spsp.tls.enabled);
+
+    let bad = r#"
+[node]
+ilp_address = "test.a"
+[listeners.admin]
+bind = "127.0.0.1:7772"
+[listeners.spsp]
+bind = "127.0.0.1:7772"
+default_account = "kid"
+[listeners.spsp.tls]
+enabled = true
+[accounts.kid]
+relation = "child"
+link = { type = "memory" }
+"#;
+    let e = errors(bad);
+    assert_error(&e, "listeners.spsp.bind", "is also listeners.admin.bind");
+    assert_error(
+        &e,
+        "listeners.spsp.default_account",
+        "link.type = \"local\"",
+    );
+    assert!(
+        paths(&e)
+            .iter()
+            .any(|p| p.starts_with("listeners.spsp.tls")),
+        "\n{e}"
+    );
+}

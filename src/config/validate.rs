@@ -227,6 +227,30 @@ pub(super) fn check(config: &Config, failed_accounts: &BTreeSet<String>) -> Vec<
             );
         }
     }
+    if let Some(spsp) = &l.spsp {
+        check_server_tls(&mut e, "listeners.spsp.tls", &spsp.tls);
+        // Port 0 asks the OS for a free port each time, so it can never clash.
+        for (name, bind) in [
+            ("btp", l.btp.as_ref().map(|x| x.bind)),
+            ("http", l.http.as_ref().map(|x| x.bind)),
+            ("admin", l.admin.enabled.then_some(l.admin.bind)),
+        ] {
+            if bind == Some(spsp.bind) && spsp.bind.port() != 0 {
+                e.at(
+                    "listeners.spsp.bind",
+                    format!("{} is also listeners.{name}.bind", spsp.bind),
+                );
+            }
+        }
+        if let Some(id) = &spsp.default_account {
+            if !config.accounts.get(id).is_some_and(|a| a.is_local()) {
+                e.at(
+                    "listeners.spsp.default_account",
+                    format!("{id:?} is not an account with link.type = \"local\""),
+                );
+            }
+        }
+    }
     if l.admin.enabled {
         if !l.admin.bind.ip().is_loopback() && l.admin.token.is_none() {
             e.at(

@@ -52,10 +52,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
-use hyper::service::service_fn;
 use hyper::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use ilp::packet::{ErrorCode, Packet, Prepare};
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -66,7 +63,7 @@ use std::time::Duration;
 use subtle::ConstantTimeEq;
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 /// Longest Request-Id accepted (a UUID is 36 characters).
 pub const MAX_REQUEST_ID_BYTES: usize = 128;
@@ -212,28 +209,16 @@ impl HttpServer {
         for link in accounts {
             routes.add(link)?;
         }
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(options.header_timeout);
-        builder.http2().timer(TokioTimer::new());
-        let builder = if options.h2 {
-            builder
-        } else {
-            builder.http1_only()
+        let serve_options = crate::http_serve::ServeOptions {
+            h2: options.h2,
+            header_timeout: options.header_timeout,
+            tls: options.tls.clone(),
+            max_connections: options.max_connections,
         };
-        let tls = options
-            .tls
-            .as_ref()
-            .map(|t| (t.acceptor(), options.header_timeout));
-        let task = tokio::spawn(accept_loop(
-            listener,
-            Arc::new(builder),
-            routes.clone(),
-            tls,
-            options.max_connections,
-        ));
+        let handler_routes = routes.clone();
+        let task = crate::http_serve::serve(listener, &serve_options, move |req, peer| {
+            handle(handler_routes.clone(), peer, req)
+        });
         Ok(HttpServer {
             local_addr,
             task,
@@ -339,61 +324,6 @@ impl Drop for HttpServer {
     fn drop(&mut self) {
         // The connections live in the accept loop's JoinSet, which aborts them as it drops.
         self.task.abort();
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    routes: Arc<Routes>,
-    tls: Option<(tokio_rustls::TlsAcceptor, Duration)>,
-    max_connections: usize,
-) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _peer)) = accepted else {
-                    // Out of file descriptors and the like: pause instead of spinning.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                };
-                // Finished connections are reaped below, so `len` counts live ones.
-                if connections.len() >= max_connections {
-                    drop(stream);
-                    continue;
-                }
-                let _ = stream.set_nodelay(true);
-                let builder = builder.clone();
-                let routes = routes.clone();
-                let tls = tls.clone();
-                connections.spawn(async move {
-                    // A connection error (TLS handshake included) concerns that client only.
-                    let Some((acceptor, timeout)) = tls else {
-                        let peer: Arc<[String]> = Arc::from([]);
-                        let service = service_fn(move |req| handle(routes.clone(), peer.clone(), req));
-                        let _ = builder.serve_connection(TokioIo::new(stream), service).await;
-                        return;
-                    };
-                    let Ok(Ok(stream)) = tokio::time::timeout(timeout, acceptor.accept(stream)).await
-                    else {
-                        return;
-                    };
-                    // Only a certificate the handshake verified is ever present here.
-                    let peer: Arc<[String]> = stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|chain| chain.first())
-                        .map(tls::cert_dns_names)
-                        .unwrap_or_default()
-                        .into();
-                    let service = service_fn(move |req| handle(routes.clone(), peer.clone(), req));
-                    let _ = builder.serve_connection(TokioIo::new(stream), service).await;
-                });
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
     }
 }
 
