@@ -19,8 +19,20 @@
 #                       100+ packets; what its library says was delivered must be what our admin
 #                       API says was credited, and its last receipt must pass the library's own
 #                       verifyReceipt with that total.
-#   recv-stream-via-js  the same with the client a child of the JS ilp-connector 23.0.2, which
-#                       is peered with ours over BTP.
+#   recv-pay            @interledger/pay 0.2.2 pays the payment pointer of our node (no path:
+#                       /.well-known/pay, the SPSP server's default account shop), with its
+#                       asset probe, rate probe and quote; delivered must equal credited.
+#   recv-spsp           the ilp-spsp 1.2.0 command line (`ilp-spsp send`) pays shop; credited
+#                       must equal the amount sent.
+#   recv-psk2           ilp-protocol-psk2 0.5.0 over application/spsp+json credentials: a quote,
+#                       ten requests, a refused short one and a legacy chunk; the amounts the
+#                       responses report must add up to what was credited.
+#   recv-*-via-js       each of the four with the payer a child of the JS ilp-connector 23.0.2,
+#                       which is peered with ours over BTP (it dials our btp-server).
+#   recv-fx             the STREAM client pays in XRP (scale 9) through a static rate to shop in
+#                       USD (scale 2): credited = what the library reports delivered = receipt.
+#   recv-limits         shop has a receiver maximum below what the client tries to send: the
+#                       payment stops with an error, credited = delivered <= maximum.
 #
 # Environment:
 #   ILP_CONNECTOR_BIN   our binary; default: `cargo build -p ilp-actors --bin ilp-connector`
@@ -167,7 +179,7 @@ bind = "127.0.0.1:0"
 h2 = ${H2:-false}
 
 $(if [[ ${RECEIVE:-0} == 1 ]]; then
-  printf '[listeners.admin]\nbind = "127.0.0.1:0"\n\n[listeners.spsp]\nbind = "127.0.0.1:0"\n'
+  printf '[listeners.admin]\nbind = "127.0.0.1:0"\n\n[listeners.spsp]\nbind = "127.0.0.1:0"\ndefault_account = "shop"\n'
 else
   printf '[listeners.admin]\nenabled = false\n'
 fi)
@@ -325,9 +337,9 @@ capacity = 1000000
     HTTP2=$h2 run_js "$name" stream-http.js
 }
 
-# A local account of ours (shop) to be paid, as config lines.
+# shop_account [KEY = VALUE lines]: a local account of ours (shop) to be paid, as config lines.
 shop_account() {
-  printf '[accounts.shop]\nrelation = "child"\n[accounts.shop.link]\ntype = "local"\n'
+  printf '[accounts.shop]\nrelation = "child"\n%s\n[accounts.shop.link]\ntype = "local"\n' "${1:-}"
 }
 
 # recv_scenario NAME SCRIPT VIA: a JS sender pays our local account shop through our SPSP
@@ -365,25 +377,76 @@ capacity = 1000000"
     payer_btp="ws://127.0.0.1:$payer_port"
   fi
   log "our connector: $btp, SPSP $spsp, admin $admin (pid $OUR_PID); the payer connects to $payer_btp"
-  PAYER_BTP="$payer_btp" PAYER_TOKEN=payer-token SPSP_URL="$spsp/shop" ADMIN_URL="$admin" \
-    ACCOUNT=shop AMOUNT=1000000 run_js "$name" "$script"
+  PAYER_BTP="$payer_btp" PAYER_TOKEN=payer-token SPSP_URL="$spsp/shop" SPSP_BASE="$spsp" \
+    ADMIN_URL="$admin" ACCOUNT=shop AMOUNT=1000000 run_js "$name" "$script"
 }
 
 scenario_recv_stream() { recv_scenario recv-stream recv-stream.js direct; }
 scenario_recv_stream_via_js() { recv_scenario recv-stream-via-js recv-stream.js js; }
+scenario_recv_pay() { recv_scenario recv-pay recv-pay.js direct; }
+scenario_recv_pay_via_js() { recv_scenario recv-pay-via-js recv-pay.js js; }
+scenario_recv_spsp() { recv_scenario recv-spsp recv-spsp.js direct; }
+scenario_recv_spsp_via_js() { recv_scenario recv-spsp-via-js recv-spsp.js js; }
+# recv-fx: the payer (our BTP child) pays in XRP, scale 9; shop receives USD, scale 2; static
+# rates, 2 XRP to the dollar. The JS STREAM client pays 1000 XRP in packets of at most 100 XRP
+# (its rate probe needs a packet that delivers 1000 units, here $10); what it reports delivered
+# (in cents) must be what was credited, and its receipt must say so too.
+scenario_recv_fx() {
+  local name=recv-fx
+  RECEIVE=1 write_config "$name" test.ours "[rates]
+backend = \"static\"
+[rates.static]
+USD = \"1\"
+XRP = \"2\"
+$(btp_child payer payer-token 'max_packet_amount = 100000000000
+asset_code = "XRP"
+asset_scale = 9')
+$(shop_account 'asset_code = "USD"
+asset_scale = 2')"
+  start_ours "$name" || return 1
+  local btp spsp admin
+  btp="ws://$(listen_addr "$name" 'BTP listening on ws://')" || return 1
+  spsp="http://$(listen_addr "$name" 'SPSP listening on http://')" || return 1
+  admin="http://$(listen_addr "$name" 'admin API listening on http://')" || return 1
+  log "our connector: $btp, SPSP $spsp, admin $admin (pid $OUR_PID)"
+  PAYER_BTP="$btp" PAYER_TOKEN=payer-token SPSP_URL="$spsp/shop" ADMIN_URL="$admin" \
+    ACCOUNT=shop AMOUNT=1000000000000 FX=1 run_js "$name" recv-stream.js
+}
+
+# recv-limits: shop may hold at most 305000 units; the JS STREAM client, our BTP child capped at
+# 10000 units a packet, tries to pay 1000000. The payment must stop with an error, and what was
+# credited must be what its library says was delivered, at most the maximum.
+scenario_recv_limits() {
+  local name=recv-limits
+  RECEIVE=1 write_config "$name" test.ours "$(btp_child payer payer-token 'max_packet_amount = 10000')
+$(shop_account)
+[accounts.shop.receiver]
+maximum = 305000"
+  start_ours "$name" || return 1
+  local btp spsp admin
+  btp="ws://$(listen_addr "$name" 'BTP listening on ws://')" || return 1
+  spsp="http://$(listen_addr "$name" 'SPSP listening on http://')" || return 1
+  admin="http://$(listen_addr "$name" 'admin API listening on http://')" || return 1
+  log "our connector: $btp, SPSP $spsp, admin $admin (pid $OUR_PID)"
+  PAYER_BTP="$btp" PAYER_TOKEN=payer-token SPSP_URL="$spsp/shop" ADMIN_URL="$admin" \
+    ACCOUNT=shop AMOUNT=1000000 MAXIMUM=305000 run_js "$name" recv-limits.js
+}
+
+scenario_recv_psk2() { recv_scenario recv-psk2 recv-psk2.js direct; }
+scenario_recv_psk2_via_js() { recv_scenario recv-psk2-via-js recv-psk2.js js; }
 
 scenario_http() { http_scenario http false; }
 scenario_http2() { http_scenario http2 true; }
 
 main() {
   local scenarios=("$@")
-  ((${#scenarios[@]})) || scenarios=(btp peer peer-in http http2 recv-stream recv-stream-via-js)
+  ((${#scenarios[@]})) || scenarios=(btp peer peer-in http http2 recv-stream recv-stream-via-js recv-pay recv-pay-via-js recv-spsp recv-spsp-via-js recv-psk2 recv-psk2-via-js recv-fx recv-limits)
   local s
   for s in "${scenarios[@]}"; do
     case "$s" in
-      btp | peer | peer-in | http | http2 | recv-stream | recv-stream-via-js) ;;
+      btp | peer | peer-in | http | http2 | recv-stream | recv-stream-via-js | recv-pay | recv-pay-via-js | recv-spsp | recv-spsp-via-js | recv-psk2 | recv-psk2-via-js | recv-fx | recv-limits) ;;
       -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-      *) echo "unknown scenario $s (btp, peer, peer-in, http, http2, recv-stream, recv-stream-via-js)" >&2; exit 2 ;;
+      *) echo "unknown scenario $s (btp, peer, peer-in, http, http2, recv-stream, recv-stream-via-js, recv-pay, recv-pay-via-js, recv-spsp, recv-spsp-via-js, recv-psk2, recv-psk2-via-js, recv-fx, recv-limits)" >&2; exit 2 ;;
     esac
   done
 
