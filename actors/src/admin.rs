@@ -4,8 +4,9 @@
 //! |---|---|
 //! | `GET /health` | 200 while the process serves (no token needed) |
 //! | `GET /ready` | 200 once the node has its address, else 503 (no token needed) |
-//! | `GET /accounts`, `GET /accounts/<id>` | id, relation, asset, link state, balance, pending amounts |
+//! | `GET /accounts`, `GET /accounts/<id>` | id, relation, asset, link state, balance, pending amounts; a local account's `receiver`: SPSP URL, payment pointer, received, maximum |
 //! | `POST /accounts/<id>/balance` `{"adjust": i64}` | durable balance correction; the new balance |
+//! | `GET /accounts/<id>/payments?after=<seq>&limit=<n>` | a local account's payment events after `seq`, and the `next` seq |
 //! | `GET /routes` | the Router's table: prefix, account, kind (default, static, child, learned) |
 //! | `PUT /routes/static/<prefix>` `{"account": id}`, `DELETE /routes/static/<prefix>` | static routes at run time |
 //! | `GET /stats` | packets by direction and outcome, uptime, accounts |
@@ -27,7 +28,7 @@ use crate::messages::{
 use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::peer_account::NodeAddress;
-use crate::store::{Store, StoreError};
+use crate::store::{read_off_thread, Store, StoreError};
 use actix::Recipient;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -69,6 +70,16 @@ struct AccountInfo {
     asset_code: String,
     asset_scale: u8,
     link: Option<Arc<dyn Link>>,
+    /// A local account: paid through the SPSP server.
+    receiver: Option<ReceiverInfo>,
+}
+
+struct ReceiverInfo {
+    maximum: Option<u64>,
+    /// Its path on the SPSP server.
+    path: String,
+    /// Whether `/.well-known/pay` answers for it too.
+    default: bool,
 }
 
 type AccountTable = BTreeMap<AccountId, AccountInfo>;
@@ -88,6 +99,16 @@ fn account_table(node: &Node, config: &Config) -> AccountTable {
                 asset_code: a.asset_code.clone(),
                 asset_scale: a.asset_scale,
                 link: node.links.get(&id).cloned(),
+                receiver: a.is_local().then(|| ReceiverInfo {
+                    maximum: a.receiver_maximum(),
+                    path: format!("/{id}"),
+                    default: config
+                        .listeners
+                        .spsp
+                        .as_ref()
+                        .and_then(|l| l.default_account.as_deref())
+                        == Some(&*id),
+                }),
             };
             (id, info)
         })
@@ -111,6 +132,9 @@ pub struct AdminState {
     /// SHA-256 of the bearer token, so the comparison takes the same time whatever its length.
     token: Option<[u8; 32]>,
     started: Instant,
+    /// Where payers reach the SPSP server (`listeners.spsp.public_url`, else its bound
+    /// address); `None` without one.
+    spsp_base: Option<url::Url>,
 }
 
 impl AdminState {
@@ -138,8 +162,15 @@ impl AdminState {
                 .token
                 .as_ref()
                 .map(|t| Sha256::digest(t.expose().as_bytes()).into()),
+            spsp_base: None,
             started: Instant::now(),
         }
+    }
+
+    /// Payers reach the SPSP server at `base` (its public URL, or the address it bound).
+    pub fn with_spsp_base(mut self, base: url::Url) -> Self {
+        self.spsp_base = Some(base);
+        self
     }
 
     /// The accounts as of now (a reload replaces the table).
@@ -268,6 +299,7 @@ enum Endpoint {
     Accounts,
     Account(String),
     AccountBalance(String),
+    AccountPayments(String),
     Routes,
     StaticRoute(String),
     Stats,
@@ -287,6 +319,9 @@ impl Endpoint {
             ["accounts", id] if !id.is_empty() => Endpoint::Account((*id).to_owned()),
             ["accounts", id, "balance"] if !id.is_empty() => {
                 Endpoint::AccountBalance((*id).to_owned())
+            }
+            ["accounts", id, "payments"] if !id.is_empty() => {
+                Endpoint::AccountPayments((*id).to_owned())
             }
             ["routes"] => Endpoint::Routes,
             ["routes", "static", prefix] => Endpoint::StaticRoute((*prefix).to_owned()),
@@ -332,6 +367,7 @@ async fn serve(state: Arc<AdminState>, request: Request<Incoming>) -> Result<Ans
         return Ok(answer);
     }
     let method = request.method().clone();
+    let query = request.uri().query().map(str::to_owned);
     // Prometheus asks for OpenMetrics first; the text is the same, only the label differs.
     let openmetrics = request
         .headers()
@@ -364,6 +400,7 @@ async fn serve(state: Arc<AdminState>, request: Request<Incoming>) -> Result<Ans
             None => error(StatusCode::NOT_FOUND, &format!("no account {id}")),
         },
         Endpoint::AccountBalance(id) => adjust_balance(&state, &id, &body).await,
+        Endpoint::AccountPayments(id) => payments(&state, &id, query.as_deref()).await,
         Endpoint::Routes => match state.get_routes.send(GetRoutes).await {
             Ok(routes) => ok(&Value::Array(
                 routes
@@ -430,7 +467,7 @@ async fn account_json(state: &AdminState, id: &AccountId, info: &AccountInfo) ->
     if let (Some(metrics), Some(s)) = (&state.metrics, &snapshot) {
         metrics.set_balance(id, s);
     }
-    json!({
+    let mut account = json!({
         "id": &**id,
         "relation": info.relation,
         "asset_code": info.asset_code,
@@ -439,6 +476,87 @@ async fn account_json(state: &AdminState, id: &AccountId, info: &AccountInfo) ->
         "balance": snapshot.map(|s| s.balance),
         "pending_incoming": snapshot.map(|s| s.pending_incoming),
         "pending_outgoing": snapshot.map(|s| s.pending_outgoing),
+    });
+    if let (Some(receiver), Some(fields)) = (&info.receiver, account.as_object_mut()) {
+        let balance = snapshot.map(|s| s.balance);
+        fields.insert("receiver".into(), receiver_json(state, receiver, balance));
+    }
+    account
+}
+
+/// The most events one `GET /accounts/<id>/payments` returns.
+pub const MAX_PAYMENTS_PAGE: usize = 1000;
+
+/// `GET /accounts/<id>/payments?after=<seq>&limit=<n>`: a local account's payment events after
+/// seq `after` (default 0), at most `limit` (default and most [`MAX_PAYMENTS_PAGE`]), with the
+/// seq to ask after next.
+async fn payments(state: &AdminState, id: &str, query: Option<&str>) -> Answer {
+    let accounts = state.accounts();
+    let Some((id, info)) = accounts.get_key_value(id) else {
+        return error(StatusCode::NOT_FOUND, &format!("no account {id}"));
+    };
+    if info.receiver.is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("account {id} is not a local account: it receives no payments here"),
+        );
+    }
+    let mut after = 0u64;
+    let mut limit = MAX_PAYMENTS_PAGE;
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let bad = |what: &str| error(StatusCode::BAD_REQUEST, &format!("{key}: {what}"));
+        match key {
+            "after" => match value.parse() {
+                Ok(v) => after = v,
+                Err(_) => return bad("not a sequence number"),
+            },
+            "limit" => match value.parse::<usize>() {
+                Ok(v) if (1..=MAX_PAYMENTS_PAGE).contains(&v) => limit = v,
+                _ => return bad(&format!("must be from 1 to {MAX_PAYMENTS_PAGE}")),
+            },
+            _ => return bad("unknown parameter (after, limit)"),
+        }
+    }
+    let account = id.to_string();
+    let read = read_off_thread(state.store.clone(), move |s| {
+        crate::payment_log::read_events(s, &account, after, limit)
+    })
+    .await;
+    match read {
+        Ok(events) => {
+            let next = events.last().map_or(after, |e| e.seq);
+            ok(&json!({ "payments": events, "next": next }))
+        }
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("the store could not be read: {e}"),
+        ),
+    }
+}
+
+/// The `receiver` part of a local account's JSON: where it is paid, what it received.
+fn receiver_json(state: &AdminState, info: &ReceiverInfo, balance: Option<i64>) -> Value {
+    let url = state.spsp_base.as_ref().and_then(|base| {
+        let path = if info.default {
+            crate::spsp_server::WELL_KNOWN_PAY
+        } else {
+            &info.path
+        };
+        base.join(path.trim_start_matches('/')).ok()
+    });
+    let pointer = url
+        .as_ref()
+        .and_then(ilp::payment_pointer::PaymentPointer::for_endpoint);
+    json!({
+        "spsp_url": url.as_ref().map(url::Url::as_str),
+        "payment_pointer": pointer.map(|p| p.to_string()),
+        "received": balance.map(|b| i128::from(b).saturating_neg().to_string()),
+        "maximum": info.maximum,
     })
 }
 

@@ -19,6 +19,7 @@ use crate::messages::{
     GetBalance, Reply, ReservationId, ReservePacket, ResolvePacket, SettleThresholdCrossed,
     SettlementDirection,
 };
+use crate::payment_log::{PaymentLog, Received};
 use crate::replay;
 use crate::store::{read_off_thread, Store, StoreError, StoreOp};
 use crate::supervise::Backoff;
@@ -153,6 +154,8 @@ pub struct BalanceKeeper {
     me: Option<Arc<Addr<Self>>>,
     /// Fulfilled packets resolved since the last store commit (`Some` while a flush is due).
     batch: Option<Batch>,
+    /// Numbers the local accounts' payment events; loaded with the balances.
+    log: PaymentLog,
 }
 
 /// The balance effects of fulfilled packets the keeper has applied and not yet handed to the
@@ -163,6 +166,8 @@ pub struct BalanceKeeper {
 struct Batch {
     ops: Vec<StoreOp>,
     records: replay::RecordGroup,
+    /// The payment events and connection totals of local accounts ([`crate::payment_log`]).
+    received: Vec<StoreOp>,
     events: Vec<SettleThresholdCrossed>,
     waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
 }
@@ -231,6 +236,7 @@ impl BalanceKeeper {
             backoff: Backoff::default(),
             me: None,
             batch: None,
+            log: PaymentLog::default(),
         }
     }
 
@@ -254,11 +260,14 @@ impl BalanceKeeper {
     /// Starts from the committed balances `loaded` (read off the actor thread).
     fn reload(
         &mut self,
-        loaded: Result<BTreeMap<String, i64>, StoreError>,
+        loaded: Result<(BTreeMap<String, i64>, PaymentLog), StoreError>,
         ctx: &mut Context<Self>,
     ) {
         let stored = match loaded {
-            Ok(stored) => stored,
+            Ok((stored, log)) => {
+                self.log = log;
+                stored
+            }
             Err(_) => {
                 // Serving from unknown balances would break limits; fail and retry after backoff.
                 ctx.stop();
@@ -425,6 +434,7 @@ impl BalanceKeeper {
         moved: Moved,
         events: Vec<SettleThresholdCrossed>,
         record: Option<replay::FulfillRecord>,
+        received: Option<Received>,
         ctx: &mut Context<Self>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
         let batch = self.batch.get_or_insert_with(|| {
@@ -436,6 +446,9 @@ impl BalanceKeeper {
         }
         if let Some(record) = record {
             batch.records.push(record);
+        }
+        if let Some(received) = &received {
+            self.log.stage(received, &mut batch.received);
         }
         batch.events.extend(events);
         let (tx, rx) = oneshot::channel();
@@ -459,6 +472,7 @@ impl BalanceKeeper {
         };
         let mut ops = batch.ops;
         ops.extend(batch.records.into_op());
+        ops.extend(batch.received);
         let commit = self.persist_now(ops);
         let done = self.finish(commit, batch.events, ());
         actix::spawn(async move {
@@ -534,7 +548,7 @@ impl Actor for BalanceKeeper {
                     tokio::time::sleep(delay).await;
                 }
                 future::join_all(in_flight).await;
-                read_off_thread(store, |s| s.load_balances()).await
+                read_off_thread(store, |s| Ok((s.load_balances()?, PaymentLog::load(s)?))).await
             }
             .into_actor(self)
             .map(|loaded, act, ctx| act.reload(loaded, ctx)),
@@ -594,7 +608,7 @@ impl Handler<ResolvePacket> for BalanceKeeper {
         if moved.iter().all(Option::is_none) {
             return Reply::ready(Ok(()));
         }
-        Reply::later(self.stage(moved, events, msg.record, ctx))
+        Reply::later(self.stage(moved, events, msg.record, msg.received, ctx))
     }
 }
 
@@ -942,6 +956,7 @@ pub(crate) mod tests {
             outgoing: r.outgoing.clone(),
             fulfilled,
             record: None,
+            received: None,
         }
     }
 

@@ -13,6 +13,7 @@ pub mod log;
 pub mod messages;
 pub mod metrics;
 pub mod node;
+pub mod payment_log;
 pub mod payments;
 pub mod peer_account;
 pub mod receiver;

@@ -58,6 +58,7 @@ const USAGE: &str = "usage: ilp-connector [COMMAND] [OPTIONS]
   check-config     validate the configuration and print the effective values
   ping ADDRESS     echo round trip from the running node to ADDRESS
   balances         the running node's accounts and balances
+  receivers        the running node's local accounts: payment pointers, amounts received
   routes           the running node's routing table
   snapshot         snapshot the running node's store; prints the snapshot's path
   restore DIR      copy snapshot DIR over store.path (the node must be stopped)
@@ -109,6 +110,13 @@ node's own included); prints the answer as JSON, or exits 1 with the Reject.",
             "balances [--admin URL] [--token TOKEN] [--config PATH]",
             "The running node's accounts as a table: relation, asset, balance, amounts pending
 and link state.",
+            OPERATOR_OPTIONS,
+        ),
+        "receivers" => (
+            "receivers [--admin URL] [--token TOKEN] [--config PATH]",
+            "The running node's local accounts as a table: where each is paid (its payment
+pointer, or its SPSP URL when the SPSP server has no https public_url), asset, amount received
+and maximum.",
             OPERATOR_OPTIONS,
         ),
         "routes" => (
@@ -240,6 +248,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Parsed, UsageError> 
         "check-config" => Command::CheckConfig,
         "ping" => Command::Operator(Operation::Ping(operand("an ILP address")?)),
         "balances" => Command::Operator(Operation::Balances),
+        "receivers" => Command::Operator(Operation::Receivers),
         "routes" => Command::Operator(Operation::Routes),
         "snapshot" => Command::Operator(Operation::Snapshot),
         "restore" => Command::Restore(PathBuf::from(operand("a snapshot directory")?)),
@@ -633,7 +642,17 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match AdminServer::serve(listener, AdminState::new(&node, &config)) {
+            let mut state = AdminState::new(&node, &config);
+            if let Some(base) = spsp_server.as_ref().and_then(|server| {
+                let public = config.listeners.spsp.as_ref()?.public_url.clone();
+                public.or_else(|| {
+                    let bound = format!("{}://{}/", server.scheme(), server.local_addr());
+                    url::Url::parse(&bound).ok()
+                })
+            }) {
+                state = state.with_spsp_base(base);
+            }
+            match AdminServer::serve(listener, state) {
                 Ok(server) => {
                     out_line!("admin API listening on http://{}", server.local_addr());
                     Some(server)

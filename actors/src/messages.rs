@@ -152,6 +152,9 @@ pub struct ResolvePacket {
     /// Written in the same batch as the balances of a fulfilled packet (the durable fulfill
     /// record of [`crate::replay`]); ignored on a Reject or when no balance changes.
     pub record: Option<crate::replay::FulfillRecord>,
+    /// Money a local account received: its event and its connection's totals are written in
+    /// the same batch ([`crate::payment_log`]); ignored on a Reject.
+    pub received: Option<crate::payment_log::Received>,
 }
 
 /// The balance of an account as the keeper sees it now.

@@ -223,7 +223,8 @@ impl Node {
         let settlement_seed = rng.next_u64();
         let address = NodeAddress::new(config.node.ilp_address.clone());
         let receivers =
-            Receivers::new(&receiver_secret(config, store.as_ref(), from_os, &mut rng)?);
+            Receivers::new(&receiver_secret(config, store.as_ref(), from_os, &mut rng)?)
+                .with_store(store.clone());
         let router_receivers = receivers.clone();
 
         // Supervisor closures must own what they use; the results come back through `slot`,

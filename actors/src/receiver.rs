@@ -12,11 +12,14 @@
 //!   the room it has left ([`Acceptance::refuse`]).
 //!
 //! Each connection's stream totals (told back in `StreamMaxMoney` and signed in receipts) are
-//! kept in memory per account, for the most recent [`MAX_CONNECTIONS`] connections; they start
-//! again from 0 after a restart (the README says what that means for receipts).
+//! kept in memory per account, for the most recent [`MAX_CONNECTIONS`] connections, and written
+//! with every credit ([`crate::payment_log`]); a connection this process has not seen yet
+//! starts from its stored totals, so they never go back, not even across a restart.
 
 use crate::messages::AccountId;
-use ilp::packet::{Address, ErrorCode, Fulfill, Prepare, Reject};
+use crate::payment_log::{decode_totals, totals_key, Received};
+use crate::store::{read_off_thread, Store};
+use ilp::packet::{Address, ErrorCode, Fulfill, Prepare, Reject, Timestamp};
 use ilp::psk2;
 use ilp::stream::credentials::{Connection, Protocol, ReceiverKeys};
 use ilp::stream::receiver::{self as stream_receiver, Incoming};
@@ -34,6 +37,8 @@ pub const MAX_CONNECTIONS: usize = 100_000;
 pub struct Receivers {
     keys: Arc<ReceiverKeys>,
     accounts: Arc<Mutex<HashMap<AccountId, Arc<Mutex<Totals>>>>>,
+    /// Where the connections' totals are kept (`None`: in memory only, for tests).
+    store: Option<Arc<dyn Store>>,
 }
 
 impl std::fmt::Debug for Receivers {
@@ -48,7 +53,14 @@ impl Receivers {
         Receivers {
             keys: Arc::new(ReceiverKeys::new(secret)),
             accounts: Arc::default(),
+            store: None,
         }
+    }
+
+    /// Connections seen before this process started take their totals from `store`.
+    pub fn with_store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
     }
 
     /// The keys credentials are issued with.
@@ -73,6 +85,7 @@ impl Receivers {
             asset_scale: asset.1,
             keys: self.keys.clone(),
             totals: accounts.entry(id.clone()).or_default().clone(),
+            store: self.store.clone(),
             bounded,
         }
     }
@@ -124,6 +137,26 @@ impl Totals {
         }
     }
 
+    /// Takes `stored` (read from the store) as `connection`'s totals so far, unless a credit
+    /// this process made is higher.
+    fn recall(&mut self, connection: [u8; 16], stored: &[(u64, u64)]) {
+        self.clock += 1;
+        let clock = self.clock;
+        let streams = self
+            .connections
+            .entry(connection)
+            .or_insert_with(|| Streams {
+                totals: Vec::new(),
+                last_paid: clock,
+            });
+        for &(id, total) in stored {
+            match streams.totals.binary_search_by_key(&id, |(i, _)| *i) {
+                Ok(i) => streams.totals[i].1 = streams.totals[i].1.max(total),
+                Err(i) => streams.totals.insert(i, (id, total)),
+            }
+        }
+    }
+
     fn get(&self, connection: &[u8; 16]) -> Vec<(u64, u64)> {
         self.connections
             .get(connection)
@@ -149,6 +182,7 @@ pub struct Receiver {
     asset_scale: u8,
     keys: Arc<ReceiverKeys>,
     totals: Arc<Mutex<Totals>>,
+    store: Option<Arc<dyn Store>>,
     bounded: bool,
 }
 
@@ -171,7 +205,9 @@ pub enum Answer {
 
 /// A Prepare whose money the receiver takes once it is credited.
 pub struct Acceptance {
+    account: AccountId,
     totals: Arc<Mutex<Totals>>,
+    store: Option<Arc<dyn Store>>,
     connection: Connection,
     accepted: Accepted,
     /// The receiver's address: the Rejects' `triggered_by`.
@@ -183,17 +219,42 @@ enum Accepted {
     Psk2(Box<psk2::Accepted>),
 }
 
-/// What [`Acceptance::fulfill`] added to the totals, to take back if the credit fails.
+/// What [`Acceptance::fulfill`] added to the totals, to record with the credit or take back if
+/// the credit fails.
 pub struct Credited {
+    account: AccountId,
     totals: Arc<Mutex<Totals>>,
-    connection: [u8; 16],
+    connection: Connection,
+    /// What each stream received with this packet.
     streams: Vec<(u64, u64)>,
+    /// Every stream's total after it.
+    after: Vec<(u64, u64)>,
+    closed: bool,
 }
 
 impl Credited {
     /// Takes the credit back out of the connection's totals.
     pub fn undo(self) {
-        lock(&self.totals).undo(self.connection, &self.streams);
+        lock(&self.totals).undo(self.connection.id, &self.streams);
+    }
+
+    /// The record of this credit, `amount` from account `from` at `at`.
+    pub fn received(&self, from: &AccountId, amount: u64, at: Timestamp) -> Received {
+        Received {
+            account: self.account.clone(),
+            from: from.clone(),
+            amount,
+            connection: self.connection.id,
+            protocol: match self.connection.protocol {
+                Protocol::Stream => "stream",
+                Protocol::Psk2 => "psk2",
+            },
+            tag: self.connection.tag.clone(),
+            totals: self.after.clone(),
+            receipts: self.connection.receipts.is_some(),
+            closed: self.closed,
+            at,
+        }
     }
 }
 
@@ -256,7 +317,9 @@ impl Receiver {
             }
         };
         Answer::Credit(Acceptance {
+            account: self.account.clone(),
             totals: self.totals.clone(),
+            store: self.store.clone(),
             connection,
             accepted,
             address: address.clone(),
@@ -273,33 +336,50 @@ impl Acceptance {
         }
     }
 
+    /// Brings the connection's totals from the store when this process has not seen the
+    /// connection yet (it was paid before a restart, or forgotten), so they never go back.
+    pub async fn recall(&self) {
+        let id = self.connection.id;
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        if lock(&self.totals).connections.contains_key(&id) {
+            return;
+        }
+        let key = totals_key(&id);
+        let stored = read_off_thread(store, move |s| s.get_record(&key)).await;
+        // An unreadable record counts from 0, as a new connection does.
+        let stored = stored.ok().flatten().and_then(|b| decode_totals(&b));
+        lock(&self.totals).recall(id, &stored.unwrap_or_default());
+    }
+
     /// The Fulfill, once the amount is reserved for the account: the connection's totals
     /// include it from now on (and its receipts sign them), unless [`Credited::undo`].
     pub fn fulfill(self, iv: &[u8; IV_LEN]) -> (Fulfill, Credited) {
         let id = self.connection.id;
-        match self.accepted {
+        let (fulfill, streams, after, closed) = match self.accepted {
             Accepted::Stream(accepted) => {
                 let streams = accepted.streams.clone();
-                let totals = lock(&self.totals).add(id, &streams);
-                let fulfill = accepted.fulfill(&totals, self.connection.receipts.as_ref(), iv);
-                let credited = Credited {
-                    totals: self.totals,
-                    connection: id,
-                    streams,
-                };
-                (fulfill, credited)
+                let closed = accepted.closes;
+                let after = lock(&self.totals).add(id, &streams);
+                let fulfill = accepted.fulfill(&after, self.connection.receipts.as_ref(), iv);
+                (fulfill, streams, after, closed)
             }
             Accepted::Psk2(accepted) => {
                 let streams = vec![(0, accepted.amount())];
-                lock(&self.totals).add(id, &streams);
-                let credited = Credited {
-                    totals: self.totals,
-                    connection: id,
-                    streams,
-                };
-                (accepted.fulfill(iv), credited)
+                let after = lock(&self.totals).add(id, &streams);
+                (accepted.fulfill(iv), streams, after, false)
             }
-        }
+        };
+        let credited = Credited {
+            account: self.account,
+            totals: self.totals,
+            connection: self.connection,
+            streams,
+            after,
+            closed,
+        };
+        (fulfill, credited)
     }
 
     /// The answer when the account has only `room` left (its maximum reached).

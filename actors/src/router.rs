@@ -22,6 +22,7 @@ use crate::messages::{
     PacketResult, Reply, ReservationId, ReservePacket, ResolvePacket, RouteEntry, SendPing,
     SendPrepare, SetNodeAddress, SetStaticRoute, StaticRouteError,
 };
+use crate::payment_log::Received;
 use crate::payments::{AccountPayments, First, Joined, Payments, Seen, Side};
 use crate::receiver::{Acceptance, Answer, Receiver, Receivers};
 use crate::replay::{FulfillRecord, ReplayTag};
@@ -471,6 +472,7 @@ impl Router {
             Answer::Credit(acceptance) => Reply::later(deliver(Delivered {
                 balance: self.balance.clone(),
                 node: self.node_address.clone(),
+                clock: self.clock,
                 incoming,
                 outgoing,
                 tag,
@@ -721,6 +723,15 @@ async fn reserve(
     }
 }
 
+/// What a fulfilled packet's commit writes beside its balances.
+#[derive(Default)]
+struct Records {
+    /// Its fulfill record ([`crate::replay`]).
+    tag: Option<ReplayTag>,
+    /// A local account's payment event and connection totals ([`crate::payment_log`]).
+    received: Option<Received>,
+}
+
 /// Books the outcome of reservation `id`: commits a Fulfill (with its fulfill record when
 /// `tag`), rolls back a Reject. The Fulfill is returned only once its commit is durable.
 ///
@@ -734,10 +745,11 @@ async fn book(
     id: ReservationId,
     incoming: Option<(AccountId, u64)>,
     outgoing: Option<(AccountId, u64)>,
-    tag: Option<ReplayTag>,
+    records: Records,
     result: PacketResult,
 ) -> PacketResult {
     let reject = |code, message: &str| Reject::new(code, node, message);
+    let Records { tag, received } = records;
     let record = match (tag, &result) {
         (Some(tag), Ok(fulfill)) => Some(FulfillRecord {
             tag,
@@ -753,6 +765,7 @@ async fn book(
             outgoing,
             fulfilled: result.is_ok(),
             record,
+            received,
         },
     )
     .await;
@@ -787,13 +800,27 @@ async fn with_balance(
         Err(unreserved) => return Err(unreserved.into_reject(node.as_ref())),
     };
     let result = exchange.await;
-    book(&balance, node.as_ref(), id, incoming, outgoing, tag, result).await
+    let records = Records {
+        tag,
+        received: None,
+    };
+    book(
+        &balance,
+        node.as_ref(),
+        id,
+        incoming,
+        outgoing,
+        records,
+        result,
+    )
+    .await
 }
 
 /// Everything a payment to one of our receivers needs once the receiver accepted it.
 struct Delivered {
     balance: Arc<RouterBalance>,
     node: Option<Address>,
+    clock: Clock,
     incoming: (AccountId, u64),
     /// The receiving account, and what arrived there.
     outgoing: (AccountId, u64),
@@ -809,14 +836,18 @@ async fn deliver(x: Delivered) -> PacketResult {
     let Delivered {
         balance,
         node,
+        clock,
         incoming,
         outgoing,
         tag,
         acceptance,
         first,
     } = x;
+    let from = incoming.0.clone();
     let (incoming, outgoing) = (Some(incoming), Some(outgoing));
-    let result = match reserve(&balance, node.as_ref(), &incoming, &outgoing).await {
+    let reserved = reserve(&balance, node.as_ref(), &incoming, &outgoing).await;
+    acceptance.recall().await;
+    let result = match reserved {
         Err(Unreserved::Refused(BalanceError::BelowMinimum {
             available, minimum, ..
         })) => {
@@ -826,14 +857,19 @@ async fn deliver(x: Delivered) -> PacketResult {
         Err(unreserved) => Err(unreserved.into_reject(node.as_ref())),
         Ok(None) => Ok(acceptance.fulfill(&rand::random()).0),
         Ok(Some(id)) => {
+            let amount = acceptance.amount();
             let (fulfill, credited) = acceptance.fulfill(&rand::random());
+            let records = Records {
+                tag,
+                received: Some(credited.received(&from, amount, clock.now())),
+            };
             let result = book(
                 &balance,
                 node.as_ref(),
                 id,
                 incoming,
                 outgoing,
-                tag,
+                records,
                 Ok(fulfill),
             )
             .await;

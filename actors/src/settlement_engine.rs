@@ -738,6 +738,7 @@ mod tests {
                 outgoing: r.outgoing,
                 fulfilled: true,
                 record: None,
+                received: None,
             })
             .await
             .unwrap()
@@ -885,6 +886,7 @@ mod tests {
                     outgoing: None,
                     fulfilled: true,
                     record: None,
+                    received: None,
                 })
                 .await
                 .unwrap()
@@ -908,6 +910,7 @@ mod tests {
                     outgoing: out,
                     fulfilled: true,
                     record: None,
+                    received: None,
                 })
                 .await
                 .unwrap()

@@ -545,3 +545,123 @@ fn balance_adjustments_and_snapshots_on_rocksdb_survive_a_restart() {
     let copy = RocksStore::open(&snapshot).unwrap();
     assert_eq!(copy.load_balances().unwrap().get("wallet"), Some(&250));
 }
+
+#[test]
+fn local_accounts_show_where_they_are_paid_and_their_payments_page_by_page() {
+    common::run(|| async {
+        let config = parse(&format!(
+            "{}{}[listeners.spsp]\nbind = \"127.0.0.1:0\"\n\
+             [accounts.shop]\nrelation = \"child\"\nlink = {{ type = \"local\" }}\n\
+             [accounts.shop.receiver]\nmaximum = 1000000\n",
+            node_base("a"),
+            admin_listener(),
+        ));
+        let (node_end, wallet) = MemoryLink::pair();
+        let links = BTreeMap::from([(
+            AccountId::from("wallet"),
+            Arc::new(node_end) as Arc<dyn Link>,
+        )]);
+        let node = Node::start(
+            &config,
+            NodeOptions {
+                clock: Clock::system(),
+                store: Arc::new(MemoryStore::new()),
+                seed: 1,
+                links,
+                metrics: None,
+            },
+        )
+        .unwrap();
+        let (listener, _) = common::listener().await;
+        let base = url::Url::parse("https://pay.example.com/").unwrap();
+        let state = AdminState::new(&node, &config).with_spsp_base(base);
+        let admin = AdminServer::serve(listener, state).unwrap();
+        let a = AdminNode {
+            node,
+            wallet,
+            _btp: links_for_config(&config, BtpOptions::default())
+                .await
+                .unwrap(),
+            admin,
+            _far: Vec::new(),
+        };
+        let shop = ilp::packet::Address::try_from("test.a.shop").unwrap();
+        let credentials = a
+            .node
+            .receivers
+            .keys()
+            .issue(
+                "shop",
+                &shop,
+                &ilp::stream::credentials::IssueOptions::default(),
+                0,
+                &[1; 12],
+            )
+            .unwrap();
+        let expires = Clock::system().now().checked_add_millis(30_000).unwrap();
+        for (sequence, amount) in [(1, 100), (2, 20), (3, 3)] {
+            let p = common::stream_payment(
+                &credentials.destination,
+                &credentials.shared_secret,
+                sequence,
+                amount,
+                expires,
+            );
+            timeout(BTP_WAIT, a.wallet.send_prepare(p))
+                .await
+                .unwrap()
+                .unwrap()
+                .expect("fulfilled");
+        }
+        let (status, account) = a.call(Method::GET, "/accounts/shop", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            account["receiver"],
+            json!({
+                "spsp_url": "https://pay.example.com/shop",
+                "payment_pointer": "$pay.example.com/shop",
+                "received": "123",
+                "maximum": 1000000,
+            })
+        );
+        let (_, wallet) = a.call(Method::GET, "/accounts/wallet", None).await;
+        assert!(wallet.get("receiver").is_none());
+
+        let (status, page) = a
+            .call(Method::GET, "/accounts/shop/payments?limit=2", None)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let amounts = |page: &Value| -> Vec<String> {
+            page["payments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["amount"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(amounts(&page), ["100", "20"]);
+        assert_eq!(page["next"], 2);
+        assert_eq!(page["payments"][0]["from_account"], "wallet");
+        assert_eq!(page["payments"][1]["streams"], json!([["1", "120"]]));
+        let (_, page) = a
+            .call(Method::GET, "/accounts/shop/payments?after=2", None)
+            .await;
+        assert_eq!(amounts(&page), ["3"]);
+        assert_eq!(page["next"], 3);
+        let (_, page) = a
+            .call(Method::GET, "/accounts/shop/payments?after=3", None)
+            .await;
+        assert_eq!(amounts(&page), Vec::<String>::new());
+        assert_eq!(page["next"], 3);
+        for bad in ["limit=0", "limit=1001", "after=x", "colour=red"] {
+            let (status, body) = a
+                .call(Method::GET, &format!("/accounts/shop/payments?{bad}"), None)
+                .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        }
+        let (status, _) = a.call(Method::GET, "/accounts/wallet/payments", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = a.call(Method::GET, "/accounts/nobody/payments", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    });
+}

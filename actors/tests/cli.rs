@@ -264,6 +264,7 @@ fn operator_commands_talk_to_the_admin_api() {
         panic!("the node printed no admin API address");
     };
     let balances = operator(&["balances"], &admin);
+    let receivers = operator(&["receivers"], &admin);
     let routes = operator(&["routes"], &admin);
     let snapshot = operator(&["snapshot"], &admin);
     let ping = operator(&["ping", "test.ilp-connector.alice"], &admin);
@@ -281,6 +282,18 @@ fn operator_commands_talk_to_the_admin_api() {
     assert_eq!(balances.0, Some(0), "{balances:?}");
     assert!(balances.1.starts_with("account"), "{balances:?}");
     assert!(balances.1.contains("alice"), "{balances:?}");
+    // The reference configuration's local account, paid at the SPSP server's bound address
+    // (no https public_url: no payment pointer), /.well-known/pay being its default account.
+    assert_eq!(receivers.0, Some(0), "{receivers:?}");
+    let shop = receivers
+        .1
+        .lines()
+        .find(|l| l.starts_with("shop "))
+        .unwrap_or_else(|| panic!("no shop row: {receivers:?}"));
+    assert!(shop.contains("http://127.0.0.1:"), "{receivers:?}");
+    assert!(shop.contains("/.well-known/pay"), "{receivers:?}");
+    assert!(shop.contains("USD 9"), "{receivers:?}");
+    assert!(!receivers.1.contains("alice"), "{receivers:?}");
     assert_eq!(routes.0, Some(0), "{routes:?}");
     assert!(routes.1.contains("test.ilp-connector.alice"), "{routes:?}");
     assert_eq!(snapshot.0, Some(0), "{snapshot:?}");
@@ -323,6 +336,7 @@ fn every_command_prints_its_usage_on_help_without_reading_files() {
         "check-config",
         "ping",
         "balances",
+        "receivers",
         "routes",
         "snapshot",
         "restore",

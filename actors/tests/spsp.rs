@@ -11,9 +11,9 @@ use bytes::Bytes;
 use common::{http_request, listener, node_base, run, start_wallet_node};
 use hyper::{Method, StatusCode, Version};
 use ilp::config::Config;
-use ilp::packet::{Fulfill, PacketType, Prepare, PrepareBuilder, Reject, Timestamp};
+use ilp::packet::{Fulfill, Prepare, Reject, Timestamp};
 use ilp::spsp::{ReceiptSetup, SpspResponse};
-use ilp::stream::{Frame, Receipt, StreamKeys, StreamPacket};
+use ilp::stream::{Frame, Receipt, StreamKeys};
 use ilp_actors::clock::Clock;
 use ilp_actors::http_serve::ServeOptions;
 use ilp_actors::link::memory::MemoryLink;
@@ -101,26 +101,13 @@ fn header<'a>(headers: &'a hyper::HeaderMap, name: &str) -> &'a str {
 
 /// A fulfillable STREAM Prepare paying `amount` on stream 1 of `credentials`.
 fn stream_prepare(credentials: &SpspResponse, sequence: u64, amount: u64) -> Prepare {
-    let keys = StreamKeys::new(&credentials.shared_secret);
-    let packet = StreamPacket {
-        packet_type: PacketType::Prepare,
+    common::stream_payment(
+        &credentials.destination_account,
+        &credentials.shared_secret,
         sequence,
-        prepare_amount: 0,
-        frames: vec![Frame::StreamMoney {
-            stream_id: 1,
-            shares: 1,
-        }],
-    };
-    let data = keys.encrypt_packet(&[sequence as u8; 12], &packet).unwrap();
-    PrepareBuilder {
         amount,
-        expires_at: Timestamp::from_unix_millis(START_MS + 30_000),
-        execution_condition: &keys.condition(&data),
-        destination: &credentials.destination_account,
-        data: &data,
-    }
-    .build()
-    .unwrap()
+        Timestamp::from_unix_millis(START_MS + 30_000),
+    )
 }
 
 async fn pay(wallet: &MemoryLink, prepare: Prepare) -> Result<Fulfill, Reject> {

@@ -348,6 +348,15 @@ pub struct SpspListenerConfig {
     /// `Cache-Control: max-age` of an answer without receipts, in seconds; 0: `no-cache`.
     #[serde(default = "SpspListenerConfig::default_cache_max_age_s")]
     pub cache_max_age_s: u64,
+    /// Where payers reach this server (behind a proxy or TLS terminator), e.g.
+    /// `https://pay.example.com`: the admin API shows each account's SPSP URL and payment
+    /// pointer under it. Absent: the bound address.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "super::account::opt_url_serde"
+    )]
+    pub public_url: Option<url::Url>,
 }
 
 impl SpspListenerConfig {

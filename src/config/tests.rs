@@ -59,7 +59,14 @@ fn reference_config_validates_with_expected_values() {
     assert_eq!(c.log.format, LogFormat::Terminal);
     assert_eq!(c.log.level, "info");
 
-    assert_eq!(c.accounts.len(), 1);
+    assert_eq!(c.accounts.len(), 2);
+    let shop = &c.accounts["shop"];
+    assert!(shop.is_local());
+    assert_eq!((shop.asset_code.as_str(), shop.asset_scale), ("USD", 9));
+    assert_eq!(shop.receiver_maximum(), None);
+    let spsp = c.listeners.spsp.as_ref().unwrap();
+    assert_eq!(spsp.bind, "127.0.0.1:7772".parse::<SocketAddr>().unwrap());
+    assert_eq!(spsp.default_account.as_deref(), Some("shop"));
     let alice = &c.accounts["alice"];
     assert_eq!(alice.relation, Relation::Child);
     assert_eq!(alice.asset_code, "USD");

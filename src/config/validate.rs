@@ -242,6 +242,17 @@ pub(super) fn check(config: &Config, failed_accounts: &BTreeSet<String>) -> Vec<
                 );
             }
         }
+        if let Some(url) = &spsp.public_url {
+            if !matches!(url.scheme(), "http" | "https")
+                || url.query().is_some()
+                || url.fragment().is_some()
+            {
+                e.at(
+                    "listeners.spsp.public_url",
+                    "must be an http:// or https:// URL without a query or fragment",
+                );
+            }
+        }
         if let Some(id) = &spsp.default_account {
             if !config.accounts.get(id).is_some_and(|a| a.is_local()) {
                 e.at(

@@ -139,6 +139,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 pub enum Operation {
     Ping(String),
     Balances,
+    Receivers,
     Routes,
     Snapshot,
 }
@@ -159,6 +160,10 @@ pub async fn run(target: &AdminTarget, operation: &Operation) -> Result<String, 
         Operation::Balances => {
             let answer = target.call(Method::GET, "/accounts", None).await?;
             Ok(balances_table(&answer))
+        }
+        Operation::Receivers => {
+            let answer = target.call(Method::GET, "/accounts", None).await?;
+            Ok(receivers_table(&answer))
         }
         Operation::Routes => {
             let answer = target.call(Method::GET, "/routes", None).await?;
@@ -215,6 +220,8 @@ fn balances_table(accounts: &Value) -> String {
         .iter()
         .map(|a| {
             let up = match a.get("link_up").and_then(Value::as_bool) {
+                // A local account has no link: the node answers its packets.
+                _ if a.get("receiver").is_some() => "local",
                 Some(true) => "up",
                 _ => "down",
             };
@@ -243,6 +250,39 @@ fn balances_table(accounts: &Value) -> String {
             "pending_out",
             "link",
         ],
+        &rows,
+    )
+}
+
+/// The local accounts: where each is paid (its payment pointer, else its SPSP URL), asset,
+/// what it received and its maximum.
+fn receivers_table(accounts: &Value) -> String {
+    let rows: Vec<Vec<String>> = accounts
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|a| {
+            let r = a.get("receiver")?;
+            let pay_at = match r.get("payment_pointer") {
+                Some(Value::String(p)) => p.clone(),
+                _ => cell(r.get("spsp_url")),
+            };
+            Some(vec![
+                cell(a.get("id")),
+                pay_at,
+                format!(
+                    "{} {}",
+                    cell(a.get("asset_code")),
+                    cell(a.get("asset_scale"))
+                ),
+                cell(r.get("received")),
+                cell(r.get("maximum")),
+            ])
+        })
+        .collect();
+    table(
+        &["account", "pay at", "asset", "received", "maximum"],
         &rows,
     )
 }

@@ -427,3 +427,114 @@ fn the_receiver_secret_is_drawn_once_and_kept_in_the_store() {
         assert_eq!(reject.code(), ErrorCode::F06_UNEXPECTED_PAYMENT);
     });
 }
+
+/// The receipt for stream 1 in a Fulfill's reply, verified with `secret`.
+fn receipt_total(credentials: &Credentials, fulfill: &Fulfill, secret: &[u8; 32]) -> u64 {
+    let frames = reply(credentials, fulfill.data()).frames;
+    let receipt = frames
+        .iter()
+        .find_map(|f| match f {
+            Frame::StreamReceipt { receipt, .. } => Some(receipt.clone()),
+            _ => None,
+        })
+        .expect("a receipt");
+    ilp::stream::Receipt::verify(&receipt, secret)
+        .unwrap()
+        .total_received
+}
+
+#[test]
+fn every_credit_is_one_durable_event_and_nothing_else_is() {
+    run(async {
+        let f = start(&config("", "", ""), Arc::new(MemoryStore::new()));
+        let c = credentials(&f.node, false);
+        let first = stream_prepare(&c, 1, 100, 0, money(1), false);
+        send(&f.payer, first.clone()).await.expect("fulfilled");
+        send(&f.payer, first).await.expect("a repeat, answered");
+        send(&f.payer, stream_prepare(&c, 2, 5, 0, money(1), true))
+            .await
+            .expect_err("a probe");
+        let mut closing = money(1);
+        closing.push(Frame::ConnectionClose {
+            code: ilp::stream::ErrorCode::NO_ERROR,
+            message: String::new(),
+        });
+        send(&f.payer, stream_prepare(&c, 3, 40, 0, closing, false))
+            .await
+            .expect("fulfilled");
+        let events = crate::payment_log::read_events(f.store.as_ref(), "shop", 0, 100).unwrap();
+        let summary: Vec<_> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.seq,
+                    e.amount.as_str(),
+                    e.from_account.as_str(),
+                    e.connection_closed,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![(1, "100", "payer", false), (2, "40", "payer", true)]
+        );
+        assert_eq!(events[1].streams, vec![("1".to_owned(), "140".to_owned())]);
+        assert_eq!(events[0].protocol, "stream");
+        assert_eq!(events[0].connection_id, events[1].connection_id);
+        assert_eq!(events[0].connection_id.len(), 32);
+        assert_eq!(events[0].time_ms, START_MS);
+        // Credited = the sum of the events.
+        assert_eq!(balance(&f.node, "shop").await, -140);
+    });
+}
+
+#[test]
+fn receipt_totals_go_on_from_where_they_were_after_a_restart() {
+    let store = Arc::new(MemoryStore::new());
+    let setup = ilp::spsp::ReceiptSetup {
+        nonce: [1; 16],
+        secret: [2; 32],
+    };
+    let secret = setup.secret;
+    let issue = move |node: &Node| {
+        let options = IssueOptions {
+            receipts: Some(setup.clone()),
+            ..IssueOptions::default()
+        };
+        node.receivers
+            .keys()
+            .issue(
+                "shop",
+                &Address::try_from("test.node.shop").unwrap(),
+                &options,
+                1_700_000_000,
+                &[5; 12],
+            )
+            .unwrap()
+    };
+    let c = run({
+        let store = store.clone();
+        async move {
+            let f = start(&config("", "", ""), store);
+            let c = issue(&f.node);
+            let fulfill = send(&f.payer, stream_prepare(&c, 1, 100, 0, money(1), false))
+                .await
+                .unwrap();
+            assert_eq!(receipt_total(&c, &fulfill, &secret), 100);
+            c
+        }
+    });
+    run({
+        async move {
+            let f = start(&config("", "", ""), store);
+            let fulfill = send(&f.payer, stream_prepare(&c, 2, 50, 0, money(1), false))
+                .await
+                .unwrap();
+            // Counted from the stored 100, not from 0: a verifier never sees a total go back.
+            assert_eq!(receipt_total(&c, &fulfill, &secret), 150);
+            assert_eq!(balance(&f.node, "shop").await, -150);
+            let events = crate::payment_log::read_events(f.store.as_ref(), "shop", 0, 10).unwrap();
+            assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+        }
+    });
+}

@@ -162,6 +162,39 @@ pub fn payment(destination: &str, amount: u64, expiry_ms: u64, seed: u8) -> Prep
     .unwrap()
 }
 
+/// A sender's fulfillable STREAM Prepare to one of our receivers: `amount` on stream 1 of the
+/// connection at `destination` keyed by `secret`, packet number `sequence`, expiring `expires_at`.
+pub fn stream_payment(
+    destination: &Address,
+    secret: &[u8; 32],
+    sequence: u64,
+    amount: u64,
+    expires_at: ilp::packet::Timestamp,
+) -> Prepare {
+    let keys = ilp::stream::StreamKeys::new(secret);
+    let packet = ilp::stream::StreamPacket {
+        packet_type: ilp::packet::PacketType::Prepare,
+        sequence,
+        prepare_amount: 0,
+        frames: vec![ilp::stream::Frame::StreamMoney {
+            stream_id: 1,
+            shares: 1,
+        }],
+    };
+    let mut iv = [0u8; 12];
+    iv[..8].copy_from_slice(&sequence.to_be_bytes());
+    let data = keys.encrypt_packet(&iv, &packet).unwrap();
+    PrepareBuilder {
+        amount,
+        expires_at,
+        execution_condition: &keys.condition(&data),
+        destination,
+        data: &data,
+    }
+    .build()
+    .unwrap()
+}
+
 pub fn fulfilled(result: PacketResult) -> Fulfill {
     result.unwrap_or_else(|r| panic!("rejected {} {}", r.code(), r.message()))
 }
