@@ -7,6 +7,7 @@
 //! | `GET /accounts`, `GET /accounts/<id>` | id, relation, asset, link state, balance, pending amounts; a local account's `receiver`: SPSP URL, payment pointer, received, maximum |
 //! | `POST /accounts/<id>/balance` `{"adjust": i64}` | durable balance correction; the new balance |
 //! | `GET /accounts/<id>/payments?after=<seq>&limit=<n>` | a local account's payment events after `seq`, and the `next` seq |
+//! | `GET /accounts/<id>/payments/events`, `GET /payments/events` | live payment events as Server-Sent Events ([`events`]): one account's (resuming after `Last-Event-ID` or `?after=`), or every local account's from now |
 //! | `GET /routes` | the Router's table: prefix, account, kind (default, static, child, learned) |
 //! | `PUT /routes/static/<prefix>` `{"account": id}`, `DELETE /routes/static/<prefix>` | static routes at run time |
 //! | `GET /stats` | packets by direction and outcome, uptime, accounts |
@@ -19,6 +20,7 @@
 //! The operator commands of the binary ([`cli`]) are clients of this API.
 
 pub mod cli;
+mod events;
 
 use crate::link::Link;
 use crate::messages::{
@@ -135,6 +137,8 @@ pub struct AdminState {
     /// Where payers reach the SPSP server (`listeners.spsp.public_url`, else its bound
     /// address); `None` without one.
     spsp_base: Option<url::Url>,
+    /// Durable payment events as the BalanceKeeper announces them.
+    feed: Option<crate::payment_log::PaymentFeed>,
 }
 
 impl AdminState {
@@ -163,6 +167,7 @@ impl AdminState {
                 .as_ref()
                 .map(|t| Sha256::digest(t.expose().as_bytes()).into()),
             spsp_base: None,
+            feed: Some(node.payment_feed.clone()),
             started: Instant::now(),
         }
     }
@@ -272,10 +277,16 @@ async fn accept_loop(listener: TcpListener, state: Arc<AdminState>) {
     }
 }
 
-type Answer = Response<Full<Bytes>>;
+/// A response body: whole (JSON, metrics) or streamed (the live payment events).
+type AnswerBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
+type Answer = Response<AnswerBody>;
+
+fn whole(bytes: impl Into<Bytes>) -> AnswerBody {
+    Full::new(bytes.into()).boxed_unsync()
+}
 
 fn json_response(status: StatusCode, body: &Value) -> Answer {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    let mut response = Response::new(whole(body.to_string()));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -300,6 +311,8 @@ enum Endpoint {
     Account(String),
     AccountBalance(String),
     AccountPayments(String),
+    AccountPaymentEvents(String),
+    PaymentEvents,
     Routes,
     StaticRoute(String),
     Stats,
@@ -323,6 +336,10 @@ impl Endpoint {
             ["accounts", id, "payments"] if !id.is_empty() => {
                 Endpoint::AccountPayments((*id).to_owned())
             }
+            ["accounts", id, "payments", "events"] if !id.is_empty() => {
+                Endpoint::AccountPaymentEvents((*id).to_owned())
+            }
+            ["payments", "events"] => Endpoint::PaymentEvents,
             ["routes"] => Endpoint::Routes,
             ["routes", "static", prefix] => Endpoint::StaticRoute((*prefix).to_owned()),
             ["stats"] => Endpoint::Stats,
@@ -368,6 +385,11 @@ async fn serve(state: Arc<AdminState>, request: Request<Incoming>) -> Result<Ans
     }
     let method = request.method().clone();
     let query = request.uri().query().map(str::to_owned);
+    let last_event_id = request
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     // Prometheus asks for OpenMetrics first; the text is the same, only the label differs.
     let openmetrics = request
         .headers()
@@ -401,6 +423,23 @@ async fn serve(state: Arc<AdminState>, request: Request<Incoming>) -> Result<Ans
         },
         Endpoint::AccountBalance(id) => adjust_balance(&state, &id, &body).await,
         Endpoint::AccountPayments(id) => payments(&state, &id, query.as_deref()).await,
+        Endpoint::AccountPaymentEvents(id) => {
+            let accounts = state.accounts();
+            match accounts.get(id.as_str()) {
+                Some(info) if info.receiver.is_some() => {
+                    match events::resume_after(&id, last_event_id.as_deref(), query.as_deref()) {
+                        Ok(after) => events::stream(&state, Some(id), after),
+                        Err(message) => error(StatusCode::BAD_REQUEST, &message),
+                    }
+                }
+                Some(_) => error(
+                    StatusCode::NOT_FOUND,
+                    &format!("account {id} is not a local account: it receives no payments here"),
+                ),
+                None => error(StatusCode::NOT_FOUND, &format!("no account {id}")),
+            }
+        }
+        Endpoint::PaymentEvents => events::stream(&state, None, 0),
         Endpoint::Routes => match state.get_routes.send(GetRoutes).await {
             Ok(routes) => ok(&Value::Array(
                 routes
@@ -670,7 +709,7 @@ async fn metrics(state: &AdminState, openmetrics: bool) -> Answer {
             metrics.set_balance(id, &snapshot);
         }
     }
-    let mut response = Response::new(Full::new(Bytes::from(metrics.encode())));
+    let mut response = Response::new(whole(metrics.encode()));
     response.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static(if openmetrics {

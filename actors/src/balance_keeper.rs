@@ -19,7 +19,7 @@ use crate::messages::{
     GetBalance, Reply, ReservationId, ReservePacket, ResolvePacket, SettleThresholdCrossed,
     SettlementDirection,
 };
-use crate::payment_log::{PaymentLog, Received};
+use crate::payment_log::{PaymentEvent, PaymentFeed, PaymentLog, Received};
 use crate::replay;
 use crate::store::{read_off_thread, Store, StoreError, StoreOp};
 use crate::supervise::Backoff;
@@ -156,6 +156,8 @@ pub struct BalanceKeeper {
     batch: Option<Batch>,
     /// Numbers the local accounts' payment events; loaded with the balances.
     log: PaymentLog,
+    /// Where durable payment events are announced (the admin API's live streams).
+    feed: Option<PaymentFeed>,
 }
 
 /// The balance effects of fulfilled packets the keeper has applied and not yet handed to the
@@ -168,6 +170,8 @@ struct Batch {
     records: replay::RecordGroup,
     /// The payment events and connection totals of local accounts ([`crate::payment_log`]).
     received: Vec<StoreOp>,
+    /// The events among them, announced after the commit.
+    announce: Vec<Arc<PaymentEvent>>,
     events: Vec<SettleThresholdCrossed>,
     waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
 }
@@ -237,7 +241,14 @@ impl BalanceKeeper {
             me: None,
             batch: None,
             log: PaymentLog::default(),
+            feed: None,
         }
+    }
+
+    /// Announces every payment event on `feed` once its commit landed.
+    pub fn with_feed(mut self, feed: PaymentFeed) -> Self {
+        self.feed = Some(feed);
+        self
     }
 
     /// Deletes the fulfill records of expired Prepares at start and every
@@ -448,7 +459,10 @@ impl BalanceKeeper {
             batch.records.push(record);
         }
         if let Some(received) = &received {
-            self.log.stage(received, &mut batch.received);
+            let event = self.log.stage(received, &mut batch.received);
+            if self.feed.is_some() {
+                batch.announce.push(event);
+            }
         }
         batch.events.extend(events);
         let (tx, rx) = oneshot::channel();
@@ -475,10 +489,17 @@ impl BalanceKeeper {
         ops.extend(batch.received);
         let commit = self.persist_now(ops);
         let done = self.finish(commit, batch.events, ());
+        let feed = self.feed.clone().filter(|_| !batch.announce.is_empty());
         actix::spawn(async move {
             let result = done.await;
             for waiter in batch.waiters {
                 let _ = waiter.send(result.clone());
+            }
+            if let (Some(feed), Ok(())) = (feed, &result) {
+                for event in batch.announce {
+                    // No subscriber is no error.
+                    let _ = feed.send(event);
+                }
             }
         });
     }

@@ -155,6 +155,8 @@ pub struct Node {
     pub store: Arc<dyn Store>,
     /// The local accounts' receivers: their keys issue payment credentials.
     pub receivers: Receivers,
+    /// Payment events, announced once durable (the admin API's live streams subscribe).
+    pub payment_feed: crate::payment_log::PaymentFeed,
     /// Every account's link, by account id.
     pub links: BTreeMap<AccountId, Arc<dyn Link>>,
     pub metrics: Option<Arc<Metrics>>,
@@ -226,6 +228,8 @@ impl Node {
             Receivers::new(&receiver_secret(config, store.as_ref(), from_os, &mut rng)?)
                 .with_store(store.clone());
         let router_receivers = receivers.clone();
+        let payment_feed = crate::payment_log::payment_feed();
+        let keeper_feed = payment_feed.clone();
 
         // Supervisor closures must own what they use; the results come back through `slot`,
         // filled before `Supervisor::start` returns (it runs its closure synchronously).
@@ -281,6 +285,7 @@ impl Node {
                 put(&engine_out, engine.clone());
                 BalanceKeeper::new(limits, store, Some(engine.recipient()))
                     .expire_fulfill_records(clock)
+                    .with_feed(keeper_feed)
             });
             let engine = take(&engine_slot);
             let broadcaster_sends = sends.clone();
@@ -342,6 +347,7 @@ impl Node {
             broadcaster,
             store: node_store,
             receivers,
+            payment_feed,
             links: node_links,
             metrics: node_metrics,
         })

@@ -16,6 +16,7 @@ use crate::store::{Store, StoreError, StoreOp};
 use ilp::packet::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 pub const EVENT_PREFIX: &[u8] = b"rcv/ev/";
 pub const SEQ_PREFIX: &[u8] = b"rcv/seq/";
@@ -155,8 +156,9 @@ impl PaymentLog {
     }
 
     /// The ops that record `received` (to commit with its credit): its event, the account's
-    /// seq, and the connection's totals merged with the highest written before.
-    pub fn stage(&mut self, received: &Received, ops: &mut Vec<StoreOp>) {
+    /// seq, and the connection's totals merged with the highest written before. Returns the
+    /// event, to announce once the commit landed.
+    pub fn stage(&mut self, received: &Received, ops: &mut Vec<StoreOp>) -> Arc<PaymentEvent> {
         let seq = self.seqs.entry(received.account.clone()).or_insert(0);
         *seq += 1;
         let event = PaymentEvent {
@@ -194,7 +196,22 @@ impl PaymentLog {
             key: totals_key(&received.connection),
             value: encode_totals(written),
         });
+        Arc::new(event)
     }
+}
+
+/// Where the BalanceKeeper announces payment events once they are durable; every live stream
+/// of the admin API subscribes. A subscriber that falls behind (more than [`FEED_CAPACITY`]
+/// events) or sees a gap in an account's seqs reads the missing ones from the log, which has
+/// them before they are announced.
+pub type PaymentFeed = tokio::sync::broadcast::Sender<Arc<PaymentEvent>>;
+
+/// Events a live stream may fall behind by before it reads from the log instead.
+pub const FEED_CAPACITY: usize = 4096;
+
+/// A feed with no subscriber yet.
+pub fn payment_feed() -> PaymentFeed {
+    tokio::sync::broadcast::channel(FEED_CAPACITY).0
 }
 
 /// Up to `limit` events of `account` after seq `after`, in order.

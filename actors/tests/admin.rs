@@ -546,72 +546,88 @@ fn balance_adjustments_and_snapshots_on_rocksdb_survive_a_restart() {
     assert_eq!(copy.load_balances().unwrap().get("wallet"), Some(&250));
 }
 
+/// A node `test.a` with the local account `shop` (maximum 1 000 000) and its admin API, which
+/// says payers reach the SPSP server at https://pay.example.com/; STREAM credentials for shop.
+async fn shop_node() -> (AdminNode, ilp::stream::credentials::Credentials) {
+    let config = parse(&format!(
+        "{}{}[listeners.spsp]\nbind = \"127.0.0.1:0\"\n\
+         [accounts.shop]\nrelation = \"child\"\nlink = {{ type = \"local\" }}\n\
+         [accounts.shop.receiver]\nmaximum = 1000000\n",
+        node_base("a"),
+        admin_listener(),
+    ));
+    let (node_end, wallet) = MemoryLink::pair();
+    let links = BTreeMap::from([(
+        AccountId::from("wallet"),
+        Arc::new(node_end) as Arc<dyn Link>,
+    )]);
+    let node = Node::start(
+        &config,
+        NodeOptions {
+            clock: Clock::system(),
+            store: Arc::new(MemoryStore::new()),
+            seed: 1,
+            links,
+            metrics: None,
+        },
+    )
+    .unwrap();
+    let (listener, _) = common::listener().await;
+    let base = url::Url::parse("https://pay.example.com/").unwrap();
+    let state = AdminState::new(&node, &config).with_spsp_base(base);
+    let admin = AdminServer::serve(listener, state).unwrap();
+    let shop = ilp::packet::Address::try_from("test.a.shop").unwrap();
+    let credentials = node
+        .receivers
+        .keys()
+        .issue(
+            "shop",
+            &shop,
+            &ilp::stream::credentials::IssueOptions::default(),
+            0,
+            &[1; 12],
+        )
+        .unwrap();
+    let a = AdminNode {
+        node,
+        wallet,
+        _btp: links_for_config(&config, BtpOptions::default())
+            .await
+            .unwrap(),
+        admin,
+        _far: Vec::new(),
+    };
+    (a, credentials)
+}
+
+/// The wallet pays `amount` to shop, STREAM packet `sequence`; it must be fulfilled.
+async fn pay_shop(
+    a: &AdminNode,
+    credentials: &ilp::stream::credentials::Credentials,
+    sequence: u64,
+    amount: u64,
+) {
+    let expires = Clock::system().now().checked_add_millis(30_000).unwrap();
+    let p = common::stream_payment(
+        &credentials.destination,
+        &credentials.shared_secret,
+        sequence,
+        amount,
+        expires,
+    );
+    timeout(BTP_WAIT, a.wallet.send_prepare(p))
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("fulfilled");
+}
+
 #[test]
 fn local_accounts_show_where_they_are_paid_and_their_payments_page_by_page() {
     common::run(|| async {
-        let config = parse(&format!(
-            "{}{}[listeners.spsp]\nbind = \"127.0.0.1:0\"\n\
-             [accounts.shop]\nrelation = \"child\"\nlink = {{ type = \"local\" }}\n\
-             [accounts.shop.receiver]\nmaximum = 1000000\n",
-            node_base("a"),
-            admin_listener(),
-        ));
-        let (node_end, wallet) = MemoryLink::pair();
-        let links = BTreeMap::from([(
-            AccountId::from("wallet"),
-            Arc::new(node_end) as Arc<dyn Link>,
-        )]);
-        let node = Node::start(
-            &config,
-            NodeOptions {
-                clock: Clock::system(),
-                store: Arc::new(MemoryStore::new()),
-                seed: 1,
-                links,
-                metrics: None,
-            },
-        )
-        .unwrap();
-        let (listener, _) = common::listener().await;
-        let base = url::Url::parse("https://pay.example.com/").unwrap();
-        let state = AdminState::new(&node, &config).with_spsp_base(base);
-        let admin = AdminServer::serve(listener, state).unwrap();
-        let a = AdminNode {
-            node,
-            wallet,
-            _btp: links_for_config(&config, BtpOptions::default())
-                .await
-                .unwrap(),
-            admin,
-            _far: Vec::new(),
-        };
-        let shop = ilp::packet::Address::try_from("test.a.shop").unwrap();
-        let credentials = a
-            .node
-            .receivers
-            .keys()
-            .issue(
-                "shop",
-                &shop,
-                &ilp::stream::credentials::IssueOptions::default(),
-                0,
-                &[1; 12],
-            )
-            .unwrap();
-        let expires = Clock::system().now().checked_add_millis(30_000).unwrap();
+        let (a, credentials) = shop_node().await;
         for (sequence, amount) in [(1, 100), (2, 20), (3, 3)] {
-            let p = common::stream_payment(
-                &credentials.destination,
-                &credentials.shared_secret,
-                sequence,
-                amount,
-                expires,
-            );
-            timeout(BTP_WAIT, a.wallet.send_prepare(p))
-                .await
-                .unwrap()
-                .unwrap()
-                .expect("fulfilled");
+            pay_shop(&a, &credentials, sequence, amount).await;
         }
         let (status, account) = a.call(Method::GET, "/accounts/shop", None).await;
         assert_eq!(status, StatusCode::OK);
@@ -662,6 +678,131 @@ fn local_accounts_show_where_they_are_paid_and_their_payments_page_by_page() {
         let (status, _) = a.call(Method::GET, "/accounts/wallet/payments", None).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         let (status, _) = a.call(Method::GET, "/accounts/nobody/payments", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    });
+}
+
+/// A Server-Sent Events stream read in the background: its events' ids and data, as they come.
+struct EventStream {
+    events: tokio::sync::mpsc::UnboundedReceiver<(String, Value)>,
+    _reader: tokio::task::JoinHandle<()>,
+}
+
+impl EventStream {
+    async fn open(
+        a: &AdminNode,
+        path: &str,
+        last_event_id: Option<&str>,
+    ) -> (StatusCode, EventStream) {
+        let client: hyper_util::client::legacy::Client<_, http_body_util::Full<Bytes>> =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(hyper_util::client::legacy::connect::HttpConnector::new());
+        let mut request = hyper::Request::get(format!("http://{}{path}", a.admin.local_addr()))
+            .header("authorization", format!("Bearer {TOKEN}"));
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = timeout(
+            BTP_WAIT,
+            client.request(
+                request
+                    .body(http_body_util::Full::new(Bytes::new()))
+                    .unwrap(),
+            ),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let status = response.status();
+        if status == StatusCode::OK {
+            assert_eq!(response.headers()["content-type"], "text/event-stream");
+        }
+        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+        let mut body = response.into_body();
+        let reader = tokio::spawn(async move {
+            use http_body_util::BodyExt;
+            let mut text = String::new();
+            while let Some(Ok(frame)) = body.frame().await {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                text.push_str(&String::from_utf8_lossy(&data));
+                while let Some(end) = text.find("\n\n") {
+                    let block: String = text.drain(..end + 2).collect();
+                    let field = |name: &str| {
+                        block
+                            .lines()
+                            .find_map(|l| l.strip_prefix(name).map(str::to_owned))
+                    };
+                    if let (Some(id), Some(data)) = (field("id: "), field("data: ")) {
+                        let _ = tx.send((id, serde_json::from_str(&data).unwrap()));
+                    }
+                }
+            }
+        });
+        (
+            status,
+            EventStream {
+                events,
+                _reader: reader,
+            },
+        )
+    }
+
+    /// The next `n` events' ids (bounded wait).
+    async fn ids(&mut self, n: usize) -> Vec<String> {
+        let mut ids = Vec::new();
+        for _ in 0..n {
+            let (id, _) = timeout(BTP_WAIT, self.events.recv())
+                .await
+                .expect("an event in time")
+                .expect("the stream is open");
+            ids.push(id);
+        }
+        ids
+    }
+}
+
+#[test]
+fn payment_events_stream_live_and_resume_after_the_last_id() {
+    common::run(|| async {
+        let (a, credentials) = shop_node().await;
+        pay_shop(&a, &credentials, 1, 10).await;
+        // The log first, then live events as they become durable.
+        let (status, mut shop) =
+            EventStream::open(&a, "/accounts/shop/payments/events", None).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, mut all) = EventStream::open(&a, "/payments/events", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(shop.ids(1).await, ["shop:1"]);
+        pay_shop(&a, &credentials, 2, 20).await;
+        pay_shop(&a, &credentials, 3, 30).await;
+        assert_eq!(shop.ids(2).await, ["shop:2", "shop:3"]);
+        // Every account's stream starts from now.
+        assert_eq!(all.ids(2).await, ["shop:2", "shop:3"]);
+        let (_, data) = timeout(BTP_WAIT, async {
+            pay_shop(&a, &credentials, 4, 40).await;
+            shop.events.recv().await.unwrap()
+        })
+        .await
+        .unwrap();
+        assert_eq!(data["amount"], "40");
+        assert_eq!(data["streams"], json!([["1", "100"]]));
+
+        // A client that saw shop:2 reconnects: 3 and 4 come again, from the log.
+        let (status, mut again) =
+            EventStream::open(&a, "/accounts/shop/payments/events", Some("shop:2")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(again.ids(2).await, ["shop:3", "shop:4"]);
+        let (status, mut after) =
+            EventStream::open(&a, "/accounts/shop/payments/events?after=3", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(after.ids(1).await, ["shop:4"]);
+
+        let (status, _) =
+            EventStream::open(&a, "/accounts/shop/payments/events", Some("cafe:2")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, _) = EventStream::open(&a, "/accounts/wallet/payments/events", None).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
     });
 }
