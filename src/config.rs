@@ -16,7 +16,7 @@ mod validate;
 
 pub use account::{
     AccountConfig, BalanceConfig, ClientTlsConfig, DedupConfig, HttpMode, LinkConfig, LinkType,
-    RateLimitConfig, Relation, ThroughputConfig,
+    RateLimitConfig, ReceiverConfig, Relation, ThroughputConfig, WebhookConfig,
 };
 pub use changes::ConfigChanges;
 pub use sections::{

@@ -29,3 +29,4 @@ pub mod supervise;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
 pub mod tls;
+pub mod webhooks;

@@ -157,6 +157,8 @@ pub struct Node {
     pub receivers: Receivers,
     /// Payment events, announced once durable (the admin API's live streams subscribe).
     pub payment_feed: crate::payment_log::PaymentFeed,
+    /// The local accounts' webhook tasks.
+    pub webhooks: crate::webhooks::Webhooks,
     /// Every account's link, by account id.
     pub links: BTreeMap<AccountId, Arc<dyn Link>>,
     pub metrics: Option<Arc<Metrics>>,
@@ -230,6 +232,8 @@ impl Node {
         let router_receivers = receivers.clone();
         let payment_feed = crate::payment_log::payment_feed();
         let keeper_feed = payment_feed.clone();
+        let mut webhooks = crate::webhooks::Webhooks::new(store.clone(), payment_feed.clone());
+        webhooks.apply(config);
 
         // Supervisor closures must own what they use; the results come back through `slot`,
         // filled before `Supervisor::start` returns (it runs its closure synchronously).
@@ -348,6 +352,7 @@ impl Node {
             store: node_store,
             receivers,
             payment_feed,
+            webhooks,
             links: node_links,
             metrics: node_metrics,
         })
@@ -477,6 +482,7 @@ impl Node {
         });
         self.settlement
             .do_send(UpdateAccounts(bilateral(&config.accounts, &sends)));
+        self.webhooks.apply(config);
         if let Some(address) = &config.node.ilp_address {
             if self.address.get().as_ref() != Some(address) {
                 self.set_address(address.clone());

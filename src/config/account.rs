@@ -419,9 +419,29 @@ pub struct ReceiverConfig {
     /// unbounded. Not together with `balance.minimum`, which says the same.
     #[serde(default)]
     pub maximum: Option<u64>,
+    /// Where every payment event of the account is POSTed, signed ([`WebhookConfig`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookConfig>,
 }
 
-/// One `[accounts.<id>]` table.
+/// `[accounts.<id>.receiver.webhook]`: the account's payment events are POSTed to `url` as a
+/// JSON array, in order, each at least once (a durable cursor moves on at a 2xx; anything else
+/// is retried with backoff), signed with `secret`: `Ilp-Signature: t=<unix seconds>,v1=<hex
+/// HMAC-SHA256(secret, "<t>.<body>")>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookConfig {
+    #[serde(
+        serialize_with = "url_serde::serialize",
+        deserialize_with = "deserialize_url"
+    )]
+    pub url: Url,
+    pub secret: SecretString,
+}
+
+fn deserialize_url<'de, D: Deserializer<'de>>(d: D) -> Result<Url, D::Error> {
+    let s = String::deserialize(d)?;
+    Url::parse(&s).map_err(|e| serde::de::Error::custom(format!("invalid URL {s:?}: {e}")))
+}
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountConfig {
     pub relation: Relation,

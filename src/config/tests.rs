@@ -896,3 +896,47 @@ link = { type = "memory" }
         "\n{e}"
     );
 }
+
+#[test]
+fn receiver_webhooks_and_their_checks() {
+    let text = r#"
+[node]
+ilp_address = "test.a"
+[accounts.shop]
+relation = "child"
+link = { type = "local" }
+[accounts.shop.receiver.webhook]
+url = "https://shop.example/hook"
+secret = "s"
+"#;
+    let c = Config::from_toml_str(text).unwrap();
+    let hook = c.accounts["shop"]
+        .receiver
+        .as_ref()
+        .and_then(|r| r.webhook.as_ref())
+        .unwrap();
+    assert_eq!(hook.url.as_str(), "https://shop.example/hook");
+    assert_eq!(hook.secret.expose(), "s");
+    let e = errors(
+        &text
+            .replace("https://shop.example/hook", "ftp://shop.example/hook")
+            .replace("secret = \"s\"", "secret = \"\""),
+    );
+    assert_error(
+        &e,
+        "accounts.shop.receiver.webhook.url",
+        "http:// or https://",
+    );
+    assert_error(
+        &e,
+        "accounts.shop.receiver.webhook.secret",
+        "must not be empty",
+    );
+    let e = errors(&text.replace("secret = \"s\"\n", ""));
+    assert!(
+        paths(&e)
+            .iter()
+            .any(|p| p.starts_with("accounts.shop.receiver.webhook")),
+        "\n{e}"
+    );
+}

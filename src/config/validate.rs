@@ -452,6 +452,17 @@ fn check_local(e: &mut Errors, p: &str, a: &AccountConfig) {
             "a local account has no link to settle over",
         );
     }
+    if let Some(hook) = a.receiver.as_ref().and_then(|r| r.webhook.as_ref()) {
+        if !matches!(hook.url.scheme(), "http" | "https") {
+            e.at(
+                format!("{p}.receiver.webhook.url"),
+                "must be an http:// or https:// URL",
+            );
+        }
+        if hook.secret.expose().is_empty() {
+            e.at(format!("{p}.receiver.webhook.secret"), "must not be empty");
+        }
+    }
     if let Some(maximum) = a.receiver_maximum() {
         if maximum == 0 || i64::try_from(maximum).is_err() {
             e.at(
