@@ -12,7 +12,10 @@
 #
 # Scenarios: BTP -> BTP through one of ours; HTTP/2 -> HTTP/2 (h2c) through one of ours, sync
 # and async; BTP -> BTP through two of ours in a row (peered over BTP); BTP -> BTP through the JS
-# connector. Every process is started and stopped by PID.
+# connector; at K = 100 also STREAM packets (1 unit each) paid to a local account of ours (SPSP
+# credentials, the Router's own STREAM receiver, credit and payment event durable per packet)
+# beside the JS ilp-protocol-stream server behind the JS connector. Every process is started
+# and stopped by PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -31,11 +34,13 @@ RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
 
 # load SCENARIO K PIDS DESTINATION TRANSPORT...: one ilp-load run; appends a result row.
+# DESTINATION "-": STREAM packets to a receiver, which the remaining arguments name.
 load() {
-  local scenario=$1 k=$2 pids=$3 dest=$4 line
+  local scenario=$1 k=$2 pids=$3 dest=$4 line target=()
   shift 4
+  [ "$dest" = - ] || target=(--payee payee:payee-token --destination "$dest")
   line=$("$BIN/ilp-load" "$@" --payer payer:payer-token \
-    --payee payee:payee-token --destination "$dest" -k "$k" --duration "$SECONDS_PER_RUN" \
+    "${target[@]}" -k "$k" --duration "$SECONDS_PER_RUN" \
     --connector-pid "$pids" --json | tee -a "$WORK/load.log" | grep '^{') || {
     log "$scenario K=$k: ilp-load failed"; tail -5 "$WORK/load.log" >&2; return 0; }
   log "$scenario K=$k: $line"
@@ -50,7 +55,22 @@ ours_single() {
   stop_all
 }
 
-free_port() { node scripts/interop/free-port.js; }
+# STREAM packets to a local account of ours: SPSP credentials from our server, then the Router
+# answers every packet itself (decrypt, credit durably, encrypted Fulfill).
+ours_receiver() {
+  local k=$1 spsp
+  { node_head test.r "$WORK/r-$k" 127.0.0.1:0
+    printf '[listeners.spsp]\nbind = "127.0.0.1:0"\n'
+    child_account payer payer-token
+    printf '[accounts.shop]\nrelation = "child"\n[accounts.shop.link]\ntype = "local"\n'
+  } >"$WORK/r.toml"
+  start_ours r
+  spsp=$(grep -m1 -oE '^SPSP listening on http://[^ ]+' "$WORK/r.out" | sed 's/^SPSP listening on //')
+  load "ours, BTP → local STREAM receiver" "$k" "$PID_OUT" - --btp "$BTP_OUT" --spsp "$spsp/shop"
+  stop_all
+}
+
+free_port() { node scripts/interop/free-port.js "${1:-1}"; }
 
 http_account() { # id mode connector-port load-port
   local callback=""
@@ -66,8 +86,7 @@ EOF
 
 ours_http() { # K mode
   local k=$1 mode=$2 cport lport extra=()
-  cport=$(free_port)
-  lport=$(free_port)
+  { read -r cport; read -r lport; } < <(free_port 2)
   { node_head test.h "$WORK/h-$mode-$k" 127.0.0.1:0 | grep -v -e '^\[listeners.btp\]$' -e '^bind = "127.0.0.1:0"$'
     printf '[listeners.http]\nbind = "127.0.0.1:%s"\nh2 = true\n' "$cport"
     http_account payer "$mode" "$cport" "$lport"; http_account payee "$mode" "$cport" "$lport"
@@ -119,8 +138,7 @@ EOF
 
 js_single() {
   local k=$1 payer_port payee_port accounts js_pid
-  payer_port=$(free_port)
-  payee_port=$(free_port)
+  { read -r payer_port; read -r payee_port; } < <(free_port 2)
   accounts=$(cat <<EOF
 {
   "payer": { "relation": "child", "assetCode": "USD", "assetScale": 9, "plugin": "ilp-plugin-btp",
@@ -150,6 +168,56 @@ EOF
   stop_all
 }
 
+# The JS side of the receiver row: a JS ilp-protocol-stream server, a BTP child of the JS
+# connector, answers the STREAM packets the payer sends through the connector.
+js_receiver() {
+  local k=$1 payer_port receiver_port accounts js_pid server_pid credentials dest secret
+  { read -r payer_port; read -r receiver_port; } < <(free_port 2)
+  accounts=$(cat <<EOF
+{
+  "payer": { "relation": "child", "assetCode": "USD", "assetScale": 9, "plugin": "ilp-plugin-btp",
+    "options": { "listener": { "port": $payer_port, "secret": "payer-token" } },
+    "maxPacketAmount": "1000000000",
+    "rateLimit": { "refillCount": 100000000, "capacity": 100000000 } },
+  "receiver": { "relation": "child", "assetCode": "USD", "assetScale": 9, "plugin": "ilp-plugin-btp",
+    "options": { "listener": { "port": $receiver_port, "secret": "receiver-token" } },
+    "rateLimit": { "refillCount": 100000000, "capacity": 100000000 } }
+}
+EOF
+)
+  (
+    cd scripts/interop
+    export CONNECTOR_ILP_ADDRESS=test.js CONNECTOR_STORE=memory CONNECTOR_BACKEND=one-to-one \
+      CONNECTOR_SPREAD=0 CONNECTOR_ROUTE_BROADCAST_ENABLED=true CONNECTOR_ACCOUNTS="$accounts"
+    exec node node_modules/ilp-connector/dist/index.js
+  ) >"$WORK/jsr.log" 2>&1 &
+  js_pid=$!
+  PIDS+=("$js_pid")
+  for _ in $(seq 1 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$receiver_port") 2>/dev/null && break
+    sleep 0.05
+  done
+  (cd scripts/interop && RECEIVER_BTP="ws://127.0.0.1:$receiver_port" RECEIVER_TOKEN=receiver-token \
+    exec node stream-server.js) >"$WORK/jsr-server.out" 2>"$WORK/jsr-server.log" &
+  server_pid=$!
+  PIDS+=("$server_pid")
+  credentials=""
+  for _ in $(seq 1 300); do
+    credentials=$(grep -m1 '^{' "$WORK/jsr-server.out" 2>/dev/null || true)
+    [ -n "$credentials" ] && break
+    kill -0 "$server_pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  if [ -z "$credentials" ]; then
+    log "JS STREAM server did not start"; cat "$WORK/jsr-server.log" >&2; stop_all; return 0
+  fi
+  dest=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["destination_account"])' "$credentials")
+  secret=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["shared_secret"])' "$credentials")
+  load "JS ilp-connector 23.0.2 + JS STREAM server, BTP → STREAM receiver" "$k" "$js_pid,$server_pid" - \
+    --btp "ws://127.0.0.1:$payer_port" --destination "$dest" --stream-secret "$secret"
+  stop_all
+}
+
 if [ "${BENCH_SKIP_JS:-0}" != 1 ]; then
   (cd scripts/interop && npm ci --no-audit --no-fund --loglevel=error >&2)
 fi
@@ -159,6 +227,11 @@ for k in $KS; do
   ours_http "$k" async
   ours_chain "$k"
   [ "${BENCH_SKIP_JS:-0}" = 1 ] || js_single "$k"
+  # The receiver rows run at K = 100 only (what the issue asks of them).
+  if [ "$k" = 100 ]; then
+    ours_receiver "$k"
+    [ "${BENCH_SKIP_JS:-0}" = 1 ] || js_receiver "$k"
+  fi
 done
 
 MACHINE="$(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"

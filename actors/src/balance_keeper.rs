@@ -487,6 +487,7 @@ impl BalanceKeeper {
         let mut ops = batch.ops;
         ops.extend(batch.records.into_op());
         ops.extend(batch.received);
+        self.log.finish_batch(&mut ops);
         let commit = self.persist_now(ops);
         let done = self.finish(commit, batch.events, ());
         let feed = self.feed.clone().filter(|_| !batch.announce.is_empty());

@@ -62,6 +62,10 @@ pub struct LoadSpec {
     pub expiry: Duration,
     /// Distinguishes the conditions of one run from another's.
     pub seed: u64,
+    /// `Some`: the packets are STREAM packets, each paying its amount on stream 1 of the
+    /// connection at `destination` keyed by this shared secret (a STREAM receiver fulfills
+    /// them); `None`: each packet's data is the preimage of its condition (a [`PreimagePayee`]).
+    pub stream_secret: Option<[u8; 32]>,
 }
 
 /// What happened.
@@ -92,10 +96,36 @@ impl LoadReport {
     }
 }
 
-/// The Prepare number `index` of a run: its data is the preimage of its condition.
+/// The Prepare number `index` of a run: its data is the preimage of its condition, or (with
+/// [`LoadSpec::stream_secret`]) a STREAM packet with sequence `index + 1`.
 pub fn payment(spec: &LoadSpec, index: u64, expires_at: Timestamp) -> Option<Prepare> {
     let preimage: [u8; 32] =
         Sha256::digest([spec.seed.to_be_bytes(), index.to_be_bytes()].concat()).into();
+    if let Some(secret) = &spec.stream_secret {
+        let keys = ilp::stream::StreamKeys::new(secret);
+        let packet = ilp::stream::StreamPacket {
+            packet_type: ilp::packet::PacketType::Prepare,
+            sequence: index + 1,
+            prepare_amount: 0,
+            frames: vec![ilp::stream::Frame::StreamMoney {
+                stream_id: 1,
+                shares: 1,
+            }],
+        };
+        // A fresh IV per packet: taken from the run's seed and the packet's number.
+        let mut iv = [0u8; ilp::stream::IV_LEN];
+        iv.copy_from_slice(&preimage[..ilp::stream::IV_LEN]);
+        let data = keys.encrypt_packet(&iv, &packet).ok()?;
+        return PrepareBuilder {
+            amount: spec.amount,
+            expires_at,
+            execution_condition: &keys.condition(&data),
+            destination: &spec.destination,
+            data: &data,
+        }
+        .build()
+        .ok();
+    }
     let condition: [u8; 32] = Sha256::digest(preimage).into();
     PrepareBuilder {
         amount: spec.amount,
@@ -275,7 +305,41 @@ mod tests {
             rate: None,
             expiry: Duration::from_secs(30),
             seed: 1,
+            stream_secret: None,
         }
+    }
+
+    #[test]
+    fn stream_packets_are_readable_and_fulfillable_by_the_receiver() {
+        let secret = [9u8; 32];
+        let spec = LoadSpec {
+            stream_secret: Some(secret),
+            ..spec(2)
+        };
+        let keys = ilp::stream::StreamKeys::new(&secret);
+        let expires = Timestamp::from_unix_millis(1_700_000_000_000);
+        let (a, b) = (
+            payment(&spec, 0, expires).unwrap(),
+            payment(&spec, 1, expires).unwrap(),
+        );
+        for (prepare, sequence) in [(&a, 1), (&b, 2)] {
+            let packet = keys.decrypt_packet(prepare.data()).unwrap();
+            assert_eq!(packet.sequence, sequence);
+            assert_eq!(
+                packet.frames,
+                vec![ilp::stream::Frame::StreamMoney {
+                    stream_id: 1,
+                    shares: 1
+                }]
+            );
+            assert_eq!(
+                prepare.execution_condition(),
+                &keys.condition(prepare.data())
+            );
+            assert_eq!(prepare.amount(), 7);
+        }
+        // A fresh IV each: no two packets encrypt alike.
+        assert_ne!(a.data()[..12], b.data()[..12]);
     }
 
     #[actix::test]

@@ -6,10 +6,13 @@
 //! Store records:
 //! - `rcv/ev/<account>\0<seq: u64 BE>`: a [`PaymentEvent`] as JSON; `seq` counts from 1 per
 //!   account, so a reader pages with "after seq N";
-//! - `rcv/seq/<account>`: the account's last seq (u64 BE), read at the keeper's start;
-//! - `rcv/tot/<connection id: 16 bytes>`: the connection's totals, `(stream id u64 BE, total
-//!   u64 BE)*`; a later write never lowers a stream's total ([`PaymentLog::stage`] merges with
-//!   the highest written so far).
+//! - `rcv/seq/<account>`: the account's last seq (u64 BE), once per store batch, read at the
+//!   keeper's start;
+//! - `rcv/tot/<connection id: 16 bytes>`: a receipt connection's totals, `(stream id u64 BE,
+//!   total u64 BE)*`; a later write never lowers a stream's total ([`PaymentLog::stage`] merges
+//!   with the highest written so far). Connections without receipts have none: only a receipt
+//!   binds us to a total, and after a restart their `StreamMaxMoney` totals count from 0 again
+//!   (senders keep the highest they were told).
 
 use crate::messages::AccountId;
 use crate::store::{Store, StoreError, StoreOp};
@@ -64,10 +67,6 @@ pub struct PaymentEvent {
     pub connection_closed: bool,
     /// Unix milliseconds.
     pub time_ms: u64,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The key of `account`'s event `seq`.
@@ -130,6 +129,8 @@ fn merge(into: &mut Vec<(u64, u64)>, other: &[(u64, u64)]) {
 pub struct PaymentLog {
     seqs: HashMap<AccountId, u64>,
     written: HashMap<[u8; 16], Vec<(u64, u64)>>,
+    /// Accounts with events staged since the last [`PaymentLog::finish_batch`].
+    dirty: Vec<AccountId>,
 }
 
 impl PaymentLog {
@@ -151,13 +152,14 @@ impl PaymentLog {
         }
         Ok(PaymentLog {
             seqs,
-            written: HashMap::new(),
+            ..PaymentLog::default()
         })
     }
 
-    /// The ops that record `received` (to commit with its credit): its event, the account's
-    /// seq, and the connection's totals merged with the highest written before. Returns the
-    /// event, to announce once the commit landed.
+    /// The ops that record `received` (to commit with its credit): its event and, for a
+    /// receipt connection, its totals merged with the highest written before. The account's
+    /// seq follows with [`PaymentLog::finish_batch`]. Returns the event, to announce once the
+    /// commit landed.
     pub fn stage(&mut self, received: &Received, ops: &mut Vec<StoreOp>) -> Arc<PaymentEvent> {
         let seq = self.seqs.entry(received.account.clone()).or_insert(0);
         *seq += 1;
@@ -167,7 +169,7 @@ impl PaymentLog {
             amount: received.amount.to_string(),
             from_account: received.from.to_string(),
             protocol: received.protocol.to_owned(),
-            connection_id: hex(&received.connection),
+            connection_id: hex::encode(received.connection),
             tag: received.tag.clone(),
             streams: received
                 .totals
@@ -182,10 +184,12 @@ impl PaymentLog {
             key: event_key(&received.account, *seq),
             value: serde_json::to_vec(&event).unwrap_or_default(),
         });
-        ops.push(StoreOp::PutRecord {
-            key: seq_key(&received.account),
-            value: seq.to_be_bytes().to_vec(),
-        });
+        if !self.dirty.contains(&received.account) {
+            self.dirty.push(received.account.clone());
+        }
+        if !received.receipts {
+            return Arc::new(event);
+        }
         if self.written.len() >= MERGE_MEMORY && !self.written.contains_key(&received.connection) {
             // Rarely: forgetting only risks a late write lowering a total until the next one.
             self.written.clear();
@@ -197,6 +201,17 @@ impl PaymentLog {
             value: encode_totals(written),
         });
         Arc::new(event)
+    }
+
+    /// The seq records of the accounts staged since the last call: one per account per batch.
+    pub fn finish_batch(&mut self, ops: &mut Vec<StoreOp>) {
+        for account in self.dirty.drain(..) {
+            let seq = self.seqs.get(&account).copied().unwrap_or(0);
+            ops.push(StoreOp::PutRecord {
+                key: seq_key(&account),
+                value: seq.to_be_bytes().to_vec(),
+            });
+        }
     }
 }
 
@@ -259,6 +274,16 @@ mod tests {
         log.stage(&received("shop", 1, 10, vec![(1, 10)]), &mut ops);
         log.stage(&received("shop", 1, 5, vec![(1, 15)]), &mut ops);
         log.stage(&received("cafe", 2, 7, vec![(1, 7)]), &mut ops);
+        log.finish_batch(&mut ops);
+        // One seq record per account per batch.
+        assert_eq!(
+            ops.iter()
+                .filter(
+                    |op| matches!(op, StoreOp::PutRecord { key, .. } if key.starts_with(SEQ_PREFIX))
+                )
+                .count(),
+            2
+        );
         store.commit(ops).await.unwrap();
         let shop = read_events(&store, "shop", 0, 10).unwrap();
         assert_eq!(
@@ -278,6 +303,7 @@ mod tests {
         let mut log = PaymentLog::load(&store).unwrap();
         let mut ops = Vec::new();
         log.stage(&received("shop", 3, 1, vec![(1, 1)]), &mut ops);
+        log.finish_batch(&mut ops);
         store.commit(ops).await.unwrap();
         assert_eq!(read_events(&store, "shop", 2, 10).unwrap()[0].seq, 3);
     }
@@ -290,7 +316,12 @@ mod tests {
         log.stage(&received("shop", 1, 20, vec![(1, 30), (3, 4)]), &mut ops);
         // Committed after, computed before: lower totals.
         log.stage(&received("shop", 1, 10, vec![(1, 10), (5, 1)]), &mut ops);
+        // A connection without receipts keeps no totals.
+        let mut plain = received("shop", 2, 5, vec![(1, 5)]);
+        plain.receipts = false;
+        log.stage(&plain, &mut ops);
         store.commit(ops).await.unwrap();
+        assert_eq!(store.get_record(&totals_key(&[2; 16])).unwrap(), None);
         let stored = store.get_record(&totals_key(&[1; 16])).unwrap().unwrap();
         assert_eq!(decode_totals(&stored), Some(vec![(1, 30), (3, 4), (5, 1)]));
         assert_eq!(decode_totals(&[0; 15]), None);

@@ -12,9 +12,10 @@
 //!   the room it has left ([`Acceptance::refuse`]).
 //!
 //! Each connection's stream totals (told back in `StreamMaxMoney` and signed in receipts) are
-//! kept in memory per account, for the most recent [`MAX_CONNECTIONS`] connections, and written
-//! with every credit ([`crate::payment_log`]); a connection this process has not seen yet
-//! starts from its stored totals, so they never go back, not even across a restart.
+//! kept in memory per account, for the most recent [`MAX_CONNECTIONS`] connections; a receipt
+//! connection's are also written with every credit ([`crate::payment_log`]), and one this
+//! process has not seen yet starts from its stored totals, so its receipts never go back, not
+//! even across a restart.
 
 use crate::messages::AccountId;
 use crate::payment_log::{decode_totals, totals_key, Received};
@@ -336,9 +337,13 @@ impl Acceptance {
         }
     }
 
-    /// Brings the connection's totals from the store when this process has not seen the
-    /// connection yet (it was paid before a restart, or forgotten), so they never go back.
+    /// Brings a receipt connection's totals from the store when this process has not seen the
+    /// connection yet (it was paid before a restart, or forgotten), so its receipts never go
+    /// back. (Connections without receipts keep no stored totals.)
     pub async fn recall(&self) {
+        if self.connection.receipts.is_none() {
+            return;
+        }
         let id = self.connection.id;
         let Some(store) = self.store.clone() else {
             return;

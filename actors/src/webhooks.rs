@@ -136,17 +136,13 @@ fn client(url: &url::Url) -> Option<HttpsClient> {
     )
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The `Ilp-Signature` value of `body` sent at unix second `t`.
 pub fn signature(secret: &str, t: u64, body: &[u8]) -> String {
     let mut signed = format!("{t}.").into_bytes();
     signed.extend_from_slice(body);
     format!(
         "t={t},v1={}",
-        hex(&ilp::stream::hmac_sha256(secret.as_bytes(), &signed))
+        hex::encode(ilp::stream::hmac_sha256(secret.as_bytes(), &signed))
     )
 }
 

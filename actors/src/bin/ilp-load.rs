@@ -19,11 +19,14 @@ use std::time::{Duration, Instant};
 
 const USAGE: &str =
     "usage: ilp-load --btp URL --payer USER:TOKEN --payee USER:TOKEN --destination ADDRESS\n\
+  or:    ilp-load --btp URL --payer USER:TOKEN (--spsp URL | --destination ADDRESS --stream-secret BASE64)\n\
   [-k IN_FLIGHT (100)] [--packets N] [--duration SECONDS] [--rate PACKETS_PER_SECOND]\n\
   [--amount UNITS (1)] [--expiry-ms MS (30000)] [--idempotent] [--connector-pid PID[,PID...]] [--json]\n\
   Stops after --packets or --duration (default: 10 s), then waits for every answer.\n\
   --http: the connector's HTTP listener; the payer POSTs to URL/accounts/USER/ilp, and ilp-load\n\
-  serves the payee's /accounts/USER/ilp (and async callbacks) on --listen.";
+  serves the payee's /accounts/USER/ilp (and async callbacks) on --listen.\n\
+  --spsp / --stream-secret: STREAM packets (1 unit each by default, stream 1) to a STREAM\n\
+  receiver, with credentials from an SPSP server or given; no payee account.";
 
 struct Args {
     /// The connector's BTP listener, or (`http`) its ILP-over-HTTP listener.
@@ -35,10 +38,13 @@ struct Args {
     asynchronous: bool,
     h2: bool,
     payer: (String, String),
-    payee: (String, String),
+    /// `None` with STREAM packets: the receiver answers them.
+    payee: Option<(String, String)>,
     destination: Address,
     spec: LoadSpec,
     idempotent: bool,
+    /// Where to ask for STREAM credentials (`--spsp`).
+    spsp: Option<String>,
     /// The connector process(es) whose CPU time is charged to the packets (summed).
     pids: Vec<u32>,
     json: bool,
@@ -56,6 +62,42 @@ fn credentials(value: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{value:?}: expected USER:TOKEN"))
 }
 
+fn secret32(value: &str) -> Result<[u8; 32], String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .map_err(|e| format!("--stream-secret: not base64: {e}"))?;
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map_err(|_| format!("--stream-secret: {} bytes, not 32", bytes.len()))
+}
+
+/// STREAM credentials from the SPSP server at `url`.
+async fn spsp_credentials(url: &str) -> Result<ilp::spsp::SpspResponse, String> {
+    use http_body_util::BodyExt;
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let request = hyper::Request::get(url)
+        .header("accept", ilp::spsp::CONTENT_TYPE)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .map_err(|e| format!("--spsp {url}: {e}"))?;
+    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+        .await
+        .map_err(|_| format!("--spsp {url}: no answer in 10 s"))?
+        .map_err(|e| format!("--spsp {url}: {e}"))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("--spsp {url}: {e}"))?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(format!("--spsp {url}: {status}"));
+    }
+    ilp::spsp::SpspResponse::decode(&body).map_err(|e| format!("--spsp {url}: {e}"))
+}
+
 fn number<T: std::str::FromStr>(flag: &str, value: Option<String>) -> Result<T, String> {
     let value = value.ok_or_else(|| format!("{flag} needs a value"))?;
     value
@@ -66,6 +108,7 @@ fn number<T: std::str::FromStr>(flag: &str, value: Option<String>) -> Result<T, 
 fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
     let (mut btp, mut payer, mut payee, mut destination) = (None, None, None, None);
     let mut payee_btp = None;
+    let (mut spsp, mut stream_secret) = (None, None);
     let (mut http, mut listen, mut asynchronous, mut h2) = (None, None, false, false);
     let (mut in_flight, mut packets, mut duration, mut rate) = (100usize, None, None, None);
     let (mut amount, mut expiry_ms, mut idempotent, mut pids, mut json) =
@@ -101,11 +144,31 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
                 }
             }
             "--json" => json = true,
+            "--spsp" => spsp = args.next(),
+            "--stream-secret" => {
+                let value = args.next().unwrap_or_default();
+                stream_secret = Some(secret32(&value)?);
+            }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    let destination = destination.ok_or("--destination is required")?;
+    if spsp.is_some() && (destination.is_some() || stream_secret.is_some()) {
+        return Err("--spsp gives the destination and the secret: not with --destination or --stream-secret".into());
+    }
+    if stream_secret.is_some() && destination.is_none() {
+        return Err("--stream-secret needs --destination".into());
+    }
+    // Filled in from the SPSP answer before the run when --spsp is given.
+    let destination = match (&spsp, destination) {
+        (Some(_), None) => Address::try_from("test.spsp.pending").map_err(|e| e.to_string())?,
+        (_, Some(d)) => d,
+        (None, None) => return Err("--destination is required".into()),
+    };
+    let streaming = spsp.is_some() || stream_secret.is_some();
+    if !streaming && payee.is_none() {
+        return Err("--payee is required".into());
+    }
     if in_flight == 0 {
         return Err("-k must be at least 1".into());
     }
@@ -128,7 +191,8 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
         asynchronous,
         h2,
         payer: payer.ok_or("--payer is required")?,
-        payee: payee.ok_or("--payee is required")?,
+        payee: if streaming { None } else { payee },
+        spsp,
         spec: LoadSpec {
             destination: destination.clone(),
             amount,
@@ -141,6 +205,7 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0),
+            stream_secret,
         },
         destination,
         idempotent,
@@ -191,19 +256,23 @@ async fn btp_endpoints(args: &Args, url: &str) -> Result<Endpoints, String> {
         args.idempotent,
         options.clone(),
     ));
-    let payee = BtpClientLink::connect_with_tls(
-        args.payee_btp.as_deref().unwrap_or(url),
-        &args.payee.0,
-        &args.payee.1,
-        None,
-        false,
-        options,
-    );
+    let payee = args.payee.as_ref().map(|(user, token)| {
+        BtpClientLink::connect_with_tls(
+            args.payee_btp.as_deref().unwrap_or(url),
+            user,
+            token,
+            None,
+            false,
+            options,
+        )
+    });
     let fulfiller = PreimagePayee::default();
     let delivered = fulfiller.delivered.clone();
-    payee.attach(fulfiller.start().recipient());
+    if let Some(payee) = &payee {
+        payee.attach(fulfiller.start().recipient());
+    }
     let connected_by = Instant::now() + Duration::from_secs(15);
-    while !(payer.is_up() && payee.is_up()) {
+    while !(payer.is_up() && payee.as_ref().is_none_or(|p| p.is_up())) {
         if Instant::now() > connected_by {
             return Err(format!(
                 "could not connect and authenticate both accounts at {url}"
@@ -225,6 +294,10 @@ async fn http_endpoints(args: &Args, base: &str) -> Result<Endpoints, String> {
     use actix::Actor;
     use ilp_actors::link::http::{HttpLink, HttpLinkOptions, HttpServer, HttpServerOptions};
     let listen = args.listen.ok_or("--http needs --listen")?;
+    let payee = args
+        .payee
+        .as_ref()
+        .ok_or("--http sends to a payee account: STREAM packets go over --btp")?;
     let mode = if args.asynchronous { "async" } else { "sync" };
     let account = |(user, token): &(String, String)| {
         let callback = if args.asynchronous {
@@ -242,7 +315,7 @@ async fn http_endpoints(args: &Args, base: &str) -> Result<Endpoints, String> {
     let text = format!(
         "[node]\nilp_address = \"test.ilp-load\"\n[listeners.http]\nbind = \"{listen}\"\n{}{}",
         account(&args.payer),
-        account(&args.payee)
+        account(payee)
     );
     let config = ilp::config::Config::from_toml_str(&text).map_err(|e| format!("{e}\n{text}"))?;
     let options = HttpLinkOptions {
@@ -255,7 +328,7 @@ async fn http_endpoints(args: &Args, base: &str) -> Result<Endpoints, String> {
         HttpLink::from_config(user, &config.accounts[user], clock, &options)
             .map_err(|e| e.to_string())
     };
-    let (payer, payee) = (link(&args.payer.0)?, link(&args.payee.0)?);
+    let (payer, payee) = (link(&args.payer.0)?, link(&payee.0)?);
     let fulfiller = PreimagePayee::default();
     let delivered = fulfiller.delivered.clone();
     payee.attach(fulfiller.start().recipient());
@@ -278,7 +351,20 @@ async fn http_endpoints(args: &Args, base: &str) -> Result<Endpoints, String> {
     })
 }
 
-async fn drive(args: Args) -> ExitCode {
+async fn drive(mut args: Args) -> ExitCode {
+    if let Some(url) = args.spsp.clone() {
+        match spsp_credentials(&url).await {
+            Ok(credentials) => {
+                args.destination = credentials.destination_account.clone();
+                args.spec.destination = credentials.destination_account;
+                args.spec.stream_secret = Some(credentials.shared_secret);
+            }
+            Err(message) => {
+                eprintln!("{message}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let endpoints = match &args.transport {
         Transport::Btp(url) => btp_endpoints(&args, url).await,
         Transport::Http(url) => http_endpoints(&args, url).await,
