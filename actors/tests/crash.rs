@@ -132,7 +132,16 @@ fn kill_9_under_load_loses_and_creates_nothing() {
     let result = block_on(async move {
         tokio::time::timeout(
             TEST_BOUND,
-            run(first, config_path, log, btp, kills, seed, in_flight),
+            run(
+                first,
+                config_path,
+                log,
+                btp,
+                kills,
+                seed,
+                in_flight,
+                Target::Payee,
+            ),
         )
         .await
         .expect("the crash test did not finish in time")
@@ -178,6 +187,14 @@ struct Figures {
     deliveries: u64,
 }
 
+/// Where the payer pays: the payee client (preimage payments), or a local account of the node
+/// (STREAM packets on these credentials).
+enum Target {
+    Payee,
+    Receiver(Address, [u8; 32]),
+}
+
+#[allow(clippy::too_many_arguments)] // the test's knobs, spelled out at its two call sites
 async fn run(
     first: Connector,
     config_path: PathBuf,
@@ -186,6 +203,7 @@ async fn run(
     kills: u64,
     seed: u64,
     in_flight: u64,
+    target: Target,
 ) -> Figures {
     let clock = Clock::system();
     let url = format!("ws://{btp}");
@@ -209,7 +227,13 @@ async fn run(
         .recipient(),
     );
 
-    let payer = Payer::new(payer_link, "test.crash.payee", seed, PAYMENT_EXPIRY_MS);
+    let payer = match &target {
+        Target::Payee => Payer::new(payer_link, "test.crash.payee", seed, PAYMENT_EXPIRY_MS),
+        Target::Receiver(destination, secret) => {
+            Payer::streaming(payer_link, destination, *secret, seed, PAYMENT_EXPIRY_MS)
+        }
+    };
+    let to_payee = matches!(target, Target::Payee);
     let mut tasks = Vec::new();
     for _ in 0..in_flight {
         tasks.push(tokio::spawn(payer.clone().run(clock)));
@@ -248,7 +272,7 @@ async fn run(
     let delivered_before = payee_book.lock().unwrap().deliveries;
     wait_until("payments flow after the last restart", START_BOUND, || {
         payer.fulfilled() >= before + 5
-            && payee_book.lock().unwrap().deliveries >= delivered_before + 5
+            && (!to_payee || payee_book.lock().unwrap().deliveries >= delivered_before + 5)
     })
     .await;
     payer.stop.store(true, Ordering::SeqCst);
@@ -289,14 +313,141 @@ async fn run(
     let amount = payer.total();
     // The payee was paid for exactly the payments the payer saw fulfilled.
     let payee = payee_book.lock().unwrap();
-    assert_eq!(payee.fulfilled.len(), payer.fulfilled.len());
-    assert_eq!(payee.total(), amount);
+    if to_payee {
+        assert_eq!(payee.fulfilled.len(), payer.fulfilled.len());
+        assert_eq!(payee.total(), amount);
+    }
     Figures {
         payments: u64::try_from(payer.fulfilled.len()).unwrap(),
         resent,
         amount,
         deliveries: payee.deliveries,
     }
+}
+
+/// The crash test's node with a local account `shop` and an SPSP server (port 0: credentials are
+/// asked for once, and the receiver secret kept in the store keeps them valid after restarts).
+fn receiving_config(port: u16, data: &Path) -> String {
+    format!(
+        "{}[listeners.spsp]\nbind = \"127.0.0.1:0\"\n\
+         [accounts.shop]\nrelation = \"child\"\n[accounts.shop.link]\ntype = \"local\"\n",
+        config(port, data)
+    )
+}
+
+/// Kills under load while a local account is paid with STREAM packets (with receipts): the
+/// account is credited exactly what the payer saw fulfilled, once per packet, with exactly one
+/// payment event per packet, and its receipt totals end at that amount.
+#[test]
+fn kill_9_while_a_local_account_is_paid_credits_exactly_what_was_fulfilled() {
+    let kills = env_u64("ILP_CRASH_RECEIVE_KILLS", 10);
+    let seed = env_u64("ILP_CRASH_SEED", 1);
+    let in_flight = env_u64("ILP_CRASH_K", 32);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config_path = dir.path().join("config.toml");
+    let log = dir.path().join("connector.log");
+    std::fs::write(&config_path, receiving_config(0, &data)).unwrap();
+    let first = Connector::start(&config_path, &log);
+    let btp = first.btp;
+    let spsp = first.spsp.expect("the SPSP server's address");
+    std::fs::write(&config_path, receiving_config(btp.port(), &data)).unwrap();
+    let receipts = ilp::spsp::ReceiptSetup {
+        nonce: [7; 16],
+        secret: [8; 32],
+    };
+    let started = Instant::now();
+    let figures = block_on(async move {
+        let [(nonce_name, nonce), (secret_name, secret)] = receipts.to_headers();
+        let (status, _, body) = common::http_request(
+            false,
+            hyper::Method::GET,
+            &format!("http://{spsp}/shop"),
+            &[
+                ("accept", "application/spsp4+json"),
+                (nonce_name, nonce.as_str()),
+                (secret_name, secret.as_str()),
+            ],
+            bytes::Bytes::new(),
+        )
+        .await;
+        assert_eq!(status, hyper::StatusCode::OK);
+        let credentials = ilp::spsp::SpspResponse::decode(&body).unwrap();
+        assert_eq!(credentials.receipts_enabled, Some(true));
+        let target = Target::Receiver(credentials.destination_account, credentials.shared_secret);
+        tokio::time::timeout(
+            TEST_BOUND,
+            run(first, config_path, log, btp, kills, seed, in_flight, target),
+        )
+        .await
+        .expect("the crash test did not finish in time")
+    });
+    let Figures {
+        payments, amount, ..
+    } = figures;
+
+    let store = RocksStore::open(&data).unwrap();
+    let balances = store.load_balances().unwrap();
+    let payer = balances.get("payer").copied().unwrap_or(0);
+    let shop = balances.get("shop").copied().unwrap_or(0);
+    let mut events = Vec::new();
+    loop {
+        let after = events
+            .last()
+            .map_or(0, |e: &ilp_actors::payment_log::PaymentEvent| e.seq);
+        let page = ilp_actors::payment_log::read_events(&store, "shop", after, 1000).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        events.extend(page);
+    }
+    let evented: u64 = events
+        .iter()
+        .map(|e| e.amount.parse::<u64>().unwrap())
+        .sum();
+    let totals = store
+        .get_record(&ilp_actors::payment_log::totals_key(
+            &events.first().map_or([0; 16], |e| {
+                let mut id = [0u8; 16];
+                id.copy_from_slice(&hex::decode(&e.connection_id).unwrap());
+                id
+            }),
+        ))
+        .unwrap()
+        .and_then(|t| ilp_actors::payment_log::decode_totals(&t));
+    println!(
+        "crash test, receiving: seed {seed}, {kills} kill -9s, {in_flight} in flight, {payments} \
+         payments fulfilled ({amount} units), {:.1} s; balances payer {payer} shop {shop}; {} \
+         events ({evented} units); receipt totals {totals:?}",
+        started.elapsed().as_secs_f64(),
+        events.len(),
+    );
+    assert_eq!(
+        i128::from(payer),
+        i128::from(amount),
+        "payer balance != fulfilled"
+    );
+    assert_eq!(
+        i128::from(shop),
+        -i128::from(amount),
+        "shop credit != fulfilled"
+    );
+    assert_eq!(
+        u64::try_from(events.len()).unwrap(),
+        payments,
+        "one event per packet"
+    );
+    assert_eq!(evented, amount, "the events add up to the credit");
+    assert!(
+        events.windows(2).all(|w| w[1].seq == w[0].seq + 1),
+        "seqs without gaps"
+    );
+    assert_eq!(
+        totals,
+        Some(vec![(1, amount)]),
+        "the connection's receipt total"
+    );
+    dir.close().unwrap();
 }
 
 /// SIGTERM while payments are in flight: they still complete (and are booked), a payment sent

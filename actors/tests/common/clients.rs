@@ -141,6 +141,9 @@ pub struct Payer {
     pub sent: AtomicU64,
     /// Identical Prepares sent again because the link was down or the answer temporary.
     pub resent: AtomicU64,
+    /// `Some`: STREAM packets on the connection at `destination` keyed by this secret (packet
+    /// `index` has sequence `index + 1`), for a receiver of the node; else preimage payments.
+    pub stream: Option<[u8; 32]>,
 }
 
 impl Payer {
@@ -155,7 +158,36 @@ impl Payer {
             book: Mutex::new(PayerBook::default()),
             sent: AtomicU64::new(0),
             resent: AtomicU64::new(0),
+            stream: None,
         })
+    }
+
+    /// A payer of STREAM packets to the receiver connection at `destination` keyed by `secret`.
+    pub fn streaming(
+        link: Arc<dyn Link>,
+        destination: &Address,
+        secret: [u8; 32],
+        seed: u64,
+        expiry_ms: u64,
+    ) -> Arc<Payer> {
+        let mut payer = Arc::try_unwrap(Payer::new(link, destination.as_str(), seed, expiry_ms))
+            .unwrap_or_else(|_| unreachable!("a new Arc has one owner"));
+        payer.stream = Some(secret);
+        Arc::new(payer)
+    }
+
+    /// Payment `index`: the same bytes every time it is asked for (until `expires_at` moves).
+    fn prepare(&self, index: u64, expires_at: Timestamp) -> Prepare {
+        match &self.stream {
+            Some(secret) => super::stream_payment(
+                &self.destination,
+                secret,
+                index + 1,
+                1 + index % 997,
+                expires_at,
+            ),
+            None => payment(self.seed, index, &self.destination, expires_at),
+        }
     }
 
     pub fn fulfilled(&self) -> usize {
@@ -168,7 +200,7 @@ impl Payer {
         while !self.stop.load(Ordering::SeqCst) {
             let index = self.next.fetch_add(1, Ordering::SeqCst);
             let expires_at = clock.now().checked_add_millis(self.expiry_ms).unwrap();
-            let prepare = payment(self.seed, index, &self.destination, expires_at);
+            let prepare = self.prepare(index, expires_at);
             self.sent.fetch_add(1, Ordering::SeqCst);
             let outcome = self.pay(index, &prepare, expires_at, clock).await;
             let mut book = self.book.lock().unwrap();

@@ -19,6 +19,8 @@ pub struct Connector {
     pub admin: Option<std::net::SocketAddr>,
     /// The address its ILP-over-HTTP listener bound, when it serves one.
     pub http: Option<std::net::SocketAddr>,
+    /// The address its SPSP server bound, when it serves one.
+    pub spsp: Option<std::net::SocketAddr>,
 }
 
 impl Connector {
@@ -86,6 +88,7 @@ impl Connector {
         let mut btp = None;
         let mut admin = None;
         let mut http = None;
+        let mut spsp = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
@@ -101,6 +104,11 @@ impl Connector {
                             .split_once("://")
                             .and_then(|(_, a)| a.trim().parse().ok());
                     }
+                    if let Some(rest) = line.strip_prefix("SPSP listening on ") {
+                        spsp = rest
+                            .split_once("://")
+                            .and_then(|(_, a)| a.trim().parse().ok());
+                    }
                     if line.starts_with("ilp-connector running") {
                         let btp = btp.ok_or("no BTP address printed")?;
                         return Ok(Connector {
@@ -108,6 +116,7 @@ impl Connector {
                             btp,
                             admin,
                             http,
+                            spsp,
                         });
                     }
                 }
