@@ -15,9 +15,11 @@
 //!   answered with a *fulfillment* (2) or a *reject* (3) packet of the same layout carrying what
 //!   arrived. A packet that is not a request, response or error is read as a legacy one.
 //!
-//! The order of the checks is the implementation's: for a request, a condition that is not the
-//! connection's gives F05 (a quote) even when too little arrived, which gives F99; for a legacy
-//! chunk, too little arrived is checked first (F99), then the condition (F05).
+//! The amount is checked before the condition, for requests and legacy chunks alike (as
+//! ilp-protocol-psk2 0.3 does; 0.5 checks the condition first): less arriving than the packet
+//! asks for is F99, then a condition that is not the connection's is F05. Either way the error
+//! packet carries what arrived, which is what a quote reads: 0.5's quotes (which ask for 0) get
+//! F05, and a quote asking for the RFC's 2^64 - 1 gets F99.
 
 use crate::oer::{OerWrite, Reader};
 use crate::packet::{Address, ErrorCode, Fulfill, Prepare, Reject};
@@ -206,17 +208,17 @@ pub fn decide(
     };
     let fulfillment = keys.fulfillment(prepare.data());
     let ours = &sha256(&fulfillment) == prepare.execution_condition();
-    let (least, checks_condition_first) = match &packet {
+    let least = match &packet {
         Psk2Packet::Request {
             packet_type: TYPE_REQUEST,
             amount,
             ..
-        } => (*amount, true),
+        } => *amount,
         Psk2Packet::Legacy {
             packet_type: TYPE_CHUNK | TYPE_LAST_CHUNK,
             chunk_amount,
             ..
-        } => (*chunk_amount, false),
+        } => *chunk_amount,
         // The messages are ilp-protocol-psk2's.
         Psk2Packet::Request { .. } => {
             return refuse(
@@ -232,16 +234,15 @@ pub fn decide(
     // Encrypted only on the paths that send it: otherwise its IV encrypts the Fulfill's answer.
     let error = || encrypt(&keys, &packet.answer(false, arrived), iv);
     let too_little = least > arrived;
-    match (ours, too_little) {
-        (false, _) if checks_condition_first || !too_little => {
-            return refuse(
-                ErrorCode::F05_WRONG_CONDITION,
-                "Condition generated does not match prepare",
-                &error(),
-            )
-        }
-        (_, true) => return refuse(ErrorCode::F99_APPLICATION_ERROR, "", &error()),
-        _ => {}
+    if too_little {
+        return refuse(ErrorCode::F99_APPLICATION_ERROR, "", &error());
+    }
+    if !ours {
+        return refuse(
+            ErrorCode::F05_WRONG_CONDITION,
+            "Condition generated does not match prepare",
+            &error(),
+        );
     }
     let accepted = Accepted {
         keys,
@@ -445,7 +446,7 @@ mod tests {
     }
 
     #[test]
-    fn a_quote_is_f05_even_when_too_little_arrived_and_too_little_is_f99() {
+    fn the_amount_is_checked_before_the_condition_and_both_answers_tell_what_arrived() {
         let quote = prepare(&request(0).encode(), 1_000, true);
         let reject = rejected(decide_on(&quote, 870));
         assert_eq!(reject.code(), ErrorCode::F05_WRONG_CONDITION);
@@ -458,10 +459,18 @@ mod tests {
                 data: Vec::new()
             }
         );
+        // A quote asking for more than arrives (the RFC's 2^64 - 1): F99, with the amount.
         let greedy_quote = prepare(&request(5_000).encode(), 1_000, true);
+        let reject = rejected(decide_on(&greedy_quote, 870));
+        assert_eq!(reject.code(), ErrorCode::F99_APPLICATION_ERROR);
         assert_eq!(
-            rejected(decide_on(&greedy_quote, 870)).code(),
-            ErrorCode::F05_WRONG_CONDITION
+            read(reject.data()),
+            Psk2Packet::Request {
+                packet_type: TYPE_ERROR,
+                request_id: 77,
+                amount: 870,
+                data: Vec::new()
+            }
         );
         let short = prepare(&request(900).encode(), 1_000, false);
         let reject = rejected(decide_on(&short, 870));

@@ -317,3 +317,74 @@ fn no_credentials_before_the_node_knows_its_address() {
         assert_eq!(status, StatusCode::NOT_FOUND);
     });
 }
+
+#[test]
+fn credentials_over_tls_with_http2_and_http1_by_alpn() {
+    run(|| async {
+        let pki = common::Pki::new(
+            &format!("ilp-spsp-tls-{}", std::process::id()),
+            "spsp test CA",
+            Some("spsp"),
+        );
+        let server_leaf = pki.leaf("server", &["127.0.0.1"]);
+        let text = format!(
+            "{}[accounts.shop]\nrelation = \"child\"\nlink = {{ type = \"local\" }}\n\
+             [listeners.spsp]\nbind = \"127.0.0.1:0\"\n\
+             [listeners.spsp.tls]\nenabled = true\ncert_path = \"{}\"\nkey_path = \"{}\"\n",
+            node_base("node"),
+            common::p(&server_leaf.cert),
+            common::p(&server_leaf.key),
+        );
+        let config = Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let (node, wallet, _) =
+            start_wallet_node(&config, BTreeMap::new(), Clock::starting_at(START_MS));
+        let server = SpspServer::start(config.listeners.spsp.as_ref().unwrap(), &node, &config)
+            .await
+            .unwrap();
+        assert_eq!(server.scheme(), "https");
+        let url = format!("https://127.0.0.1:{}/shop", server.local_addr().port());
+        let trust = ilp::config::ClientTlsConfig {
+            ca_path: Some(pki.ca_path()),
+            ..Default::default()
+        };
+        for h2 in [true, false] {
+            let tls = ilp_actors::tls::client_config(&trust, "test").unwrap();
+            let builder = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_only();
+            let connector = if h2 {
+                builder.enable_http2().build()
+            } else {
+                builder.enable_http1().build()
+            };
+            let client: hyper_util::client::legacy::Client<_, http_body_util::Full<Bytes>> =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .http2_only(h2)
+                    .build(connector);
+            let request = hyper::Request::get(&url)
+                .header("accept", "application/spsp4+json")
+                .body(http_body_util::Full::new(Bytes::new()))
+                .unwrap();
+            let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let expected = if h2 {
+                Version::HTTP_2
+            } else {
+                Version::HTTP_11
+            };
+            assert_eq!(response.version(), expected);
+            let body = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let credentials = SpspResponse::decode(&body).unwrap();
+            pay(&wallet, stream_prepare(&credentials, 1, 10))
+                .await
+                .expect("fulfilled");
+        }
+        assert_eq!(common::balance(&node, "shop").await, -20);
+    });
+}
