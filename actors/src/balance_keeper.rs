@@ -16,8 +16,8 @@
 use crate::clock::Clock;
 use crate::messages::{
     AccountId, AdjustBalance, AdjustBalanceError, ApplySettlement, BalanceSnapshot, Crash,
-    GetBalance, Reply, ReservationId, ReservePacket, ResolvePacket, SettleThresholdCrossed,
-    SettlementDirection,
+    GetBalance, RecordReceived, Reply, ReservationId, ReservePacket, ResolvePacket,
+    SettleThresholdCrossed, SettlementDirection,
 };
 use crate::payment_log::{PaymentEvent, PaymentFeed, PaymentLog, Received};
 use crate::replay;
@@ -631,6 +631,18 @@ impl Handler<ResolvePacket> for BalanceKeeper {
             return Reply::ready(Ok(()));
         }
         Reply::later(self.stage(moved, events, msg.record, msg.received, ctx))
+    }
+}
+
+impl Handler<RecordReceived> for BalanceKeeper {
+    type Result = ();
+
+    fn handle(&mut self, msg: RecordReceived, ctx: &mut Self::Context) {
+        if self.refuse_if_poisoned().is_err() {
+            return;
+        }
+        // Nothing waits for it: the event lands with the next batch's commit.
+        drop(self.stage([None, None], Vec::new(), None, Some(msg.0), ctx));
     }
 }
 

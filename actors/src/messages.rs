@@ -157,6 +157,12 @@ pub struct ResolvePacket {
     pub received: Option<crate::payment_log::Received>,
 }
 
+/// A local account's payment event that moves no money (a sender closed its connection with a
+/// packet that carried none): written in the keeper's next batch.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct RecordReceived(pub crate::payment_log::Received);
+
 /// The balance of an account as the keeper sees it now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BalanceSnapshot {

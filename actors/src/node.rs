@@ -312,6 +312,7 @@ impl Node {
                 reserve: balance.clone().recipient(),
                 resolve: balance.clone().recipient(),
                 get: balance.clone().recipient(),
+                record: Some(balance.clone().recipient()),
             };
             put(
                 &out,

@@ -200,8 +200,36 @@ impl std::fmt::Debug for Receiver {
 pub enum Answer {
     /// Answer with this now: nothing is credited.
     Now(Result<Fulfill, Reject>),
+    /// Answer with this now, nothing credited; the sender closed the connection with it, which
+    /// is recorded as an event ([`Closing::received`]).
+    Closing(Result<Fulfill, Reject>, Closing),
     /// Credit [`Acceptance::amount`], then answer [`Acceptance::fulfill`].
     Credit(Acceptance),
+}
+
+/// A connection its sender closed with a packet that moved no money.
+pub struct Closing {
+    account: AccountId,
+    connection: Connection,
+    totals: Vec<(u64, u64)>,
+}
+
+impl Closing {
+    /// The event of the close: no amount, the connection's totals so far.
+    pub fn received(&self, from: &AccountId, at: Timestamp) -> Received {
+        Received {
+            account: self.account.clone(),
+            from: from.clone(),
+            amount: 0,
+            connection: self.connection.id,
+            protocol: "stream",
+            tag: self.connection.tag.clone(),
+            totals: self.totals.clone(),
+            receipts: self.connection.receipts.is_some(),
+            closed: true,
+            at,
+        }
+    }
 }
 
 /// A Prepare whose money the receiver takes once it is credited.
@@ -305,9 +333,20 @@ impl Receiver {
                     bounded: self.bounded,
                     address,
                 };
-                match stream_receiver::decide(&connection, &incoming, iv) {
-                    stream_receiver::Decision::Answer(answer) => return Answer::Now(answer),
-                    stream_receiver::Decision::Accept(accepted) => Accepted::Stream(accepted),
+                match stream_receiver::decide_and_close(&connection, &incoming, iv) {
+                    (stream_receiver::Decision::Answer(answer), true) => {
+                        let totals = lock(&self.totals).get(&connection.id);
+                        let closing = Closing {
+                            account: self.account.clone(),
+                            connection,
+                            totals,
+                        };
+                        return Answer::Closing(answer, closing);
+                    }
+                    (stream_receiver::Decision::Answer(answer), false) => {
+                        return Answer::Now(answer)
+                    }
+                    (stream_receiver::Decision::Accept(accepted), _) => Accepted::Stream(accepted),
                 }
             }
             Protocol::Psk2 => {

@@ -19,8 +19,8 @@ pub mod table;
 use crate::clock::Clock;
 use crate::messages::{
     ask, AccountId, ApplyRouteUpdate, ForwardPrepare, GetBalance, GetRoutes, HandlePeerProtocol,
-    PacketResult, Reply, ReservationId, ReservePacket, ResolvePacket, RouteEntry, SendPing,
-    SendPrepare, SetNodeAddress, SetStaticRoute, StaticRouteError,
+    PacketResult, RecordReceived, Reply, ReservationId, ReservePacket, ResolvePacket, RouteEntry,
+    SendPing, SendPrepare, SetNodeAddress, SetStaticRoute, StaticRouteError,
 };
 use crate::payment_log::Received;
 use crate::payments::{AccountPayments, First, Joined, Payments, Seen, Side};
@@ -133,6 +133,8 @@ pub struct RouterBalance {
     pub reserve: Recipient<ReservePacket>,
     pub resolve: Recipient<ResolvePacket>,
     pub get: Recipient<GetBalance>,
+    /// Payment events that move no money (connections closed); `None`: not recorded.
+    pub record: Option<Recipient<RecordReceived>>,
 }
 
 /// The actors that speak the node's own peer protocols; `None` rejects those packets F02.
@@ -464,6 +466,17 @@ impl Router {
         };
         match answer {
             Answer::Now(result) => {
+                if let Some(first) = first {
+                    first.finish(&result);
+                }
+                Reply::ready(result)
+            }
+            Answer::Closing(result, closing) => {
+                if let Some(record) = &self.balance.record {
+                    record.do_send(RecordReceived(
+                        closing.received(&incoming.0, self.clock.now()),
+                    ));
+                }
                 if let Some(first) = first {
                     first.finish(&result);
                 }

@@ -29,6 +29,7 @@ use crate::packet::{
     Address, ErrorCode, Fulfill, FulfillBuilder, PacketType, Prepare, Reject, RejectBuilder,
 };
 use crate::spsp::ReceiptSetup;
+use std::cell::Cell;
 
 /// The most packets one connection may send (RFC 29 §5.1.3: the sender must close before).
 pub const MAX_SEQUENCE: u64 = 1 << 31;
@@ -147,6 +148,29 @@ fn split(amount: u64, shares: &[(u64, u64)]) -> Option<Vec<(u64, u64)>> {
 /// Decides what to do with `incoming`, which reached `connection`. `iv` (fresh randomness)
 /// encrypts the reply of an immediate answer.
 pub fn decide(connection: &Connection, incoming: &Incoming<'_>, iv: &[u8; IV_LEN]) -> Decision {
+    decide_inner(connection, incoming, iv, &Cell::new(false))
+}
+
+/// As [`decide`], and whether the packet (readable, of this connection) closes the connection
+/// (`ConnectionClose`), whatever the answer: a sender's close usually moves no money (the JS
+/// sender's is a zero-amount packet with a condition nobody can fulfill), yet the receiver's
+/// owner wants to know.
+pub fn decide_and_close(
+    connection: &Connection,
+    incoming: &Incoming<'_>,
+    iv: &[u8; IV_LEN],
+) -> (Decision, bool) {
+    let closes = Cell::new(false);
+    let decision = decide_inner(connection, incoming, iv, &closes);
+    (decision, closes.get())
+}
+
+fn decide_inner(
+    connection: &Connection,
+    incoming: &Incoming<'_>,
+    iv: &[u8; IV_LEN],
+    closed: &Cell<bool>,
+) -> Decision {
     let keys = StreamKeys::new(&connection.shared_secret);
     let prepare = incoming.prepare;
     let address = incoming.address;
@@ -185,7 +209,10 @@ pub fn decide(connection: &Connection, incoming: &Incoming<'_>, iv: &[u8; IV_LEN
                 stream_id,
                 shares: s,
             } => shares.push((*stream_id, *s)),
-            Frame::ConnectionClose { .. } => closes = true,
+            Frame::ConnectionClose { .. } => {
+                closes = true;
+                closed.set(true);
+            }
             _ => {}
         }
     }

@@ -538,3 +538,39 @@ fn receipt_totals_go_on_from_where_they_were_after_a_restart() {
         }
     });
 }
+
+#[test]
+fn a_close_that_moves_no_money_is_an_event_too() {
+    run(async {
+        let f = start(&config("", "", ""), Arc::new(MemoryStore::new()));
+        let c = credentials(&f.node, false);
+        send(&f.payer, stream_prepare(&c, 1, 25, 0, money(1), false))
+            .await
+            .expect("fulfilled");
+        // As the JS sender closes: no amount, a condition nobody can fulfill.
+        let close = vec![Frame::ConnectionClose {
+            code: ilp::stream::ErrorCode::NO_ERROR,
+            message: String::new(),
+        }];
+        let reject = send(&f.payer, stream_prepare(&c, 2, 0, 0, close, true))
+            .await
+            .unwrap_err();
+        assert_eq!(reject.code(), ErrorCode::F99_APPLICATION_ERROR);
+        // Recorded with the keeper's next batch, after the answer: wait for it (bounded).
+        let mut events = Vec::new();
+        for _ in 0..200 {
+            events = crate::payment_log::read_events(f.store.as_ref(), "shop", 0, 10).unwrap();
+            if events.len() == 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!(
+            (events[1].amount.as_str(), events[1].connection_closed),
+            ("0", true)
+        );
+        assert_eq!(events[1].streams, vec![("1".to_owned(), "25".to_owned())]);
+        assert_eq!(balance(&f.node, "shop").await, -25);
+    });
+}

@@ -354,6 +354,7 @@ impl Setup {
             reserve: balance.clone().recipient(),
             resolve: balance.clone().recipient(),
             get: balance.recipient(),
+            record: None,
         };
         let settings = self.settings;
         let router = Supervisor::start(move |_| {
