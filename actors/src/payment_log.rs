@@ -229,6 +229,30 @@ pub fn payment_feed() -> PaymentFeed {
     tokio::sync::broadcast::channel(FEED_CAPACITY).0
 }
 
+/// The account's last seq as stored (0 before its first event).
+pub fn last_seq(store: &dyn Store, account: &str) -> Result<u64, StoreError> {
+    Ok(store
+        .get_record(&seq_key(account))?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .map_or(0, u64::from_be_bytes))
+}
+
+/// The deletion that leaves `account` its latest `keep` events (0: keep all) and every event
+/// after `delivered` (its webhook's cursor, when it has one): `None` when nothing is to go.
+pub fn prune(account: &str, last: u64, keep: u64, delivered: Option<u64>) -> Option<StoreOp> {
+    if keep == 0 {
+        return None;
+    }
+    let mut cut = last.checked_sub(keep)?;
+    if let Some(delivered) = delivered {
+        cut = cut.min(delivered);
+    }
+    (cut > 0).then(|| StoreOp::DeleteRange {
+        from: event_key(account, 1),
+        to: event_key(account, cut + 1),
+    })
+}
+
 /// Up to `limit` events of `account` after seq `after`, in order.
 pub fn read_events(
     store: &dyn Store,
@@ -306,6 +330,41 @@ mod tests {
         log.finish_batch(&mut ops);
         store.commit(ops).await.unwrap();
         assert_eq!(read_events(&store, "shop", 2, 10).unwrap()[0].seq, 3);
+    }
+
+    #[tokio::test]
+    async fn pruning_keeps_the_latest_and_the_undelivered() {
+        assert_eq!(prune("shop", 10, 0, None), None);
+        assert_eq!(prune("shop", 10, 10, None), None);
+        assert_eq!(prune("shop", 10, 20, None), None);
+        assert_eq!(prune("shop", 10, 4, Some(0)), None);
+        let store = MemoryStore::new();
+        let mut log = PaymentLog::default();
+        let mut ops = Vec::new();
+        for seq in 1..=10u64 {
+            log.stage(&received("shop", 1, seq, vec![(1, seq)]), &mut ops);
+        }
+        log.stage(&received("shopkeeper", 2, 1, vec![(1, 1)]), &mut ops);
+        log.finish_batch(&mut ops);
+        store.commit(ops).await.unwrap();
+        assert_eq!(last_seq(&store, "shop").unwrap(), 10);
+        assert_eq!(last_seq(&store, "nobody").unwrap(), 0);
+        // Keep 4, but the webhook delivered only up to 5: events 1..=5 go.
+        let op = prune("shop", 10, 4, Some(5)).unwrap();
+        store.commit(vec![op]).await.unwrap();
+        let left: Vec<u64> = read_events(&store, "shop", 0, 100)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(left, (6..=10).collect::<Vec<_>>());
+        // Another account whose id extends this one's is untouched.
+        assert_eq!(read_events(&store, "shopkeeper", 0, 10).unwrap().len(), 1);
+        store
+            .commit(vec![prune("shop", 10, 4, None).unwrap()])
+            .await
+            .unwrap();
+        assert_eq!(read_events(&store, "shop", 0, 100).unwrap().len(), 4);
     }
 
     #[tokio::test]

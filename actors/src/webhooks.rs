@@ -12,6 +12,10 @@
 //!
 //! Each request is signed: `Ilp-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret,
 //! "<t>." + body)>`, so the receiver can check the body came from us and is recent.
+//!
+//! The same module keeps the logs from growing for ever: every [`PRUNE_EVERY`], each local
+//! account's events older than its latest `keep_events` are deleted, but never one its webhook
+//! has not delivered yet ([`crate::payment_log::prune`]).
 
 use crate::messages::AccountId;
 use crate::payment_log::{read_events, PaymentFeed};
@@ -39,6 +43,8 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(600);
 /// How often an idle task looks at the log even without an announcement.
 pub const IDLE_CHECK: Duration = Duration::from_secs(5);
+/// How often old payment events are deleted.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// The store key of `account`'s cursor.
 pub fn cursor_key(account: &str) -> Vec<u8> {
@@ -52,6 +58,8 @@ pub struct Webhooks {
     store: Arc<dyn Store>,
     feed: PaymentFeed,
     tasks: HashMap<AccountId, (WebhookConfig, JoinHandle<()>)>,
+    /// Deletes old events; restarted with each configuration.
+    pruner: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Webhooks {
@@ -67,6 +75,9 @@ impl Drop for Webhooks {
         for (_, task) in self.tasks.values() {
             task.abort();
         }
+        if let Some(pruner) = &self.pruner {
+            pruner.abort();
+        }
     }
 }
 
@@ -77,6 +88,7 @@ impl Webhooks {
             store,
             feed,
             tasks: HashMap::new(),
+            pruner: None,
         }
     }
 
@@ -110,6 +122,58 @@ impl Webhooks {
                 self.feed.clone(),
             ));
             self.tasks.insert(id, (hook, task));
+        }
+        // (account, events kept, whether a webhook holds some back)
+        let retention: Vec<(String, u64, bool)> = config
+            .accounts
+            .iter()
+            .filter(|(_, a)| a.is_local())
+            .map(|(id, a)| {
+                let hooked = a.receiver.as_ref().is_some_and(|r| r.webhook.is_some());
+                (id.clone(), a.keep_events(), hooked)
+            })
+            .collect();
+        if let Some(pruner) = self.pruner.take() {
+            pruner.abort();
+        }
+        if retention.iter().any(|(_, keep, _)| *keep > 0) {
+            self.pruner = Some(tokio::spawn(prune_loop(self.store.clone(), retention)));
+        }
+    }
+}
+
+/// Every [`PRUNE_EVERY`], each account's events beyond what it keeps, as far as its webhook
+/// delivered them.
+async fn prune_loop(store: Arc<dyn Store>, retention: Vec<(String, u64, bool)>) {
+    let log = crate::log::logger();
+    let mut every = tokio::time::interval(PRUNE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        for (account, keep, hooked) in &retention {
+            let (name, hooked) = (account.clone(), *hooked);
+            let read = read_off_thread(store.clone(), move |s| {
+                let last = crate::payment_log::last_seq(s, &name)?;
+                let delivered = if hooked {
+                    Some(
+                        s.get_record(&cursor_key(&name))?
+                            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+                            .map_or(0, u64::from_be_bytes),
+                    )
+                } else {
+                    None
+                };
+                Ok((last, delivered))
+            })
+            .await;
+            let Ok((last, delivered)) = read else {
+                continue;
+            };
+            if let Some(op) = crate::payment_log::prune(account, last, *keep, delivered) {
+                if let Err(e) = store.commit(vec![op]).await {
+                    slog::warn!(log, "old payment events not deleted"; "account" => account, "error" => %e);
+                }
+            }
         }
     }
 }

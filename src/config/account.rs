@@ -412,16 +412,36 @@ pub struct SettlementConfig {
 
 /// `[accounts.<id>.receiver]`: how a `local` account is paid. Every `local` account receives;
 /// the table only changes the defaults.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReceiverConfig {
     /// The most the account may have received and not paid out (the balance may fall to
     /// `-maximum`); past it senders get a Reject their STREAM library understands. Absent:
     /// unbounded. Not together with `balance.minimum`, which says the same.
     #[serde(default)]
     pub maximum: Option<u64>,
+    /// How many of its latest payment events the account's log keeps (older ones are deleted,
+    /// but never one its webhook has not delivered yet); 0 keeps them all.
+    #[serde(default = "ReceiverConfig::default_keep_events")]
+    pub keep_events: u64,
     /// Where every payment event of the account is POSTed, signed ([`WebhookConfig`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookConfig>,
+}
+
+impl ReceiverConfig {
+    fn default_keep_events() -> u64 {
+        1_000_000
+    }
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        ReceiverConfig {
+            maximum: None,
+            keep_events: Self::default_keep_events(),
+            webhook: None,
+        }
+    }
 }
 
 /// `[accounts.<id>.receiver.webhook]`: the account's payment events are POSTed to `url` as a
@@ -529,6 +549,13 @@ impl AccountConfig {
     /// Whether the node itself holds this account's money and answers its packets.
     pub fn is_local(&self) -> bool {
         matches!(self.link, LinkConfig::Local)
+    }
+
+    /// How many payment events a local account keeps (0: all).
+    pub fn keep_events(&self) -> u64 {
+        self.receiver
+            .as_ref()
+            .map_or(ReceiverConfig::default().keep_events, |r| r.keep_events)
     }
 
     /// A receiver's `maximum`, when it has one.

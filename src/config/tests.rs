@@ -799,8 +799,10 @@ link = { type = "local" }
     assert_eq!(shop.receiver_maximum(), Some(5000));
     // The maximum received is the balance's floor: money received lowers the balance.
     assert_eq!(shop.balance_limits().minimum, Some(-5000));
+    assert_eq!(shop.keep_events(), 1_000_000);
     let wallet = &c.accounts["wallet"];
     assert!(wallet.is_local() && wallet.receiver.is_none());
+    assert_eq!(wallet.keep_events(), 1_000_000);
     assert_eq!(wallet.balance_limits().minimum, None);
 
     let bad = r#"
@@ -905,11 +907,14 @@ ilp_address = "test.a"
 [accounts.shop]
 relation = "child"
 link = { type = "local" }
+[accounts.shop.receiver]
+keep_events = 0
 [accounts.shop.receiver.webhook]
 url = "https://shop.example/hook"
 secret = "s"
 "#;
     let c = Config::from_toml_str(text).unwrap();
+    assert_eq!(c.accounts["shop"].keep_events(), 0);
     let hook = c.accounts["shop"]
         .receiver
         .as_ref()

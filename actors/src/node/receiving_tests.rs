@@ -574,3 +574,49 @@ fn a_close_that_moves_no_money_is_an_event_too() {
         assert_eq!(balance(&f.node, "shop").await, -25);
     });
 }
+
+#[test]
+fn old_events_are_deleted_past_what_the_account_keeps() {
+    let store = Arc::new(MemoryStore::new());
+    let keep = "[accounts.shop.receiver]\nkeep_events = 2";
+    let c = run({
+        let store = store.clone();
+        async move {
+            let f = start(&config(keep, "", ""), store);
+            let c = credentials(&f.node, false);
+            for sequence in 1..=5 {
+                send(
+                    &f.payer,
+                    stream_prepare(&c, sequence, 10, 0, money(1), false),
+                )
+                .await
+                .expect("fulfilled");
+            }
+            c
+        }
+    });
+    run(async move {
+        // A node starting on the store prunes at once, then every minute.
+        let f = start(&config(keep, "", ""), store);
+        let mut seqs = Vec::new();
+        for _ in 0..200 {
+            seqs = crate::payment_log::read_events(f.store.as_ref(), "shop", 0, 10)
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect();
+            if seqs.len() == 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(seqs, vec![4, 5]);
+        // The balance is not the log: all 50 stay credited, and numbering goes on.
+        assert_eq!(balance(&f.node, "shop").await, -50);
+        send(&f.payer, stream_prepare(&c, 6, 10, 0, money(1), false))
+            .await
+            .expect("fulfilled");
+        let after = crate::payment_log::read_events(f.store.as_ref(), "shop", 5, 10).unwrap();
+        assert_eq!(after[0].seq, 6);
+    });
+}
