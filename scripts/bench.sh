@@ -136,6 +136,24 @@ EOF
   stop_all
 }
 
+# start_js ACCOUNTS LOG PORT: the JS connector (test.js, memory store, one-to-one, no spread)
+# with the accounts JSON ACCOUNTS, logging to $WORK/LOG.log; waits (bounded) until PORT, one of
+# its listeners, accepts connections. Sets JS_PID.
+start_js() {
+  (
+    cd scripts/interop
+    export CONNECTOR_ILP_ADDRESS=test.js CONNECTOR_STORE=memory CONNECTOR_BACKEND=one-to-one \
+      CONNECTOR_SPREAD=0 CONNECTOR_ROUTE_BROADCAST_ENABLED=true CONNECTOR_ACCOUNTS="$1"
+    exec node node_modules/ilp-connector/dist/index.js
+  ) >"$WORK/$2.log" 2>&1 &
+  JS_PID=$!
+  PIDS+=("$JS_PID")
+  for _ in $(seq 1 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$3") 2>/dev/null && break
+    sleep 0.05
+  done
+}
+
 js_single() {
   local k=$1 payer_port payee_port accounts js_pid
   { read -r payer_port; read -r payee_port; } < <(free_port 2)
@@ -151,18 +169,8 @@ js_single() {
 }
 EOF
 )
-  (
-    cd scripts/interop
-    export CONNECTOR_ILP_ADDRESS=test.js CONNECTOR_STORE=memory CONNECTOR_BACKEND=one-to-one \
-      CONNECTOR_SPREAD=0 CONNECTOR_ROUTE_BROADCAST_ENABLED=true CONNECTOR_ACCOUNTS="$accounts"
-    exec node node_modules/ilp-connector/dist/index.js
-  ) >"$WORK/js.log" 2>&1 &
-  js_pid=$!
-  PIDS+=("$js_pid")
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$payee_port") 2>/dev/null && break
-    sleep 0.05
-  done
+  start_js "$accounts" js "$payee_port"
+  js_pid=$JS_PID
   load "JS ilp-connector 23.0.2, BTP → BTP" "$k" "$js_pid" test.js.payee \
     --btp "ws://127.0.0.1:$payer_port" --payee-btp "ws://127.0.0.1:$payee_port"
   stop_all
@@ -185,18 +193,8 @@ js_receiver() {
 }
 EOF
 )
-  (
-    cd scripts/interop
-    export CONNECTOR_ILP_ADDRESS=test.js CONNECTOR_STORE=memory CONNECTOR_BACKEND=one-to-one \
-      CONNECTOR_SPREAD=0 CONNECTOR_ROUTE_BROADCAST_ENABLED=true CONNECTOR_ACCOUNTS="$accounts"
-    exec node node_modules/ilp-connector/dist/index.js
-  ) >"$WORK/jsr.log" 2>&1 &
-  js_pid=$!
-  PIDS+=("$js_pid")
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$receiver_port") 2>/dev/null && break
-    sleep 0.05
-  done
+  start_js "$accounts" jsr "$receiver_port"
+  js_pid=$JS_PID
   (cd scripts/interop && RECEIVER_BTP="ws://127.0.0.1:$receiver_port" RECEIVER_TOKEN=receiver-token \
     exec node stream-server.js) >"$WORK/jsr-server.out" 2>"$WORK/jsr-server.log" &
   server_pid=$!

@@ -342,6 +342,17 @@ shop_account() {
   printf '[accounts.shop]\nrelation = "child"\n%s\n[accounts.shop.link]\ntype = "local"\n' "${1:-}"
 }
 
+# start_receiving NAME: starts our node on $WORK/NAME.toml (written with RECEIVE=1) and sets
+# RECV_BTP, RECV_SPSP and RECV_ADMIN to what it listens on.
+start_receiving() {
+  local name=$1
+  start_ours "$name" || return 1
+  RECV_BTP="ws://$(listen_addr "$name" 'BTP listening on ws://')" || return 1
+  RECV_SPSP="http://$(listen_addr "$name" 'SPSP listening on http://')" || return 1
+  RECV_ADMIN="http://$(listen_addr "$name" 'admin API listening on http://')" || return 1
+  log "our connector: $RECV_BTP, SPSP $RECV_SPSP, admin $RECV_ADMIN (pid $OUR_PID)"
+}
+
 # recv_scenario NAME SCRIPT VIA: a JS sender pays our local account shop through our SPSP
 # server; SCRIPT checks what arrived against our admin API. VIA=direct: the sender is our BTP
 # child, capped at 10000 units a packet. VIA=js: the sender is a child of the JS connector, which
@@ -365,20 +376,16 @@ auth_token = \"peer-token\"
 refill_count = 1000000
 capacity = 1000000"
   fi
-  start_ours "$name" || return 1
-  local btp spsp admin payer_btp payer_port
-  btp="ws://$(listen_addr "$name" 'BTP listening on ws://')" || return 1
-  spsp="http://$(listen_addr "$name" 'SPSP listening on http://')" || return 1
-  admin="http://$(listen_addr "$name" 'admin API listening on http://')" || return 1
-  payer_btp=$btp
+  start_receiving "$name" || return 1
+  local payer_btp=$RECV_BTP payer_port
   if [[ $via == js ]]; then
     payer_port="$(free_port)"
-    start_js_connector "$name" "{ \"server\": \"btp+ws://js:peer-token@${btp#ws://}\" }" payer "$payer_port"
+    start_js_connector "$name" "{ \"server\": \"btp+ws://js:peer-token@${RECV_BTP#ws://}\" }" payer "$payer_port"
     payer_btp="ws://127.0.0.1:$payer_port"
+    log "the payer connects to the JS connector at $payer_btp"
   fi
-  log "our connector: $btp, SPSP $spsp, admin $admin (pid $OUR_PID); the payer connects to $payer_btp"
-  PAYER_BTP="$payer_btp" PAYER_TOKEN=payer-token SPSP_URL="$spsp/shop" SPSP_BASE="$spsp" \
-    ADMIN_URL="$admin" ACCOUNT=shop AMOUNT=1000000 run_js "$name" "$script"
+  PAYER_BTP="$payer_btp" PAYER_TOKEN=payer-token SPSP_URL="$RECV_SPSP/shop" SPSP_BASE="$RECV_SPSP" \
+    ADMIN_URL="$RECV_ADMIN" ACCOUNT=shop AMOUNT=1000000 run_js "$name" "$script"
 }
 
 scenario_recv_stream() { recv_scenario recv-stream recv-stream.js direct; }
@@ -403,13 +410,8 @@ asset_code = "XRP"
 asset_scale = 9')
 $(shop_account 'asset_code = "USD"
 asset_scale = 2')"
-  start_ours "$name" || return 1
-  local btp spsp admin
-  btp="ws://$(listen_addr "$name" 'BTP listening on ws://')" || return 1
-  spsp="http://$(listen_addr "$name" 'SPSP listening on http://')" || return 1
-  admin="http://$(listen_addr "$name" 'admin API listening on http://')" || return 1
-  log "our connector: $btp, SPSP $spsp, admin $admin (pid $OUR_PID)"
-  PAYER_BTP="$btp" PAYER_TOKEN=payer-token SPSP_URL="$spsp/shop" ADMIN_URL="$admin" \
+  start_receiving "$name" || return 1
+  PAYER_BTP="$RECV_BTP" PAYER_TOKEN=payer-token SPSP_URL="$RECV_SPSP/shop" ADMIN_URL="$RECV_ADMIN" \
     ACCOUNT=shop AMOUNT=1000000000000 FX=1 run_js "$name" recv-stream.js
 }
 
@@ -422,13 +424,8 @@ scenario_recv_limits() {
 $(shop_account)
 [accounts.shop.receiver]
 maximum = 305000"
-  start_ours "$name" || return 1
-  local btp spsp admin
-  btp="ws://$(listen_addr "$name" 'BTP listening on ws://')" || return 1
-  spsp="http://$(listen_addr "$name" 'SPSP listening on http://')" || return 1
-  admin="http://$(listen_addr "$name" 'admin API listening on http://')" || return 1
-  log "our connector: $btp, SPSP $spsp, admin $admin (pid $OUR_PID)"
-  PAYER_BTP="$btp" PAYER_TOKEN=payer-token SPSP_URL="$spsp/shop" ADMIN_URL="$admin" \
+  start_receiving "$name" || return 1
+  PAYER_BTP="$RECV_BTP" PAYER_TOKEN=payer-token SPSP_URL="$RECV_SPSP/shop" ADMIN_URL="$RECV_ADMIN" \
     ACCOUNT=shop AMOUNT=1000000 MAXIMUM=305000 run_js "$name" recv-limits.js
 }
 

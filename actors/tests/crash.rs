@@ -112,21 +112,51 @@ async fn wait_until(what: &str, bound: Duration, cond: impl Fn() -> bool) {
     }
 }
 
-#[test]
-fn kill_9_under_load_loses_and_creates_nothing() {
-    let kills = env_u64("ILP_CRASH_KILLS", 20);
-    let seed = env_u64("ILP_CRASH_SEED", 1);
-    let in_flight = env_u64("ILP_CRASH_K", 32);
+/// A first run of the binary in a fresh directory, and where it keeps its things.
+struct Started {
+    dir: tempfile::TempDir,
+    data: PathBuf,
+    config_path: PathBuf,
+    log: PathBuf,
+    first: Connector,
+    btp: std::net::SocketAddr,
+}
+
+/// Starts the binary on `config(port, data)`: the first run picks a free BTP port, and the
+/// file is rewritten with it so that every restart takes the same one (the clients' reconnects
+/// find it).
+fn start_first(config: fn(u16, &Path) -> String) -> Started {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config_path = dir.path().join("config.toml");
     let log = dir.path().join("connector.log");
     std::fs::write(&config_path, config(0, &data)).unwrap();
-    // The first run picks a free port; every restart takes the same one, so the clients'
-    // reconnects find it.
     let first = Connector::start(&config_path, &log);
     let btp = first.btp;
     std::fs::write(&config_path, config(btp.port(), &data)).unwrap();
+    Started {
+        dir,
+        data,
+        config_path,
+        log,
+        first,
+        btp,
+    }
+}
+
+#[test]
+fn kill_9_under_load_loses_and_creates_nothing() {
+    let kills = env_u64("ILP_CRASH_KILLS", 20);
+    let seed = env_u64("ILP_CRASH_SEED", 1);
+    let in_flight = env_u64("ILP_CRASH_K", 32);
+    let Started {
+        dir,
+        data,
+        config_path,
+        log,
+        first,
+        btp,
+    } = start_first(config);
 
     let started = Instant::now();
     let result = block_on(async move {
@@ -343,15 +373,15 @@ fn kill_9_while_a_local_account_is_paid_credits_exactly_what_was_fulfilled() {
     let kills = env_u64("ILP_CRASH_RECEIVE_KILLS", 10);
     let seed = env_u64("ILP_CRASH_SEED", 1);
     let in_flight = env_u64("ILP_CRASH_K", 32);
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config_path = dir.path().join("config.toml");
-    let log = dir.path().join("connector.log");
-    std::fs::write(&config_path, receiving_config(0, &data)).unwrap();
-    let first = Connector::start(&config_path, &log);
-    let btp = first.btp;
+    let Started {
+        dir,
+        data,
+        config_path,
+        log,
+        first,
+        btp,
+    } = start_first(receiving_config);
     let spsp = first.spsp.expect("the SPSP server's address");
-    std::fs::write(&config_path, receiving_config(btp.port(), &data)).unwrap();
     let receipts = ilp::spsp::ReceiptSetup {
         nonce: [7; 16],
         secret: [8; 32],

@@ -139,4 +139,11 @@ function run (main, ms = 120000) {
   })
 }
 
-module.exports = { log, withTimeout, env, btpClient, connect, streamPayment, retryUntil, run }
+/** The balance our admin API at `admin` shows for `account`, as a BigInt. */
+async function balance (admin, account) {
+  const res = await fetch(`${admin}/accounts/${account}`)
+  if (res.status !== 200) throw new Error(`admin API: ${res.status}`)
+  return BigInt((await res.json()).balance)
+}
+
+module.exports = { log, withTimeout, env, btpClient, connect, streamPayment, retryUntil, run, balance }

@@ -8,13 +8,7 @@
 // Environment: PAYER_BTP, PAYER_TOKEN, SPSP_URL, ADMIN_URL, ACCOUNT, AMOUNT, MAXIMUM.
 
 const { createConnection } = require('ilp-protocol-stream')
-const { env, btpClient, withTimeout, log, run } = require('./lib')
-
-async function balance (admin, account) {
-  const res = await fetch(`${admin}/accounts/${account}`)
-  if (res.status !== 200) throw new Error(`admin API: ${res.status}`)
-  return BigInt((await res.json()).balance)
-}
+const { env, btpClient, withTimeout, log, run, balance } = require('./lib')
 
 run(async () => {
   const amount = BigInt(env('AMOUNT'))

@@ -9,13 +9,7 @@
 // Environment: PAYER_BTP, PAYER_TOKEN, SPSP_BASE (http://HOST:PORT), ADMIN_URL, ACCOUNT, AMOUNT.
 
 const { quote } = require('@interledger/pay')
-const { env, btpClient, withTimeout, retryUntil, log, run } = require('./lib')
-
-async function balance (admin, account) {
-  const res = await fetch(`${admin}/accounts/${account}`)
-  if (res.status !== 200) throw new Error(`admin API: ${res.status}`)
-  return BigInt((await res.json()).balance)
-}
+const { env, btpClient, withTimeout, retryUntil, log, run, balance } = require('./lib')
 
 run(async () => {
   const amount = BigInt(env('AMOUNT'))

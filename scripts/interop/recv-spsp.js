@@ -8,13 +8,7 @@
 
 const { execFile } = require('child_process')
 const path = require('path')
-const { env, log, run } = require('./lib')
-
-async function balance (admin, account) {
-  const res = await fetch(`${admin}/accounts/${account}`)
-  if (res.status !== 200) throw new Error(`admin API: ${res.status}`)
-  return BigInt((await res.json()).balance)
-}
+const { env, log, run, balance } = require('./lib')
 
 function spspSend (receiver, amount, credentials) {
   const cli = path.join(__dirname, 'node_modules', 'ilp-spsp', 'index.js')

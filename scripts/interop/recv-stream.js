@@ -12,13 +12,7 @@
 
 const crypto = require('crypto')
 const { createConnection, verifyReceipt } = require('ilp-protocol-stream')
-const { env, btpClient, withTimeout, retryUntil, log, run } = require('./lib')
-
-async function balance (admin, account) {
-  const res = await fetch(`${admin}/accounts/${account}`)
-  if (res.status !== 200) throw new Error(`admin API: ${res.status}`)
-  return BigInt((await res.json()).balance)
-}
+const { env, btpClient, withTimeout, retryUntil, log, run, balance } = require('./lib')
 
 run(async () => {
   const amount = BigInt(env('AMOUNT'))
