@@ -214,6 +214,21 @@ pub fn decide(
             amount,
             ..
         } => *amount,
+        // A chunk of a payment of a fixed destination amount (`sendDestinationAmount`): its
+        // sender measures progress by the payment amount the answers carry, which a receiver
+        // of requests (ours, as 0.5.0's) answers 0, so it would send growing chunks until its
+        // money ran out. Refused before any money moves, with a final code it stops at.
+        Psk2Packet::Legacy {
+            packet_type: TYPE_CHUNK | TYPE_LAST_CHUNK,
+            payment_amount,
+            ..
+        } if *payment_amount != u64::MAX => {
+            return refuse(
+                ErrorCode::F06_UNEXPECTED_PAYMENT,
+                "payments of a fixed destination amount in chunks are not supported",
+                &[],
+            )
+        }
         Psk2Packet::Legacy {
             packet_type: TYPE_CHUNK | TYPE_LAST_CHUNK,
             chunk_amount,
@@ -302,10 +317,22 @@ mod tests {
             packet_type: TYPE_LAST_CHUNK,
             payment_id: [9; 16],
             sequence: 3,
-            payment_amount: 100,
+            // What sendSingleChunk and sendSourceAmount send.
+            payment_amount: u64::MAX,
             chunk_amount,
             data: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_chunk_of_a_fixed_destination_amount_is_refused_before_money_moves() {
+        let mut packet = chunk(5);
+        if let Psk2Packet::Legacy { payment_amount, .. } = &mut packet {
+            *payment_amount = 10_000;
+        }
+        let reject = rejected(decide_on(&prepare(&packet.encode(), 1_000, false), 870));
+        assert_eq!(reject.code(), ErrorCode::F06_UNEXPECTED_PAYMENT);
+        assert!(reject.data().is_empty());
     }
 
     /// A sender's Prepare of `amount` carrying `plaintext`, whose condition is the
@@ -345,7 +372,7 @@ mod tests {
             format!(
                 "01{}00000003{}{}0000",
                 "09".repeat(16),
-                "0000000000000064",
+                "ffffffffffffffff",
                 "0000000000000005"
             )
         );

@@ -34,6 +34,10 @@ use std::cell::Cell;
 /// The most packets one connection may send (RFC 29 §5.1.3: the sender must close before).
 pub const MAX_SEQUENCE: u64 = 1 << 31;
 
+/// The most streams one packet may pay. Senders use a few (the JS library accepts 20 open
+/// streams by default); thousands of tiny `StreamMoney` frames would only cost us CPU.
+pub const MAX_STREAMS_PER_PACKET: usize = 64;
+
 /// A Prepare that reached one of our receivers, and what the receiver is.
 #[derive(Debug, Clone, Copy)]
 pub struct Incoming<'a> {
@@ -254,6 +258,13 @@ fn decide_inner(
     let Some(streams) = split(arrived, &shares) else {
         return refuse(frames, "the streams' shares add up to more than a u64");
     };
+    if streams.len() > MAX_STREAMS_PER_PACKET {
+        frames.push(Frame::ConnectionClose {
+            code: StreamError::STREAM_ID_ERROR,
+            message: format!("more than {MAX_STREAMS_PER_PACKET} streams in one packet"),
+        });
+        return refuse(frames, "too many streams in one packet");
+    }
     if streams.is_empty() {
         return refuse(frames, "money for no stream");
     }
@@ -277,7 +288,7 @@ impl Accepted {
     }
 
     /// The Fulfill, once [`Accepted::amount`] is credited: `totals` holds each stream's total
-    /// received after this packet (by stream id); with `receipts`, a signed receipt of that
+    /// received after this packet (sorted by stream id); with `receipts`, a signed receipt of that
     /// total for every stream paid (RFC 39; stream ids above 255 get none: the receipt's field
     /// is one byte).
     pub fn fulfill(
@@ -288,7 +299,7 @@ impl Accepted {
     ) -> Fulfill {
         let mut frames = self.frames;
         for &(id, _) in &self.streams {
-            let total = totals.iter().find(|(i, _)| *i == id).map_or(0, |(_, t)| *t);
+            let total = total_of(totals, id);
             if !self.bounded {
                 frames.push(Frame::StreamMaxMoney {
                     stream_id: id,
@@ -339,7 +350,7 @@ impl Accepted {
         let smallest = self.smallest_delivery();
         let mut frames = self.frames;
         for &(id, _) in &self.streams {
-            let total = totals.iter().find(|(i, _)| *i == id).map_or(0, |(_, t)| *t);
+            let total = total_of(totals, id);
             frames.push(Frame::StreamMaxMoney {
                 stream_id: id,
                 receive_max: total.saturating_add(room),
@@ -368,6 +379,13 @@ impl Accepted {
             &data,
         )
     }
+}
+
+/// Stream `id`'s total in `totals` (sorted by stream id), 0 when absent.
+fn total_of(totals: &[(u64, u64)], id: u64) -> u64 {
+    totals
+        .binary_search_by_key(&id, |(i, _)| *i)
+        .map_or(0, |i| totals[i].1)
 }
 
 /// A Fulfill carrying `data`, or none when a sender's thousands of streams made the reply
@@ -473,6 +491,31 @@ mod tests {
             Decision::Accept(accepted) => *accepted,
             other => panic!("expected money, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_packet_paying_too_many_streams_is_refused_and_closes_the_connection() {
+        let frames: Vec<Frame> = (0..=MAX_STREAMS_PER_PACKET as u64)
+            .map(|i| money(2 * i + 1, 1))
+            .collect();
+        let p = prepare(&SECRET, 1_000, &sent(4, 0, frames), false);
+        let Decision::Answer(Err(reject)) = decide_on(&p, 1_000, false) else {
+            panic!("refused");
+        };
+        assert_eq!(reject.code(), ErrorCode::F99_APPLICATION_ERROR);
+        assert!(read(reject.data()).frames.iter().any(|f| matches!(
+            f,
+            Frame::ConnectionClose { code, .. } if *code == StreamError::STREAM_ID_ERROR
+        )));
+        // As many as allowed are fine.
+        let frames: Vec<Frame> = (0..MAX_STREAMS_PER_PACKET as u64)
+            .map(|i| money(2 * i + 1, 1))
+            .collect();
+        let p = prepare(&SECRET, 1_000, &sent(5, 0, frames), false);
+        assert_eq!(
+            accepted(decide_on(&p, 1_000, false)).streams.len(),
+            MAX_STREAMS_PER_PACKET
+        );
     }
 
     #[test]
