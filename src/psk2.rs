@@ -159,14 +159,9 @@ impl Psk2Packet {
     }
 }
 
-/// What a PSK2 receiver does with a Prepare.
-#[derive(Debug)]
-pub enum Decision {
-    /// Answer with this now: nothing is credited.
-    Answer(Result<Fulfill, Reject>),
-    /// Money arrived: credit it, then answer with [`Accepted::fulfill`].
-    Accept(Box<Accepted>),
-}
+/// What a PSK2 receiver does with a Prepare: answer now, or credit the money then answer
+/// with [`Accepted::fulfill`].
+pub type Decision = crate::stream::receiver::Decision<Accepted>;
 
 /// A Prepare whose money the receiver takes once it is credited.
 #[derive(Debug)]
@@ -474,31 +469,21 @@ mod tests {
 
     #[test]
     fn the_amount_is_checked_before_the_condition_and_both_answers_tell_what_arrived() {
+        let arrived_870 = Psk2Packet::Request {
+            packet_type: TYPE_ERROR,
+            request_id: 77,
+            amount: 870,
+            data: Vec::new(),
+        };
         let quote = prepare(&request(0).encode(), 1_000, true);
         let reject = rejected(decide_on(&quote, 870));
         assert_eq!(reject.code(), ErrorCode::F05_WRONG_CONDITION);
-        assert_eq!(
-            read(reject.data()),
-            Psk2Packet::Request {
-                packet_type: TYPE_ERROR,
-                request_id: 77,
-                amount: 870,
-                data: Vec::new()
-            }
-        );
+        assert_eq!(read(reject.data()), arrived_870);
         // A quote asking for more than arrives (the RFC's 2^64 - 1): F99, with the amount.
         let greedy_quote = prepare(&request(5_000).encode(), 1_000, true);
         let reject = rejected(decide_on(&greedy_quote, 870));
         assert_eq!(reject.code(), ErrorCode::F99_APPLICATION_ERROR);
-        assert_eq!(
-            read(reject.data()),
-            Psk2Packet::Request {
-                packet_type: TYPE_ERROR,
-                request_id: 77,
-                amount: 870,
-                data: Vec::new()
-            }
-        );
+        assert_eq!(read(reject.data()), arrived_870);
         let short = prepare(&request(900).encode(), 1_000, false);
         let reject = rejected(decide_on(&short, 870));
         assert_eq!(reject.code(), ErrorCode::F99_APPLICATION_ERROR);

@@ -643,13 +643,7 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
                 }
             };
             let mut state = AdminState::new(&node, &config);
-            if let Some(base) = spsp_server.as_ref().and_then(|server| {
-                let public = config.listeners.spsp.as_ref()?.public_url.clone();
-                public.or_else(|| {
-                    let bound = format!("{}://{}/", server.scheme(), server.local_addr());
-                    url::Url::parse(&bound).ok()
-                })
-            }) {
+            if let Some(base) = spsp_server.as_ref().and_then(SpspServer::base_url) {
                 state = state.with_spsp_base(base);
             }
             match AdminServer::serve(listener, state) {

@@ -114,12 +114,17 @@ pub fn decode_totals(bytes: &[u8]) -> Option<Vec<(u64, u64)>> {
     )
 }
 
-/// Element-wise highest of two sets of totals (by stream id, both sorted).
-fn merge(into: &mut Vec<(u64, u64)>, other: &[(u64, u64)]) {
-    for &(id, total) in other {
+/// Folds `other` (stream id, value) into `into` (sorted by stream id): a stream in both takes
+/// `combine(theirs, other's)`, a new one is inserted in order.
+pub fn merge_totals(
+    into: &mut Vec<(u64, u64)>,
+    other: &[(u64, u64)],
+    combine: impl Fn(u64, u64) -> u64,
+) {
+    for &(id, value) in other {
         match into.binary_search_by_key(&id, |(i, _)| *i) {
-            Ok(i) => into[i].1 = into[i].1.max(total),
-            Err(i) => into.insert(i, (id, total)),
+            Ok(i) => into[i].1 = combine(into[i].1, value),
+            Err(i) => into.insert(i, (id, value)),
         }
     }
 }
@@ -195,7 +200,7 @@ impl PaymentLog {
             self.written.clear();
         }
         let written = self.written.entry(received.connection).or_default();
-        merge(written, &received.totals);
+        merge_totals(written, &received.totals, u64::max);
         ops.push(StoreOp::PutRecord {
             key: totals_key(&received.connection),
             value: encode_totals(written),
@@ -229,12 +234,17 @@ pub fn payment_feed() -> PaymentFeed {
     tokio::sync::broadcast::channel(FEED_CAPACITY).0
 }
 
-/// The account's last seq as stored (0 before its first event).
-pub fn last_seq(store: &dyn Store, account: &str) -> Result<u64, StoreError> {
+/// A u64 (BE) record such as a seq or a cursor; 0 when absent (or not 8 bytes).
+pub fn stored_u64(store: &dyn Store, key: &[u8]) -> Result<u64, StoreError> {
     Ok(store
-        .get_record(&seq_key(account))?
+        .get_record(key)?
         .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
         .map_or(0, u64::from_be_bytes))
+}
+
+/// The account's last seq as stored (0 before its first event).
+pub fn last_seq(store: &dyn Store, account: &str) -> Result<u64, StoreError> {
+    stored_u64(store, &seq_key(account))
 }
 
 /// The deletion that leaves `account` its latest `keep` events (0: keep all) and every event

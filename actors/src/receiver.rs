@@ -18,7 +18,7 @@
 //! even across a restart.
 
 use crate::messages::AccountId;
-use crate::payment_log::{decode_totals, totals_key, Received};
+use crate::payment_log::{decode_totals, merge_totals, totals_key, Received};
 use crate::store::{read_off_thread, Store};
 use ilp::packet::{Address, ErrorCode, Fulfill, Prepare, Reject, Timestamp};
 use ilp::psk2;
@@ -69,19 +69,19 @@ impl Receivers {
         &self.keys
     }
 
-    /// The receiver of local account `id`, whose address adds `segment` to ours, in `asset`
-    /// (code, scale), `bounded` when it has a maximum.
+    /// The receiver of local account `id` at `address` (ours plus its segment; `None` while
+    /// we have no address), in `asset` (code, scale), `bounded` when it has a maximum.
     pub fn account(
         &self,
         id: &AccountId,
-        segment: &str,
+        address: Option<Address>,
         asset: (&str, u8),
         bounded: bool,
     ) -> Receiver {
         let mut accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
         Receiver {
             account: id.clone(),
-            segment: segment.to_owned(),
+            address,
             asset_code: asset.0.to_owned(),
             asset_scale: asset.1,
             keys: self.keys.clone(),
@@ -117,12 +117,7 @@ impl Totals {
         self.clock += 1;
         let streams = self.connections.entry(connection).or_default();
         streams.last_paid = self.clock;
-        for &(id, amount) in amounts {
-            match streams.totals.binary_search_by_key(&id, |(i, _)| *i) {
-                Ok(i) => streams.totals[i].1 = streams.totals[i].1.saturating_add(amount),
-                Err(i) => streams.totals.insert(i, (id, amount)),
-            }
-        }
+        merge_totals(&mut streams.totals, amounts, u64::saturating_add);
         streams.totals.clone()
     }
 
@@ -131,6 +126,7 @@ impl Totals {
         let Some(streams) = self.connections.get_mut(&connection) else {
             return;
         };
+        // Only streams still known: a connection forgotten meanwhile gets nothing back.
         for &(id, amount) in amounts {
             if let Ok(i) = streams.totals.binary_search_by_key(&id, |(i, _)| *i) {
                 streams.totals[i].1 = streams.totals[i].1.saturating_sub(amount);
@@ -150,12 +146,7 @@ impl Totals {
                 totals: Vec::new(),
                 last_paid: clock,
             });
-        for &(id, total) in stored {
-            match streams.totals.binary_search_by_key(&id, |(i, _)| *i) {
-                Ok(i) => streams.totals[i].1 = streams.totals[i].1.max(total),
-                Err(i) => streams.totals.insert(i, (id, total)),
-            }
-        }
+        merge_totals(&mut streams.totals, stored, u64::max);
     }
 
     fn get(&self, connection: &[u8; 16]) -> Vec<(u64, u64)> {
@@ -178,7 +169,8 @@ impl Totals {
 #[derive(Clone)]
 pub struct Receiver {
     account: AccountId,
-    segment: String,
+    /// The Rejects' `triggered_by`; `None` until the node knows its address.
+    address: Option<Address>,
     asset_code: String,
     asset_scale: u8,
     keys: Arc<ReceiverKeys>,
@@ -217,18 +209,43 @@ pub struct Closing {
 impl Closing {
     /// The event of the close: no amount, the connection's totals so far.
     pub fn received(&self, from: &AccountId, at: Timestamp) -> Received {
-        Received {
-            account: self.account.clone(),
-            from: from.clone(),
-            amount: 0,
-            connection: self.connection.id,
-            protocol: "stream",
-            tag: self.connection.tag.clone(),
-            totals: self.totals.clone(),
-            receipts: self.connection.receipts.is_some(),
-            closed: true,
+        event(
+            &self.account,
+            &self.connection,
+            from,
+            0,
+            &self.totals,
+            true,
             at,
-        }
+        )
+    }
+}
+
+/// The record of `amount` credited to `account` on `connection` from `from` at `at`, with the
+/// connection's totals after it.
+fn event(
+    account: &AccountId,
+    connection: &Connection,
+    from: &AccountId,
+    amount: u64,
+    totals: &[(u64, u64)],
+    closed: bool,
+    at: Timestamp,
+) -> Received {
+    Received {
+        account: account.clone(),
+        from: from.clone(),
+        amount,
+        connection: connection.id,
+        protocol: match connection.protocol {
+            Protocol::Stream => "stream",
+            Protocol::Psk2 => "psk2",
+        },
+        tag: connection.tag.clone(),
+        totals: totals.to_vec(),
+        receipts: connection.receipts.is_some(),
+        closed,
+        at,
     }
 }
 
@@ -267,23 +284,19 @@ impl Credited {
         lock(&self.totals).undo(self.connection.id, &self.streams);
     }
 
-    /// The record of this credit, `amount` from account `from` at `at`.
-    pub fn received(&self, from: &AccountId, amount: u64, at: Timestamp) -> Received {
-        Received {
-            account: self.account.clone(),
-            from: from.clone(),
+    /// The record of this credit, from account `from` at `at`.
+    pub fn received(&self, from: &AccountId, at: Timestamp) -> Received {
+        // The streams' shares add up to what was credited.
+        let amount = self.streams.iter().map(|(_, a)| a).sum();
+        event(
+            &self.account,
+            &self.connection,
+            from,
             amount,
-            connection: self.connection.id,
-            protocol: match self.connection.protocol {
-                Protocol::Stream => "stream",
-                Protocol::Psk2 => "psk2",
-            },
-            tag: self.connection.tag.clone(),
-            totals: self.after.clone(),
-            receipts: self.connection.receipts.is_some(),
-            closed: self.closed,
+            &self.after,
+            self.closed,
             at,
-        }
+        )
     }
 }
 
@@ -293,26 +306,16 @@ fn lock(totals: &Mutex<Totals>) -> MutexGuard<'_, Totals> {
 }
 
 impl Receiver {
-    /// The answer to `prepare`, of which `arrived` reached the account (in its units), on the
-    /// node at `node`. `iv` (fresh randomness) encrypts an immediate answer.
-    pub fn answer(
-        &self,
-        prepare: &Prepare,
-        arrived: u64,
-        node: &Address,
-        iv: &[u8; IV_LEN],
-    ) -> Answer {
-        let address = match node.with_suffix(&self.segment) {
-            Ok(address) => address,
-            Err(e) => {
-                return Answer::Now(Err(Reject::new(
-                    ErrorCode::F02_UNREACHABLE,
-                    Some(node),
-                    &format!("the receiver has no valid address: {e}"),
-                )))
-            }
+    /// The answer to `prepare`, of which `arrived` reached the account (in its units). `iv`
+    /// (fresh randomness) encrypts an immediate answer.
+    pub fn answer(&self, prepare: &Prepare, arrived: u64, iv: &[u8; IV_LEN]) -> Answer {
+        let Some(address) = &self.address else {
+            return Answer::Now(Err(Reject::new(
+                ErrorCode::F02_UNREACHABLE,
+                None,
+                "the node does not know its address yet",
+            )));
         };
-        let address = &address;
         let connection = match self.keys.open(&self.account, prepare.destination_str()) {
             Ok(connection) => connection,
             Err(e) => {

@@ -233,7 +233,7 @@ impl Router {
 
     /// Local accounts are paid through `receivers`.
     pub fn with_receivers(mut self, receivers: Receivers) -> Self {
-        attach_receivers(&receivers, &mut self.accounts);
+        attach_receivers(&receivers, self.node_address.as_ref(), &mut self.accounts);
         self.receivers = Some(receivers);
         self
     }
@@ -455,11 +455,9 @@ impl Router {
         tag: Option<ReplayTag>,
         first: Option<First>,
     ) -> Reply<PacketResult> {
-        let answer = match (receiver, &self.node_address) {
-            (Some(receiver), Some(node)) => {
-                receiver.answer(&prepare, outgoing.1, node, &rand::random())
-            }
-            _ => Answer::Now(Err(self.reject(
+        let answer = match receiver {
+            Some(receiver) => receiver.answer(&prepare, outgoing.1, &rand::random()),
+            None => Answer::Now(Err(self.reject(
                 ErrorCode::F02_UNREACHABLE,
                 "this account receives no payments here",
             ))),
@@ -547,13 +545,17 @@ impl Router {
     }
 }
 
-/// Hands every local account its receiver.
-fn attach_receivers(receivers: &Receivers, accounts: &mut BTreeMap<AccountId, RouterAccount>) {
+/// Hands every local account its receiver, at its address under `node` (ours).
+fn attach_receivers(
+    receivers: &Receivers,
+    node: Option<&Address>,
+    accounts: &mut BTreeMap<AccountId, RouterAccount>,
+) {
     for (id, account) in accounts {
         account.receiver = match (account.local, &account.child_segment) {
             (Some(local), Some(segment)) => Some(receivers.account(
                 id,
-                segment,
+                node.and_then(|node| node.with_suffix(segment).ok()),
                 (&account.asset_code, account.asset_scale),
                 local.bounded,
             )),
@@ -870,11 +872,10 @@ async fn deliver(x: Delivered) -> PacketResult {
         Err(unreserved) => Err(unreserved.into_reject(node.as_ref())),
         Ok(None) => Ok(acceptance.fulfill(&rand::random()).0),
         Ok(Some(id)) => {
-            let amount = acceptance.amount();
             let (fulfill, credited) = acceptance.fulfill(&rand::random());
             let records = Records {
                 tag,
-                received: Some(credited.received(&from, amount, clock.now())),
+                received: Some(credited.received(&from, clock.now())),
             };
             let result = book(
                 &balance,
@@ -1070,7 +1071,7 @@ impl Handler<Reconfigure> for Router {
         self.accounts = accounts;
         attach_payments(&self.payments, &mut self.accounts);
         if let Some(receivers) = &self.receivers {
-            attach_receivers(receivers, &mut self.accounts);
+            attach_receivers(receivers, self.node_address.as_ref(), &mut self.accounts);
         }
         self.quotes.clear();
     }
@@ -1095,6 +1096,10 @@ impl Handler<SetNodeAddress> for Router {
     fn handle(&mut self, msg: SetNodeAddress, _ctx: &mut Self::Context) {
         self.node_address = Some(msg.address.clone());
         self.routes.set_own_address(Some(msg.address));
+        // The receivers' addresses are under ours.
+        if let Some(receivers) = &self.receivers {
+            attach_receivers(receivers, self.node_address.as_ref(), &mut self.accounts);
+        }
     }
 }
 

@@ -99,6 +99,8 @@ struct State {
 pub struct SpspServer {
     local_addr: SocketAddr,
     scheme: &'static str,
+    /// `listeners.spsp.public_url`: where payers reach this server.
+    public_url: Option<url::Url>,
     task: JoinHandle<()>,
     state: Arc<State>,
 }
@@ -153,6 +155,7 @@ impl SpspServer {
             } else {
                 "http"
             },
+            public_url: None,
             task,
             state,
         })
@@ -189,7 +192,18 @@ impl SpspServer {
             SpspAccounts::from_config(config),
             listener.cache_max_age_s,
         )
+        .map(|mut server| {
+            server.public_url = listener.public_url.clone();
+            server
+        })
         .map_err(|e| format!("listeners.spsp.bind {}: {e}", listener.bind))
+    }
+
+    /// Where payers reach this server: its `public_url`, else the address it bound.
+    pub fn base_url(&self) -> Option<url::Url> {
+        self.public_url
+            .clone()
+            .or_else(|| url::Url::parse(&format!("{}://{}/", self.scheme, self.local_addr)).ok())
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -18,17 +18,16 @@
 //! has not delivered yet ([`crate::payment_log::prune`]).
 
 use crate::messages::AccountId;
-use crate::payment_log::{read_events, PaymentFeed};
+use crate::payment_log::{read_events, stored_u64, PaymentFeed};
 use crate::store::{read_off_thread, Store, StoreOp};
 use crate::tls;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use ilp::config::{ClientTlsConfig, Config, WebhookConfig};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -155,11 +154,7 @@ async fn prune_loop(store: Arc<dyn Store>, retention: Vec<(String, u64, bool)>) 
             let read = read_off_thread(store.clone(), move |s| {
                 let last = crate::payment_log::last_seq(s, &name)?;
                 let delivered = if hooked {
-                    Some(
-                        s.get_record(&cursor_key(&name))?
-                            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-                            .map_or(0, u64::from_be_bytes),
-                    )
+                    Some(stored_u64(s, &cursor_key(&name))?)
                 } else {
                     None
                 };
@@ -184,20 +179,11 @@ fn client(url: &url::Url) -> Option<HttpsClient> {
     } else {
         tls::trust_nothing_client_config().ok()?
     };
-    let mut connector = HttpConnector::new();
-    connector.enforce_http(false);
-    connector.set_connect_timeout(Some(ATTEMPT_TIMEOUT));
-    let connector = HttpsConnectorBuilder::new()
-        .with_tls_config(tls_config)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(connector);
-    Some(
-        Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .build(connector),
-    )
+    Some(crate::link::http::client::https_client(
+        tls_config,
+        ATTEMPT_TIMEOUT,
+        false,
+    ))
 }
 
 /// The `Ilp-Signature` value of `body` sent at unix second `t`.
@@ -246,12 +232,8 @@ async fn deliver(
     let mut announced = feed.subscribe();
     let key = cursor_key(&account);
     let read_key = key.clone();
-    let stored = read_off_thread(store.clone(), move |s| s.get_record(&read_key)).await;
-    let mut cursor = stored
-        .ok()
-        .flatten()
-        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-        .map_or(0, u64::from_be_bytes);
+    let stored = read_off_thread(store.clone(), move |s| stored_u64(s, &read_key)).await;
+    let mut cursor = stored.unwrap_or(0);
     let mut backoff = Duration::from_secs(1);
     loop {
         let name = account.to_string();

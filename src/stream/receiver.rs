@@ -53,14 +53,15 @@ pub struct Incoming<'a> {
     pub address: &'a Address,
 }
 
-/// What to do with the Prepare.
+/// What to do with the Prepare (`A`: what a receiver keeps of a Prepare it takes; STREAM's
+/// [`Accepted`] by default, PSK2's in [`crate::psk2`]).
 #[derive(Debug)]
-pub enum Decision {
+pub enum Decision<A = Accepted> {
     /// Answer with this now: nothing is credited.
     Answer(Result<Fulfill, Reject>),
-    /// Money arrived: credit it, then answer with [`Accepted::fulfill`]. Boxed: it holds the
-    /// connection's expanded AES key.
-    Accept(Box<Accepted>),
+    /// Money arrived: credit it, then answer with the acceptance's Fulfill. Boxed: it holds
+    /// the connection's expanded AES key.
+    Accept(Box<A>),
 }
 
 /// A Prepare whose money the receiver takes once it is credited.

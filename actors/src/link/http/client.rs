@@ -65,6 +65,33 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// A pooled HTTP client for `http://` and `https://` URLs (TLS by `tls_config`, HTTP/1.1 or
+/// HTTP/2 by ALPN; `h2c`: HTTP/2 with prior knowledge over `http://`), connecting within
+/// `connect_timeout`.
+pub(crate) fn https_client(
+    tls_config: rustls::ClientConfig,
+    connect_timeout: Duration,
+    h2c: bool,
+) -> Client<HttpsConnector<HttpConnector>, Full<Bytes>> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(connect_timeout));
+    // The TLS layer wraps the TCP connector, so https URLs must pass through it.
+    connector.enforce_http(false);
+    // hyper-rustls sets the config's ALPN itself from these two calls.
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(connector);
+    // The timer lets the pool close connections idle for longer than its idle timeout.
+    Client::builder(TokioExecutor::new())
+        .http2_only(h2c)
+        .pool_timer(TokioTimer::new())
+        .build(connector)
+}
+
 /// How long after a Prepare's expiry the link gives up on its own (see the module table).
 pub const EXPIRY_GRACE: Duration = Duration::from_secs(1);
 
@@ -236,23 +263,11 @@ impl HttpLink {
         } else {
             tls::trust_nothing_client_config()?
         };
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(options.connect_timeout));
-        // The TLS layer wraps the TCP connector, so https URLs must pass through it.
-        connector.enforce_http(false);
-        // hyper-rustls sets the config's ALPN itself from these two calls.
-        let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(connector);
-        // The timer lets the pool close connections idle for longer than its idle timeout.
-        let client = Client::builder(TokioExecutor::new())
-            .http2_only((options.http2_prior_knowledge || *http2) && !https)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        let client = https_client(
+            tls_config,
+            options.connect_timeout,
+            (options.http2_prior_knowledge || *http2) && !https,
+        );
         Ok(HttpLink {
             inner: Arc::new(Inner {
                 account: Arc::from(id),
