@@ -22,33 +22,39 @@
 //!
 //! Zero-amount Prepares move no money and are not tracked.
 //!
-//! Each account has two tables behind one lock ([`AccountPayments`]): the Prepares it sends us
-//! (incoming), and the ones we send it (outgoing). The outgoing table keeps no Fulfills: it joins
-//! copies in flight to one next hop, whichever account sent them to us, so the next hop sees one
-//! packet and only the first copy books the outgoing side; a copy of one it paid is refused.
+//! Each account has two sides: the Prepares it sends us (incoming), and the ones we send it
+//! (outgoing). The outgoing side keeps no Fulfills: it joins copies in flight to one next hop,
+//! whichever account sent them to us, so the next hop sees one packet and only the first copy
+//! books the outgoing side; a copy of one it paid is refused.
 //!
-//! Memory: a paid Prepare costs one slot in its account's table (16 bytes of key, 16 of state)
-//! and, on the incoming side, the Fulfill's bytes in its expiry second's arena. The table is
-//! split into shards, so that no single map grows (and rehashes) to the size of a whole
-//! account's traffic. Lookups sweep: the arena of a second that has passed is dropped (its
-//! buffer kept for a later second), and one shard is scanned for lapsed slots every
-//! [`SCAN_EVERY_MS`], so every slot is looked at about once a second, in memory order.
+//! Layout: one table for the whole node, keyed by the digest, split into [`SHARDS`] shards each
+//! behind its own lock. An entry holds both sides of one digest: the account it came from and
+//! its state, the account it went to and its state. A forwarded packet thus finds its incoming
+//! and its outgoing state in one place (one random memory access where two tables per account
+//! took four). The rare second holder of a digest on one side (the same Prepare from two
+//! accounts, or to two next hops) is kept in its shard's small overflow map.
+//!
+//! Memory: a paid Prepare costs one entry (16 bytes of key, 40 of state) and, on the incoming
+//! side, the Fulfill's bytes in its shard's arena for the second it expires in. Lookups sweep
+//! their shard: the arena of a second that has passed is dropped (its buffer kept for a later
+//! second), and once every [`SCAN_EVERY_MS`] the shard is scanned for lapsed entries, in memory
+//! order, so that no single map grows (and rehashes, or is scanned) to the node's whole traffic.
 
 use crate::messages::{AccountId, PacketResult};
 use bytes::Bytes;
 use ilp::packet::{Fulfill, Timestamp};
-use std::collections::hash_map::Entry;
+use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::oneshot;
 
-/// Shards per table: a full shard rehashes, and a scan walks, 1/32 of the table at a time.
-const SHARDS: usize = 32;
-/// One shard is scanned for lapsed slots this often: all of them in about a second.
-const SCAN_EVERY_MS: u64 = 1000 / SHARDS as u64;
+/// Shards of the node's table: each rehashes, is scanned and is locked on its own.
+const SHARDS: usize = 64;
+/// A shard is scanned for lapsed entries this often.
+const SCAN_EVERY_MS: u64 = 1000;
 /// Arenas of passed seconds kept for reuse (already grown to a second's traffic).
-const SPARE_ARENAS: usize = 4;
+const SPARE_ARENAS: usize = 2;
 
 /// The first 16 bytes of a payment digest, as two words: collisions need 2^64 work. The digest
 /// is a SHA-256, so its first word is already a good hash.
@@ -99,12 +105,36 @@ impl Hasher for KeyHasher {
 type KeyMap<V> = HashMap<Key, V, BuildHasherDefault<KeyHasher>>;
 type Waiters = Vec<oneshot::Sender<PacketResult>>;
 
+/// A node-wide number for an account, smaller to keep than its id.
+type Holder = u32;
+
+/// Which side of an account: Prepares from it, or Prepares to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    Incoming,
+    Outgoing,
+}
+
+impl Side {
+    fn index(self) -> usize {
+        match self {
+            Side::Incoming => 0,
+            Side::Outgoing => 1,
+        }
+    }
+
+    /// Whether a paid Prepare keeps its Fulfill (to answer copies with) or only its key.
+    fn keeps_fulfills(self) -> bool {
+        self == Side::Incoming
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Slot {
-    /// The first copy is being answered; `joined` when copies wait in [`Table::waiters`].
+    /// The first copy is being answered; `joined` when copies wait in [`Shard::waiters`].
     InFlight { joined: bool },
-    /// Paid; remembered through the end of `second` (unix seconds), with its Fulfill (when the
-    /// table keeps them) at `offset..offset + len` in that second's arena. A slot whose second
+    /// Paid; remembered through the end of `second` (unix seconds), with its Fulfill (on the
+    /// incoming side) at `offset..offset + len` in that second's arena. A slot whose second
     /// has passed is lapsed: never read again, dropped by the next scan of its shard.
     Paid { second: u32, offset: u32, len: u32 },
 }
@@ -115,55 +145,62 @@ impl Slot {
     }
 }
 
-/// One account's payments in one direction.
-#[derive(Default)]
-struct Table {
-    /// Empty until the first payment: most accounts of a large node are idle.
-    shards: Vec<KeyMap<Slot>>,
-    waiters: KeyMap<Waiters>,
-    /// The Fulfills of paid Prepares, by the second their first copy expires in.
-    arenas: BTreeMap<u32, Vec<u8>>,
-    spare: Vec<Vec<u8>>,
-    /// The shard the next scan looks at, and when.
-    scan_shard: usize,
-    next_scan_ms: u64,
-    /// The latest second a lookup saw.
-    now_s: u32,
-    /// Whether a paid entry keeps its Fulfill (to answer copies with) or only its key.
-    keep_fulfills: bool,
-    in_flight: usize,
-    paid: usize,
+/// Both sides of one digest: who holds each, and in what state (`None`: free).
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    holders: [Holder; 2],
+    slots: [Option<Slot>; 2],
 }
+
+/// A digest's place on one side of one account, for the overflow and the waiting copies.
+type Spot = (Key, Holder, Side);
 
 /// A unix second as stored in a slot (u32 lasts until 2106).
 fn second_of(at: Timestamp) -> u32 {
     u32::try_from(at.unix_millis() / 1000).unwrap_or(u32::MAX)
 }
 
-/// What [`Table::begin`] found.
+/// Where a first copy's slot is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    Main,
+    Overflow,
+}
+
+/// What [`Shard::begin`] found.
 enum Found {
     Paid(Option<Fulfill>),
     Joined(oneshot::Receiver<PacketResult>),
+    First(Place),
+}
+
+/// What a slot told a copy that came to it.
+enum Visit {
+    Paid { second: u32, offset: u32, len: u32 },
+    Joined,
     First,
 }
 
-impl Table {
-    fn with_fulfills(keep_fulfills: bool) -> Table {
-        Table {
-            keep_fulfills,
-            ..Table::default()
-        }
-    }
+/// One shard of the node's table.
+#[derive(Default)]
+struct Shard {
+    main: KeyMap<Entry>,
+    /// Second holders of a digest on a side whose entry in `main` is held by another account.
+    overflow: HashMap<Spot, Slot>,
+    waiters: HashMap<Spot, Waiters>,
+    /// The Fulfills of paid Prepares, by the second their first copy expires in.
+    arenas: BTreeMap<u32, Vec<u8>>,
+    spare: Vec<Vec<u8>>,
+    next_scan_ms: u64,
+    /// The latest second a lookup saw.
+    now_s: u32,
+    in_flight: usize,
+    paid: usize,
+}
 
-    fn shard(&mut self, key: Key) -> &mut KeyMap<Slot> {
-        if self.shards.is_empty() {
-            self.shards.resize_with(SHARDS, KeyMap::default);
-        }
-        &mut self.shards[key.shard()]
-    }
-
+impl Shard {
     /// Drops what lapsed by `now`: the arenas of passed seconds at once, and the lapsed slots
-    /// of the shards due for a scan (all of them when `all`).
+    /// when a scan is due (or `all`).
     fn sweep(&mut self, now: Timestamp, all: bool) {
         let now_ms = now.unix_millis();
         let now_s = second_of(now);
@@ -178,21 +215,125 @@ impl Table {
                 self.spare.push(arena);
             }
         }
-        if self.shards.is_empty() || (!all && now_ms < self.next_scan_ms) {
+        if !all && now_ms < self.next_scan_ms {
             return;
         }
-        let shards = if all { SHARDS } else { 1 };
-        for _ in 0..shards {
-            let mut dropped = 0;
-            self.shards[self.scan_shard].retain(|_, slot| {
-                let lapsed = slot.lapsed(now_s);
-                dropped += usize::from(lapsed);
-                !lapsed
-            });
-            self.paid -= dropped;
-            self.scan_shard = (self.scan_shard + 1) % SHARDS;
-        }
         self.next_scan_ms = now_ms + SCAN_EVERY_MS;
+        let mut dropped = 0;
+        self.main.retain(|_, entry| {
+            for slot in &mut entry.slots {
+                if slot.is_some_and(|s| s.lapsed(now_s)) {
+                    *slot = None;
+                    dropped += 1;
+                }
+            }
+            entry.slots.iter().any(Option::is_some)
+        });
+        self.overflow.retain(|_, slot| {
+            let lapsed = slot.lapsed(now_s);
+            dropped += usize::from(lapsed);
+            !lapsed
+        });
+        self.paid -= dropped;
+    }
+
+    /// A copy comes to `slot` (`None`: free): the first of a new payment takes it.
+    fn visit(
+        slot: &mut Option<Slot>,
+        now_s: u32,
+        in_flight: &mut usize,
+        paid: &mut usize,
+    ) -> Visit {
+        match slot {
+            Some(Slot::Paid {
+                second,
+                offset,
+                len,
+            }) if *second >= now_s => Visit::Paid {
+                second: *second,
+                offset: *offset,
+                len: *len,
+            },
+            Some(Slot::InFlight { joined }) => {
+                *joined = true;
+                Visit::Joined
+            }
+            _ => {
+                // Free, or lapsed and not swept yet: a new payment.
+                if slot.is_some() {
+                    *paid -= 1;
+                }
+                *slot = Some(Slot::InFlight { joined: false });
+                *in_flight += 1;
+                Visit::First
+            }
+        }
+    }
+
+    fn begin(&mut self, holder: Holder, side: Side, key: Key, now: Timestamp) -> Found {
+        self.sweep(now, false);
+        let now_s = second_of(now);
+        let i = side.index();
+        let spot = (key, holder, side);
+        let in_overflow = !self.overflow.is_empty() && self.overflow.contains_key(&spot);
+        let (visit, place) = match self.main.entry(key) {
+            MapEntry::Vacant(vacant) if !in_overflow => {
+                let mut entry = Entry {
+                    holders: [Holder::MAX; 2],
+                    slots: [None; 2],
+                };
+                entry.holders[i] = holder;
+                entry.slots[i] = Some(Slot::InFlight { joined: false });
+                vacant.insert(entry);
+                self.in_flight += 1;
+                (Visit::First, Place::Main)
+            }
+            MapEntry::Occupied(mut occupied)
+                if !in_overflow
+                    && (occupied.get().holders[i] == holder
+                        || occupied.get().slots[i].is_none_or(|s| s.lapsed(now_s))) =>
+            {
+                let entry = occupied.get_mut();
+                if entry.holders[i] != holder {
+                    if entry.slots[i].take().is_some() {
+                        self.paid -= 1;
+                    }
+                    entry.holders[i] = holder;
+                }
+                let visit = Self::visit(
+                    &mut entry.slots[i],
+                    now_s,
+                    &mut self.in_flight,
+                    &mut self.paid,
+                );
+                (visit, Place::Main)
+            }
+            _ => {
+                // Held by another account on this side, or already in the overflow.
+                let mut slot = self.overflow.get(&spot).copied();
+                let visit = Self::visit(&mut slot, now_s, &mut self.in_flight, &mut self.paid);
+                if let Some(slot) = slot {
+                    self.overflow.insert(spot, slot);
+                }
+                (visit, Place::Overflow)
+            }
+        };
+        match visit {
+            Visit::First => Found::First(place),
+            Visit::Paid { len: 0, .. } => Found::Paid(None),
+            // Read back from the arena; a Fulfill that no longer parses (it cannot: it was
+            // stored whole) is treated as not remembered.
+            Visit::Paid {
+                second,
+                offset,
+                len,
+            } => Found::Paid(self.fulfill_at(second, offset, len)),
+            Visit::Joined => {
+                let (tx, rx) = oneshot::channel();
+                self.waiters.entry(spot).or_default().push(tx);
+                Found::Joined(rx)
+            }
+        }
     }
 
     fn fulfill_at(&self, second: u32, offset: u32, len: u32) -> Option<Fulfill> {
@@ -202,145 +343,14 @@ impl Table {
         Fulfill::parse(Bytes::copy_from_slice(bytes)).ok()
     }
 
-    fn begin(&mut self, key: Key, now: Timestamp) -> Found {
-        let now_s = second_of(now);
-        self.sweep(now, false);
-        let slot = match self.shard(key).entry(key) {
-            Entry::Vacant(vacant) => {
-                vacant.insert(Slot::InFlight { joined: false });
-                self.in_flight += 1;
-                return Found::First;
-            }
-            Entry::Occupied(slot) => slot.into_mut(),
-        };
-        match *slot {
-            Slot::Paid {
-                second,
-                offset,
-                len,
-            } if second >= now_s => {
-                if len == 0 {
-                    return Found::Paid(None);
-                }
-                // Read back from the arena; a Fulfill that no longer parses (it cannot: it was
-                // stored whole) is treated as not remembered.
-                match self.fulfill_at(second, offset, len) {
-                    Some(fulfill) => Found::Paid(Some(fulfill)),
-                    None => Found::Paid(None),
-                }
-            }
-            Slot::Paid { .. } => {
-                // Lapsed, not swept yet: a new payment.
-                *slot = Slot::InFlight { joined: false };
-                self.paid -= 1;
-                self.in_flight += 1;
-                Found::First
-            }
-            Slot::InFlight { ref mut joined } => {
-                *joined = true;
-                let (tx, rx) = oneshot::channel();
-                self.waiters.entry(key).or_default().push(tx);
-                Found::Joined(rx)
-            }
-        }
-    }
-
-    /// Ends the first copy under `key`: a Fulfill becomes paid until `expires_at`'s second, a
-    /// Reject (or `None`: abandoned) frees the slot. Returns the copies that waited.
-    fn finish(&mut self, key: Key, expires_at: Timestamp, fulfill: Option<&Fulfill>) -> Waiters {
-        let Some(shard) = self.shards.get_mut(key.shard()) else {
-            return Vec::new();
-        };
-        let Entry::Occupied(mut slot) = shard.entry(key) else {
-            // Not ours (cannot happen: only the first copy finishes its own slot).
-            return Vec::new();
-        };
-        let Slot::InFlight { joined } = *slot.get() else {
-            return Vec::new();
-        };
-        self.in_flight -= 1;
-        let paid = fulfill.and_then(|fulfill| {
-            let place = Place {
-                arenas: &mut self.arenas,
-                spare: &mut self.spare,
-                keep_fulfills: self.keep_fulfills,
-                now_s: self.now_s,
-            };
-            place.paid(second_of(expires_at), fulfill)
-        });
-        match paid {
-            Some(paid) => {
-                *slot.get_mut() = paid;
-                self.paid += 1;
-            }
-            None => {
-                slot.remove();
-            }
-        }
-        if joined {
-            self.waiters.remove(&key).unwrap_or_default()
-        } else {
-            Vec::new()
-        }
-    }
-
-    /// Remembers a Prepare paid before a restart, unless a live entry has its key already.
-    fn remember(&mut self, key: Key, expires_at: Timestamp, now: Timestamp, fulfill: &Fulfill) {
-        let (second, now_s) = (second_of(expires_at), second_of(now));
-        if second < now_s {
-            return;
-        }
-        match self.shard(key).get(&key).copied() {
-            Some(Slot::Paid { second: s, .. }) if s >= now_s => return,
-            Some(Slot::InFlight { .. }) => return,
-            Some(Slot::Paid { .. }) => self.paid -= 1,
-            None => {}
-        }
-        let place = Place {
-            arenas: &mut self.arenas,
-            spare: &mut self.spare,
-            keep_fulfills: self.keep_fulfills,
-            now_s: self.now_s,
-        };
-        match place.paid(second, fulfill) {
-            Some(paid) => {
-                self.shard(key).insert(key, paid);
-                self.paid += 1;
-            }
-            None => {
-                self.shard(key).remove(&key);
-            }
-        }
-    }
-
-    /// Heap bytes held by the paid memory (slots and arenas), approximately.
-    fn heap_bytes(&self) -> usize {
-        let slot = std::mem::size_of::<(Key, Slot)>() + 1;
-        let shards: usize = self.shards.iter().map(|m| m.capacity() * slot).sum();
-        let arenas: usize = (self.arenas.values().chain(&self.spare))
-            .map(Vec::capacity)
-            .sum();
-        shards + arenas
-    }
-}
-
-/// Where a table keeps a paid Prepare's Fulfill: its arenas, borrowed apart from its shards.
-struct Place<'a> {
-    arenas: &'a mut BTreeMap<u32, Vec<u8>>,
-    spare: &'a mut Vec<Vec<u8>>,
-    keep_fulfills: bool,
-    now_s: u32,
-}
-
-impl Place<'_> {
     /// The slot of a Prepare paid with `fulfill` whose first copy expires in `second`, its
-    /// Fulfill stored when the table keeps them; `None` when it is not to be remembered.
-    fn paid(self, second: u32, fulfill: &Fulfill) -> Option<Slot> {
+    /// Fulfill stored on the incoming side; `None` when it is not to be remembered.
+    fn paid_slot(&mut self, side: Side, second: u32, fulfill: &Fulfill) -> Option<Slot> {
         if second < self.now_s {
             // Expired while it was answered: no copy can come that is not expired itself.
             return None;
         }
-        if !self.keep_fulfills {
+        if !side.keeps_fulfills() {
             return Some(Slot::Paid {
                 second,
                 offset: 0,
@@ -348,7 +358,7 @@ impl Place<'_> {
             });
         }
         let bytes = fulfill.as_bytes();
-        let spare = self.spare;
+        let spare = &mut self.spare;
         let arena = self
             .arenas
             .entry(second)
@@ -363,51 +373,151 @@ impl Place<'_> {
             len,
         })
     }
-}
 
-/// The two tables of one account.
-struct Tables {
-    incoming: Table,
-    outgoing: Table,
-}
-
-impl Default for Tables {
-    fn default() -> Self {
-        Tables {
-            incoming: Table::with_fulfills(true),
-            outgoing: Table::with_fulfills(false),
+    /// The slot of `holder`'s first copy under `key`, where [`Shard::begin`] put it.
+    fn slot_mut(
+        &mut self,
+        place: Place,
+        holder: Holder,
+        side: Side,
+        key: Key,
+    ) -> Option<&mut Slot> {
+        match place {
+            Place::Main => {
+                let entry = self.main.get_mut(&key)?;
+                let i = side.index();
+                if entry.holders[i] != holder {
+                    return None;
+                }
+                entry.slots[i].as_mut()
+            }
+            Place::Overflow => self.overflow.get_mut(&(key, holder, side)),
         }
+    }
+
+    /// Ends the first copy under `key`: a Fulfill becomes paid until `expires_at`'s second, a
+    /// Reject (or `None`: abandoned) frees the slot. Returns the copies that waited.
+    fn finish(
+        &mut self,
+        (place, holder, side, key): (Place, Holder, Side, Key),
+        expires_at: Timestamp,
+        fulfill: Option<&Fulfill>,
+    ) -> Waiters {
+        let Some(Slot::InFlight { joined }) = self.slot_mut(place, holder, side, key).copied()
+        else {
+            // Not ours (cannot happen: only the first copy finishes its own slot).
+            return Vec::new();
+        };
+        self.in_flight -= 1;
+        let paid = fulfill.and_then(|f| self.paid_slot(side, second_of(expires_at), f));
+        self.paid += usize::from(paid.is_some());
+        self.set(place, side, key, holder, paid);
+        if joined {
+            self.waiters
+                .remove(&(key, holder, side))
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Puts `slot` where `holder`'s slot under `key` is, dropping what is left empty.
+    fn set(&mut self, place: Place, side: Side, key: Key, holder: Holder, slot: Option<Slot>) {
+        match place {
+            Place::Main => {
+                if let MapEntry::Occupied(mut entry) = self.main.entry(key) {
+                    let i = side.index();
+                    entry.get_mut().holders[i] = holder;
+                    entry.get_mut().slots[i] = slot;
+                    if entry.get().slots.iter().all(Option::is_none) {
+                        entry.remove();
+                    }
+                }
+            }
+            Place::Overflow => match slot {
+                Some(slot) => {
+                    self.overflow.insert((key, holder, side), slot);
+                }
+                None => {
+                    self.overflow.remove(&(key, holder, side));
+                }
+            },
+        }
+    }
+
+    /// Remembers a Prepare from `holder` paid before a restart, unless a live slot has it.
+    fn remember(
+        &mut self,
+        holder: Holder,
+        key: Key,
+        expires_at: Timestamp,
+        now: Timestamp,
+        fulfill: &Fulfill,
+    ) {
+        self.sweep(now, false);
+        if second_of(expires_at) < second_of(now) {
+            return;
+        }
+        match self.begin(holder, Side::Incoming, key, now) {
+            Found::First(place) => {
+                drop(self.finish(
+                    (place, holder, Side::Incoming, key),
+                    expires_at,
+                    Some(fulfill),
+                ));
+            }
+            // Already remembered, or in flight (it cannot be at start-up; the waiter made for
+            // it is dropped here and its send will find no one).
+            Found::Paid(_) | Found::Joined(_) => {}
+        }
+    }
+
+    /// Heap bytes held by the table (entries and arenas), approximately.
+    fn heap_bytes(&self) -> usize {
+        let entry = std::mem::size_of::<(Key, Entry)>() + 1;
+        let overflow = std::mem::size_of::<(Spot, Slot)>() + 1;
+        let arenas: usize = (self.arenas.values().chain(&self.spare))
+            .map(Vec::capacity)
+            .sum();
+        self.main.capacity() * entry + self.overflow.capacity() * overflow + arenas
     }
 }
 
-/// Which of an account's tables: Prepares from it, or Prepares to it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Side {
-    Incoming,
-    Outgoing,
+/// The node's table.
+type Shards = Arc<[Mutex<Shard>]>;
+
+fn new_shards() -> Shards {
+    (0..SHARDS).map(|_| Mutex::default()).collect()
 }
 
-impl Tables {
-    fn side(&mut self, side: Side) -> &mut Table {
-        match side {
-            Side::Incoming => &mut self.incoming,
-            Side::Outgoing => &mut self.outgoing,
-        }
-    }
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    // Nothing panics while holding the lock; a poisoned shard is still consistent.
+    shard.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// One account's memory, held by the Router with the account so that a packet costs no lookup
-/// by account id.
-#[derive(Clone, Default)]
+/// One account's handle on the node's memory, held by the Router with the account so that a
+/// packet costs no lookup by account id.
+#[derive(Clone)]
 pub struct AccountPayments {
-    tables: Arc<Mutex<Tables>>,
+    shards: Shards,
+    holder: Holder,
+}
+
+impl Default for AccountPayments {
+    /// A memory of its own, for an account not attached to a node's yet.
+    fn default() -> Self {
+        AccountPayments {
+            shards: new_shards(),
+            holder: 0,
+        }
+    }
 }
 
 /// What a Prepare is to the node: see [`AccountPayments::begin`].
 pub enum Seen {
     /// Paid before its expiry: answer with this Fulfill and book nothing.
     Paid(Fulfill),
-    /// Paid before its expiry, in a table that keeps no Fulfills (the outgoing side).
+    /// Paid before its expiry, on a side that keeps no Fulfills (the outgoing side).
     Sent,
     /// An identical Prepare is in flight: answer with its outcome and book nothing.
     Joined(Joined),
@@ -430,28 +540,20 @@ impl Joined {
 /// Fulfill is remembered. Dropped unfinished, it leaves the table and the copies are told it was
 /// abandoned.
 pub struct First {
-    tables: Arc<Mutex<Tables>>,
-    side: Side,
-    key: Option<Key>,
+    shards: Shards,
+    at: Option<(Place, Holder, Side, Key)>,
     expires_at: Timestamp,
-}
-
-fn lock(tables: &Mutex<Tables>) -> MutexGuard<'_, Tables> {
-    // Nothing panics while holding the lock; a poisoned table is still consistent.
-    tables.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl First {
     /// Ends the first copy with `outcome`. A Fulfill must already be durable: from now on
     /// copies are answered with it without booking anything.
     pub fn finish(mut self, outcome: &PacketResult) {
-        let Some(key) = self.key.take() else {
+        let Some(at) = self.at.take() else {
             return;
         };
         let waiters =
-            lock(&self.tables)
-                .side(self.side)
-                .finish(key, self.expires_at, outcome.as_ref().ok());
+            lock(&self.shards[at.3.shard()]).finish(at, self.expires_at, outcome.as_ref().ok());
         for waiter in waiters {
             let _ = waiter.send(outcome.clone());
         }
@@ -460,13 +562,9 @@ impl First {
 
 impl Drop for First {
     fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
+        if let Some(at) = self.at.take() {
             // The waiters' senders drop: they learn the first was abandoned.
-            drop(
-                lock(&self.tables)
-                    .side(self.side)
-                    .finish(key, self.expires_at, None),
-            );
+            drop(lock(&self.shards[at.3.shard()]).finish(at, self.expires_at, None));
         }
     }
 }
@@ -483,26 +581,35 @@ impl AccountPayments {
         now: Timestamp,
     ) -> Seen {
         let key = Key::of(digest);
-        let found = lock(&self.tables).side(side).begin(key, now);
+        let found = lock(&self.shards[key.shard()]).begin(self.holder, side, key, now);
         match found {
             Found::Paid(Some(fulfill)) => Seen::Paid(fulfill),
             Found::Paid(None) => Seen::Sent,
             Found::Joined(rx) => Seen::Joined(Joined(rx)),
-            Found::First => Seen::First(First {
-                tables: self.tables.clone(),
-                side,
-                key: Some(key),
+            Found::First(place) => Seen::First(First {
+                shards: self.shards.clone(),
+                at: Some((place, self.holder, side, key)),
                 expires_at,
             }),
         }
     }
 }
 
-/// Every account's memory: the Router's accounts hold their own handles
-/// ([`Payments::account`]); the fulfill records are loaded and the metrics read through this.
-#[derive(Clone, Default)]
+/// The node's memory: the Router's accounts hold their own handles ([`Payments::account`]); the
+/// fulfill records are loaded and the metrics read through this.
+#[derive(Clone)]
 pub struct Payments {
-    accounts: Arc<Mutex<HashMap<AccountId, AccountPayments>>>,
+    shards: Shards,
+    holders: Arc<Mutex<HashMap<AccountId, Holder>>>,
+}
+
+impl Default for Payments {
+    fn default() -> Self {
+        Payments {
+            shards: new_shards(),
+            holders: Arc::default(),
+        }
+    }
 }
 
 /// How much the paid memory holds, for the metrics and the README's figures.
@@ -519,10 +626,15 @@ impl Payments {
         Payments::default()
     }
 
-    /// The memory of `account`, made on first use.
+    /// The memory of `account`: its number is drawn on first use and kept for the node's life.
     pub fn account(&self, account: &AccountId) -> AccountPayments {
-        let mut accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
-        accounts.entry(account.clone()).or_default().clone()
+        let mut holders = self.holders.lock().unwrap_or_else(|e| e.into_inner());
+        let next = Holder::try_from(holders.len()).unwrap_or(Holder::MAX - 1);
+        let holder = *holders.entry(account.clone()).or_insert(next);
+        AccountPayments {
+            shards: self.shards.clone(),
+            holder,
+        }
     }
 
     /// Remembers a Prepare from `account` paid before (a fulfill record read at start-up).
@@ -534,28 +646,20 @@ impl Payments {
         now: Timestamp,
         fulfill: &Fulfill,
     ) {
-        let tables = self.account(account).tables;
-        lock(&tables)
-            .incoming
-            .remember(Key::of(digest), expires_at, now, fulfill);
+        let holder = self.account(account).holder;
+        let key = Key::of(digest);
+        lock(&self.shards[key.shard()]).remember(holder, key, expires_at, now, fulfill);
     }
 
-    /// Sizes as of `now`: seconds that have passed are dropped first.
+    /// Sizes as of `now`: what has lapsed is dropped first.
     pub fn stats(&self, now: Timestamp) -> PaymentsStats {
-        let accounts: Vec<AccountPayments> = {
-            let accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
-            accounts.values().cloned().collect()
-        };
         let mut stats = PaymentsStats::default();
-        for account in accounts {
-            let mut guard = lock(&account.tables);
-            let tables = &mut *guard;
-            for table in [&mut tables.incoming, &mut tables.outgoing] {
-                table.sweep(now, true);
-                stats.in_flight += table.in_flight;
-                stats.paid += table.paid;
-                stats.paid_bytes += table.heap_bytes();
-            }
+        for shard in self.shards.iter() {
+            let mut shard = lock(shard);
+            shard.sweep(now, true);
+            stats.in_flight += shard.in_flight;
+            stats.paid += shard.paid;
+            stats.paid_bytes += shard.heap_bytes();
         }
         stats
     }
@@ -610,7 +714,7 @@ mod tests {
         // Another account's copy, and another payment, are other payments.
         let other = first(incoming(&bob, 1, 10_500, 1_001));
         let different = first(incoming(&alice, 2, 10_500, 1_001));
-        // The same digest on the outgoing side (to alice) is another table.
+        // The same digest on the outgoing side (to alice) is another side.
         let sent = first(alice.begin(Side::Outgoing, &[1; 32], at(10_500), at(1_001)));
         assert_eq!(payments.stats(at(1_001)).in_flight, 4);
         one.finish(&Ok(fulfill(1)));
@@ -673,53 +777,89 @@ mod tests {
         drop(first(incoming(&alice, 1, 10_000, 1_000)));
     }
 
+    /// The paid entries and the seconds with arenas, over all shards.
+    fn state(payments: &Payments) -> (usize, Vec<u32>) {
+        let mut paid = 0;
+        let mut seconds = Vec::new();
+        for shard in payments.shards.iter() {
+            let shard = lock(shard);
+            paid += shard.paid;
+            seconds.extend(shard.arenas.keys());
+        }
+        seconds.sort_unstable();
+        seconds.dedup();
+        (paid, seconds)
+    }
+
+    /// A digest in shard `n % SHARDS`, distinct for every `n`.
+    fn digest(n: u16) -> [u8; 32] {
+        let mut digest = [0; 32];
+        digest[..2].copy_from_slice(&n.to_le_bytes());
+        digest[8..10].copy_from_slice(&n.to_le_bytes());
+        digest
+    }
+
     #[tokio::test]
     async fn lapsed_entries_are_swept_a_shard_at_a_time_and_arenas_at_once() {
         let payments = Payments::new();
         let alice = payments.account(&AccountId::from("alice"));
         // 100 payments in each of the seconds 2..=5.
-        let digest = |n: u16| {
-            let mut digest = [0; 32];
-            digest[..2].copy_from_slice(&n.to_le_bytes());
-            digest[8..10].copy_from_slice(&n.to_le_bytes());
-            digest
-        };
         for n in 0..400u16 {
             let expiry = at(2_000 + u64::from(n / 100) * 1_000 + u64::from(n % 100));
             first(alice.begin(Side::Incoming, &digest(n), expiry, at(1_000)))
                 .finish(&Ok(fulfill(1)));
         }
-        let state = |alice: &AccountPayments| {
-            let tables = lock(&alice.tables);
-            (tables.incoming.paid, tables.incoming.arenas.len())
+        assert_eq!(state(&payments), (400, vec![2, 3, 4, 5]));
+        let shard_of = |n: u16| usize::from(n) % SHARDS;
+        let in_shard = |shard: usize, seconds: std::ops::Range<u16>| {
+            seconds
+                .flat_map(|s| s * 100..s * 100 + 100)
+                .filter(|&n| shard_of(n) == shard)
+                .count()
         };
-        assert_eq!(state(&alice), (400, 4));
-        // At 4 s the seconds 2 and 3 have passed: their arenas go at once, their slots as
-        // the scans reach their shards, one shard per lookup at most every SCAN_EVERY_MS.
-        drop(first(incoming(&alice, 200, 9_000, 4_000)));
-        let (kept, arenas) = state(&alice);
-        assert_eq!(arenas, 2);
-        assert!((390..400).contains(&kept), "one shard scanned: {kept}");
-        drop(first(incoming(&alice, 200, 9_000, 4_000)));
+        // At 4.6 s the seconds 2 and 3 have passed: a lookup drops its shard's arenas of them
+        // and scans its shard; the other shards wait for their own lookups.
+        let probe = 456; // not one of the 400, in the shard of 200
+        drop(first(alice.begin(
+            Side::Incoming,
+            &digest(probe),
+            at(9_000),
+            at(4_600),
+        )));
+        let lapsed = in_shard(shard_of(probe), 0..2);
+        assert!(lapsed > 0);
+        assert_eq!(state(&payments).0, 400 - lapsed);
+        assert!(lock(&payments.shards[shard_of(probe)])
+            .arenas
+            .keys()
+            .all(|&s| s >= 4));
+        // At 5.5 s second 4 has passed too: its arena in the shard goes at once, but the shard
+        // is not scanned again before SCAN_EVERY_MS.
+        drop(first(alice.begin(
+            Side::Incoming,
+            &digest(probe),
+            at(9_000),
+            at(5_500),
+        )));
+        assert_eq!(state(&payments).0, 400 - lapsed);
+        assert!(lock(&payments.shards[shard_of(probe)])
+            .arenas
+            .keys()
+            .all(|&s| s >= 5));
+        drop(first(alice.begin(
+            Side::Incoming,
+            &digest(probe),
+            at(9_000),
+            at(4_600 + SCAN_EVERY_MS),
+        )));
+        let lapsed = in_shard(shard_of(probe), 0..3);
         assert_eq!(
-            state(&alice).0,
-            kept,
-            "not scanned again before SCAN_EVERY_MS"
-        );
-        for n in 1..SHARDS as u64 {
-            drop(first(incoming(
-                &alice,
-                200,
-                9_000,
-                4_000 + n * SCAN_EVERY_MS,
-            )));
-        }
-        assert_eq!(
-            state(&alice),
-            (200, 2),
+            state(&payments).0,
+            400 - lapsed,
             "and stops at the seconds still live"
         );
         // Lapsed slots are never read, even before they are swept.
+        assert_ne!(shard_of(150), shard_of(probe));
         assert!(matches!(
             alice.begin(Side::Incoming, &digest(150), at(9_000), at(4_500)),
             Seen::First(_)
@@ -728,9 +868,8 @@ mod tests {
             paid(alice.begin(Side::Incoming, &digest(350), at(5_050), at(5_050))),
             Some(fulfill(1))
         );
-        // The arenas of the passed seconds 2, 3 and 4 wait for later seconds.
-        assert_eq!(lock(&alice.tables).incoming.spare.len(), 3);
         assert_eq!(payments.stats(at(6_000)).paid, 0, "stats sweep everything");
+        assert_eq!(state(&payments), (0, vec![]));
     }
 
     #[tokio::test]
@@ -751,7 +890,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn records_loaded_keep_the_first_fulfill_and_the_outgoing_table_keeps_keys_only() {
+    async fn records_loaded_keep_the_first_fulfill_and_the_outgoing_side_keeps_keys_only() {
         let payments = Payments::new();
         let id = AccountId::from("alice");
         let alice = payments.account(&id);
@@ -772,14 +911,59 @@ mod tests {
         ));
         let stats = payments.stats(at(4_000));
         assert_eq!((stats.in_flight, stats.paid), (0, 3));
-        let tables = lock(&alice.tables);
-        let arena = |t: &Table| t.arenas.values().map(Vec::len).sum::<usize>();
+        let arenas: usize = (payments.shards.iter())
+            .map(|shard| lock(shard).arenas.values().map(Vec::len).sum::<usize>())
+            .sum();
         assert_eq!(
-            arena(&tables.outgoing),
-            0,
-            "the outgoing table keeps no Fulfill"
+            arenas,
+            2 * fulfill(1).as_bytes().len(),
+            "the outgoing side keeps no Fulfill"
         );
-        assert_eq!(arena(&tables.incoming), 2 * fulfill(1).as_bytes().len());
+    }
+
+    #[tokio::test]
+    async fn a_second_holder_of_a_digest_is_kept_apart_on_each_side() {
+        let payments = Payments::new();
+        let [alice, bob, carol] =
+            ["alice", "bob", "carol"].map(|id| payments.account(&AccountId::from(id)));
+        // alice and bob send the same Prepare; both go to carol.
+        let from_alice = first(incoming(&alice, 1, 9_000, 1_000));
+        let from_bob = first(incoming(&bob, 1, 9_000, 1_000));
+        let to_carol = first(carol.begin(Side::Outgoing, &[1; 32], at(9_000), at(1_000)));
+        let copy_to_carol = joined(carol.begin(Side::Outgoing, &[1; 32], at(9_000), at(1_000)));
+        // A copy from bob joins bob's own first, not alice's.
+        let bobs_copy = joined(incoming(&bob, 1, 9_000, 1_000));
+        // The same digest to another next hop is another payment.
+        drop(first(bob.begin(
+            Side::Outgoing,
+            &[1; 32],
+            at(9_000),
+            at(1_000),
+        )));
+        assert_eq!(payments.stats(at(1_000)).in_flight, 3);
+        to_carol.finish(&Ok(fulfill(1)));
+        assert_eq!(copy_to_carol.outcome().await, Some(Ok(fulfill(1))));
+        from_bob.finish(&Ok(fulfill(1)));
+        assert_eq!(bobs_copy.outcome().await, Some(Ok(fulfill(1))));
+        // alice's is still in flight; bob's is paid; carol's side refuses a copy.
+        assert!(matches!(incoming(&alice, 1, 9_000, 1_000), Seen::Joined(_)));
+        assert_eq!(paid(incoming(&bob, 1, 9_000, 1_000)), Some(fulfill(1)));
+        assert!(matches!(
+            carol.begin(Side::Outgoing, &[1; 32], at(9_000), at(1_000)),
+            Seen::Sent
+        ));
+        from_alice.finish(&Err(Reject::new(
+            ErrorCode::T04_INSUFFICIENT_LIQUIDITY,
+            None,
+            "x",
+        )));
+        // alice's side is free again (a new attempt); bob's paid one still answers from the
+        // overflow, and when it lapses the digest is free for bob as well.
+        drop(first(incoming(&alice, 1, 9_000, 1_000)));
+        assert_eq!(paid(incoming(&bob, 1, 9_000, 2_000)), Some(fulfill(1)));
+        let stats = payments.stats(at(1_000));
+        assert_eq!((stats.in_flight, stats.paid), (0, 2));
+        assert!(matches!(incoming(&bob, 1, 19_000, 10_000), Seen::First(_)));
     }
 
     /// Identical Prepares through a whole node (in-memory links, the real Router, BalanceKeeper
