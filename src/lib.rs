@@ -18,6 +18,7 @@ pub mod policy;
 pub mod psk2;
 pub mod rates;
 pub mod routing;
+pub mod sender;
 pub mod settle;
 pub mod spsp;
 pub mod stream;

@@ -34,7 +34,8 @@ const TYPE_REJECT: u8 = 3;
 pub const TYPE_REQUEST: u8 = 4;
 /// A PSK2 response: the receiver's answer in a Fulfill.
 pub const TYPE_RESPONSE: u8 = 5;
-const TYPE_ERROR: u8 = 6;
+/// A PSK2 error: the receiver's answer in a Reject.
+pub const TYPE_ERROR: u8 = 6;
 
 /// The keys of one PSK2 shared secret.
 pub fn keys(shared_secret: &[u8; 32]) -> StreamKeys {
