@@ -22,8 +22,8 @@ pub use changes::ConfigChanges;
 pub use sections::{
     AdminListenerConfig, BroadcastConfig, BtpListenerConfig, HttpListenerConfig, ListenersConfig,
     LogConfig, LogDirectives, LogFormat, LogLevel, NodeConfig, RateBackendKind, RatesConfig,
-    RoutingConfig, Secret32, SecretString, ServerTlsConfig, SpspListenerConfig, StaticRoute,
-    StoreBackend, StoreConfig,
+    RoutingConfig, Secret32, SecretString, SenderConfig, ServerTlsConfig, SpspListenerConfig,
+    StaticRoute, StoreBackend, StoreConfig,
 };
 
 use crate::rates::{Exchange, RateBackend, RateError, StaticRates};
@@ -42,6 +42,7 @@ pub struct Config {
     pub listeners: ListenersConfig,
     pub store: StoreConfig,
     pub log: LogConfig,
+    pub sender: SenderConfig,
     /// By account id.
     pub accounts: BTreeMap<String, AccountConfig>,
 }
@@ -267,7 +268,7 @@ impl Collector {
     }
 }
 
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "node",
     "rates",
     "routing",
@@ -275,6 +276,7 @@ const SECTIONS: [&str; 8] = [
     "listeners",
     "store",
     "log",
+    "sender",
     "accounts",
 ];
 
@@ -322,6 +324,7 @@ impl Config {
             listeners: take_section(&mut c, &mut table, "listeners"),
             store: take_section(&mut c, &mut table, "store"),
             log: take_section(&mut c, &mut table, "log"),
+            sender: take_section(&mut c, &mut table, "sender"),
             accounts: BTreeMap::new(),
         };
         let mut failed_accounts = BTreeSet::new();

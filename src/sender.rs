@@ -650,8 +650,12 @@ impl Sender {
                     }
                 }
                 Phase::Quoted => {
-                    let expires = self.quote.as_ref().map(|q| q.expires_at);
-                    return Next::Wait(expires.and_then(|t| t.checked_add_millis(1)));
+                    let expires = self.quote.as_ref().map_or(now, |q| q.expires_at);
+                    if now > expires {
+                        self.stop(PayError::QuoteExpired);
+                        continue;
+                    }
+                    return Next::Wait(expires.checked_add_millis(1));
                 }
                 Phase::Paying => {
                     if let Some(next) = self.send_money(now, entropy) {

@@ -7,6 +7,9 @@
 //! | `GET /accounts`, `GET /accounts/<id>` | id, relation, asset, link state, balance, pending amounts; a local account's `receiver`: SPSP URL, payment pointer, received, maximum |
 //! | `POST /accounts/<id>/balance` `{"adjust": i64}` | durable balance correction; the new balance |
 //! | `GET /accounts/<id>/payments?after=<seq>&limit=<n>` | a local account's payment events after `seq`, and the `next` seq |
+//! | `POST /accounts/<id>/payments` `{"to", "amount" \| "deliver", "slippage"?, "max_packet"?, "destination_asset"?}` or `{"quote_id"}`, optional `Idempotency-Key` header | starts a payment from a local account ([`crate::payer`]): 201 with its state; the same key and body again return the same payment, another body 409 |
+//! | `GET /accounts/<id>/payments/<payment>`, `DELETE` the same | a payment's state (quote, progress in both assets, receipt, error with ILP code and hop); DELETE cancels it |
+//! | `POST /accounts/<id>/quotes` (the same body as a payment) | probes the path and answers the quote (201), or why it cannot be paid (422); pay it with `{"quote_id"}` before it expires |
 //! | `GET /accounts/<id>/payments/events`, `GET /payments/events` | live payment events as Server-Sent Events ([`events`]): one account's (resuming after `Last-Event-ID` or `?after=`), or every local account's from now |
 //! | `GET /routes` | the Router's table: prefix, account, kind (default, static, child, learned) |
 //! | `PUT /routes/static/<prefix>` `{"account": id}`, `DELETE /routes/static/<prefix>` | static routes at run time |
@@ -139,6 +142,8 @@ pub struct AdminState {
     spsp_base: Option<url::Url>,
     /// Durable payment events as the BalanceKeeper announces them.
     feed: Option<crate::payment_log::PaymentFeed>,
+    /// The node's outgoing payments.
+    payer: Option<crate::payer::Payer>,
 }
 
 impl AdminState {
@@ -168,6 +173,7 @@ impl AdminState {
                 .map(|t| Sha256::digest(t.expose().as_bytes()).into()),
             spsp_base: None,
             feed: Some(node.payment_feed.clone()),
+            payer: Some(node.payer.clone()),
             started: Instant::now(),
         }
     }
@@ -311,6 +317,8 @@ enum Endpoint {
     Account(String),
     AccountBalance(String),
     AccountPayments(String),
+    AccountPayment(String, String),
+    AccountQuotes(String),
     AccountPaymentEvents(String),
     PaymentEvents,
     Routes,
@@ -339,6 +347,12 @@ impl Endpoint {
             ["accounts", id, "payments", "events"] if !id.is_empty() => {
                 Endpoint::AccountPaymentEvents((*id).to_owned())
             }
+            ["accounts", id, "payments", payment] if !id.is_empty() && !payment.is_empty() => {
+                Endpoint::AccountPayment((*id).to_owned(), (*payment).to_owned())
+            }
+            ["accounts", id, "quotes"] if !id.is_empty() => {
+                Endpoint::AccountQuotes((*id).to_owned())
+            }
             ["payments", "events"] => Endpoint::PaymentEvents,
             ["routes"] => Endpoint::Routes,
             ["routes", "static", prefix] => Endpoint::StaticRoute((*prefix).to_owned()),
@@ -352,7 +366,12 @@ impl Endpoint {
 
     fn methods(&self) -> &'static [Method] {
         match self {
-            Endpoint::AccountBalance(_) | Endpoint::Snapshot | Endpoint::Ping => &[Method::POST],
+            Endpoint::AccountBalance(_)
+            | Endpoint::AccountQuotes(_)
+            | Endpoint::Snapshot
+            | Endpoint::Ping => &[Method::POST],
+            Endpoint::AccountPayments(_) => &[Method::GET, Method::POST],
+            Endpoint::AccountPayment(..) => &[Method::GET, Method::DELETE],
             Endpoint::StaticRoute(_) => &[Method::PUT, Method::DELETE],
             _ => &[Method::GET],
         }
@@ -385,6 +404,11 @@ async fn serve(state: Arc<AdminState>, request: Request<Incoming>) -> Result<Ans
     }
     let method = request.method().clone();
     let query = request.uri().query().map(str::to_owned);
+    let idempotency_key = request
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let last_event_id = request
         .headers()
         .get("last-event-id")
@@ -422,7 +446,14 @@ async fn serve(state: Arc<AdminState>, request: Request<Incoming>) -> Result<Ans
             None => error(StatusCode::NOT_FOUND, &format!("no account {id}")),
         },
         Endpoint::AccountBalance(id) => adjust_balance(&state, &id, &body).await,
+        Endpoint::AccountPayments(id) if method == Method::POST => {
+            pay(&state, &id, &body, idempotency_key.as_deref(), false).await
+        }
         Endpoint::AccountPayments(id) => payments(&state, &id, query.as_deref()).await,
+        Endpoint::AccountQuotes(id) => pay(&state, &id, &body, None, true).await,
+        Endpoint::AccountPayment(id, payment) => {
+            outgoing_payment(&state, &id, &payment, method == Method::DELETE).await
+        }
         Endpoint::AccountPaymentEvents(id) => {
             let accounts = state.accounts();
             match accounts.get(id.as_str()) {
@@ -603,6 +634,78 @@ fn receiver_json(state: &AdminState, info: &ReceiverInfo, balance: Option<i64>) 
 #[serde(deny_unknown_fields)]
 struct AdjustBody {
     adjust: i64,
+}
+
+/// `POST /accounts/<id>/payments` and `POST /accounts/<id>/quotes`.
+async fn pay(
+    state: &AdminState,
+    id: &str,
+    body: &[u8],
+    key: Option<&str>,
+    quote_only: bool,
+) -> Answer {
+    use crate::payer::StartError;
+    let accounts = state.accounts();
+    let Some(info) = accounts.get(id) else {
+        return error(StatusCode::NOT_FOUND, &format!("no account {id}"));
+    };
+    let (Some(payer), true) = (&state.payer, info.receiver.is_some()) else {
+        return error(
+            StatusCode::CONFLICT,
+            &StartError::NotLocal(id.to_string()).to_string(),
+        );
+    };
+    let request: crate::payer::PaymentRequest = match parse_json(body) {
+        Ok(r) => r,
+        Err(m) => return error(StatusCode::BAD_REQUEST, &m),
+    };
+    match payer.start(id, request, key, quote_only).await {
+        Ok(view) => {
+            let failed = view["status"] == json!("failed");
+            let status = if quote_only && failed {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::CREATED
+            };
+            json_response(status, &view)
+        }
+        Err(e) => {
+            let status = match &e {
+                StartError::NoAccount(_) | StartError::NoQuote(_) => StatusCode::NOT_FOUND,
+                StartError::NotLocal(_) | StartError::KeyReused => StatusCode::CONFLICT,
+                StartError::BadRequest(_) => StatusCode::BAD_REQUEST,
+                StartError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
+                StartError::Spsp(_) => StatusCode::BAD_GATEWAY,
+                StartError::Payment(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                StartError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            let mut body = json!({ "error": e.to_string() });
+            if let StartError::Payment(p) = &e {
+                body["payment_error"] = crate::payer::error_json(p);
+            }
+            json_response(status, &body)
+        }
+    }
+}
+
+/// `GET` (and `DELETE`: cancel) `/accounts/<id>/payments/<payment>`.
+async fn outgoing_payment(state: &AdminState, id: &str, payment: &str, cancel: bool) -> Answer {
+    let Some(payer) = &state.payer else {
+        return error(StatusCode::NOT_FOUND, "this node sends no payments");
+    };
+    if cancel && !payer.cancel(id, payment) {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("no running payment {payment} from {id}"),
+        );
+    }
+    match payer.get(id, payment).await {
+        Some(view) => ok(&view),
+        None => error(
+            StatusCode::NOT_FOUND,
+            &format!("no payment {payment} from {id}"),
+        ),
+    }
 }
 
 async fn adjust_balance(state: &AdminState, id: &str, body: &[u8]) -> Answer {

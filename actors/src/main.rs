@@ -31,7 +31,7 @@ macro_rules! err_line {
 }
 
 use ilp::config::{Config, StoreBackend};
-use ilp_actors::admin::cli::{self as operator, AdminTarget, Operation};
+use ilp_actors::admin::cli::{self as operator, AdminTarget, CliError, Operation, PayOptions};
 use ilp_actors::admin::{AdminServer, AdminState};
 use ilp_actors::clock::Clock;
 use ilp_actors::link::btp_ws::{links_for_config, BtpOptions};
@@ -61,6 +61,7 @@ const USAGE: &str = "usage: ilp-connector [COMMAND] [OPTIONS]
   receivers        the running node's local accounts: payment pointers, amounts received
   routes           the running node's routing table
   snapshot         snapshot the running node's store; prints the snapshot's path
+  pay              pay a payment pointer from one of the running node's local accounts
   restore DIR      copy snapshot DIR over store.path (the node must be stopped)
   help [COMMAND]   this text, or one command's
   --config PATH    configuration file (default: config.toml)
@@ -129,6 +130,19 @@ and maximum.",
             "Takes a RocksDB checkpoint of the running node's store and prints its directory.",
             OPERATOR_OPTIONS,
         ),
+        "pay" => (
+            "pay --from ACCOUNT --to POINTER (--amount N | --deliver N) [--slippage 0.01]
+       [--max-packet N] [--destination-asset CODE:SCALE] [--quote-only]
+       [--idempotency-key KEY] [--json] [--admin URL] [--token TOKEN] [--config PATH]",
+            "Pays POINTER ($host/path, or an https SPSP URL) from the local account ACCOUNT of the
+running node: probes the path's rate and refuses it when it is worse than the node's rate
+table less the slippage (default [sender] default_slippage), then sends --amount (source base
+units) or delivers --deliver (destination base units). Progress goes to stderr once a second;
+the result is printed as a table, or as JSON with --json. --quote-only prints the quote and
+sends no money. Without --idempotency-key a random key is used and printed: repeating the
+command with it never pays twice. Exit 0 when the payment completed, 1 when it failed.",
+            OPERATOR_OPTIONS,
+        ),
         "restore" => (
             "restore DIR [--config PATH]",
             "Copies snapshot DIR over store.path of the configuration; refused while a node
@@ -161,7 +175,7 @@ struct Args {
 
 /// What the command line asks for.
 enum Parsed {
-    Args(Args),
+    Args(Box<Args>),
     /// Help was asked for: print this on stdout and exit 0, touching no file.
     Help(String),
 }
@@ -178,6 +192,8 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Parsed, UsageError> 
     let mut admin = None;
     let mut token = None;
     let mut help = false;
+    let mut pay = PayOptions::default();
+    let mut pay_flags: Vec<String> = Vec::new();
     let mut problem: Option<String> = None;
     let mut args = args.peekable();
     while let Some(arg) = args.next() {
@@ -197,6 +213,35 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Parsed, UsageError> 
             "--config" | "-c" => config = value("--config").map(PathBuf::from),
             "--admin" => admin = value("--admin"),
             "--token" => token = value("--token"),
+            "--from"
+            | "--to"
+            | "--amount"
+            | "--deliver"
+            | "--slippage"
+            | "--max-packet"
+            | "--destination-asset"
+            | "--idempotency-key" => {
+                let v = value(&flag);
+                pay_flags.push(flag.clone());
+                match flag.as_str() {
+                    "--from" => pay.from = v.unwrap_or_default(),
+                    "--to" => pay.to = v.unwrap_or_default(),
+                    "--amount" => pay.amount = v,
+                    "--deliver" => pay.deliver = v,
+                    "--slippage" => pay.slippage = v,
+                    "--max-packet" => pay.max_packet = v,
+                    "--destination-asset" => pay.destination_asset = v,
+                    _ => pay.idempotency_key = v,
+                }
+            }
+            "--quote-only" => {
+                pay.quote_only = true;
+                pay_flags.push(flag.clone());
+            }
+            "--json" => {
+                pay.json = true;
+                pay_flags.push(flag.clone());
+            }
             other if other.starts_with('-') => {
                 problem.get_or_insert_with(|| format!("unknown argument {other:?}"));
             }
@@ -251,27 +296,44 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Parsed, UsageError> 
         "receivers" => Command::Operator(Operation::Receivers),
         "routes" => Command::Operator(Operation::Routes),
         "snapshot" => Command::Operator(Operation::Snapshot),
+        "pay" => {
+            if pay.from.is_empty() {
+                return Err(fail("pay needs --from ACCOUNT".into()));
+            }
+            if pay.to.is_empty() {
+                return Err(fail("pay needs --to POINTER".into()));
+            }
+            if pay.amount.is_some() == pay.deliver.is_some() {
+                return Err(fail("pay needs one of --amount N and --deliver N".into()));
+            }
+            Command::Operator(Operation::Pay(pay.clone()))
+        }
         "restore" => Command::Restore(PathBuf::from(operand("a snapshot directory")?)),
         other => return Err(fail(format!("unknown command {other:?}"))),
     };
     if let Some(extra) = words.next() {
         return Err(fail(format!("unexpected argument {extra:?}")));
     }
+    if command_name != "pay" {
+        if let Some(flag) = pay_flags.first() {
+            return Err(fail(format!("{flag} is an option of pay")));
+        }
+    }
     if !matches!(command, Command::Operator(_)) {
         for (given, flag) in [(admin.is_some(), "--admin"), (token.is_some(), "--token")] {
             if given {
                 return Err(fail(format!(
-                    "{flag} is for the commands that call a running node (ping, balances, routes, snapshot)"
+                    "{flag} is for the commands that call a running node (ping, balances, routes, snapshot, pay)"
                 )));
             }
         }
     }
-    Ok(Parsed::Args(Args {
+    Ok(Parsed::Args(Box::new(Args {
         command,
         config,
         admin,
         token,
-    }))
+    })))
 }
 
 const DEFAULT_CONFIG: &str = "config.toml";
@@ -307,7 +369,7 @@ fn main() -> ExitCode {
         admin,
         token,
     } = match parse_args(std::env::args().skip(1)) {
-        Ok(Parsed::Args(args)) => args,
+        Ok(Parsed::Args(args)) => *args,
         Ok(Parsed::Help(text)) => {
             print_block(&text);
             return ExitCode::SUCCESS;
@@ -422,6 +484,10 @@ fn operate(target: &AdminTarget, operation: &Operation) -> ExitCode {
         Ok(text) => {
             print_block(&text);
             ExitCode::SUCCESS
+        }
+        Err(CliError::PaymentFailed(text)) => {
+            print_block(&text);
+            ExitCode::FAILURE
         }
         Err(e) => {
             err_line!("{e}");

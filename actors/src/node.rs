@@ -58,6 +58,8 @@ pub enum NodeError {
     AddressRefused(ErrorCode),
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 #[derive(Debug)]
@@ -159,6 +161,8 @@ pub struct Node {
     pub payment_feed: crate::payment_log::PaymentFeed,
     /// The local accounts' webhook tasks.
     pub webhooks: crate::webhooks::Webhooks,
+    /// Payments sent from the local accounts.
+    pub payer: crate::payer::Payer,
     /// Every account's link, by account id.
     pub links: BTreeMap<AccountId, Arc<dyn Link>>,
     pub metrics: Option<Arc<Metrics>>,
@@ -340,6 +344,15 @@ impl Node {
             settlement,
             broadcaster,
         } = take(&slot);
+        let spsp = crate::payer::spsp_client(config).map_err(|e| NodeError::Tls(e.to_string()))?;
+        let payer = crate::payer::Payer::new(
+            clock,
+            node_store.clone(),
+            spsp,
+            balance.clone().recipient(),
+            crate::payer::PayerSettings::from_config(config),
+            crate::payer::paying_accounts(config, &accounts),
+        );
         Ok(Node {
             clock,
             routing_secret,
@@ -354,6 +367,7 @@ impl Node {
             receivers,
             payment_feed,
             webhooks,
+            payer,
             links: node_links,
             metrics: node_metrics,
         })
@@ -477,6 +491,10 @@ impl Node {
         {
             result?;
         }
+        self.payer.reconfigure(
+            crate::payer::PayerSettings::from_config(config),
+            crate::payer::paying_accounts(config, &self.accounts),
+        );
         self.broadcaster.do_send(BroadcasterReconfigure {
             settings: BroadcastSettings::from_config(config, self.routing_secret),
             accounts: sends.clone(),

@@ -192,8 +192,10 @@ fn operator_commands_talk_to_the_admin_api() {
     let dir = std::env::temp_dir().join(format!("ilp-cli-admin-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let data = dir.join("data");
-    let config = ephemeral(&text, &data, Some("operator-token"));
+    let config = ephemeral(&text, &data, Some("operator-token"))
+        .replace("# allow_http = false", "allow_http = true");
     assert!(config.contains("token = \"operator-token\""));
+    assert!(config.contains("\nallow_http = true"));
     let config_path = dir.join("config.toml");
     std::fs::write(&config_path, config).expect("write config");
     let mut node = bin()
@@ -214,12 +216,16 @@ fn operator_commands_talk_to_the_admin_api() {
         }
     });
     let mut admin = None;
+    let mut spsp = None;
     let ready_by = Instant::now() + Duration::from_secs(20);
     while let Some(left) = ready_by.checked_duration_since(Instant::now()) {
         match rx.recv_timeout(left) {
             Ok(line) => {
                 if let Some(url) = line.strip_prefix("admin API listening on ") {
                     admin = Some(url.to_owned());
+                }
+                if let Some(url) = line.strip_prefix("SPSP listening on ") {
+                    spsp = Some(url.to_owned());
                 }
                 if line.contains("ilp-connector running") {
                     break;
@@ -269,6 +275,40 @@ fn operator_commands_talk_to_the_admin_api() {
     let snapshot = operator(&["snapshot"], &admin);
     let ping = operator(&["ping", "test.ilp-connector.alice"], &admin);
     let ping_self = operator(&["ping", "test.ilp-connector"], &admin);
+    // The local account `wallet` is given 5 000 000 units, pays 1 000 000 of them to `shop`
+    // through the node, quotes without paying, and cannot pay more than it holds.
+    let funded = post(
+        &admin,
+        "/accounts/wallet/balance",
+        r#"{"adjust": -5000000}"#,
+    );
+    let shop_url = format!("{}/shop", spsp.clone().unwrap_or_default());
+    let paid = operator(
+        &[
+            "pay", "--from", "wallet", "--to", &shop_url, "--amount", "1000000", "--json",
+        ],
+        &admin,
+    );
+    let quoted = operator(
+        &[
+            "pay",
+            "--from",
+            "wallet",
+            "--to",
+            &shop_url,
+            "--amount",
+            "1000",
+            "--quote-only",
+        ],
+        &admin,
+    );
+    let too_much = operator(
+        &[
+            "pay", "--from", "wallet", "--to", &shop_url, "--amount", "99000000",
+        ],
+        &admin,
+    );
+    let after_pay = operator(&["balances"], &admin);
     let snapshot_dir = snapshot.1.trim().to_owned();
     let restore_running = operator(&["restore", &snapshot_dir], &admin);
     let status = stop(&mut node);
@@ -323,6 +363,53 @@ fn operator_commands_talk_to_the_admin_api() {
     assert_eq!(after_stop.0, Some(1), "{after_stop:?}");
     assert!(after_stop.2.contains("not reachable"), "{after_stop:?}");
     assert_eq!(restore_stopped.0, Some(0), "{restore_stopped:?}");
+    assert!(funded.contains("-5000000"), "{funded}");
+    assert_eq!(paid.0, Some(0), "{paid:?}");
+    let paid_json: serde_json::Value = serde_json::from_str(paid.1.trim()).expect("--json");
+    assert_eq!(paid_json["status"], "completed", "{paid:?}");
+    assert_eq!(paid_json["progress"]["sent"]["amount"], "1000000");
+    // The node keeps its spread (0.2 % by default) on the way to its own local account.
+    assert_eq!(paid_json["progress"]["delivered"]["amount"], "998000");
+    assert_eq!(quoted.0, Some(0), "{quoted:?}");
+    assert!(quoted.1.contains("rate (probed)"), "{quoted:?}");
+    assert!(
+        quoted
+            .1
+            .lines()
+            .any(|l| l.starts_with("status") && l.ends_with(" quoted")),
+        "{quoted:?}"
+    );
+    assert_eq!(too_much.0, Some(1), "{too_much:?}");
+    assert!(too_much.2.contains("may spend 4000000"), "{too_much:?}");
+    let row = |name: &str| {
+        after_pay
+            .1
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(row("wallet ").contains("-4000000"), "{after_pay:?}");
+    assert!(row("shop ").contains("-998000"), "{after_pay:?}");
+}
+
+/// One HTTP/1.1 POST with the test's token; the response as text (bounded by a timeout).
+fn post(base: &str, path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let host = base.trim_start_matches("http://");
+    let Ok(mut stream) = std::net::TcpStream::connect(host) else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer operator-token\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(request.as_bytes());
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
 }
 
 /// Every command's `--help` (and `help COMMAND`) prints that command's usage on stdout and exits

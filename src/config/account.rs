@@ -543,6 +543,11 @@ impl AccountConfig {
         if let Some(maximum) = self.receiver_maximum() {
             limits.minimum = Some(i64::try_from(maximum).map_or(i64::MIN, |m| -m));
         }
+        // A local account's money is what it received (its balance below zero): it may pay
+        // that much and no more, unless its [balance] says otherwise.
+        if self.is_local() && limits.maximum.is_none() {
+            limits.maximum = Some(0);
+        }
         limits
     }
 

@@ -546,3 +546,89 @@ impl Default for LogConfig {
         }
     }
 }
+
+/// `[sender]`: payments the node sends from its local accounts (the admin API's `payments`
+/// and `quotes`, the CLI's `pay`). A reload applies to payments started after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SenderConfig {
+    /// How much worse than the node's own rate table a path may be, when a payment does not
+    /// say (a fraction: "0.01" is 1 %).
+    #[serde(default = "SenderConfig::default_slippage")]
+    pub default_slippage: Spread,
+    /// Expiry of each Prepare sent (ms from sending); below the usual 30 s hold time of
+    /// connectors, so that every hop can keep its margin.
+    #[serde(default = "SenderConfig::default_packet_expiry_ms")]
+    pub packet_expiry_ms: u64,
+    /// A payment with no Fulfill for this long fails (ms).
+    #[serde(default = "SenderConfig::default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// The longest the rate probe may take (ms).
+    #[serde(default = "SenderConfig::default_probe_timeout_ms")]
+    pub probe_timeout_ms: u64,
+    /// How long a quote may be paid after it was made (ms).
+    #[serde(default = "SenderConfig::default_quote_ttl_ms")]
+    pub quote_ttl_ms: u64,
+    /// Packets in flight per payment at the start, and at most.
+    #[serde(default = "SenderConfig::default_initial_in_flight")]
+    pub initial_in_flight: u32,
+    #[serde(default = "SenderConfig::default_max_in_flight")]
+    pub max_in_flight: u32,
+    /// Payments running at once; more are refused (HTTP 429).
+    #[serde(default = "SenderConfig::default_max_payments")]
+    pub max_payments: usize,
+    /// The SPSP query's timeout (ms).
+    #[serde(default = "SenderConfig::default_spsp_timeout_ms")]
+    pub spsp_timeout_ms: u64,
+    /// Whether plain `http://` SPSP URLs are accepted (tests and closed networks only: the
+    /// shared secret travels in the clear).
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+impl SenderConfig {
+    fn default_slippage() -> Spread {
+        Spread::new(Rate::new(1, 100).unwrap_or(Rate::ZERO)).unwrap_or(Spread::ZERO)
+    }
+    fn default_packet_expiry_ms() -> u64 {
+        20_000
+    }
+    fn default_idle_timeout_ms() -> u64 {
+        30_000
+    }
+    fn default_probe_timeout_ms() -> u64 {
+        10_000
+    }
+    fn default_quote_ttl_ms() -> u64 {
+        60_000
+    }
+    fn default_initial_in_flight() -> u32 {
+        10
+    }
+    fn default_max_in_flight() -> u32 {
+        100
+    }
+    fn default_max_payments() -> usize {
+        1_000
+    }
+    fn default_spsp_timeout_ms() -> u64 {
+        5_000
+    }
+}
+
+impl Default for SenderConfig {
+    fn default() -> Self {
+        SenderConfig {
+            default_slippage: Self::default_slippage(),
+            packet_expiry_ms: Self::default_packet_expiry_ms(),
+            idle_timeout_ms: Self::default_idle_timeout_ms(),
+            probe_timeout_ms: Self::default_probe_timeout_ms(),
+            quote_ttl_ms: Self::default_quote_ttl_ms(),
+            initial_in_flight: Self::default_initial_in_flight(),
+            max_in_flight: Self::default_max_in_flight(),
+            max_payments: Self::default_max_payments(),
+            spsp_timeout_ms: Self::default_spsp_timeout_ms(),
+            allow_http: false,
+        }
+    }
+}

@@ -59,7 +59,13 @@ fn reference_config_validates_with_expected_values() {
     assert_eq!(c.log.format, LogFormat::Terminal);
     assert_eq!(c.log.level, "info");
 
-    assert_eq!(c.accounts.len(), 2);
+    assert_eq!(c.sender, SenderConfig::default());
+    assert_eq!(c.accounts.len(), 3);
+    let wallet = &c.accounts["wallet"];
+    assert!(wallet.is_local());
+    // A local account pays what it holds: its balance may rise to 0.
+    assert_eq!(wallet.balance_limits().maximum, Some(0));
+    assert_eq!(wallet.balance_limits().minimum, None);
     let shop = &c.accounts["shop"];
     assert!(shop.is_local());
     assert_eq!((shop.asset_code.as_str(), shop.asset_scale), ("USD", 9));
@@ -944,4 +950,32 @@ secret = "s"
             .any(|p| p.starts_with("accounts.shop.receiver.webhook")),
         "\n{e}"
     );
+}
+
+#[test]
+fn sender_settings_are_checked_with_their_keys() {
+    let e = errors(
+        "[node]\nilp_address = \"test.a\"\n[sender]\ndefault_slippage = \"1\"\n\
+         initial_in_flight = 20\nmax_in_flight = 10\npacket_expiry_ms = 0\nmax_payments = 0\n",
+    );
+    assert_error(&e, "sender.default_slippage", "below 1");
+    assert_error(
+        &e,
+        "sender.max_in_flight",
+        "at least sender.initial_in_flight",
+    );
+    assert_error(&e, "sender.packet_expiry_ms", "greater than 0");
+    assert_error(&e, "sender.max_payments", "greater than 0");
+    let e = errors("[node]\nilp_address = \"test.a\"\n[sender]\nslipage = \"0.1\"\n");
+    assert!(paths(&e).iter().any(|p| p.starts_with("sender")), "{e}");
+    let c = Config::from_toml_str(
+        "[node]\nilp_address = \"test.a\"\n[sender]\ndefault_slippage = \"0.05\"\nallow_http = true\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.sender.default_slippage,
+        Spread::parse_decimal("0.05").unwrap()
+    );
+    assert!(c.sender.allow_http);
+    assert_eq!(c.sender.max_in_flight, 100);
 }

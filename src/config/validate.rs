@@ -306,6 +306,29 @@ pub(super) fn check(config: &Config, failed_accounts: &BTreeSet<String>) -> Vec<
         }
     }
 
+    // [sender]
+    let sender = &config.sender;
+    if sender.default_slippage.as_rate().numerator()
+        >= sender.default_slippage.as_rate().denominator()
+    {
+        e.at("sender.default_slippage", "must be below 1");
+    }
+    e.positive("sender.packet_expiry_ms", sender.packet_expiry_ms);
+    e.positive("sender.idle_timeout_ms", sender.idle_timeout_ms);
+    e.positive("sender.probe_timeout_ms", sender.probe_timeout_ms);
+    e.positive("sender.quote_ttl_ms", sender.quote_ttl_ms);
+    e.positive("sender.spsp_timeout_ms", sender.spsp_timeout_ms);
+    e.positive("sender.max_payments", sender.max_payments as u64);
+    if sender.initial_in_flight == 0 {
+        e.at("sender.initial_in_flight", "must be at least 1");
+    }
+    if sender.max_in_flight < sender.initial_in_flight {
+        e.at(
+            "sender.max_in_flight",
+            "must be at least sender.initial_in_flight",
+        );
+    }
+
     // [accounts]
     let mut segments: BTreeMap<&str, &str> = BTreeMap::new();
     let mut btp_tokens: BTreeMap<(&str, &str), &str> = BTreeMap::new();

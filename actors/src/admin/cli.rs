@@ -30,6 +30,9 @@ pub enum CliError {
     BadAnswer(String),
     #[error("{0}")]
     Restore(String),
+    /// A payment ran and failed: what to print (its final state), then exit 1.
+    #[error("{0}")]
+    PaymentFailed(String),
 }
 
 /// Where the admin API of the configured node is.
@@ -81,10 +84,24 @@ impl AdminTarget {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, CliError> {
+        self.call_with(method, path, body, &[]).await
+    }
+
+    /// As [`AdminTarget::call`], with extra request headers.
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<Value, CliError> {
         let url = format!("{}{path}", self.base);
         let client: Client<HttpConnector, Full<Bytes>> =
             Client::builder(TokioExecutor::new()).build(HttpConnector::new());
         let mut request = Request::builder().method(method).uri(&url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if let Some(token) = &self.token {
             request = request.header("authorization", format!("Bearer {token}"));
         }
@@ -142,6 +159,195 @@ pub enum Operation {
     Receivers,
     Routes,
     Snapshot,
+    Pay(PayOptions),
+}
+
+/// `pay`'s flags.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PayOptions {
+    pub from: String,
+    pub to: String,
+    /// Source units (base units), or destination units with `deliver`.
+    pub amount: Option<String>,
+    pub deliver: Option<String>,
+    pub slippage: Option<String>,
+    pub max_packet: Option<String>,
+    pub destination_asset: Option<String>,
+    pub quote_only: bool,
+    pub idempotency_key: Option<String>,
+    pub json: bool,
+}
+
+/// How often `pay` asks for progress.
+const PAY_POLL: Duration = Duration::from_millis(250);
+
+/// Starts the payment, follows it to its end (progress on stderr once a second) and returns
+/// its final state as a table or JSON.
+async fn pay(target: &AdminTarget, options: &PayOptions) -> Result<String, CliError> {
+    let mut body = json!({ "to": options.to });
+    for (field, value) in [
+        ("amount", &options.amount),
+        ("deliver", &options.deliver),
+        ("slippage", &options.slippage),
+        ("max_packet", &options.max_packet),
+        ("destination_asset", &options.destination_asset),
+    ] {
+        if let Some(v) = value {
+            body[field] = json!(v);
+        }
+    }
+    let from = &options.from;
+    let (path, key) = if options.quote_only {
+        (format!("/accounts/{from}/quotes"), None)
+    } else {
+        // A key of our own when none is given: printed, so that a retry can reuse it.
+        let key = options
+            .idempotency_key
+            .clone()
+            .unwrap_or_else(|| hex::encode(rand::random::<[u8; 16]>()));
+        (format!("/accounts/{from}/payments"), Some(key))
+    };
+    let headers: Vec<(&str, &str)> = key
+        .as_deref()
+        .map(|k| vec![("idempotency-key", k)])
+        .unwrap_or_default();
+    if let (Some(key), false) = (&key, options.json) {
+        eprintln!("idempotency key {key}");
+    }
+    let mut state = match target
+        .call_with(Method::POST, &path, Some(&body), &headers)
+        .await
+    {
+        Ok(state) => state,
+        // A quote that cannot be paid comes back as 422 with the payment's state.
+        Err(e) => return Err(e),
+    };
+    let id = state["id"].as_str().unwrap_or_default().to_owned();
+    let mut last_line = std::time::Instant::now();
+    while !matches!(
+        state["status"].as_str(),
+        Some("completed" | "failed" | "interrupted" | "quoted")
+    ) {
+        tokio::time::sleep(PAY_POLL).await;
+        state = target
+            .call(
+                Method::GET,
+                &format!("/accounts/{from}/payments/{id}"),
+                None,
+            )
+            .await?;
+        if last_line.elapsed() >= Duration::from_secs(1) && !options.json {
+            eprintln!("{}", progress_line(&state));
+            last_line = std::time::Instant::now();
+        }
+    }
+    let output = if options.json {
+        state.to_string()
+    } else {
+        payment_table(&state)
+    };
+    if state["status"] == json!("completed") || state["status"] == json!("quoted") {
+        Ok(output)
+    } else {
+        Err(CliError::PaymentFailed(output))
+    }
+}
+
+/// `{"amount", "code", "scale", "value"}` as `12.34 USD`.
+fn money(v: &Value) -> String {
+    match (v["value"].as_str(), v["code"].as_str()) {
+        (Some(value), Some(code)) if !code.is_empty() => format!("{value} {code}"),
+        (Some(value), _) => value.to_owned(),
+        _ => "-".into(),
+    }
+}
+
+fn progress_line(state: &Value) -> String {
+    let p = &state["progress"];
+    let of = state["quote"]["max_source_amount"]["value"]
+        .as_str()
+        .map(|v| format!("/{v}"))
+        .unwrap_or_default();
+    format!(
+        "{}: sent {}{of} · delivered {} · in flight {} · rate {} · {} packets",
+        state["status"].as_str().unwrap_or("-"),
+        money(&p["sent"]),
+        money(&p["delivered"]),
+        money(&p["in_flight_source"]),
+        p["rate"]["decimal"].as_str().unwrap_or("-"),
+        cell(Some(&p["packets"]["sent"])),
+    )
+}
+
+/// A payment's final state as `key  value` lines.
+fn payment_table(state: &Value) -> String {
+    let q = &state["quote"];
+    let p = &state["progress"];
+    let e = &state["error"];
+    let mut rows = vec![
+        vec!["payment".into(), cell(state.get("id"))],
+        vec!["status".into(), cell(state.get("status"))],
+        vec!["to".into(), cell(state.get("to"))],
+        vec![
+            "destination".into(),
+            cell(state["destination"].get("address")),
+        ],
+    ];
+    if !q.is_null() {
+        rows.push(vec![
+            "rate (probed)".into(),
+            format!(
+                "{} .. {} (minimum {})",
+                q["rate"]["low"]["decimal"].as_str().unwrap_or("-"),
+                q["rate"]["high"]["decimal"].as_str().unwrap_or("-"),
+                q["rate"]["minimum"]["decimal"].as_str().unwrap_or("-"),
+            ),
+        ]);
+        rows.push(vec!["max packet".into(), money(&q["max_packet_amount"])]);
+        rows.push(vec!["max source".into(), money(&q["max_source_amount"])]);
+        rows.push(vec![
+            "min delivery".into(),
+            money(&q["min_delivery_amount"]),
+        ]);
+    }
+    rows.push(vec!["sent".into(), money(&p["sent"])]);
+    rows.push(vec!["delivered".into(), money(&p["delivered"])]);
+    if p["undelivered_source"]["amount"] != json!("0") && !p["undelivered_source"].is_null() {
+        rows.push(vec!["undelivered".into(), money(&p["undelivered_source"])]);
+    }
+    rows.push(vec![
+        "packets".into(),
+        format!(
+            "{} sent, {} fulfilled, rejected {}",
+            cell(Some(&p["packets"]["sent"])),
+            cell(Some(&p["packets"]["fulfilled"])),
+            p["packets"]["rejected"],
+        ),
+    ]);
+    if let Some(receipt) = state["receipt"].as_str() {
+        rows.push(vec!["receipt".into(), receipt.to_owned()]);
+    }
+    if !e.is_null() {
+        let mut what = format!(
+            "{}: {}",
+            e["kind"].as_str().unwrap_or("-"),
+            e["message"].as_str().unwrap_or("-")
+        );
+        if let Some(code) = e["code"].as_str() {
+            let _ = write!(
+                what,
+                " ({code} from {})",
+                e["triggered_by"].as_str().unwrap_or("?")
+            );
+        }
+        rows.push(vec!["error".into(), what]);
+    }
+    let width = rows.iter().map(|r| r[0].len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for row in rows {
+        let _ = writeln!(out, "{:<width$}  {}", row[0], row[1]);
+    }
+    out
 }
 
 /// Runs `operation` against `target` and returns what to print.
@@ -169,6 +375,7 @@ pub async fn run(target: &AdminTarget, operation: &Operation) -> Result<String, 
             let answer = target.call(Method::GET, "/routes", None).await?;
             Ok(routes_table(&answer))
         }
+        Operation::Pay(options) => pay(target, options).await,
         Operation::Snapshot => {
             let answer = target.call(Method::POST, "/snapshot", None).await?;
             Ok(answer

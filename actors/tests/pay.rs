@@ -1,0 +1,250 @@
+//! The node as a sender: a local account pays a payment pointer served by the node's own SPSP
+//! server (127.0.0.1, port 0), through the Router and the BalanceKeeper like any packet. The
+//! payer's debit always equals what was sent and fulfilled, the receiver's credit what it
+//! said arrived. Every wait is bounded.
+
+#![allow(clippy::unwrap_used)] // test harness: a failed bind or build is a test bug
+
+mod common;
+
+use common::{balance, listener, node_base, run, start_wallet_node};
+use ilp::config::Config;
+use ilp_actors::clock::Clock;
+use ilp_actors::http_serve::ServeOptions;
+use ilp_actors::messages::{AccountId, AdjustBalance};
+use ilp_actors::node::Node;
+use ilp_actors::payer::{PaymentRequest, StartError};
+use ilp_actors::spsp_server::{SpspAccounts, SpspServer};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A node with the local accounts `alice` (USD/2, pays) and `shop` (`shop_asset`, receives),
+/// static rates USD = 1, EUR = 0.5, and `spread`.
+fn config(spread: &str, shop_asset: &str) -> Config {
+    let text = format!(
+        "{}[rates]\nbackend = \"static\"\n[rates.static]\nUSD = \"1\"\nEUR = \"0.5\"\n\
+         [sender]\nallow_http = true\nidle_timeout_ms = 5000\n\
+         [accounts.alice]\nrelation = \"child\"\nasset_code = \"USD\"\nasset_scale = 2\n\
+         link = {{ type = \"local\" }}\n\
+         [accounts.alice.rate_limit]\nenabled = false\n\
+         [accounts.shop]\nrelation = \"child\"\n{shop_asset}\nlink = {{ type = \"local\" }}\n",
+        node_base("node")
+    )
+    .replace("spread = \"0\"", &format!("spread = \"{spread}\""));
+    Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+const USD: &str = "asset_code = \"USD\"\nasset_scale = 2";
+const EUR: &str = "asset_code = \"EUR\"\nasset_scale = 2";
+
+/// The node, its SPSP server, and `alice` funded with `funds`.
+async fn start(config: &Config, funds: i64) -> (Node, SpspServer, String) {
+    let (node, _wallet, _) = start_wallet_node(
+        config,
+        BTreeMap::new(),
+        Clock::starting_at(1_700_000_000_000),
+    );
+    let (socket, addr) = listener().await;
+    let server = SpspServer::serve(
+        socket,
+        &ServeOptions {
+            h2: true,
+            header_timeout: Duration::from_secs(5),
+            tls: None,
+            max_connections: 16,
+        },
+        node.receivers.clone(),
+        node.address.clone(),
+        SpspAccounts::from_config(config),
+        0,
+    )
+    .unwrap();
+    node.balance
+        .send(AdjustBalance {
+            account: AccountId::from("alice"),
+            adjust: -funds,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    (node, server, format!("http://{addr}/shop"))
+}
+
+fn request(to: &str, amount: u64) -> PaymentRequest {
+    PaymentRequest {
+        to: Some(to.to_string()),
+        quote_id: None,
+        amount: Some(amount),
+        deliver: None,
+        slippage: None,
+        max_packet: None,
+        destination_asset: None,
+    }
+}
+
+/// Follows the payment until it ends (bounded).
+async fn finished(node: &Node, id: &str) -> Value {
+    for _ in 0..2_000 {
+        let view = node.payer.get("alice", id).await.unwrap();
+        if matches!(
+            view["status"].as_str(),
+            Some("completed" | "failed" | "interrupted")
+        ) {
+            return view;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("payment {id} did not end");
+}
+
+fn amount(v: &Value) -> i64 {
+    v["amount"].as_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_local_account_pays_another_through_the_node_and_the_books_mirror() {
+    run(|| async {
+        let config = config("0", USD);
+        let (node, _server, to) = start(&config, 1_000_000).await;
+        let started = node
+            .payer
+            .start("alice", request(&to, 250_000), Some("k1"), false)
+            .await
+            .unwrap();
+        let id = started["id"].as_str().unwrap().to_owned();
+        let view = finished(&node, &id).await;
+        assert_eq!(view["status"], "completed", "{view:#}");
+        let sent = amount(&view["progress"]["sent"]);
+        let delivered = amount(&view["progress"]["delivered"]);
+        assert_eq!(sent, 250_000);
+        assert_eq!(delivered, 250_000, "same asset, no spread");
+        assert_eq!(balance(&node, "alice").await, -1_000_000 + sent);
+        assert_eq!(balance(&node, "shop").await, -delivered);
+        assert_eq!(view["quote"]["destination"]["code"], "USD");
+        // The same key and request: the same payment, nothing paid again.
+        let again = node
+            .payer
+            .start("alice", request(&to, 250_000), Some("k1"), false)
+            .await
+            .unwrap();
+        assert_eq!(again["id"], started["id"]);
+        assert_eq!(balance(&node, "alice").await, -750_000);
+        // The same key with another request is refused.
+        assert_eq!(
+            node.payer
+                .start("alice", request(&to, 1), Some("k1"), false)
+                .await
+                .unwrap_err(),
+            StartError::KeyReused
+        );
+    });
+}
+
+#[test]
+fn a_conversion_within_the_slippage_is_paid_and_one_beyond_it_is_refused_unpaid() {
+    run(|| async {
+        // 1 USD buys 0.5 EUR; the node keeps 0.2 %: within 1 % slippage.
+        let config_ok = config("0.002", EUR);
+        let (node, _server, to) = start(&config_ok, 1_000_000).await;
+        let started = node
+            .payer
+            .start("alice", request(&to, 100_000), None, false)
+            .await
+            .unwrap();
+        let view = finished(&node, started["id"].as_str().unwrap()).await;
+        assert_eq!(view["status"], "completed", "{view:#}");
+        let delivered = amount(&view["progress"]["delivered"]);
+        assert!((49_500..=49_900).contains(&delivered), "{delivered}");
+        assert_eq!(balance(&node, "alice").await, -900_000);
+        assert_eq!(balance(&node, "shop").await, -delivered);
+        let low: f64 = view["quote"]["rate"]["low"]["decimal"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let real = delivered as f64 / 100_000.0;
+        assert!(
+            low <= real + 1e-9,
+            "the quote's low end {low} is below the real rate {real}"
+        );
+        drop(node);
+
+        // The node keeps 5 %: refused before any money moves.
+        let config_steal = config("0.05", EUR);
+        let (node, _server, to) = start(&config_steal, 1_000_000).await;
+        let started = node
+            .payer
+            .start("alice", request(&to, 100_000), None, false)
+            .await
+            .unwrap();
+        let view = finished(&node, started["id"].as_str().unwrap()).await;
+        assert_eq!(view["status"], "failed");
+        assert_eq!(
+            view["error"]["kind"], "InsufficientExchangeRate",
+            "{view:#}"
+        );
+        assert_eq!(amount(&view["progress"]["sent"]), 0);
+        assert_eq!(balance(&node, "alice").await, -1_000_000);
+        assert_eq!(balance(&node, "shop").await, 0);
+    });
+}
+
+#[test]
+fn a_payment_larger_than_the_funds_is_refused_before_sending() {
+    run(|| async {
+        let config = config("0", USD);
+        let (node, _server, to) = start(&config, 1_000).await;
+        let err = node
+            .payer
+            .start("alice", request(&to, 5_000), None, false)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StartError::Payment(ilp::sender::PayError::InsufficientFunds {
+                    needed: 5_000,
+                    available: 1_000
+                })
+            ),
+            "{err:?}"
+        );
+        // Not a local account, or no such account.
+        assert!(matches!(
+            node.payer
+                .start("wallet", request(&to, 1), None, false)
+                .await,
+            Err(StartError::NoAccount(_))
+        ));
+        assert_eq!(balance(&node, "alice").await, -1_000);
+    });
+}
+
+#[test]
+fn a_quote_names_both_assets_and_sends_no_money_until_paid() {
+    run(|| async {
+        let config = config("0.002", EUR);
+        let (node, _server, to) = start(&config, 1_000_000).await;
+        let quote = node
+            .payer
+            .start("alice", request(&to, 10_000), None, true)
+            .await
+            .unwrap();
+        assert_eq!(quote["status"], "quoted", "{quote:#}");
+        assert_eq!(quote["quote"]["source"]["code"], "USD");
+        assert_eq!(quote["quote"]["destination"]["code"], "EUR");
+        assert_eq!(quote["quote"]["max_source_amount"]["amount"], "10000");
+        assert_eq!(balance(&node, "alice").await, -1_000_000);
+        assert_eq!(balance(&node, "shop").await, 0);
+        let id = quote["id"].as_str().unwrap().to_owned();
+        let mut pay = request(&to, 10_000);
+        pay.quote_id = Some(id.clone());
+        pay.to = None;
+        pay.amount = None;
+        node.payer.start("alice", pay, None, false).await.unwrap();
+        let view = finished(&node, &id).await;
+        assert_eq!(view["status"], "completed", "{view:#}");
+        assert_eq!(balance(&node, "alice").await, -990_000);
+    });
+}
