@@ -33,6 +33,15 @@
 #                       USD (scale 2): credited = what the library reports delivered = receipt.
 #   recv-limits         shop has a receiver maximum below what the client tries to send: the
 #                       payment stops with an error, credited = delivered <= maximum.
+#   pay-stream          our node pays: `ilp-connector pay` from its local account wallet to a JS
+#                       ilp-protocol-stream server (our BTP child) found over SPSP; the amount
+#                       our sender reports delivered must be what the JS server counted, and the
+#                       wallet must be debited exactly what was sent.
+#   pay-psk2            the same to an ilp-protocol-psk2 0.5.0 receiver (application/spsp+json).
+#   pay-stream-receiver the same to @interledger/stream-receiver 0.2.2 (stateless STREAM, the
+#                       receiver Rafiki uses) behind the JS plugin's data handler.
+#   pay-*-via-js        each with the receiver a child of the JS ilp-connector 23.0.2, which is
+#                       peered with ours over BTP.
 #
 # Environment:
 #   ILP_CONNECTOR_BIN   our binary; default: `cargo build -p ilp-actors --bin ilp-connector`
@@ -429,6 +438,91 @@ maximum = 305000"
     ACCOUNT=shop AMOUNT=1000000 MAXIMUM=305000 run_js "$name" recv-limits.js
 }
 
+# wallet_account: our local account that pays (no rate limit), and the [sender] table that lets
+# it reach the JS receivers' plain-http SPSP endpoints.
+wallet_account() {
+  printf '[sender]\nallow_http = true\n\n[accounts.wallet]\nrelation = "child"\n[accounts.wallet.link]\ntype = "local"\n[accounts.wallet.rate_limit]\nenabled = false\n'
+}
+
+# json_field FILE PATH...: a field of the JSON object in FILE (node, as the rest of the script).
+json_field() {
+  node -e 'let v=JSON.parse(require("fs").readFileSync(process.argv[1],"utf8"));for(const k of process.argv.slice(2))v=v==null?v:v[k];console.log(v==null?"":v)' "$@"
+}
+
+# pay_scenario NAME RECEIVER VIA: our node pays a JS receiver (pay-receiver.js, RECEIVER=stream
+# or psk2) 1000000 units from its local account wallet with `ilp-connector pay --json`. VIA=direct:
+# the receiver is our BTP child; VIA=js: it is a child of the JS connector, which dials our
+# btp-server as peer "js" (until CCP brings the route, pay is retried on F02).
+pay_scenario() {
+  local name=$1 receiver=$2 via=$3
+  local spsp_port receiver_btp receiver_pid
+  spsp_port="$(free_port)"
+  if [[ $via == direct ]]; then
+    RECEIVE=1 write_config "$name" test.ours "$(wallet_account)
+$(shop_account)
+$(btp_child receiver receiver-token)"
+  else
+    RECEIVE=1 write_config "$name" test.ours "$(wallet_account)
+$(shop_account)
+[accounts.js]
+relation = \"peer\"
+[accounts.js.link]
+type = \"btp-server\"
+auth_username = \"js\"
+auth_token = \"peer-token\"
+[accounts.js.rate_limit]
+refill_count = 1000000
+capacity = 1000000"
+  fi
+  start_receiving "$name" || return 1
+  receiver_btp=$RECV_BTP
+  if [[ $via == js ]]; then
+    local receiver_port
+    receiver_port="$(free_port)"
+    start_js_connector "$name" "{ \"server\": \"btp+ws://js:peer-token@${RECV_BTP#ws://}\" }" receiver "$receiver_port"
+    receiver_btp="ws://127.0.0.1:$receiver_port"
+  fi
+  (cd "$JS" && RECEIVER=$receiver CONNECTOR_BTP=$receiver_btp RECEIVER_TOKEN=receiver-token \
+    SPSP_PORT=$spsp_port exec node pay-receiver.js) >"$WORK/$name-receiver.log" 2>&1 &
+  receiver_pid=$!
+  PIDS+=("$receiver_pid")
+  wait_for_line "$WORK/$name-receiver.log" 'READY' "$receiver_pid" >/dev/null || return 1
+  curl -sf -X POST -H 'content-type: application/json' -d '{"adjust": -100000000}' \
+    "$RECV_ADMIN/accounts/wallet/balance" >/dev/null || return 1
+  local deadline=$((SECONDS + 45)) status
+  while :; do
+    status=0
+    timeout --kill-after=5 "$SCENARIO_TIMEOUT" "$BIN" pay --from wallet \
+      --to "http://127.0.0.1:$spsp_port/" --amount 1000000 --json --admin "$RECV_ADMIN" \
+      >"$WORK/$name-pay.out" 2>"$WORK/$name-pay.log" || status=$?
+    ((status == 0)) && break
+    if ((SECONDS < deadline)) && grep -q '"F02"' "$WORK/$name-pay.out"; then
+      sleep 1 # no route to the receiver yet
+      continue
+    fi
+    echo "    FAIL: pay exited $status: $(head -c 600 "$WORK/$name-pay.out") $(head -c 300 "$WORK/$name-pay.log")"
+    return 1
+  done
+  local sent delivered counted wallet
+  sent="$(json_field "$WORK/$name-pay.out" progress sent amount)"
+  delivered="$(json_field "$WORK/$name-pay.out" progress delivered amount)"
+  curl -sf "http://127.0.0.1:$spsp_port/total" >"$WORK/$name-total.json" || return 1
+  counted="$(json_field "$WORK/$name-total.json" total)"
+  curl -sf "$RECV_ADMIN/accounts/wallet" >"$WORK/$name-wallet.json" || return 1
+  wallet="$(json_field "$WORK/$name-wallet.json" balance)"
+  echo "    sent $sent, delivered $delivered (pay), counted $counted ($receiver receiver), wallet $wallet"
+  [[ $sent == 1000000 && $delivered == "$counted" && $delivered -gt 0 ]] || { echo "    FAIL: amounts disagree"; return 1; }
+  [[ $wallet == $((-100000000 + sent)) ]] || { echo "    FAIL: wallet debited $((wallet + 100000000)), sent $sent"; return 1; }
+  echo "    PASS"
+}
+
+scenario_pay_stream() { pay_scenario pay-stream stream direct; }
+scenario_pay_stream_via_js() { pay_scenario pay-stream-via-js stream js; }
+scenario_pay_psk2() { pay_scenario pay-psk2 psk2 direct; }
+scenario_pay_psk2_via_js() { pay_scenario pay-psk2-via-js psk2 js; }
+scenario_pay_stream_receiver() { pay_scenario pay-stream-receiver stream-receiver direct; }
+scenario_pay_stream_receiver_via_js() { pay_scenario pay-stream-receiver-via-js stream-receiver js; }
+
 scenario_recv_psk2() { recv_scenario recv-psk2 recv-psk2.js direct; }
 scenario_recv_psk2_via_js() { recv_scenario recv-psk2-via-js recv-psk2.js js; }
 
@@ -437,13 +531,13 @@ scenario_http2() { http_scenario http2 true; }
 
 main() {
   local scenarios=("$@")
-  ((${#scenarios[@]})) || scenarios=(btp peer peer-in http http2 recv-stream recv-stream-via-js recv-pay recv-pay-via-js recv-spsp recv-spsp-via-js recv-psk2 recv-psk2-via-js recv-fx recv-limits)
+  ((${#scenarios[@]})) || scenarios=(btp peer peer-in http http2 recv-stream recv-stream-via-js recv-pay recv-pay-via-js recv-spsp recv-spsp-via-js recv-psk2 recv-psk2-via-js recv-fx recv-limits pay-stream pay-stream-via-js pay-psk2 pay-psk2-via-js pay-stream-receiver pay-stream-receiver-via-js)
   local s
   for s in "${scenarios[@]}"; do
     case "$s" in
-      btp | peer | peer-in | http | http2 | recv-stream | recv-stream-via-js | recv-pay | recv-pay-via-js | recv-spsp | recv-spsp-via-js | recv-psk2 | recv-psk2-via-js | recv-fx | recv-limits) ;;
+      btp | peer | peer-in | http | http2 | recv-stream | recv-stream-via-js | recv-pay | recv-pay-via-js | recv-spsp | recv-spsp-via-js | recv-psk2 | recv-psk2-via-js | recv-fx | recv-limits | pay-stream | pay-stream-via-js | pay-psk2 | pay-psk2-via-js | pay-stream-receiver | pay-stream-receiver-via-js) ;;
       -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-      *) echo "unknown scenario $s (btp, peer, peer-in, http, http2, recv-stream, recv-stream-via-js, recv-pay, recv-pay-via-js, recv-spsp, recv-spsp-via-js, recv-psk2, recv-psk2-via-js, recv-fx, recv-limits)" >&2; exit 2 ;;
+      *) echo "unknown scenario $s (btp, peer, peer-in, http, http2, recv-stream, recv-stream-via-js, recv-pay, recv-pay-via-js, recv-spsp, recv-spsp-via-js, recv-psk2, recv-psk2-via-js, recv-fx, recv-limits, pay-stream, pay-stream-via-js, pay-psk2, pay-psk2-via-js, pay-stream-receiver, pay-stream-receiver-via-js)" >&2; exit 2 ;;
     esac
   done
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Usage: scripts/setup.sh
 # Installs the system packages the build needs when they are missing: Debian's librocksdb-dev
-# (the rocksdb crate links it; see the README's build notes) and libclang-dev (bindgen).
+# (the rocksdb crate links it; see the README's build notes), libclang-dev (bindgen) and curl
+# (the interop script talks to the admin API with it).
 # Idempotent and quiet; needs root (or sudo) only when something is missing.
 set -euo pipefail
-packages=(librocksdb-dev libclang-dev)
+packages=(librocksdb-dev libclang-dev curl)
 if dpkg -s "${packages[@]}" >/dev/null 2>&1; then
   exit 0
 fi
