@@ -351,6 +351,12 @@ shop_account() {
   printf '[accounts.shop]\nrelation = "child"\n%s\n[accounts.shop.link]\ntype = "local"\n' "${1:-}"
 }
 
+# js_peer_account [KEY = VALUE]: our peer account "js" for the JS connector, which dials our
+# btp-server (secret peer-token), with generous limits.
+js_peer_account() {
+  printf '[accounts.js]\nrelation = "peer"\n%s\n[accounts.js.link]\ntype = "btp-server"\nauth_username = "js"\nauth_token = "peer-token"\n[accounts.js.rate_limit]\nrefill_count = 1000000\ncapacity = 1000000\n' "${1:-}"
+}
+
 # start_receiving NAME: starts our node on $WORK/NAME.toml (written with RECEIVE=1) and sets
 # RECV_BTP, RECV_SPSP and RECV_ADMIN to what it listens on.
 start_receiving() {
@@ -374,16 +380,7 @@ recv_scenario() {
 $(shop_account)"
   else
     RECEIVE=1 write_config "$name" test.ours "$(shop_account)
-[accounts.js]
-relation = \"peer\"
-$cap
-[accounts.js.link]
-type = \"btp-server\"
-auth_username = \"js\"
-auth_token = \"peer-token\"
-[accounts.js.rate_limit]
-refill_count = 1000000
-capacity = 1000000"
+$(js_peer_account "$cap")"
   fi
   start_receiving "$name" || return 1
   local payer_btp=$RECV_BTP payer_port
@@ -464,15 +461,7 @@ $(btp_child receiver receiver-token)"
   else
     RECEIVE=1 write_config "$name" test.ours "$(wallet_account)
 $(shop_account)
-[accounts.js]
-relation = \"peer\"
-[accounts.js.link]
-type = \"btp-server\"
-auth_username = \"js\"
-auth_token = \"peer-token\"
-[accounts.js.rate_limit]
-refill_count = 1000000
-capacity = 1000000"
+$(js_peer_account)"
   fi
   start_receiving "$name" || return 1
   receiver_btp=$RECV_BTP

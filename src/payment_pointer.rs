@@ -226,6 +226,12 @@ impl<'de> serde::Deserialize<'de> for PaymentPointer {
 /// (which RFC 9 says clients should still accept). Raw URLs may carry a port, but no userinfo,
 /// query (RFC 9 forbids sending one) or fragment.
 pub fn resolve(input: &str) -> Result<Url, PaymentPointerError> {
+    resolve_allowing_http(input, false)
+}
+
+/// As [`resolve`], and with `allow_http` a plain `http://` URL under the same rules too (for
+/// tests and closed networks: the shared secret then travels in the clear).
+pub fn resolve_allowing_http(input: &str, allow_http: bool) -> Result<Url, PaymentPointerError> {
     if input.starts_with('$') {
         return PaymentPointer::parse(input).map(|p| p.url);
     }
@@ -236,8 +242,9 @@ pub fn resolve(input: &str) -> Result<Url, PaymentPointerError> {
         return Err(PaymentPointerError::InvalidCharacter(c));
     }
     let url = Url::parse(input).map_err(PaymentPointerError::InvalidUrl)?;
-    // Being https, the URL has a non-empty host (the parser refuses one without).
-    if url.scheme() != "https" {
+    // Being https, the URL has a non-empty host (the parser refuses one without); so has an
+    // http one.
+    if url.scheme() != "https" && !(allow_http && url.scheme() == "http") {
         return Err(PaymentPointerError::NotHttps);
     }
     if !url.username().is_empty() || url.password().is_some() {
@@ -387,6 +394,29 @@ mod tests {
             );
         }
         assert_eq!(PaymentPointer::parse("$a..b%"), Err(InvalidPercentEncoding));
+    }
+
+    #[test]
+    fn http_only_when_allowed_and_under_the_same_rules() {
+        let http = "http://127.0.0.1:8080/shop";
+        assert_eq!(resolve(http), Err(PaymentPointerError::NotHttps));
+        let url = resolve_allowing_http(http, true).unwrap();
+        assert_eq!(url.as_str(), http);
+        assert_eq!(
+            resolve_allowing_http("ftp://example.com/x", true),
+            Err(PaymentPointerError::NotHttps)
+        );
+        assert_eq!(
+            resolve_allowing_http("http://u:p@example.com/x", true),
+            Err(PaymentPointerError::UserInfo)
+        );
+        assert_eq!(
+            resolve_allowing_http("http://example.com/x?a=1", true),
+            Err(PaymentPointerError::Query)
+        );
+        // Pointers stay https whatever the flag.
+        let pointer = resolve_allowing_http("$example.com/bob", true).unwrap();
+        assert_eq!(pointer.scheme(), "https");
     }
 
     #[test]

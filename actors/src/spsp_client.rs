@@ -12,7 +12,7 @@
 //! followed, never from https down to plain http (unless the client allows http, for tests and
 //! local setups); a body over [`MAX_BODY_BYTES`] is refused unread.
 
-use crate::link::http::client::https_client;
+use crate::link::http::client::{error_chain, https_client};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -140,40 +140,6 @@ fn describe_status(status: u16, body: &str) -> String {
     text
 }
 
-/// `e` and its sources, so a connect error says why (refused, DNS, TLS).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
-/// A plain `http://` endpoint URL, under the rules [`payment_pointer::resolve`] applies to
-/// https ones: ASCII, no spaces or control characters, no userinfo, query or fragment.
-fn http_endpoint(input: &str) -> Result<Url, PaymentPointerError> {
-    if !input.is_ascii() {
-        return Err(PaymentPointerError::NonAscii);
-    }
-    if let Some(c) = input.chars().find(|c| c.is_ascii_control() || *c == ' ') {
-        return Err(PaymentPointerError::InvalidCharacter(c));
-    }
-    let url = Url::parse(input).map_err(PaymentPointerError::InvalidUrl)?;
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(PaymentPointerError::UserInfo);
-    }
-    if url.query().is_some() {
-        return Err(PaymentPointerError::Query);
-    }
-    if url.fragment().is_some() {
-        return Err(PaymentPointerError::Fragment);
-    }
-    Ok(url)
-}
-
 /// Whether a redirect from `from` to `to` may be followed: to https always, to http only when
 /// http is allowed (so never from https down to http otherwise), to nothing else.
 fn redirect_allowed(from: &Url, to: &Url, allow_http: bool) -> bool {
@@ -244,14 +210,7 @@ impl SpspClient {
     }
 
     fn endpoint(&self, input: &str) -> Result<Url, PaymentPointerError> {
-        let http = input
-            .get(..5)
-            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http:"));
-        if self.allow_http && http {
-            http_endpoint(input)
-        } else {
-            payment_pointer::resolve(input)
-        }
+        payment_pointer::resolve_allowing_http(input, self.allow_http)
     }
 
     /// The query and its redirects, without the time limit.

@@ -98,6 +98,16 @@ async fn finished(node: &Node, id: &str) -> Value {
     panic!("payment {id} did not end");
 }
 
+/// Pays `amount` from alice to `to` and follows the payment to its end.
+async fn pay(node: &Node, to: &str, amount: u64) -> Value {
+    let started = node
+        .payer
+        .start("alice", request(to, amount), None, false)
+        .await
+        .unwrap();
+    finished(node, started["id"].as_str().unwrap()).await
+}
+
 fn amount(v: &Value) -> i64 {
     v["amount"].as_str().unwrap().parse().unwrap()
 }
@@ -147,12 +157,7 @@ fn a_conversion_within_the_slippage_is_paid_and_one_beyond_it_is_refused_unpaid(
         // 1 USD buys 0.5 EUR; the node keeps 0.2 %: within 1 % slippage.
         let config_ok = config("0.002", EUR);
         let (node, _server, to) = start(&config_ok, 1_000_000).await;
-        let started = node
-            .payer
-            .start("alice", request(&to, 100_000), None, false)
-            .await
-            .unwrap();
-        let view = finished(&node, started["id"].as_str().unwrap()).await;
+        let view = pay(&node, &to, 100_000).await;
         assert_eq!(view["status"], "completed", "{view:#}");
         let delivered = amount(&view["progress"]["delivered"]);
         assert!((49_500..=49_900).contains(&delivered), "{delivered}");
@@ -173,12 +178,7 @@ fn a_conversion_within_the_slippage_is_paid_and_one_beyond_it_is_refused_unpaid(
         // The node keeps 5 %: refused before any money moves.
         let config_steal = config("0.05", EUR);
         let (node, _server, to) = start(&config_steal, 1_000_000).await;
-        let started = node
-            .payer
-            .start("alice", request(&to, 100_000), None, false)
-            .await
-            .unwrap();
-        let view = finished(&node, started["id"].as_str().unwrap()).await;
+        let view = pay(&node, &to, 100_000).await;
         assert_eq!(view["status"], "failed");
         assert_eq!(
             view["error"]["kind"], "InsufficientExchangeRate",

@@ -2,6 +2,7 @@
 //! `snapshot` call a running node's admin API (address and token from `[listeners.admin]`, or
 //! `--admin URL`); `restore` copies a snapshot over `store.path` of a node that is not running.
 
+use crate::link::http::client::error_chain;
 use crate::store::rocks::RocksStore;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -138,17 +139,6 @@ impl AdminTarget {
             Err(CliError::Api { status, message })
         }
     }
-}
-
-/// hyper's client errors say "client error (Connect)"; the cause is further down.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let _ = write!(text, ": {s}");
-        source = s.source();
-    }
-    text
 }
 
 /// An operator command that talks to the admin API.

@@ -658,7 +658,7 @@ fn new_request_id() -> String {
 }
 
 /// An error and its causes on one line (hyper's top-level messages are terse).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
