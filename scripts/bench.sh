@@ -9,6 +9,7 @@
 #   BENCH_K         packets in flight, a list (default "1 100 1000")
 #   BENCH_SKIP_JS=1 leave the JS connector out
 #   BENCH_OUT       where results.md and chart.svg go (default scripts/bench)
+#   BENCH_SKIP_PAY=1 leave out the sender benchmark (scripts/bench/pay.sh)
 #
 # Scenarios: BTP -> BTP through one of ours; HTTP/2 -> HTTP/2 (h2c) through one of ours, sync
 # and async; BTP -> BTP through two of ours in a row (peered over BTP); BTP -> BTP through the JS
@@ -234,4 +235,9 @@ done
 
 MACHINE="$(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
 python3 "$ROOT/scripts/bench/report.py" "$RESULTS" "$OUT" "$SECONDS_PER_RUN" "$MACHINE"
+# The sender: one payment of 10^9 units in packets of at most 10^5 (scripts/bench/pay.sh).
+if [ "${BENCH_SKIP_PAY:-0}" != 1 ]; then
+  { printf '\n## One payment of 10^9 units, at most 10^5 a packet, into our receiver\n\n'
+    bash scripts/bench/pay.sh; } >>"$OUT/results.md"
+fi
 cat "$OUT/results.md"

@@ -6,10 +6,13 @@
 // AMOUNT base units of the source asset. What its receipt says was delivered must be what our
 // admin API says was credited.
 //
-// Environment: PAYER_BTP, PAYER_TOKEN, SPSP_BASE (http://HOST:PORT), ADMIN_URL, ACCOUNT, AMOUNT.
+// Environment: PAYER_BTP, PAYER_TOKEN, SPSP_BASE (http://HOST:PORT), ADMIN_URL, ACCOUNT, AMOUNT;
+// PAY_MS, the longest the payment may take (default 60000; scripts/bench/pay.sh raises it).
 
 const { quote } = require('@interledger/pay')
 const { env, btpClient, withTimeout, retryUntil, log, run, balance } = require('./lib')
+
+const payMs = Number(process.env.PAY_MS || 60000)
 
 run(async () => {
   const amount = BigInt(env('AMOUNT'))
@@ -32,7 +35,7 @@ run(async () => {
       `${q.destinationAccount.assetCode}/${q.destinationAccount.assetScale} at ${q.destinationAccount.ilpAddress}, ` +
       `rate [${q.estimatedExchangeRate[0]}, ${q.estimatedExchangeRate[1]}], min ${q.minExchangeRate}, ` +
       `max source ${q.maxSourceAmount}, min delivery ${q.minDeliveryAmount}`)
-    const receipt = await withTimeout(q.pay(), 60000, 'pay')
+    const receipt = await withTimeout(q.pay(), payMs, 'pay')
     if (receipt.error) throw new Error(`payment failed: ${receipt.error}`)
     const scale = q.destinationAccount.assetScale
     const delivered = BigInt(receipt.amountDelivered.shiftedBy(scale).toFixed(0))
@@ -44,4 +47,4 @@ run(async () => {
   } finally {
     await withTimeout(plugin.disconnect(), 2000, 'disconnect').catch(() => {})
   }
-})
+}, payMs + 60000)
