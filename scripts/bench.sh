@@ -63,7 +63,7 @@ ours_receiver() {
   { node_head test.r "$WORK/r-$k" 127.0.0.1:0
     printf '[listeners.spsp]\nbind = "127.0.0.1:0"\n'
     child_account payer payer-token
-    printf '[accounts.shop]\nrelation = "child"\n[accounts.shop.link]\ntype = "local"\n'
+    local_account shop
   } >"$WORK/r.toml"
   start_ours r
   spsp=$(grep -m1 -oE '^SPSP listening on http://[^ ]+' "$WORK/r.out" | sed 's/^SPSP listening on //')

@@ -438,6 +438,27 @@ impl Congestion {
     }
 }
 
+/// What paying needs of the quote, copied out of it once per packet (the quote's assets and
+/// address are not).
+#[derive(Debug, Clone, Copy)]
+struct Terms {
+    max_packet: u64,
+    max_source: u64,
+    minimum: Rate,
+    high: Rate,
+}
+
+impl Terms {
+    fn of(quote: &Quote) -> Terms {
+        Terms {
+            max_packet: quote.max_packet,
+            max_source: quote.max_source,
+            minimum: quote.minimum,
+            high: quote.high,
+        }
+    }
+}
+
 /// The amounts the rate probe tries, largest first.
 const PROBE_LADDER: [u64; 13] = [
     1_000_000_000_000,
@@ -958,7 +979,7 @@ impl Sender {
 
     /// The next payment packet, a wait, or `None` when the phase changed.
     fn send_money(&mut self, now: Timestamp, entropy: &mut dyn FnMut() -> Entropy) -> Option<Next> {
-        let Some(quote) = self.quote.clone() else {
+        let Some(quote) = self.quote.as_ref().map(Terms::of) else {
             self.stop(PayError::Invalid("paying without a quote".into()));
             return None;
         };

@@ -585,34 +585,36 @@ impl Payer {
 
     /// Records left unfinished by the last run become `interrupted`.
     fn mark_interrupted(&self) {
-        let end = [PAYMENT_PREFIX, &[0xff]].concat();
-        let Ok(records) = self.inner.store.scan_records(PAYMENT_PREFIX, &end) else {
-            return;
-        };
-        let mut ops = Vec::new();
-        for record in records {
-            let Ok(mut value) = serde_json::from_slice::<Value>(&record.1) else {
-                continue;
-            };
-            let status = value["status"].as_str().unwrap_or_default();
-            if matches!(status, "quoting" | "quoted" | "paying") {
-                value["status"] = json!("interrupted");
-                if let Ok(bytes) = serde_json::to_vec(&value) {
-                    ops.push(StoreOp::PutRecord {
-                        key: record.0,
-                        value: bytes,
-                    });
-                }
-            }
-        }
-        if !ops.is_empty() {
-            // Written in the background: a lookup before it lands still reads the old status
-            // of a payment that cannot be running.
-            let commit = self.inner.store.commit(ops);
-            actix::spawn(async move {
-                let _ = commit.await;
+        // The scan runs off the actor thread, like every other store read at start-up; a
+        // lookup before it lands still reads the old status of a payment that cannot be running.
+        let store = self.inner.store.clone();
+        actix::spawn(async move {
+            let end = [PAYMENT_PREFIX, &[0xff]].concat();
+            let scan = crate::store::read_off_thread(store.clone(), move |s| {
+                s.scan_records(PAYMENT_PREFIX, &end)
             });
-        }
+            let Ok(records) = scan.await else {
+                return;
+            };
+            let ops: Vec<StoreOp> = records
+                .into_iter()
+                .filter_map(|(key, value)| {
+                    let mut value = serde_json::from_slice::<Value>(&value).ok()?;
+                    let status = value["status"].as_str().unwrap_or_default();
+                    if !matches!(status, "quoting" | "quoted" | "paying") {
+                        return None;
+                    }
+                    value["status"] = json!(Status::Interrupted.as_str());
+                    Some(StoreOp::PutRecord {
+                        key,
+                        value: serde_json::to_vec(&value).ok()?,
+                    })
+                })
+                .collect();
+            if !ops.is_empty() {
+                let _ = store.commit(ops).await;
+            }
+        });
     }
 
     fn running(&self) -> usize {

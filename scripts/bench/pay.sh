@@ -21,9 +21,9 @@ config() { # DATA_DIR
   node_head test.pay "$1" 127.0.0.1:0 |
     sed '/^\[listeners.admin\]$/,/^enabled/ s/^enabled = false$/enabled = true\nbind = "127.0.0.1:0"/'
   printf '[listeners.spsp]\nbind = "127.0.0.1:0"\ndefault_account = "shop"\n[sender]\nallow_http = true\n'
-  printf '[accounts.wallet]\nrelation = "child"\nmax_packet_amount = 100000\n[accounts.wallet.link]\ntype = "local"\n[accounts.wallet.rate_limit]\nenabled = false\n'
+  local_account wallet 'max_packet_amount = 100000'
   child_account payer payer-token | sed 's/^max_packet_amount = .*/max_packet_amount = 100000/'
-  printf '[accounts.shop]\nrelation = "child"\n[accounts.shop.link]\ntype = "local"\n'
+  local_account shop
 }
 
 # start NAME: our node on $WORK/NAME.toml; sets PID, ADMIN, SPSP, BTP.

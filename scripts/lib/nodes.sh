@@ -66,6 +66,13 @@ enabled = false
 EOF
 }
 
+# local_account ID [KEY = VALUE lines]: a local account of ours (paid, or paying, on the node)
+# without a rate limit.
+local_account() {
+  printf '[accounts.%s]\nrelation = "child"\n%s\n[accounts.%s.link]\ntype = "local"\n[accounts.%s.rate_limit]\nenabled = false\n' \
+    "$1" "${2:-}" "$1" "$1"
+}
+
 # child_account ID TOKEN: a child on our BTP listener (username ID, token TOKEN).
 child_account() {
   cat <<EOF

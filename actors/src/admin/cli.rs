@@ -204,14 +204,9 @@ async fn pay(target: &AdminTarget, options: &PayOptions) -> Result<String, CliEr
     if let (Some(key), false) = (&key, options.json) {
         eprintln!("idempotency key {key}");
     }
-    let mut state = match target
+    let mut state = target
         .call_with(Method::POST, &path, Some(&body), &headers)
-        .await
-    {
-        Ok(state) => state,
-        // A quote that cannot be paid comes back as 422 with the payment's state.
-        Err(e) => return Err(e),
-    };
+        .await?;
     let id = state["id"].as_str().unwrap_or_default().to_owned();
     let mut last_line = std::time::Instant::now();
     while !matches!(
