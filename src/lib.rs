@@ -6,6 +6,7 @@
 
 pub mod btp;
 pub mod ccp;
+pub mod circular;
 pub mod config;
 pub mod echo;
 pub mod ildcp;

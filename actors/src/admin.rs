@@ -17,6 +17,7 @@
 //! | `GET /metrics` | Prometheus text, OpenMetrics when asked (balances read from the BalanceKeeper per scrape) |
 //! | `POST /snapshot` | a RocksDB checkpoint under `<store.path>/snapshots/<unix-ms>`; its path |
 //! | `POST /ping` `{"destination": address}` | echo round trip: `{"rtt_ms": ...}`, or 502 with the Reject |
+//! | `POST /circular` `{"via", "amount", "return_via"?, "min_return"?, "timeout_ms"?}` | a circular payment ([`ilp::circular`]): out through `via`, back to us; both amounts with their assets, expiries, the path's rate, or 502 with the Reject that ended it |
 //!
 //! With `listeners.admin.token` every other endpoint needs `Authorization: Bearer <token>`,
 //! compared in constant time (401 otherwise). Every error is JSON `{"error": "<message>"}`.
@@ -27,8 +28,8 @@ mod events;
 
 use crate::link::Link;
 use crate::messages::{
-    AccountId, AdjustBalance, AdjustBalanceError, GetBalance, GetRoutes, SendPing, SetStaticRoute,
-    StaticRouteError,
+    AccountId, AdjustBalance, AdjustBalanceError, CircularError, CircularReport, GetBalance,
+    GetRoutes, SendCircular, SendPing, SetStaticRoute, StaticRouteError,
 };
 use crate::metrics::Metrics;
 use crate::node::Node;
@@ -130,6 +131,7 @@ pub struct AdminState {
     get_routes: Recipient<GetRoutes>,
     set_route: Recipient<SetStaticRoute>,
     ping: Recipient<SendPing>,
+    circular: Recipient<SendCircular>,
     store: Arc<dyn Store>,
     /// `<store.path>/snapshots` for a RocksDB store; `None`: the store cannot snapshot.
     snapshots: Option<PathBuf>,
@@ -162,6 +164,7 @@ impl AdminState {
             get_routes: node.router.clone().recipient(),
             set_route: node.router.clone().recipient(),
             ping: node.router.clone().recipient(),
+            circular: node.router.clone().recipient(),
             store: node.store.clone(),
             snapshots,
             metrics: node.metrics.clone(),
@@ -327,6 +330,7 @@ enum Endpoint {
     Metrics,
     Snapshot,
     Ping,
+    Circular,
 }
 
 impl Endpoint {
@@ -360,6 +364,7 @@ impl Endpoint {
             ["metrics"] => Endpoint::Metrics,
             ["snapshot"] => Endpoint::Snapshot,
             ["ping"] => Endpoint::Ping,
+            ["circular"] => Endpoint::Circular,
             _ => return None,
         })
     }
@@ -369,7 +374,8 @@ impl Endpoint {
             Endpoint::AccountBalance(_)
             | Endpoint::AccountQuotes(_)
             | Endpoint::Snapshot
-            | Endpoint::Ping => &[Method::POST],
+            | Endpoint::Ping
+            | Endpoint::Circular => &[Method::POST],
             Endpoint::AccountPayments(_) => &[Method::GET, Method::POST],
             Endpoint::AccountPayment(..) => &[Method::GET, Method::DELETE],
             Endpoint::StaticRoute(_) => &[Method::PUT, Method::DELETE],
@@ -491,6 +497,7 @@ async fn serve(state: Arc<AdminState>, request: Request<Incoming>) -> Result<Ans
         Endpoint::Metrics => metrics(&state, openmetrics).await,
         Endpoint::Snapshot => snapshot(&state).await,
         Endpoint::Ping => ping(&state, &body).await,
+        Endpoint::Circular => circular(&state, &body).await,
     })
 }
 
@@ -892,17 +899,105 @@ async fn ping(state: &AdminState, body: &[u8]) -> Answer {
             "destination": destination.as_str(),
             "rtt_ms": rtt.as_secs_f64() * 1000.0,
         })),
-        Ok(Err(reject)) => json_response(
-            StatusCode::BAD_GATEWAY,
-            &json!({
-                "error": format!("rejected {}: {}", reject.code().as_str(), reject.message()),
-                "code": reject.code().as_str(),
-                "message": reject.message(),
-                "triggered_by": reject.triggered_by().map(|a| a.as_str().to_owned()),
-            }),
-        ),
+        Ok(Err(reject)) => rejected(&reject),
         Err(e) => unavailable("router", &e),
     }
+}
+
+/// 502 with the Reject that ended an exchange the node started.
+fn rejected(reject: &ilp::packet::Reject) -> Answer {
+    json_response(
+        StatusCode::BAD_GATEWAY,
+        &json!({
+            "error": format!("rejected {}: {}", reject.code().as_str(), reject.message()),
+            "code": reject.code().as_str(),
+            "message": reject.message(),
+            "triggered_by": reject.triggered_by().map(|a| a.as_str().to_owned()),
+        }),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CircularBody {
+    via: String,
+    #[serde(with = "crate::payer::opt_u64_string")]
+    amount: Option<u64>,
+    #[serde(default)]
+    return_via: Option<String>,
+    #[serde(default, with = "crate::payer::opt_u64_string")]
+    min_return: Option<u64>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+/// Longest a circular payment may take unless the request says otherwise: below the 30 s the
+/// JS connector (and ours, by default) holds a packet at most.
+pub const DEFAULT_CIRCULAR_TIMEOUT: Duration = Duration::from_secs(20);
+
+async fn circular(state: &AdminState, body: &[u8]) -> Answer {
+    let body: CircularBody = match parse_json(body) {
+        Ok(b) => b,
+        Err(m) => return error(StatusCode::BAD_REQUEST, &m),
+    };
+    let Some(amount) = body.amount else {
+        return error(StatusCode::BAD_REQUEST, "amount is required");
+    };
+    let message = SendCircular {
+        via: AccountId::from(body.via.as_str()),
+        amount,
+        return_via: body.return_via.as_deref().map(AccountId::from),
+        min_return: body.min_return.unwrap_or(0),
+        timeout: body
+            .timeout_ms
+            .map_or(DEFAULT_CIRCULAR_TIMEOUT, Duration::from_millis),
+    };
+    match state.circular.send(message).await {
+        Ok(Ok(report)) => ok(&circular_json(&report)),
+        Ok(Err(e)) => match &e {
+            CircularError::UnknownAccount(_) => error(StatusCode::NOT_FOUND, &e.to_string()),
+            CircularError::LocalAccount(_) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+            CircularError::NoAddress => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+            CircularError::Rejected(reject) => rejected(reject),
+        },
+        Err(e) => unavailable("router", &e),
+    }
+}
+
+/// A circular payment's report: what left through which account, what came back through which,
+/// their expiries, and what came back per unit sent.
+fn circular_json(r: &CircularReport) -> Value {
+    use crate::payer::amount_json;
+    let rate = ilp::circular::rate(
+        r.sent,
+        r.sent_asset.scale,
+        r.returned,
+        r.returned_asset.scale,
+    );
+    json!({
+        "id": hex::encode(r.id),
+        "destination": r.destination.as_str(),
+        "path": [&*r.via, &*r.returned_via],
+        "sent": {
+            "via": &*r.via,
+            "amount": amount_json(r.sent, &r.sent_asset),
+            "expires_at": r.expires_at.to_rfc3339(),
+        },
+        "returned": {
+            "via": &*r.returned_via,
+            "amount": amount_json(r.returned, &r.returned_asset),
+            "expires_at": r.returned_expires_at.to_rfc3339(),
+        },
+        "rate": rate.map(|r| format!("{r:.9}")),
+        "round_trip_ms": r.round_trip.as_secs_f64() * 1000.0,
+        "first_hop": match &r.first_hop_rejected {
+            None => json!("fulfilled"),
+            Some(reject) => json!({
+                "code": reject.code().as_str(),
+                "message": reject.message(),
+            }),
+        },
+    })
 }
 
 #[cfg(test)]

@@ -133,14 +133,22 @@ and maximum.",
         "pay" => (
             "pay --from ACCOUNT --to POINTER (--amount N | --deliver N) [--slippage 0.01]
        [--max-packet N] [--destination-asset CODE:SCALE] [--quote-only]
-       [--idempotency-key KEY] [--json] [--admin URL] [--token TOKEN] [--config PATH]",
+       [--idempotency-key KEY] [--json] [--admin URL] [--token TOKEN] [--config PATH]
+   or: pay --circular --via ACCOUNT --amount N [--return-via ACCOUNT] [--min-return N]
+       [--timeout-ms MS] [--json] [--admin URL] [--token TOKEN] [--config PATH]",
             "Pays POINTER ($host/path, or an https SPSP URL) from the local account ACCOUNT of the
 running node: probes the path's rate and refuses it when it is worse than the node's rate
 table less the slippage (default [sender] default_slippage), then sends --amount (source base
 units) or delivers --deliver (destination base units). Progress goes to stderr once a second;
 the result is printed as a table, or as JSON with --json. --quote-only prints the quote and
 sends no money. Without --idempotency-key a random key is used and printed: repeating the
-command with it never pays twice. Exit 0 when the payment completed, 1 when it failed.",
+command with it never pays twice. Exit 0 when the payment completed, 1 when it failed.
+
+--circular sends --amount (in ACCOUNT's base units) out through the peer account --via,
+addressed to the node itself, and fulfills it when it comes back (through --return-via when
+given, with at least --min-return of that account's base units): a route test, a measure of
+what the path delivers, or a move of credit from one peer to another. Both legs are booked
+together when it returns. Prints the amounts, expiries and the path's rate.",
             OPERATOR_OPTIONS,
         ),
         "restore" => (
@@ -220,7 +228,11 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Parsed, UsageError> 
             | "--slippage"
             | "--max-packet"
             | "--destination-asset"
-            | "--idempotency-key" => {
+            | "--idempotency-key"
+            | "--via"
+            | "--return-via"
+            | "--min-return"
+            | "--timeout-ms" => {
                 let v = value(&flag);
                 pay_flags.push(flag.clone());
                 match flag.as_str() {
@@ -231,8 +243,24 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Parsed, UsageError> 
                     "--slippage" => pay.slippage = v,
                     "--max-packet" => pay.max_packet = v,
                     "--destination-asset" => pay.destination_asset = v,
+                    "--via" => pay.via = v,
+                    "--return-via" => pay.return_via = v,
+                    "--min-return" => pay.min_return = v,
+                    "--timeout-ms" => match v.as_deref().map(str::parse::<u64>) {
+                        Some(Ok(ms)) => pay.timeout_ms = Some(ms),
+                        Some(Err(_)) => {
+                            problem.get_or_insert_with(|| {
+                                "--timeout-ms needs a number of milliseconds".into()
+                            });
+                        }
+                        None => {}
+                    },
                     _ => pay.idempotency_key = v,
                 }
+            }
+            "--circular" => {
+                pay.circular = true;
+                pay_flags.push(flag.clone());
             }
             "--quote-only" => {
                 pay.quote_only = true;
@@ -296,7 +324,40 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Parsed, UsageError> 
         "receivers" => Command::Operator(Operation::Receivers),
         "routes" => Command::Operator(Operation::Routes),
         "snapshot" => Command::Operator(Operation::Snapshot),
+        "pay" if pay.circular => {
+            if pay.via.is_none() {
+                return Err(fail("pay --circular needs --via ACCOUNT".into()));
+            }
+            if pay.amount.is_none() {
+                return Err(fail("pay --circular needs --amount N".into()));
+            }
+            let only_direct = [
+                (!pay.from.is_empty(), "--from"),
+                (!pay.to.is_empty(), "--to"),
+                (pay.deliver.is_some(), "--deliver"),
+                (pay.slippage.is_some(), "--slippage"),
+                (pay.max_packet.is_some(), "--max-packet"),
+                (pay.destination_asset.is_some(), "--destination-asset"),
+                (pay.quote_only, "--quote-only"),
+                (pay.idempotency_key.is_some(), "--idempotency-key"),
+            ];
+            if let Some((_, flag)) = only_direct.iter().find(|(given, _)| *given) {
+                return Err(fail(format!(
+                    "{flag} is for paying a pointer, not for pay --circular"
+                )));
+            }
+            Command::Operator(Operation::Pay(Box::new(pay.clone())))
+        }
         "pay" => {
+            let only_circular = [
+                (pay.via.is_some(), "--via"),
+                (pay.return_via.is_some(), "--return-via"),
+                (pay.min_return.is_some(), "--min-return"),
+                (pay.timeout_ms.is_some(), "--timeout-ms"),
+            ];
+            if let Some((_, flag)) = only_circular.iter().find(|(given, _)| *given) {
+                return Err(fail(format!("{flag} is an option of pay --circular")));
+            }
             if pay.from.is_empty() {
                 return Err(fail("pay needs --from ACCOUNT".into()));
             }
@@ -306,7 +367,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Parsed, UsageError> 
             if pay.amount.is_some() == pay.deliver.is_some() {
                 return Err(fail("pay needs one of --amount N and --deliver N".into()));
             }
-            Command::Operator(Operation::Pay(pay.clone()))
+            Command::Operator(Operation::Pay(Box::new(pay.clone())))
         }
         "restore" => Command::Restore(PathBuf::from(operand("a snapshot directory")?)),
         other => return Err(fail(format!("unknown command {other:?}"))),

@@ -318,6 +318,55 @@ pub enum StaticRouteError {
     NotFound(String),
 }
 
+/// A circular payment ([`ilp::circular`]): `amount` (in `via`'s units) goes out through `via`
+/// addressed to ourselves and is fulfilled by us when it comes back, through `return_via` if
+/// named, with at least `min_return` (admin → Router). Both legs are booked together, once,
+/// when the returning Prepare is fulfilled: `via` is paid what was sent, the returning account
+/// pays what came back.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<CircularReport, CircularError>")]
+pub struct SendCircular {
+    pub via: AccountId,
+    pub amount: u64,
+    pub return_via: Option<AccountId>,
+    pub min_return: u64,
+    /// How long the payment may take (the outgoing Prepare's expiry).
+    pub timeout: std::time::Duration,
+}
+
+/// A circular payment that came back and was booked.
+#[derive(Debug, Clone)]
+pub struct CircularReport {
+    pub id: [u8; 16],
+    /// Our address: the payment's destination.
+    pub destination: ilp::packet::Address,
+    pub via: AccountId,
+    pub sent: u64,
+    pub sent_asset: ilp::sender::Asset,
+    pub expires_at: ilp::packet::Timestamp,
+    pub returned_via: AccountId,
+    pub returned: u64,
+    pub returned_asset: ilp::sender::Asset,
+    pub returned_expires_at: ilp::packet::Timestamp,
+    pub round_trip: std::time::Duration,
+    /// The first hop's answer when it was not the Fulfill (its link failed or it answered too
+    /// late): both legs were booked when we fulfilled the return, since from then on every hop
+    /// of the path can claim its payment.
+    pub first_hop_rejected: Option<Reject>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CircularError {
+    #[error("no account {0}")]
+    UnknownAccount(AccountId),
+    #[error("account {0} is a local account: a circular payment leaves and returns through peers")]
+    LocalAccount(AccountId),
+    #[error("the node's address is not known yet")]
+    NoAddress,
+    #[error("rejected {}: {}", .0.code().as_str(), .0.message())]
+    Rejected(Reject),
+}
+
 /// Ping `destination` with the echo protocol: a zero-amount Prepare asking the connector at
 /// `destination` to send it back to us; we fulfill the returning Prepare ourselves. Resolves
 /// with the round trip time, or the Reject that ended it (admin → Router).

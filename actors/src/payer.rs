@@ -97,7 +97,8 @@ pub struct PaymentRequest {
     pub destination_asset: Option<String>,
 }
 
-mod opt_u64_string {
+/// An optional amount as a decimal string or a JSON number (`with = ...` in a serde field).
+pub(crate) mod opt_u64_string {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {

@@ -1,6 +1,7 @@
 //! The Router: takes every Prepare that passed its incoming account's policies
 //! ([`ForwardPrepare`]), answers the ones addressed to the node itself (IL-DCP, `peer.balance`,
-//! echo; `peer.route.*` and `peer.settle` are handed to the actors that speak them), and
+//! echo, our own circular payments coming back; `peer.route.*` and `peer.settle` are handed to
+//! the actors that speak them), and
 //! forwards the rest: next hop by longest prefix, amount converted and rounded down, expiry
 //! shortened, balances reserved with the BalanceKeeper, sent through the next hop's
 //! PeerAccount, and the reservation committed or rolled back by the outcome.
@@ -18,9 +19,10 @@ pub mod table;
 
 use crate::clock::Clock;
 use crate::messages::{
-    ask, AccountId, ApplyRouteUpdate, ForwardPrepare, GetBalance, GetRoutes, HandlePeerProtocol,
-    PacketResult, RecordReceived, Reply, ReservationId, ReservePacket, ResolvePacket, RouteEntry,
-    SendPing, SendPrepare, SetNodeAddress, SetStaticRoute, StaticRouteError,
+    ask, AccountId, ApplyRouteUpdate, CircularError, CircularReport, ForwardPrepare, GetBalance,
+    GetRoutes, HandlePeerProtocol, PacketResult, RecordReceived, Reply, ReservationId,
+    ReservePacket, ResolvePacket, RouteEntry, SendCircular, SendPing, SendPrepare, SetNodeAddress,
+    SetStaticRoute, StaticRouteError,
 };
 use crate::payment_log::Received;
 use crate::payments::{AccountPayments, First, Joined, Payments, Seen, Side};
@@ -169,6 +171,23 @@ pub struct Router {
     /// so the echo response coming back to us can be fulfilled. Shared with the ping futures,
     /// which remove their own entry.
     pings: Rc<RefCell<HashMap<[u8; 32], [u8; 32]>>>,
+    /// Our circular payments out ([`SendCircular`]), by condition. Shared with their futures,
+    /// which remove their own entry once the first hop has answered.
+    circulars: Rc<RefCell<HashMap<[u8; 32], PendingCircular>>>,
+}
+
+/// A circular payment on its way.
+struct PendingCircular {
+    circuit: ilp::circular::Circuit,
+    via: AccountId,
+    /// Once it came back: the booking's outcome, and the returning account's asset.
+    booked: Option<tokio::sync::oneshot::Receiver<Result<CircularReturn, Reject>>>,
+}
+
+/// What came back, booked.
+struct CircularReturn {
+    returned: ilp::circular::Returned,
+    asset: ilp::sender::Asset,
 }
 
 /// A Prepare ready to go to its next hop.
@@ -219,6 +238,7 @@ impl Router {
             clock,
             backoff: Backoff::default(),
             pings: Rc::default(),
+            circulars: Rc::default(),
         }
         .with_payments(Payments::new())
     }
@@ -355,41 +375,126 @@ impl Router {
         })
     }
 
+    /// Copies of a Prepare from one account before their expiry are one payment: a copy of one
+    /// in flight or paid is answered with its outcome and books nothing (`Err`: that answer).
+    /// A paid packet is also remembered durably with its balances, so this holds across a
+    /// crash. Zero amounts move no money and are not tracked; an expired Prepare is refused
+    /// later. A first copy gets its fulfill record's tag and its place in the memory.
+    #[inline]
+    fn remember_incoming(
+        &self,
+        from: &AccountId,
+        prepare: &Prepare,
+        now: Timestamp,
+    ) -> Result<(Option<ReplayTag>, Option<First>), Reply<PacketResult>> {
+        let source = self.accounts.get(from);
+        let Some(source) = source.filter(|_| prepare.amount() > 0 && now <= prepare.expires_at())
+        else {
+            return Ok((None, None));
+        };
+        let digest = payment_digest(prepare);
+        let expires_at = prepare.expires_at();
+        let first = match source
+            .payments
+            .begin(Side::Incoming, &digest, expires_at, now)
+        {
+            Seen::Paid(fulfill) => return Err(Reply::ready(Ok(fulfill))),
+            // Only an outgoing table answers this.
+            Seen::Sent => return Err(Reply::ready(Err(self.already_paid()))),
+            Seen::Joined(joined) => {
+                return Err(Reply::later(joined_outcome(
+                    joined,
+                    self.node_address.clone(),
+                )))
+            }
+            Seen::First(place) => place,
+        };
+        let tag = ReplayTag {
+            account: from.clone(),
+            digest,
+            expires_at,
+        };
+        Ok((Some(tag), Some(first)))
+    }
+
+    /// One of our circular payments coming back through `from`: fulfilled when it passes its
+    /// checks ([`ilp::circular::Circuit::accept_return`]), after both legs are booked in one
+    /// commit, as if we had forwarded it from `from` to the first hop.
+    fn circular_return(
+        &mut self,
+        from: AccountId,
+        prepare: Prepare,
+        now: Timestamp,
+    ) -> Reply<PacketResult> {
+        let (tag, first) = match self.remember_incoming(&from, &prepare, now) {
+            Ok(new) => new,
+            Err(answered) => return answered,
+        };
+        let refuse = |first: Option<First>, code, message: &str| {
+            let result = Err(self.reject(code, message));
+            if let Some(first) = first {
+                first.finish(&result);
+            }
+            Reply::ready(result)
+        };
+        let asset = match self.accounts.get(&from) {
+            Some(account) => ilp::sender::Asset {
+                code: account.asset_code.clone(),
+                scale: account.asset_scale,
+            },
+            None => {
+                return refuse(
+                    first,
+                    ErrorCode::T00_INTERNAL_ERROR,
+                    "unknown source account",
+                )
+            }
+        };
+        let mut circulars = self.circulars.borrow_mut();
+        let Some(pending) = circulars.get_mut(prepare.execution_condition()) else {
+            return refuse(
+                first,
+                ErrorCode::F06_UNEXPECTED_PAYMENT,
+                "no circular payment of this node is waiting for this condition",
+            );
+        };
+        let window = self.settings.min_message_window_ms;
+        let (fulfill, returned) = match pending.circuit.accept_return(&from, &prepare, now, window)
+        {
+            Ok(accepted) => accepted,
+            Err(refusal) => return refuse(first, refusal.code(), &refusal.to_string()),
+        };
+        let (booked, outcome) = tokio::sync::oneshot::channel();
+        pending.booked = Some(outcome);
+        let outgoing = Some((pending.via.clone(), pending.circuit.amount));
+        drop(circulars);
+        let incoming = Some((from, prepare.amount()));
+        let balance = self.balance.clone();
+        let node = self.node_address.clone();
+        Reply::later(async move {
+            let answer = async move { Ok(fulfill) };
+            let result = with_balance(balance, node, incoming, outgoing, tag, answer).await;
+            let _ = booked.send(match &result {
+                Ok(_) => Ok(CircularReturn { returned, asset }),
+                Err(reject) => Err(reject.clone()),
+            });
+            if let Some(first) = first {
+                first.finish(&result);
+            }
+            result
+        })
+    }
+
     fn forward(
         &mut self,
         from: AccountId,
         prepare: Prepare,
         now: Timestamp,
     ) -> Reply<PacketResult> {
-        // Copies of a Prepare from one account before their expiry are one payment: a copy of
-        // one in flight or paid is answered with its outcome and books nothing. A paid packet
-        // is also remembered durably with its balances, so this holds across a crash. Zero
-        // amounts move no money and are not tracked; an expired Prepare is refused below.
-        let mut first = None;
-        let mut tag = None;
-        let source = self.accounts.get(&from);
-        if let Some(source) = source.filter(|_| prepare.amount() > 0 && now <= prepare.expires_at())
-        {
-            let digest = payment_digest(&prepare);
-            let expires_at = prepare.expires_at();
-            match source
-                .payments
-                .begin(Side::Incoming, &digest, expires_at, now)
-            {
-                Seen::Paid(fulfill) => return Reply::ready(Ok(fulfill)),
-                // Only an outgoing table answers this.
-                Seen::Sent => return Reply::ready(Err(self.already_paid())),
-                Seen::Joined(joined) => {
-                    return Reply::later(joined_outcome(joined, self.node_address.clone()))
-                }
-                Seen::First(place) => first = Some(place),
-            }
-            tag = Some(ReplayTag {
-                account: from.clone(),
-                digest,
-                expires_at,
-            });
-        }
+        let (tag, first) = match self.remember_incoming(&from, &prepare, now) {
+            Ok(new) => new,
+            Err(answered) => return answered,
+        };
         let out = match self.plan(&from, prepare, now) {
             Ok(out) => out,
             Err(reject) => return Reply::ready(Err(reject)),
@@ -993,6 +1098,7 @@ impl Handler<ForwardPrepare> for Router {
             LocalDestination::UnknownPeerProtocol => {
                 fail(ErrorCode::F01_INVALID_PACKET, "unknown peer protocol")
             }
+            LocalDestination::Circular => self.circular_return(from, prepare, now),
             LocalDestination::OwnAddress => fail(
                 ErrorCode::F02_UNREACHABLE,
                 "nothing at this node answers packets to its own address",
@@ -1226,6 +1332,115 @@ impl Handler<SendPing> for Router {
             let result = send.await;
             pings.borrow_mut().remove(&condition);
             result.map(|_| started.elapsed())
+        })
+    }
+}
+
+impl Handler<SendCircular> for Router {
+    type Result = ResponseFuture<Result<CircularReport, CircularError>>;
+
+    fn handle(&mut self, msg: SendCircular, _ctx: &mut Self::Context) -> Self::Result {
+        let fail = |e| -> Self::Result { Box::pin(async move { Err(e) }) };
+        let Some(own) = self.node_address.clone() else {
+            return fail(CircularError::NoAddress);
+        };
+        let peer = |id: &AccountId| match self.accounts.get(id) {
+            None => Err(CircularError::UnknownAccount(id.clone())),
+            Some(a) if a.local.is_some() => Err(CircularError::LocalAccount(id.clone())),
+            Some(a) => Ok(a),
+        };
+        let via = match peer(&msg.via) {
+            Ok(via) => via,
+            Err(e) => return fail(e),
+        };
+        if let Some(Err(e)) = msg.return_via.as_ref().map(peer) {
+            return fail(e);
+        }
+        let sent_asset = ilp::sender::Asset {
+            code: via.asset_code.clone(),
+            scale: via.asset_scale,
+        };
+        let timeout_ms = u64::try_from(msg.timeout.as_millis()).unwrap_or(u64::MAX);
+        let expires_at = self
+            .clock
+            .now()
+            .checked_add_millis(timeout_ms)
+            .unwrap_or(Timestamp::MAX);
+        let circuit = ilp::circular::Circuit::new(
+            rand::random(),
+            rand::random(),
+            &msg.via,
+            msg.return_via.as_deref(),
+            msg.amount,
+            msg.min_return,
+            expires_at,
+        );
+        let prepare = match circuit.prepare(&own) {
+            Ok(p) => p,
+            Err(e) => {
+                let reject = Reject::new(ErrorCode::T00_INTERNAL_ERROR, Some(&own), &e.to_string());
+                return fail(CircularError::Rejected(reject));
+            }
+        };
+        let id = circuit.id();
+        let condition = *circuit.condition();
+        let send = send_to_next_hop(
+            via.send.clone(),
+            prepare,
+            expires_at,
+            self.clock,
+            Some(own.clone()),
+        );
+        self.circulars.borrow_mut().insert(
+            condition,
+            PendingCircular {
+                circuit,
+                via: msg.via.clone(),
+                booked: None,
+            },
+        );
+        let circulars = self.circulars.clone();
+        Box::pin(async move {
+            let started = tokio::time::Instant::now();
+            let first_hop = send.await;
+            let round_trip = started.elapsed();
+            let pending = circulars.borrow_mut().remove(&condition);
+            let booked = match pending.and_then(|p| p.booked) {
+                // Booked, or refused, before the Fulfill could leave: waits no longer than it.
+                Some(outcome) => Some(outcome.await.unwrap_or_else(|_| {
+                    Err(Reject::new(
+                        ErrorCode::T00_INTERNAL_ERROR,
+                        Some(&own),
+                        "the returning packet was dropped before it was booked",
+                    ))
+                })),
+                None => None,
+            };
+            match (booked, first_hop) {
+                (Some(Ok(back)), first_hop) => Ok(CircularReport {
+                    id,
+                    destination: own,
+                    via: msg.via,
+                    sent: msg.amount,
+                    sent_asset,
+                    expires_at,
+                    returned_via: AccountId::from(back.returned.account.as_str()),
+                    returned: back.returned.amount,
+                    returned_asset: back.asset,
+                    returned_expires_at: back.returned.expires_at,
+                    round_trip,
+                    first_hop_rejected: first_hop.err(),
+                }),
+                // It came back but could not be booked: that Reject is why it failed.
+                (Some(Err(reject)), _) => Err(CircularError::Rejected(reject)),
+                (None, Err(reject)) => Err(CircularError::Rejected(reject)),
+                // Only we know the fulfillment, and we never released it.
+                (None, Ok(_)) => Err(CircularError::Rejected(Reject::new(
+                    ErrorCode::T00_INTERNAL_ERROR,
+                    Some(&own),
+                    "the first hop fulfilled a circular payment that never came back",
+                ))),
+            }
         })
     }
 }

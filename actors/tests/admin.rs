@@ -320,6 +320,150 @@ fn ping_between_two_nodes() {
     });
 }
 
+/// Node `test.a` serving `b1` and `b2` over BTP, and node `test.b` dialing it twice as `up1`
+/// and `up2`, routing `test.a` back through `up2` and keeping a 1 % spread: a payment from `a`
+/// out through `b1` comes back through `b2`.
+async fn loop_nodes() -> (AdminNode, AdminNode) {
+    let a_config = parse(&format!(
+        "{}{}[listeners.btp]\nbind = \"127.0.0.1:0\"\n{}{}",
+        node_base("a"),
+        admin_listener(),
+        btp_server_account("b1", "b1-token", None),
+        btp_server_account("b2", "b2-token", None),
+    ));
+    let a = AdminNode::start(&a_config, Arc::new(MemoryStore::new()), &[]).await;
+    let url = format!("ws://{}", a.btp_addr());
+    let b_config = parse(
+        &format!(
+            "{}{}[routing]\ndefault_route = \"\"\n\
+             static_routes = [{{ prefix = \"test.a\", account = \"up2\" }}]\n{}{}",
+            node_base("b"),
+            admin_listener(),
+            btp_client_account("up1", &url, "b1", "b1-token", None),
+            btp_client_account("up2", &url, "b2", "b2-token", None),
+        )
+        .replace("spread = \"0\"", "spread = \"0.01\""),
+    );
+    let b = AdminNode::start(&b_config, Arc::new(MemoryStore::new()), &[]).await;
+    let links = [a.link("b1"), a.link("b2"), b.link("up1"), b.link("up2")];
+    eventually(BTP_WAIT, "all four ends of the two links are up", || {
+        links.iter().all(|l| l.is_up())
+    })
+    .await;
+    (a, b)
+}
+
+async fn balances(node: &AdminNode, accounts: &[&str]) -> Vec<i64> {
+    let mut out = Vec::new();
+    for id in accounts {
+        let (status, account) = node
+            .call(Method::GET, &format!("/accounts/{id}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{account}");
+        out.push(account["balance"].as_i64().unwrap());
+    }
+    out
+}
+
+/// A circular payment leaves `a` through `b1`, crosses `b` (which keeps its spread) and comes
+/// back through `b2`: `a` pays `b1` what it sent and `b2` pays `a` what came back, on both
+/// nodes' books. One that comes back another way than the caller asked, or with less than the
+/// caller's minimum, is refused by `a` and moves nothing anywhere.
+#[test]
+fn circular_payment_out_through_one_peer_and_back_through_another() {
+    common::run(|| async {
+        let (a, b) = loop_nodes().await;
+        let circular = |body: Value| {
+            let a = &a;
+            async move { a.call(Method::POST, "/circular", Some(body)).await }
+        };
+        let (status, report) = circular(json!({
+            "via": "b1", "amount": "1000", "return_via": "b2", "min_return": 990
+        }))
+        .await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        assert_eq!(report["destination"], "test.a");
+        assert_eq!(report["path"], json!(["b1", "b2"]));
+        assert_eq!(report["sent"]["via"], "b1");
+        assert_eq!(report["sent"]["amount"]["amount"], "1000");
+        assert_eq!(report["sent"]["amount"]["code"], "USD");
+        assert_eq!(report["returned"]["via"], "b2");
+        assert_eq!(report["returned"]["amount"]["amount"], "990");
+        assert_eq!(report["rate"], "0.990000000");
+        assert_eq!(report["first_hop"], "fulfilled");
+        assert_eq!(report["id"].as_str().unwrap().len(), 32);
+        let sent_expiry = report["sent"]["expires_at"].as_str().unwrap();
+        let back_expiry = report["returned"]["expires_at"].as_str().unwrap();
+        assert!(back_expiry < sent_expiry, "{report}");
+        // a paid b1 1000 and was paid 990 by b2; b mirrors both.
+        assert_eq!(balances(&a, &["b1", "b2"]).await, vec![-1000, 990]);
+        assert_eq!(balances(&b, &["up1", "up2"]).await, vec![1000, -990]);
+
+        // Any account will do when none is named.
+        let (status, report) = circular(json!({"via": "b1", "amount": 500})).await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        assert_eq!(report["returned"]["via"], "b2");
+        assert_eq!(report["returned"]["amount"]["amount"], "495");
+        assert_eq!(balances(&a, &["b1", "b2"]).await, vec![-1500, 1485]);
+
+        // Back through b2 when b1 was asked for, or with less than the minimum: refused where
+        // it returns, and nothing moves on either node.
+        for (body, code) in [
+            (
+                json!({"via": "b1", "amount": 1000, "return_via": "b1"}),
+                "F06",
+            ),
+            (
+                json!({"via": "b1", "amount": 1000, "min_return": 991}),
+                "F04",
+            ),
+        ] {
+            let (status, refused) = circular(body.clone()).await;
+            assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}: {refused}");
+            assert_eq!(refused["code"], code, "{refused}");
+            assert_eq!(refused["triggered_by"], "test.a", "{refused}");
+        }
+        assert_eq!(balances(&a, &["b1", "b2"]).await, vec![-1500, 1485]);
+        assert_eq!(balances(&b, &["up1", "up2"]).await, vec![1500, -1485]);
+
+        // The caller's mistakes.
+        for (body, status) in [
+            (json!({"via": "nobody", "amount": 1}), StatusCode::NOT_FOUND),
+            (
+                json!({"via": "b1", "amount": 1, "return_via": "nobody"}),
+                StatusCode::NOT_FOUND,
+            ),
+            (json!({"via": "b1"}), StatusCode::BAD_REQUEST),
+            (
+                json!({"via": "b1", "amount": "lots"}),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                json!({"via": "b1", "amount": 1, "color": "red"}),
+                StatusCode::BAD_REQUEST,
+            ),
+        ] {
+            let (got, answer) = circular(body.clone()).await;
+            assert_eq!(got, status, "{body}: {answer}");
+            assert!(answer["error"].is_string(), "{answer}");
+        }
+        // b sends it back the way it came: out and back through b1, which nets the spread.
+        let (status, answer) = b
+            .call(
+                Method::PUT,
+                "/routes/static/test.a",
+                Some(json!({"account": "up1"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let (status, report) = circular(json!({"via": "b1", "amount": 1000})).await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        assert_eq!(report["path"], json!(["b1", "b1"]));
+        assert_eq!(balances(&a, &["b1", "b2"]).await, vec![-1510, 1485]);
+        assert_eq!(balances(&b, &["up1", "up2"]).await, vec![1510, -1485]);
+    });
+}
+
 fn single_node_config(store: &str) -> Config {
     let base = node_base("a").replace("[store]\nbackend = \"memory\"\n", store);
     parse(&format!(

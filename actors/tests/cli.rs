@@ -308,6 +308,15 @@ fn operator_commands_talk_to_the_admin_api() {
         ],
         &admin,
     );
+    // Circular payments leave through a peer: alice's link is down (T01), wallet is local.
+    let circular_down = operator(
+        &["pay", "--circular", "--via", "alice", "--amount", "10"],
+        &admin,
+    );
+    let circular_local = operator(
+        &["pay", "--circular", "--via", "wallet", "--amount", "10"],
+        &admin,
+    );
     let after_pay = operator(&["balances"], &admin);
     let snapshot_dir = snapshot.1.trim().to_owned();
     let restore_running = operator(&["restore", &snapshot_dir], &admin);
@@ -378,6 +387,13 @@ fn operator_commands_talk_to_the_admin_api() {
             .lines()
             .any(|l| l.starts_with("status") && l.ends_with(" quoted")),
         "{quoted:?}"
+    );
+    assert_eq!(circular_down.0, Some(1), "{circular_down:?}");
+    assert!(circular_down.1.contains("rejected T01"), "{circular_down:?}");
+    assert_eq!(circular_local.0, Some(1), "{circular_local:?}");
+    assert!(
+        circular_local.2.contains("local account"),
+        "{circular_local:?}"
     );
     assert_eq!(too_much.0, Some(1), "{too_much:?}");
     assert!(too_much.2.contains("may spend 4000000"), "{too_much:?}");
@@ -476,6 +492,57 @@ fn every_command_prints_its_usage_on_help_without_reading_files() {
     assert_eq!(code, Some(2));
     assert!(stderr.contains("ping needs an ILP address"), "{stderr}");
     assert!(stderr.contains("usage: ilp-connector ping"), "{stderr}");
+    // pay --circular has its own flags, and pay's others are not among them.
+    for (args, message) in [
+        (
+            &["pay", "--circular", "--amount", "5"][..],
+            "pay --circular needs --via ACCOUNT",
+        ),
+        (
+            &["pay", "--circular", "--via", "a"][..],
+            "pay --circular needs --amount N",
+        ),
+        (
+            &[
+                "pay",
+                "--circular",
+                "--via",
+                "a",
+                "--amount",
+                "5",
+                "--to",
+                "$x.y",
+            ][..],
+            "--to is for paying a pointer",
+        ),
+        (
+            &[
+                "pay", "--from", "w", "--to", "$x.y", "--amount", "5", "--via", "a",
+            ][..],
+            "--via is an option of pay --circular",
+        ),
+        (
+            &[
+                "pay",
+                "--circular",
+                "--via",
+                "a",
+                "--amount",
+                "5",
+                "--timeout-ms",
+                "soon",
+            ][..],
+            "--timeout-ms needs a number",
+        ),
+        (
+            &["ping", "test.x", "--via", "a"][..],
+            "--via is an option of pay",
+        ),
+    ] {
+        let (code, _, stderr) = run(args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
     let (code, _, stderr) = run(&["frobnicate", "--help"]);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("unknown command"), "{stderr}");

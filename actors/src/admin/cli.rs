@@ -149,7 +149,7 @@ pub enum Operation {
     Receivers,
     Routes,
     Snapshot,
-    Pay(PayOptions),
+    Pay(Box<PayOptions>),
 }
 
 /// `pay`'s flags.
@@ -166,6 +166,12 @@ pub struct PayOptions {
     pub quote_only: bool,
     pub idempotency_key: Option<String>,
     pub json: bool,
+    /// `--circular`: out through `via` and back to the node itself.
+    pub circular: bool,
+    pub via: Option<String>,
+    pub return_via: Option<String>,
+    pub min_return: Option<String>,
+    pub timeout_ms: Option<u64>,
 }
 
 /// How often `pay` asks for progress.
@@ -174,6 +180,9 @@ const PAY_POLL: Duration = Duration::from_millis(250);
 /// Starts the payment, follows it to its end (progress on stderr once a second) and returns
 /// its final state as a table or JSON.
 async fn pay(target: &AdminTarget, options: &PayOptions) -> Result<String, CliError> {
+    if options.circular {
+        return circular(target, options).await;
+    }
     let mut body = json!({ "to": options.to });
     for (field, value) in [
         ("amount", &options.amount),
@@ -236,6 +245,67 @@ async fn pay(target: &AdminTarget, options: &PayOptions) -> Result<String, CliEr
     } else {
         Err(CliError::PaymentFailed(output))
     }
+}
+
+/// `pay --circular`: one request, answered when the payment is back (or failed).
+async fn circular(target: &AdminTarget, options: &PayOptions) -> Result<String, CliError> {
+    let mut body = json!({ "via": options.via, "amount": options.amount });
+    for (field, value) in [
+        ("return_via", &options.return_via),
+        ("min_return", &options.min_return),
+    ] {
+        if let Some(v) = value {
+            body[field] = json!(v);
+        }
+    }
+    if let Some(ms) = options.timeout_ms {
+        body["timeout_ms"] = json!(ms);
+    }
+    match target.call(Method::POST, "/circular", Some(&body)).await {
+        Ok(report) if options.json => Ok(report.to_string()),
+        Ok(report) => Ok(circular_table(&report)),
+        // It ran and was rejected: exit 1, as a failed payment.
+        Err(CliError::Api { status, message }) if status == StatusCode::BAD_GATEWAY => {
+            Err(CliError::PaymentFailed(message))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn circular_table(r: &Value) -> String {
+    let leg = |leg: &Value| {
+        format!(
+            "{} through {}, expires {}",
+            money(&leg["amount"]),
+            leg["via"].as_str().unwrap_or("-"),
+            leg["expires_at"].as_str().unwrap_or("-"),
+        )
+    };
+    let first_hop = match &r["first_hop"] {
+        Value::String(s) => s.clone(),
+        other => format!(
+            "rejected {} after the return was booked: {}",
+            other["code"].as_str().unwrap_or("-"),
+            other["message"].as_str().unwrap_or("-")
+        ),
+    };
+    let rows = [
+        ("circular payment", cell(r.get("id"))),
+        ("destination", cell(r.get("destination"))),
+        ("sent", leg(&r["sent"])),
+        ("returned", leg(&r["returned"])),
+        ("rate", cell(r.get("rate"))),
+        (
+            "round trip",
+            format!("{:.1} ms", r["round_trip_ms"].as_f64().unwrap_or(0.0)),
+        ),
+        ("first hop", first_hop),
+    ];
+    let mut out = String::new();
+    for (key, value) in rows {
+        let _ = writeln!(out, "{key:<16}  {value}");
+    }
+    out
 }
 
 /// `{"amount", "code", "scale", "value"}` as `12.34 USD`.

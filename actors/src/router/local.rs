@@ -28,6 +28,8 @@ pub enum LocalDestination {
     UnknownPeerProtocol,
     /// Our own address with the echo prefix in the data.
     Echo,
+    /// Our own address with a circular payment's data ([`ilp::circular`]).
+    Circular,
     /// Our own address, anything else.
     OwnAddress,
     /// Not local: route it.
@@ -57,6 +59,8 @@ pub fn classify(destination: &str, own: Option<&Address>, data: &[u8]) -> LocalD
         Some(own) if own.as_str() == destination => {
             if EchoMessage::has_prefix(data) {
                 LocalDestination::Echo
+            } else if ilp::circular::is_circular(data) {
+                LocalDestination::Circular
             } else {
                 LocalDestination::OwnAddress
             }
@@ -168,6 +172,11 @@ mod tests {
         assert_eq!(classify("test.node", own, b"hello"), OwnAddress);
         assert_eq!(classify("test.node.alice", own, echo), Forward);
         assert_eq!(classify("test.node", None, echo), Forward);
+        let mut circular = ilp::circular::MAGIC.to_vec();
+        circular.extend_from_slice(&[5; 16]);
+        assert_eq!(classify("test.node", own, &circular), Circular);
+        assert_eq!(classify("test.node.alice", own, &circular), Forward);
+        assert_eq!(classify("test.node", own, &circular[..20]), OwnAddress);
     }
 
     #[test]
