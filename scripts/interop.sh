@@ -42,6 +42,9 @@
 #                       receiver Rafiki uses) behind the JS plugin's data handler.
 #   pay-*-via-js        each with the receiver a child of the JS ilp-connector 23.0.2, which is
 #                       peered with ours over BTP.
+#   circular-via-js     `ilp-connector pay --circular`: out through one of two peer links to the
+#                       JS ilp-connector and back through the other; both connectors' books
+#                       (ours from our admin API, the JS one's from its /balance) mirror it.
 #
 # Environment:
 #   ILP_CONNECTOR_BIN   our binary; default: `cargo build -p ilp-actors --bin ilp-connector`
@@ -255,12 +258,22 @@ start_js_connector() {
 }
 EOF
 )
+  run_js_connector "$name" "$accounts"
+}
+
+# run_js_connector NAME ACCOUNTS [VAR=VALUE...]: the JS ilp-connector 23.0.2 (test.js, memory
+# store, no spread, route broadcast on) with CONNECTOR_ACCOUNTS=ACCOUNTS and the extra
+# environment given; sets JS_PID.
+run_js_connector() {
+  local name=$1 accounts=$2
+  shift 2
   (
     cd "$JS"
     export CONNECTOR_ILP_ADDRESS=test.js CONNECTOR_STORE=memory CONNECTOR_BACKEND=one-to-one \
       CONNECTOR_SPREAD=0 CONNECTOR_ROUTE_BROADCAST_ENABLED=true \
       CONNECTOR_ROUTE_BROADCAST_INTERVAL=1000 CONNECTOR_ACCOUNTS="$accounts" \
       DEBUG='ilp*,connector*'
+    for assignment in "$@"; do export "${assignment?}"; done
     exec node node_modules/ilp-connector/dist/index.js
   ) >"$WORK/$name-jsconnector.log" 2>&1 &
   JS_PID=$!
@@ -512,6 +525,81 @@ scenario_pay_psk2_via_js() { pay_scenario pay-psk2-via-js psk2 js; }
 scenario_pay_stream_receiver() { pay_scenario pay-stream-receiver stream-receiver direct; }
 scenario_pay_stream_receiver_via_js() { pay_scenario pay-stream-receiver-via-js stream-receiver js; }
 
+# Our node's peer account ID for the JS connector, which dials our btp-server as ID (secret
+# ID-token), with generous limits.
+js_peer() {
+  printf '[accounts.%s]\nrelation = "peer"\n[accounts.%s.link]\ntype = "btp-server"\nauth_username = "%s"\nauth_token = "%s-token"\n[accounts.%s.rate_limit]\nrefill_count = 1000000\ncapacity = 1000000\n' "$1" "$1" "$1" "$1" "$1"
+}
+
+# our_balance FILE ACCOUNT: our admin API's balance for ACCOUNT, written to FILE first.
+our_balance() {
+  curl -sf "$RECV_ADMIN/accounts/$2" >"$1" || return 1
+  json_field "$1" balance
+}
+
+# circular-via-js: our node (test.ours) peers twice with the JS connector (ours1 → our js1,
+# ours2 → our js2; the JS connector routes test.ours through ours2). A circular payment leaves
+# through js1, crosses the JS connector and comes back through js2: both nodes' books mirror it.
+# One refused on return (less than --min-return) moves nothing on either.
+scenario_circular_via_js() {
+  local name=circular-via-js js_admin_port
+  RECEIVE=1 write_config "$name" test.ours "$(shop_account)
+$(js_peer js1)
+$(js_peer js2)"
+  start_receiving "$name" || return 1
+  js_admin_port="$(free_port)"
+  local peer accounts="{"
+  for peer in 1 2; do
+    accounts+="\"ours$peer\": { \"relation\": \"peer\", \"assetCode\": \"USD\", \"assetScale\": 9,
+      \"plugin\": \"ilp-plugin-btp\",
+      \"options\": { \"server\": \"btp+ws://js$peer:js$peer-token@${RECV_BTP#ws://}\" },
+      \"balance\": { \"minimum\": \"-1000000000000\", \"maximum\": \"1000000000000\" },
+      \"rateLimit\": { \"refillCount\": 1000000, \"capacity\": 1000000 } }"
+    [[ $peer == 1 ]] && accounts+=","
+  done
+  accounts+="}"
+  run_js_connector "$name" "$accounts" CONNECTOR_ADMIN_API=true \
+    CONNECTOR_ADMIN_API_PORT="$js_admin_port" \
+    'CONNECTOR_ROUTES=[{"targetPrefix":"test.ours","peerId":"ours2"}]'
+  log "JS connector: pid $JS_PID, admin API on port $js_admin_port"
+  local deadline=$((SECONDS + 45)) status
+  while :; do
+    status=0
+    timeout --kill-after=5 "$SCENARIO_TIMEOUT" "$BIN" pay --circular --via js1 --return-via js2 \
+      --amount 1000000 --json --admin "$RECV_ADMIN" \
+      >"$WORK/$name-pay.out" 2>"$WORK/$name-pay.log" || status=$?
+    ((status == 0)) && break
+    # Until the JS connector has dialed both links and installed its routes: T01 or F02.
+    if ((SECONDS < deadline)) && grep -qE 'T01|F02' "$WORK/$name-pay.out"; then
+      sleep 1
+      continue
+    fi
+    echo "    FAIL: pay --circular exited $status: $(head -c 600 "$WORK/$name-pay.out") $(head -c 300 "$WORK/$name-pay.log")"
+    return 1
+  done
+  local returned via back
+  returned="$(json_field "$WORK/$name-pay.out" returned amount amount)"
+  via="$(json_field "$WORK/$name-pay.out" sent via)"
+  back="$(json_field "$WORK/$name-pay.out" returned via)"
+  echo "    sent 1000000 through $via, $returned came back through $back"
+  [[ $via == js1 && $back == js2 && $returned == 1000000 ]] || { echo "    FAIL: report $(head -c 600 "$WORK/$name-pay.out")"; return 1; }
+  status=0
+  "$BIN" pay --circular --via js1 --amount 1000 --min-return 1001 --json --admin "$RECV_ADMIN" \
+    >"$WORK/$name-refused.out" 2>&1 || status=$?
+  ((status == 1)) && grep -q 'F04' "$WORK/$name-refused.out" \
+    || { echo "    FAIL: a return below --min-return: exit $status, $(head -c 300 "$WORK/$name-refused.out")"; return 1; }
+  local js1 js2 theirs1 theirs2
+  js1="$(our_balance "$WORK/$name-js1.json" js1)" || return 1
+  js2="$(our_balance "$WORK/$name-js2.json" js2)" || return 1
+  curl -sf "http://127.0.0.1:$js_admin_port/balance" >"$WORK/$name-jsbalance.json" || return 1
+  theirs1="$(json_field "$WORK/$name-jsbalance.json" accounts ours1 balance)"
+  theirs2="$(json_field "$WORK/$name-jsbalance.json" accounts ours2 balance)"
+  echo "    ours: js1 $js1, js2 $js2; the JS connector's: ours1 $theirs1, ours2 $theirs2"
+  [[ $js1 == -1000000 && $js2 == 1000000 ]] || { echo "    FAIL: our books"; return 1; }
+  [[ $theirs1 == 1000000 && $theirs2 == -1000000 ]] || { echo "    FAIL: the JS connector's books do not mirror ours"; return 1; }
+  echo "    PASS"
+}
+
 scenario_recv_psk2() { recv_scenario recv-psk2 recv-psk2.js direct; }
 scenario_recv_psk2_via_js() { recv_scenario recv-psk2-via-js recv-psk2.js js; }
 
@@ -520,13 +608,13 @@ scenario_http2() { http_scenario http2 true; }
 
 main() {
   local scenarios=("$@")
-  ((${#scenarios[@]})) || scenarios=(btp peer peer-in http http2 recv-stream recv-stream-via-js recv-pay recv-pay-via-js recv-spsp recv-spsp-via-js recv-psk2 recv-psk2-via-js recv-fx recv-limits pay-stream pay-stream-via-js pay-psk2 pay-psk2-via-js pay-stream-receiver pay-stream-receiver-via-js)
+  ((${#scenarios[@]})) || scenarios=(btp peer peer-in http http2 recv-stream recv-stream-via-js recv-pay recv-pay-via-js recv-spsp recv-spsp-via-js recv-psk2 recv-psk2-via-js recv-fx recv-limits pay-stream pay-stream-via-js pay-psk2 pay-psk2-via-js pay-stream-receiver pay-stream-receiver-via-js circular-via-js)
   local s
   for s in "${scenarios[@]}"; do
     case "$s" in
-      btp | peer | peer-in | http | http2 | recv-stream | recv-stream-via-js | recv-pay | recv-pay-via-js | recv-spsp | recv-spsp-via-js | recv-psk2 | recv-psk2-via-js | recv-fx | recv-limits | pay-stream | pay-stream-via-js | pay-psk2 | pay-psk2-via-js | pay-stream-receiver | pay-stream-receiver-via-js) ;;
+      btp | peer | peer-in | http | http2 | recv-stream | recv-stream-via-js | recv-pay | recv-pay-via-js | recv-spsp | recv-spsp-via-js | recv-psk2 | recv-psk2-via-js | recv-fx | recv-limits | pay-stream | pay-stream-via-js | pay-psk2 | pay-psk2-via-js | pay-stream-receiver | pay-stream-receiver-via-js | circular-via-js) ;;
       -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-      *) echo "unknown scenario $s (btp, peer, peer-in, http, http2, recv-stream, recv-stream-via-js, recv-pay, recv-pay-via-js, recv-spsp, recv-spsp-via-js, recv-psk2, recv-psk2-via-js, recv-fx, recv-limits, pay-stream, pay-stream-via-js, pay-psk2, pay-psk2-via-js, pay-stream-receiver, pay-stream-receiver-via-js)" >&2; exit 2 ;;
+      *) echo "unknown scenario $s (btp, peer, peer-in, http, http2, recv-stream, recv-stream-via-js, recv-pay, recv-pay-via-js, recv-spsp, recv-spsp-via-js, recv-psk2, recv-psk2-via-js, recv-fx, recv-limits, pay-stream, pay-stream-via-js, pay-psk2, pay-psk2-via-js, pay-stream-receiver, pay-stream-receiver-via-js, circular-via-js)" >&2; exit 2 ;;
     esac
   done
 
