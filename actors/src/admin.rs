@@ -6,7 +6,7 @@
 //! | `GET /ready` | 200 once the node has its address, else 503 (no token needed) |
 //! | `GET /accounts`, `GET /accounts/<id>` | id, relation, asset, link state, balance, pending amounts; a local account's `receiver`: SPSP URL, payment pointer, received, maximum |
 //! | `POST /accounts/<id>/balance` `{"adjust": i64}` | durable balance correction; the new balance |
-//! | `GET /accounts/<id>/payments?after=<seq>&limit=<n>` | a local account's payment events after `seq`, and the `next` seq |
+//! | `GET /accounts/<id>/payments?after=<seq>&limit=<n>` | a local account's payment events after `seq` (each packet received, `direction: incoming`; each of its own payments that ended, `outgoing`), and the `next` seq |
 //! | `POST /accounts/<id>/payments` `{"to", "amount" \| "deliver", "slippage"?, "max_packet"?, "destination_asset"?}` or `{"quote_id"}`, optional `Idempotency-Key` header | starts a payment from a local account ([`crate::payer`]): 201 with its state; the same key and body again return the same payment, another body 409 |
 //! | `GET /accounts/<id>/payments/<payment>`, `DELETE` the same | a payment's state (quote, progress in both assets, receipt, error with ILP code and hop); DELETE cancels it |
 //! | `POST /accounts/<id>/quotes` (the same body as a payment) | probes the path and answers the quote (201), or why it cannot be paid (422); pay it with `{"quote_id"}` before it expires |

@@ -16,7 +16,7 @@
 use crate::clock::Clock;
 use crate::messages::{
     AccountId, AdjustBalance, AdjustBalanceError, ApplySettlement, BalanceSnapshot, Crash,
-    GetBalance, RecordReceived, Reply, ReservationId, ReservePacket, ResolvePacket,
+    GetBalance, RecordReceived, RecordSent, Reply, ReservationId, ReservePacket, ResolvePacket,
     SettleThresholdCrossed, SettlementDirection,
 };
 use crate::payment_log::{PaymentEvent, PaymentFeed, PaymentLog, Received};
@@ -643,6 +643,24 @@ impl Handler<RecordReceived> for BalanceKeeper {
         }
         // Nothing waits for it: the event lands with the next batch's commit.
         drop(self.stage([None, None], Vec::new(), None, Some(msg.0), ctx));
+    }
+}
+
+impl Handler<RecordSent> for BalanceKeeper {
+    type Result = ();
+
+    fn handle(&mut self, msg: RecordSent, ctx: &mut Self::Context) {
+        if self.refuse_if_poisoned().is_err() {
+            return;
+        }
+        // Opens a batch if none is open; nothing waits for it.
+        drop(self.stage([None, None], Vec::new(), None, None, ctx));
+        if let Some(batch) = &mut self.batch {
+            let event = self.log.stage_sent(&msg.0, &mut batch.received);
+            if self.feed.is_some() {
+                batch.announce.push(event);
+            }
+        }
     }
 }
 

@@ -163,6 +163,12 @@ pub struct ResolvePacket {
 #[rtype(result = "()")]
 pub struct RecordReceived(pub crate::payment_log::Received);
 
+/// An outgoing payment of a local account ended: its event joins the account's log in the
+/// keeper's next batch (Payer → BalanceKeeper).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct RecordSent(pub crate::payment_log::Sent);
+
 /// The balance of an account as the keeper sees it now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BalanceSnapshot {

@@ -350,6 +350,7 @@ impl Node {
             node_store.clone(),
             spsp,
             balance.clone().recipient(),
+            balance.clone().recipient(),
             crate::payer::PayerSettings::from_config(config),
             crate::payer::paying_accounts(config, &accounts),
         );

@@ -17,7 +17,7 @@
 //! were booked or not, and its sender's state is gone).
 
 use crate::clock::Clock;
-use crate::messages::{ask, AccountId, GetBalance, IncomingPrepare, PacketResult};
+use crate::messages::{ask, AccountId, GetBalance, IncomingPrepare, PacketResult, RecordSent};
 use crate::spsp_client::{Resolved, SpspClient};
 use crate::store::{Store, StoreOp};
 use actix::prelude::*;
@@ -195,6 +195,32 @@ pub struct PaymentView {
     pub error: Option<PayError>,
     pub created_at: Timestamp,
     pub finished_at: Option<Timestamp>,
+    /// "stream" or "psk2".
+    pub protocol: &'static str,
+    /// It was a payment, not only a quote: it may have moved money.
+    pub paying: bool,
+}
+
+/// The account's event for a payment that ended.
+fn sent_event(view: &PaymentView, now: Timestamp) -> crate::payment_log::Sent {
+    let reject = view.error.as_ref().and_then(PayError::reject);
+    crate::payment_log::Sent {
+        account: AccountId::from(view.account.as_str()),
+        summary: crate::payment_log::OutgoingPayment {
+            id: view.id.clone(),
+            to: view.to.clone(),
+            status: view.status.as_str().to_owned(),
+            delivered: view.progress.delivered.to_string(),
+            destination_code: view.destination.as_ref().map(|a| a.code.clone()),
+            destination_scale: view.destination.as_ref().map(|a| a.scale),
+            error: view.error.as_ref().map(|e| format!("{}: {e}", e.kind())),
+            error_code: reject.map(|r| r.code.as_str().to_owned()),
+        },
+        sent: view.progress.sent,
+        protocol: view.protocol,
+        receipt: view.progress.receipt.is_some(),
+        at: view.finished_at.unwrap_or(now),
+    }
 }
 
 /// `{"amount": "1234", "code": "USD", "scale": 2, "value": "12.34"}`.
@@ -466,7 +492,9 @@ impl Handler<PayQuote> for PaymentActor {
     fn handle(&mut self, _: PayQuote, ctx: &mut Self::Context) -> Self::Result {
         let result = self.sender.pay(self.clock.now());
         if result.is_ok() {
-            lock(&self.view).status = Status::Paying;
+            let mut view = lock(&self.view);
+            view.status = Status::Paying;
+            view.paying = true;
         }
         self.drive(ctx);
         result
@@ -493,6 +521,8 @@ struct Inner {
     store: Arc<dyn Store>,
     spsp: SpspClient,
     get_balance: Recipient<GetBalance>,
+    /// Where a finished payment's event goes (the BalanceKeeper).
+    record: Recipient<RecordSent>,
     arbiter: actix::ArbiterHandle,
     settings: RwLock<PayerSettings>,
     accounts: RwLock<BTreeMap<AccountId, PayingAccount>>,
@@ -539,13 +569,15 @@ fn parse_asset(s: &str) -> Result<Asset, StartError> {
 }
 
 impl Payer {
-    /// A payer for the node whose BalanceKeeper answers `get_balance`; payment actors run on
-    /// the current arbiter (call it from the node's actor thread).
+    /// A payer for the node whose BalanceKeeper answers `get_balance` and records each
+    /// payment that ends in its account's event log (`record`); payment actors run on the
+    /// current arbiter (call it from the node's actor thread).
     pub fn new(
         clock: Clock,
         store: Arc<dyn Store>,
         spsp: SpspClient,
         get_balance: Recipient<GetBalance>,
+        record: Recipient<RecordSent>,
         settings: PayerSettings,
         accounts: BTreeMap<AccountId, PayingAccount>,
     ) -> Payer {
@@ -555,6 +587,7 @@ impl Payer {
                 store,
                 spsp,
                 get_balance,
+                record,
                 arbiter: actix::Arbiter::current(),
                 settings: RwLock::new(settings),
                 accounts: RwLock::new(accounts),
@@ -814,6 +847,11 @@ impl Payer {
             error: None,
             created_at: now,
             finished_at: None,
+            protocol: match resolved.protocol {
+                ilp::stream::credentials::Protocol::Stream => "stream",
+                ilp::stream::credentials::Protocol::Psk2 => "psk2",
+            },
+            paying: !quote_only,
         };
         // The key and the payment's first record are durable before anything is sent.
         let mut ops = vec![StoreOp::PutRecord {
@@ -880,9 +918,14 @@ impl Payer {
         );
     }
 
-    /// A payment ended: its record is rewritten and its view kept for lookups.
+    /// A payment ended: its record is rewritten, its view kept for lookups, and a payment (not
+    /// a quote never paid) joins its account's event log.
     fn finished(&self, id: &str, view: PaymentView) {
         let value = view.to_json();
+        if view.paying {
+            let event = sent_event(&view, self.inner.clock.now());
+            self.inner.record.do_send(RecordSent(event));
+        }
         {
             let mut payments = self
                 .inner

@@ -1,7 +1,9 @@
-//! The durable record of money received by local accounts: one event per fulfilled packet,
+//! The durable record of local accounts' payments: one event per fulfilled packet received,
 //! numbered per account, written by the BalanceKeeper in the same store batch as the balance it
-//! credits (so an event exists exactly when the credit does), and each connection's stream
-//! totals, which its receipts sign and which must never go back, not even across a restart.
+//! credits (so an event exists exactly when the credit does); one event per outgoing payment
+//! when it ends ([`Sent`], `direction: "outgoing"`), on the same numbering; and each
+//! connection's stream totals, which its receipts sign and which must never go back, not even
+//! across a restart.
 //!
 //! Store records:
 //! - `rcv/ev/<account>\0<seq: u64 BE>`: a [`PaymentEvent`] as JSON; `seq` counts from 1 per
@@ -48,9 +50,60 @@ pub struct Received {
     pub at: Timestamp,
 }
 
-/// One incoming payment, as stored and as the admin API shows it.
+/// An outgoing payment of a local account that ended (sent by the Payer): its event follows the
+/// account's incoming ones. What it debited was booked packet by packet before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    pub account: AccountId,
+    pub summary: OutgoingPayment,
+    /// Source units fulfilled.
+    pub sent: u64,
+    pub protocol: &'static str,
+    pub receipt: bool,
+    pub at: Timestamp,
+}
+
+/// Which way an event's money went, from the account's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Received: one event per fulfilled packet.
+    #[default]
+    Incoming,
+    /// Paid by the account: one event per payment, when it ends.
+    Outgoing,
+}
+
+/// What an outgoing payment's event says beyond the common fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutgoingPayment {
+    /// The payment's id (`GET /accounts/<account>/payments/<id>`).
+    pub id: String,
+    /// The pointer or URL paid.
+    pub to: String,
+    /// completed, failed or interrupted.
+    pub status: String,
+    /// Destination units the receiver said arrived.
+    pub delivered: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_scale: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The ILP code of the Reject that ended it, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+}
+
+/// One payment of a local account, as stored and as the admin API shows it: a fulfilled
+/// packet received (`direction: "incoming"`), or an outgoing payment that ended (`"outgoing"`:
+/// `amount` is what it sent, `from_account` the account itself, `payment` the rest).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentEvent {
+    /// Events stored before outgoing ones existed have none: incoming.
+    #[serde(default)]
+    pub direction: Direction,
     pub account: String,
     pub seq: u64,
     pub amount: String,
@@ -67,6 +120,8 @@ pub struct PaymentEvent {
     pub connection_closed: bool,
     /// Unix milliseconds.
     pub time_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment: Option<OutgoingPayment>,
 }
 
 /// The key of `account`'s event `seq`.
@@ -166,11 +221,10 @@ impl PaymentLog {
     /// seq follows with [`PaymentLog::finish_batch`]. Returns the event, to announce once the
     /// commit landed.
     pub fn stage(&mut self, received: &Received, ops: &mut Vec<StoreOp>) -> Arc<PaymentEvent> {
-        let seq = self.seqs.entry(received.account.clone()).or_insert(0);
-        *seq += 1;
-        let event = PaymentEvent {
+        let event = self.stage_event(&received.account, ops, |seq| PaymentEvent {
+            direction: Direction::Incoming,
             account: received.account.to_string(),
-            seq: *seq,
+            seq,
             amount: received.amount.to_string(),
             from_account: received.from.to_string(),
             protocol: received.protocol.to_owned(),
@@ -184,16 +238,10 @@ impl PaymentLog {
             receipts: received.receipts,
             connection_closed: received.closed,
             time_ms: received.at.unix_millis(),
-        };
-        ops.push(StoreOp::PutRecord {
-            key: event_key(&received.account, *seq),
-            value: serde_json::to_vec(&event).unwrap_or_default(),
+            payment: None,
         });
-        if !self.dirty.contains(&received.account) {
-            self.dirty.push(received.account.clone());
-        }
         if !received.receipts {
-            return Arc::new(event);
+            return event;
         }
         if self.written.len() >= MERGE_MEMORY && !self.written.contains_key(&received.connection) {
             // Rarely: forgetting only risks a late write lowering a total until the next one.
@@ -205,6 +253,46 @@ impl PaymentLog {
             key: totals_key(&received.connection),
             value: encode_totals(written),
         });
+        event
+    }
+
+    /// The op that records an outgoing payment's end, numbered after the account's events so
+    /// far. Returns the event, to announce once the commit landed.
+    pub fn stage_sent(&mut self, sent: &Sent, ops: &mut Vec<StoreOp>) -> Arc<PaymentEvent> {
+        self.stage_event(&sent.account, ops, |seq| PaymentEvent {
+            direction: Direction::Outgoing,
+            account: sent.account.to_string(),
+            seq,
+            amount: sent.sent.to_string(),
+            from_account: sent.account.to_string(),
+            protocol: sent.protocol.to_owned(),
+            connection_id: String::new(),
+            tag: None,
+            streams: Vec::new(),
+            receipts: sent.receipt,
+            connection_closed: true,
+            time_ms: sent.at.unix_millis(),
+            payment: Some(sent.summary.clone()),
+        })
+    }
+
+    /// Numbers `account`'s next event, built by `event` from its seq, and stages its record.
+    fn stage_event(
+        &mut self,
+        account: &AccountId,
+        ops: &mut Vec<StoreOp>,
+        event: impl FnOnce(u64) -> PaymentEvent,
+    ) -> Arc<PaymentEvent> {
+        let seq = self.seqs.entry(account.clone()).or_insert(0);
+        *seq += 1;
+        let event = event(*seq);
+        ops.push(StoreOp::PutRecord {
+            key: event_key(account, event.seq),
+            value: serde_json::to_vec(&event).unwrap_or_default(),
+        });
+        if !self.dirty.contains(account) {
+            self.dirty.push(account.clone());
+        }
         Arc::new(event)
     }
 
@@ -298,6 +386,42 @@ mod tests {
             closed: false,
             at: Timestamp::from_unix_millis(1_700_000_000_000),
         }
+    }
+
+    /// Events stored before outgoing ones existed read as incoming; outgoing events share the
+    /// account's numbering.
+    #[test]
+    fn old_events_are_incoming_and_outgoing_ones_share_the_numbering() {
+        let old = r#"{"account":"shop","seq":3,"amount":"5","from_account":"payer","protocol":"stream","connection_id":"00","streams":[],"receipts":false,"connection_closed":false,"time_ms":1}"#;
+        let event: PaymentEvent = serde_json::from_str(old).unwrap();
+        assert_eq!(event.direction, Direction::Incoming);
+        assert_eq!(event.payment, None);
+        let mut log = PaymentLog::default();
+        let mut ops = Vec::new();
+        log.stage(&received("shop", 1, 10, vec![(1, 10)]), &mut ops);
+        let sent = Sent {
+            account: AccountId::from("shop"),
+            summary: OutgoingPayment {
+                id: "p1".into(),
+                to: "$x.example".into(),
+                status: "completed".into(),
+                delivered: "9".into(),
+                destination_code: Some("EUR".into()),
+                destination_scale: Some(2),
+                error: None,
+                error_code: None,
+            },
+            sent: 10,
+            protocol: "stream",
+            receipt: false,
+            at: Timestamp::from_unix_millis(1_700_000_000_000),
+        };
+        let event = log.stage_sent(&sent, &mut ops);
+        assert_eq!((event.seq, event.direction), (2, Direction::Outgoing));
+        let json = serde_json::to_value(&*event).unwrap();
+        assert_eq!(json["direction"], "outgoing");
+        assert_eq!(json["payment"]["delivered"], "9");
+        assert_eq!(json["amount"], "10");
     }
 
     #[tokio::test]

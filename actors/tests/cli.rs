@@ -389,7 +389,10 @@ fn operator_commands_talk_to_the_admin_api() {
         "{quoted:?}"
     );
     assert_eq!(circular_down.0, Some(1), "{circular_down:?}");
-    assert!(circular_down.1.contains("rejected T01"), "{circular_down:?}");
+    assert!(
+        circular_down.1.contains("rejected T01"),
+        "{circular_down:?}"
+    );
     assert_eq!(circular_local.0, Some(1), "{circular_local:?}");
     assert!(
         circular_local.2.contains("local account"),

@@ -14,6 +14,7 @@ use ilp_actors::http_serve::ServeOptions;
 use ilp_actors::messages::{AccountId, AdjustBalance};
 use ilp_actors::node::Node;
 use ilp_actors::payer::{PaymentRequest, StartError};
+use ilp_actors::payment_log::{read_events, Direction, PaymentEvent};
 use ilp_actors::spsp_server::{SpspAccounts, SpspServer};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -108,6 +109,19 @@ async fn pay(node: &Node, to: &str, amount: u64) -> Value {
     finished(node, started["id"].as_str().unwrap()).await
 }
 
+/// `account`'s events once there are `n` (bounded: an outgoing payment's event lands with the
+/// keeper's next commit after the payment ended).
+async fn events(node: &Node, account: &str, n: usize) -> Vec<PaymentEvent> {
+    for _ in 0..500 {
+        let events = read_events(node.store.as_ref(), account, 0, 100).unwrap();
+        if events.len() >= n {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{account} never had {n} events");
+}
+
 fn amount(v: &Value) -> i64 {
     v["amount"].as_str().unwrap().parse().unwrap()
 }
@@ -132,6 +146,29 @@ fn a_local_account_pays_another_through_the_node_and_the_books_mirror() {
         assert_eq!(balance(&node, "alice").await, -1_000_000 + sent);
         assert_eq!(balance(&node, "shop").await, -delivered);
         assert_eq!(view["quote"]["destination"]["code"], "USD");
+        // The payment is in alice's event log, as shop's packets are in shop's.
+        let outgoing = events(&node, "alice", 1).await;
+        assert_eq!(outgoing.len(), 1, "{outgoing:?}");
+        let event = &outgoing[0];
+        assert_eq!(event.direction, Direction::Outgoing);
+        assert_eq!((event.seq, event.amount.as_str()), (1, "250000"));
+        assert_eq!(event.protocol, "stream");
+        let summary = event.payment.as_ref().unwrap();
+        assert_eq!(summary.id, id);
+        assert_eq!(summary.to, to);
+        assert_eq!(summary.status, "completed");
+        assert_eq!(summary.delivered, delivered.to_string());
+        assert_eq!(summary.destination_code.as_deref(), Some("USD"));
+        assert_eq!(summary.error_code, None);
+        let incoming = events(&node, "shop", 1).await;
+        assert!(incoming.iter().all(|e| e.direction == Direction::Incoming
+            && e.payment.is_none()
+            && e.from_account == "alice"));
+        let credited: u64 = incoming
+            .iter()
+            .map(|e| e.amount.parse::<u64>().unwrap())
+            .sum();
+        assert_eq!(credited, 250_000);
         // The same key and request: the same payment, nothing paid again.
         let again = node
             .payer
@@ -187,6 +224,21 @@ fn a_conversion_within_the_slippage_is_paid_and_one_beyond_it_is_refused_unpaid(
         assert_eq!(amount(&view["progress"]["sent"]), 0);
         assert_eq!(balance(&node, "alice").await, -1_000_000);
         assert_eq!(balance(&node, "shop").await, 0);
+        // A failed payment is in the log too, with why.
+        let failed = events(&node, "alice", 1).await;
+        let summary = failed[0].payment.as_ref().unwrap();
+        assert_eq!(
+            (failed[0].amount.as_str(), summary.status.as_str()),
+            ("0", "failed")
+        );
+        assert!(
+            summary
+                .error
+                .as_deref()
+                .unwrap()
+                .starts_with("InsufficientExchangeRate"),
+            "{summary:?}"
+        );
     });
 }
 
@@ -246,5 +298,10 @@ fn a_quote_names_both_assets_and_sends_no_money_until_paid() {
         let view = finished(&node, &id).await;
         assert_eq!(view["status"], "completed", "{view:#}");
         assert_eq!(balance(&node, "alice").await, -990_000);
+        // A paid quote is one payment in the log.
+        let logged = events(&node, "alice", 1).await;
+        assert_eq!(logged.len(), 1, "{logged:?}");
+        assert_eq!(logged[0].payment.as_ref().unwrap().id, id);
+        assert_eq!(logged[0].amount, "10000");
     });
 }
