@@ -40,6 +40,9 @@
 #   pay-psk2            the same to an ilp-protocol-psk2 0.5.0 receiver (application/spsp+json).
 #   pay-stream-receiver the same to @interledger/stream-receiver 0.2.2 (stateless STREAM, the
 #                       receiver Rafiki uses) behind the JS plugin's data handler.
+#   pay-ours            the same to our own receiver: the local account shop of a second node
+#                       of ours, our sender's BTP child (address over IL-DCP, its own SPSP
+#                       server); delivered = what that node credited shop.
 #   pay-*-via-js        each with the receiver a child of the JS ilp-connector 23.0.2, which is
 #                       peered with ours over BTP.
 #   circular-via-js     `ilp-connector pay --circular`: out through one of two peer links to the
@@ -518,6 +521,122 @@ $(js_peer_account)"
   echo "    PASS"
 }
 
+# write_child_config NAME URL TOKEN: our node with no address of its own, the child of the
+# connector whose BTP listener is at URL (secret TOKEN; its address comes over IL-DCP), with the
+# local account shop, the admin API and the SPSP server.
+write_child_config() {
+  local name=$1 url=$2 token=$3
+  cat >"$WORK/$name.toml" <<EOF
+[node]
+asset_code = "USD"
+asset_scale = 9
+spread = "0"
+
+[broadcast]
+interval_ms = 1000
+route_expiry_ms = 10000
+
+[listeners.admin]
+bind = "127.0.0.1:0"
+
+[listeners.spsp]
+bind = "127.0.0.1:0"
+default_account = "shop"
+
+[store]
+backend = "memory"
+
+[log]
+level = "${INTEROP_LOG_LEVEL:-info}"
+
+$(shop_account)
+
+[accounts.up]
+relation = "parent"
+[accounts.up.link]
+type = "btp-client"
+url = "$url"
+auth_username = "r"
+auth_token = "$token"
+[accounts.up.rate_limit]
+refill_count = 1000000
+capacity = 1000000
+EOF
+}
+
+# pay_ours NAME VIA: our sender pays our own receiver on another of our nodes (r), which is
+# our sender's BTP child (VIA=direct) or the JS ilp-connector's (VIA=js, the JS connector
+# peered with the sender's node). Delivered (the sender) = credited (the receiving node's
+# shop), the wallet debited what was sent, and each link's two ends mirror each other.
+pay_ours() {
+  local name=$1 via=$2
+  if [[ $via == direct ]]; then
+    RECEIVE=1 write_config "$name" test.ours "$(wallet_account)
+$(shop_account)
+$(btp_child r r-token)"
+  else
+    RECEIVE=1 write_config "$name" test.ours "$(wallet_account)
+$(shop_account)
+$(js_peer_account)"
+  fi
+  start_receiving "$name" || return 1
+  local sender_admin=$RECV_ADMIN sender_pid=$OUR_PID parent_url
+  if [[ $via == direct ]]; then
+    parent_url=$RECV_BTP
+  else
+    local child_port
+    child_port="$(free_port)"
+    start_js_connector "$name" "{ \"server\": \"btp+ws://js:peer-token@${RECV_BTP#ws://}\" }" r "$child_port"
+    parent_url="ws://127.0.0.1:$child_port"
+  fi
+  write_child_config "$name-r" "$parent_url" r-token
+  start_ours "$name-r" || return 1
+  local receiver_admin receiver_spsp
+  receiver_admin="http://$(listen_addr "$name-r" 'admin API listening on http://')" || return 1
+  receiver_spsp="http://$(listen_addr "$name-r" 'SPSP listening on http://')" || return 1
+  log "sender node pid $sender_pid (admin $sender_admin); receiving node pid $OUR_PID (admin $receiver_admin, SPSP $receiver_spsp)"
+  curl -sf -X POST -H 'content-type: application/json' -d '{"adjust": -100000000}' \
+    "$sender_admin/accounts/wallet/balance" >/dev/null || return 1
+  local deadline=$((SECONDS + 45)) status
+  while :; do
+    status=0
+    timeout --kill-after=5 "$SCENARIO_TIMEOUT" "$BIN" pay --from wallet \
+      --to "$receiver_spsp/shop" --amount 1000000 --json --admin "$sender_admin" \
+      >"$WORK/$name-pay.out" 2>"$WORK/$name-pay.log" || status=$?
+    ((status == 0)) && break
+    # The SPSP server answers 503 until the receiving node has its address; routes come by CCP.
+    if ((SECONDS < deadline)) && grep -qE '"F02"|503|address' "$WORK/$name-pay.out" "$WORK/$name-pay.log"; then
+      sleep 1
+      continue
+    fi
+    echo "    FAIL: pay exited $status: $(head -c 600 "$WORK/$name-pay.out") $(head -c 300 "$WORK/$name-pay.log")"
+    return 1
+  done
+  local sent delivered credited wallet
+  sent="$(json_field "$WORK/$name-pay.out" progress sent amount)"
+  delivered="$(json_field "$WORK/$name-pay.out" progress delivered amount)"
+  curl -sf "$receiver_admin/accounts/shop" >"$WORK/$name-shop.json" || return 1
+  credited="$(( -$(json_field "$WORK/$name-shop.json" balance) ))"
+  curl -sf "$sender_admin/accounts/wallet" >"$WORK/$name-wallet.json" || return 1
+  wallet="$(json_field "$WORK/$name-wallet.json" balance)"
+  echo "    sent $sent, delivered $delivered (our sender), credited $credited (our receiving node's shop), wallet $wallet"
+  [[ $sent == 1000000 && $delivered == "$credited" && $delivered -gt 0 ]] || { echo "    FAIL: amounts disagree"; return 1; }
+  [[ $wallet == $((-100000000 + sent)) ]] || { echo "    FAIL: wallet debited $((wallet + 100000000)), sent $sent"; return 1; }
+  if [[ $via == direct ]]; then
+    local down up
+    curl -sf "$sender_admin/accounts/r" >"$WORK/$name-r.json" || return 1
+    curl -sf "$receiver_admin/accounts/up" >"$WORK/$name-up.json" || return 1
+    down="$(json_field "$WORK/$name-r.json" balance)"
+    up="$(json_field "$WORK/$name-up.json" balance)"
+    echo "    the link's two ends: $down (sender's r), $up (receiver's up)"
+    [[ $down == $((-up)) ]] || { echo "    FAIL: the link's books do not mirror"; return 1; }
+  fi
+  echo "    PASS"
+}
+
+scenario_pay_ours() { pay_ours pay-ours direct; }
+scenario_pay_ours_via_js() { pay_ours pay-ours-via-js js; }
+
 scenario_pay_stream() { pay_scenario pay-stream stream direct; }
 scenario_pay_stream_via_js() { pay_scenario pay-stream-via-js stream js; }
 scenario_pay_psk2() { pay_scenario pay-psk2 psk2 direct; }
@@ -608,13 +727,13 @@ scenario_http2() { http_scenario http2 true; }
 
 main() {
   local scenarios=("$@")
-  ((${#scenarios[@]})) || scenarios=(btp peer peer-in http http2 recv-stream recv-stream-via-js recv-pay recv-pay-via-js recv-spsp recv-spsp-via-js recv-psk2 recv-psk2-via-js recv-fx recv-limits pay-stream pay-stream-via-js pay-psk2 pay-psk2-via-js pay-stream-receiver pay-stream-receiver-via-js circular-via-js)
+  ((${#scenarios[@]})) || scenarios=(btp peer peer-in http http2 recv-stream recv-stream-via-js recv-pay recv-pay-via-js recv-spsp recv-spsp-via-js recv-psk2 recv-psk2-via-js recv-fx recv-limits pay-stream pay-stream-via-js pay-psk2 pay-psk2-via-js pay-stream-receiver pay-stream-receiver-via-js pay-ours pay-ours-via-js circular-via-js)
   local s
   for s in "${scenarios[@]}"; do
     case "$s" in
-      btp | peer | peer-in | http | http2 | recv-stream | recv-stream-via-js | recv-pay | recv-pay-via-js | recv-spsp | recv-spsp-via-js | recv-psk2 | recv-psk2-via-js | recv-fx | recv-limits | pay-stream | pay-stream-via-js | pay-psk2 | pay-psk2-via-js | pay-stream-receiver | pay-stream-receiver-via-js | circular-via-js) ;;
+      btp | peer | peer-in | http | http2 | recv-stream | recv-stream-via-js | recv-pay | recv-pay-via-js | recv-spsp | recv-spsp-via-js | recv-psk2 | recv-psk2-via-js | recv-fx | recv-limits | pay-stream | pay-stream-via-js | pay-psk2 | pay-psk2-via-js | pay-stream-receiver | pay-stream-receiver-via-js | pay-ours | pay-ours-via-js | circular-via-js) ;;
       -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-      *) echo "unknown scenario $s (btp, peer, peer-in, http, http2, recv-stream, recv-stream-via-js, recv-pay, recv-pay-via-js, recv-spsp, recv-spsp-via-js, recv-psk2, recv-psk2-via-js, recv-fx, recv-limits, pay-stream, pay-stream-via-js, pay-psk2, pay-psk2-via-js, pay-stream-receiver, pay-stream-receiver-via-js, circular-via-js)" >&2; exit 2 ;;
+      *) echo "unknown scenario $s (btp, peer, peer-in, http, http2, recv-stream, recv-stream-via-js, recv-pay, recv-pay-via-js, recv-spsp, recv-spsp-via-js, recv-psk2, recv-psk2-via-js, recv-fx, recv-limits, pay-stream, pay-stream-via-js, pay-psk2, pay-psk2-via-js, pay-stream-receiver, pay-stream-receiver-via-js, pay-ours, pay-ours-via-js, circular-via-js)" >&2; exit 2 ;;
     esac
   done
 
