@@ -23,7 +23,16 @@ use std::time::Duration;
 /// A node with the local accounts `alice` (USD/2, pays) and `shop` (`shop_asset`, receives),
 /// static rates USD = 1, EUR = 0.5, and `spread`.
 fn config(spread: &str, shop_asset: &str) -> Config {
-    let text = format!(
+    parse(&config_text(spread, shop_asset))
+}
+
+fn parse(text: &str) -> Config {
+    Config::from_toml_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+/// The text of [`config`].
+fn config_text(spread: &str, shop_asset: &str) -> String {
+    format!(
         "{}[rates]\nbackend = \"static\"\n[rates.static]\nUSD = \"1\"\nEUR = \"0.5\"\n\
          [sender]\nallow_http = true\nidle_timeout_ms = 5000\n\
          [accounts.alice]\nrelation = \"child\"\nasset_code = \"USD\"\nasset_scale = 2\n\
@@ -32,8 +41,7 @@ fn config(spread: &str, shop_asset: &str) -> Config {
          [accounts.shop]\nrelation = \"child\"\n{shop_asset}\nlink = {{ type = \"local\" }}\n",
         node_base("node")
     )
-    .replace("spread = \"0\"", &format!("spread = \"{spread}\""));
-    Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    .replace("spread = \"0\"", &format!("spread = \"{spread}\""))
 }
 
 const USD: &str = "asset_code = \"USD\"\nasset_scale = 2";
@@ -303,5 +311,65 @@ fn a_quote_names_both_assets_and_sends_no_money_until_paid() {
         assert_eq!(logged.len(), 1, "{logged:?}");
         assert_eq!(logged[0].payment.as_ref().unwrap().id, id);
         assert_eq!(logged[0].amount, "10000");
+    });
+}
+
+/// alice may send 100 000 units a second: the node answers T04 beyond, the sender slows down
+/// and completes, and the books are what was fulfilled, not what was tried.
+#[test]
+fn a_throughput_limit_slows_the_payment_and_it_completes() {
+    run(|| async {
+        let config = parse(&config_text("0", USD).replace(
+            "[accounts.alice.rate_limit]\n",
+            "[accounts.alice.throughput]\nincoming_amount_per_second = 100000\n\
+             [accounts.alice.rate_limit]\n",
+        ));
+        let (node, _server, to) = start(&config, 1_000_000).await;
+        let view = pay(&node, &to, 250_000).await;
+        assert_eq!(view["status"], "completed", "{view:#}");
+        let t04 = view["progress"]["packets"]["rejected"]["T04"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(t04 > 0, "the limit was never hit: {view:#}");
+        let sent = amount(&view["progress"]["sent"]);
+        let delivered = amount(&view["progress"]["delivered"]);
+        assert_eq!((sent, delivered), (250_000, 250_000));
+        assert_eq!(balance(&node, "alice").await, -1_000_000 + sent);
+        assert_eq!(balance(&node, "shop").await, -delivered);
+    });
+}
+
+/// A quote paid after it expired sends nothing.
+#[test]
+fn a_quote_paid_after_it_expired_sends_nothing() {
+    run(|| async {
+        let config =
+            parse(&config_text("0", USD).replace("[sender]\n", "[sender]\nquote_ttl_ms = 300\n"));
+        let (node, _server, to) = start(&config, 1_000_000).await;
+        let quote = node
+            .payer
+            .start("alice", request(&to, 10_000), None, true)
+            .await
+            .unwrap();
+        assert_eq!(quote["status"], "quoted", "{quote:#}");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let mut pay = request(&to, 10_000);
+        pay.quote_id = Some(quote["id"].as_str().unwrap().to_owned());
+        pay.to = None;
+        pay.amount = None;
+        let err = node
+            .payer
+            .start("alice", pay, None, false)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StartError::NoQuote(_) | StartError::Payment(ilp::sender::PayError::QuoteExpired)
+            ),
+            "{err:?}"
+        );
+        assert_eq!(balance(&node, "alice").await, -1_000_000);
+        assert_eq!(balance(&node, "shop").await, 0);
     });
 }
