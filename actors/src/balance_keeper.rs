@@ -446,6 +446,7 @@ impl BalanceKeeper {
         events: Vec<SettleThresholdCrossed>,
         record: Option<replay::FulfillRecord>,
         received: Option<Received>,
+        sent: Option<(AccountId, u64)>,
         ctx: &mut Context<Self>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
         let batch = self.batch.get_or_insert_with(|| {
@@ -463,6 +464,9 @@ impl BalanceKeeper {
             if self.feed.is_some() {
                 batch.announce.push(event);
             }
+        }
+        if let Some((payment, amount)) = &sent {
+            self.log.add_sent(self.store.as_ref(), payment, *amount);
         }
         batch.events.extend(events);
         let (tx, rx) = oneshot::channel();
@@ -630,7 +634,7 @@ impl Handler<ResolvePacket> for BalanceKeeper {
         if moved.iter().all(Option::is_none) {
             return Reply::ready(Ok(()));
         }
-        Reply::later(self.stage(moved, events, msg.record, msg.received, ctx))
+        Reply::later(self.stage(moved, events, msg.record, msg.received, msg.sent, ctx))
     }
 }
 
@@ -642,7 +646,7 @@ impl Handler<RecordReceived> for BalanceKeeper {
             return;
         }
         // Nothing waits for it: the event lands with the next batch's commit.
-        drop(self.stage([None, None], Vec::new(), None, Some(msg.0), ctx));
+        drop(self.stage([None, None], Vec::new(), None, Some(msg.0), None, ctx));
     }
 }
 
@@ -654,9 +658,10 @@ impl Handler<RecordSent> for BalanceKeeper {
             return;
         }
         // Opens a batch if none is open; nothing waits for it.
-        drop(self.stage([None, None], Vec::new(), None, None, ctx));
+        drop(self.stage([None, None], Vec::new(), None, None, None, ctx));
         if let Some(batch) = &mut self.batch {
             let event = self.log.stage_sent(&msg.0, &mut batch.received);
+            self.log.payment_ended(&msg.0.summary.id);
             if self.feed.is_some() {
                 batch.announce.push(event);
             }
@@ -1009,6 +1014,7 @@ pub(crate) mod tests {
             fulfilled,
             record: None,
             received: None,
+            sent: None,
         }
     }
 

@@ -103,6 +103,18 @@ pub struct IncomingPrepare {
 pub struct ForwardPrepare {
     pub from: AccountId,
     pub prepare: Prepare,
+    /// The node's own payment that sent it from the local account `from` ([`OriginatePrepare`]).
+    pub origin: Option<AccountId>,
+}
+
+/// A Prepare of one of the node's own payments, from a local account (Payer → that account's
+/// PeerAccount): checked as a child's Prepare would be, and `payment`'s total sent is kept
+/// durably with each debit.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<PacketResult>")]
+pub struct OriginatePrepare {
+    pub prepare: Prepare,
+    pub payment: AccountId,
 }
 
 /// A Prepare to send out over an account's link (Router → PeerAccount of the next hop).
@@ -155,6 +167,9 @@ pub struct ResolvePacket {
     /// Money a local account received: its event and its connection's totals are written in
     /// the same batch ([`crate::payment_log`]); ignored on a Reject.
     pub received: Option<crate::payment_log::Received>,
+    /// A fulfilled packet of one of the node's own payments: the payment's id and what it sent
+    /// (source units), added to its durable total in the same batch ([`crate::payment_log`]).
+    pub sent: Option<(AccountId, u64)>,
 }
 
 /// A local account's payment event that moves no money (a sender closed its connection with a

@@ -17,7 +17,7 @@
 //! were booked or not, and its sender's state is gone).
 
 use crate::clock::Clock;
-use crate::messages::{ask, AccountId, GetBalance, IncomingPrepare, PacketResult, RecordSent};
+use crate::messages::{ask, AccountId, GetBalance, OriginatePrepare, PacketResult, RecordSent};
 use crate::spsp_client::{Resolved, SpspClient};
 use crate::store::{Store, StoreOp};
 use actix::prelude::*;
@@ -37,7 +37,7 @@ use std::time::Duration;
 pub struct PayingAccount {
     pub asset: Asset,
     /// The account's PeerAccount: where its payments' Prepares enter the node.
-    pub send: Recipient<IncomingPrepare>,
+    pub send: Recipient<OriginatePrepare>,
     /// The most its balance may reach.
     pub maximum: i64,
 }
@@ -201,6 +201,57 @@ pub struct PaymentView {
     pub paying: bool,
 }
 
+/// A payment record left unfinished by a crash, rewritten as interrupted: what it sent is the
+/// durable total of its debits, and nothing is in flight any more.
+fn interrupted(value: &mut Value, sent: u64, now: Timestamp) {
+    value["status"] = json!(Status::Interrupted.as_str());
+    let progress = &mut value["progress"];
+    let asset_of = |v: &Value| Asset {
+        code: v["code"].as_str().unwrap_or_default().to_owned(),
+        scale: v["scale"]
+            .as_u64()
+            .and_then(|s| u8::try_from(s).ok())
+            .unwrap_or(0),
+    };
+    let source = asset_of(&progress["sent"]);
+    let destination = asset_of(&progress["in_flight_destination"]);
+    progress["sent"] = amount_json(sent, &source);
+    progress["in_flight_source"] = amount_json(0, &source);
+    progress["in_flight_destination"] = amount_json(0, &destination);
+    value["finished_at"] = json!(now.to_rfc3339());
+}
+
+/// The account's event for a payment found interrupted at start-up: `delivered` is the last
+/// figure its record kept (the receiver's claims are known to the sender only).
+fn interrupted_event(value: &Value, sent: u64, now: Timestamp) -> Option<crate::payment_log::Sent> {
+    let text = |v: &Value| v.as_str().map(str::to_owned);
+    let delivered = &value["progress"]["delivered"];
+    Some(crate::payment_log::Sent {
+        account: AccountId::from(value["account"].as_str()?),
+        summary: crate::payment_log::OutgoingPayment {
+            id: text(&value["id"])?,
+            to: text(&value["to"]).unwrap_or_default(),
+            status: Status::Interrupted.as_str().to_owned(),
+            delivered: text(&delivered["amount"]).unwrap_or_else(|| "0".into()),
+            destination_code: text(&delivered["code"]).filter(|c| !c.is_empty()),
+            destination_scale: delivered["scale"]
+                .as_u64()
+                .and_then(|s| u8::try_from(s).ok())
+                .filter(|_| delivered["code"].as_str().is_some_and(|c| !c.is_empty())),
+            error: Some("Interrupted: the node stopped while it was paying".into()),
+            error_code: None,
+        },
+        sent,
+        protocol: if value["protocol"] == json!("psk2") {
+            "psk2"
+        } else {
+            "stream"
+        },
+        receipt: !value["receipt"].is_null(),
+        at: now,
+    })
+}
+
 /// The account's event for a payment that ended.
 fn sent_event(view: &PaymentView, now: Timestamp) -> crate::payment_log::Sent {
     let reject = view.error.as_ref().and_then(PayError::reject);
@@ -297,6 +348,7 @@ impl PaymentView {
             "id": self.id,
             "account": self.account,
             "to": self.to,
+            "protocol": self.protocol,
             "status": self.status.as_str(),
             "destination": self.destination.as_ref().map(|d| json!({
                 "address": self.destination_address,
@@ -337,7 +389,9 @@ fn lock(view: &View) -> std::sync::MutexGuard<'_, PaymentView> {
 /// One payment: drives its [`Sender`] with the node's answers.
 pub struct PaymentActor {
     sender: Sender,
-    send: Recipient<IncomingPrepare>,
+    /// The payment's id: its packets carry it, so that what it sent is kept with each debit.
+    payment: AccountId,
+    send: Recipient<OriginatePrepare>,
     clock: Clock,
     view: View,
     /// The pending wake-up, replaced by each wait.
@@ -373,8 +427,9 @@ impl PaymentActor {
                 Next::Send(out) => {
                     let id = out.id;
                     let send = self.send.clone();
-                    let msg = IncomingPrepare {
+                    let msg = OriginatePrepare {
                         prepare: out.prepare,
+                        payment: self.payment.clone(),
                     };
                     let answer = async move {
                         ask(&send, msg).await.unwrap_or_else(|e| {
@@ -617,34 +672,50 @@ impl Payer {
             .unwrap_or_else(|e| e.into_inner()) = accounts;
     }
 
-    /// Records left unfinished by the last run become `interrupted`.
+    /// Records left unfinished by the last run become `interrupted`, with what each sent as
+    /// kept with its debits (`pay/t/<id>`); one that sent money, or was paying, joins its
+    /// account's event log as a payment that ended.
     fn mark_interrupted(&self) {
         // The scan runs off the actor thread, like every other store read at start-up; a
         // lookup before it lands still reads the old status of a payment that cannot be running.
         let store = self.inner.store.clone();
+        let record = self.inner.record.clone();
+        let now = self.inner.clock.now();
         actix::spawn(async move {
-            let end = [PAYMENT_PREFIX, &[0xff]].concat();
             let scan = crate::store::read_off_thread(store.clone(), move |s| {
-                s.scan_records(PAYMENT_PREFIX, &end)
-            });
-            let Ok(records) = scan.await else {
-                return;
-            };
-            let ops: Vec<StoreOp> = records
-                .into_iter()
-                .filter_map(|(key, value)| {
-                    let mut value = serde_json::from_slice::<Value>(&value).ok()?;
+                let end = [PAYMENT_PREFIX, &[0xff]].concat();
+                let mut unfinished = Vec::new();
+                for (key, value) in s.scan_records(PAYMENT_PREFIX, &end)? {
+                    let Ok(value) = serde_json::from_slice::<Value>(&value) else {
+                        continue;
+                    };
                     let status = value["status"].as_str().unwrap_or_default();
                     if !matches!(status, "quoting" | "quoted" | "paying") {
-                        return None;
+                        continue;
                     }
-                    value["status"] = json!(Status::Interrupted.as_str());
-                    Some(StoreOp::PutRecord {
-                        key,
-                        value: serde_json::to_vec(&value).ok()?,
-                    })
-                })
-                .collect();
+                    let id = value["id"].as_str().unwrap_or_default().to_owned();
+                    let key_sent = crate::payment_log::sent_key(&id);
+                    let sent = crate::payment_log::stored_u64(s, &key_sent)?;
+                    unfinished.push((key, value, sent));
+                }
+                Ok(unfinished)
+            });
+            let Ok(unfinished) = scan.await else {
+                return;
+            };
+            let mut ops = Vec::new();
+            for (key, mut value, sent) in unfinished {
+                let was_paying = value["status"] == json!("paying") || sent > 0;
+                interrupted(&mut value, sent, now);
+                if was_paying {
+                    if let Some(event) = interrupted_event(&value, sent, now) {
+                        record.do_send(RecordSent(event));
+                    }
+                }
+                if let Ok(bytes) = serde_json::to_vec(&value) {
+                    ops.push(StoreOp::PutRecord { key, value: bytes });
+                }
+            }
             if !ops.is_empty() {
                 let _ = store.commit(ops).await;
             }
@@ -886,7 +957,7 @@ impl Payer {
         id: String,
         view: View,
         sender: Sender,
-        send: Recipient<IncomingPrepare>,
+        send: Recipient<OriginatePrepare>,
         on_quoted: tokio::sync::oneshot::Sender<()>,
     ) {
         let payer = self.clone();
@@ -895,8 +966,10 @@ impl Payer {
         let actor_view = view.clone();
         let on_done: Box<dyn FnOnce(PaymentView) + Send> =
             Box::new(move |final_view| payer.finished(&done_id, final_view));
+        let payment = AccountId::from(id.as_str());
         let addr = PaymentActor::start_in_arbiter(&self.inner.arbiter, move |_| PaymentActor {
             sender,
+            payment,
             send,
             clock,
             view: actor_view,

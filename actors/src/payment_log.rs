@@ -6,6 +6,9 @@
 //! across a restart.
 //!
 //! Store records:
+//! - `pay/t/<payment id>`: what one of the node's own payments has sent so far (u64 BE, source
+//!   units), rewritten in the batch of each of its debits, so a payment cut off by a crash
+//!   knows exactly what it sent;
 //! - `rcv/ev/<account>\0<seq: u64 BE>`: a [`PaymentEvent`] as JSON; `seq` counts from 1 per
 //!   account, so a reader pages with "after seq N";
 //! - `rcv/seq/<account>`: the account's last seq (u64 BE), once per store batch, read at the
@@ -26,6 +29,12 @@ use std::sync::Arc;
 pub const EVENT_PREFIX: &[u8] = b"rcv/ev/";
 pub const SEQ_PREFIX: &[u8] = b"rcv/seq/";
 pub const TOTALS_PREFIX: &[u8] = b"rcv/tot/";
+pub const SENT_PREFIX: &[u8] = b"pay/t/";
+
+/// The key of a payment's sent total.
+pub fn sent_key(payment: &str) -> Vec<u8> {
+    [SENT_PREFIX, payment.as_bytes()].concat()
+}
 
 /// Connections whose last written totals the keeper remembers, to merge late writes with.
 const MERGE_MEMORY: usize = 100_000;
@@ -191,6 +200,12 @@ pub struct PaymentLog {
     written: HashMap<[u8; 16], Vec<(u64, u64)>>,
     /// Accounts with events staged since the last [`PaymentLog::finish_batch`].
     dirty: Vec<AccountId>,
+    /// What each running payment has sent, as written last.
+    sent: HashMap<AccountId, u64>,
+    /// Payments whose total changed since the last batch.
+    sent_dirty: Vec<AccountId>,
+    /// Payments that ended: their totals are forgotten after this batch.
+    ended: Vec<AccountId>,
 }
 
 impl PaymentLog {
@@ -296,8 +311,42 @@ impl PaymentLog {
         Arc::new(event)
     }
 
-    /// The seq records of the accounts staged since the last call: one per account per batch.
+    /// Adds `amount` to what `payment` has sent; its total is written with the batch. The first
+    /// packet of a payment this keeper has not seen reads the total written before (none for a
+    /// new payment; the one before a keeper restart otherwise).
+    pub fn add_sent(&mut self, store: &dyn Store, payment: &AccountId, amount: u64) {
+        let total = match self.sent.get_mut(payment) {
+            Some(total) => total,
+            None => {
+                let before = stored_u64(store, &sent_key(payment)).unwrap_or(0);
+                self.sent.entry(payment.clone()).or_insert(before)
+            }
+        };
+        *total = total.saturating_add(amount);
+        if !self.sent_dirty.contains(payment) {
+            self.sent_dirty.push(payment.clone());
+        }
+    }
+
+    /// `payment` ended: its total is written with this batch if it changed, then forgotten.
+    pub fn payment_ended(&mut self, payment: &str) {
+        self.ended.push(AccountId::from(payment));
+    }
+
+    /// The seq records of the accounts staged since the last call (one per account per batch)
+    /// and the changed payment totals.
     pub fn finish_batch(&mut self, ops: &mut Vec<StoreOp>) {
+        for payment in self.sent_dirty.drain(..) {
+            if let Some(total) = self.sent.get(&payment) {
+                ops.push(StoreOp::PutRecord {
+                    key: sent_key(&payment),
+                    value: total.to_be_bytes().to_vec(),
+                });
+            }
+        }
+        for payment in self.ended.drain(..) {
+            self.sent.remove(&payment);
+        }
         for account in self.dirty.drain(..) {
             let seq = self.seqs.get(&account).copied().unwrap_or(0);
             ops.push(StoreOp::PutRecord {
@@ -386,6 +435,34 @@ mod tests {
             closed: false,
             at: Timestamp::from_unix_millis(1_700_000_000_000),
         }
+    }
+
+    /// A payment's total is written once per batch with what it sent so far, continues from
+    /// the stored one after a keeper restart, and is forgotten once the payment ended.
+    #[tokio::test]
+    async fn payment_totals_are_written_per_batch_and_resume_from_the_store() {
+        let store = MemoryStore::new();
+        let p = AccountId::from("p1");
+        let mut log = PaymentLog::default();
+        let mut ops = Vec::new();
+        log.add_sent(&store, &p, 10);
+        log.add_sent(&store, &p, 5);
+        log.finish_batch(&mut ops);
+        assert_eq!(ops.len(), 1, "one write per batch");
+        store.commit(ops).await.unwrap();
+        assert_eq!(stored_u64(&store, &sent_key("p1")).unwrap(), 15);
+        // A new keeper (after a restart) carries on from the stored total.
+        let mut log = PaymentLog::default();
+        let mut ops = Vec::new();
+        log.add_sent(&store, &p, 7);
+        log.payment_ended("p1");
+        log.finish_batch(&mut ops);
+        store.commit(ops).await.unwrap();
+        assert_eq!(stored_u64(&store, &sent_key("p1")).unwrap(), 22);
+        assert!(log.sent.is_empty(), "an ended payment's total is forgotten");
+        let mut ops = Vec::new();
+        log.finish_batch(&mut ops);
+        assert!(ops.is_empty());
     }
 
     /// Events stored before outgoing ones existed read as incoming; outgoing events share the

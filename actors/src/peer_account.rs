@@ -17,8 +17,8 @@
 use crate::clock::Clock;
 use crate::link::{Link, LinkError};
 use crate::messages::{
-    ask, AccountId, ForwardPrepare, IncomingPrepare, PacketResult, Reply, SendPrepare,
-    SetNodeAddress,
+    ask, AccountId, ForwardPrepare, IncomingPrepare, OriginatePrepare, PacketResult, Reply,
+    SendPrepare, SetNodeAddress,
 };
 use crate::metrics::{AccountMetrics, Direction};
 use crate::supervise::Backoff;
@@ -250,6 +250,22 @@ impl Handler<IncomingPrepare> for PeerAccount {
     type Result = Reply<PacketResult>;
 
     fn handle(&mut self, msg: IncomingPrepare, _ctx: &mut Self::Context) -> Self::Result {
+        self.incoming(msg.prepare, None)
+    }
+}
+
+impl Handler<OriginatePrepare> for PeerAccount {
+    type Result = Reply<PacketResult>;
+
+    fn handle(&mut self, msg: OriginatePrepare, _ctx: &mut Self::Context) -> Self::Result {
+        self.incoming(msg.prepare, Some(msg.payment))
+    }
+}
+
+impl PeerAccount {
+    /// A Prepare from the account's side (its link, or one of our payments from a local
+    /// account: `origin`): the account's policies, then the Router.
+    fn incoming(&mut self, prepare: Prepare, origin: Option<AccountId>) -> Reply<PacketResult> {
         if self.retired {
             let reject = self.settings.node_address.reject(
                 ErrorCode::F00_BAD_REQUEST,
@@ -262,8 +278,8 @@ impl Handler<IncomingPrepare> for PeerAccount {
             .metrics
             .clone()
             .map(|m| (m, tokio::time::Instant::now()));
-        let amount = msg.prepare.amount();
-        if let Err(reject) = self.check_incoming(&msg.prepare) {
+        let amount = prepare.amount();
+        if let Err(reject) = self.check_incoming(&prepare) {
             let result = Err(reject);
             if let Some((m, started)) = &metrics {
                 m.record(Direction::Incoming, amount, &result);
@@ -275,7 +291,8 @@ impl Handler<IncomingPrepare> for PeerAccount {
         let address = self.settings.node_address.clone();
         let forward = ForwardPrepare {
             from: self.id.clone(),
-            prepare: msg.prepare,
+            prepare,
+            origin,
         };
         Reply::later(async move {
             let result = ask(&router, forward).await.unwrap_or_else(|_| {

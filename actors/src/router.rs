@@ -473,7 +473,11 @@ impl Router {
         let node = self.node_address.clone();
         Reply::later(async move {
             let answer = async move { Ok(fulfill) };
-            let result = with_balance(balance, node, incoming, outgoing, tag, answer).await;
+            let records = Records {
+                tag,
+                ..Records::default()
+            };
+            let result = with_balance(balance, node, incoming, outgoing, records, answer).await;
             let _ = booked.send(match &result {
                 Ok(_) => Ok(CircularReturn { returned, asset }),
                 Err(reject) => Err(reject.clone()),
@@ -485,11 +489,13 @@ impl Router {
         })
     }
 
+    /// `origin`: the node's own payment that sent it from the local account `from`.
     fn forward(
         &mut self,
         from: AccountId,
         prepare: Prepare,
         now: Timestamp,
+        origin: Option<AccountId>,
     ) -> Reply<PacketResult> {
         let (tag, first) = match self.remember_incoming(&from, &prepare, now) {
             Ok(new) => new,
@@ -500,10 +506,16 @@ impl Router {
             Err(reject) => return Reply::ready(Err(reject)),
         };
         let amount = out.prepare.amount();
+        let sent = origin.map(|payment| (payment, out.incoming_amount));
         if let Some(receiver) = out.local {
             let incoming = (from, out.incoming_amount);
             let outgoing = (out.to, amount);
-            return self.receive(receiver, out.prepare, incoming, outgoing, tag, first);
+            let records = Records {
+                tag,
+                received: None,
+                sent,
+            };
+            return self.receive(receiver, out.prepare, incoming, outgoing, records, first);
         }
         // Copies to one next hop are one payment to it, whoever sent them to us: a copy of one
         // in flight takes its outcome and books only its incoming side; a copy of one paid is
@@ -542,7 +554,11 @@ impl Router {
             clock: self.clock,
             incoming: Some((from, out.incoming_amount)),
             outgoing,
-            tag,
+            records: Records {
+                tag,
+                received: None,
+                sent,
+            },
             prepare: out.prepare,
             downstream,
             first,
@@ -557,7 +573,7 @@ impl Router {
         prepare: Prepare,
         incoming: (AccountId, u64),
         outgoing: (AccountId, u64),
-        tag: Option<ReplayTag>,
+        records: Records,
         first: Option<First>,
     ) -> Reply<PacketResult> {
         let answer = match receiver {
@@ -591,7 +607,7 @@ impl Router {
                 clock: self.clock,
                 incoming,
                 outgoing,
-                tag,
+                records,
                 acceptance,
                 first,
             })),
@@ -610,7 +626,7 @@ impl Router {
             self.node_address.clone(),
             Some((from, amount)),
             None,
-            None,
+            Records::default(),
             answer,
         ))
     }
@@ -695,7 +711,7 @@ struct Forwarded {
     clock: Clock,
     incoming: Option<(AccountId, u64)>,
     outgoing: Option<(AccountId, u64)>,
-    tag: Option<ReplayTag>,
+    records: Records,
     prepare: Prepare,
     downstream: Downstream,
     /// The Prepare's place in its source's incoming table.
@@ -711,7 +727,7 @@ async fn exchange(x: Forwarded) -> PacketResult {
         clock,
         incoming,
         outgoing,
-        tag,
+        records,
         prepare,
         downstream,
         first,
@@ -733,7 +749,7 @@ async fn exchange(x: Forwarded) -> PacketResult {
             }
         }
     };
-    let result = with_balance(balance, node, incoming, outgoing, tag, answer).await;
+    let result = with_balance(balance, node, incoming, outgoing, records, answer).await;
     if let Some(first) = first {
         first.finish(&result);
     }
@@ -850,6 +866,8 @@ struct Records {
     tag: Option<ReplayTag>,
     /// A local account's payment event and connection totals ([`crate::payment_log`]).
     received: Option<Received>,
+    /// One of our payments' packet: its id and what it sent.
+    sent: Option<(AccountId, u64)>,
 }
 
 /// Books the outcome of reservation `id`: commits a Fulfill (with its fulfill record when
@@ -869,7 +887,11 @@ async fn book(
     result: PacketResult,
 ) -> PacketResult {
     let reject = |code, message: &str| Reject::new(code, node, message);
-    let Records { tag, received } = records;
+    let Records {
+        tag,
+        received,
+        sent,
+    } = records;
     let record = match (tag, &result) {
         (Some(tag), Ok(fulfill)) => Some(FulfillRecord {
             tag,
@@ -886,6 +908,7 @@ async fn book(
             fulfilled: result.is_ok(),
             record,
             received,
+            sent,
         },
     )
     .await;
@@ -911,7 +934,7 @@ async fn with_balance(
     node: Option<Address>,
     incoming: Option<(AccountId, u64)>,
     outgoing: Option<(AccountId, u64)>,
-    tag: Option<ReplayTag>,
+    records: Records,
     exchange: impl Future<Output = PacketResult>,
 ) -> PacketResult {
     let id = match reserve(&balance, node.as_ref(), &incoming, &outgoing).await {
@@ -920,10 +943,6 @@ async fn with_balance(
         Err(unreserved) => return Err(unreserved.into_reject(node.as_ref())),
     };
     let result = exchange.await;
-    let records = Records {
-        tag,
-        received: None,
-    };
     book(
         &balance,
         node.as_ref(),
@@ -944,7 +963,9 @@ struct Delivered {
     incoming: (AccountId, u64),
     /// The receiving account, and what arrived there.
     outgoing: (AccountId, u64),
-    tag: Option<ReplayTag>,
+    /// Its fulfill record's tag and, for one of our payments, what it sent; the credit's
+    /// event is added here.
+    records: Records,
     acceptance: Acceptance,
     /// The Prepare's place in its source's incoming table.
     first: Option<First>,
@@ -959,7 +980,7 @@ async fn deliver(x: Delivered) -> PacketResult {
         clock,
         incoming,
         outgoing,
-        tag,
+        mut records,
         acceptance,
         first,
     } = x;
@@ -978,10 +999,7 @@ async fn deliver(x: Delivered) -> PacketResult {
         Ok(None) => Ok(acceptance.fulfill(&rand::random()).0),
         Ok(Some(id)) => {
             let (fulfill, credited) = acceptance.fulfill(&rand::random());
-            let records = Records {
-                tag,
-                received: Some(credited.received(&from, clock.now())),
-            };
+            records.received = Some(credited.received(&from, clock.now()));
             let result = book(
                 &balance,
                 node.as_ref(),
@@ -1030,7 +1048,11 @@ impl Handler<ForwardPrepare> for Router {
     type Result = Reply<PacketResult>;
 
     fn handle(&mut self, msg: ForwardPrepare, _ctx: &mut Self::Context) -> Self::Result {
-        let ForwardPrepare { from, prepare } = msg;
+        let ForwardPrepare {
+            from,
+            prepare,
+            origin,
+        } = msg;
         let now = self.clock.now();
         let node = self.node_address.clone();
         let fail = |code, message: &str| -> Reply<PacketResult> {
@@ -1057,7 +1079,7 @@ impl Handler<ForwardPrepare> for Router {
             prepare.data(),
         );
         let answer = match destination {
-            LocalDestination::Forward => self.forward(from, prepare, now),
+            LocalDestination::Forward => self.forward(from, prepare, now, origin),
             LocalDestination::Ildcp => {
                 let answer = match self.accounts.get(&from) {
                     Some(account) => local::ildcp_answer(&prepare, now, node.as_ref(), account),
@@ -1115,7 +1137,7 @@ impl Handler<ForwardPrepare> for Router {
                     Err(e) => return fail(ErrorCode::F01_INVALID_PACKET, &e.to_string()),
                 };
                 match ilp::echo::answer_request(&prepare, &source, 0) {
-                    Ok(response) => self.forward(from, response, now),
+                    Ok(response) => self.forward(from, response, now, None),
                     Err(e) => fail(ErrorCode::T00_INTERNAL_ERROR, &e.to_string()),
                 }
             }

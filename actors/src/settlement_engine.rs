@@ -739,6 +739,7 @@ mod tests {
                 fulfilled: true,
                 record: None,
                 received: None,
+                sent: None,
             })
             .await
             .unwrap()
@@ -887,6 +888,7 @@ mod tests {
                     fulfilled: true,
                     record: None,
                     received: None,
+                    sent: None,
                 })
                 .await
                 .unwrap()
@@ -911,6 +913,7 @@ mod tests {
                     fulfilled: true,
                     record: None,
                     received: None,
+                    sent: None,
                 })
                 .await
                 .unwrap()

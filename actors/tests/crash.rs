@@ -579,3 +579,194 @@ fn sigterm_drains_packets_in_flight_then_exits_0() {
         Some(-i64::try_from(paid).unwrap())
     );
 }
+
+fn paying_config(data: &Path) -> String {
+    format!(
+        r#"
+[node]
+ilp_address = "test.crash"
+asset_code = "USD"
+asset_scale = 2
+spread = "0"
+[broadcast]
+enabled = false
+[listeners.btp]
+bind = "127.0.0.1:0"
+[listeners.admin]
+bind = "127.0.0.1:0"
+[listeners.spsp]
+bind = "127.0.0.1:0"
+[store]
+backend = "rocksdb"
+path = "{}"
+[sender]
+allow_http = true
+[accounts.wallet]
+relation = "child"
+[accounts.wallet.link]
+type = "local"
+[accounts.wallet.rate_limit]
+enabled = false
+[accounts.wallet.throughput]
+incoming_amount_per_second = 100000
+[accounts.shop]
+relation = "child"
+[accounts.shop.link]
+type = "local"
+"#,
+        common::p(data)
+    )
+}
+
+/// One admin API call on a running binary: status and JSON.
+async fn admin(
+    addr: std::net::SocketAddr,
+    method: hyper::Method,
+    path: &str,
+    body: &str,
+) -> (hyper::StatusCode, serde_json::Value) {
+    let (status, _, bytes) = common::http_request(
+        false,
+        method,
+        &format!("http://{addr}{path}"),
+        &[("content-type", "application/json")],
+        bytes::Bytes::from(body.to_owned()),
+    )
+    .await;
+    let value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (status, value)
+}
+
+/// `kill -9` in the middle of one of the node's own payments: after the restart the payment is
+/// `interrupted` and says exactly what it sent (kept with each debit), the wallet was debited
+/// exactly that, the receiving account credited exactly that, and the wallet's event log holds
+/// the payment.
+#[test]
+fn kill_9_in_the_middle_of_a_payment_leaves_it_interrupted_with_exactly_what_it_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config_path = dir.path().join("config.toml");
+    let log = dir.path().join("connector.log");
+    std::fs::write(&config_path, paying_config(&data)).unwrap();
+    let first = Connector::start(&config_path, &log);
+    let admin_addr = first.admin.expect("the admin API's address");
+    let spsp = first.spsp.expect("the SPSP server's address");
+    const FUNDS: i64 = 10_000_000;
+    let (id, seen) = block_on(async move {
+        let (status, funded) = admin(
+            admin_addr,
+            hyper::Method::POST,
+            "/accounts/wallet/balance",
+            &format!("{{\"adjust\": -{FUNDS}}}"),
+        )
+        .await;
+        assert_eq!(status, hyper::StatusCode::OK, "{funded}");
+        // 1 000 000 at 100 000 a second: about ten seconds, cut off after two tenths of it.
+        let (status, started) = admin(
+            admin_addr,
+            hyper::Method::POST,
+            "/accounts/wallet/payments",
+            &format!("{{\"to\": \"http://{spsp}/shop\", \"amount\": 1000000}}"),
+        )
+        .await;
+        assert_eq!(status, hyper::StatusCode::CREATED, "{started}");
+        let id = started["id"].as_str().unwrap().to_owned();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, view) = admin(
+                admin_addr,
+                hyper::Method::GET,
+                &format!("/accounts/wallet/payments/{id}"),
+                "",
+            )
+            .await;
+            let sent: u64 = view["progress"]["sent"]["amount"]
+                .as_str()
+                .unwrap_or("0")
+                .parse()
+                .unwrap();
+            assert_eq!(view["status"], "paying", "{view}");
+            if sent >= 200_000 {
+                return (id, sent);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the payment never got going: {view}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    first.kill_9();
+    let second = Connector::start(&config_path, &log);
+    let admin_addr = second.admin.expect("the admin API's address");
+    let (view, wallet, shop, events) = block_on(async move {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let view = loop {
+            let (_, view) = admin(
+                admin_addr,
+                hyper::Method::GET,
+                &format!("/accounts/wallet/payments/{id}"),
+                "",
+            )
+            .await;
+            if view["status"] == "interrupted" {
+                break view;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never marked interrupted: {view}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let (_, wallet) = admin(admin_addr, hyper::Method::GET, "/accounts/wallet", "").await;
+        let (_, shop) = admin(admin_addr, hyper::Method::GET, "/accounts/shop", "").await;
+        let events = loop {
+            let (_, page) = admin(
+                admin_addr,
+                hyper::Method::GET,
+                "/accounts/wallet/payments?after=0",
+                "",
+            )
+            .await;
+            if page["payments"].as_array().is_some_and(|e| !e.is_empty()) {
+                break page;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no event for the payment: {page}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        (view, wallet, shop, events)
+    });
+    second.terminate();
+    let sent: i64 = view["progress"]["sent"]["amount"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let wallet = wallet["balance"].as_i64().unwrap();
+    let shop = shop["balance"].as_i64().unwrap();
+    println!(
+        "crash test, paying: {seen} seen sent before the kill; after it the record says {sent}, \
+         wallet debited {}, shop credited {}",
+        wallet + FUNDS,
+        -shop
+    );
+    assert!(sent >= i64::try_from(seen).unwrap(), "{view}");
+    assert_eq!(
+        wallet + FUNDS,
+        sent,
+        "the wallet was debited what the payment says it sent"
+    );
+    assert_eq!(
+        -shop, sent,
+        "the shop was credited what was sent (one asset, no spread)"
+    );
+    assert_eq!(view["progress"]["in_flight_source"]["amount"], "0");
+    let event = &events["payments"][0];
+    assert_eq!(event["direction"], "outgoing", "{events}");
+    assert_eq!(event["amount"], sent.to_string(), "{events}");
+    assert_eq!(event["payment"]["status"], "interrupted", "{events}");
+    dir.close().unwrap();
+}

@@ -392,6 +392,7 @@ impl Harness {
             .send(ForwardPrepare {
                 from: id(from),
                 prepare,
+                origin: None,
             })
             .await
             .unwrap()
