@@ -139,6 +139,9 @@ wait_for_line() {
 # ago (for the JS listeners, which cannot report the port they bound).
 free_port() { node "$JS/free-port.js" "${1:-1}"; }
 
+# Every HTTP request of the script is bounded.
+curl() { command curl --max-time 10 "$@"; }
+
 # start_ours NAME: runs our binary on $WORK/NAME.toml; sets OUR_PID. Its stdout, which carries
 # only the lifecycle lines waited for here, goes to $WORK/NAME.out and its log (stderr) to
 # $WORK/NAME.log: in one file a log line could land inside a lifecycle line.
@@ -369,9 +372,7 @@ shop_account() {
 
 # js_peer_account [KEY = VALUE]: our peer account "js" for the JS connector, which dials our
 # btp-server (secret peer-token), with generous limits.
-js_peer_account() {
-  printf '[accounts.js]\nrelation = "peer"\n%s\n[accounts.js.link]\ntype = "btp-server"\nauth_username = "js"\nauth_token = "peer-token"\n[accounts.js.rate_limit]\nrefill_count = 1000000\ncapacity = 1000000\n' "${1:-}"
-}
+js_peer_account() { js_peer js peer-token "${1:-}"; }
 
 # start_receiving NAME: starts our node on $WORK/NAME.toml (written with RECEIVE=1) and sets
 # RECV_BTP, RECV_SPSP and RECV_ADMIN to what it listens on.
@@ -605,7 +606,7 @@ $(js_peer_account)"
       >"$WORK/$name-pay.out" 2>"$WORK/$name-pay.log" || status=$?
     ((status == 0)) && break
     # The SPSP server answers 503 until the receiving node has its address; routes come by CCP.
-    if ((SECONDS < deadline)) && grep -qE '"F02"|503|address' "$WORK/$name-pay.out" "$WORK/$name-pay.log"; then
+    if ((SECONDS < deadline)) && grep -qE '"F02"|503' "$WORK/$name-pay.out" "$WORK/$name-pay.log"; then
       sleep 1
       continue
     fi
@@ -644,10 +645,10 @@ scenario_pay_psk2_via_js() { pay_scenario pay-psk2-via-js psk2 js; }
 scenario_pay_stream_receiver() { pay_scenario pay-stream-receiver stream-receiver direct; }
 scenario_pay_stream_receiver_via_js() { pay_scenario pay-stream-receiver-via-js stream-receiver js; }
 
-# Our node's peer account ID for the JS connector, which dials our btp-server as ID (secret
-# ID-token), with generous limits.
+# js_peer ID TOKEN [KEY = VALUE]: our peer account ID for the JS connector, which dials our
+# btp-server as ID (secret TOKEN), with generous limits.
 js_peer() {
-  printf '[accounts.%s]\nrelation = "peer"\n[accounts.%s.link]\ntype = "btp-server"\nauth_username = "%s"\nauth_token = "%s-token"\n[accounts.%s.rate_limit]\nrefill_count = 1000000\ncapacity = 1000000\n' "$1" "$1" "$1" "$1" "$1"
+  printf '[accounts.%s]\nrelation = "peer"\n%s\n[accounts.%s.link]\ntype = "btp-server"\nauth_username = "%s"\nauth_token = "%s"\n[accounts.%s.rate_limit]\nrefill_count = 1000000\ncapacity = 1000000\n' "$1" "${3:-}" "$1" "$1" "$2" "$1"
 }
 
 # our_balance FILE ACCOUNT: our admin API's balance for ACCOUNT, written to FILE first.
@@ -663,8 +664,8 @@ our_balance() {
 scenario_circular_via_js() {
   local name=circular-via-js js_admin_port
   RECEIVE=1 write_config "$name" test.ours "$(shop_account)
-$(js_peer js1)
-$(js_peer js2)"
+$(js_peer js1 js1-token)
+$(js_peer js2 js2-token)"
   start_receiving "$name" || return 1
   js_admin_port="$(free_port)"
   local peer accounts="{"
@@ -703,7 +704,7 @@ $(js_peer js2)"
   echo "    sent 1000000 through $via, $returned came back through $back"
   [[ $via == js1 && $back == js2 && $returned == 1000000 ]] || { echo "    FAIL: report $(head -c 600 "$WORK/$name-pay.out")"; return 1; }
   status=0
-  "$BIN" pay --circular --via js1 --amount 1000 --min-return 1001 --json --admin "$RECV_ADMIN" \
+  "$BIN" pay --circular --via js1 --return-via js2 --amount 1000 --min-return 1001 --json --admin "$RECV_ADMIN" \
     >"$WORK/$name-refused.out" 2>&1 || status=$?
   ((status == 1)) && grep -q 'F04' "$WORK/$name-refused.out" \
     || { echo "    FAIL: a return below --min-return: exit $status, $(head -c 300 "$WORK/$name-refused.out")"; return 1; }

@@ -921,7 +921,7 @@ fn rejected(reject: &ilp::packet::Reject) -> Answer {
 #[serde(deny_unknown_fields)]
 struct CircularBody {
     via: String,
-    #[serde(with = "crate::payer::opt_u64_string")]
+    #[serde(default, with = "crate::payer::opt_u64_string")]
     amount: Option<u64>,
     #[serde(default)]
     return_via: Option<String>,
@@ -934,6 +934,8 @@ struct CircularBody {
 /// Longest a circular payment may take unless the request says otherwise: below the 30 s the
 /// JS connector (and ours, by default) holds a packet at most.
 pub const DEFAULT_CIRCULAR_TIMEOUT: Duration = Duration::from_secs(20);
+/// The most `timeout_ms` may ask for (below the CLI's bound on one admin request).
+pub const MAX_CIRCULAR_TIMEOUT_MS: u64 = 60_000;
 
 async fn circular(state: &AdminState, body: &[u8]) -> Answer {
     let body: CircularBody = match parse_json(body) {
@@ -943,6 +945,22 @@ async fn circular(state: &AdminState, body: &[u8]) -> Answer {
     let Some(amount) = body.amount else {
         return error(StatusCode::BAD_REQUEST, "amount is required");
     };
+    if body
+        .timeout_ms
+        .is_some_and(|t| t == 0 || t > MAX_CIRCULAR_TIMEOUT_MS)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("timeout_ms must be between 1 and {MAX_CIRCULAR_TIMEOUT_MS}"),
+        );
+    }
+    // A minimum is in the returning account's units: it must be known.
+    if body.min_return.is_some() && body.return_via.is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "min_return is in the returning account's units: name it with return_via",
+        );
+    }
     let message = SendCircular {
         via: AccountId::from(body.via.as_str()),
         amount,

@@ -657,6 +657,12 @@ impl Handler<RecordSent> for BalanceKeeper {
         if self.refuse_if_poisoned().is_err() {
             return;
         }
+        let mut msg = msg;
+        // What the keeper booked is exact; the payment's own figure may miss packets that were
+        // still being answered when it stopped.
+        if let Some(total) = self.log.sent_total(&msg.0.summary.id) {
+            msg.0.sent = msg.0.sent.max(total);
+        }
         // Opens a batch if none is open; nothing waits for it.
         drop(self.stage([None, None], Vec::new(), None, None, None, ctx));
         if let Some(batch) = &mut self.batch {

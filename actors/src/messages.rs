@@ -371,8 +371,8 @@ pub struct CircularReport {
     pub returned_expires_at: ilp::packet::Timestamp,
     pub round_trip: std::time::Duration,
     /// The first hop's answer when it was not the Fulfill (its link failed or it answered too
-    /// late): both legs were booked when we fulfilled the return, since from then on every hop
-    /// of the path can claim its payment.
+    /// late): its leg, booked with the return, was then reversed, since it says it was not
+    /// paid; the returning account was.
     pub first_hop_rejected: Option<Reject>,
 }
 

@@ -219,7 +219,13 @@ fn interrupted(value: &mut Value, sent: u64, now: Timestamp) {
     progress["in_flight_source"] = amount_json(0, &source);
     progress["in_flight_destination"] = amount_json(0, &destination);
     value["finished_at"] = json!(now.to_rfc3339());
+    value["error"] = json!({
+        "kind": "Interrupted",
+        "message": INTERRUPTED,
+    });
 }
+
+const INTERRUPTED: &str = "the node stopped while it was paying";
 
 /// The account's event for a payment found interrupted at start-up: `delivered` is the last
 /// figure its record kept (the receiver's claims are known to the sender only).
@@ -238,7 +244,7 @@ fn interrupted_event(value: &Value, sent: u64, now: Timestamp) -> Option<crate::
                 .as_u64()
                 .and_then(|s| u8::try_from(s).ok())
                 .filter(|_| delivered["code"].as_str().is_some_and(|c| !c.is_empty())),
-            error: Some("Interrupted: the node stopped while it was paying".into()),
+            error: Some(format!("Interrupted: {INTERRUPTED}")),
             error_code: None,
         },
         sent,
@@ -584,6 +590,9 @@ struct Inner {
     payments: Mutex<HashMap<String, Entry>>,
     /// Idempotency keys being started, so that two requests with one key start one payment.
     starting: tokio::sync::Mutex<()>,
+    /// True once the records the last run left unfinished are marked interrupted: a payment
+    /// starts only after that, so that the scan never takes a new payment for an old one.
+    scanned: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Starts and tracks the node's outgoing payments.
@@ -636,6 +645,7 @@ impl Payer {
         settings: PayerSettings,
         accounts: BTreeMap<AccountId, PayingAccount>,
     ) -> Payer {
+        let (scan_done, scanned) = tokio::sync::watch::channel(false);
         let payer = Payer {
             inner: Arc::new(Inner {
                 clock,
@@ -648,9 +658,10 @@ impl Payer {
                 accounts: RwLock::new(accounts),
                 payments: Mutex::new(HashMap::new()),
                 starting: tokio::sync::Mutex::new(()),
+                scanned,
             }),
         };
-        payer.mark_interrupted();
+        payer.mark_interrupted(scan_done);
         payer
     }
 
@@ -675,7 +686,7 @@ impl Payer {
     /// Records left unfinished by the last run become `interrupted`, with what each sent as
     /// kept with its debits (`pay/t/<id>`); one that sent money, or was paying, joins its
     /// account's event log as a payment that ended.
-    fn mark_interrupted(&self) {
+    fn mark_interrupted(&self, done: tokio::sync::watch::Sender<bool>) {
         // The scan runs off the actor thread, like every other store read at start-up; a
         // lookup before it lands still reads the old status of a payment that cannot be running.
         let store = self.inner.store.clone();
@@ -701,6 +712,7 @@ impl Payer {
                 Ok(unfinished)
             });
             let Ok(unfinished) = scan.await else {
+                let _ = done.send(true);
                 return;
             };
             let mut ops = Vec::new();
@@ -719,6 +731,7 @@ impl Payer {
             if !ops.is_empty() {
                 let _ = store.commit(ops).await;
             }
+            let _ = done.send(true);
         });
     }
 
@@ -782,6 +795,9 @@ impl Payer {
         key: Option<&str>,
         quote_only: bool,
     ) -> Result<Value, StartError> {
+        // Not before the last run's unfinished payments are marked (a dropped sender: the
+        // scan task is gone, and nothing will mark them).
+        let _ = self.inner.scanned.clone().wait_for(|done| *done).await;
         let paying = {
             let accounts = self
                 .inner

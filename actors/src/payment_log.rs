@@ -317,15 +317,21 @@ impl PaymentLog {
     pub fn add_sent(&mut self, store: &dyn Store, payment: &AccountId, amount: u64) {
         let total = match self.sent.get_mut(payment) {
             Some(total) => total,
-            None => {
-                let before = stored_u64(store, &sent_key(payment)).unwrap_or(0);
-                self.sent.entry(payment.clone()).or_insert(before)
-            }
+            None => match stored_u64(store, &sent_key(payment)) {
+                Ok(before) => self.sent.entry(payment.clone()).or_insert(before),
+                // Never write a total lower than the stored one: the next packet reads again.
+                Err(_) => return,
+            },
         };
         *total = total.saturating_add(amount);
         if !self.sent_dirty.contains(payment) {
             self.sent_dirty.push(payment.clone());
         }
+    }
+
+    /// What `payment` has sent, as this keeper counted it (with the total it found stored).
+    pub fn sent_total(&self, payment: &str) -> Option<u64> {
+        self.sent.get(payment).copied()
     }
 
     /// `payment` ended: its total is written with this batch if it changed, then forgotten.

@@ -188,6 +188,7 @@ struct PendingCircular {
 struct CircularReturn {
     returned: ilp::circular::Returned,
     asset: ilp::sender::Asset,
+    fulfill: ilp::packet::Fulfill,
 }
 
 /// A Prepare ready to go to its next hop.
@@ -472,14 +473,21 @@ impl Router {
         let balance = self.balance.clone();
         let node = self.node_address.clone();
         Reply::later(async move {
-            let answer = async move { Ok(fulfill) };
+            let answer = {
+                let fulfill = fulfill.clone();
+                async move { Ok(fulfill) }
+            };
             let records = Records {
                 tag,
                 ..Records::default()
             };
             let result = with_balance(balance, node, incoming, outgoing, records, answer).await;
             let _ = booked.send(match &result {
-                Ok(_) => Ok(CircularReturn { returned, asset }),
+                Ok(_) => Ok(CircularReturn {
+                    returned,
+                    asset,
+                    fulfill,
+                }),
                 Err(reject) => Err(reject.clone()),
             });
             if let Some(first) = first {
@@ -1422,6 +1430,7 @@ impl Handler<SendCircular> for Router {
             },
         );
         let circulars = self.circulars.clone();
+        let balance = self.balance.clone();
         Box::pin(async move {
             let started = tokio::time::Instant::now();
             let first_hop = send.await;
@@ -1439,20 +1448,29 @@ impl Handler<SendCircular> for Router {
                 None => None,
             };
             match (booked, first_hop) {
-                (Some(Ok(back)), first_hop) => Ok(CircularReport {
-                    id,
-                    destination: own,
-                    via: msg.via,
-                    sent: msg.amount,
-                    sent_asset,
-                    expires_at,
-                    returned_via: AccountId::from(back.returned.account.as_str()),
-                    returned: back.returned.amount,
-                    returned_asset: back.asset,
-                    returned_expires_at: back.returned.expires_at,
-                    round_trip,
-                    first_hop_rejected: first_hop.err(),
-                }),
+                (Some(Ok(back)), first_hop) => {
+                    if first_hop.is_err() {
+                        // The first hop says it was not paid (it answered too late, or its link
+                        // failed): its leg, booked with the return, is reversed so that our books
+                        // mirror its view. The returning account was paid by our Fulfill.
+                        reverse_first_hop(&balance, &own, &msg.via, msg.amount, &back.fulfill)
+                            .await;
+                    }
+                    Ok(CircularReport {
+                        id,
+                        destination: own,
+                        via: msg.via,
+                        sent: msg.amount,
+                        sent_asset,
+                        expires_at,
+                        returned_via: AccountId::from(back.returned.account.as_str()),
+                        returned: back.returned.amount,
+                        returned_asset: back.asset,
+                        returned_expires_at: back.returned.expires_at,
+                        round_trip,
+                        first_hop_rejected: first_hop.err(),
+                    })
+                }
                 // It came back but could not be booked: that Reject is why it failed.
                 (Some(Err(reject)), _) => Err(CircularError::Rejected(reject)),
                 (None, Err(reject)) => Err(CircularError::Rejected(reject)),
@@ -1464,6 +1482,37 @@ impl Handler<SendCircular> for Router {
                 ))),
             }
         })
+    }
+}
+
+/// Books `amount` back from `via` after it rejected a circular payment whose legs were booked
+/// when the payment returned: the same move as a packet from `via` fulfilled by us.
+async fn reverse_first_hop(
+    balance: &RouterBalance,
+    own: &Address,
+    via: &AccountId,
+    amount: u64,
+    fulfill: &ilp::packet::Fulfill,
+) {
+    let incoming = Some((via.clone(), amount));
+    let reversed = match reserve(balance, Some(own), &incoming, &None).await {
+        Ok(Some(id)) => book(
+            balance,
+            Some(own),
+            id,
+            incoming,
+            None,
+            Records::default(),
+            Ok(fulfill.clone()),
+        )
+        .await
+        .map(|_| ()),
+        Ok(None) => Ok(()),
+        Err(unreserved) => Err(unreserved.into_reject(Some(own))),
+    };
+    if let Err(reject) = reversed {
+        slog::error!(crate::log::logger(), "could not reverse a circular payment's first leg";
+            "account" => %via, "amount" => amount, "error" => reject.message());
     }
 }
 

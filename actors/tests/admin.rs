@@ -414,7 +414,7 @@ fn circular_payment_out_through_one_peer_and_back_through_another() {
                 "F06",
             ),
             (
-                json!({"via": "b1", "amount": 1000, "min_return": 991}),
+                json!({"via": "b1", "amount": 1000, "return_via": "b2", "min_return": 991}),
                 "F04",
             ),
         ] {
@@ -434,6 +434,15 @@ fn circular_payment_out_through_one_peer_and_back_through_another() {
                 StatusCode::NOT_FOUND,
             ),
             (json!({"via": "b1"}), StatusCode::BAD_REQUEST),
+            // A minimum in an account not named.
+            (
+                json!({"via": "b1", "amount": 1, "min_return": 1}),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                json!({"via": "b1", "amount": 1, "timeout_ms": 600000}),
+                StatusCode::BAD_REQUEST,
+            ),
             (
                 json!({"via": "b1", "amount": "lots"}),
                 StatusCode::BAD_REQUEST,
@@ -461,6 +470,109 @@ fn circular_payment_out_through_one_peer_and_back_through_another() {
         assert_eq!(report["path"], json!(["b1", "b1"]));
         assert_eq!(balances(&a, &["b1", "b2"]).await, vec![-1510, 1485]);
         assert_eq!(balances(&b, &["up1", "up2"]).await, vec![1510, -1485]);
+    });
+}
+
+/// The far end of a first hop that sends a circular payment straight back through the other
+/// account's link, waits for our Fulfill, and still answers us with a Reject (as a hop whose
+/// timer ran out would).
+struct LateFirstHop {
+    back: MemoryLink,
+    fulfilled: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Actor for LateFirstHop {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<ilp_actors::messages::IncomingPrepare> for LateFirstHop {
+    type Result = ilp_actors::messages::Reply<PacketResult>;
+
+    fn handle(
+        &mut self,
+        msg: ilp_actors::messages::IncomingPrepare,
+        _: &mut Self::Context,
+    ) -> Self::Result {
+        let back = self.back.send_prepare(msg.prepare);
+        let fulfilled = self.fulfilled.clone();
+        ilp_actors::messages::Reply::later(async move {
+            if let Ok(Ok(_)) = back.await {
+                fulfilled.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            Err(ilp::packet::Reject::new(
+                ErrorCode::R00_TRANSFER_TIMED_OUT,
+                None,
+                "too late",
+            ))
+        })
+    }
+}
+
+/// The first hop rejects a circular payment after it came back and was fulfilled: the
+/// returning account paid us (our Fulfill reached it), and the first hop, which says it was not
+/// paid, is not booked as paid.
+#[test]
+fn a_first_hop_that_rejects_after_the_return_is_not_booked_as_paid() {
+    common::run(|| async {
+        let config = parse(&format!(
+            "{}[accounts.b1]\nrelation = \"peer\"\nlink = {{ type = \"memory\" }}\n{}\
+             [accounts.b2]\nrelation = \"peer\"\nlink = {{ type = \"memory\" }}\n{}",
+            node_base("a"),
+            account_tail("b1"),
+            account_tail("b2"),
+        ));
+        let (b1, far1) = MemoryLink::pair();
+        let (b2, far2) = MemoryLink::pair();
+        let fulfilled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        far1.attach(
+            LateFirstHop {
+                back: far2.clone(),
+                fulfilled: fulfilled.clone(),
+            }
+            .start()
+            .recipient(),
+        );
+        let (wallet, _wallet_far) = MemoryLink::pair();
+        let mut links: BTreeMap<AccountId, Arc<dyn Link>> = BTreeMap::new();
+        links.insert(Arc::from("wallet"), Arc::new(wallet));
+        links.insert(Arc::from("b1"), Arc::new(b1));
+        links.insert(Arc::from("b2"), Arc::new(b2));
+        let node = Node::start(
+            &config,
+            NodeOptions {
+                clock: Clock::system(),
+                store: Arc::new(MemoryStore::new()),
+                seed: 1,
+                links,
+                metrics: None,
+            },
+        )
+        .unwrap();
+        let report = node
+            .router
+            .send(ilp_actors::messages::SendCircular {
+                via: AccountId::from("b1"),
+                amount: 700,
+                return_via: None,
+                min_return: 0,
+                timeout: Duration::from_secs(10),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(fulfilled.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(report.returned, 700);
+        assert_eq!(
+            report.first_hop_rejected.as_ref().map(|r| r.code()),
+            Some(ErrorCode::R00_TRANSFER_TIMED_OUT)
+        );
+        assert_eq!(common::balance(&node, "b2").await, 700, "b2 paid us");
+        assert_eq!(
+            common::balance(&node, "b1").await,
+            0,
+            "b1 says it was not paid"
+        );
+        drop(far1);
     });
 }
 

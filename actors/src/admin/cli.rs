@@ -18,8 +18,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
 
-/// Bound on one admin request (a ping waits for its own timeout inside it).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on one admin request (a ping or a circular payment waits for its own timeout inside
+/// it): above the longest circular payment the API accepts
+/// ([`crate::admin::MAX_CIRCULAR_TIMEOUT_MS`]).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(75);
 
 #[derive(Debug, Error)]
 pub enum CliError {
