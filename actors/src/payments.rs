@@ -51,8 +51,11 @@ use tokio::sync::oneshot;
 
 /// Shards of the node's table: each rehashes, is scanned and is locked on its own.
 const SHARDS: usize = 64;
-/// A shard is scanned for lapsed entries this often.
-const SCAN_EVERY_MS: u64 = 1000;
+/// A shard is scanned for lapsed entries this often. Entries live for their Prepare's expiry
+/// (30 s at most through our own nodes), so a scan drops about a ninth of a full table: a
+/// lapsed entry stays 2 s longer on average (about 6 % more memory) and the scans cost a
+/// quarter of what one a second did (measured: 2 % of the node's CPU at K = 100).
+const SCAN_EVERY_MS: u64 = 4000;
 /// Arenas of passed seconds kept for reuse (already grown to a second's traffic).
 const SPARE_ARENAS: usize = 2;
 
@@ -204,6 +207,10 @@ impl Shard {
     fn sweep(&mut self, now: Timestamp, all: bool) {
         let now_ms = now.unix_millis();
         let now_s = second_of(now);
+        if !all && now_s <= self.now_s && now_ms < self.next_scan_ms {
+            // Within the second of the last lookup: no arena has passed, no scan is due.
+            return;
+        }
         self.now_s = self.now_s.max(now_s);
         while let Some(entry) = self.arenas.first_entry() {
             if *entry.key() >= now_s {
@@ -803,13 +810,18 @@ mod tests {
     async fn lapsed_entries_are_swept_a_shard_at_a_time_and_arenas_at_once() {
         let payments = Payments::new();
         let alice = payments.account(&AccountId::from("alice"));
-        // 100 payments in each of the seconds 2..=5.
+        // The first scan is due SCAN_EVERY_MS after the inserts at 1 s: the story below is
+        // told from then on, `d` later than with scans once a second.
+        let d = SCAN_EVERY_MS - 1_000;
+        let first_second = u32::try_from(2 + d / 1_000).unwrap();
+        // 100 payments in each of the seconds 2..=5 (plus d).
         for n in 0..400u16 {
-            let expiry = at(2_000 + u64::from(n / 100) * 1_000 + u64::from(n % 100));
+            let expiry = at(2_000 + d + u64::from(n / 100) * 1_000 + u64::from(n % 100));
             first(alice.begin(Side::Incoming, &digest(n), expiry, at(1_000)))
                 .finish(&Ok(fulfill(1)));
         }
-        assert_eq!(state(&payments), (400, vec![2, 3, 4, 5]));
+        let seconds: Vec<u32> = (first_second..first_second + 4).collect();
+        assert_eq!(state(&payments), (400, seconds));
         let shard_of = |n: u16| usize::from(n) % SHARDS;
         let in_shard = |shard: usize, seconds: std::ops::Range<u16>| {
             seconds
@@ -823,8 +835,8 @@ mod tests {
         drop(first(alice.begin(
             Side::Incoming,
             &digest(probe),
-            at(9_000),
-            at(4_600),
+            at(9_000 + d),
+            at(4_600 + d),
         )));
         let lapsed = in_shard(shard_of(probe), 0..2);
         assert!(lapsed > 0);
@@ -832,27 +844,35 @@ mod tests {
         assert!(lock(&payments.shards[shard_of(probe)])
             .arenas
             .keys()
-            .all(|&s| s >= 4));
+            .all(|&s| s >= first_second + 2));
         // At 5.5 s second 4 has passed too: its arena in the shard goes at once, but the shard
         // is not scanned again before SCAN_EVERY_MS.
         drop(first(alice.begin(
             Side::Incoming,
             &digest(probe),
-            at(9_000),
-            at(5_500),
+            at(9_000 + d),
+            at(5_500 + d),
         )));
         assert_eq!(state(&payments).0, 400 - lapsed);
         assert!(lock(&payments.shards[shard_of(probe)])
             .arenas
             .keys()
-            .all(|&s| s >= 5));
+            .all(|&s| s >= first_second + 3));
+        let next_scan = 4_600 + d + SCAN_EVERY_MS;
         drop(first(alice.begin(
             Side::Incoming,
             &digest(probe),
-            at(9_000),
-            at(4_600 + SCAN_EVERY_MS),
+            at(next_scan + 1_000),
+            at(next_scan),
         )));
-        let lapsed = in_shard(shard_of(probe), 0..3);
+        // The groups of seconds 2..=5 that have passed by then.
+        let passed = u16::try_from(
+            (next_scan / 1000)
+                .saturating_sub(u64::from(first_second))
+                .min(4),
+        )
+        .unwrap();
+        let lapsed = in_shard(shard_of(probe), 0..passed);
         assert_eq!(
             state(&payments).0,
             400 - lapsed,
@@ -861,14 +881,18 @@ mod tests {
         // Lapsed slots are never read, even before they are swept.
         assert_ne!(shard_of(150), shard_of(probe));
         assert!(matches!(
-            alice.begin(Side::Incoming, &digest(150), at(9_000), at(4_500)),
+            alice.begin(Side::Incoming, &digest(150), at(9_000 + d), at(4_500 + d)),
             Seen::First(_)
         ));
         assert_eq!(
-            paid(alice.begin(Side::Incoming, &digest(350), at(5_050), at(5_050))),
+            paid(alice.begin(Side::Incoming, &digest(350), at(5_050 + d), at(5_050 + d))),
             Some(fulfill(1))
         );
-        assert_eq!(payments.stats(at(6_000)).paid, 0, "stats sweep everything");
+        assert_eq!(
+            payments.stats(at(6_000 + d)).paid,
+            0,
+            "stats sweep everything"
+        );
         assert_eq!(state(&payments), (0, vec![]));
     }
 
