@@ -463,6 +463,43 @@ json_field() {
   node -e 'let v=JSON.parse(require("fs").readFileSync(process.argv[1],"utf8"));for(const k of process.argv.slice(2))v=v==null?v:v[k];console.log(v==null?"":v)' "$@"
 }
 
+# pay_wallet NAME ADMIN TO: `ilp-connector pay` of 1000000 units from the local account wallet
+# of the node whose admin API is ADMIN to TO, with --json into $WORK/NAME-pay.out; repeated
+# (for at most 45 s) while the receiver is not reachable yet: F02 until CCP brings the route,
+# 503 from an SPSP server whose node has no address yet.
+pay_wallet() {
+  local name=$1 admin=$2 to=$3
+  local deadline=$((SECONDS + 45)) status
+  while :; do
+    status=0
+    timeout --kill-after=5 "$SCENARIO_TIMEOUT" "$BIN" pay --from wallet --to "$to" \
+      --amount 1000000 --json --admin "$admin" \
+      >"$WORK/$name-pay.out" 2>"$WORK/$name-pay.log" || status=$?
+    ((status == 0)) && return 0
+    if ((SECONDS < deadline)) && grep -qE '"F02"|503' "$WORK/$name-pay.out" "$WORK/$name-pay.log"; then
+      sleep 1
+      continue
+    fi
+    echo "    FAIL: pay exited $status: $(head -c 600 "$WORK/$name-pay.out") $(head -c 300 "$WORK/$name-pay.log")"
+    return 1
+  done
+}
+
+# check_paid NAME ADMIN RECEIVED WHAT: the payment in $WORK/NAME-pay.out sent 1000000 and
+# delivered RECEIVED (what the receiver says, described by WHAT), and the wallet of ADMIN's node
+# (funded with 100000000) was debited exactly what was sent.
+check_paid() {
+  local name=$1 admin=$2 received=$3 what=$4
+  local sent delivered wallet
+  sent="$(json_field "$WORK/$name-pay.out" progress sent amount)"
+  delivered="$(json_field "$WORK/$name-pay.out" progress delivered amount)"
+  curl -sf "$admin/accounts/wallet" >"$WORK/$name-wallet.json" || return 1
+  wallet="$(json_field "$WORK/$name-wallet.json" balance)"
+  echo "    sent $sent, delivered $delivered (our sender), $what $received, wallet $wallet"
+  [[ $sent == 1000000 && $delivered == "$received" && $delivered -gt 0 ]] || { echo "    FAIL: amounts disagree"; return 1; }
+  [[ $wallet == $((-100000000 + sent)) ]] || { echo "    FAIL: wallet debited $((wallet + 100000000)), sent $sent"; return 1; }
+}
+
 # pay_scenario NAME RECEIVER VIA: our node pays a JS receiver (pay-receiver.js, RECEIVER=stream
 # or psk2) 1000000 units from its local account wallet with `ilp-connector pay --json`. VIA=direct:
 # the receiver is our BTP child; VIA=js: it is a child of the JS connector, which dials our
@@ -495,30 +532,10 @@ $(js_peer_account)"
   wait_for_line "$WORK/$name-receiver.log" 'READY' "$receiver_pid" >/dev/null || return 1
   curl -sf -X POST -H 'content-type: application/json' -d '{"adjust": -100000000}' \
     "$RECV_ADMIN/accounts/wallet/balance" >/dev/null || return 1
-  local deadline=$((SECONDS + 45)) status
-  while :; do
-    status=0
-    timeout --kill-after=5 "$SCENARIO_TIMEOUT" "$BIN" pay --from wallet \
-      --to "http://127.0.0.1:$spsp_port/" --amount 1000000 --json --admin "$RECV_ADMIN" \
-      >"$WORK/$name-pay.out" 2>"$WORK/$name-pay.log" || status=$?
-    ((status == 0)) && break
-    if ((SECONDS < deadline)) && grep -q '"F02"' "$WORK/$name-pay.out"; then
-      sleep 1 # no route to the receiver yet
-      continue
-    fi
-    echo "    FAIL: pay exited $status: $(head -c 600 "$WORK/$name-pay.out") $(head -c 300 "$WORK/$name-pay.log")"
-    return 1
-  done
-  local sent delivered counted wallet
-  sent="$(json_field "$WORK/$name-pay.out" progress sent amount)"
-  delivered="$(json_field "$WORK/$name-pay.out" progress delivered amount)"
+  pay_wallet "$name" "$RECV_ADMIN" "http://127.0.0.1:$spsp_port/" || return 1
   curl -sf "http://127.0.0.1:$spsp_port/total" >"$WORK/$name-total.json" || return 1
-  counted="$(json_field "$WORK/$name-total.json" total)"
-  curl -sf "$RECV_ADMIN/accounts/wallet" >"$WORK/$name-wallet.json" || return 1
-  wallet="$(json_field "$WORK/$name-wallet.json" balance)"
-  echo "    sent $sent, delivered $delivered (pay), counted $counted ($receiver receiver), wallet $wallet"
-  [[ $sent == 1000000 && $delivered == "$counted" && $delivered -gt 0 ]] || { echo "    FAIL: amounts disagree"; return 1; }
-  [[ $wallet == $((-100000000 + sent)) ]] || { echo "    FAIL: wallet debited $((wallet + 100000000)), sent $sent"; return 1; }
+  check_paid "$name" "$RECV_ADMIN" "$(json_field "$WORK/$name-total.json" total)" \
+    "counted ($receiver receiver)" || return 1
   echo "    PASS"
 }
 
@@ -598,31 +615,10 @@ $(js_peer_account)"
   log "sender node pid $sender_pid (admin $sender_admin); receiving node pid $OUR_PID (admin $receiver_admin, SPSP $receiver_spsp)"
   curl -sf -X POST -H 'content-type: application/json' -d '{"adjust": -100000000}' \
     "$sender_admin/accounts/wallet/balance" >/dev/null || return 1
-  local deadline=$((SECONDS + 45)) status
-  while :; do
-    status=0
-    timeout --kill-after=5 "$SCENARIO_TIMEOUT" "$BIN" pay --from wallet \
-      --to "$receiver_spsp/shop" --amount 1000000 --json --admin "$sender_admin" \
-      >"$WORK/$name-pay.out" 2>"$WORK/$name-pay.log" || status=$?
-    ((status == 0)) && break
-    # The SPSP server answers 503 until the receiving node has its address; routes come by CCP.
-    if ((SECONDS < deadline)) && grep -qE '"F02"|503' "$WORK/$name-pay.out" "$WORK/$name-pay.log"; then
-      sleep 1
-      continue
-    fi
-    echo "    FAIL: pay exited $status: $(head -c 600 "$WORK/$name-pay.out") $(head -c 300 "$WORK/$name-pay.log")"
-    return 1
-  done
-  local sent delivered credited wallet
-  sent="$(json_field "$WORK/$name-pay.out" progress sent amount)"
-  delivered="$(json_field "$WORK/$name-pay.out" progress delivered amount)"
+  pay_wallet "$name" "$sender_admin" "$receiver_spsp/shop" || return 1
   curl -sf "$receiver_admin/accounts/shop" >"$WORK/$name-shop.json" || return 1
-  credited="$(( -$(json_field "$WORK/$name-shop.json" balance) ))"
-  curl -sf "$sender_admin/accounts/wallet" >"$WORK/$name-wallet.json" || return 1
-  wallet="$(json_field "$WORK/$name-wallet.json" balance)"
-  echo "    sent $sent, delivered $delivered (our sender), credited $credited (our receiving node's shop), wallet $wallet"
-  [[ $sent == 1000000 && $delivered == "$credited" && $delivered -gt 0 ]] || { echo "    FAIL: amounts disagree"; return 1; }
-  [[ $wallet == $((-100000000 + sent)) ]] || { echo "    FAIL: wallet debited $((wallet + 100000000)), sent $sent"; return 1; }
+  check_paid "$name" "$sender_admin" "$(( -$(json_field "$WORK/$name-shop.json" balance) ))" \
+    "credited (our receiving node's shop)" || return 1
   if [[ $via == direct ]]; then
     local down up
     curl -sf "$sender_admin/accounts/r" >"$WORK/$name-r.json" || return 1

@@ -285,6 +285,15 @@ impl Router {
         .map_err(|e| Reject::new(ErrorCode::T00_INTERNAL_ERROR, node, &e.to_string()))
     }
 
+    /// The expiry of a Prepare we originate that may take `timeout`.
+    fn expiry_after(&self, timeout: Duration) -> Timestamp {
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.clock
+            .now()
+            .checked_add_millis(timeout_ms)
+            .unwrap_or(Timestamp::MAX)
+    }
+
     fn reject(&self, code: ErrorCode, message: &str) -> Reject {
         Reject::new(code, self.node_address.as_ref(), message)
     }
@@ -1293,12 +1302,7 @@ impl Handler<SendPing> for Router {
         };
         let fulfillment: [u8; 32] = rand::random();
         let condition: [u8; 32] = Sha256::digest(fulfillment).into();
-        let timeout_ms = u64::try_from(msg.timeout.as_millis()).unwrap_or(u64::MAX);
-        let expires_at = self
-            .clock
-            .now()
-            .checked_add_millis(timeout_ms)
-            .unwrap_or(Timestamp::MAX);
+        let expires_at = self.expiry_after(msg.timeout);
         let prepare = match ilp::echo::request(&msg.destination, &own, 0, expires_at, &condition) {
             Ok(p) => p,
             Err(e) => return fail(ErrorCode::T00_INTERNAL_ERROR, &e.to_string()),
@@ -1390,12 +1394,7 @@ impl Handler<SendCircular> for Router {
             code: via.asset_code.clone(),
             scale: via.asset_scale,
         };
-        let timeout_ms = u64::try_from(msg.timeout.as_millis()).unwrap_or(u64::MAX);
-        let expires_at = self
-            .clock
-            .now()
-            .checked_add_millis(timeout_ms)
-            .unwrap_or(Timestamp::MAX);
+        let expires_at = self.expiry_after(msg.timeout);
         let circuit = ilp::circular::Circuit::new(
             rand::random(),
             rand::random(),
