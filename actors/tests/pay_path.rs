@@ -73,12 +73,13 @@ const USD2: &str = "asset_code = \"USD\"\nasset_scale = 2";
 const EUR6: &str = "asset_code = \"EUR\"\nasset_scale = 6";
 const XRP9: &str = "asset_code = \"XRP\"\nasset_scale = 9";
 
-/// A: `alice` (USD/2, local, pays) and `b`; everything in `test` it sends to B.
-fn config_a() -> Config {
+/// A: `alice` (USD/2, local, pays; `alice_extra` added to her account) and `b`; everything
+/// in `test` it sends to B.
+fn config_a(alice_extra: &str) -> Config {
     let rest = format!(
         "{}[sender]\nallow_http = true\nidle_timeout_ms = 5000\n\
          [accounts.alice]\nrelation = \"child\"\n{USD2}\nlink = {{ type = \"local\" }}\n\
-         [accounts.alice.rate_limit]\nenabled = false\n{}",
+         {alice_extra}[accounts.alice.rate_limit]\nenabled = false\n{}",
         routes(&[("test.b", "b"), ("test.c", "b")]),
         peer("b", USD2),
     );
@@ -113,18 +114,25 @@ struct Path {
     c: Node,
     _spsp: SpspServer,
     to: String,
+    /// B's end of the link to C (its clones share its state: down here is down for B).
+    b_to_c: MemoryLink,
 }
 
 /// Starts A, B (spread `spread_b`) and C (spread `spread_c`) linked A–B and B–C by memory
 /// links (each node's end is attached to its own PeerAccount as it starts), C's SPSP server,
 /// and funds alice with [`FUNDS`].
 async fn start(spread_b: &str, spread_c: &str) -> Path {
+    start_with(spread_b, spread_c, "").await
+}
+
+/// [`start`] with `alice_extra` in alice's account.
+async fn start_with(spread_b: &str, spread_c: &str, alice_extra: &str) -> Path {
     let (a_to_b, b_to_a) = MemoryLink::pair();
     let (b_to_c, c_to_b) = MemoryLink::pair();
     let link = |end: MemoryLink| Arc::new(end) as Arc<dyn Link>;
     let clock = Clock::system;
     let (a, _, _) = start_wallet_node(
-        &config_a(),
+        &config_a(alice_extra),
         BTreeMap::from([(AccountId::from("b"), link(a_to_b))]),
         clock(),
     );
@@ -132,7 +140,7 @@ async fn start(spread_b: &str, spread_c: &str) -> Path {
         &config_b(spread_b),
         BTreeMap::from([
             (AccountId::from("a"), link(b_to_a)),
-            (AccountId::from("c"), link(b_to_c)),
+            (AccountId::from("c"), link(b_to_c.clone())),
         ]),
         clock(),
     );
@@ -171,6 +179,7 @@ async fn start(spread_b: &str, spread_c: &str) -> Path {
         c,
         _spsp: spsp,
         to: format!("http://{addr}/shop"),
+        b_to_c,
     }
 }
 
@@ -426,5 +435,71 @@ fn a_hop_that_takes_more_than_the_slippage_gets_no_fulfillable_packet() {
             outgoing[0].payment.as_ref().unwrap().status.as_str(),
             "failed"
         );
+    });
+}
+
+/// The receiver goes away in the middle of a payment (B's link to C goes down): the payment
+/// stops making progress and fails after the idle timeout, and what it sent is exactly what
+/// alice was debited and what the fulfilled packets carried, what it delivered is exactly what
+/// shop was credited, and every pair of books on the path mirrors with nothing left reserved.
+#[test]
+fn a_receiver_that_goes_away_mid_payment_leaves_the_books_equal_to_what_was_fulfilled() {
+    run(|| async {
+        // 100 000 cents at 20 000 a second: about five seconds, cut off after the first.
+        let path = start_with(
+            "0.002",
+            "0.002",
+            "[accounts.alice.throughput]\nincoming_amount_per_second = 20000\n",
+        )
+        .await;
+        let mut request = request(&path.to, AMOUNT);
+        request.max_packet = Some(MAX_PACKET);
+        let started = path
+            .a
+            .payer
+            .start("alice", request, None, false)
+            .await
+            .unwrap();
+        let id = started["id"].as_str().unwrap().to_owned();
+        let mut sent_before = 0;
+        for _ in 0..1_000 {
+            let view = path.a.payer.get("alice", &id).await.unwrap();
+            sent_before = amount(&view["progress"]["sent"]);
+            if sent_before > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(sent_before > 0, "the payment never got going");
+        path.b_to_c.set_up(false);
+        let view = finished(&path.a, &id).await;
+        assert_eq!(view["status"], "failed", "{view:#}");
+        let sent = amount(&view["progress"]["sent"]);
+        let delivered = amount(&view["progress"]["delivered"]);
+        assert!(
+            sent >= sent_before && sent < AMOUNT,
+            "sent {sent} of {AMOUNT}"
+        );
+        assert_eq!(
+            delivered,
+            sent * PATH_RATE,
+            "every fulfilled cent delivered at the path's rate"
+        );
+        assert_eq!(
+            balance(&path.a, "alice").await,
+            -FUNDS + i64::try_from(sent).unwrap()
+        );
+        assert_eq!(
+            balance(&path.c, "shop").await,
+            -i64::try_from(delivered).unwrap()
+        );
+        let (a_with_b, _) = books_mirror(&path).await;
+        assert_eq!(a_with_b, -i64::try_from(sent).unwrap());
+        let credited = credited(&path.c, delivered).await;
+        let sum: u64 = credited
+            .iter()
+            .map(|e| e.amount.parse::<u64>().unwrap())
+            .sum();
+        assert_eq!(sum, delivered);
     });
 }
