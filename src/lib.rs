@@ -12,6 +12,7 @@ pub mod echo;
 pub mod ildcp;
 pub mod oer;
 pub mod packet;
+pub mod paid_http;
 pub mod payment_pointer;
 pub mod peer_balance;
 pub mod peer_protocol;

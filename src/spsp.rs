@@ -114,13 +114,19 @@ struct RawBalance {
 
 /// Decodes base64 in either alphabet, with or without padding.
 fn decode_base64(field: &'static str, s: &str) -> Result<Vec<u8>, SpspError> {
+    lenient_base64(s).ok_or(SpspError::NotBase64(field))
+}
+
+/// Base64 in either alphabet (standard or URL-safe), padding optional: what servers and
+/// clients in the wild write for secrets and tokens.
+pub fn lenient_base64(s: &str) -> Option<Vec<u8>> {
     let config = GeneralPurposeConfig::new()
         .with_encode_padding(true)
         .with_decode_padding_mode(DecodePaddingMode::Indifferent);
     GeneralPurpose::new(&alphabet::STANDARD, config)
         .decode(s)
         .or_else(|_| GeneralPurpose::new(&alphabet::URL_SAFE, config).decode(s))
-        .map_err(|_| SpspError::NotBase64(field))
+        .ok()
 }
 
 /// An RFC 9 "Integer String": optional minus sign and decimal digits, nothing else.
