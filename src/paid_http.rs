@@ -21,9 +21,11 @@ pub const PAY_TOKEN_HEADER: &str = "Pay-Token";
 pub const PAY_HEADER: &str = "Pay";
 pub const PAY_BALANCE_HEADER: &str = "Pay-Balance";
 
-/// The shortest and longest token accepted, in bytes.
+/// The shortest and longest token accepted, in bytes. The longest keeps the token's id (60
+/// base64url characters) within the tag a STREAM or PSK2 credential carries, which names the
+/// token the money is for.
 pub const TOKEN_MIN_BYTES: usize = 16;
-pub const TOKEN_MAX_BYTES: usize = 64;
+pub const TOKEN_MAX_BYTES: usize = 45;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum PaidHttpError {
@@ -235,8 +237,8 @@ mod tests {
             Err(PaidHttpError::TokenNotBase64)
         );
         assert_eq!(
-            PayToken::from_bytes(vec![0; 65]),
-            Err(PaidHttpError::TokenLength(65))
+            PayToken::from_bytes(vec![0; 46]),
+            Err(PaidHttpError::TokenLength(46))
         );
     }
 

@@ -178,6 +178,44 @@ pub struct ResolvePacket {
 #[rtype(result = "()")]
 pub struct RecordReceived(pub crate::payment_log::Received);
 
+/// A paid HTTP API's request takes `price` from `token`'s balance on the local account
+/// `account` (paid proxy → BalanceKeeper): answered with the balance left once that is durable,
+/// or refused with the balance that falls short (nothing taken). Serialized by the keeper, so
+/// concurrent requests with one token never spend more than it holds.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<Result<u64, TokenSpendError>>")]
+pub struct SpendToken {
+    pub account: AccountId,
+    /// The token's id ([`ilp::paid_http::PayToken::id`]).
+    pub token: String,
+    pub price: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenSpendError {
+    #[error("the token's balance {balance} is less than the price")]
+    Short { balance: u64 },
+    #[error("the token's balance could not be recorded: {0}")]
+    Store(String),
+}
+
+/// Gives `amount` back to `token` after a request it paid for was not served (paid proxy →
+/// BalanceKeeper): the balance then, once durable.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<Result<u64, TokenSpendError>>")]
+pub struct RefundToken {
+    pub account: AccountId,
+    pub token: String,
+    pub amount: u64,
+}
+
+/// `account`'s paid HTTP tokens: each with its balance, and what they spent.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "(Vec<(String, u64)>, u64)")]
+pub struct GetTokens {
+    pub account: AccountId,
+}
+
 /// An outgoing payment of a local account ended: its event joins the account's log in the
 /// keeper's next batch (Payer → BalanceKeeper).
 #[derive(Debug, Clone, Message)]

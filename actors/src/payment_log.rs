@@ -6,6 +6,11 @@
 //! across a restart.
 //!
 //! Store records:
+//! - `ptok/<account>\0<token>`: a paid HTTP API's token balance (u64 BE, the account's base
+//!   units): credited in the batch of every packet paid on credentials issued with the tag
+//!   `pt:<token>` ([`TOKEN_TAG_PREFIX`]), debited by the requests it pays for
+//!   ([`PaymentLog::token_spend`]); `ptsp/<account>`: what the account's tokens have spent, so
+//!   that the token balances plus the spent total always equal what tagged packets paid;
 //! - `pay/t/<payment id>`: what one of the node's own payments has sent so far (u64 BE, source
 //!   units), rewritten in the batch of each of its debits, so a payment cut off by a crash
 //!   knows exactly what it sent;
@@ -30,6 +35,24 @@ pub const EVENT_PREFIX: &[u8] = b"rcv/ev/";
 pub const SEQ_PREFIX: &[u8] = b"rcv/seq/";
 pub const TOTALS_PREFIX: &[u8] = b"rcv/tot/";
 pub const SENT_PREFIX: &[u8] = b"pay/t/";
+pub const TOKEN_PREFIX: &[u8] = b"ptok/";
+pub const TOKEN_SPENT_PREFIX: &[u8] = b"ptsp/";
+/// The credentials tag that credits a paid HTTP API's token: `pt:<token id>`.
+pub const TOKEN_TAG_PREFIX: &str = "pt:";
+
+fn token_key(account: &str, token: &str) -> Vec<u8> {
+    [TOKEN_PREFIX, account.as_bytes(), b"\0", token.as_bytes()].concat()
+}
+
+fn token_spent_key(account: &str) -> Vec<u8> {
+    [TOKEN_SPENT_PREFIX, account.as_bytes()].concat()
+}
+
+/// A token's balance did not cover a request's price.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenShort {
+    pub balance: u64,
+}
 
 /// The key of a payment's sent total.
 pub fn sent_key(payment: &str) -> Vec<u8> {
@@ -133,6 +156,15 @@ pub struct PaymentEvent {
     pub payment: Option<OutgoingPayment>,
 }
 
+/// The first key after every key that starts with `prefix` (its last byte is not 0xff).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
+
 /// The key of `account`'s event `seq`.
 pub fn event_key(account: &str, seq: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(EVENT_PREFIX.len() + account.len() + 9);
@@ -206,17 +238,20 @@ pub struct PaymentLog {
     sent_dirty: Vec<AccountId>,
     /// Payments that ended: their totals are forgotten after this batch.
     ended: Vec<AccountId>,
+    /// Paid HTTP tokens' balances, by account and token id.
+    tokens: HashMap<(AccountId, String), u64>,
+    /// What each account's tokens have spent.
+    token_spent: HashMap<AccountId, u64>,
+    /// Token balances and spent totals changed since the last batch.
+    tokens_dirty: Vec<(AccountId, String)>,
+    spent_dirty: Vec<AccountId>,
 }
 
 impl PaymentLog {
     /// Reads every account's last seq from `store`.
     pub fn load(store: &dyn Store) -> Result<PaymentLog, StoreError> {
-        let mut end = SEQ_PREFIX.to_vec();
-        if let Some(last) = end.last_mut() {
-            *last += 1;
-        }
         let mut seqs = HashMap::new();
-        for (key, value) in store.scan_records(SEQ_PREFIX, &end)? {
+        for (key, value) in store.scan_records(SEQ_PREFIX, &prefix_end(SEQ_PREFIX))? {
             let Ok(account) = std::str::from_utf8(&key[SEQ_PREFIX.len()..]) else {
                 continue;
             };
@@ -225,8 +260,38 @@ impl PaymentLog {
             };
             seqs.insert(AccountId::from(account), u64::from_be_bytes(seq));
         }
+        let word = |v: &[u8]| <[u8; 8]>::try_from(v).ok().map(u64::from_be_bytes);
+        let mut tokens = HashMap::new();
+        for (key, value) in store.scan_records(TOKEN_PREFIX, &prefix_end(TOKEN_PREFIX))? {
+            let rest = &key[TOKEN_PREFIX.len()..];
+            let Some(split) = rest.iter().position(|&b| b == 0) else {
+                continue;
+            };
+            let (Ok(account), Ok(token), Some(balance)) = (
+                std::str::from_utf8(&rest[..split]),
+                std::str::from_utf8(&rest[split + 1..]),
+                word(&value),
+            ) else {
+                continue;
+            };
+            tokens.insert((AccountId::from(account), token.to_owned()), balance);
+        }
+        let mut token_spent = HashMap::new();
+        for (key, value) in
+            store.scan_records(TOKEN_SPENT_PREFIX, &prefix_end(TOKEN_SPENT_PREFIX))?
+        {
+            let (Ok(account), Some(spent)) = (
+                std::str::from_utf8(&key[TOKEN_SPENT_PREFIX.len()..]),
+                word(&value),
+            ) else {
+                continue;
+            };
+            token_spent.insert(AccountId::from(account), spent);
+        }
         Ok(PaymentLog {
             seqs,
+            tokens,
+            token_spent,
             ..PaymentLog::default()
         })
     }
@@ -255,6 +320,13 @@ impl PaymentLog {
             time_ms: received.at.unix_millis(),
             payment: None,
         });
+        if let Some(token) = received
+            .tag
+            .as_deref()
+            .and_then(|t| t.strip_prefix(TOKEN_TAG_PREFIX))
+        {
+            self.token_credit(&received.account, token, received.amount);
+        }
         if !received.receipts {
             return event;
         }
@@ -329,6 +401,79 @@ impl PaymentLog {
         }
     }
 
+    fn token_credit(&mut self, account: &AccountId, token: &str, amount: u64) {
+        let key = (account.clone(), token.to_owned());
+        let balance = self.tokens.entry(key.clone()).or_insert(0);
+        *balance = balance.saturating_add(amount);
+        if !self.tokens_dirty.contains(&key) {
+            self.tokens_dirty.push(key);
+        }
+    }
+
+    /// A token's balance (0 for a token never paid for).
+    pub fn token_balance(&self, account: &AccountId, token: &str) -> u64 {
+        self.tokens
+            .get(&(account.clone(), token.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Takes `price` from the token's balance, written with the batch: the balance left, or
+    /// the balance that falls short (nothing taken).
+    pub fn token_spend(
+        &mut self,
+        account: &AccountId,
+        token: &str,
+        price: u64,
+    ) -> Result<u64, TokenShort> {
+        let key = (account.clone(), token.to_owned());
+        let balance = self.tokens.get(&key).copied().unwrap_or(0);
+        let Some(left) = balance.checked_sub(price) else {
+            return Err(TokenShort { balance });
+        };
+        if price == 0 {
+            return Ok(left);
+        }
+        self.tokens.insert(key.clone(), left);
+        if !self.tokens_dirty.contains(&key) {
+            self.tokens_dirty.push(key);
+        }
+        self.add_token_spent(account, price, true);
+        Ok(left)
+    }
+
+    /// Gives back `amount` a token spent on a request that was not served; the balance now.
+    pub fn token_refund(&mut self, account: &AccountId, token: &str, amount: u64) -> u64 {
+        self.token_credit(account, token, amount);
+        self.add_token_spent(account, amount, false);
+        self.token_balance(account, token)
+    }
+
+    fn add_token_spent(&mut self, account: &AccountId, amount: u64, spend: bool) {
+        let spent = self.token_spent.entry(account.clone()).or_insert(0);
+        *spent = if spend {
+            spent.saturating_add(amount)
+        } else {
+            spent.saturating_sub(amount)
+        };
+        if !self.spent_dirty.contains(account) {
+            self.spent_dirty.push(account.clone());
+        }
+    }
+
+    /// `account`'s tokens with their balances, and what its tokens have spent.
+    pub fn tokens(&self, account: &AccountId) -> (Vec<(String, u64)>, u64) {
+        let mut list: Vec<(String, u64)> = self
+            .tokens
+            .iter()
+            .filter(|((a, _), _)| a == account)
+            .map(|((_, t), b)| (t.clone(), *b))
+            .collect();
+        list.sort();
+        let spent = self.token_spent.get(account).copied().unwrap_or(0);
+        (list, spent)
+    }
+
     /// What `payment` has sent, as this keeper counted it (with the total it found stored).
     pub fn sent_total(&self, payment: &str) -> Option<u64> {
         self.sent.get(payment).copied()
@@ -342,6 +487,24 @@ impl PaymentLog {
     /// The seq records of the accounts staged since the last call (one per account per batch)
     /// and the changed payment totals.
     pub fn finish_batch(&mut self, ops: &mut Vec<StoreOp>) {
+        for (account, token) in self.tokens_dirty.drain(..) {
+            let balance = self
+                .tokens
+                .get(&(account.clone(), token.clone()))
+                .copied()
+                .unwrap_or(0);
+            ops.push(StoreOp::PutRecord {
+                key: token_key(&account, &token),
+                value: balance.to_be_bytes().to_vec(),
+            });
+        }
+        for account in self.spent_dirty.drain(..) {
+            let spent = self.token_spent.get(&account).copied().unwrap_or(0);
+            ops.push(StoreOp::PutRecord {
+                key: token_spent_key(&account),
+                value: spent.to_be_bytes().to_vec(),
+            });
+        }
         for payment in self.sent_dirty.drain(..) {
             if let Some(total) = self.sent.get(&payment) {
                 ops.push(StoreOp::PutRecord {
