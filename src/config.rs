@@ -21,9 +21,9 @@ pub use account::{
 pub use changes::ConfigChanges;
 pub use sections::{
     AdminListenerConfig, BroadcastConfig, BtpListenerConfig, HttpListenerConfig, ListenersConfig,
-    LogConfig, LogDirectives, LogFormat, LogLevel, NodeConfig, RateBackendKind, RatesConfig,
-    RoutingConfig, Secret32, SecretString, SenderConfig, ServerTlsConfig, SpspListenerConfig,
-    StaticRoute, StoreBackend, StoreConfig,
+    LogConfig, LogDirectives, LogFormat, LogLevel, NodeConfig, PaidHttpConfig, PaidRouteConfig,
+    RateBackendKind, RatesConfig, RoutingConfig, Secret32, SecretString, SenderConfig,
+    ServerTlsConfig, SpspListenerConfig, StaticRoute, StoreBackend, StoreConfig,
 };
 
 use crate::rates::{Exchange, RateBackend, RateError, StaticRates};
@@ -43,6 +43,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub log: LogConfig,
     pub sender: SenderConfig,
+    pub paid_http: Option<PaidHttpConfig>,
     /// By account id.
     pub accounts: BTreeMap<String, AccountConfig>,
 }
@@ -268,7 +269,7 @@ impl Collector {
     }
 }
 
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "node",
     "rates",
     "routing",
@@ -277,6 +278,7 @@ const SECTIONS: [&str; 9] = [
     "store",
     "log",
     "sender",
+    "paid_http",
     "accounts",
 ];
 
@@ -325,6 +327,7 @@ impl Config {
             store: take_section(&mut c, &mut table, "store"),
             log: take_section(&mut c, &mut table, "log"),
             sender: take_section(&mut c, &mut table, "sender"),
+            paid_http: take_section(&mut c, &mut table, "paid_http"),
             accounts: BTreeMap::new(),
         };
         let mut failed_accounts = BTreeSet::new();

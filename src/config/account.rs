@@ -9,11 +9,16 @@ use url::Url;
 
 /// `Url` written as a string, without needing the `url` crate's serde feature.
 pub(crate) mod url_serde {
-    use serde::Serializer;
+    use serde::{Deserialize, Deserializer, Serializer};
     use url::Url;
 
     pub fn serialize<S: Serializer>(url: &Url, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(url.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Url, D::Error> {
+        let s = String::deserialize(d)?;
+        Url::parse(&s).map_err(|e| serde::de::Error::custom(format!("invalid URL {s:?}: {e}")))
     }
 }
 

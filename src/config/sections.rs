@@ -547,6 +547,64 @@ impl Default for LogConfig {
     }
 }
 
+/// `[paid_http]`: a paid reverse proxy (HTTP-ILP): requests to `bind` are forwarded to
+/// `upstream`, those with a price only once the client's `Pay-Token` has paid for them, in
+/// the local account `account`'s asset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaidHttpConfig {
+    pub bind: SocketAddr,
+    #[serde(default)]
+    pub tls: ServerTlsConfig,
+    /// Where requests go: `http://` or `https://`, a path prefix allowed.
+    #[serde(with = "super::account::url_serde")]
+    pub upstream: url::Url,
+    /// The local account paid for the requests.
+    pub account: String,
+    /// The price of a request no route matches (base units of `account`). Default 0: free.
+    #[serde(default)]
+    pub default_price: u64,
+    /// Longest wait for the upstream's response head (ms). Default 30000.
+    #[serde(default = "PaidHttpConfig::default_upstream_timeout_ms")]
+    pub upstream_timeout_ms: u64,
+    /// Prices by method and path prefix: the longest matching prefix wins.
+    #[serde(default)]
+    pub routes: Vec<PaidRouteConfig>,
+}
+
+impl PaidHttpConfig {
+    fn default_upstream_timeout_ms() -> u64 {
+        30_000
+    }
+
+    /// The prices as the proxy reads them.
+    pub fn price_table(&self) -> crate::paid_http::PriceTable {
+        crate::paid_http::PriceTable {
+            routes: self
+                .routes
+                .iter()
+                .map(|r| crate::paid_http::Route {
+                    method: r.method.clone(),
+                    path_prefix: r.path_prefix.clone(),
+                    price: r.price,
+                })
+                .collect(),
+            default_price: self.default_price,
+        }
+    }
+}
+
+/// `[[paid_http.routes]]`: `price` base units for requests with `method` (any when absent)
+/// whose path starts with `path_prefix`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaidRouteConfig {
+    #[serde(default)]
+    pub method: Option<String>,
+    pub path_prefix: String,
+    pub price: u64,
+}
+
 /// `[sender]`: payments the node sends from its local accounts (the admin API's `payments`
 /// and `quotes`, the CLI's `pay`). A reload applies to payments started after it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -979,3 +979,37 @@ fn sender_settings_are_checked_with_their_keys() {
     assert!(c.sender.allow_http);
     assert_eq!(c.sender.max_in_flight, 100);
 }
+
+#[test]
+fn paid_http_proxy_and_its_prices() {
+    let base = "[node]\nilp_address = \"test.n\"\n\
+                [accounts.api]\nrelation = \"child\"\n[accounts.api.link]\ntype = \"local\"\n\
+                [accounts.peer]\nrelation = \"peer\"\n[accounts.peer.link]\ntype = \"memory\"\n";
+    let good = format!(
+        "{base}[paid_http]\nbind = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:3000/v1\"\n\
+         account = \"api\"\n\
+         [[paid_http.routes]]\nmethod = \"POST\"\npath_prefix = \"/upload\"\nprice = 10\n\
+         [[paid_http.routes]]\npath_prefix = \"/\"\nprice = 0\n"
+    );
+    let c = Config::from_toml_str(&good).unwrap();
+    let paid = c.paid_http.as_ref().unwrap();
+    assert_eq!(paid.upstream.as_str(), "http://127.0.0.1:3000/v1");
+    assert_eq!(paid.upstream_timeout_ms, 30_000);
+    let table = paid.price_table();
+    assert_eq!(table.price("POST", "/upload/a"), 10);
+    assert_eq!(table.price("GET", "/upload/a"), 0);
+    assert_eq!(Config::from_toml_str(base).unwrap().paid_http, None);
+    let bad = format!(
+        "{base}[paid_http]\nbind = \"127.0.0.1:0\"\nupstream = \"ftp://x/?q=1\"\n\
+         account = \"peer\"\nupstream_timeout_ms = 0\n\
+         [[paid_http.routes]]\nmethod = \"PO ST\"\npath_prefix = \"upload\"\nprice = 10\n"
+    );
+    let e = errors(&bad);
+    assert_error(&e, "paid_http.upstream", "http:// or https://");
+    assert_error(&e, "paid_http.account", "link.type = \"local\"");
+    assert_error(&e, "paid_http.upstream_timeout_ms", "");
+    assert_error(&e, "paid_http.routes[0].path_prefix", "must start with /");
+    assert_error(&e, "paid_http.routes[0].method", "HTTP method");
+    let e = errors(&format!("{base}[paid_http]\nbind = \"127.0.0.1:0\"\n"));
+    assert_error(&e, "paid_http.upstream", "required key is missing");
+}

@@ -329,6 +329,50 @@ pub(super) fn check(config: &Config, failed_accounts: &BTreeSet<String>) -> Vec<
         );
     }
 
+    // [paid_http]
+    if let Some(paid) = &config.paid_http {
+        check_server_tls(&mut e, "paid_http.tls", &paid.tls);
+        if !matches!(paid.upstream.scheme(), "http" | "https")
+            || paid.upstream.query().is_some()
+            || paid.upstream.fragment().is_some()
+        {
+            e.at(
+                "paid_http.upstream",
+                "must be an http:// or https:// URL without a query or fragment",
+            );
+        }
+        if !config
+            .accounts
+            .get(&paid.account)
+            .is_some_and(|a| a.is_local())
+        {
+            e.at(
+                "paid_http.account",
+                format!(
+                    "{:?} is not an account with link.type = \"local\"",
+                    paid.account
+                ),
+            );
+        }
+        e.positive("paid_http.upstream_timeout_ms", paid.upstream_timeout_ms);
+        for (i, route) in paid.routes.iter().enumerate() {
+            if !route.path_prefix.starts_with('/') {
+                e.at(
+                    format!("paid_http.routes[{i}].path_prefix"),
+                    "must start with /",
+                );
+            }
+            if let Some(method) = &route.method {
+                if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+                    e.at(
+                        format!("paid_http.routes[{i}].method"),
+                        "must be an HTTP method such as GET or POST",
+                    );
+                }
+            }
+        }
+    }
+
     // [accounts]
     let mut segments: BTreeMap<&str, &str> = BTreeMap::new();
     let mut btp_tokens: BTreeMap<(&str, &str), &str> = BTreeMap::new();
