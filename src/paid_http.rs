@@ -199,6 +199,22 @@ impl PriceTable {
             .max_by_key(|r| (r.path_prefix.len(), r.method.is_some()))
             .map_or(self.default_price, |r| r.price)
     }
+
+    /// The most a request to `path` can cost, whatever its method (a preflight that does not
+    /// say which request it is for is told this).
+    pub fn highest_price(&self, path: &str) -> u64 {
+        let mut methods: Vec<&str> = self
+            .routes
+            .iter()
+            .filter_map(|r| r.method.as_deref())
+            .collect();
+        methods.push("");
+        methods
+            .into_iter()
+            .map(|m| self.price(m, path))
+            .max()
+            .unwrap_or(self.default_price)
+    }
 }
 
 #[cfg(test)]
@@ -338,5 +354,8 @@ mod tests {
         assert_eq!(table.price("POST", "/upload/free/x"), 0);
         assert_eq!(table.price("GET", "/anything"), 1);
         assert_eq!(table.price("DELETE", "/anything"), 0);
+        assert_eq!(table.highest_price("/upload/x"), 10);
+        assert_eq!(table.highest_price("/upload/free/x"), 0);
+        assert_eq!(table.highest_price("/other"), 1);
     }
 }

@@ -18,7 +18,7 @@ use crate::messages::{
     AccountId, AdjustBalance, AdjustBalanceError, ApplySettlement, BalanceSnapshot, Crash,
     GetBalance, GetTokens, RecordReceived, RecordSent, RefundToken, Reply, ReservationId,
     ReservePacket, ResolvePacket, SettleThresholdCrossed, SettlementDirection, SpendToken,
-    TokenSpendError,
+    TokenBalance, TokenSpendError,
 };
 use crate::payment_log::{PaymentEvent, PaymentFeed, PaymentLog, Received};
 use crate::replay;
@@ -718,6 +718,14 @@ impl Handler<RefundToken> for BalanceKeeper {
         }
         let balance = self.log.token_refund(&msg.account, &msg.token, msg.amount);
         self.token_answer(ctx, balance)
+    }
+}
+
+impl Handler<TokenBalance> for BalanceKeeper {
+    type Result = u64;
+
+    fn handle(&mut self, msg: TokenBalance, _ctx: &mut Self::Context) -> u64 {
+        self.log.token_balance(&msg.account, &msg.token)
     }
 }
 

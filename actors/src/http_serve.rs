@@ -3,9 +3,7 @@
 //! builder, with a cap on connections and a deadline on the TLS handshake.
 
 use crate::tls::{self, ServerTls};
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -30,13 +28,17 @@ pub struct ServeOptions {
     pub max_connections: usize,
 }
 
-/// Serves `listener` with `handler` until the returned task is aborted (which closes every
+/// Serves `listener` with `handler` (any response body: whole, or streamed as a proxy does)
+/// until the returned task is aborted (which closes every
 /// connection). `handler` gets each request and the DNS names of the client's verified
 /// certificate (empty without one).
-pub fn serve<H, F>(listener: TcpListener, options: &ServeOptions, handler: H) -> JoinHandle<()>
+pub fn serve<H, F, B>(listener: TcpListener, options: &ServeOptions, handler: H) -> JoinHandle<()>
 where
     H: Fn(Request<Incoming>, Arc<[String]>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
+    F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -62,7 +64,7 @@ where
     ))
 }
 
-async fn accept_loop<H, F>(
+async fn accept_loop<H, F, B>(
     listener: TcpListener,
     builder: Arc<auto::Builder<TokioExecutor>>,
     tls: Option<(tokio_rustls::TlsAcceptor, Duration)>,
@@ -70,7 +72,10 @@ async fn accept_loop<H, F>(
     handler: H,
 ) where
     H: Fn(Request<Incoming>, Arc<[String]>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
+    F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut connections = JoinSet::new();
     loop {

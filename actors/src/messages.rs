@@ -209,6 +209,14 @@ pub struct RefundToken {
     pub amount: u64,
 }
 
+/// One paid HTTP token's balance on `account` (0 when never paid for).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "u64")]
+pub struct TokenBalance {
+    pub account: AccountId,
+    pub token: String,
+}
+
 /// `account`'s paid HTTP tokens: each with its balance, and what they spent.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "(Vec<(String, u64)>, u64)")]

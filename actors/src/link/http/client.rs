@@ -68,11 +68,16 @@ use tokio::time::Instant;
 /// A pooled HTTP client for `http://` and `https://` URLs (TLS by `tls_config`, HTTP/1.1 or
 /// HTTP/2 by ALPN; `h2c`: HTTP/2 with prior knowledge over `http://`), connecting within
 /// `connect_timeout`.
-pub(crate) fn https_client(
+pub(crate) fn https_client<B>(
     tls_config: rustls::ClientConfig,
     connect_timeout: Duration,
     h2c: bool,
-) -> Client<HttpsConnector<HttpConnector>, Full<Bytes>> {
+) -> Client<HttpsConnector<HttpConnector>, B>
+where
+    B: hyper::body::Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(connect_timeout));
