@@ -759,6 +759,26 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
             },
             None => None,
         };
+        let paid_proxy = match ilp_actors::paid_proxy::PaidProxy::start(&config, &node).await {
+            Ok(proxy) => {
+                if let Some(proxy) = &proxy {
+                    let scheme = if config.paid_http.as_ref().is_some_and(|p| p.tls.enabled) {
+                        "https"
+                    } else {
+                        "http"
+                    };
+                    out_line!(
+                        "paid HTTP proxy listening on {scheme}://{}",
+                        proxy.local_addr()
+                    );
+                }
+                proxy
+            }
+            Err(e) => {
+                err_line!("{path}: {e}");
+                return ExitCode::from(2);
+            }
+        };
         // Up before the address is learned, so /ready can tell operators it is not yet.
         let admin_server = if config.listeners.admin.enabled {
             let bind = config.listeners.admin.bind;
@@ -883,6 +903,7 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
         drop(btp);
         drop(http_server);
         drop(spsp_server);
+        drop(paid_proxy);
         if let Some(rocks) = rocks {
             if let Err(e) = rocks.flush().await {
                 err_line!(
