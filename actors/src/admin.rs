@@ -17,6 +17,8 @@
 //! | `GET /metrics` | Prometheus text, OpenMetrics when asked (balances read from the BalanceKeeper per scrape) |
 //! | `POST /snapshot` | a RocksDB checkpoint under `<store.path>/snapshots/<unix-ms>`; its path |
 //! | `POST /ping` `{"destination": address}` | echo round trip: `{"rtt_ms": ...}`, or 502 with the Reject |
+//! | `GET /accounts/<id>/tokens` | the paid HTTP tokens of local account `id` ([`crate::paid_proxy`]): each with its balance, and what they spent |
+//! | `DELETE /accounts/<id>/tokens/<token>` | expires a token: what it held counts as spent |
 //! | `POST /circular` `{"via", "amount", "return_via"?, "min_return"?, "timeout_ms"?}` | a circular payment ([`ilp::circular`]): out through `via`, back to us; both amounts with their assets, expiries, the path's rate, or 502 with the Reject that ended it |
 //!
 //! With `listeners.admin.token` every other endpoint needs `Authorization: Bearer <token>`,
@@ -28,8 +30,8 @@ mod events;
 
 use crate::link::Link;
 use crate::messages::{
-    AccountId, AdjustBalance, AdjustBalanceError, CircularError, CircularReport, GetBalance,
-    GetRoutes, SendCircular, SendPing, SetStaticRoute, StaticRouteError,
+    AccountId, AdjustBalance, AdjustBalanceError, CircularError, CircularReport, ExpireToken,
+    GetBalance, GetRoutes, GetTokens, SendCircular, SendPing, SetStaticRoute, StaticRouteError,
 };
 use crate::metrics::Metrics;
 use crate::node::Node;
@@ -132,6 +134,8 @@ pub struct AdminState {
     set_route: Recipient<SetStaticRoute>,
     ping: Recipient<SendPing>,
     circular: Recipient<SendCircular>,
+    tokens: Recipient<GetTokens>,
+    expire_token: Recipient<ExpireToken>,
     store: Arc<dyn Store>,
     /// `<store.path>/snapshots` for a RocksDB store; `None`: the store cannot snapshot.
     snapshots: Option<PathBuf>,
@@ -165,6 +169,8 @@ impl AdminState {
             set_route: node.router.clone().recipient(),
             ping: node.router.clone().recipient(),
             circular: node.router.clone().recipient(),
+            tokens: node.balance.clone().recipient(),
+            expire_token: node.balance.clone().recipient(),
             store: node.store.clone(),
             snapshots,
             metrics: node.metrics.clone(),
@@ -331,6 +337,8 @@ enum Endpoint {
     Snapshot,
     Ping,
     Circular,
+    AccountTokens(String),
+    AccountToken(String, String),
 }
 
 impl Endpoint {
@@ -353,6 +361,12 @@ impl Endpoint {
             }
             ["accounts", id, "payments", payment] if !id.is_empty() && !payment.is_empty() => {
                 Endpoint::AccountPayment((*id).to_owned(), (*payment).to_owned())
+            }
+            ["accounts", id, "tokens"] if !id.is_empty() => {
+                Endpoint::AccountTokens((*id).to_owned())
+            }
+            ["accounts", id, "tokens", token] if !id.is_empty() && !token.is_empty() => {
+                Endpoint::AccountToken((*id).to_owned(), (*token).to_owned())
             }
             ["accounts", id, "quotes"] if !id.is_empty() => {
                 Endpoint::AccountQuotes((*id).to_owned())
@@ -378,6 +392,7 @@ impl Endpoint {
             | Endpoint::Circular => &[Method::POST],
             Endpoint::AccountPayments(_) => &[Method::GET, Method::POST],
             Endpoint::AccountPayment(..) => &[Method::GET, Method::DELETE],
+            Endpoint::AccountToken(..) => &[Method::DELETE],
             Endpoint::StaticRoute(_) => &[Method::PUT, Method::DELETE],
             _ => &[Method::GET],
         }
@@ -498,6 +513,8 @@ async fn serve(state: Arc<AdminState>, request: Request<Incoming>) -> Result<Ans
         Endpoint::Snapshot => snapshot(&state).await,
         Endpoint::Ping => ping(&state, &body).await,
         Endpoint::Circular => circular(&state, &body).await,
+        Endpoint::AccountTokens(id) => tokens(&state, &id).await,
+        Endpoint::AccountToken(id, token) => expire_token(&state, &id, &token).await,
     })
 }
 
@@ -901,6 +918,63 @@ async fn ping(state: &AdminState, body: &[u8]) -> Answer {
         })),
         Ok(Err(reject)) => rejected(&reject),
         Err(e) => unavailable("router", &e),
+    }
+}
+
+/// Whether `id` is one of our local accounts.
+fn is_local(state: &AdminState, id: &str) -> bool {
+    state
+        .accounts()
+        .get(id)
+        .is_some_and(|a| a.receiver.is_some())
+}
+
+/// A local account's paid HTTP tokens.
+async fn tokens(state: &AdminState, id: &str) -> Answer {
+    if !is_local(state, id) {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("no local account {id}: only local accounts are paid for requests"),
+        );
+    }
+    match state
+        .tokens
+        .send(GetTokens {
+            account: AccountId::from(id),
+        })
+        .await
+    {
+        Ok((tokens, spent)) => ok(&json!({
+            "account": id,
+            "tokens": tokens
+                .iter()
+                .map(|(token, balance)| json!({ "token": token, "balance": balance.to_string() }))
+                .collect::<Vec<_>>(),
+            "spent": spent.to_string(),
+        })),
+        Err(e) => unavailable("balance keeper", &e),
+    }
+}
+
+/// Expires one of a local account's paid HTTP tokens.
+async fn expire_token(state: &AdminState, id: &str, token: &str) -> Answer {
+    if !is_local(state, id) {
+        return error(StatusCode::NOT_FOUND, &format!("no local account {id}"));
+    }
+    let message = ExpireToken {
+        account: AccountId::from(id),
+        token: token.to_owned(),
+    };
+    match state.expire_token.send(message).await {
+        Ok(reply) => match reply.await {
+            Ok(0) => error(
+                StatusCode::NOT_FOUND,
+                &format!("no token {token} with a balance on {id}"),
+            ),
+            Ok(expired) => ok(&json!({ "token": token, "expired": expired.to_string() })),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        },
+        Err(e) => unavailable("balance keeper", &e),
     }
 }
 

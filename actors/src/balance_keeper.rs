@@ -16,9 +16,9 @@
 use crate::clock::Clock;
 use crate::messages::{
     AccountId, AdjustBalance, AdjustBalanceError, ApplySettlement, BalanceSnapshot, Crash,
-    GetBalance, GetTokens, RecordReceived, RecordSent, RefundToken, Reply, ReservationId,
-    ReservePacket, ResolvePacket, SettleThresholdCrossed, SettlementDirection, SpendToken,
-    TokenBalance, TokenSpendError,
+    ExpireToken, GetBalance, GetTokens, RecordReceived, RecordSent, RefundToken, Reply,
+    ReservationId, ReservePacket, ResolvePacket, SettleThresholdCrossed, SettlementDirection,
+    SpendToken, TokenBalance, TokenSpendError,
 };
 use crate::payment_log::{PaymentEvent, PaymentFeed, PaymentLog, Received};
 use crate::replay;
@@ -721,6 +721,18 @@ impl Handler<RefundToken> for BalanceKeeper {
     }
 }
 
+impl Handler<ExpireToken> for BalanceKeeper {
+    type Result = Reply<Result<u64, TokenSpendError>>;
+
+    fn handle(&mut self, msg: ExpireToken, ctx: &mut Self::Context) -> Self::Result {
+        if let Err(e) = self.refuse_if_poisoned() {
+            return Reply::ready(Err(TokenSpendError::Store(e.to_string())));
+        }
+        let expired = self.log.token_expire(&msg.account, &msg.token);
+        self.token_answer(ctx, expired)
+    }
+}
+
 impl Handler<TokenBalance> for BalanceKeeper {
     type Result = u64;
 
@@ -1232,6 +1244,25 @@ pub(crate) mod tests {
                 .unwrap()
                 .await;
             assert_eq!(unknown, Err(TokenSpendError::Short { balance: 0 }));
+            // An operator expires it: what it held counts as spent, durably.
+            let expired = k
+                .send(ExpireToken {
+                    account: acc("api"),
+                    token: "tok1".into(),
+                })
+                .await
+                .unwrap()
+                .await;
+            assert_eq!(expired, Ok(15));
+            drop(k);
+            let k = start(&store, &[("api", limits(None, None, None, 0))], None);
+            let (tokens, spent) = k
+                .send(GetTokens {
+                    account: acc("api"),
+                })
+                .await
+                .unwrap();
+            assert_eq!((tokens, spent), (vec![], 55));
         });
     }
 

@@ -209,6 +209,15 @@ pub struct RefundToken {
     pub amount: u64,
 }
 
+/// An operator expires a paid HTTP token (admin → BalanceKeeper): what it held counts as spent,
+/// durably; answered with that amount.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<Result<u64, TokenSpendError>>")]
+pub struct ExpireToken {
+    pub account: AccountId,
+    pub token: String,
+}
+
 /// One paid HTTP token's balance on `account` (0 when never paid for).
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "u64")]

@@ -245,6 +245,8 @@ pub struct PaymentLog {
     /// Token balances and spent totals changed since the last batch.
     tokens_dirty: Vec<(AccountId, String)>,
     spent_dirty: Vec<AccountId>,
+    /// Tokens expired since the last batch: their records are deleted.
+    tokens_expired: Vec<(AccountId, String)>,
 }
 
 impl PaymentLog {
@@ -461,6 +463,19 @@ impl PaymentLog {
         }
     }
 
+    /// An operator expires a token: its balance counts as spent from now on (the money stays
+    /// with the account) and the token is forgotten. Returns what it held.
+    pub fn token_expire(&mut self, account: &AccountId, token: &str) -> u64 {
+        let key = (account.clone(), token.to_owned());
+        let Some(balance) = self.tokens.remove(&key) else {
+            return 0;
+        };
+        self.tokens_dirty.retain(|k| k != &key);
+        self.tokens_expired.push(key);
+        self.add_token_spent(account, balance, true);
+        balance
+    }
+
     /// `account`'s tokens with their balances, and what its tokens have spent.
     pub fn tokens(&self, account: &AccountId) -> (Vec<(String, u64)>, u64) {
         let mut list: Vec<(String, u64)> = self
@@ -496,6 +511,11 @@ impl PaymentLog {
             ops.push(StoreOp::PutRecord {
                 key: token_key(&account, &token),
                 value: balance.to_be_bytes().to_vec(),
+            });
+        }
+        for (account, token) in self.tokens_expired.drain(..) {
+            ops.push(StoreOp::DeleteRecord {
+                key: token_key(&account, &token),
             });
         }
         for account in self.spent_dirty.drain(..) {

@@ -17,6 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use ilp::config::Config;
 use ilp::packet::Timestamp;
 use ilp::paid_http::{Pay, PayMethod};
+use ilp_actors::admin::{AdminServer, AdminState};
 use ilp_actors::clock::Clock;
 use ilp_actors::link::Link;
 use ilp_actors::messages::{AccountId, GetTokens};
@@ -234,5 +235,33 @@ fn a_token_pays_through_the_pay_header_and_each_request_costs_its_price_once() {
         assert_eq!(tokens, vec![(TOKEN.to_owned(), 25)]);
         assert_eq!(spent, 90);
         assert_eq!(common::balance(&node, "api").await, -115);
+
+        // An operator lists the tokens and expires one: what it held counts as spent.
+        let (listener, admin_addr) = common::listener().await;
+        let _admin = AdminServer::serve(listener, AdminState::new(&node, &config)).unwrap();
+        let admin = |path: &str| format!("http://{admin_addr}{path}");
+        let (status, _, listed) = call(Method::GET, &admin("/accounts/api/tokens"), &[], "").await;
+        assert_eq!(status, StatusCode::OK, "{listed}");
+        let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+        assert_eq!(listed["tokens"][0]["token"], TOKEN);
+        assert_eq!(listed["tokens"][0]["balance"], "25");
+        assert_eq!(listed["spent"], "90");
+        let path = format!("/accounts/api/tokens/{TOKEN}");
+        let (status, _, expired) = call(Method::DELETE, &admin(&path), &[], "").await;
+        assert_eq!(status, StatusCode::OK, "{expired}");
+        assert!(expired.contains("\"expired\":\"25\""), "{expired}");
+        let (status, _, _) = call(Method::DELETE, &admin(&path), &[], "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _, _) = call(Method::GET, &admin("/accounts/wallet/tokens"), &[], "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "not a local account");
+        let (status, headers, _) = call(
+            Method::POST,
+            &url("/upload"),
+            &[("pay-token", TOKEN)],
+            "img",
+        )
+        .await;
+        assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
+        assert_eq!(header(&headers, "pay-balance"), "0");
     });
 }
