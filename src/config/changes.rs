@@ -19,7 +19,8 @@ pub struct ConfigChanges {
     /// `[node]`, `[rates]`, `[routing]` or `[broadcast]` changed: the Router and the route
     /// broadcaster take the new settings.
     pub routing: bool,
-    /// Top-level sections that changed but are only read at start (listeners, store, log):
+    /// Top-level sections that changed but are only read at start (listeners, paid_http,
+    /// store, log):
     /// they take effect at the next restart.
     pub needs_restart: Vec<&'static str>,
 }
@@ -66,6 +67,7 @@ impl ConfigChanges {
                 old.node.io_threads != new.node.io_threads,
             ),
             ("listeners", old.listeners != new.listeners),
+            ("paid_http", old.paid_http != new.paid_http),
             ("store", old.store != new.store),
             ("log", old.log != new.log),
         ];
@@ -137,11 +139,14 @@ mod tests {
         let new = config(
             ALICE,
             "spread = \"0.01\"\n[routing]\ndefault_route = \"alice\"\n[log]\nlevel = \"debug\"\n\
-             [listeners.admin]\nenabled = false\n",
+             [listeners.admin]\nenabled = false\n\
+             [paid_http]\nbind = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:1\"\n\
+             account = \"shop\"\n\
+             [accounts.shop]\nrelation = \"child\"\nlink = { type = \"local\" }\n",
         );
         let changes = ConfigChanges::between(&old, &new);
         assert!(changes.routing);
-        assert_eq!(changes.needs_restart, vec!["listeners", "log"]);
+        assert_eq!(changes.needs_restart, vec!["listeners", "paid_http", "log"]);
         assert!(!changes.is_empty());
     }
 }
