@@ -186,11 +186,56 @@ pub struct PriceTable {
     pub default_price: u64,
 }
 
+/// `path` in the one form a request is priced and forwarded by: escapes of unreserved
+/// characters decoded (`%75` is `u`), other escapes upper-cased; `None` for an empty segment
+/// (`//`), a `.` or `..` segment, or a malformed escape, which a server behind could resolve
+/// to another path than the one priced.
+pub fn canonical_path(path: &str) -> Option<String> {
+    let rest = path.strip_prefix('/')?;
+    let mut out = String::with_capacity(path.len());
+    let segments: Vec<&str> = rest.split('/').collect();
+    let last = segments.len() - 1;
+    for (i, segment) in segments.iter().enumerate() {
+        out.push('/');
+        if segment.is_empty() && i != last {
+            return None;
+        }
+        let mut decoded = String::with_capacity(segment.len());
+        let bytes = segment.as_bytes();
+        let mut j = 0;
+        while j < bytes.len() {
+            if bytes[j] == b'%' {
+                let hex = segment.get(j + 1..j + 3)?;
+                let byte = u8::from_str_radix(hex, 16).ok()?;
+                if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+                    decoded.push(char::from(byte));
+                } else {
+                    decoded.push('%');
+                    decoded.push_str(&hex.to_ascii_uppercase());
+                }
+                j += 3;
+            } else {
+                decoded.push(char::from(bytes[j]));
+                j += 1;
+            }
+        }
+        if decoded == "." || decoded == ".." {
+            return None;
+        }
+        out.push_str(&decoded);
+    }
+    Some(out)
+}
+
 impl PriceTable {
+    /// The price of a request with `method` to `path` (canonical, [`canonical_path`]); path
+    /// prefixes match without regard to case, so a server that ignores case is not a way
+    /// around a price.
     pub fn price(&self, method: &str, path: &str) -> u64 {
+        let lower = path.to_ascii_lowercase();
         self.routes
             .iter()
-            .filter(|r| path.starts_with(&r.path_prefix))
+            .filter(|r| lower.starts_with(&r.path_prefix.to_ascii_lowercase()))
             .filter(|r| {
                 r.method
                     .as_deref()
@@ -357,5 +402,28 @@ mod tests {
         assert_eq!(table.highest_price("/upload/x"), 10);
         assert_eq!(table.highest_price("/upload/free/x"), 0);
         assert_eq!(table.highest_price("/other"), 1);
+        assert_eq!(
+            table.price("POST", "/UPLOAD"),
+            10,
+            "case does not dodge a price"
+        );
+    }
+
+    #[test]
+    fn paths_are_priced_in_one_canonical_form() {
+        assert_eq!(canonical_path("/%75pload").as_deref(), Some("/upload"));
+        assert_eq!(canonical_path("/a%2fb").as_deref(), Some("/a%2Fb"));
+        assert_eq!(canonical_path("/a b/").as_deref(), Some("/a b/"));
+        assert_eq!(canonical_path("/").as_deref(), Some("/"));
+        for bad in [
+            "//upload",
+            "/x/../upload",
+            "/./upload",
+            "/%2e%2e/upload",
+            "/a%2",
+            "x",
+        ] {
+            assert_eq!(canonical_path(bad), None, "{bad}");
+        }
     }
 }

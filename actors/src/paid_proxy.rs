@@ -30,7 +30,8 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use ilp::paid_http::{
-    Pay, PayMethod, PayToken, PriceTable, PAY_BALANCE_HEADER, PAY_HEADER, PAY_TOKEN_HEADER,
+    canonical_path, Pay, PayMethod, PayToken, PriceTable, PAY_BALANCE_HEADER, PAY_HEADER,
+    PAY_TOKEN_HEADER,
 };
 use ilp::stream::credentials::IssueOptions;
 use ilp::stream::credentials::ReceiverKeys;
@@ -78,7 +79,7 @@ fn body(bytes: impl Into<Bytes>) -> ProxyBody {
 }
 
 fn answer(status: StatusCode, message: &str) -> Response<ProxyBody> {
-    let mut response = Response::new(body(format!("{{\"error\":{message:?}}}")));
+    let mut response = Response::new(body(serde_json::json!({ "error": message }).to_string()));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -102,7 +103,14 @@ impl ProxyState {
         request: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let method = request.method().clone();
-        let path = request.uri().path().to_owned();
+        // Priced and forwarded in one form, so that no spelling of a path reaches the upstream
+        // as another path than the one priced.
+        let Some(path) = canonical_path(request.uri().path()) else {
+            return Ok(answer(
+                StatusCode::BAD_REQUEST,
+                "the path has an empty, . or .. segment, or a malformed escape",
+            ));
+        };
         let token = match request.headers().get(PAY_TOKEN_HEADER).map(|v| v.to_str()) {
             None => None,
             Some(Ok(value)) => match PayToken::parse(value) {
@@ -123,7 +131,7 @@ impl ProxyState {
         } else {
             PayMethod::Psk2
         };
-        if method == Method::OPTIONS {
+        if method == Method::OPTIONS && self.prices.highest_price(&path) > 0 {
             if let Some(token) = &token {
                 // The preflight: what the request the client means to make would cost.
                 let intended = request
@@ -141,9 +149,16 @@ impl ProxyState {
                 return Ok(self.with_pay(response, token, pay_method, price, balance));
             }
         }
+        // No address, no credentials: a 402 without Pay would break a paying client.
+        if self.node.get().is_none() && self.prices.highest_price(&path) > 0 {
+            return Ok(answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the node does not know its address yet",
+            ));
+        }
         let price = self.prices.price(method.as_str(), &path);
         if price == 0 {
-            return Ok(self.forward(request, None).await.0);
+            return Ok(self.forward(request, &path, None).await.0);
         }
         let Some(token) = token else {
             return Ok(answer(
@@ -162,7 +177,8 @@ impl ProxyState {
         .await;
         match spent {
             Ok(left) => {
-                let (mut response, served) = self.forward(request, Some((&token, price))).await;
+                let (mut response, served) =
+                    self.forward(request, &path, Some((&token, price))).await;
                 if served {
                     set(&mut response, PAY_BALANCE_HEADER, &left.to_string());
                 }
@@ -202,6 +218,7 @@ impl ProxyState {
             set(&mut response, PAY_HEADER, &pay.header_value());
         }
         set(&mut response, PAY_BALANCE_HEADER, &balance.to_string());
+        expose_pay_headers(&mut response);
         response
     }
 
@@ -236,16 +253,18 @@ impl ProxyState {
         })
     }
 
-    /// Sends `request` upstream and streams the answer back, and whether the upstream answered.
-    /// `paid`: the token and price taken for it, given back when the upstream cannot answer
-    /// (that answer carries the balance after the refund).
+    /// Sends `request` upstream at `path` (canonical) and streams the answer back, and whether
+    /// the upstream answered. `paid`: the token and price taken for it, given back when the
+    /// request never reached the upstream (that answer carries the balance after the refund);
+    /// once it was sent, the upstream may have acted on it, and the price stays taken.
     async fn forward(
         &self,
         request: Request<Incoming>,
+        path: &str,
         paid: Option<(&PayToken, u64)>,
     ) -> (Response<ProxyBody>, bool) {
         let (mut parts, incoming) = request.into_parts();
-        let uri = match self.upstream_uri(&parts.uri) {
+        let uri = match self.upstream_uri(path, parts.uri.query()) {
             Some(uri) => uri,
             None => {
                 let response = answer(
@@ -256,35 +275,43 @@ impl ProxyState {
             }
         };
         parts.uri = uri;
-        for name in HOP_BY_HOP {
-            parts.headers.remove(name);
-        }
+        strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(HOST);
+        // The token is the client's key to its balance: the upstream has no use for it.
+        parts.headers.remove(PAY_TOKEN_HEADER);
         parts.version = hyper::Version::HTTP_11;
         let outgoing = Request::from_parts(parts, incoming);
         let sent = tokio::time::timeout(self.upstream_timeout, self.client.request(outgoing)).await;
         let failed = match sent {
             Ok(Ok(response)) => {
                 let (mut parts, upstream_body) = response.into_parts();
-                for name in HOP_BY_HOP {
-                    parts.headers.remove(name);
-                }
+                strip_hop_by_hop(&mut parts.headers);
                 let body: ProxyBody = upstream_body.map_err(|e| e.into()).boxed();
                 return (Response::from_parts(parts, body), true);
             }
-            Ok(Err(e)) => (
+            Ok(Err(e)) if e.is_connect() => (
                 StatusCode::BAD_GATEWAY,
                 format!("the upstream could not be reached: {e}"),
+                true,
+            ),
+            Ok(Err(e)) => (
+                StatusCode::BAD_GATEWAY,
+                format!("the upstream failed after the request was sent: {e}"),
+                false,
             ),
             Err(_) => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "the upstream did not answer in time".to_owned(),
+                false,
             ),
         };
-        (
-            self.refunded(answer(failed.0, &failed.1), paid).await,
-            false,
-        )
+        let (status, message, never_sent) = failed;
+        let response = answer(status, &message);
+        if never_sent {
+            (self.refunded(response, paid).await, false)
+        } else {
+            (response, false)
+        }
     }
 
     /// Gives the price back to the token (`paid`) of a request that was not served; `response`
@@ -311,12 +338,40 @@ impl ProxyState {
         response
     }
 
-    /// The upstream's URL for `uri`: the upstream's path, then the request's path and query.
-    fn upstream_uri(&self, uri: &Uri) -> Option<Uri> {
+    /// The upstream's URL for `path` and `query`: the upstream's path, then the request's.
+    fn upstream_uri(&self, path: &str, query: Option<&str>) -> Option<Uri> {
         let base = self.upstream.as_str().trim_end_matches('/');
-        let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
-        format!("{base}{path_and_query}").parse().ok()
+        match query {
+            Some(query) => format!("{base}{path}?{query}"),
+            None => format!("{base}{path}"),
+        }
+        .parse()
+        .ok()
     }
+}
+
+/// Drops the hop-by-hop headers, those the `Connection` header names included.
+fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+        .collect();
+    for name in named.iter().map(String::as_str).chain(HOP_BY_HOP) {
+        headers.remove(name);
+    }
+    headers.remove("proxy-connection");
+}
+
+/// Lets a browser's script read the payment headers of a cross-origin answer.
+fn expose_pay_headers(response: &mut Response<ProxyBody>) {
+    response.headers_mut().insert(
+        "access-control-expose-headers",
+        HeaderValue::from_static("Pay, Pay-Balance"),
+    );
 }
 
 /// Asks the keeper for a token operation; a keeper that is gone is a store error.
@@ -393,7 +448,20 @@ impl PaidProxy {
             max_connections: 1024,
         };
         let task = crate::http_serve::serve(listener, &options, move |request, _peer| {
-            state.clone().handle(request)
+            // On a task of its own: a client that goes away after its token paid does not
+            // abandon the request half way (the spend and the forward complete, or the refund).
+            let handled = tokio::spawn(state.clone().handle(request));
+            async move {
+                Ok(handled
+                    .await
+                    .unwrap_or_else(|_| {
+                        Ok(answer(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "the request failed",
+                        ))
+                    })
+                    .unwrap_or_else(|never| match never {}))
+            }
         });
         Ok(PaidProxy { local_addr, task })
     }

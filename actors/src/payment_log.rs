@@ -322,11 +322,12 @@ impl PaymentLog {
             time_ms: received.at.unix_millis(),
             payment: None,
         });
-        if let Some(token) = received
+        // A packet that moved no money (a connection's close) makes no token.
+        let token = received
             .tag
             .as_deref()
-            .and_then(|t| t.strip_prefix(TOKEN_TAG_PREFIX))
-        {
+            .and_then(|t| t.strip_prefix(TOKEN_TAG_PREFIX));
+        if let (Some(token), true) = (token, received.amount > 0) {
             self.token_credit(&received.account, token, received.amount);
         }
         if !received.receipts {
@@ -405,6 +406,8 @@ impl PaymentLog {
 
     fn token_credit(&mut self, account: &AccountId, token: &str, amount: u64) {
         let key = (account.clone(), token.to_owned());
+        // Money for a token expired in this batch makes it live again: not deleted after all.
+        self.tokens_expired.retain(|k| k != &key);
         let balance = self.tokens.entry(key.clone()).or_insert(0);
         *balance = balance.saturating_add(amount);
         if !self.tokens_dirty.contains(&key) {
@@ -502,6 +505,12 @@ impl PaymentLog {
     /// The seq records of the accounts staged since the last call (one per account per batch)
     /// and the changed payment totals.
     pub fn finish_batch(&mut self, ops: &mut Vec<StoreOp>) {
+        // Deletions first: a token put in the same batch is live (see token_credit).
+        for (account, token) in self.tokens_expired.drain(..) {
+            ops.push(StoreOp::DeleteRecord {
+                key: token_key(&account, &token),
+            });
+        }
         for (account, token) in self.tokens_dirty.drain(..) {
             let balance = self
                 .tokens
@@ -511,11 +520,6 @@ impl PaymentLog {
             ops.push(StoreOp::PutRecord {
                 key: token_key(&account, &token),
                 value: balance.to_be_bytes().to_vec(),
-            });
-        }
-        for (account, token) in self.tokens_expired.drain(..) {
-            ops.push(StoreOp::DeleteRecord {
-                key: token_key(&account, &token),
             });
         }
         for account in self.spent_dirty.drain(..) {
@@ -652,6 +656,41 @@ mod tests {
         let mut ops = Vec::new();
         log.finish_batch(&mut ops);
         assert!(ops.is_empty());
+    }
+
+    /// A refund (or a payment) for a token expired in the same batch keeps the token, on disk
+    /// as in memory; a packet that moved no money makes no token.
+    #[tokio::test]
+    async fn a_token_expired_and_credited_in_one_batch_stays_and_closes_make_none() {
+        let store = MemoryStore::new();
+        let api = AccountId::from("api");
+        let mut log = PaymentLog::default();
+        let mut ops = Vec::new();
+        let mut paid = received("api", 1, 30, vec![]);
+        paid.tag = Some("pt:T".into());
+        log.stage(&paid, &mut ops);
+        let mut close = received("api", 2, 0, vec![]);
+        close.tag = Some("pt:Z".into());
+        log.stage(&close, &mut ops);
+        log.finish_batch(&mut ops);
+        store.commit(ops).await.unwrap();
+        let mut ops = Vec::new();
+        assert_eq!(log.token_spend(&api, "T", 10), Ok(20));
+        assert_eq!(log.token_expire(&api, "T"), 20);
+        assert_eq!(log.token_refund(&api, "T", 10), 10);
+        log.finish_batch(&mut ops);
+        store.commit(ops).await.unwrap();
+        let reloaded = PaymentLog::load(&store).unwrap();
+        assert_eq!(reloaded.tokens(&api), log.tokens(&api));
+        let (tokens, spent) = reloaded.tokens(&api);
+        assert_eq!(tokens, vec![("T".to_owned(), 10)]);
+        assert_eq!(spent, 20);
+        let held: u64 = tokens.iter().map(|(_, b)| b).sum();
+        assert_eq!(
+            held + spent,
+            30,
+            "held plus spent is what the tagged packets paid"
+        );
     }
 
     /// Events stored before outgoing ones existed read as incoming; outgoing events share the

@@ -49,10 +49,15 @@ async fn upstream() -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()
                         async move {
                             let method = req.method().clone();
                             let path = req.uri().path().to_owned();
+                            let token = if req.headers().contains_key("pay-token") {
+                                "token "
+                            } else {
+                                ""
+                            };
                             let body = req.into_body().collect().await.unwrap().to_bytes();
                             count.fetch_add(1, Ordering::SeqCst);
                             let text = format!(
-                                "upstream: {method} {path} {}",
+                                "upstream: {token}{method} {path} {}",
                                 String::from_utf8_lossy(&body)
                             );
                             Ok::<_, std::convert::Infallible>(Response::new(Full::new(
@@ -135,6 +140,16 @@ fn a_token_pays_through_the_pay_header_and_each_request_costs_its_price_once() {
         assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
         assert!(headers.get("pay").is_none());
         assert_eq!(served.load(Ordering::SeqCst), 1);
+        // No spelling of the path gets around its price, or reaches the upstream as another.
+        let (status, _, _) = call(Method::POST, &url("/%75pload"), &[], "img").await;
+        assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
+        let (status, _, _) = call(Method::POST, &url("/UPLOAD"), &[], "img").await;
+        assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
+        for path in ["//upload", "/x/../upload", "/free/%2e%2e/upload"] {
+            let (status, _, _) = call(Method::POST, &url(path), &[], "img").await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
+        }
+        assert_eq!(served.load(Ordering::SeqCst), 1);
         // A bad token is the client's mistake.
         let (status, _, _) =
             call(Method::POST, &url("/upload"), &[("pay-token", "short")], "").await;
@@ -164,6 +179,10 @@ fn a_token_pays_through_the_pay_header_and_each_request_costs_its_price_once() {
         .await;
         assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
         assert_eq!(header(&headers, "pay-balance"), "0");
+        assert_eq!(
+            header(&headers, "access-control-expose-headers"),
+            "Pay, Pay-Balance"
+        );
         let psk2 = Pay::parse(&header(&headers, "pay")).unwrap();
         assert_eq!(psk2.method, PayMethod::Psk2);
         assert_eq!(served.load(Ordering::SeqCst), 1);
@@ -183,6 +202,7 @@ fn a_token_pays_through_the_pay_header_and_each_request_costs_its_price_once() {
         )
         .await;
         assert_eq!(status, StatusCode::OK, "{body}");
+        // The token is not passed on: it is the client's key to its balance.
         assert_eq!(body, "upstream: POST /v1/upload img");
         assert_eq!(header(&headers, "pay-balance"), "85");
         assert_eq!(served.load(Ordering::SeqCst), 2);
