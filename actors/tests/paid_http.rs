@@ -244,6 +244,48 @@ fn a_token_pays_through_the_pay_header_and_each_request_costs_its_price_once() {
         assert_eq!(status, StatusCode::BAD_GATEWAY);
         assert_eq!(header(&headers, "pay-balance"), "25");
 
+        // Paid as ilp-fetch pays: one PSK2 request on the default Pay's credentials, for the
+        // price, with the token's 16 bytes as its data.
+        let second_token = "EBESExQVFhcYGRobHB0eHw";
+        let (status, headers, _) = call(
+            Method::POST,
+            &url("/upload"),
+            &[("pay-token", second_token)],
+            "img",
+        )
+        .await;
+        assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
+        let pay = Pay::parse(&header(&headers, "pay")).unwrap();
+        assert_eq!(pay.method, PayMethod::Psk2);
+        let keys = ilp::psk2::keys(&pay.shared_secret);
+        let plaintext = ilp::psk2::Psk2Packet::Request {
+            packet_type: ilp::psk2::TYPE_REQUEST,
+            request_id: 1,
+            amount: 10,
+            data: (16u8..32).collect(),
+        }
+        .encode();
+        let data = keys.encrypt(&[3; 12], &plaintext).unwrap();
+        let prepare = ilp::packet::PrepareBuilder {
+            amount: 10,
+            expires_at: expires,
+            execution_condition: &keys.condition(&data),
+            destination: &pay.destination,
+            data: &data,
+        }
+        .build()
+        .unwrap();
+        assert!(wallet.send_prepare(prepare).await.unwrap().is_ok());
+        let (status, headers, body) = call(
+            Method::POST,
+            &url("/upload"),
+            &[("pay-token", second_token)],
+            "img2",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(header(&headers, "pay-balance"), "0");
+
         // The books: what the account was paid is what the tokens hold plus what they spent.
         let (tokens, spent) = node
             .balance
@@ -252,9 +294,12 @@ fn a_token_pays_through_the_pay_header_and_each_request_costs_its_price_once() {
             })
             .await
             .unwrap();
-        assert_eq!(tokens, vec![(TOKEN.to_owned(), 25)]);
-        assert_eq!(spent, 90);
-        assert_eq!(common::balance(&node, "api").await, -115);
+        assert_eq!(
+            tokens,
+            vec![(TOKEN.to_owned(), 25), (second_token.to_owned(), 0)]
+        );
+        assert_eq!(spent, 100);
+        assert_eq!(common::balance(&node, "api").await, -125);
 
         // An operator lists the tokens and expires one: what it held counts as spent.
         let (listener, admin_addr) = common::listener().await;
@@ -265,7 +310,7 @@ fn a_token_pays_through_the_pay_header_and_each_request_costs_its_price_once() {
         let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
         assert_eq!(listed["tokens"][0]["token"], TOKEN);
         assert_eq!(listed["tokens"][0]["balance"], "25");
-        assert_eq!(listed["spent"], "90");
+        assert_eq!(listed["spent"], "100");
         let path = format!("/accounts/api/tokens/{TOKEN}");
         let (status, _, expired) = call(Method::DELETE, &admin(&path), &[], "").await;
         assert_eq!(status, StatusCode::OK, "{expired}");
