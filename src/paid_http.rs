@@ -230,8 +230,17 @@ pub fn canonical_path(path: &str) -> Option<String> {
 impl PriceTable {
     /// The price of a request with `method` to `path` (canonical, [`canonical_path`]); path
     /// prefixes match without regard to case, so a server that ignores case is not a way
-    /// around a price.
+    /// around a price. HEAD costs what GET costs, if more: servers answer it by running GET.
     pub fn price(&self, method: &str, path: &str) -> u64 {
+        let price = self.route_price(method, path);
+        if method.eq_ignore_ascii_case("HEAD") {
+            price.max(self.route_price("GET", path))
+        } else {
+            price
+        }
+    }
+
+    fn route_price(&self, method: &str, path: &str) -> u64 {
         let lower = path.to_ascii_lowercase();
         self.routes
             .iter()
@@ -407,6 +416,7 @@ mod tests {
             10,
             "case does not dodge a price"
         );
+        assert_eq!(table.price("HEAD", "/x"), 1, "HEAD costs what GET costs");
     }
 
     #[test]

@@ -1010,6 +1010,16 @@ fn paid_http_proxy_and_its_prices() {
     assert_error(&e, "paid_http.upstream_timeout_ms", "");
     assert_error(&e, "paid_http.routes[0].path_prefix", "must start with /");
     assert_error(&e, "paid_http.routes[0].method", "HTTP method");
+    let twice = format!(
+        "{base}[paid_http]\nbind = \"127.0.0.1:0\"\nupstream = \"http://x\"\naccount = \"api\"\n\
+         [[paid_http.routes]]\nmethod = \"post\"\npath_prefix = \"/a\"\nprice = 1\n\
+         [[paid_http.routes]]\nmethod = \"POST\"\npath_prefix = \"/a\"\nprice = 2\n"
+    );
+    assert_error(
+        &errors(&twice),
+        "paid_http.routes[1]",
+        "paid_http.routes[0]",
+    );
     let e = errors(&format!("{base}[paid_http]\nbind = \"127.0.0.1:0\"\n"));
     assert_error(&e, "paid_http.upstream", "required key is missing");
 }

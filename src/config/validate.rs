@@ -356,6 +356,17 @@ pub(super) fn check(config: &Config, failed_accounts: &BTreeSet<String>) -> Vec<
         }
         e.positive("paid_http.upstream_timeout_ms", paid.upstream_timeout_ms);
         for (i, route) in paid.routes.iter().enumerate() {
+            let same = |other: &crate::config::PaidRouteConfig| {
+                other.path_prefix == route.path_prefix
+                    && other.method.as_deref().map(str::to_ascii_uppercase)
+                        == route.method.as_deref().map(str::to_ascii_uppercase)
+            };
+            if let Some(first) = paid.routes[..i].iter().position(same) {
+                e.at(
+                    format!("paid_http.routes[{i}]"),
+                    format!("the same method and path_prefix as paid_http.routes[{first}]"),
+                );
+            }
             if !route.path_prefix.starts_with('/') {
                 e.at(
                     format!("paid_http.routes[{i}].path_prefix"),
