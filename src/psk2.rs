@@ -269,6 +269,15 @@ pub fn decide(
 
 impl Accepted {
     /// What to credit.
+    /// The application data the request carried (koa-ilp's clients put their Pay-Token's
+    /// 16 bytes here).
+    pub fn data(&self) -> &[u8] {
+        match &self.packet {
+            Psk2Packet::Request { data, .. } => data,
+            _ => &[],
+        }
+    }
+
     pub fn amount(&self) -> u64 {
         self.arrived
     }

@@ -46,6 +46,17 @@ pub struct Asset {
     pub scale: u8,
 }
 
+impl Asset {
+    /// A receiver's asset that nobody said ([`RateFloor::Probed`]): an empty code, amounts in
+    /// its base units.
+    pub fn unknown() -> Asset {
+        Asset {
+            code: String::new(),
+            scale: 0,
+        }
+    }
+}
+
 /// What the payment is fixed on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
@@ -101,6 +112,28 @@ pub struct Params {
     /// The most the paying account may spend now.
     pub available: u64,
     pub limits: Limits,
+    /// Where the least acceptable rate comes from.
+    pub floor: RateFloor,
+    /// The most the caller lets this payment debit (a paid HTTP client's `--max-price`): a
+    /// quote that may need more stops the payment before anything fulfillable is sent.
+    pub max_source: Option<u64>,
+    /// Application data carried by every PSK2 request (koa-ilp credits the token in its first
+    /// 16 bytes). Ignored by STREAM, whose credentials say whom the money is for.
+    pub psk2_data: Vec<u8>,
+}
+
+/// Where a payment's least acceptable rate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RateFloor {
+    /// The node's rate table between the two assets, less the slippage: the path may not
+    /// take more than the slippage beyond what the node itself would charge.
+    #[default]
+    RateTable,
+    /// The probed rate less the slippage, for a receiver whose asset is not known (a PSK2
+    /// receiver that does not say it, as a paid HTTP server's `Pay` header does not): nothing
+    /// to compare the path with, so the caller's `max_source` is the protection, and every
+    /// packet still asks for at least what the probe promised.
+    Probed,
 }
 
 /// Randomness for one Prepare: the IV that encrypts its data, and a condition for packets that
@@ -190,6 +223,8 @@ impl std::fmt::Display for RejectInfo {
 pub enum PayError {
     #[error("the account may spend {available}, the payment needs up to {needed}")]
     InsufficientFunds { needed: u64, available: u64 },
+    #[error("the payment may cost up to {needed}, more than the {max} allowed")]
+    MaxSourceExceeded { needed: u64, max: u64 },
     #[error("the receiver did not say its asset and none was given")]
     UnknownDestinationAsset,
     #[error("the receiver's asset {told} differs from {expected}")]
@@ -229,6 +264,7 @@ impl PayError {
     pub fn kind(&self) -> &'static str {
         match self {
             PayError::InsufficientFunds { .. } => "InsufficientFunds",
+            PayError::MaxSourceExceeded { .. } => "MaxSourceExceeded",
             PayError::UnknownDestinationAsset => "UnknownDestinationAsset",
             PayError::DestinationAssetConflict { .. } => "DestinationAssetConflict",
             PayError::ExternalRateUnavailable(_) => "ExternalRateUnavailable",
@@ -566,7 +602,11 @@ impl Sender {
         let mut probes: Vec<u64> = PROBE_LADDER.iter().copied().filter(|&a| a < cap).collect();
         probes.insert(0, cap);
         probes.reverse();
-        let codec = Codec::new(params.protocol, &params.shared_secret);
+        let codec = Codec::new(
+            params.protocol,
+            &params.shared_secret,
+            params.psk2_data.clone(),
+        );
         let congestion = Congestion::new(&params.limits);
         Ok(Sender {
             max_packet: MaxPacket {
@@ -884,6 +924,11 @@ impl Sender {
                 })
             }
             (_, Some(asset)) | (Some(asset), None) => asset.clone(),
+            (None, None)
+                if self.params.floor == RateFloor::Probed && !self.rates.pairs.is_empty() =>
+            {
+                Asset::unknown()
+            }
             (None, None) => {
                 if self.rates.pairs.is_empty() {
                     return Err(PayError::RateProbeFailed {
@@ -906,20 +951,28 @@ impl Sender {
                 last: self.progress.last_reject.clone(),
             });
         };
-        let table = self
-            .params
-            .rates
-            .rate(&source.code, &destination.code)
-            .map_err(|_| {
-                PayError::ExternalRateUnavailable(format!(
-                    "{} to {}",
-                    source.code, destination.code
-                ))
-            })?;
-        let minimum = combined_rate(table, self.params.slippage, source.scale, destination.scale)
-            .map_err(|_| {
-            PayError::ExternalRateUnavailable(format!("{} to {}", source.code, destination.code))
-        })?;
+        let minimum = match self.params.floor {
+            RateFloor::RateTable => {
+                let unavailable = || {
+                    PayError::ExternalRateUnavailable(format!(
+                        "{} to {}",
+                        source.code, destination.code
+                    ))
+                };
+                let table = self
+                    .params
+                    .rates
+                    .rate(&source.code, &destination.code)
+                    .map_err(|_| unavailable())?;
+                combined_rate(table, self.params.slippage, source.scale, destination.scale)
+                    .map_err(|_| unavailable())?
+            }
+            RateFloor::Probed => low
+                .checked_mul(self.params.slippage.keep_factor())
+                .map_err(|_| PayError::RateProbeFailed {
+                    last: self.progress.last_reject.clone(),
+                })?,
+        };
         if low.is_zero() || ratio::cmp(low, minimum) != Ordering::Greater {
             return Err(PayError::InsufficientExchangeRate {
                 probed: low,
@@ -945,6 +998,12 @@ impl Sender {
             Target::Source(n) => (n, ratio::ceil_mul(n, minimum).saturating_sub(1)),
             Target::Delivery(m) => (ratio::ceil_div(m, minimum), m),
         };
+        if let Some(max) = self.params.max_source.filter(|&max| max_source > max) {
+            return Err(PayError::MaxSourceExceeded {
+                needed: max_source,
+                max,
+            });
+        }
         if max_source > self.params.available {
             return Err(PayError::InsufficientFunds {
                 needed: max_source,

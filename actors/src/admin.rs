@@ -19,6 +19,7 @@
 //! | `POST /ping` `{"destination": address}` | echo round trip: `{"rtt_ms": ...}`, or 502 with the Reject |
 //! | `GET /accounts/<id>/tokens` | the paid HTTP tokens of local account `id` ([`crate::paid_proxy`]): each with its balance, and what they spent |
 //! | `DELETE /accounts/<id>/tokens/<token>` | expires a token: what it held counts as spent |
+//! | `POST /accounts/<id>/http` `{"url", "method"?, "headers"?, "body"? \| "body_base64"?, "max_price"?, "timeout_ms"?}` | fetches `url` for local account `id`, paying what a paid HTTP server asks within `max_price` ([`crate::paid_client`]): the response (status, headers, body) with the payments made, or 402 (not paid: price above the maximum, payment failed), 502 (server unreachable), 504 (out of time) |
 //! | `POST /circular` `{"via", "amount", "return_via"?, "min_return"?, "timeout_ms"?}` | a circular payment ([`ilp::circular`]): out through `via`, back to us; both amounts with their assets, expiries, the path's rate, or 502 with the Reject that ended it |
 //!
 //! With `listeners.admin.token` every other endpoint needs `Authorization: Bearer <token>`,
@@ -62,6 +63,11 @@ use tokio::task::{JoinHandle, JoinSet};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest request body of `POST /accounts/<id>/http` (the request it sends is inside).
+pub const MAX_FETCH_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// Longest a `POST /accounts/<id>/http` may take when it does not say, and at most.
+pub const DEFAULT_FETCH_TIMEOUT_MS: u64 = 30_000;
+pub const MAX_FETCH_TIMEOUT_MS: u64 = 60_000;
 /// Content type of `GET /metrics`.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Content type of `GET /metrics` for a client that accepts OpenMetrics (Prometheus does).
@@ -150,6 +156,8 @@ pub struct AdminState {
     feed: Option<crate::payment_log::PaymentFeed>,
     /// The node's outgoing payments.
     payer: Option<crate::payer::Payer>,
+    /// Fetches paid HTTP resources for local accounts.
+    http: Option<crate::paid_client::PaidHttpClient>,
 }
 
 impl AdminState {
@@ -183,6 +191,7 @@ impl AdminState {
             spsp_base: None,
             feed: Some(node.payment_feed.clone()),
             payer: Some(node.payer.clone()),
+            http: Some(node.http_client.clone()),
             started: Instant::now(),
         }
     }
@@ -339,6 +348,7 @@ enum Endpoint {
     Circular,
     AccountTokens(String),
     AccountToken(String, String),
+    AccountHttp(String),
 }
 
 impl Endpoint {
@@ -368,6 +378,7 @@ impl Endpoint {
             ["accounts", id, "tokens", token] if !id.is_empty() && !token.is_empty() => {
                 Endpoint::AccountToken((*id).to_owned(), (*token).to_owned())
             }
+            ["accounts", id, "http"] if !id.is_empty() => Endpoint::AccountHttp((*id).to_owned()),
             ["accounts", id, "quotes"] if !id.is_empty() => {
                 Endpoint::AccountQuotes((*id).to_owned())
             }
@@ -389,6 +400,7 @@ impl Endpoint {
             | Endpoint::AccountQuotes(_)
             | Endpoint::Snapshot
             | Endpoint::Ping
+            | Endpoint::AccountHttp(_)
             | Endpoint::Circular => &[Method::POST],
             Endpoint::AccountPayments(_) => &[Method::GET, Method::POST],
             Endpoint::AccountPayment(..) => &[Method::GET, Method::DELETE],
@@ -441,7 +453,11 @@ async fn serve(state: Arc<AdminState>, request: Request<Incoming>) -> Result<Ans
         .get(ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/openmetrics-text"));
-    let body = match read_body(request).await {
+    let limit = match endpoint {
+        Endpoint::AccountHttp(_) => MAX_FETCH_BODY_BYTES,
+        _ => MAX_BODY_BYTES,
+    };
+    let body = match read_body(request, limit).await {
         Ok(body) => body,
         Err(answer) => return Ok(*answer),
     };
@@ -515,11 +531,153 @@ async fn serve(state: Arc<AdminState>, request: Request<Incoming>) -> Result<Ans
         Endpoint::Circular => circular(&state, &body).await,
         Endpoint::AccountTokens(id) => tokens(&state, &id).await,
         Endpoint::AccountToken(id, token) => expire_token(&state, &id, &token).await,
+        Endpoint::AccountHttp(id) => fetch(&state, &id, &body).await,
     })
 }
 
-async fn read_body(request: Request<Incoming>) -> Result<Bytes, Box<Answer>> {
-    let limited = Limited::new(request.into_body(), MAX_BODY_BYTES);
+/// The request of `POST /accounts/<id>/http`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FetchBody {
+    url: String,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    headers: FetchHeaders,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    body_base64: Option<String>,
+    #[serde(default, with = "crate::payer::opt_u64_string")]
+    max_price: Option<u64>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+/// Request headers as `{"Name": "value"}` or `[["Name", "value"], ...]` (names may repeat).
+#[derive(Debug, Default, Deserialize)]
+#[serde(untagged)]
+enum FetchHeaders {
+    #[default]
+    None,
+    Map(BTreeMap<String, String>),
+    List(Vec<(String, String)>),
+}
+
+/// `POST /accounts/<id>/http`.
+async fn fetch(state: &AdminState, id: &str, body: &[u8]) -> Answer {
+    use crate::paid_client::{FetchError, FetchRequest};
+    use crate::payer::StartError;
+    use base64::Engine as _;
+    let accounts = state.accounts();
+    let Some(info) = accounts.get(id) else {
+        return error(StatusCode::NOT_FOUND, &format!("no account {id}"));
+    };
+    let (Some(client), true) = (&state.http, info.receiver.is_some()) else {
+        return error(
+            StatusCode::CONFLICT,
+            &StartError::NotLocal(id.to_string()).to_string(),
+        );
+    };
+    let request: FetchBody = match parse_json(body) {
+        Ok(r) => r,
+        Err(m) => return error(StatusCode::BAD_REQUEST, &m),
+    };
+    let bad = |m: String| error(StatusCode::BAD_REQUEST, &m);
+    let url = match url::Url::parse(&request.url) {
+        Ok(url) => url,
+        Err(e) => return bad(format!("url {:?}: {e}", request.url)),
+    };
+    let method_name = request.method.as_deref().unwrap_or("GET");
+    let Ok(method) = Method::from_bytes(method_name.to_ascii_uppercase().as_bytes()) else {
+        return bad(format!("method {method_name:?}"));
+    };
+    let payload = match (request.body, request.body_base64) {
+        (Some(_), Some(_)) => return bad("give body or body_base64, not both".into()),
+        (Some(text), None) => Bytes::from(text),
+        (None, Some(b64)) => match base64::engine::general_purpose::STANDARD.decode(b64.trim()) {
+            Ok(bytes) => Bytes::from(bytes),
+            Err(e) => return bad(format!("body_base64: {e}")),
+        },
+        (None, None) => Bytes::new(),
+    };
+    let timeout_ms = request.timeout_ms.unwrap_or(DEFAULT_FETCH_TIMEOUT_MS);
+    if timeout_ms == 0 || timeout_ms > MAX_FETCH_TIMEOUT_MS {
+        return bad(format!(
+            "timeout_ms must be 1 to {MAX_FETCH_TIMEOUT_MS}, not {timeout_ms}"
+        ));
+    }
+    let headers = match request.headers {
+        FetchHeaders::None => Vec::new(),
+        FetchHeaders::Map(map) => map.into_iter().collect(),
+        FetchHeaders::List(list) => list,
+    };
+    let fetch = FetchRequest {
+        method,
+        url,
+        headers,
+        body: payload,
+        max_price: request.max_price,
+        timeout: Duration::from_millis(timeout_ms),
+    };
+    let payments_json = |payments: &[crate::payer::PaymentView]| {
+        Value::Array(payments.iter().map(|p| p.to_json()).collect())
+    };
+    match client.fetch(id, fetch).await {
+        Ok(fetched) => {
+            let mut answer = json!({
+                "status": fetched.status.as_u16(),
+                "headers": fetched.headers,
+                "token": fetched.token,
+                "paid": fetched.paid().to_string(),
+                "payments": payments_json(&fetched.payments),
+            });
+            match std::str::from_utf8(&fetched.body) {
+                Ok(text) => answer["body"] = json!(text),
+                Err(_) => {
+                    answer["body_base64"] =
+                        json!(base64::engine::general_purpose::STANDARD.encode(&fetched.body))
+                }
+            }
+            ok(&answer)
+        }
+        Err(e) => {
+            let status = match &e {
+                FetchError::BadRequest(_) => StatusCode::BAD_REQUEST,
+                FetchError::Start(StartError::NoAccount(_)) => StatusCode::NOT_FOUND,
+                FetchError::Start(StartError::NotLocal(_)) => StatusCode::CONFLICT,
+                FetchError::Start(StartError::TooMany(_)) => StatusCode::TOO_MANY_REQUESTS,
+                FetchError::Start(StartError::Store(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+                FetchError::Start(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                FetchError::Http { .. } | FetchError::TooLarge(_) | FetchError::BadPay { .. } => {
+                    StatusCode::BAD_GATEWAY
+                }
+                FetchError::PriceNotAllowed { .. } | FetchError::PaymentFailed { .. } => {
+                    StatusCode::PAYMENT_REQUIRED
+                }
+                FetchError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            };
+            let paid: u64 = e.payments().iter().map(|p| p.progress.sent).sum();
+            let message = match paid {
+                0 => e.to_string(),
+                paid => format!("{e} ({paid} paid on the way, kept by the server for the token)"),
+            };
+            let mut body = json!({
+                "error": message,
+                "paid": paid.to_string(),
+                "payments": payments_json(e.payments()),
+            });
+            if let FetchError::PriceNotAllowed { asked, balance, .. } = &e {
+                body["asked"] = json!(asked.to_string());
+                body["balance"] = json!(balance.to_string());
+            }
+            json_response(status, &body)
+        }
+    }
+}
+
+async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, Box<Answer>> {
+    let limited = Limited::new(request.into_body(), limit);
     match tokio::time::timeout(REQUEST_TIMEOUT, limited.collect()).await {
         Ok(Ok(body)) => Ok(body.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Box::new(error(

@@ -13,6 +13,7 @@ pub mod log;
 pub mod messages;
 pub mod metrics;
 pub mod node;
+pub mod paid_client;
 pub mod paid_proxy;
 pub mod payer;
 pub mod payment_log;

@@ -31,7 +31,9 @@ macro_rules! err_line {
 }
 
 use ilp::config::{Config, StoreBackend};
-use ilp_actors::admin::cli::{self as operator, AdminTarget, CliError, Operation, PayOptions};
+use ilp_actors::admin::cli::{
+    self as operator, AdminTarget, CliError, HttpOptions, Operation, PayOptions,
+};
 use ilp_actors::admin::{AdminServer, AdminState};
 use ilp_actors::clock::Clock;
 use ilp_actors::link::btp_ws::{links_for_config, BtpOptions};
@@ -62,6 +64,7 @@ const USAGE: &str = "usage: ilp-connector [COMMAND] [OPTIONS]
   routes           the running node's routing table
   snapshot         snapshot the running node's store; prints the snapshot's path
   pay              pay a payment pointer from one of the running node's local accounts
+  http [METHOD] URL  fetch URL like curl, paying what a paid HTTP API asks (HTTP-ILP)
   restore DIR      copy snapshot DIR over store.path (the node must be stopped)
   help [COMMAND]   this text, or one command's
   --config PATH    configuration file (default: config.toml)
@@ -151,6 +154,21 @@ what the path delivers, or a move of credit from one peer to another. Both legs 
 together when it returns. Prints the amounts, expiries and the path's rate.",
             OPERATOR_OPTIONS,
         ),
+        "http" => (
+            "http [METHOD] URL --from ACCOUNT [--max-price N] [-d DATA | -d @FILE]
+       [-H 'Name: value']... [-i] [--json] [--timeout-ms MS] [--admin URL] [--token TOKEN]
+       [--config PATH]",
+            "Sends the request (GET, or POST with -d, unless METHOD or -X says) through the running
+node for its local account ACCOUNT, with that account's Pay-Token for the server. When the
+server answers 402 with a Pay header (HTTP-ILP: interledger-psk2 or interledger-stream), the
+node pays the price less what the token holds, debiting ACCOUNT at most --max-price of its base
+units over the whole request (nothing without --max-price), then sends the request again.
+Prints the body on stdout (with -i the status line and headers first; --json the node's whole
+answer) and what was paid on stderr. Exit 0 for a 1xx-3xx answer, 1 otherwise. The whole
+request, payments included, ends within --timeout-ms (default 30000, at most 60000); a payment
+still running then goes on, and what it delivers stays on the token for the next request.",
+            OPERATOR_OPTIONS,
+        ),
         "restore" => (
             "restore DIR [--config PATH]",
             "Copies snapshot DIR over store.path of the configuration; refused while a node
@@ -202,6 +220,8 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Parsed, UsageError> 
     let mut help = false;
     let mut pay = PayOptions::default();
     let mut pay_flags: Vec<String> = Vec::new();
+    let mut http = HttpOptions::default();
+    let mut http_flags: Vec<String> = Vec::new();
     let mut problem: Option<String> = None;
     let mut args = args.peekable();
     while let Some(arg) = args.next() {
@@ -257,6 +277,20 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Parsed, UsageError> 
                     },
                     _ => pay.idempotency_key = v,
                 }
+            }
+            "-X" | "--request" | "-d" | "--data" | "-H" | "--header" | "--max-price" => {
+                let v = value(&flag);
+                http_flags.push(flag.clone());
+                match flag.as_str() {
+                    "-X" | "--request" => http.method = v,
+                    "-d" | "--data" => http.data = v,
+                    "-H" | "--header" => http.headers.extend(v),
+                    _ => http.max_price = v,
+                }
+            }
+            "-i" | "--include" => {
+                http.include = true;
+                http_flags.push(flag.clone());
             }
             "--circular" => {
                 pay.circular = true;
@@ -369,22 +403,72 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Parsed, UsageError> 
             }
             Command::Operator(Operation::Pay(Box::new(pay.clone())))
         }
+        "http" => {
+            let first = operand("a URL")?;
+            let (method, url) = match words.next() {
+                Some(url) => (Some(first), url),
+                None => (None, first),
+            };
+            if method.is_some() && http.method.is_some() {
+                return Err(fail(
+                    "give the method once: http METHOD URL or -X METHOD".into(),
+                ));
+            }
+            let only_pay = [
+                (!pay.to.is_empty(), "--to"),
+                (pay.amount.is_some(), "--amount"),
+                (pay.deliver.is_some(), "--deliver"),
+                (pay.slippage.is_some(), "--slippage"),
+                (pay.max_packet.is_some(), "--max-packet"),
+                (pay.destination_asset.is_some(), "--destination-asset"),
+                (pay.quote_only, "--quote-only"),
+                (pay.idempotency_key.is_some(), "--idempotency-key"),
+                (pay.circular, "--circular"),
+                (pay.via.is_some(), "--via"),
+                (pay.return_via.is_some(), "--return-via"),
+                (pay.min_return.is_some(), "--min-return"),
+            ];
+            if let Some((_, flag)) = only_pay.iter().find(|(given, _)| *given) {
+                return Err(fail(format!("{flag} is an option of pay, not of http")));
+            }
+            if pay.from.is_empty() {
+                return Err(fail("http needs --from ACCOUNT".into()));
+            }
+            if let Some(max) = &http.max_price {
+                if max.parse::<u64>().is_err() {
+                    return Err(fail(format!(
+                        "--max-price {max:?}: a whole number of the account's base units"
+                    )));
+                }
+            }
+            http.from = pay.from.clone();
+            http.url = url;
+            http.method = http.method.clone().or(method);
+            http.json = pay.json;
+            http.timeout_ms = pay.timeout_ms;
+            Command::Operator(Operation::Http(Box::new(http.clone())))
+        }
         "restore" => Command::Restore(PathBuf::from(operand("a snapshot directory")?)),
         other => return Err(fail(format!("unknown command {other:?}"))),
     };
     if let Some(extra) = words.next() {
         return Err(fail(format!("unexpected argument {extra:?}")));
     }
-    if command_name != "pay" {
+    if command_name != "pay" && command_name != "http" {
         if let Some(flag) = pay_flags.first() {
             return Err(fail(format!("{flag} is an option of pay")));
+        }
+    }
+    if command_name != "http" {
+        if let Some(flag) = http_flags.first() {
+            return Err(fail(format!("{flag} is an option of http")));
         }
     }
     if !matches!(command, Command::Operator(_)) {
         for (given, flag) in [(admin.is_some(), "--admin"), (token.is_some(), "--token")] {
             if given {
                 return Err(fail(format!(
-                    "{flag} is for the commands that call a running node (ping, balances, routes, snapshot, pay)"
+                    "{flag} is for the commands that call a running node (ping, balances, routes, snapshot, pay, http)"
                 )));
             }
         }
@@ -541,6 +625,28 @@ fn operate(target: &AdminTarget, operation: &Operation) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Operation::Http(options) = operation {
+        return match runtime.block_on(operator::http(target, options)) {
+            Ok(output) => {
+                use std::io::Write as _;
+                let mut stdout = std::io::stdout().lock();
+                let _ = stdout.write_all(&output.stdout);
+                let _ = stdout.flush();
+                if !output.stderr.is_empty() {
+                    err_line!("{}", output.stderr);
+                }
+                if output.success {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                err_line!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match runtime.block_on(operator::run(target, operation)) {
         Ok(text) => {
             print_block(&text);

@@ -163,6 +163,8 @@ pub struct Node {
     pub webhooks: crate::webhooks::Webhooks,
     /// Payments sent from the local accounts.
     pub payer: crate::payer::Payer,
+    /// Fetches paid HTTP resources for local accounts, paying through `payer`.
+    pub http_client: crate::paid_client::PaidHttpClient,
     /// Every account's link, by account id.
     pub links: BTreeMap<AccountId, Arc<dyn Link>>,
     pub metrics: Option<Arc<Metrics>>,
@@ -354,6 +356,15 @@ impl Node {
             crate::payer::PayerSettings::from_config(config),
             crate::payer::paying_accounts(config, &accounts),
         );
+        let http_tls =
+            crate::tls::client_config(&ilp::config::ClientTlsConfig::default(), "paid HTTP client")
+                .map_err(|e| NodeError::Tls(e.to_string()))?;
+        let http_client = crate::paid_client::PaidHttpClient::new(
+            http_tls,
+            node_store.clone(),
+            payer.clone(),
+            crate::admin::MAX_FETCH_BODY_BYTES,
+        );
         Ok(Node {
             clock,
             routing_secret,
@@ -369,6 +380,7 @@ impl Node {
             payment_feed,
             webhooks,
             payer,
+            http_client,
             links: node_links,
             metrics: node_metrics,
         })

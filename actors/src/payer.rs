@@ -24,7 +24,8 @@ use actix::prelude::*;
 use ilp::packet::{ErrorCode, Reject, Timestamp};
 use ilp::rates::{RateBackend, Spread};
 use ilp::sender::{
-    Asset, Entropy, Limits, Next, Outcome, Params, PayError, Progress, Quote, Sender, Target,
+    Asset, Entropy, Limits, Next, Outcome, Params, PayError, Progress, Quote, RateFloor, Sender,
+    Target,
 };
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -571,6 +572,31 @@ impl Handler<CancelPayment> for PaymentActor {
     }
 }
 
+/// A payment just started.
+struct Launched {
+    view: View,
+    /// Told once the quote is in (or the payment ended before it).
+    quoted: tokio::sync::oneshot::Receiver<()>,
+    /// The final view.
+    done: tokio::sync::oneshot::Receiver<PaymentView>,
+}
+
+/// A payment to credentials the caller holds ([`Payer::pay_direct`]).
+#[derive(Debug, Clone)]
+pub struct DirectPayment {
+    /// What the payment's record names as its receiver (the paid URL).
+    pub to: String,
+    pub destination: ilp::packet::Address,
+    pub shared_secret: [u8; 32],
+    pub protocol: ilp::stream::credentials::Protocol,
+    /// Destination units to deliver at least.
+    pub deliver: u64,
+    /// Source units to be debited at most.
+    pub max_source: u64,
+    /// Application data of each PSK2 request.
+    pub psk2_data: Vec<u8>,
+}
+
 /// A running or remembered payment.
 struct Entry {
     view: View,
@@ -798,17 +824,7 @@ impl Payer {
         // Not before the last run's unfinished payments are marked (a dropped sender: the
         // scan task is gone, and nothing will mark them).
         let _ = self.inner.scanned.clone().wait_for(|done| *done).await;
-        let paying = {
-            let accounts = self
-                .inner
-                .accounts
-                .read()
-                .unwrap_or_else(|e| e.into_inner());
-            match accounts.get(account) {
-                Some(a) => a.clone(),
-                None => return Err(StartError::NoAccount(account.to_string())),
-            }
-        };
+        let paying = self.paying_account(account)?;
         let _guard = match key {
             Some(_) => Some(self.inner.starting.lock().await),
             None => None,
@@ -881,21 +897,7 @@ impl Payer {
                 .clone()
                 .map(|(code, scale)| Asset { code, scale })
         });
-        let snapshot = self
-            .inner
-            .get_balance
-            .send(GetBalance {
-                account: AccountId::from(account),
-            })
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        // What the account may still spend: up to its maximum, less what is reserved.
-        let headroom = i128::from(paying.maximum)
-            - i128::from(snapshot.balance)
-            - i128::from(snapshot.pending_incoming);
-        let available = u64::try_from(headroom.max(0)).unwrap_or(u64::MAX);
+        let available = self.available(account, &paying).await;
         let params = Params {
             destination: resolved.destination.clone(),
             shared_secret: resolved.shared_secret,
@@ -908,8 +910,57 @@ impl Payer {
             max_packet: request.max_packet,
             available,
             limits: settings.limits,
+            floor: RateFloor::RateTable,
+            max_source: None,
+            psk2_data: Vec::new(),
         };
+        let key = key.map(|key| (key, digest));
+        let launched = self
+            .launch(account, paying, to, params, quote_only, key)
+            .await?;
+        if quote_only {
+            // A quote answers once probing is over.
+            let _ = launched.quoted.await;
+        }
+        let out = lock(&launched.view).to_json();
+        Ok(out)
+    }
+
+    /// What `account` may still spend: up to its maximum, less its balance and what is
+    /// reserved.
+    async fn available(&self, account: &str, paying: &PayingAccount) -> u64 {
+        let snapshot = self
+            .inner
+            .get_balance
+            .send(GetBalance {
+                account: AccountId::from(account),
+            })
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let headroom = i128::from(paying.maximum)
+            - i128::from(snapshot.balance)
+            - i128::from(snapshot.pending_incoming);
+        u64::try_from(headroom.max(0)).unwrap_or(u64::MAX)
+    }
+
+    /// Makes a payment's record (and its idempotency key's) durable, then starts its actor.
+    async fn launch(
+        &self,
+        account: &str,
+        paying: PayingAccount,
+        to: String,
+        params: Params,
+        quote_only: bool,
+        key: Option<(&str, String)>,
+    ) -> Result<Launched, StartError> {
         let now = self.inner.clock.now();
+        let destination_address = params.destination.as_str().to_string();
+        let protocol = match params.protocol {
+            ilp::stream::credentials::Protocol::Stream => "stream",
+            ilp::stream::credentials::Protocol::Psk2 => "psk2",
+        };
         let sender = if quote_only {
             Sender::quote(params, now)
         } else {
@@ -928,16 +979,13 @@ impl Payer {
             },
             source: paying.asset.clone(),
             destination: None,
-            destination_address: Some(resolved.destination.as_str().to_string()),
+            destination_address: Some(destination_address),
             quote: None,
             progress: Progress::default(),
             error: None,
             created_at: now,
             finished_at: None,
-            protocol: match resolved.protocol {
-                ilp::stream::credentials::Protocol::Stream => "stream",
-                ilp::stream::credentials::Protocol::Psk2 => "psk2",
-            },
+            protocol,
             paying: !quote_only,
         };
         // The key and the payment's first record are durable before anything is sent.
@@ -945,7 +993,7 @@ impl Payer {
             key: payment_key(&id),
             value: serde_json::to_vec(&view.to_json()).unwrap_or_default(),
         }];
-        if let Some(key) = key {
+        if let Some((key, digest)) = key {
             ops.push(StoreOp::PutRecord {
                 key: idempotency_key(account, key),
                 value: serde_json::to_vec(&json!({"payment": id, "request": digest}))
@@ -958,14 +1006,76 @@ impl Payer {
             .await
             .map_err(|e| StartError::Store(e.to_string()))?;
         let view = Arc::new(Mutex::new(view));
-        let (quoted_tx, quoted_rx) = tokio::sync::oneshot::channel::<()>();
-        self.spawn(id.clone(), view.clone(), sender, paying.send, quoted_tx);
-        if quote_only {
-            // A quote answers once probing is over.
-            let _ = quoted_rx.await;
+        let (quoted_tx, quoted) = tokio::sync::oneshot::channel::<()>();
+        let (done_tx, done) = tokio::sync::oneshot::channel::<PaymentView>();
+        self.spawn(
+            id.clone(),
+            view.clone(),
+            sender,
+            paying.send,
+            quoted_tx,
+            done_tx,
+        );
+        Ok(Launched { view, quoted, done })
+    }
+
+    /// Pays credentials the caller already holds (a paid HTTP server's `Pay` header) from the
+    /// local `account`, and answers when the payment has ended: it delivers at least
+    /// `payment.deliver` and is debited at most `payment.max_source`, or sends nothing
+    /// fulfillable. Recorded and logged like any other payment.
+    pub async fn pay_direct(
+        &self,
+        account: &str,
+        payment: DirectPayment,
+    ) -> Result<PaymentView, StartError> {
+        let _ = self.inner.scanned.clone().wait_for(|done| *done).await;
+        let paying = self.paying_account(account)?;
+        let settings = self
+            .inner
+            .settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if self.running() >= settings.max_payments {
+            return Err(StartError::TooMany(settings.max_payments));
         }
-        let out = lock(&view).to_json();
-        Ok(out)
+        let available = self.available(account, &paying).await;
+        let params = Params {
+            destination: payment.destination,
+            shared_secret: payment.shared_secret,
+            protocol: payment.protocol,
+            source: paying.asset.clone(),
+            destination_asset: None,
+            target: Target::Delivery(payment.deliver),
+            slippage: settings.default_slippage,
+            rates: settings.rates.clone(),
+            max_packet: None,
+            available,
+            limits: settings.limits,
+            floor: RateFloor::Probed,
+            max_source: Some(payment.max_source),
+            psk2_data: payment.psk2_data,
+        };
+        let launched = self
+            .launch(account, paying, payment.to, params, false, None)
+            .await?;
+        match launched.done.await {
+            Ok(view) => Ok(view),
+            // The actor went without a word: the node is stopping.
+            Err(_) => Ok(lock(&launched.view).clone()),
+        }
+    }
+
+    fn paying_account(&self, account: &str) -> Result<PayingAccount, StartError> {
+        let accounts = self
+            .inner
+            .accounts
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        accounts
+            .get(account)
+            .cloned()
+            .ok_or_else(|| StartError::NoAccount(account.to_string()))
     }
 
     fn spawn(
@@ -975,13 +1085,16 @@ impl Payer {
         sender: Sender,
         send: Recipient<OriginatePrepare>,
         on_quoted: tokio::sync::oneshot::Sender<()>,
+        on_end: tokio::sync::oneshot::Sender<PaymentView>,
     ) {
         let payer = self.clone();
         let done_id = id.clone();
         let clock = self.inner.clock;
         let actor_view = view.clone();
-        let on_done: Box<dyn FnOnce(PaymentView) + Send> =
-            Box::new(move |final_view| payer.finished(&done_id, final_view));
+        let on_done: Box<dyn FnOnce(PaymentView) + Send> = Box::new(move |final_view| {
+            payer.finished(&done_id, final_view.clone());
+            let _ = on_end.send(final_view);
+        });
         let payment = AccountId::from(id.as_str());
         let addr = PaymentActor::start_in_arbiter(&self.inner.arbiter, move |_| PaymentActor {
             sender,

@@ -23,15 +23,21 @@ pub struct Answer {
 pub struct Codec {
     protocol: Protocol,
     keys: StreamKeys,
+    /// What each PSK2 request carries for the receiver's application.
+    psk2_data: Vec<u8>,
 }
 
 impl Codec {
-    pub fn new(protocol: Protocol, shared_secret: &[u8; 32]) -> Codec {
+    pub fn new(protocol: Protocol, shared_secret: &[u8; 32], psk2_data: Vec<u8>) -> Codec {
         let keys = match protocol {
             Protocol::Stream => StreamKeys::new(shared_secret),
             Protocol::Psk2 => psk2::keys(shared_secret),
         };
-        Codec { protocol, keys }
+        Codec {
+            protocol,
+            keys,
+            psk2_data,
+        }
     }
 
     pub fn protocol(&self) -> Protocol {
@@ -63,7 +69,7 @@ impl Codec {
                     packet_type: psk2::TYPE_REQUEST,
                     request_id: u32::try_from(sequence).ok()?,
                     amount: least,
-                    data: Vec::new(),
+                    data: self.psk2_data.clone(),
                 };
                 self.keys.encrypt(iv, &packet.encode()).ok()
             }

@@ -70,6 +70,8 @@ struct Path {
     lied: Vec<u64>,
     /// Every answer is this temporary code.
     always: Option<ErrorCode>,
+    /// The application data of each PSK2 request the receiver accepted.
+    psk2_data: Vec<Vec<u8>>,
 }
 
 impl Path {
@@ -88,6 +90,7 @@ impl Path {
             lie_after: None,
             lied: Vec::new(),
             always: None,
+            psk2_data: Vec::new(),
         }
     }
 
@@ -230,6 +233,7 @@ impl Path {
             Decision::Answer(result) => result,
             Decision::Accept(accepted) => {
                 self.received += accepted.amount();
+                self.psk2_data.push(accepted.data().to_vec());
                 Ok(accepted.fulfill(&[9; 12]))
             }
         }
@@ -255,6 +259,9 @@ fn params(protocol: Protocol, target: Target) -> Params {
         max_packet: None,
         available: 1_000_000_000,
         limits: Limits::default(),
+        floor: RateFloor::RateTable,
+        max_source: None,
+        psk2_data: Vec::new(),
     }
 }
 
@@ -552,6 +559,51 @@ fn a_psk2_receiver_without_a_known_asset_cannot_be_quoted() {
     let run = drive(&mut sender, &mut path, at(1), false);
     assert_eq!(run.outcome.result, Err(PayError::UnknownDestinationAsset));
     assert_eq!(path.fulfillable_seen, 0);
+}
+
+#[test]
+fn a_psk2_receiver_of_unknown_asset_is_paid_at_the_probed_rate_less_the_slippage() {
+    // A paid HTTP server's Pay header: a price in units nobody names, a token as PSK2 data.
+    let mut path = Path::new(Protocol::Psk2, vec![hop("a", "2", Some(1_000))]);
+    let mut p = params(Protocol::Psk2, Target::Delivery(150));
+    p.floor = RateFloor::Probed;
+    p.max_source = Some(80);
+    p.psk2_data = (0u8..16).collect();
+    let mut sender = Sender::pay_now(p, at(0)).unwrap();
+    let run = drive(&mut sender, &mut path, at(1), false);
+    assert_eq!(run.outcome.result, Ok(()));
+    books_agree(&run, &path);
+    let quote = run.quote.unwrap();
+    assert_eq!(quote.destination, Asset::unknown());
+    // The path delivers 2 for 1: at 1 % slippage the payment may cost ceil(150 / 1.98).
+    assert_eq!(quote.minimum, rate("1.98"));
+    assert_eq!(quote.max_source, 76);
+    assert!(run.outcome.progress.delivered >= 150);
+    assert!(run.outcome.progress.sent <= 76);
+    assert!(!path.psk2_data.is_empty());
+    assert!(path
+        .psk2_data
+        .iter()
+        .all(|d| *d == (0u8..16).collect::<Vec<u8>>()));
+}
+
+#[test]
+fn a_payment_that_may_cost_more_than_its_max_source_sends_nothing_fulfillable() {
+    let mut path = Path::new(Protocol::Psk2, vec![hop("a", "2", None)]);
+    let mut p = params(Protocol::Psk2, Target::Delivery(150));
+    p.floor = RateFloor::Probed;
+    p.max_source = Some(75);
+    let mut sender = Sender::pay_now(p, at(0)).unwrap();
+    let run = drive(&mut sender, &mut path, at(1), false);
+    assert_eq!(
+        run.outcome.result,
+        Err(PayError::MaxSourceExceeded {
+            needed: 76,
+            max: 75
+        })
+    );
+    assert_eq!(path.fulfillable_seen, 0);
+    assert_eq!(path.received, 0);
 }
 
 #[test]

@@ -36,6 +36,9 @@ pub enum CliError {
     /// A payment ran and failed: what to print (its final state), then exit 1.
     #[error("{0}")]
     PaymentFailed(String),
+    /// A flag's value cannot be used (a file that cannot be read, a malformed header).
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// Where the admin API of the configured node is.
@@ -152,6 +155,140 @@ pub enum Operation {
     Routes,
     Snapshot,
     Pay(Box<PayOptions>),
+    Http(Box<HttpOptions>),
+}
+
+/// `http`'s flags: a request like curl's, paid for from `from`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpOptions {
+    pub from: String,
+    /// `GET` unless given (`POST` when there is data, as curl does).
+    pub method: Option<String>,
+    pub url: String,
+    /// `-d`: the body; `@FILE` reads it from FILE.
+    pub data: Option<String>,
+    /// `-H 'Name: value'`, in order.
+    pub headers: Vec<String>,
+    pub max_price: Option<String>,
+    /// `-i`: the status line and headers before the body.
+    pub include: bool,
+    /// `--json`: the admin API's answer as it is.
+    pub json: bool,
+    pub timeout_ms: Option<u64>,
+}
+
+/// What `http` prints: the body (raw bytes) on stdout, the payments on stderr.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+    /// The server answered 1xx to 3xx.
+    pub success: bool,
+}
+
+/// Fetches `options.url` through the node (`POST /accounts/<from>/http`), which pays what the
+/// server asks within `--max-price`.
+pub async fn http(target: &AdminTarget, options: &HttpOptions) -> Result<HttpOutput, CliError> {
+    use base64::Engine as _;
+    let mut headers = Vec::new();
+    for header in &options.headers {
+        let Some((name, value)) = header.split_once(':') else {
+            return Err(CliError::Usage(format!(
+                "-H {header:?}: expected 'Name: value'"
+            )));
+        };
+        headers.push(json!([name.trim(), value.trim()]));
+    }
+    let mut body = json!({
+        "url": options.url,
+        "headers": headers,
+    });
+    if let Some(data) = &options.data {
+        let bytes = match data.strip_prefix('@') {
+            Some(file) => {
+                std::fs::read(file).map_err(|e| CliError::Usage(format!("-d @{file}: {e}")))?
+            }
+            None => data.as_bytes().to_vec(),
+        };
+        body["body_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(bytes));
+    }
+    let method = options.method.clone().unwrap_or_else(|| {
+        if options.data.is_some() {
+            "POST"
+        } else {
+            "GET"
+        }
+        .to_owned()
+    });
+    body["method"] = json!(method);
+    if let Some(max) = &options.max_price {
+        body["max_price"] = json!(max);
+    }
+    if let Some(ms) = options.timeout_ms {
+        body["timeout_ms"] = json!(ms);
+    }
+    let path = format!("/accounts/{}/http", options.from);
+    // Not fetched, or not paid: the error says what was paid on the way.
+    let answer = target.call(Method::POST, &path, Some(&body)).await?;
+    let status = answer["status"].as_u64().unwrap_or_default();
+    let success = (100..400).contains(&status);
+    if options.json {
+        return Ok(HttpOutput {
+            stdout: format!("{answer}\n").into_bytes(),
+            stderr: String::new(),
+            success,
+        });
+    }
+    let mut stdout = Vec::new();
+    if options.include {
+        let mut head = format!("HTTP {status}\r\n");
+        for pair in answer["headers"].as_array().into_iter().flatten() {
+            let _ = write!(
+                head,
+                "{}: {}\r\n",
+                pair[0].as_str().unwrap_or_default(),
+                pair[1].as_str().unwrap_or_default()
+            );
+        }
+        head.push_str("\r\n");
+        stdout.extend_from_slice(head.as_bytes());
+    }
+    if let Some(text) = answer["body"].as_str() {
+        stdout.extend_from_slice(text.as_bytes());
+    } else if let Some(b64) = answer["body_base64"].as_str() {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| CliError::BadAnswer(format!("body_base64: {e}")))?;
+        stdout.extend_from_slice(&bytes);
+    }
+    Ok(HttpOutput {
+        stdout,
+        stderr: paid_line(&answer),
+        success,
+    })
+}
+
+/// `paid 11 USD/2 in 1 payment (delivered 10) with token ...`, or nothing when nothing was paid.
+fn paid_line(answer: &Value) -> String {
+    let payments = answer["payments"].as_array().cloned().unwrap_or_default();
+    if payments.is_empty() {
+        return String::new();
+    }
+    let sent: Vec<String> = payments
+        .iter()
+        .map(|p| money(&p["progress"]["sent"]))
+        .collect();
+    let delivered: Vec<String> = payments
+        .iter()
+        .map(|p| money(&p["progress"]["delivered"]))
+        .collect();
+    format!(
+        "paid {} ({} of the server's units delivered) in {} payment(s); token {}",
+        sent.join(" + "),
+        delivered.join(" + "),
+        payments.len(),
+        answer["token"].as_str().unwrap_or("?")
+    )
 }
 
 /// `pay`'s flags.
@@ -433,6 +570,10 @@ pub async fn run(target: &AdminTarget, operation: &Operation) -> Result<String, 
             Ok(routes_table(&answer))
         }
         Operation::Pay(options) => pay(target, options).await,
+        Operation::Http(options) => {
+            let output = http(target, options).await?;
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        }
         Operation::Snapshot => {
             let answer = target.call(Method::POST, "/snapshot", None).await?;
             Ok(answer
