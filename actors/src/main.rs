@@ -980,6 +980,9 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
                     if let Some(spsp) = &spsp_server {
                         spsp.set_accounts(SpspAccounts::from_config(&done.config));
                     }
+                    if let (Some(proxy), Some(paid)) = (&paid_proxy, &done.config.paid_http) {
+                        proxy.set_prices(paid.price_table());
+                    }
                     running = done.config;
                 }
                 Err(e) => {

@@ -59,7 +59,8 @@ const HOP_BY_HOP: [&str; 8] = [
 
 /// What the proxy needs of the node.
 pub struct ProxyState {
-    pub prices: PriceTable,
+    /// Replaced whole by a reload ([`PaidProxy::set_prices`]); a request reads it once.
+    pub prices: std::sync::RwLock<Arc<PriceTable>>,
     /// Requests go to this URL with the request's path (and query) appended to its path.
     pub upstream: url::Url,
     pub upstream_timeout: Duration,
@@ -103,6 +104,11 @@ impl ProxyState {
         request: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let method = request.method().clone();
+        let prices = self
+            .prices
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         // Priced and forwarded in one form, so that no spelling of a path reaches the upstream
         // as another path than the one priced.
         let Some(path) = canonical_path(request.uri().path()) else {
@@ -131,7 +137,7 @@ impl ProxyState {
         } else {
             PayMethod::Psk2
         };
-        if method == Method::OPTIONS && self.prices.highest_price(&path) > 0 {
+        if method == Method::OPTIONS && prices.highest_price(&path) > 0 {
             if let Some(token) = &token {
                 // The preflight: what the request the client means to make would cost.
                 let intended = request
@@ -140,8 +146,8 @@ impl ProxyState {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
                 let price = match intended {
-                    Some(m) => self.prices.price(&m, &path),
-                    None => self.prices.highest_price(&path),
+                    Some(m) => prices.price(&m, &path),
+                    None => prices.highest_price(&path),
                 };
                 let balance = self.token_balance(token).await;
                 let mut response = Response::new(body(Bytes::new()));
@@ -150,13 +156,13 @@ impl ProxyState {
             }
         }
         // No address, no credentials: a 402 without Pay would break a paying client.
-        if self.node.get().is_none() && self.prices.highest_price(&path) > 0 {
+        if self.node.get().is_none() && prices.highest_price(&path) > 0 {
             return Ok(answer(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the node does not know its address yet",
             ));
         }
-        let price = self.prices.price(method.as_str(), &path);
+        let price = prices.price(method.as_str(), &path);
         if price == 0 {
             return Ok(self.forward(request, &path, None).await.0);
         }
@@ -393,6 +399,7 @@ where
 /// A running paid proxy. Dropping it stops accepting and closes its connections.
 pub struct PaidProxy {
     local_addr: std::net::SocketAddr,
+    state: Arc<ProxyState>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -426,7 +433,7 @@ impl PaidProxy {
             false,
         );
         let state = Arc::new(ProxyState {
-            prices: paid.price_table(),
+            prices: std::sync::RwLock::new(Arc::new(paid.price_table())),
             upstream: paid.upstream.clone(),
             upstream_timeout: Duration::from_millis(paid.upstream_timeout_ms),
             account: AccountId::from(paid.account.as_str()),
@@ -447,10 +454,11 @@ impl PaidProxy {
             tls,
             max_connections: 1024,
         };
+        let served = state.clone();
         let task = crate::http_serve::serve(listener, &options, move |request, _peer| {
             // On a task of its own: a client that goes away after its token paid does not
             // abandon the request half way (the spend and the forward complete, or the refund).
-            let handled = tokio::spawn(state.clone().handle(request));
+            let handled = tokio::spawn(served.clone().handle(request));
             async move {
                 Ok(handled
                     .await
@@ -463,7 +471,11 @@ impl PaidProxy {
                     .unwrap_or_else(|never| match never {}))
             }
         });
-        Ok(PaidProxy { local_addr, task })
+        Ok(PaidProxy {
+            local_addr,
+            state,
+            task,
+        })
     }
 
     /// Binds `[paid_http]` (with its TLS) and serves it.
@@ -484,5 +496,10 @@ impl PaidProxy {
 
     pub fn local_addr(&self) -> std::net::SocketAddr {
         self.local_addr
+    }
+
+    /// New prices (a reload): requests that arrive from now on pay them.
+    pub fn set_prices(&self, prices: PriceTable) {
+        *self.state.prices.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(prices);
     }
 }

@@ -761,7 +761,8 @@ impl Payer {
         });
     }
 
-    fn running(&self) -> usize {
+    /// Payments running now.
+    pub fn running(&self) -> usize {
         let payments = self
             .inner
             .payments

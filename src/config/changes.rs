@@ -1,7 +1,7 @@
 //! What a reload (SIGHUP) may apply: the difference between the running configuration and the
 //! one just read, sorted into what the node can change in place and what needs a restart.
 
-use super::Config;
+use super::{Config, PaidHttpConfig};
 use std::collections::BTreeSet;
 
 /// The difference between two valid configurations.
@@ -19,9 +19,8 @@ pub struct ConfigChanges {
     /// `[node]`, `[rates]`, `[routing]` or `[broadcast]` changed: the Router and the route
     /// broadcaster take the new settings.
     pub routing: bool,
-    /// Top-level sections that changed but are only read at start (listeners, paid_http,
-    /// store, log):
-    /// they take effect at the next restart.
+    /// Top-level sections that changed but are only read at start (listeners, paid_http but
+    /// its prices, store, log): they take effect at the next restart.
     pub needs_restart: Vec<&'static str>,
 }
 
@@ -67,7 +66,12 @@ impl ConfigChanges {
                 old.node.io_threads != new.node.io_threads,
             ),
             ("listeners", old.listeners != new.listeners),
-            ("paid_http", old.paid_http != new.paid_http),
+            // Its prices are applied live (a reload sets them); the rest waits for a restart.
+            (
+                "paid_http",
+                old.paid_http.as_ref().map(PaidHttpConfig::without_prices)
+                    != new.paid_http.as_ref().map(PaidHttpConfig::without_prices),
+            ),
             ("store", old.store != new.store),
             ("log", old.log != new.log),
         ];
@@ -148,5 +152,25 @@ mod tests {
         assert!(changes.routing);
         assert_eq!(changes.needs_restart, vec!["listeners", "paid_http", "log"]);
         assert!(!changes.is_empty());
+    }
+
+    #[test]
+    fn paid_http_prices_change_in_place() {
+        let paid = |price: u64, upstream: &str| {
+            config(
+                ALICE,
+                &format!(
+                    "[paid_http]\nbind = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\n\
+                     account = \"shop\"\ndefault_price = {price}\n\
+                     [[paid_http.routes]]\npath_prefix = \"/upload\"\nprice = {price}\n\
+                     [accounts.shop]\nrelation = \"child\"\nlink = {{ type = \"local\" }}\n"
+                ),
+            )
+        };
+        let old = paid(10, "http://127.0.0.1:1");
+        let prices = ConfigChanges::between(&old, &paid(15, "http://127.0.0.1:1"));
+        assert!(prices.needs_restart.is_empty(), "{prices:?}");
+        let upstream = ConfigChanges::between(&old, &paid(10, "http://127.0.0.1:2"));
+        assert_eq!(upstream.needs_restart, vec!["paid_http"]);
     }
 }

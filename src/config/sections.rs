@@ -577,6 +577,15 @@ impl PaidHttpConfig {
         30_000
     }
 
+    /// The section with its prices cleared: what a reload cannot change in place.
+    pub fn without_prices(&self) -> PaidHttpConfig {
+        PaidHttpConfig {
+            routes: Vec::new(),
+            default_price: 0,
+            ..self.clone()
+        }
+    }
+
     /// The prices as the proxy reads them.
     pub fn price_table(&self) -> crate::paid_http::PriceTable {
         crate::paid_http::PriceTable {
