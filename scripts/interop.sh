@@ -48,6 +48,13 @@
 #   circular-via-js     `ilp-connector pay --circular`: out through one of two peer links to the
 #                       JS ilp-connector and back through the other; both connectors' books
 #                       (ours from our admin API, the JS one's from its /balance) mirror it.
+#   paid-fetch          ilp-fetch 1.4.0 (the client of ilp-curl), our BTP child, pays our paid
+#                       HTTP proxy ([paid_http]) for an upload to a plain Node upstream: the
+#                       upstream sees it once, the token's balance plus what it spent is what
+#                       shop was paid, and ilp-fetch's Pay-Balance is that balance.
+#   paid-koa            our client (`ilp-connector http` from the local account wallet) uploads
+#                       twice to a koa-ilp 1.1.1 server whose PSK2 receiver is our BTP child:
+#                       koa-ilp was paid what the wallet was debited and its account credited.
 #
 # Environment:
 #   ILP_CONNECTOR_BIN   our binary; default: `cargo build -p ilp-actors --bin ilp-connector`
@@ -719,18 +726,78 @@ $(js_peer js2 js2-token)"
 scenario_recv_psk2() { recv_scenario recv-psk2 recv-psk2.js direct; }
 scenario_recv_psk2_via_js() { recv_scenario recv-psk2-via-js recv-psk2.js js; }
 
+# paid_http_section UPSTREAM_PORT PRICE: our [paid_http] proxy in front of 127.0.0.1:UPSTREAM_PORT
+# (under /v1), paid to the local account shop, POST /upload costing PRICE.
+paid_http_section() {
+  printf '[paid_http]\nbind = "127.0.0.1:0"\nupstream = "http://127.0.0.1:%s/v1"\naccount = "shop"\nupstream_timeout_ms = 5000\n[[paid_http.routes]]\nmethod = "POST"\npath_prefix = "/upload"\nprice = %s\n' "$1" "$2"
+}
+
+# paid-fetch: ilp-fetch 1.4.0, our BTP child, pays our paid proxy for an upload to a plain Node
+# upstream (paid-fetch.js checks the upstream, the token list and Pay-Balance).
+scenario_paid_fetch() {
+  local name=paid-fetch upstream_port proxy
+  upstream_port="$(free_port)"
+  RECEIVE=1 write_config "$name" test.ours "$(shop_account)
+$(btp_child payer payer-token)
+$(paid_http_section "$upstream_port" 1000000)"
+  start_receiving "$name" || return 1
+  proxy="http://$(listen_addr "$name" 'paid HTTP proxy listening on http://')" || return 1
+  log "paid proxy $proxy, upstream port $upstream_port"
+  PAYER_BTP="$RECV_BTP" PAYER_TOKEN=payer-token PROXY_URL="$proxy" UPSTREAM_PORT="$upstream_port" \
+    ADMIN_URL="$RECV_ADMIN" PRICE=1000000 run_js "$name" paid-fetch.js
+}
+
+# paid-koa: our client (`ilp-connector http`, from the local account wallet) pays a koa-ilp 1.1.1
+# server whose PSK2 receiver is our BTP child koa: twice, the second upload on the same token.
+# koa-ilp was paid what the wallet was debited and what its account with us was credited.
+scenario_paid_koa() {
+  local name=paid-koa koa_port koa_pid i
+  koa_port="$(free_port)"
+  RECEIVE=1 write_config "$name" test.ours "$(wallet_account)
+$(shop_account)
+$(btp_child koa koa-token)"
+  start_receiving "$name" || return 1
+  (cd "$JS" && KOA_BTP=$RECV_BTP KOA_TOKEN=koa-token PORT=$koa_port PRICE=1000000 \
+    exec node koa-server.js) >"$WORK/$name-koa.log" 2>&1 &
+  koa_pid=$!
+  PIDS+=("$koa_pid")
+  wait_for_line "$WORK/$name-koa.log" 'READY' "$koa_pid" >/dev/null || return 1
+  curl -sf -X POST -H 'content-type: application/json' -d '{"adjust": -100000000}' \
+    "$RECV_ADMIN/accounts/wallet/balance" >/dev/null || return 1
+  for i in 1 2; do
+    timeout --kill-after=5 "$SCENARIO_TIMEOUT" "$BIN" http POST "http://127.0.0.1:$koa_port/upload" \
+      -d "picture $i" --from wallet --max-price 2000000 --admin "$RECV_ADMIN" \
+      >"$WORK/$name-http$i.out" 2>"$WORK/$name-http$i.log" \
+      || { echo "    FAIL: http exited: $(head -c 300 "$WORK/$name-http$i.out") $(head -c 600 "$WORK/$name-http$i.log")"; return 1; }
+    grep -q '^uploaded for 1000000$' "$WORK/$name-http$i.out" || { echo "    FAIL: $(head -c 300 "$WORK/$name-http$i.out")"; return 1; }
+    echo "    upload $i: $(cat "$WORK/$name-http$i.log")"
+  done
+  local wallet koa uploads paid
+  curl -sf "http://127.0.0.1:$koa_port/total" >"$WORK/$name-total.json" || return 1
+  curl -sf "$RECV_ADMIN/accounts/wallet" >"$WORK/$name-wallet.json" || return 1
+  curl -sf "$RECV_ADMIN/accounts/koa" >"$WORK/$name-koa.json" || return 1
+  uploads="$(json_field "$WORK/$name-total.json" uploads)"
+  paid="$(json_field "$WORK/$name-total.json" paid)"
+  wallet="$(json_field "$WORK/$name-wallet.json" balance)"
+  koa="$(json_field "$WORK/$name-koa.json" balance)"
+  echo "    koa-ilp served $uploads uploads, was paid $paid; wallet debited $((wallet + 100000000)), koa credited $((-koa))"
+  [[ $uploads == 2 && $paid -ge 2000000 ]] || { echo "    FAIL: koa-ilp's count"; return 1; }
+  [[ $((wallet + 100000000)) == "$paid" && $((-koa)) == "$paid" ]] || { echo "    FAIL: the books disagree"; return 1; }
+  echo "    PASS"
+}
+
 scenario_http() { http_scenario http false; }
 scenario_http2() { http_scenario http2 true; }
 
 main() {
   local scenarios=("$@")
-  ((${#scenarios[@]})) || scenarios=(btp peer peer-in http http2 recv-stream recv-stream-via-js recv-pay recv-pay-via-js recv-spsp recv-spsp-via-js recv-psk2 recv-psk2-via-js recv-fx recv-limits pay-stream pay-stream-via-js pay-psk2 pay-psk2-via-js pay-stream-receiver pay-stream-receiver-via-js pay-ours pay-ours-via-js circular-via-js)
+  ((${#scenarios[@]})) || scenarios=(btp peer peer-in http http2 recv-stream recv-stream-via-js recv-pay recv-pay-via-js recv-spsp recv-spsp-via-js recv-psk2 recv-psk2-via-js recv-fx recv-limits pay-stream pay-stream-via-js pay-psk2 pay-psk2-via-js pay-stream-receiver pay-stream-receiver-via-js pay-ours pay-ours-via-js circular-via-js paid-fetch paid-koa)
   local s
   for s in "${scenarios[@]}"; do
     case "$s" in
-      btp | peer | peer-in | http | http2 | recv-stream | recv-stream-via-js | recv-pay | recv-pay-via-js | recv-spsp | recv-spsp-via-js | recv-psk2 | recv-psk2-via-js | recv-fx | recv-limits | pay-stream | pay-stream-via-js | pay-psk2 | pay-psk2-via-js | pay-stream-receiver | pay-stream-receiver-via-js | pay-ours | pay-ours-via-js | circular-via-js) ;;
+      btp | peer | peer-in | http | http2 | recv-stream | recv-stream-via-js | recv-pay | recv-pay-via-js | recv-spsp | recv-spsp-via-js | recv-psk2 | recv-psk2-via-js | recv-fx | recv-limits | pay-stream | pay-stream-via-js | pay-psk2 | pay-psk2-via-js | pay-stream-receiver | pay-stream-receiver-via-js | pay-ours | pay-ours-via-js | circular-via-js | paid-fetch | paid-koa) ;;
       -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-      *) echo "unknown scenario $s (btp, peer, peer-in, http, http2, recv-stream, recv-stream-via-js, recv-pay, recv-pay-via-js, recv-spsp, recv-spsp-via-js, recv-psk2, recv-psk2-via-js, recv-fx, recv-limits, pay-stream, pay-stream-via-js, pay-psk2, pay-psk2-via-js, pay-stream-receiver, pay-stream-receiver-via-js, pay-ours, pay-ours-via-js, circular-via-js)" >&2; exit 2 ;;
+      *) echo "unknown scenario $s (btp, peer, peer-in, http, http2, recv-stream, recv-stream-via-js, recv-pay, recv-pay-via-js, recv-spsp, recv-spsp-via-js, recv-psk2, recv-psk2-via-js, recv-fx, recv-limits, pay-stream, pay-stream-via-js, pay-psk2, pay-psk2-via-js, pay-stream-receiver, pay-stream-receiver-via-js, pay-ours, pay-ours-via-js, circular-via-js, paid-fetch, paid-koa)" >&2; exit 2 ;;
     esac
   done
 
