@@ -747,3 +747,220 @@ fn admin_url_needs_no_configuration_file() {
         ]
     );
 }
+
+/// A node the test started: its process and the lines it printed until it ran.
+struct Started {
+    child: std::process::Child,
+    lines: Vec<String>,
+}
+
+impl Started {
+    /// Runs the binary on `config_path` and reads its stdout (bounded) until it runs.
+    fn run(config_path: &std::path::Path) -> Started {
+        use std::io::{BufRead, BufReader};
+        use std::time::{Duration, Instant};
+        let mut child = bin()
+            .args(["run", "--config"])
+            .arg(config_path)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("binary starts");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut lines = Vec::new();
+        let ready_by = Instant::now() + Duration::from_secs(20);
+        while let Some(left) = ready_by.checked_duration_since(Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    let running = line.contains("ilp-connector running");
+                    lines.push(line);
+                    if running {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        Started { child, lines }
+    }
+
+    /// What the node printed after `prefix`.
+    fn printed(&self, prefix: &str) -> Option<String> {
+        self.lines
+            .iter()
+            .find_map(|l| l.strip_prefix(prefix).map(str::to_owned))
+    }
+}
+
+impl Drop for Started {
+    /// SIGTERM by PID, then SIGKILL if it has not exited within 20 s.
+    fn drop(&mut self) {
+        use std::time::{Duration, Instant};
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP/1.1 upstream on its own thread answering every request `stored <n>`; the count
+/// of requests it served. It stops when the test process ends.
+fn counting_upstream() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+    let addr = listener.local_addr().expect("upstream address");
+    let served = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = served.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let mut reader = BufReader::new(stream);
+            loop {
+                let mut length = 0usize;
+                let mut line = String::new();
+                let mut head_ok = false;
+                while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                    if line == "\r\n" {
+                        head_ok = true;
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    line.clear();
+                }
+                if !head_ok {
+                    break;
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_err() {
+                    break;
+                }
+                let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+                let answer = format!("stored {n}");
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{answer}",
+                    answer.len()
+                );
+                if reader.get_mut().write_all(response.as_bytes()).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    (addr, served)
+}
+
+/// `ilp-connector http` pays the node's own paid proxy from its local account wallet (the
+/// proxy is paid to shop): without --max-price it pays nothing and exits 1; with it, the upload
+/// is paid, sent once and printed (with -i, status and headers first), what was paid on stderr.
+#[test]
+fn http_pays_a_paid_api_within_its_max_price() {
+    use std::sync::atomic::Ordering;
+    let (upstream, served) = counting_upstream();
+    let text = std::fs::read_to_string(reference_config()).expect("config.toml");
+    let dir = std::env::temp_dir().join(format!("ilp-cli-http-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = format!(
+        "{}\n[paid_http]\nbind = \"127.0.0.1:0\"\nupstream = \"http://{upstream}\"\n\
+         account = \"shop\"\n[[paid_http.routes]]\nmethod = \"POST\"\npath_prefix = \"/upload\"\n\
+         price = 1000000\n",
+        ephemeral(&text, &dir.join("data"), None)
+    );
+    let config_path = dir.join("config.toml");
+    std::fs::write(&config_path, config).expect("write config");
+    let node = Started::run(&config_path);
+    let admin = node.printed("admin API listening on ").unwrap_or_default();
+    let proxy = node
+        .printed("paid HTTP proxy listening on ")
+        .unwrap_or_default();
+    let cli = |args: &[&str]| {
+        let out = bin()
+            .args(args)
+            .args(["--admin", &admin])
+            .output()
+            .expect("binary runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let funded = post(
+        &admin,
+        "/accounts/wallet/balance",
+        r#"{"adjust": -5000000}"#,
+    );
+    let upload = format!("{proxy}/upload");
+    let unpaid = cli(&["http", "POST", &upload, "-d", "img", "--from", "wallet"]);
+    let paid = cli(&[
+        "http",
+        &upload,
+        "-d",
+        "img",
+        "-H",
+        "Content-Type: image/png",
+        "--from",
+        "wallet",
+        "--max-price",
+        "2000000",
+        "-i",
+    ]);
+    let no_from = cli(&["http", &upload]);
+    let balances = cli(&["balances"]);
+    drop(node);
+    std::fs::remove_dir_all(&dir).ok();
+
+    assert!(!admin.is_empty() && !proxy.is_empty(), "{admin} {proxy}");
+    assert!(funded.contains("-5000000"), "{funded}");
+    assert_eq!(unpaid.0, Some(1), "{unpaid:?}");
+    assert!(unpaid.2.contains("no maximum price"), "{unpaid:?}");
+    assert_eq!(paid.0, Some(0), "{paid:?}");
+    assert!(paid.1.starts_with("HTTP 200\r\n"), "{paid:?}");
+    assert!(
+        paid.1.to_ascii_lowercase().contains("\r\npay-balance: "),
+        "{paid:?}"
+    );
+    assert!(paid.1.ends_with("\r\n\r\nstored 1"), "{paid:?}");
+    assert!(paid.2.starts_with("paid "), "{paid:?}");
+    assert_eq!(served.load(Ordering::SeqCst), 1);
+    assert_eq!(no_from.0, Some(2), "{no_from:?}");
+    assert!(
+        no_from.2.contains("http needs --from ACCOUNT"),
+        "{no_from:?}"
+    );
+    // What the wallet spent is what shop was paid (the node keeps its 0.2 % spread on the way);
+    // columns: account, relation, asset code, scale, balance.
+    let balance = |name: &str| -> i64 {
+        balances
+            .1
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(4)?.parse::<i64>().ok())
+            .unwrap_or_default()
+    };
+    let spent = balance("wallet ") + 5_000_000;
+    let shop = -balance("shop ");
+    assert!(spent > 1_000_000 && spent <= 2_000_000, "{balances:?}");
+    assert!(shop >= 1_000_000 && shop <= spent, "{balances:?}");
+}
