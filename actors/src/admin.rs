@@ -19,7 +19,7 @@
 //! | `POST /ping` `{"destination": address}` | echo round trip: `{"rtt_ms": ...}`, or 502 with the Reject |
 //! | `GET /accounts/<id>/tokens` | the paid HTTP tokens of local account `id` ([`crate::paid_proxy`]): each with its balance, and what they spent |
 //! | `DELETE /accounts/<id>/tokens/<token>` | expires a token: what it held counts as spent |
-//! | `POST /accounts/<id>/http` `{"url", "method"?, "headers"?, "body"? \| "body_base64"?, "max_price"?, "timeout_ms"?}` | fetches `url` for local account `id`, paying what a paid HTTP server asks within `max_price` ([`crate::paid_client`]): the response (status, headers, body) with the payments made, or 402 (not paid: price above the maximum, payment failed), 502 (server unreachable), 504 (out of time) |
+//! | `POST /accounts/<id>/http` `{"url", "method"?, "headers"?, "body"? \| "body_base64"?, "max_price"?, "timeout_ms"?}` | fetches `url` for local account `id`, paying what a paid HTTP server asks within `max_price` ([`crate::paid_client`]): the response (status, headers, body) with the payments made, or 402 (not paid: no maximum, or the price above it), 502 (server unreachable, payment failed, or a server that did not credit it), 504 (out of time; a payment under way goes on) |
 //! | `POST /circular` `{"via", "amount", "return_via"?, "min_return"?, "timeout_ms"?}` | a circular payment ([`ilp::circular`]): out through `via`, back to us; both amounts with their assets, expiries, the path's rate, or 502 with the Reject that ended it |
 //!
 //! With `listeners.admin.token` every other endpoint needs `Authorization: Bearer <token>`,
@@ -649,12 +649,12 @@ async fn fetch(state: &AdminState, id: &str, body: &[u8]) -> Answer {
                 FetchError::Start(StartError::TooMany(_)) => StatusCode::TOO_MANY_REQUESTS,
                 FetchError::Start(StartError::Store(_)) => StatusCode::INTERNAL_SERVER_ERROR,
                 FetchError::Start(_) => StatusCode::UNPROCESSABLE_ENTITY,
-                FetchError::Http { .. } | FetchError::TooLarge(_) | FetchError::BadPay { .. } => {
-                    StatusCode::BAD_GATEWAY
-                }
-                FetchError::PriceNotAllowed { .. } | FetchError::PaymentFailed { .. } => {
-                    StatusCode::PAYMENT_REQUIRED
-                }
+                FetchError::Http { .. }
+                | FetchError::TooLarge(_)
+                | FetchError::BadPay { .. }
+                | FetchError::AfterPaying { .. }
+                | FetchError::PaymentFailed { .. } => StatusCode::BAD_GATEWAY,
+                FetchError::PriceNotAllowed { .. } => StatusCode::PAYMENT_REQUIRED,
                 FetchError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             };
             let paid: u64 = e.payments().iter().map(|p| p.progress.sent).sum();

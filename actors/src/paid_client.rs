@@ -24,7 +24,7 @@ use crate::payer::{DirectPayment, Payer, PaymentView, StartError, Status};
 use crate::store::{Store, StoreOp};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::header::{HeaderName, HeaderValue, HOST};
+use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use hyper::{Method, Request, StatusCode};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -97,6 +97,13 @@ pub enum FetchError {
         reason: String,
         payments: Vec<PaymentView>,
     },
+    /// Something failed after money was paid (the server went away, answered too much, ...):
+    /// what was paid stays on the token.
+    #[error("{reason}")]
+    AfterPaying {
+        reason: String,
+        payments: Vec<PaymentView>,
+    },
     #[error("the payment failed: {}", .payment.error.as_ref().map(|e| e.to_string()).unwrap_or_else(|| .payment.status.as_str().to_owned()))]
     PaymentFailed {
         payment: Box<PaymentView>,
@@ -117,6 +124,7 @@ impl FetchError {
         match self {
             FetchError::PriceNotAllowed { payments, .. }
             | FetchError::BadPay { payments, .. }
+            | FetchError::AfterPaying { payments, .. }
             | FetchError::PaymentFailed { payments, .. }
             | FetchError::Timeout { payments, .. } => payments,
             _ => &[],
@@ -238,10 +246,19 @@ impl PaidHttpClient {
         let deadline = Instant::now() + request.timeout;
         let token = self.token(account, &request.url).await?;
         let mut payments: Vec<PaymentView> = Vec::new();
+        // After a payment: the price it was for, and the least the token must hold now.
+        let mut credited: Option<(u64, u64)> = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let answer = match tokio::time::timeout(left, self.send(&request, &token)).await {
-                Ok(answer) => answer?,
+                Ok(Ok(answer)) => answer,
+                Ok(Err(e)) if payments.is_empty() => return Err(e),
+                Ok(Err(e)) => {
+                    return Err(FetchError::AfterPaying {
+                        reason: e.to_string(),
+                        payments,
+                    })
+                }
                 Err(_) => {
                     return Err(FetchError::Timeout {
                         timeout: request.timeout,
@@ -275,6 +292,19 @@ impl PaidHttpClient {
                     payments,
                 });
             };
+            if let Some((paid_for, least)) = credited {
+                // Asked again at the same price without the payment on the token: a server
+                // that keeps the money is not paid again.
+                if price <= paid_for && balance < least {
+                    return Err(FetchError::BadPay {
+                        reason: format!(
+                            "the server asks again for {price} and says the token holds {balance}, \
+                             not the {least} just paid in"
+                        ),
+                        payments,
+                    });
+                }
+            }
             let lacking = price.saturating_sub(balance);
             if lacking == 0 {
                 // It holds enough by its own word and still refuses: nothing to pay for.
@@ -297,8 +327,12 @@ impl PaidHttpClient {
                     payments,
                 });
             }
+            let mut shown = request.url.clone();
+            let _ = shown.set_username("");
+            let _ = shown.set_password(None);
+            shown.set_query(None);
             let payment = DirectPayment {
-                to: request.url.to_string(),
+                to: shown.to_string(),
                 destination: pay.destination.clone(),
                 shared_secret: pay.shared_secret,
                 protocol: match pay.method {
@@ -316,15 +350,13 @@ impl PaidHttpClient {
             let left = deadline.saturating_duration_since(Instant::now());
             let view = match tokio::time::timeout(left, running).await {
                 Ok(Ok(Ok(view))) => view,
-                Ok(Ok(Err(StartError::Payment(e)))) => {
-                    return Err(FetchError::PriceNotAllowed {
-                        asked: price,
-                        balance,
+                Ok(Ok(Err(e))) if payments.is_empty() => return Err(FetchError::Start(e)),
+                Ok(Ok(Err(e))) => {
+                    return Err(FetchError::AfterPaying {
                         reason: e.to_string(),
                         payments,
                     })
                 }
-                Ok(Ok(Err(e))) => return Err(FetchError::Start(e)),
                 Ok(Err(e)) => {
                     return Err(FetchError::Start(StartError::Store(format!(
                         "the payment task ended: {e}"
@@ -339,6 +371,7 @@ impl PaidHttpClient {
                 }
             };
             let completed = view.status == Status::Completed;
+            credited = Some((price, balance.saturating_add(view.progress.delivered)));
             payments.push(view.clone());
             if !completed {
                 let refused_quote = matches!(
@@ -377,7 +410,13 @@ impl PaidHttpClient {
         for (name, value) in &request.headers {
             let name = HeaderName::from_bytes(name.trim().as_bytes())
                 .map_err(|_| FetchError::BadRequest(format!("header name {name:?}")))?;
-            if name == HOST || name.as_str().eq_ignore_ascii_case(PAY_TOKEN_HEADER) {
+            // The body's framing is the client's own; the token is set below.
+            if name == HOST
+                || name == CONTENT_LENGTH
+                || name == TRANSFER_ENCODING
+                || name == CONNECTION
+                || name.as_str().eq_ignore_ascii_case(PAY_TOKEN_HEADER)
+            {
                 continue;
             }
             let value = HeaderValue::from_str(value.trim())

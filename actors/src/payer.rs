@@ -854,15 +854,7 @@ impl Payer {
         if let Some(quote_id) = &request.quote_id {
             return self.pay_quote(account, quote_id).await;
         }
-        let settings = self
-            .inner
-            .settings
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if self.running() >= settings.max_payments {
-            return Err(StartError::TooMany(settings.max_payments));
-        }
+        let settings = self.settings_for_new_payment()?;
         let target = match (request.amount, request.deliver) {
             (Some(n), None) => Target::Source(n),
             (None, Some(n)) => Target::Delivery(n),
@@ -1031,14 +1023,14 @@ impl Payer {
     ) -> Result<PaymentView, StartError> {
         let _ = self.inner.scanned.clone().wait_for(|done| *done).await;
         let paying = self.paying_account(account)?;
-        let settings = self
-            .inner
-            .settings
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if self.running() >= settings.max_payments {
-            return Err(StartError::TooMany(settings.max_payments));
+        let settings = self.settings_for_new_payment()?;
+        if settings.default_slippage.as_rate().is_zero() {
+            // The probed rate is the floor: without a slippage no packet could be sent.
+            return Err(StartError::BadRequest(
+                "[sender] default_slippage is 0: paying a receiver of unknown asset needs room \
+                 below the probed rate"
+                    .into(),
+            ));
         }
         let available = self.available(account, &paying).await;
         let params = Params {
@@ -1065,6 +1057,20 @@ impl Payer {
             // The actor went without a word: the node is stopping.
             Err(_) => Ok(lock(&launched.view).clone()),
         }
+    }
+
+    /// The settings a payment starts with, unless as many payments as allowed are running.
+    fn settings_for_new_payment(&self) -> Result<PayerSettings, StartError> {
+        let settings = self
+            .inner
+            .settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if self.running() >= settings.max_payments {
+            return Err(StartError::TooMany(settings.max_payments));
+        }
+        Ok(settings)
     }
 
     fn paying_account(&self, account: &str) -> Result<PayingAccount, StartError> {

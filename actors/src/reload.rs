@@ -64,6 +64,15 @@ pub async fn apply(
     effective.listeners = current.listeners.clone();
     effective.store = current.store.clone();
     effective.log = current.log.clone();
+    // The paid proxy takes new prices; the rest of its section waits for a restart.
+    effective.paid_http = match (&current.paid_http, &effective.paid_http) {
+        (Some(running), Some(read)) => Some(ilp::config::PaidHttpConfig {
+            routes: read.routes.clone(),
+            default_price: read.default_price,
+            ..running.clone()
+        }),
+        _ => current.paid_http.clone(),
+    };
     // The runtime's threads were made at start.
     effective.node.io_threads = current.node.io_threads;
     let LinkSet {

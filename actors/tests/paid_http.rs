@@ -598,14 +598,17 @@ fn a_price_that_rises_between_quote_and_payment_costs_only_the_difference() {
         let s = story().await;
         let url = url::Url::parse(&s.upload_url()).unwrap();
         let token = s.marat.http_client.token("marat", &url).await.unwrap();
+        // What a client sees of the upload with the token, as it would send it.
+        let upload_with = |token: &ilp::paid_http::PayToken| {
+            let (url, value) = (url.to_string(), token.header_value());
+            async move {
+                let (status, headers, _) =
+                    call(Method::POST, &url, &[("pay-token", &value)], "x").await;
+                (status, headers)
+            }
+        };
         // The quote: 402 at 250.
-        let (status, headers, _) = call(
-            Method::POST,
-            url.as_str(),
-            &[("pay-token", &token.header_value())],
-            "x",
-        )
-        .await;
+        let (status, headers) = upload_with(&token).await;
         assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
         let pay = Pay::parse(&header(&headers, "pay")).unwrap();
         assert_eq!(pay.price, Some(250));
@@ -638,13 +641,7 @@ fn a_price_that_rises_between_quote_and_payment_costs_only_the_difference() {
         assert_eq!(view.status, ilp_actors::payer::Status::Completed);
         assert_eq!(view.progress.sent, 3);
         // The same request now: 402 at 400, the 300 paid are on the token.
-        let (status, headers, _) = call(
-            Method::POST,
-            url.as_str(),
-            &[("pay-token", &token.header_value())],
-            "x",
-        )
-        .await;
+        let (status, headers) = upload_with(&token).await;
         assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
         assert_eq!(header(&headers, "pay-balance"), "300");
         assert_eq!(
@@ -725,5 +722,64 @@ fn a_payment_that_lands_after_its_request_timed_out_stays_on_the_token() {
                 250
             )
         );
+    });
+}
+
+/// A server that keeps the money: it answers 402 with the same price and a balance of 0 after
+/// being paid. The client pays once, not again, and says so (502 with what it paid).
+#[test]
+fn a_server_that_does_not_credit_the_payment_is_not_paid_again() {
+    run(|| async {
+        let s = story().await;
+        // Real credentials to pay (Ankita's, for Marat's token), served by a liar.
+        let (liar, liar_addr) = common::listener().await;
+        let liar_url = url::Url::parse(&format!("http://{liar_addr}/upload")).unwrap();
+        let token = s.marat.http_client.token("marat", &liar_url).await.unwrap();
+        let (_, headers, _) = call(
+            Method::OPTIONS,
+            &s.upload_url(),
+            &[("pay-token", &token.header_value())],
+            "",
+        )
+        .await;
+        let pay = header(&headers, "pay");
+        let asked = Arc::new(AtomicUsize::new(0));
+        let count = asked.clone();
+        let _liar = tokio::spawn(async move {
+            while let Ok((stream, _)) = liar.accept().await {
+                let (pay, count) = (pay.clone(), count.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_req| {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        let response = Response::builder()
+                            .status(StatusCode::PAYMENT_REQUIRED)
+                            .header("pay", pay.as_str())
+                            .header("pay-balance", "0")
+                            .body(Full::new(Bytes::from_static(b"pay me")))
+                            .unwrap();
+                        async move { Ok::<_, std::convert::Infallible>(response) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        let (status, answer) = s
+            .fetch(serde_json::json!({
+                "method": "POST", "url": liar_url.as_str(), "body": "x", "max_price": "100"
+            }))
+            .await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap()
+                .contains("asks again for 250"),
+            "{answer}"
+        );
+        assert_eq!(paid(&answer), 3, "paid once");
+        assert_eq!(s.marat_spent().await, 3);
+        assert_eq!(asked.load(Ordering::SeqCst), 2);
     });
 }
