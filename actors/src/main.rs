@@ -375,7 +375,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Parsed, UsageError> 
                 (pay.quote_only, "--quote-only"),
                 (pay.idempotency_key.is_some(), "--idempotency-key"),
             ];
-            if let Some((_, flag)) = only_direct.iter().find(|(given, _)| *given) {
+            if let Some(flag) = first_given(&only_direct) {
                 return Err(fail(format!(
                     "{flag} is for paying a pointer, not for pay --circular"
                 )));
@@ -389,7 +389,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Parsed, UsageError> 
                 (pay.min_return.is_some(), "--min-return"),
                 (pay.timeout_ms.is_some(), "--timeout-ms"),
             ];
-            if let Some((_, flag)) = only_circular.iter().find(|(given, _)| *given) {
+            if let Some(flag) = first_given(&only_circular) {
                 return Err(fail(format!("{flag} is an option of pay --circular")));
             }
             if pay.from.is_empty() {
@@ -428,7 +428,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Parsed, UsageError> 
                 (pay.return_via.is_some(), "--return-via"),
                 (pay.min_return.is_some(), "--min-return"),
             ];
-            if let Some((_, flag)) = only_pay.iter().find(|(given, _)| *given) {
+            if let Some(flag) = first_given(&only_pay) {
                 return Err(fail(format!("{flag} is an option of pay, not of http")));
             }
             if pay.from.is_empty() {
@@ -479,6 +479,14 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Parsed, UsageError> 
         admin,
         token,
     })))
+}
+
+/// The first flag of `flags` (given?, name) that was given.
+fn first_given<'a>(flags: &[(bool, &'a str)]) -> Option<&'a str> {
+    flags
+        .iter()
+        .find(|(given, _)| *given)
+        .map(|(_, flag)| *flag)
 }
 
 const DEFAULT_CONFIG: &str = "config.toml";

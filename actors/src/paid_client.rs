@@ -138,8 +138,9 @@ pub struct PaidHttpClient {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     store: Arc<dyn Store>,
     payer: Payer,
-    /// Serializes making a token, so that two first requests to a server share one.
-    making: Arc<tokio::sync::Mutex<()>>,
+    /// Tokens by store key, read or made once; locked while one is made, so that two first
+    /// requests to a server share it.
+    tokens: Arc<tokio::sync::Mutex<std::collections::HashMap<Vec<u8>, PayToken>>>,
     max_body: usize,
 }
 
@@ -203,7 +204,7 @@ impl PaidHttpClient {
             client: https_client(tls, Duration::from_secs(10), false),
             store,
             payer,
-            making: Arc::new(tokio::sync::Mutex::new(())),
+            tokens: Arc::default(),
             max_body,
         }
     }
@@ -211,26 +212,32 @@ impl PaidHttpClient {
     /// The token `account` uses with the server of `url`, made and kept the first time.
     pub async fn token(&self, account: &str, url: &Url) -> Result<PayToken, FetchError> {
         let key = token_key(account, &server_of(url)?);
-        let _making = self.making.lock().await;
+        let mut tokens = self.tokens.lock().await;
+        if let Some(token) = tokens.get(&key) {
+            return Ok(token.clone());
+        }
         let read_key = key.clone();
         let stored =
             crate::store::read_off_thread(self.store.clone(), move |s| s.get_record(&read_key))
                 .await
                 .map_err(|e| FetchError::Start(StartError::Store(e.to_string())))?;
-        if let Some(bytes) = stored {
-            if let Ok(token) = PayToken::from_bytes(bytes) {
-                return Ok(token);
+        let token = match stored.map(PayToken::from_bytes) {
+            Some(Ok(token)) => token,
+            _ => {
+                let bytes: [u8; TOKEN_BYTES] = rand::random();
+                self.store
+                    .commit(vec![StoreOp::PutRecord {
+                        key: key.clone(),
+                        value: bytes.to_vec(),
+                    }])
+                    .await
+                    .map_err(|e| FetchError::Start(StartError::Store(e.to_string())))?;
+                PayToken::from_bytes(bytes.to_vec())
+                    .map_err(|e| FetchError::BadRequest(e.to_string()))?
             }
-        }
-        let bytes: [u8; TOKEN_BYTES] = rand::random();
-        self.store
-            .commit(vec![StoreOp::PutRecord {
-                key,
-                value: bytes.to_vec(),
-            }])
-            .await
-            .map_err(|e| FetchError::Start(StartError::Store(e.to_string())))?;
-        PayToken::from_bytes(bytes.to_vec()).map_err(|e| FetchError::BadRequest(e.to_string()))
+        };
+        tokens.insert(key, token.clone());
+        Ok(token)
     }
 
     /// Sends `request` for `account`, paying what the server asks within `max_price`.

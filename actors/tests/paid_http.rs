@@ -99,6 +99,15 @@ async fn call(
     (status, headers, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// A POST with `Pay-Token: token`.
+async fn post_with_token(
+    url: &str,
+    token: &str,
+    body: &str,
+) -> (StatusCode, hyper::HeaderMap, String) {
+    call(Method::POST, url, &[("pay-token", token)], body).await
+}
+
 fn header(headers: &hyper::HeaderMap, name: &str) -> String {
     headers
         .get(name)
@@ -170,13 +179,7 @@ fn a_token_pays_through_the_pay_header_and_each_request_costs_its_price_once() {
         assert_eq!(pay.price, Some(10));
         assert!(pay.destination.as_str().starts_with("test.node.api."));
         // Unpaid, the request is refused with the same headers, PSK2 by default.
-        let (status, headers, _) = call(
-            Method::POST,
-            &url("/upload"),
-            &[("pay-token", TOKEN)],
-            "img",
-        )
-        .await;
+        let (status, headers, _) = post_with_token(&url("/upload"), TOKEN, "img").await;
         assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
         assert_eq!(header(&headers, "pay-balance"), "0");
         assert_eq!(
@@ -194,13 +197,7 @@ fn a_token_pays_through_the_pay_header_and_each_request_costs_its_price_once() {
         assert!(paid.is_ok(), "{paid:?}");
 
         // Paid: forwarded once, 10 taken.
-        let (status, headers, body) = call(
-            Method::POST,
-            &url("/upload"),
-            &[("pay-token", TOKEN)],
-            "img",
-        )
-        .await;
+        let (status, headers, body) = post_with_token(&url("/upload"), TOKEN, "img").await;
         assert_eq!(status, StatusCode::OK, "{body}");
         // The token is not passed on: it is the client's key to its balance.
         assert_eq!(body, "upstream: POST /v1/upload img");
@@ -234,26 +231,15 @@ fn a_token_pays_through_the_pay_header_and_each_request_costs_its_price_once() {
         let _dead_proxy = PaidProxy::serve(listener, None, &config_for(dead), &node).unwrap();
         let extra = stream_payment(&pay.destination, &pay.shared_secret, 2, 20, expires);
         assert!(wallet.send_prepare(extra).await.unwrap().is_ok());
-        let (status, headers, _) = call(
-            Method::POST,
-            &format!("http://{dead_proxy_addr}/upload"),
-            &[("pay-token", TOKEN)],
-            "img",
-        )
-        .await;
+        let (status, headers, _) =
+            post_with_token(&format!("http://{dead_proxy_addr}/upload"), TOKEN, "img").await;
         assert_eq!(status, StatusCode::BAD_GATEWAY);
         assert_eq!(header(&headers, "pay-balance"), "25");
 
         // Paid as ilp-fetch pays: one PSK2 request on the default Pay's credentials, for the
         // price, with the token's 16 bytes as its data.
         let second_token = "EBESExQVFhcYGRobHB0eHw";
-        let (status, headers, _) = call(
-            Method::POST,
-            &url("/upload"),
-            &[("pay-token", second_token)],
-            "img",
-        )
-        .await;
+        let (status, headers, _) = post_with_token(&url("/upload"), second_token, "img").await;
         assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
         let pay = Pay::parse(&header(&headers, "pay")).unwrap();
         assert_eq!(pay.method, PayMethod::Psk2);
@@ -276,13 +262,7 @@ fn a_token_pays_through_the_pay_header_and_each_request_costs_its_price_once() {
         .build()
         .unwrap();
         assert!(wallet.send_prepare(prepare).await.unwrap().is_ok());
-        let (status, headers, body) = call(
-            Method::POST,
-            &url("/upload"),
-            &[("pay-token", second_token)],
-            "img2",
-        )
-        .await;
+        let (status, headers, body) = post_with_token(&url("/upload"), second_token, "img2").await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(header(&headers, "pay-balance"), "0");
 
@@ -319,13 +299,7 @@ fn a_token_pays_through_the_pay_header_and_each_request_costs_its_price_once() {
         assert_eq!(status, StatusCode::NOT_FOUND);
         let (status, _, _) = call(Method::GET, &admin("/accounts/wallet/tokens"), &[], "").await;
         assert_eq!(status, StatusCode::NOT_FOUND, "not a local account");
-        let (status, headers, _) = call(
-            Method::POST,
-            &url("/upload"),
-            &[("pay-token", TOKEN)],
-            "img",
-        )
-        .await;
+        let (status, headers, _) = post_with_token(&url("/upload"), TOKEN, "img").await;
         assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
         assert_eq!(header(&headers, "pay-balance"), "0");
     });
@@ -602,8 +576,7 @@ fn a_price_that_rises_between_quote_and_payment_costs_only_the_difference() {
         let upload_with = |token: &ilp::paid_http::PayToken| {
             let (url, value) = (url.to_string(), token.header_value());
             async move {
-                let (status, headers, _) =
-                    call(Method::POST, &url, &[("pay-token", &value)], "x").await;
+                let (status, headers, _) = post_with_token(&url, &value, "x").await;
                 (status, headers)
             }
         };

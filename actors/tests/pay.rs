@@ -7,13 +7,15 @@
 
 mod common;
 
-use common::{balance, listener, node_base, run, start_wallet_node};
+use common::{
+    balance, finished, listener, node_base, payment_request as request, run, start_wallet_node,
+};
 use ilp::config::Config;
 use ilp_actors::clock::Clock;
 use ilp_actors::http_serve::ServeOptions;
 use ilp_actors::messages::{AccountId, AdjustBalance};
 use ilp_actors::node::Node;
-use ilp_actors::payer::{PaymentRequest, StartError};
+use ilp_actors::payer::StartError;
 use ilp_actors::payment_log::{read_events, Direction, PaymentEvent};
 use ilp_actors::spsp_server::{SpspAccounts, SpspServer};
 use serde_json::Value;
@@ -78,33 +80,6 @@ async fn start(config: &Config, funds: i64) -> (Node, SpspServer, String) {
         .unwrap()
         .unwrap();
     (node, server, format!("http://{addr}/shop"))
-}
-
-fn request(to: &str, amount: u64) -> PaymentRequest {
-    PaymentRequest {
-        to: Some(to.to_string()),
-        quote_id: None,
-        amount: Some(amount),
-        deliver: None,
-        slippage: None,
-        max_packet: None,
-        destination_asset: None,
-    }
-}
-
-/// Follows the payment until it ends (bounded).
-async fn finished(node: &Node, id: &str) -> Value {
-    for _ in 0..2_000 {
-        let view = node.payer.get("alice", id).await.unwrap();
-        if matches!(
-            view["status"].as_str(),
-            Some("completed" | "failed" | "interrupted")
-        ) {
-            return view;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("payment {id} did not end");
 }
 
 /// Pays `amount` from alice to `to` and follows the payment to its end.

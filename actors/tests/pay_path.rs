@@ -11,15 +11,17 @@
 
 mod common;
 
-use common::{balance, listener, node_base, run, start_wallet_node};
+use common::{
+    balance, finished, listener, node_base, payment_request as request, run, snapshot,
+    start_wallet_node,
+};
 use ilp::config::Config;
 use ilp_actors::clock::Clock;
 use ilp_actors::http_serve::ServeOptions;
 use ilp_actors::link::memory::MemoryLink;
 use ilp_actors::link::Link;
-use ilp_actors::messages::{AccountId, AdjustBalance, BalanceSnapshot, GetBalance};
+use ilp_actors::messages::{AccountId, AdjustBalance};
 use ilp_actors::node::Node;
-use ilp_actors::payer::PaymentRequest;
 use ilp_actors::payment_log::{read_events, Direction, PaymentEvent};
 use ilp_actors::spsp_server::{SpspAccounts, SpspServer};
 use serde_json::Value;
@@ -183,33 +185,6 @@ async fn start_with(spread_b: &str, spread_c: &str, alice_extra: &str) -> Path {
     }
 }
 
-fn request(to: &str, amount: u64) -> PaymentRequest {
-    PaymentRequest {
-        to: Some(to.to_string()),
-        quote_id: None,
-        amount: Some(amount),
-        deliver: None,
-        slippage: None,
-        max_packet: None,
-        destination_asset: None,
-    }
-}
-
-/// Follows alice's payment `id` on A until it ends (bounded).
-async fn finished(node: &Node, id: &str) -> Value {
-    for _ in 0..1_000 {
-        let view = node.payer.get("alice", id).await.unwrap();
-        if matches!(
-            view["status"].as_str(),
-            Some("completed" | "failed" | "interrupted")
-        ) {
-            return view;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("payment {id} did not end");
-}
-
 fn amount(v: &Value) -> u64 {
     v["amount"].as_str().unwrap().parse().unwrap()
 }
@@ -224,16 +199,6 @@ fn fraction(rate: &Value) -> (u128, u128) {
 /// Whether `a/b <= c/d`, exactly.
 fn at_most((a, b): (u128, u128), (c, d): (u128, u128)) -> bool {
     a.checked_mul(d).unwrap() <= c.checked_mul(b).unwrap()
-}
-
-async fn snapshot(node: &Node, account: &str) -> BalanceSnapshot {
-    node.balance
-        .send(GetBalance {
-            account: AccountId::from(account),
-        })
-        .await
-        .unwrap()
-        .unwrap()
 }
 
 /// A's books with B and B's with C are equal and opposite, and nothing is reserved anywhere on

@@ -95,8 +95,8 @@ pub async fn listener() -> (TcpListener, SocketAddr) {
     (l, addr)
 }
 
-/// The balance the node keeps for `account`.
-pub async fn balance(node: &Node, account: &str) -> i64 {
+/// What the node keeps for `account`: balance and amounts pending.
+pub async fn snapshot(node: &Node, account: &str) -> ilp_actors::messages::BalanceSnapshot {
     node.balance
         .send(GetBalance {
             account: Arc::from(account),
@@ -104,7 +104,39 @@ pub async fn balance(node: &Node, account: &str) -> i64 {
         .await
         .unwrap()
         .unwrap()
-        .balance
+}
+
+/// The balance the node keeps for `account`.
+pub async fn balance(node: &Node, account: &str) -> i64 {
+    snapshot(node, account).await.balance
+}
+
+/// A payment of `amount` source units to `to` (a payment pointer or SPSP URL).
+pub fn payment_request(to: &str, amount: u64) -> ilp_actors::payer::PaymentRequest {
+    ilp_actors::payer::PaymentRequest {
+        to: Some(to.to_string()),
+        quote_id: None,
+        amount: Some(amount),
+        deliver: None,
+        slippage: None,
+        max_packet: None,
+        destination_asset: None,
+    }
+}
+
+/// Follows alice's payment `id` until it ends (bounded: 20 s).
+pub async fn finished(node: &Node, id: &str) -> serde_json::Value {
+    for _ in 0..2_000 {
+        let view = node.payer.get("alice", id).await.unwrap();
+        if matches!(
+            view["status"].as_str(),
+            Some("completed" | "failed" | "interrupted")
+        ) {
+            return view;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("payment {id} did not end");
 }
 
 // ---- packets ---------------------------------------------------------------------------------
