@@ -350,13 +350,13 @@ impl PaidHttpClient {
                 max_source: max_price - spent,
                 psk2_data: token.as_bytes().to_vec(),
             };
-            // Its own task: a fetch that runs out of time leaves the payment running.
+            // Started on its own task: a fetch dropped or out of time leaves it running.
             let payer = self.payer.clone();
             let from = account.to_owned();
-            let running = tokio::spawn(async move { payer.pay_direct(&from, payment).await });
+            let starting = tokio::spawn(async move { payer.start_direct(&from, payment).await });
             let left = deadline.saturating_duration_since(Instant::now());
-            let view = match tokio::time::timeout(left, running).await {
-                Ok(Ok(Ok(view))) => view,
+            let running = match tokio::time::timeout(left, starting).await {
+                Ok(Ok(Ok(running))) => running,
                 Ok(Ok(Err(e))) if payments.is_empty() => return Err(FetchError::Start(e)),
                 Ok(Ok(Err(e))) => {
                     return Err(FetchError::AfterPaying {
@@ -375,6 +375,26 @@ impl PaidHttpClient {
                         paying: true,
                         payments,
                     })
+                }
+            };
+            let shown = running.view();
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ending = tokio::spawn(running.finished());
+            let view = match tokio::time::timeout(left, ending).await {
+                Ok(Ok(view)) => view,
+                Ok(Err(e)) => {
+                    return Err(FetchError::Start(StartError::Store(format!(
+                        "the payment task ended: {e}"
+                    ))))
+                }
+                Err(_) => {
+                    // It goes on; what it shows now (its id, what it sent so far) is reported.
+                    payments.push(shown.now());
+                    return Err(FetchError::Timeout {
+                        timeout: request.timeout,
+                        paying: true,
+                        payments,
+                    });
                 }
             };
             let completed = view.status == Status::Completed;

@@ -597,6 +597,38 @@ pub struct DirectPayment {
     pub psk2_data: Vec<u8>,
 }
 
+/// A payment started by [`Payer::start_direct`].
+pub struct DirectRunning {
+    view: View,
+    done: tokio::sync::oneshot::Receiver<PaymentView>,
+}
+
+/// What a [`DirectRunning`] payment shows, while it runs and after.
+#[derive(Clone)]
+pub struct DirectView(View);
+
+impl DirectView {
+    pub fn now(&self) -> PaymentView {
+        lock(&self.0).clone()
+    }
+}
+
+impl DirectRunning {
+    /// A handle on what it shows, kept after [`DirectRunning::finished`] takes it.
+    pub fn view(&self) -> DirectView {
+        DirectView(self.view.clone())
+    }
+
+    /// Its final view, once it has ended.
+    pub async fn finished(self) -> PaymentView {
+        match self.done.await {
+            Ok(view) => view,
+            // The actor went without a word: the node is stopping.
+            Err(_) => lock(&self.view).clone(),
+        }
+    }
+}
+
 /// A running or remembered payment.
 struct Entry {
     view: View,
@@ -1012,15 +1044,24 @@ impl Payer {
         Ok(Launched { view, quoted, done })
     }
 
-    /// Pays credentials the caller already holds (a paid HTTP server's `Pay` header) from the
-    /// local `account`, and answers when the payment has ended: it delivers at least
-    /// `payment.deliver` and is debited at most `payment.max_source`, or sends nothing
-    /// fulfillable. Recorded and logged like any other payment.
+    /// [`Payer::start_direct`], answered when the payment has ended.
     pub async fn pay_direct(
         &self,
         account: &str,
         payment: DirectPayment,
     ) -> Result<PaymentView, StartError> {
+        Ok(self.start_direct(account, payment).await?.finished().await)
+    }
+
+    /// Starts paying credentials the caller already holds (a paid HTTP server's `Pay` header)
+    /// from the local `account`: the payment delivers at least `payment.deliver` and is debited
+    /// at most `payment.max_source`, or sends nothing fulfillable. Recorded and logged like any
+    /// other payment; it runs to its end whether or not the caller waits for it.
+    pub async fn start_direct(
+        &self,
+        account: &str,
+        payment: DirectPayment,
+    ) -> Result<DirectRunning, StartError> {
         let _ = self.inner.scanned.clone().wait_for(|done| *done).await;
         let paying = self.paying_account(account)?;
         let settings = self.settings_for_new_payment()?;
@@ -1052,11 +1093,10 @@ impl Payer {
         let launched = self
             .launch(account, paying, payment.to, params, false, None)
             .await?;
-        match launched.done.await {
-            Ok(view) => Ok(view),
-            // The actor went without a word: the node is stopping.
-            Err(_) => Ok(lock(&launched.view).clone()),
-        }
+        Ok(DirectRunning {
+            view: launched.view,
+            done: launched.done,
+        })
     }
 
     /// The settings a payment starts with, unless as many payments as allowed are running.

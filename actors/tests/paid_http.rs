@@ -668,6 +668,9 @@ fn a_payment_that_lands_after_its_request_timed_out_stays_on_the_token() {
                 .contains("the payment goes on"),
             "{answer}"
         );
+        // The payment under way is named, to be followed.
+        assert_eq!(answer["payments"][0]["status"], "paying", "{answer}");
+        let id = answer["payments"][0]["id"].as_str().unwrap().to_owned();
         assert_eq!(s.served.load(Ordering::SeqCst), 0);
         // The payment lands after the request gave up.
         let mut held = 0;
@@ -679,6 +682,8 @@ fn a_payment_that_lands_after_its_request_timed_out_stays_on_the_token() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(held, 300, "the token holds what arrived");
+        let ended = s.marat.payer.get("marat", &id).await.unwrap();
+        assert_eq!(ended["status"], "completed", "{ended}");
         s.delay.store(0, Ordering::SeqCst);
         let spent = s.marat_spent().await;
         assert_eq!(spent, 3);
