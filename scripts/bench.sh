@@ -10,6 +10,7 @@
 #   BENCH_SKIP_JS=1 leave the JS connector out
 #   BENCH_OUT       where results.md and chart.svg go (default scripts/bench)
 #   BENCH_SKIP_PAY=1 leave out the sender benchmark (scripts/bench/pay.sh)
+#   BENCH_SKIP_PAID=1 leave out the paid HTTP benchmark (scripts/bench/paid.sh)
 #
 # Scenarios: BTP -> BTP through one of ours; HTTP/2 -> HTTP/2 (h2c) through one of ours, sync
 # and async; BTP -> BTP through two of ours in a row (peered over BTP); BTP -> BTP through the JS
@@ -239,5 +240,10 @@ python3 "$ROOT/scripts/bench/report.py" "$RESULTS" "$OUT" "$SECONDS_PER_RUN" "$M
 if [ "${BENCH_SKIP_PAY:-0}" != 1 ]; then
   { printf '\n## One payment of 10^9 units, at most 10^5 a packet, into our receiver\n\n'
     bash scripts/bench/pay.sh; } >>"$OUT/results.md"
+fi
+# Paid HTTP: requests/s through the paid proxy, free and paid, and to the upstream directly.
+if [ "${BENCH_SKIP_PAID:-0}" != 1 ]; then
+  { printf '\n## Paid HTTP: requests through the paid proxy (scripts/bench/paid.sh)\n\n'
+    bash scripts/bench/paid.sh; } >>"$OUT/results.md"
 fi
 cat "$OUT/results.md"
