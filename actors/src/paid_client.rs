@@ -377,25 +377,17 @@ impl PaidHttpClient {
                     })
                 }
             };
+            // Waiting for its end does not hold it up: out of time, it runs on without us.
             let shown = running.view();
             let left = deadline.saturating_duration_since(Instant::now());
-            let ending = tokio::spawn(running.finished());
-            let view = match tokio::time::timeout(left, ending).await {
-                Ok(Ok(view)) => view,
-                Ok(Err(e)) => {
-                    return Err(FetchError::Start(StartError::Store(format!(
-                        "the payment task ended: {e}"
-                    ))))
-                }
-                Err(_) => {
-                    // It goes on; what it shows now (its id, what it sent so far) is reported.
-                    payments.push(shown.now());
-                    return Err(FetchError::Timeout {
-                        timeout: request.timeout,
-                        paying: true,
-                        payments,
-                    });
-                }
+            let Ok(view) = tokio::time::timeout(left, running.finished()).await else {
+                // What it shows now (its id, what it sent so far) is reported.
+                payments.push(shown.now());
+                return Err(FetchError::Timeout {
+                    timeout: request.timeout,
+                    paying: true,
+                    payments,
+                });
             };
             let completed = view.status == Status::Completed;
             credited = Some((price, balance.saturating_add(view.progress.delivered)));
