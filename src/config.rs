@@ -23,7 +23,8 @@ pub use sections::{
     AdminListenerConfig, BroadcastConfig, BtpListenerConfig, HttpListenerConfig, ListenersConfig,
     LogConfig, LogDirectives, LogFormat, LogLevel, NodeConfig, PaidHttpConfig, PaidRouteConfig,
     RateBackendKind, RatesConfig, RoutingConfig, Secret32, SecretString, SenderConfig,
-    ServerTlsConfig, SpspListenerConfig, StaticRoute, StoreBackend, StoreConfig,
+    ServerTlsConfig, SettlementListenerConfig, SpspListenerConfig, StaticRoute, StoreBackend,
+    StoreConfig,
 };
 
 use crate::rates::{Exchange, RateBackend, RateError, StaticRates};
@@ -296,6 +297,17 @@ fn take_section<T: DeserializeOwned + Default>(
 }
 
 impl Config {
+    /// The settlement engines' API to serve, if any: `[listeners.settlement]`, or its defaults
+    /// when an account names a settlement engine and the table is absent.
+    pub fn settlement_listener(&self) -> Option<SettlementListenerConfig> {
+        self.listeners.settlement.clone().or_else(|| {
+            self.accounts
+                .values()
+                .any(|a| a.settlement_engine_url.is_some())
+                .then(SettlementListenerConfig::default)
+        })
+    }
+
     /// Parses and validates a configuration file's text, reporting every problem found.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigErrors> {
         let mut table: toml::Table = match text.parse() {

@@ -19,6 +19,7 @@ pub mod peer_protocol;
 pub mod policy;
 pub mod psk2;
 pub mod rates;
+pub mod rfc38;
 pub mod routing;
 pub mod sender;
 pub mod settle;

@@ -768,6 +768,7 @@ fn simulation_of_hundreds_of_nodes() {
                 settlement_id: [0xAB; 16],
                 amount: 1,
                 direction: SettlementDirection::Sent,
+                also: Vec::new(),
             })
             .await;
         assert!(matches!(applied, Ok(Ok(true))), "{applied:?}");

@@ -20,6 +20,8 @@
 //! | `GET /accounts/<id>/tokens` | the paid HTTP tokens of local account `id` ([`crate::paid_proxy`]): each with its balance, and what they spent |
 //! | `DELETE /accounts/<id>/tokens/<token>` | expires a token: what it held counts as spent |
 //! | `POST /accounts/<id>/http` `{"url", "method"?, "headers"?, "body"? \| "body_base64"?, "max_price"?, "timeout_ms"?}` | fetches `url` for local account `id`, paying what a paid HTTP server asks within `max_price` ([`crate::paid_client`]): the response (status, headers, body) with the payments made, or 402 (not paid: no maximum, or the price above it), 502 (server unreachable, payment failed, or a server that did not credit it), 504 (out of time; a payment under way goes on) |
+//! | `GET /accounts/<id>/settlement` | how the account settles (`engine`, `bilateral`, `none`); for an RFC 38 engine account its URL, `settled_out`, `settled_in`, `pending` (decimal strings, account units) and the last error with its time |
+//! | `POST /accounts/<id>/settlement` `{"amount"?}` | settles now: `amount`, or what brings the balance up to `settle_to`; 202 `started` with the amount, or `queued` behind a settlement in progress; 409 when nothing is due |
 //! | `POST /circular` `{"via", "amount", "return_via"?, "min_return"?, "timeout_ms"?}` | a circular payment ([`ilp::circular`]): out through `via`, back to us; both amounts with their assets, expiries, the path's rate, or 502 with the Reject that ended it |
 //!
 //! With `listeners.admin.token` every other endpoint needs `Authorization: Bearer <token>`,
@@ -37,12 +39,13 @@ use crate::messages::{
 use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::peer_account::NodeAddress;
+use crate::settlement_engine::{GetSettlementStats, TriggerError, TriggerSettlement};
 use crate::store::{read_off_thread, Store, StoreError};
 use actix::Recipient;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCEPT, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::header::{HeaderValue, ACCEPT, ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -50,14 +53,12 @@ use ilp::config::{Config, StoreBackend};
 use ilp::packet::Address;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -86,6 +87,10 @@ struct AccountInfo {
     link: Option<Arc<dyn Link>>,
     /// A local account: paid through the SPSP server.
     receiver: Option<ReceiverInfo>,
+    /// How the balance is settled: "engine", "bilateral" or "none".
+    settlement: &'static str,
+    /// The RFC 38 engine's URL, for an account settled through one.
+    settlement_engine: Option<String>,
 }
 
 struct ReceiverInfo {
@@ -123,6 +128,14 @@ fn account_table(node: &Node, config: &Config) -> AccountTable {
                         .and_then(|l| l.default_account.as_deref())
                         == Some(&*id),
                 }),
+                settlement: if a.settles_with_engine() {
+                    "engine"
+                } else if a.settles_bilaterally() {
+                    "bilateral"
+                } else {
+                    "none"
+                },
+                settlement_engine: a.settlement_engine_url.as_ref().map(|u| u.to_string()),
             };
             (id, info)
         })
@@ -142,6 +155,8 @@ pub struct AdminState {
     circular: Recipient<SendCircular>,
     tokens: Recipient<GetTokens>,
     expire_token: Recipient<ExpireToken>,
+    settlement_stats: Recipient<GetSettlementStats>,
+    trigger_settlement: Recipient<TriggerSettlement>,
     store: Arc<dyn Store>,
     /// `<store.path>/snapshots` for a RocksDB store; `None`: the store cannot snapshot.
     snapshots: Option<PathBuf>,
@@ -179,6 +194,8 @@ impl AdminState {
             circular: node.router.clone().recipient(),
             tokens: node.balance.clone().recipient(),
             expire_token: node.balance.clone().recipient(),
+            settlement_stats: node.settlement.clone().recipient(),
+            trigger_settlement: node.settlement.clone().recipient(),
             store: node.store.clone(),
             snapshots,
             metrics: node.metrics.clone(),
@@ -187,7 +204,7 @@ impl AdminState {
                 .admin
                 .token
                 .as_ref()
-                .map(|t| Sha256::digest(t.expose().as_bytes()).into()),
+                .map(|t| crate::http_serve::token_digest(t.expose())),
             spsp_base: None,
             feed: Some(node.payment_feed.clone()),
             payer: Some(node.payer.clone()),
@@ -211,17 +228,10 @@ impl AdminState {
     }
 
     fn authorized(&self, request: &Request<Incoming>) -> bool {
-        let Some(expected) = &self.token else {
-            return true;
-        };
-        let given = request
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
-        bool::from(given.ct_eq(expected))
+        match &self.token {
+            Some(expected) => crate::http_serve::bearer_matches(request.headers(), expected),
+            None => true,
+        }
     }
 }
 
@@ -349,6 +359,7 @@ enum Endpoint {
     AccountTokens(String),
     AccountToken(String, String),
     AccountHttp(String),
+    AccountSettlement(String),
 }
 
 impl Endpoint {
@@ -379,6 +390,9 @@ impl Endpoint {
                 Endpoint::AccountToken((*id).to_owned(), (*token).to_owned())
             }
             ["accounts", id, "http"] if !id.is_empty() => Endpoint::AccountHttp((*id).to_owned()),
+            ["accounts", id, "settlement"] if !id.is_empty() => {
+                Endpoint::AccountSettlement((*id).to_owned())
+            }
             ["accounts", id, "quotes"] if !id.is_empty() => {
                 Endpoint::AccountQuotes((*id).to_owned())
             }
@@ -402,7 +416,9 @@ impl Endpoint {
             | Endpoint::Ping
             | Endpoint::AccountHttp(_)
             | Endpoint::Circular => &[Method::POST],
-            Endpoint::AccountPayments(_) => &[Method::GET, Method::POST],
+            Endpoint::AccountPayments(_) | Endpoint::AccountSettlement(_) => {
+                &[Method::GET, Method::POST]
+            }
             Endpoint::AccountPayment(..) => &[Method::GET, Method::DELETE],
             Endpoint::AccountToken(..) => &[Method::DELETE],
             Endpoint::StaticRoute(_) => &[Method::PUT, Method::DELETE],
@@ -532,7 +548,73 @@ async fn serve(state: Arc<AdminState>, request: Request<Incoming>) -> Result<Ans
         Endpoint::AccountTokens(id) => tokens(&state, &id).await,
         Endpoint::AccountToken(id, token) => expire_token(&state, &id, &token).await,
         Endpoint::AccountHttp(id) => fetch(&state, &id, &body).await,
+        Endpoint::AccountSettlement(id) if method == Method::POST => {
+            trigger_settlement(&state, &id, &body).await
+        }
+        Endpoint::AccountSettlement(id) => settlement(&state, &id).await,
     })
+}
+
+/// `GET /accounts/<id>/settlement`: how the account settles, and for an RFC 38 engine account
+/// what was settled each way, what is pending, and the last error.
+async fn settlement(state: &AdminState, id: &str) -> Answer {
+    let accounts = state.accounts();
+    let Some((id, info)) = accounts.get_key_value(id) else {
+        return error(StatusCode::NOT_FOUND, &format!("no account {id}"));
+    };
+    let mut body = json!({ "id": &**id, "kind": info.settlement });
+    if let Some(engine) = &info.settlement_engine {
+        body["engine"] = json!(engine);
+        let all = match state.settlement_stats.send(GetSettlementStats).await {
+            Ok(all) => all,
+            Err(e) => return unavailable("settlement engine", &e),
+        };
+        let stats = all.get(id).cloned().unwrap_or_default();
+        body["settled_out"] = json!(stats.settled_out.to_string());
+        body["settled_in"] = json!(stats.settled_in.to_string());
+        body["pending"] = json!(stats.pending.to_string());
+        body["last_error"] = json!(stats.last_error);
+        body["last_error_at_ms"] = json!(stats.last_error_at_ms);
+    }
+    ok(&body)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TriggerBody {
+    #[serde(default, with = "crate::payer::opt_u64_string")]
+    amount: Option<u64>,
+}
+
+/// `POST /accounts/<id>/settlement` `{"amount"?}`: settle now (without an amount: what brings
+/// the balance up to `settle_to`).
+async fn trigger_settlement(state: &AdminState, id: &str, body: &[u8]) -> Answer {
+    let accounts = state.accounts();
+    let Some((id, _)) = accounts.get_key_value(id) else {
+        return error(StatusCode::NOT_FOUND, &format!("no account {id}"));
+    };
+    let body: TriggerBody = if body.iter().all(u8::is_ascii_whitespace) {
+        TriggerBody { amount: None }
+    } else {
+        match parse_json(body) {
+            Ok(b) => b,
+            Err(m) => return error(StatusCode::BAD_REQUEST, &m),
+        }
+    };
+    let message = TriggerSettlement {
+        account: id.clone(),
+        amount: body.amount,
+    };
+    match state.trigger_settlement.send(message).await {
+        Ok(Ok(outcome)) => {
+            let mut answer = ok(&json!({ "id": &**id, "settlement": outcome }));
+            *answer.status_mut() = StatusCode::ACCEPTED;
+            answer
+        }
+        Ok(Err(e @ TriggerError::Zero)) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+        Ok(Err(e)) => error(StatusCode::CONFLICT, &e.to_string()),
+        Err(e) => unavailable("settlement engine", &e),
+    }
 }
 
 /// The request of `POST /accounts/<id>/http`.
@@ -992,6 +1074,11 @@ async fn metrics(state: &AdminState, openmetrics: bool) -> Answer {
         });
         if let Ok(Some(snapshot)) = asked.await {
             metrics.set_balance(id, &snapshot);
+        }
+    }
+    if let Ok(all) = state.settlement_stats.send(GetSettlementStats).await {
+        for (id, stats) in &all {
+            metrics.set_settlement(id, stats);
         }
     }
     let mut response = Response::new(whole(metrics.encode()));

@@ -16,9 +16,9 @@
 use crate::clock::Clock;
 use crate::messages::{
     AccountId, AdjustBalance, AdjustBalanceError, ApplySettlement, BalanceSnapshot, Crash,
-    ExpireToken, GetBalance, GetTokens, RecordReceived, RecordSent, RefundToken, Reply,
-    ReservationId, ReservePacket, ResolvePacket, SettleThresholdCrossed, SettlementDirection,
-    SpendToken, TokenBalance, TokenSpendError,
+    ExpireToken, GetBalance, GetTokens, ReckonSettlement, RecordReceived, RecordSent, RefundToken,
+    Reply, ReservationId, ReservePacket, ResolvePacket, SettleThresholdCrossed,
+    SettlementDirection, SpendToken, TokenBalance, TokenSpendError,
 };
 use crate::payment_log::{PaymentEvent, PaymentFeed, PaymentLog, Received};
 use crate::replay;
@@ -765,6 +765,23 @@ impl Handler<GetBalance> for BalanceKeeper {
     }
 }
 
+impl Handler<ReckonSettlement> for BalanceKeeper {
+    type Result = Option<u64>;
+
+    fn handle(&mut self, msg: ReckonSettlement, _ctx: &mut Self::Context) -> Self::Result {
+        let acc = self.accounts.get_mut(&msg.account)?;
+        acc.settle_requested = false;
+        let amount = if msg.force {
+            let short = i128::from(acc.limits.settle_to) - i128::from(acc.committed);
+            u64::try_from(short).ok().filter(|a| *a > 0)
+        } else {
+            Balance::new(acc.committed).settle_amount(&acc.limits)
+        };
+        acc.settle_requested = amount.is_some();
+        amount
+    }
+}
+
 impl Handler<ApplySettlement> for BalanceKeeper {
     type Result = AtomicResponse<Self, Result<bool, StoreError>>;
 
@@ -864,6 +881,7 @@ impl BalanceKeeper {
         }
         // An account without a balance still records the id, so it is applied once.
         ops.push(StoreOp::PutRecord { key, value });
+        ops.extend(msg.also);
         let commit = self.persist(ops);
         self.settlements.insert(msg.settlement_id, commit.clone());
         Box::pin(self.finish(commit, events, true))
@@ -1116,6 +1134,7 @@ pub(crate) mod tests {
             settlement_id: [id; 16],
             amount,
             direction,
+            also: Vec::new(),
         }
     }
 

@@ -124,3 +124,22 @@ async fn accept_loop<H, F, B>(
         }
     }
 }
+
+/// SHA-256 of a bearer token, kept instead of the token so comparing costs the same whatever
+/// its length.
+pub fn token_digest(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+/// Whether `headers` carry `Authorization: Bearer <token>` whose digest is `expected`
+/// (compared in constant time).
+pub fn bearer_matches(headers: &hyper::HeaderMap, expected: &[u8; 32]) -> bool {
+    use subtle::ConstantTimeEq;
+    let given = headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    bool::from(token_digest(given).ct_eq(expected))
+}

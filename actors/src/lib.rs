@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod balance_keeper;
 pub mod clock;
+pub mod engine_client;
 pub mod http_serve;
 pub mod link;
 pub mod loadgen;
@@ -24,6 +25,7 @@ pub mod reload;
 pub mod replay;
 pub mod route_broadcaster;
 pub mod router;
+pub mod settlement_api;
 pub mod settlement_engine;
 pub mod shutdown;
 pub mod spsp_client;

@@ -893,6 +893,30 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        let settlement_api = match config.settlement_listener() {
+            Some(listener_config) => {
+                let bind = listener_config.bind;
+                let served = match TcpListener::bind(bind).await {
+                    Ok(l) => ilp_actors::settlement_api::SettlementApi::serve(
+                        l,
+                        &listener_config,
+                        node.settlement.clone(),
+                    ),
+                    Err(e) => Err(e),
+                };
+                match served {
+                    Ok(api) => {
+                        out_line!("settlement API listening on http://{}", api.local_addr());
+                        Some(api)
+                    }
+                    Err(e) => {
+                        err_line!("{path}: listeners.settlement.bind {bind}: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            None => None,
+        };
         // Up before the address is learned, so /ready can tell operators it is not yet.
         let admin_server = if config.listeners.admin.enabled {
             let bind = config.listeners.admin.bind;
@@ -1021,6 +1045,7 @@ fn run(path: &std::path::Path, config: &Config) -> ExitCode {
         drop(http_server);
         drop(spsp_server);
         drop(paid_proxy);
+        drop(settlement_api);
         if let Some(rocks) = rocks {
             if let Err(e) = rocks.flush().await {
                 err_line!(

@@ -274,6 +274,20 @@ pub struct ApplySettlement {
     pub settlement_id: [u8; 16],
     pub amount: u64,
     pub direction: SettlementDirection,
+    /// Further records written in the same batch as the balance (e.g. what an RFC 38
+    /// settlement must keep with it); not written when the id was applied before.
+    pub also: Vec<crate::store::StoreOp>,
+}
+
+/// How much to settle with `account` now, reckoned on its committed balance: `settle_to -
+/// balance` when it is below the settle threshold (or below `settle_to` at all, with
+/// `force`). A request the keeper reported earlier is done with either way; when an amount is
+/// returned the keeper counts it as asked for, until a settlement we send is applied.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Option<u64>")]
+pub struct ReckonSettlement {
+    pub account: AccountId,
+    pub force: bool,
 }
 
 /// Event: a committed balance crossed the account's settle threshold; settling `amount` brings

@@ -160,6 +160,10 @@ pub struct Metrics {
     pending_outgoing: Family<AccountLabel, Gauge>,
     link_up: Family<AccountLabel, Gauge>,
     busy_refusals: Family<AccountLabel, Counter>,
+    settled_out: Family<AccountLabel, Gauge>,
+    settled_in: Family<AccountLabel, Gauge>,
+    settlement_pending: Family<AccountLabel, Gauge>,
+    settlement_error_time: Family<AccountLabel, Gauge>,
     payments_remembered: Gauge,
     payments_memory: Gauge,
     /// The Router's memory of paid Prepares, read into the two gauges above by `encode`.
@@ -234,6 +238,30 @@ impl Metrics {
             "BTP/2.0-I requests refused T03 because the account's memory of requests was full of requests in progress",
             busy_refusals.clone(),
         );
+        let settled_out = Family::<AccountLabel, Gauge>::default();
+        registry.register(
+            "settlement_settled_out",
+            "Settlements to the peer its RFC 38 engine acknowledged, in the account's base units",
+            settled_out.clone(),
+        );
+        let settled_in = Family::<AccountLabel, Gauge>::default();
+        registry.register(
+            "settlement_settled_in",
+            "Settlements from the peer the RFC 38 engine credited, in the account's base units",
+            settled_in.clone(),
+        );
+        let settlement_pending = Family::<AccountLabel, Gauge>::default();
+        registry.register(
+            "settlement_pending",
+            "Settlements booked (the balance moved) that the RFC 38 engine has not acknowledged",
+            settlement_pending.clone(),
+        );
+        let settlement_error_time = Family::<AccountLabel, Gauge>::default();
+        registry.register(
+            "settlement_last_error_timestamp_seconds",
+            "Unix time of the latest failure to reach the account's RFC 38 engine (0: none)",
+            settlement_error_time.clone(),
+        );
         let payments_remembered = Gauge::default();
         registry.register(
             "paid_prepares_remembered",
@@ -262,6 +290,10 @@ impl Metrics {
             pending_outgoing,
             link_up,
             busy_refusals,
+            settled_out,
+            settled_in,
+            settlement_pending,
+            settlement_error_time,
             payments_remembered,
             payments_memory,
             payments: Mutex::new(None),
@@ -349,6 +381,32 @@ impl Metrics {
         self.pending_outgoing
             .get_or_create(&label)
             .set(clamp(snapshot.pending_outgoing));
+    }
+
+    /// Sets account `id`'s settlement gauges (the admin API reads the SettlementEngine per
+    /// scrape).
+    pub fn set_settlement(
+        &self,
+        id: &AccountId,
+        stats: &crate::settlement_engine::SettlementStats,
+    ) {
+        let label = AccountLabel {
+            account: AccountValue(id.clone()),
+        };
+        let clamp = |v: u128| i64::try_from(v).unwrap_or(i64::MAX);
+        self.settled_out
+            .get_or_create(&label)
+            .set(clamp(stats.settled_out));
+        self.settled_in
+            .get_or_create(&label)
+            .set(clamp(stats.settled_in));
+        self.settlement_pending
+            .get_or_create(&label)
+            .set(clamp(stats.pending));
+        let at = stats.last_error_at_ms.map_or(0, |ms| ms / 1000);
+        self.settlement_error_time
+            .get_or_create(&label)
+            .set(i64::try_from(at).unwrap_or(i64::MAX));
     }
 
     pub fn uptime(&self) -> Duration {

@@ -16,6 +16,7 @@
 
 use crate::balance_keeper::{BalanceKeeper, UpdateLimits};
 use crate::clock::Clock;
+use crate::engine_client::EngineClient;
 use crate::link::Link;
 use crate::messages::{AccountId, ForwardPrepare, SendPrepare, SetNodeAddress};
 use crate::metrics::Metrics;
@@ -31,7 +32,7 @@ use crate::router::{
     PeerProtocolHandlers, Reconfigure as RouterReconfigure, Router, RouterAccount, RouterBalance,
     RouterSettings,
 };
-use crate::settlement_engine::{SettlementEngine, UpdateAccounts};
+use crate::settlement_engine::{EngineAccount, SettlementEngine, UpdateAccounts, UpdateEngines};
 use crate::shutdown::PacketGate;
 use crate::store::{Store, StoreError};
 use actix::prelude::*;
@@ -241,6 +242,13 @@ impl Node {
         let mut webhooks = crate::webhooks::Webhooks::new(store.clone(), payment_feed.clone());
         webhooks.apply(config);
 
+        let engine_tls = crate::tls::client_config(
+            &ilp::config::ClientTlsConfig::default(),
+            "settlement_engine_url",
+        )
+        .map_err(|e| NodeError::Tls(e.to_string()))?;
+        let engine_client = EngineClient::new(engine_tls, ENGINE_CALL_TIMEOUT);
+
         // Supervisor closures must own what they use; the results come back through `slot`,
         // filled before `Supervisor::start` returns (it runs its closure synchronously).
         let slot: Arc<Mutex<Option<Started>>> = Arc::new(Mutex::new(None));
@@ -279,9 +287,11 @@ impl Node {
             let engine_out = engine_slot.clone();
             let engine_address = node_address.clone();
             let engine_sends = bilateral(&account_configs, &sends);
+            let engine_accounts = engine_accounts(&account_configs, &sends);
             let engine_store = store.clone();
             let balance = Supervisor::start(move |ctx: &mut Context<BalanceKeeper>| {
                 let keeper = ctx.address().recipient();
+                let reckon = ctx.address().recipient();
                 let engine = Supervisor::start(move |_| {
                     SettlementEngine::new(
                         engine_address,
@@ -291,6 +301,7 @@ impl Node {
                         clock,
                         settlement_seed,
                     )
+                    .with_engines(engine_accounts, engine_client, reckon)
                 });
                 put(&engine_out, engine.clone());
                 BalanceKeeper::new(limits, store, Some(engine.recipient()))
@@ -514,6 +525,8 @@ impl Node {
         });
         self.settlement
             .do_send(UpdateAccounts(bilateral(&config.accounts, &sends)));
+        self.settlement
+            .do_send(UpdateEngines(engine_accounts(&config.accounts, &sends)));
         self.webhooks.apply(config);
         if let Some(address) = &config.node.ilp_address {
             if self.address.get().as_ref() != Some(address) {
@@ -539,6 +552,10 @@ impl Node {
         }
     }
 }
+
+/// Longest a call to a settlement engine may take (then it is retried, or the message it
+/// carried is rejected T00).
+pub const ENGINE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What starting one account's PeerAccount takes.
 struct AccountStart<'a> {
@@ -647,17 +664,40 @@ fn bilateral(
         .collect()
 }
 
+/// The accounts settled through an RFC 38 engine (`settlement_engine_url`), with their
+/// PeerAccounts (which carry the engines' messages).
+fn engine_accounts(
+    configs: &BTreeMap<String, AccountConfig>,
+    sends: &BTreeMap<AccountId, Recipient<SendPrepare>>,
+) -> BTreeMap<AccountId, EngineAccount> {
+    configs
+        .iter()
+        .filter_map(|(id, a)| {
+            let url = a.settlement_engine_url.clone()?;
+            let peer = sends.get(id.as_str())?.clone();
+            Some((
+                Arc::from(id.as_str()),
+                EngineAccount {
+                    url,
+                    scale: a.asset_scale,
+                    peer,
+                },
+            ))
+        })
+        .collect()
+}
+
 /// The balance limits of every account: each keeps a balance, without limits when its
-/// `[balance]` table is absent. An account that does not settle bilaterally has no way to
-/// settle, so its settle threshold is left out: the keeper never asks to settle it (and asks
-/// once its balance next moves when a reload turns settlement on).
+/// `[balance]` table is absent. An account that settles neither bilaterally nor through an
+/// engine has no way to settle, so its settle threshold is left out: the keeper never asks to
+/// settle it (and asks once its balance next moves when a reload turns settlement on).
 fn balance_limits(config: &Config) -> BTreeMap<AccountId, BalanceLimits> {
     config
         .accounts
         .iter()
         .map(|(id, a)| {
             let mut limits = a.balance_limits();
-            if !a.settles_bilaterally() {
+            if !a.settles_bilaterally() && !a.settles_with_engine() {
                 limits.settle_threshold = None;
             }
             (Arc::from(id.as_str()), limits)

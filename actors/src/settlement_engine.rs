@@ -19,10 +19,18 @@
 //! before, so a sender whose Fulfill was lost heals it by repeating the request. Any other
 //! account's request is rejected (F00) before anything is applied or stored.
 
+mod rfc38;
+
+pub use rfc38::{
+    ApiAnswer, CreditSettlement, EngineAccount, GetSettlementStats, SendEngineMessage,
+    SettlementStats, TriggerError, TriggerOutcome, TriggerSettlement,
+};
+
 use crate::clock::Clock;
+use crate::engine_client::EngineClient;
 use crate::messages::{
-    ask, AccountId, ApplySettlement, HandlePeerProtocol, PacketResult, SendPrepare,
-    SettleThresholdCrossed, SettlementDirection,
+    ask, AccountId, ApplySettlement, HandlePeerProtocol, PacketResult, ReckonSettlement,
+    SendPrepare, SettleThresholdCrossed, SettlementDirection,
 };
 use crate::peer_account::NodeAddress;
 use crate::store::{Store, StoreError, StoreOp};
@@ -77,6 +85,8 @@ pub struct SettlementEngine {
     /// the keeper reckoned it before that settlement was applied (which already covers it).
     queued: BTreeMap<AccountId, SettleThresholdCrossed>,
     backoff: Backoff,
+    /// The accounts settled through an RFC 38 engine, and their settlements.
+    engines: rfc38::Engines,
 }
 
 impl SettlementEngine {
@@ -104,7 +114,20 @@ impl SettlementEngine {
             backlog: BTreeMap::new(),
             queued: BTreeMap::new(),
             backoff: Backoff::default(),
+            engines: rfc38::Engines::default(),
         }
+    }
+
+    /// The accounts settled through RFC 38 engines (`settlement_engine_url`), the client that
+    /// calls the engines, and the keeper that reckons what to settle.
+    pub fn with_engines(
+        mut self,
+        accounts: BTreeMap<AccountId, EngineAccount>,
+        client: EngineClient,
+        reckon: Recipient<ReckonSettlement>,
+    ) -> Self {
+        self.engines = rfc38::Engines::new(accounts, client, reckon);
+        self
     }
 
     /// Reads the intents a previous run left: those whose id has a record were booked (only
@@ -297,6 +320,7 @@ async fn book_settlement(
         settlement_id: request.settlement_id,
         amount: request.amount,
         direction: SettlementDirection::Sent,
+        also: Vec::new(),
     };
     let mut attempt = 0u32;
     // Applying is idempotent per id, so a store failure is simply retried.
@@ -368,6 +392,10 @@ impl Actor for SettlementEngine {
             entry.running = false;
         }
         self.drive_all(ctx);
+        if self.start_engines(ctx).is_err() {
+            // As above: what was asked of the engines must be known before anything more is.
+            ctx.stop();
+        }
     }
 }
 
@@ -381,7 +409,14 @@ impl Handler<SettleThresholdCrossed> for SettlementEngine {
     type Result = ();
 
     fn handle(&mut self, msg: SettleThresholdCrossed, ctx: &mut Self::Context) {
-        if msg.amount == 0 || !self.accounts.contains_key(&msg.account) {
+        if msg.amount == 0 {
+            return;
+        }
+        if self.engines.serves(&msg.account) {
+            self.engine_shortfall(msg.account, msg.amount, ctx);
+            return;
+        }
+        if !self.accounts.contains_key(&msg.account) {
             return;
         }
         if self.in_flight.contains_key(&msg.account) {
@@ -396,6 +431,9 @@ impl Handler<HandlePeerProtocol> for SettlementEngine {
     type Result = ResponseFuture<PacketResult>;
 
     fn handle(&mut self, msg: HandlePeerProtocol, _ctx: &mut Self::Context) -> Self::Result {
+        if self.engines.serves(&msg.from) {
+            return self.engine_message_from_peer(msg.from, msg.prepare);
+        }
         if !self.accounts.contains_key(&msg.from) {
             // A claim that money moved, from an account whose configuration does not say we
             // take its word for it: refused before anything is applied or stored.
@@ -424,6 +462,7 @@ impl Handler<HandlePeerProtocol> for SettlementEngine {
                     settlement_id: request.settlement_id,
                     amount: request.amount,
                     direction: SettlementDirection::Received,
+                    also: Vec::new(),
                 })
                 .await;
             // Applied now or before: either way the peer may stop repeating it.
@@ -448,6 +487,19 @@ impl Handler<UpdateAccounts> for SettlementEngine {
     fn handle(&mut self, msg: UpdateAccounts, ctx: &mut Self::Context) {
         self.accounts = msg.0;
         self.drive_all(ctx);
+    }
+}
+
+/// A reload: the accounts now settled through an RFC 38 engine.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UpdateEngines(pub BTreeMap<AccountId, EngineAccount>);
+
+impl Handler<UpdateEngines> for SettlementEngine {
+    type Result = ();
+
+    fn handle(&mut self, msg: UpdateEngines, ctx: &mut Self::Context) {
+        self.update_engines(msg.0, ctx);
     }
 }
 

@@ -506,8 +506,10 @@ pub struct AccountConfig {
     /// How the balance is settled; default: not at all.
     #[serde(default)]
     pub settlement: SettlementConfig,
-    /// RFC 38 settlement engine for this account. Not supported yet: validation refuses it, so
-    /// a file that names one does not start a node that silently never settles.
+    /// The RFC 38 settlement engine that settles with this account (e.g.
+    /// `http://127.0.0.1:3000`): we ask it to pay when the balance falls below
+    /// `balance.settle_threshold`, and it credits what the peer paid through
+    /// `[listeners.settlement]`. Not with `settlement.bilateral`.
     #[serde(default, with = "opt_url_serde")]
     pub settlement_engine_url: Option<Url>,
     /// `local` accounts only: how they are paid; absent: the defaults.
@@ -531,6 +533,11 @@ impl AccountConfig {
     pub fn child_segment<'a>(&'a self, id: &'a str) -> Option<&'a str> {
         (self.relation == Relation::Child)
             .then(|| self.ilp_address_segment.as_deref().unwrap_or(id))
+    }
+
+    /// Whether an RFC 38 settlement engine settles with this account.
+    pub fn settles_with_engine(&self) -> bool {
+        self.settlement_engine_url.is_some()
     }
 
     /// Whether `peer.settle` (the built-in bilateral settlement) runs with this account.

@@ -376,6 +376,37 @@ pub struct ListenersConfig {
     pub spsp: Option<SpspListenerConfig>,
     #[serde(default)]
     pub admin: AdminListenerConfig,
+    /// The API our RFC 38 settlement engines call; served when this table is present or any
+    /// account names a `settlement_engine_url` (then on the defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement: Option<SettlementListenerConfig>,
+}
+
+/// `[listeners.settlement]`: the connector side of RFC 38 (the "accounting system" API) that
+/// settlement engines call to credit incoming settlements and to message their peers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettlementListenerConfig {
+    #[serde(default = "SettlementListenerConfig::default_bind")]
+    pub bind: SocketAddr,
+    /// Bearer token engines must send; required when `bind` is not a loopback address.
+    #[serde(default)]
+    pub token: Option<SecretString>,
+}
+
+impl SettlementListenerConfig {
+    /// interledger-rs serves the same API on this address.
+    fn default_bind() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 7771))
+    }
+}
+
+impl Default for SettlementListenerConfig {
+    fn default() -> Self {
+        SettlementListenerConfig {
+            bind: Self::default_bind(),
+            token: None,
+        }
+    }
 }
 
 /// Which store keeps balances and idempotency records.

@@ -770,17 +770,77 @@ fn bilateral_settlement_is_off_unless_the_account_says_so() {
 }
 
 #[test]
-fn settlement_engine_url_is_refused_until_engines_exist() {
-    let text = "[node]\nilp_address = \"test.a\"\n[accounts.p]\nrelation = \"peer\"\n\
-                link = { type = \"memory\" }\nsettlement_engine_url = \"http://127.0.0.1:3000\"\n";
-    let e = errors(text);
-    assert_eq!(paths(&e), vec!["accounts.p.settlement_engine_url"]);
-    assert_error(&e, "accounts.p.settlement_engine_url", "not supported");
-    assert!(
-        e.to_string()
-            .contains("accounts.p.settlement_engine_url: settlement engines (RFC 38)"),
-        "{e}"
+fn settlement_engines_per_account_and_the_listener_they_call() {
+    let base = "[node]\nilp_address = \"test.a\"\n[accounts.p]\nrelation = \"peer\"\n\
+                link = { type = \"memory\" }\n";
+    let plain = Config::from_toml_str(base).unwrap();
+    assert_eq!(plain.settlement_listener(), None);
+    let with = format!("{base}settlement_engine_url = \"http://127.0.0.1:3000/se\"\n");
+    let c = Config::from_toml_str(&with).unwrap();
+    assert!(c.accounts["p"].settles_with_engine());
+    assert!(!c.accounts["p"].settles_bilaterally());
+    assert_eq!(
+        c.accounts["p"]
+            .settlement_engine_url
+            .as_ref()
+            .map(|u| u.as_str()),
+        Some("http://127.0.0.1:3000/se")
     );
+    // An account with an engine brings the engines' API up on its defaults.
+    let listener = c.settlement_listener().unwrap();
+    assert_eq!(listener.bind, "127.0.0.1:7771".parse().unwrap());
+    assert_eq!(listener.token, None);
+    // Printed back (check-config) and read again: the same; adding an engine is an update.
+    let again = toml::to_string(&c).unwrap();
+    assert_eq!(Config::from_toml_str(&again), Ok(c.clone()));
+    let changes = crate::config::ConfigChanges::between(&plain, &c);
+    assert!(changes.updated.contains("p"), "{changes:?}");
+    // The table alone serves it too (engines configured later by a reload).
+    let table = Config::from_toml_str(&format!(
+        "{base}[listeners.settlement]\nbind = \"127.0.0.1:0\"\ntoken = \"s3cret\"\n"
+    ))
+    .unwrap();
+    let listener = table.settlement_listener().unwrap();
+    assert_eq!(listener.bind.port(), 0);
+    assert!(listener.token.is_some());
+
+    let e = errors(&format!(
+        "{base}settlement_engine_url = \"ftp://127.0.0.1:3000\"\n"
+    ));
+    assert_error(
+        &e,
+        "accounts.p.settlement_engine_url",
+        "http:// or https://",
+    );
+    let e = errors(&format!(
+        "{base}settlement_engine_url = \"http://e/?x=1\"\n"
+    ));
+    assert_error(&e, "accounts.p.settlement_engine_url", "without a query");
+    let e = errors(&format!(
+        "{base}settlement_engine_url = \"http://127.0.0.1:3000\"\nsettlement = {{ bilateral = true }}\n"
+    ));
+    assert_eq!(paths(&e), vec!["accounts.p.settlement_engine_url"]);
+    assert_error(&e, "accounts.p.settlement_engine_url", "not both");
+    let e = errors(&format!(
+        "{with}[listeners.settlement]\nbind = \"0.0.0.0:7771\"\n"
+    ));
+    assert_eq!(paths(&e), vec!["listeners.settlement.token"]);
+    let e = errors(&format!(
+        "{with}[listeners.admin]\nbind = \"127.0.0.1:7771\"\n"
+    ));
+    assert_error(
+        &e,
+        "listeners.settlement.bind",
+        "is also listeners.admin.bind",
+    );
+    let e = errors(&format!(
+        "{with}[listeners.settlement]\nbnid = \"127.0.0.1:1\"\n"
+    ));
+    assert_error(&e, "listeners.settlement.bnid", "unknown key");
+    let local = "[node]\nilp_address = \"test.a\"\n[accounts.l]\nrelation = \"child\"\n\
+                 link = { type = \"local\" }\nsettlement_engine_url = \"http://127.0.0.1:3000\"\n";
+    let e = errors(local);
+    assert_error(&e, "accounts.l.settlement_engine_url", "no peer");
 }
 
 #[test]

@@ -262,6 +262,27 @@ pub(super) fn check(config: &Config, failed_accounts: &BTreeSet<String>) -> Vec<
             }
         }
     }
+    if let Some(settlement) = config.settlement_listener() {
+        if !settlement.bind.ip().is_loopback() && settlement.token.is_none() {
+            e.at(
+                "listeners.settlement.token",
+                "required when listeners.settlement.bind is not a loopback address",
+            );
+        }
+        for (name, bind) in [
+            ("btp", l.btp.as_ref().map(|x| x.bind)),
+            ("http", l.http.as_ref().map(|x| x.bind)),
+            ("spsp", l.spsp.as_ref().map(|x| x.bind)),
+            ("admin", l.admin.enabled.then_some(l.admin.bind)),
+        ] {
+            if bind == Some(settlement.bind) && settlement.bind.port() != 0 {
+                e.at(
+                    "listeners.settlement.bind",
+                    format!("{} is also listeners.{name}.bind", settlement.bind),
+                );
+            }
+        }
+    }
     if l.admin.enabled {
         if !l.admin.bind.ip().is_loopback() && l.admin.token.is_none() {
             e.at(
@@ -495,12 +516,27 @@ fn check_account(e: &mut Errors, p: &str, id: &str, a: &AccountConfig, config: &
             "applies only to btp-server and btp-client links",
         );
     }
-    if a.settlement_engine_url.is_some() {
-        e.at(
-            format!("{p}.settlement_engine_url"),
-            "settlement engines (RFC 38) are not supported yet; remove the key (between two \
-             nodes run by the same operator, settlement.bilateral = true settles over the link)",
-        );
+    if let Some(url) = &a.settlement_engine_url {
+        if !matches!(url.scheme(), "http" | "https")
+            || url.query().is_some()
+            || url.fragment().is_some()
+        {
+            e.at(
+                format!("{p}.settlement_engine_url"),
+                "must be an http:// or https:// URL without a query or fragment",
+            );
+        } else if a.settles_bilaterally() {
+            e.at(
+                format!("{p}.settlement_engine_url"),
+                "an account settles either through an engine or bilaterally \
+                 (settlement.bilateral = true), not both",
+            );
+        } else if a.is_local() {
+            e.at(
+                format!("{p}.settlement_engine_url"),
+                "a local account has no peer to settle with",
+            );
+        }
     }
     check_link(e, &format!("{p}.link"), &a.link, config);
     check_local(e, p, a);

@@ -68,7 +68,7 @@ use tokio::time::Instant;
 /// A pooled HTTP client for `http://` and `https://` URLs (TLS by `tls_config`, HTTP/1.1 or
 /// HTTP/2 by ALPN; `h2c`: HTTP/2 with prior knowledge over `http://`), connecting within
 /// `connect_timeout`.
-pub(crate) fn https_client<B>(
+pub fn https_client<B>(
     tls_config: rustls::ClientConfig,
     connect_timeout: Duration,
     h2c: bool,
@@ -663,7 +663,7 @@ fn new_request_id() -> String {
 }
 
 /// An error and its causes on one line (hyper's top-level messages are terse).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
