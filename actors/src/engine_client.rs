@@ -22,14 +22,14 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// Longest part of an engine's error body quoted in an error.
 const QUOTED_CHARS: usize = 200;
 
-/// Why a call to an engine did not succeed.
+/// Why a call to an engine (or, from an engine, to its connector) did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum EngineCallError {
     /// The engine answered with a status other than 2xx.
-    #[error("settlement engine answered {status}: {body}")]
+    #[error("answered {status}: {body}")]
     Status { status: u16, body: String },
     /// No answer: connection refused, timeout, a body that could not be read.
-    #[error("settlement engine unreachable: {0}")]
+    #[error("no answer: {0}")]
     Transport(String),
 }
 
@@ -44,10 +44,13 @@ impl EngineCallError {
 }
 
 /// A pooled client for every engine of the node (HTTP/1.1, or HTTP/2 by ALPN over TLS).
+/// The API is the same in the other direction, so an engine calls its connector with it too.
 #[derive(Clone)]
 pub struct EngineClient {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
+    /// `Authorization: Bearer` value sent with every call, if any.
+    bearer: Option<HeaderValue>,
 }
 
 impl EngineClient {
@@ -56,7 +59,19 @@ impl EngineClient {
         EngineClient {
             client: https_client(tls, timeout, false),
             timeout,
+            bearer: None,
         }
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every call (a connector's
+    /// `listeners.settlement.token`). A token that is not a valid header value is refused.
+    pub fn with_bearer(mut self, token: &str) -> Result<Self, EngineCallError> {
+        let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            EngineCallError::Transport("the token has characters a header cannot carry".into())
+        })?;
+        value.set_sensitive(true);
+        self.bearer = Some(value);
+        Ok(self)
     }
 
     /// `POST <engine>/accounts` `{"id": account}`: tells the engine about an account.
@@ -72,7 +87,8 @@ impl EngineClient {
     }
 
     /// `POST <engine>/accounts/<account>/settlements`: asks the engine to pay `quantity` to
-    /// the peer, under `idempotency_key` (the same on every retry).
+    /// the peer (or, from an engine, asks the connector to credit it), under
+    /// `idempotency_key` (the same on every retry).
     pub async fn settle(
         &self,
         engine: &Url,
@@ -122,6 +138,9 @@ impl EngineClient {
             .header(ACCEPT, HeaderValue::from_static(content_type));
         if let Some(key) = idempotency_key {
             builder = builder.header("idempotency-key", key);
+        }
+        if let Some(bearer) = &self.bearer {
+            builder = builder.header(hyper::header::AUTHORIZATION, bearer.clone());
         }
         builder
             .body(Full::new(body))

@@ -26,6 +26,11 @@ pub fn logger() -> &'static Logger {
 /// the background writer when dropped (keep it until exit). A second call keeps the first
 /// logger (the process has one).
 pub fn init(config: &LogConfig) -> Option<slog_async::AsyncGuard> {
+    init_named(config, "ilp-connector")
+}
+
+/// [`init`] for another binary of the workspace, whose lines say `node=<name>`.
+pub fn init_named(config: &LogConfig, name: &'static str) -> Option<slog_async::AsyncGuard> {
     let directives = config.directives();
     let (drain, guard) = match config.format {
         // On a terminal, colours; nothing parses what a terminal shows.
@@ -36,7 +41,7 @@ pub fn init(config: &LogConfig) -> Option<slog_async::AsyncGuard> {
         format => async_drain(line_drain(format, std::io::stderr())),
     };
     let filtered = DirectiveFilter { drain, directives }.fuse();
-    let root = Logger::root(filtered, slog::o!("node" => "ilp-connector"));
+    let root = Logger::root(filtered, slog::o!("node" => name));
     LOGGER.set(root).ok().map(|()| guard)
 }
 

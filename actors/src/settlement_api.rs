@@ -95,19 +95,24 @@ enum Endpoint {
     Messages(String),
 }
 
-/// The account id of `/accounts/<id>/<what>`, percent-decoded.
 fn parse(path: &str) -> Option<Endpoint> {
-    let rest = path.strip_prefix("/accounts/")?;
-    let (id, what) = rest.split_once('/')?;
-    let id = percent_decode(id)?;
-    if id.is_empty() {
-        return None;
-    }
-    match what {
-        "settlements" => Some(Endpoint::Settlements(id)),
-        "messages" => Some(Endpoint::Messages(id)),
+    match account_path(path)? {
+        (id, Some("settlements")) => Some(Endpoint::Settlements(id)),
+        (id, Some("messages")) => Some(Endpoint::Messages(id)),
         _ => None,
     }
+}
+
+/// Reads an RFC 38 path `/accounts/<id>` or `/accounts/<id>/<what>`: the account id,
+/// percent-decoded and not empty, and `what`.
+pub fn account_path(path: &str) -> Option<(String, Option<&str>)> {
+    let rest = path.strip_prefix("/accounts/")?;
+    let (id, what) = match rest.split_once('/') {
+        Some((id, what)) => (id, Some(what)),
+        None => (rest, None),
+    };
+    let id = percent_decode(id)?;
+    (!id.is_empty()).then_some((id, what))
 }
 
 fn percent_decode(segment: &str) -> Option<String> {
@@ -117,7 +122,8 @@ fn percent_decode(segment: &str) -> Option<String> {
         .map(|s| s.into_owned())
 }
 
-fn answer(a: ApiAnswer) -> Response<Full<Bytes>> {
+/// The HTTP response of an [`ApiAnswer`].
+pub fn answer(a: ApiAnswer) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(a.body));
     *response.status_mut() =
         StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -170,13 +176,15 @@ async fn serve(state: &State, request: Request<Incoming>) -> Response<Full<Bytes
         Endpoint::Settlements(account) => {
             let quantity: Quantity = match serde_json::from_slice(&body) {
                 Ok(q) => q,
-                Err(e) => return problem(
-                    400,
-                    "Bad quantity",
-                    &format!(
+                Err(e) => {
+                    return problem(
+                        400,
+                        "Bad quantity",
+                        &format!(
                         "the body must be {{\"amount\": \"<digits>\", \"scale\": <0-255>}}: {e}"
                     ),
-                ),
+                    )
+                }
             };
             state
                 .engine

@@ -575,3 +575,146 @@ async fn credit(b: &Side, key: &str, amount: u64) {
     let (status, text) = post(&url, &[("idempotency-key", key)], &body).await;
     assert_eq!(status, StatusCode::CREATED, "{text}");
 }
+
+/// The binary with a peer account `b` (its link never connects) settled through the engine at
+/// `engine`, and a RocksDB store in `data`.
+fn binary_config(engine: SocketAddr, data: &std::path::Path) -> String {
+    format!(
+        "[node]\nilp_address = \"test.a\"\n[broadcast]\nenabled = false\n\
+         [listeners.btp]\nbind = \"127.0.0.1:0\"\n[listeners.admin]\nbind = \"127.0.0.1:0\"\n\
+         [listeners.settlement]\nbind = \"127.0.0.1:0\"\n\
+         [store]\nbackend = \"rocksdb\"\npath = \"{}\"\n\
+         [accounts.b]\nrelation = \"peer\"\nsettlement_engine_url = \"http://{engine}\"\n\
+         [accounts.b.link]\ntype = \"btp-client\"\nurl = \"ws://127.0.0.1:9/\"\n\
+         auth_username = \"a\"\nauth_token = \"t\"\n\
+         [accounts.b.balance]\nminimum = -5000\nmaximum = 5000\nsettle_threshold = -1000\n\
+         settle_to = 0\n",
+        data.display()
+    )
+}
+
+async fn admin_json(
+    admin: SocketAddr,
+    method: Method,
+    path: &str,
+    body: &str,
+) -> (StatusCode, serde_json::Value) {
+    let (status, _, body) = http_request(
+        false,
+        method,
+        &format!("http://{admin}{path}"),
+        &[],
+        Bytes::from(body.to_owned()),
+    )
+    .await;
+    (status, serde_json::from_slice(&body).unwrap_or_default())
+}
+
+#[test]
+fn a_node_killed_before_its_engine_acknowledged_asks_again_with_the_same_key() {
+    run(|| async {
+        use common::connector::Connector;
+        let (engine, engine_addr, _task) = Engine::start().await;
+        engine.script(|s| s.fail_settlements = usize::MAX);
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("a.toml");
+        let log = dir.path().join("a.log");
+        std::fs::write(
+            &config,
+            binary_config(engine_addr, &dir.path().join("data")),
+        )
+        .unwrap();
+        let start = || {
+            let (config, log) = (config.clone(), log.clone());
+            tokio::task::spawn_blocking(move || Connector::start(&config, &log))
+        };
+        let node = start().await.unwrap();
+        let admin = node.admin.unwrap();
+        // The operator settles 700 now: booked, and asked of the engine, which refuses.
+        let (status, body) = admin_json(
+            admin,
+            Method::POST,
+            "/accounts/b/settlement",
+            r#"{"amount":"700"}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(
+            body["settlement"],
+            serde_json::json!({"status": "started", "amount": 700})
+        );
+        let url = "/accounts/b/settlements";
+        eventually(WAIT, "the engine is asked", || !engine.seen(url).is_empty()).await;
+        let key = engine.seen(url)[0].key.clone().unwrap();
+        let (_, view) = admin_json(admin, Method::GET, "/accounts/b/settlement", "").await;
+        assert_eq!(view["kind"], "engine");
+        assert_eq!(view["pending"], "700");
+        assert!(
+            view["last_error"].as_str().unwrap().contains("500"),
+            "{view}"
+        );
+        let (_, account) = admin_json(admin, Method::GET, "/accounts/b", "").await;
+        assert_eq!(account["balance"], 700);
+
+        tokio::task::spawn_blocking(move || node.kill_9())
+            .await
+            .unwrap();
+        let asked_before = engine.seen(url).len();
+        engine.script(|s| s.fail_settlements = 0);
+        let node = start().await.unwrap();
+        let admin = node.admin.unwrap();
+        eventually(WAIT, "asked again after the restart", || {
+            engine.seen(url).len() > asked_before
+        })
+        .await;
+        for seen in engine.seen(url) {
+            assert_eq!(seen.key.as_deref(), Some(key.as_str()), "the same key");
+            assert_eq!(&seen.body[..], br#"{"amount":"700","scale":9}"#);
+        }
+        let mut view = serde_json::Value::Null;
+        for _ in 0..200 {
+            view = admin_json(admin, Method::GET, "/accounts/b/settlement", "")
+                .await
+                .1;
+            if view["pending"] == "0" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            (&view["settled_out"], &view["pending"]),
+            (&"700".into(), &"0".into())
+        );
+        // Booked once: the balance moved by 700 and no more.
+        let (_, account) = admin_json(admin, Method::GET, "/accounts/b", "").await;
+        assert_eq!(account["balance"], 700);
+        // Nothing is due now, and zero is no amount.
+        let (status, _) = admin_json(admin, Method::POST, "/accounts/b/settlement", "").await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        let (status, _) = admin_json(
+            admin,
+            Method::POST,
+            "/accounts/b/settlement",
+            r#"{"amount":"0"}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let metrics = http_request(
+            false,
+            Method::GET,
+            &format!("http://{admin}/metrics"),
+            &[],
+            Bytes::new(),
+        )
+        .await
+        .2;
+        let metrics = String::from_utf8_lossy(&metrics);
+        assert!(
+            metrics.contains("ilp_settlement_settled_out{account=\"b\"} 700"),
+            "{metrics}"
+        );
+        tokio::task::spawn_blocking(move || node.terminate())
+            .await
+            .unwrap();
+    });
+}

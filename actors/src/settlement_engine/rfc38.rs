@@ -535,11 +535,8 @@ impl SettlementEngine {
                         EngineCallError::Transport(_) => &[],
                     };
                     let data = &data[..data.len().min(MAX_DATA_LEN)];
-                    Err(reject(
-                        engine_failure_code(e.status()),
-                        &e.to_string(),
-                        data,
-                    ))
+                    let message = format!("settlement engine: {e}");
+                    Err(reject(engine_failure_code(e.status()), &message, data))
                 }
             }
         })
@@ -560,7 +557,7 @@ async fn create_account(
         match client.create_account(&url, &account).await {
             Ok(()) => created.store(true, Ordering::Relaxed),
             Err(e) => {
-                note_error(&stats, &clock, &format!("POST /accounts: {e}"));
+                note_error(&stats, &clock, &format!("engine POST /accounts: {e}"));
                 pause(attempt).await;
                 attempt = attempt.saturating_add(1);
             }
@@ -646,7 +643,11 @@ impl OutgoingTask {
                 match self.client.create_account(&self.url, &self.account).await {
                     Ok(()) => self.created.store(true, Ordering::Relaxed),
                     Err(e) => {
-                        note_error(&self.stats, &self.clock, &format!("POST /accounts: {e}"));
+                        note_error(
+                            &self.stats,
+                            &self.clock,
+                            &format!("engine POST /accounts: {e}"),
+                        );
                         pause(attempt).await;
                         attempt = attempt.saturating_add(1);
                         continue;
@@ -667,7 +668,7 @@ impl OutgoingTask {
                     note_error(
                         &self.stats,
                         &self.clock,
-                        &format!("settlement {key} of {}: {e}", s.amount),
+                        &format!("engine settlement {key} of {}: {e}", s.amount),
                     );
                 }
             }

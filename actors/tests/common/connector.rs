@@ -1,14 +1,11 @@
 //! The real `ilp-connector` binary as a child process: started on a config file, its output
 //! appended to a log file, its BTP address read from what it prints; killed by PID when dropped.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-/// A start-up (process spawn, RocksDB recovery, listeners) must finish within this.
-pub const START_BOUND: Duration = Duration::from_secs(30);
+pub use super::process::{spawn_logged, START_BOUND};
 
 /// One run of the binary; killed (by PID) when dropped.
 pub struct Connector {
@@ -21,6 +18,8 @@ pub struct Connector {
     pub http: Option<std::net::SocketAddr>,
     /// The address its SPSP server bound, when it serves one.
     pub spsp: Option<std::net::SocketAddr>,
+    /// The address its settlement API (RFC 38) bound, when it serves one.
+    pub settlement: Option<std::net::SocketAddr>,
 }
 
 impl Connector {
@@ -46,49 +45,15 @@ impl Connector {
         // that a test fails there).
         let binary = std::env::var("ILP_TEST_CONNECTOR")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_ilp-connector").to_owned());
-        let mut child = Command::new(binary)
-            .args(["run", "--config"])
-            .arg(config_path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("spawn: {e}"))?;
-        let (tx, rx) = mpsc::channel::<String>();
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let tx = tx.clone();
-            let log = log.to_path_buf();
-            std::thread::spawn(move || {
-                let mut file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(log)
-                    .ok();
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if let Some(f) = file.as_mut() {
-                        let _ = writeln!(f, "{line}");
-                    }
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        drop(tx);
+        let mut command = Command::new(binary);
+        command.args(["run", "--config"]).arg(config_path);
+        let (mut child, rx) = spawn_logged(command, log)?;
         let deadline = Instant::now() + START_BOUND;
         let mut btp = None;
         let mut admin = None;
         let mut http = None;
         let mut spsp = None;
+        let mut settlement = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
@@ -109,6 +74,9 @@ impl Connector {
                             .split_once("://")
                             .and_then(|(_, a)| a.trim().parse().ok());
                     }
+                    if let Some(addr) = line.strip_prefix("settlement API listening on http://") {
+                        settlement = addr.trim().parse().ok();
+                    }
                     if line.starts_with("ilp-connector running") {
                         let btp = btp.ok_or("no BTP address printed")?;
                         return Ok(Connector {
@@ -117,6 +85,7 @@ impl Connector {
                             admin,
                             http,
                             spsp,
+                            settlement,
                         });
                     }
                 }

@@ -5,8 +5,10 @@
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used)] // test harness: helpers unwrap what a correct run never fails
 
+pub mod chain;
 pub mod clients;
 pub mod connector;
+pub mod process;
 
 use actix::prelude::*;
 use bytes::Bytes;
