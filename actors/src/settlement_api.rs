@@ -122,6 +122,18 @@ fn percent_decode(segment: &str) -> Option<String> {
         .map(|s| s.into_owned())
 }
 
+/// A request's body, at most 64 KiB (413 beyond: an engine message must fit an ILP packet).
+pub async fn read_body(body: Incoming) -> Result<Bytes, ApiAnswer> {
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(_) => Err(ApiAnswer::problem(
+            413,
+            "Payload Too Large",
+            &format!("the body must be at most {MAX_BODY_BYTES} bytes"),
+        )),
+    }
+}
+
 /// The HTTP response of an [`ApiAnswer`].
 pub fn answer(a: ApiAnswer) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(a.body));
@@ -159,18 +171,9 @@ async fn serve(state: &State, request: Request<Incoming>) -> Response<Full<Bytes
         .headers()
         .get("idempotency-key")
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let body = match Limited::new(request.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return problem(
-                413,
-                "Payload Too Large",
-                &format!("the body must be at most {MAX_BODY_BYTES} bytes"),
-            )
-        }
+    let body = match read_body(request.into_body()).await {
+        Ok(b) => b,
+        Err(a) => return answer(a),
     };
     let sent = match endpoint {
         Endpoint::Settlements(account) => {

@@ -12,9 +12,9 @@
 mod common;
 
 use actix::prelude::*;
-use common::block_on;
 use common::clients::{self, Payee, PayeeBook, Payer};
 use common::connector::{Connector, START_BOUND};
+use common::{block_on, env_u64};
 use ilp::packet::{Address, ErrorCode, Prepare, Timestamp};
 use ilp_actors::clock::Clock;
 use ilp_actors::link::btp_ws::{BtpClientLink, BtpOptions};
@@ -36,13 +36,6 @@ const DRAIN_BOUND: Duration = Duration::from_secs(60);
 /// Prepares expire this long after they are first sent: longer than any restart, so a payment
 /// interrupted by a crash is retried, not lost to its expiry.
 const PAYMENT_EXPIRY_MS: u64 = 90_000;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn config(port: u16, data: &Path) -> String {
     format!(

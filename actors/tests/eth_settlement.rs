@@ -18,14 +18,11 @@
 
 mod common;
 
-use actix::prelude::*;
-use common::block_on;
 use common::chain::{free_port, transfers, EthEngine, Ganache, KEYS};
-use common::clients::{Payee, PayeeBook, Payer};
+use common::clients::{btp_child as child, btp_clients, PayeeBook, Payer};
 use common::connector::{Connector, START_BOUND};
+use common::{admin_get, block_on, env_u64, wait_until};
 use ilp_actors::clock::Clock;
-use ilp_actors::link::btp_ws::{BtpClientLink, BtpOptions};
-use ilp_actors::link::Link;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::net::SocketAddr;
@@ -46,32 +43,6 @@ const PER_PHASE: usize = 120;
 const IN_FLIGHT: usize = 4;
 /// Wei per unit of the accounts (scale 9).
 const WEI_PER_UNIT: u128 = 1_000_000_000;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn child(id: &str) -> String {
-    format!(
-        r#"
-[accounts.{id}]
-relation = "child"
-btp_idempotent = true
-[accounts.{id}.link]
-type = "btp-server"
-auth_username = "{id}"
-auth_token = "{id}-token"
-[accounts.{id}.balance]
-minimum = -1000000000000000
-maximum = 1000000000000000
-[accounts.{id}.rate_limit]
-enabled = false
-"#
-    )
-}
 
 /// The ports a node's configuration names, chosen by the OS at its first start.
 #[derive(Clone, Copy)]
@@ -169,53 +140,6 @@ impl Side {
     fn admin(&self) -> Option<SocketAddr> {
         self.connector.as_ref().and_then(|c| c.admin)
     }
-}
-
-fn btp_options() -> BtpOptions {
-    BtpOptions {
-        reconnect_min: Duration::from_millis(10),
-        reconnect_max: Duration::from_millis(200),
-        ..BtpOptions::default()
-    }
-}
-
-/// The clients of the node at `btp`: a payer paying `destination`, and a payee.
-fn clients(btp: SocketAddr, destination: &str, seed: u64) -> (Arc<Payer>, Arc<Mutex<PayeeBook>>) {
-    let url = format!("ws://{btp}");
-    let connect = |id: &str| {
-        BtpClientLink::connect_with_tls(&url, id, &format!("{id}-token"), None, true, btp_options())
-    };
-    let payee_link = connect("payee");
-    let payee = Arc::new(Mutex::new(PayeeBook::default()));
-    payee_link.attach(
-        Payee {
-            book: payee.clone(),
-            delay: Duration::ZERO,
-        }
-        .start()
-        .recipient(),
-    );
-    // The link lives as long as the payee actor's recipient is attached: keep it.
-    std::mem::forget(payee_link);
-    let payer_link: Arc<dyn Link> = Arc::new(connect("payer"));
-    (Payer::new(payer_link, destination, seed, 30_000), payee)
-}
-
-/// GET `path` of the admin API at `admin`, as JSON.
-async fn admin_get(admin: Option<SocketAddr>, path: &str) -> Option<serde_json::Value> {
-    let url = format!("http://{}{path}", admin?);
-    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(hyper_util::client::legacy::connect::HttpConnector::new());
-    let response = tokio::time::timeout(Duration::from_secs(2), client.get(url.parse().ok()?))
-        .await
-        .ok()?
-        .ok()?;
-    let body = http_body_util::BodyExt::collect(response.into_body())
-        .await
-        .ok()?
-        .to_bytes();
-    serde_json::from_slice(&body).ok()
 }
 
 /// What a node's settlement ledger says of its peer account: (settled out, settled in,
@@ -317,8 +241,8 @@ async fn run(dir: PathBuf, seed: u64, phases: u64, kills: bool) {
     }
     let a_engine = EthEngine::start(&path("a-engine.toml"), &path("a-engine.log"));
     let b_engine = EthEngine::start(&path("b-engine.toml"), &path("b-engine.log"));
-    let (a_payer, a_payee) = clients(a_connector.btp, "test.b.payee", seed << 1);
-    let (b_payer, b_payee) = clients(b_btp, "test.a.payee", seed << 1 | 1);
+    let (a_payer, a_payee) = btp_clients(a_connector.btp, "test.b.payee", seed << 1, 30_000);
+    let (b_payer, b_payee) = btp_clients(b_btp, "test.a.payee", seed << 1 | 1, 30_000);
     let mut a = Side {
         name: "a",
         dir: dir.clone(),
@@ -511,12 +435,4 @@ fn mentions(log: &Path, what: &str) -> usize {
         .lines()
         .filter(|l| l.contains(what))
         .count()
-}
-
-async fn wait_until(what: &str, bound: Duration, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + bound;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }

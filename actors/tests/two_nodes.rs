@@ -19,13 +19,10 @@
 
 mod common;
 
-use actix::prelude::*;
-use common::block_on;
-use common::clients::{Payee, PayeeBook, Payer};
+use common::clients::{btp_child as child, btp_clients as clients, PayeeBook, Payer};
 use common::connector::{Connector, START_BOUND};
+use common::{admin_get, block_on, env_u64, wait_until};
 use ilp_actors::clock::Clock;
-use ilp_actors::link::btp_ws::{BtpClientLink, BtpOptions};
-use ilp_actors::link::Link;
 use ilp_actors::store::rocks::RocksStore;
 use ilp_actors::store::Store;
 use rand::rngs::SmallRng;
@@ -35,7 +32,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -50,33 +47,6 @@ const DRAIN_BOUND: Duration = Duration::from_secs(60);
 const PAYMENT_EXPIRY_MS: u64 = 30_000;
 /// Beyond the maximum hold time: a repeat crosses the link with another expiry.
 const LONG_EXPIRY_MS: u64 = 90_000;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// A child account on the node's BTP listener, speaking BTP/2.0-I.
-fn child(id: &str) -> String {
-    format!(
-        r#"
-[accounts.{id}]
-relation = "child"
-btp_idempotent = true
-[accounts.{id}.link]
-type = "btp-server"
-auth_username = "{id}"
-auth_token = "{id}-token"
-[accounts.{id}.balance]
-minimum = -1000000000000000
-maximum = 1000000000000000
-[accounts.{id}.rate_limit]
-enabled = false
-"#
-    )
-}
 
 /// Node `test.<name>` with its payer and payee, and its peer account `<peer>` (whose `link`
 /// table is `peer_link`), routing `test.<peer>` to it; `http`: its ILP-over-HTTP listener's port.
@@ -254,63 +224,10 @@ impl Side {
     }
 }
 
-fn btp_options() -> BtpOptions {
-    BtpOptions {
-        reconnect_min: Duration::from_millis(10),
-        reconnect_max: Duration::from_millis(200),
-        ..BtpOptions::default()
-    }
-}
-
-/// The clients of the node at `btp`: a payer paying `destination`, and a payee.
-fn clients(
-    btp: SocketAddr,
-    destination: &str,
-    seed: u64,
-    expiry_ms: u64,
-) -> (Arc<Payer>, Arc<Mutex<PayeeBook>>) {
-    let url = format!("ws://{btp}");
-    let connect = |id: &str| {
-        BtpClientLink::connect_with_tls(&url, id, &format!("{id}-token"), None, true, btp_options())
-    };
-    let payee_link = connect("payee");
-    let payee = Arc::new(Mutex::new(PayeeBook::default()));
-    payee_link.attach(
-        Payee {
-            book: payee.clone(),
-            delay: Duration::ZERO,
-        }
-        .start()
-        .recipient(),
-    );
-    // The link lives as long as the payee actor's recipient is attached: keep it.
-    std::mem::forget(payee_link);
-    let payer_link: Arc<dyn Link> = Arc::new(connect("payer"));
-    (Payer::new(payer_link, destination, seed, expiry_ms), payee)
-}
-
 /// The address of the admin API of `side`'s running node: it binds a port of the OS's choice at
 /// every start, read from what the node prints.
 fn admin_of(side: &Side) -> Option<SocketAddr> {
     side.connector.as_ref().and_then(|c| c.admin)
-}
-
-/// The balance of account `id` at the node whose admin API is on `admin`.
-async fn peer_balance(admin: Option<SocketAddr>, id: &str) -> Option<i64> {
-    let url = format!("http://{}/accounts/{id}", admin?);
-    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(hyper_util::client::legacy::connect::HttpConnector::new());
-    let response = tokio::time::timeout(Duration::from_secs(2), client.get(url.parse().ok()?))
-        .await
-        .ok()?
-        .ok()?;
-    let body = http_body_util::BodyExt::collect(response.into_body())
-        .await
-        .ok()?
-        .to_bytes();
-    let json: serde_json::Value = serde_json::from_slice(&body).ok()?;
-    json.get("balance")?.as_i64()
 }
 
 /// The settlements booked in `store`: id → (direction byte, amount).
@@ -324,14 +241,6 @@ fn settlements(store: &RocksStore) -> BTreeMap<Vec<u8>, (u8, u64)> {
             (key[b"settle/".len()..].to_vec(), (value[0], amount))
         })
         .collect()
-}
-
-async fn wait_until(what: &str, bound: Duration, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + bound;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// The ports a node's configuration names: its BTP and ILP-over-HTTP listeners'.
@@ -527,8 +436,12 @@ fn two_nodes(transport: Transport, expiry_ms: u64) {
             let mut agreed = 0;
             let quiet = tokio::time::timeout(DRAIN_BOUND, async {
                 while agreed < 5 {
-                    let a_with_b = peer_balance(admin_of(&a), "b").await;
-                    let b_with_a = peer_balance(admin_of(&b), "a").await;
+                    let a_with_b = admin_get(admin_of(&a), "/accounts/b")
+                        .await
+                        .and_then(|v| v["balance"].as_i64());
+                    let b_with_a = admin_get(admin_of(&b), "/accounts/a")
+                        .await
+                        .and_then(|v| v["balance"].as_i64());
                     agreed = if a_with_b.is_some() && a_with_b == b_with_a.map(|v| -v) {
                         agreed + 1
                     } else {

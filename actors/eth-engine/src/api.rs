@@ -8,12 +8,11 @@
 //! | `POST /accounts/<id>/messages` | a message from the peer's engine: `{"type":"address","address":"0x..."}`, answered with ours |
 
 use crate::engine::Engine;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request};
 use ilp::rfc38::Quantity;
 use ilp_actors::http_serve::{self, ServeOptions};
-use ilp_actors::settlement_api::{account_path, answer};
+use ilp_actors::settlement_api::{account_path, answer, read_body};
 use ilp_actors::settlement_engine::ApiAnswer;
 use serde::Deserialize;
 use std::convert::Infallible;
@@ -21,8 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-
-const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Serves `engine`'s API on `listener` until the task is aborted.
 pub fn serve(listener: TcpListener, engine: Arc<Engine>) -> JoinHandle<()> {
@@ -50,12 +47,9 @@ async fn route(engine: &Arc<Engine>, request: Request<Incoming>) -> ApiAnswer {
         .headers()
         .get("idempotency-key")
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let body = match Limited::new(request.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return ApiAnswer::problem(413, "Payload Too Large", "body too long"),
+    let body = match read_body(request.into_body()).await {
+        Ok(b) => b,
+        Err(a) => return a,
     };
     let not_allowed = || ApiAnswer::problem(405, "Method Not Allowed", "see the API table");
     if path == "/accounts" {

@@ -169,6 +169,18 @@ async fn call(
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// `POST /accounts/peer/settlements` with `key` and `body`.
+async fn settle(engine: &EthEngine, key: Option<&str>, body: &str) -> (StatusCode, String) {
+    call(
+        engine,
+        Method::POST,
+        "/accounts/peer/settlements",
+        key,
+        body,
+    )
+    .await
+}
+
 async fn eventually<F: std::future::Future<Output = bool>>(
     what: &str,
     mut cond: impl FnMut() -> F,
@@ -214,14 +226,7 @@ fn the_engine_api_pays_once_per_key_with_leftovers_kept_across_a_kill() {
 
         // Unknown account, missing key, bad quantities.
         let q = r#"{"amount":"1500","scale":9}"#;
-        let (status, _) = call(
-            &engine,
-            Method::POST,
-            "/accounts/peer/settlements",
-            Some("k1"),
-            q,
-        )
-        .await;
+        let (status, _) = settle(&engine, Some("k1"), q).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         let (status, body) =
             call(&engine, Method::POST, "/accounts", None, r#"{"id":"peer"}"#).await;
@@ -231,17 +236,10 @@ fn the_engine_api_pays_once_per_key_with_leftovers_kept_across_a_kill() {
         );
         let (status, _) = call(&engine, Method::POST, "/accounts", None, r#"{"id":"peer"}"#).await;
         assert_eq!(status, StatusCode::CREATED, "creating again is fine");
-        let (status, _) = call(&engine, Method::POST, "/accounts/peer/settlements", None, q).await;
+        let (status, _) = settle(&engine, None, q).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         for bad in [r#"{"amount":"1.5","scale":9}"#, r#"{"amount":"1"}"#, "x"] {
-            let (status, _) = call(
-                &engine,
-                Method::POST,
-                "/accounts/peer/settlements",
-                Some("bad"),
-                bad,
-            )
-            .await;
+            let (status, _) = settle(&engine, Some("bad"), bad).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
         }
         let (status, _) = call(&engine, Method::GET, "/accounts/peer/settlements", None, "").await;
@@ -249,49 +247,21 @@ fn the_engine_api_pays_once_per_key_with_leftovers_kept_across_a_kill() {
 
         // The peer's address is not known yet (its connector does not answer): settlements
         // are taken and wait.
-        let (status, body) = call(
-            &engine,
-            Method::POST,
-            "/accounts/peer/settlements",
-            Some("k1"),
-            q,
-        )
-        .await;
+        let (status, body) = settle(&engine, Some("k1"), q).await;
         assert_eq!((status, body.as_str()), (StatusCode::CREATED, q));
-        let (status, body) = call(
-            &engine,
-            Method::POST,
-            "/accounts/peer/settlements",
-            Some("k1"),
-            q,
-        )
-        .await;
+        let (status, body) = settle(&engine, Some("k1"), q).await;
         assert_eq!(
             (status, body.as_str()),
             (StatusCode::CREATED, q),
             "a repeat: same answer"
         );
         let other = r#"{"amount":"1501","scale":9}"#;
-        let (status, body) = call(
-            &engine,
-            Method::POST,
-            "/accounts/peer/settlements",
-            Some("k1"),
-            other,
-        )
-        .await;
+        let (status, body) = settle(&engine, Some("k1"), other).await;
         assert_eq!(status, StatusCode::CONFLICT, "{body}");
         // 1.23 wei, then 0.77 wei: one wei each time, the rest kept.
         for (key, amount) in [("k2", "123"), ("k3", "77")] {
             let body = format!(r#"{{"amount":"{amount}","scale":20}}"#);
-            let (status, _) = call(
-                &engine,
-                Method::POST,
-                "/accounts/peer/settlements",
-                Some(key),
-                &body,
-            )
-            .await;
+            let (status, _) = settle(&engine, Some(key), &body).await;
             assert_eq!(status, StatusCode::CREATED);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -318,14 +288,7 @@ fn the_engine_api_pays_once_per_key_with_leftovers_kept_across_a_kill() {
             (1_500_000_000_000 + 1 + 1, 3)
         );
         // A repeat after all that still gets the first answer, and pays nothing.
-        let (status, body) = call(
-            &engine,
-            Method::POST,
-            "/accounts/peer/settlements",
-            Some("k1"),
-            q,
-        )
-        .await;
+        let (status, body) = settle(&engine, Some("k1"), q).await;
         assert_eq!((status, body.as_str()), (StatusCode::CREATED, q));
 
         // Messages: the peer's engine tells its address and gets ours.
@@ -351,14 +314,7 @@ fn the_engine_api_pays_once_per_key_with_leftovers_kept_across_a_kill() {
         assert_eq!(status, StatusCode::BAD_REQUEST);
         let (status, _) = call(&engine, Method::DELETE, "/accounts/peer", None, "").await;
         assert_eq!(status, StatusCode::NO_CONTENT);
-        let (status, _) = call(
-            &engine,
-            Method::POST,
-            "/accounts/peer/settlements",
-            Some("k9"),
-            q,
-        )
-        .await;
+        let (status, _) = settle(&engine, Some("k9"), q).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         drop(chain);
     });

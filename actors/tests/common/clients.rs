@@ -8,10 +8,12 @@ use ilp::packet::{
     Address, ErrorClass, ErrorCode, FulfillBuilder, Prepare, PrepareBuilder, Reject, Timestamp,
 };
 use ilp_actors::clock::Clock;
+use ilp_actors::link::btp_ws::{BtpClientLink, BtpOptions};
 use ilp_actors::link::{Link, LinkError};
 use ilp_actors::messages::{IncomingPrepare, PacketResult, Reply};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -280,4 +282,62 @@ impl Payer {
             }
         }
     }
+}
+
+/// A child account `id` on a node's BTP listener speaking BTP/2.0-I, with room for any traffic
+/// (config lines).
+pub fn btp_child(id: &str) -> String {
+    format!(
+        r#"
+[accounts.{id}]
+relation = "child"
+btp_idempotent = true
+[accounts.{id}.link]
+type = "btp-server"
+auth_username = "{id}"
+auth_token = "{id}-token"
+[accounts.{id}.balance]
+minimum = -1000000000000000
+maximum = 1000000000000000
+[accounts.{id}.rate_limit]
+enabled = false
+"#
+    )
+}
+
+/// Client links that reconnect within 200 ms.
+pub fn btp_options() -> BtpOptions {
+    BtpOptions {
+        reconnect_min: Duration::from_millis(10),
+        reconnect_max: Duration::from_millis(200),
+        ..BtpOptions::default()
+    }
+}
+
+/// The clients of the node at `btp` (its [`btp_child`] accounts `payer` and `payee`): a payer
+/// paying `destination` (Prepares expiring `expiry_ms` after they are first sent), and a payee.
+pub fn btp_clients(
+    btp: SocketAddr,
+    destination: &str,
+    seed: u64,
+    expiry_ms: u64,
+) -> (Arc<Payer>, Arc<Mutex<PayeeBook>>) {
+    let url = format!("ws://{btp}");
+    let connect = |id: &str| {
+        BtpClientLink::connect_with_tls(&url, id, &format!("{id}-token"), None, true, btp_options())
+    };
+    let payee_link = connect("payee");
+    let payee = Arc::new(Mutex::new(PayeeBook::default()));
+    payee_link.attach(
+        Payee {
+            book: payee.clone(),
+            delay: Duration::ZERO,
+        }
+        .start()
+        .recipient(),
+    );
+    // The link lives as long as the payee actor's recipient is attached: keep it.
+    std::mem::forget(payee_link);
+    let payer_link: Arc<dyn Link> = Arc::new(connect("payer"));
+    (Payer::new(payer_link, destination, seed, expiry_ms), payee)
 }

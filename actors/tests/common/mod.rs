@@ -91,6 +91,40 @@ pub async fn eventually(wait: Duration, what: &str, mut cond: impl FnMut() -> bo
     assert!(polled.is_ok(), "timed out waiting until {what}");
 }
 
+/// Polls `cond` every few milliseconds until it holds; fails the test after `bound`.
+pub async fn wait_until(what: &str, bound: Duration, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + bound;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A test setting from the environment, or `default`.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// GET `path` of the admin API at `admin`, as JSON; `None` when it cannot be read (the node is
+/// down, restarting, or answers something else) within 2 s.
+pub async fn admin_get(admin: Option<SocketAddr>, path: &str) -> Option<serde_json::Value> {
+    let url = format!("http://{}{path}", admin?);
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let response = timeout(Duration::from_secs(2), client.get(url.parse().ok()?))
+        .await
+        .ok()?
+        .ok()?;
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    serde_json::from_slice(&body).ok()
+}
+
 pub async fn listener() -> (TcpListener, SocketAddr) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
