@@ -58,7 +58,7 @@ bind = "127.0.0.1:$3"
 [store]
 path = "$WORK/$1-data"
 [log]
-level = "warn"
+level = "info"
 [[routing.static_routes]]
 prefix = "test.$5"
 account = "$5"
@@ -98,7 +98,7 @@ poll_interval_ms = 200
 [store]
 path = "$WORK/$1-engine-data"
 [log]
-level = "warn"
+level = "info"
 TOML
 }
 

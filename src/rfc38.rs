@@ -360,6 +360,9 @@ pub struct OutgoingSettlement {
     pub account: String,
     pub amount: u64,
     pub scale: u8,
+    /// The engine it was asked of (its base URL): asked again there, whatever the configuration
+    /// says later, since that engine may have paid it already.
+    pub engine: String,
 }
 
 impl OutgoingSettlement {
@@ -376,11 +379,12 @@ impl OutgoingSettlement {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16 + 8 + 1 + 1 + self.account.len());
+        let mut out = Vec::with_capacity(16 + 8 + 1 + 2 + self.account.len() + self.engine.len());
         out.put_slice(&self.id);
         out.put_u64(self.amount);
         out.put_u8(self.scale);
         out.put_var_octet_string(self.account.as_bytes());
+        out.put_var_octet_string(self.engine.as_bytes());
         out
     }
 
@@ -390,12 +394,14 @@ impl OutgoingSettlement {
         let amount = r.read_u64()?;
         let scale = r.read_u8()?;
         let account = r.read_var_str()?.to_owned();
+        let engine = r.read_var_str()?.to_owned();
         r.finish()?;
         Ok(OutgoingSettlement {
             id,
             account,
             amount,
             scale,
+            engine,
         })
     }
 }

@@ -25,9 +25,9 @@ const QUOTED_CHARS: usize = 200;
 /// Why a call to an engine (or, from an engine, to its connector) did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum EngineCallError {
-    /// The engine answered with a status other than 2xx.
-    #[error("answered {status}: {body}")]
-    Status { status: u16, body: String },
+    /// The engine answered with a status other than 2xx (its body as it came).
+    #[error("answered {status}: {}", quote(*.status, .body))]
+    Status { status: u16, body: Bytes },
     /// No answer: connection refused, timeout, a body that could not be read.
     #[error("no answer: {0}")]
     Transport(String),
@@ -165,7 +165,7 @@ impl EngineClient {
             } else {
                 Err(EngineCallError::Status {
                     status: status.as_u16(),
-                    body: quote(status, &body),
+                    body,
                 })
             }
         };
@@ -189,11 +189,16 @@ pub fn endpoint(base: &Url, segments: &[&str]) -> Url {
     url
 }
 
-fn quote(status: StatusCode, body: &[u8]) -> String {
+/// The start of an error body, for messages (the status's reason when it is empty).
+fn quote(status: u16, body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let text: String = text.chars().take(QUOTED_CHARS).collect();
     if text.trim().is_empty() {
-        status.canonical_reason().unwrap_or("").to_owned()
+        StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("")
+            .to_owned()
     } else {
         text
     }

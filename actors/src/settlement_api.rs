@@ -122,6 +122,34 @@ fn percent_decode(segment: &str) -> Option<String> {
         .map(|s| s.into_owned())
 }
 
+/// Refuses what a web page could make a browser send to a loopback API: a request with an
+/// `Origin` header (browsers add one to every cross-site POST, and to same-site ones, so DNS
+/// rebinding is refused too; engines and connectors send none), and a body whose
+/// `Content-Type` is not `expected` (a page may send `text/plain` or a form without asking
+/// first, not JSON or octet-stream).
+pub fn refuse_browser(headers: &hyper::HeaderMap, expected: &str) -> Option<ApiAnswer> {
+    if headers.contains_key(hyper::header::ORIGIN) {
+        return Some(ApiAnswer::problem(
+            403,
+            "Forbidden",
+            "requests from web pages are refused",
+        ));
+    }
+    let given = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = given.split(';').next().unwrap_or("").trim();
+    if !essence.eq_ignore_ascii_case(expected) {
+        return Some(ApiAnswer::problem(
+            415,
+            "Unsupported Media Type",
+            &format!("the body must be sent as Content-Type: {expected}"),
+        ));
+    }
+    None
+}
+
 /// A request's body, at most 64 KiB (413 beyond: an engine message must fit an ILP packet).
 pub async fn read_body(body: Incoming) -> Result<Bytes, ApiAnswer> {
     match Limited::new(body, MAX_BODY_BYTES).collect().await {
@@ -166,6 +194,13 @@ async fn serve(state: &State, request: Request<Incoming>) -> Response<Full<Bytes
                 .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return r;
         }
+    }
+    let expected = match endpoint {
+        Endpoint::Settlements(_) => "application/json",
+        Endpoint::Messages(_) => "application/octet-stream",
+    };
+    if let Some(refused) = refuse_browser(request.headers(), expected) {
+        return answer(refused);
     }
     let idempotency_key = request
         .headers()

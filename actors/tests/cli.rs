@@ -34,15 +34,15 @@ fn reference_config_is_accepted() {
 /// The reference configuration with every listener on an ephemeral port (tests never bind a
 /// fixed one), the store in `data`, and the admin API's token set when given.
 fn ephemeral(reference: &str, data: &std::path::Path, token: Option<&str>) -> String {
+    // The first commented token is the admin API's ([listeners.admin] comes first).
+    let mut token = token;
     reference
         .lines()
         .map(|line| {
             let trimmed = line.trim_start();
-            match token {
-                Some(token) if trimmed.starts_with("# token = ") => {
-                    return format!("token = {token:?}");
-                }
-                _ => {}
+            if let Some(t) = token.filter(|_| trimmed.starts_with("# token = ")) {
+                token = None;
+                return format!("token = {t:?}");
             }
             if trimmed.starts_with("bind = ") {
                 "bind = \"127.0.0.1:0\"".to_owned()

@@ -178,6 +178,7 @@ fn records_round_trip_and_keys_sort_under_their_prefixes() {
         account: "peer/with slash".into(),
         amount: 12_345,
         scale: 9,
+        engine: "http://127.0.0.1:3000/".into(),
     };
     assert_eq!(OutgoingSettlement::decode(&out.encode()).unwrap(), out);
     assert_eq!(out.quantity(), Quantity::new(12_345u64, 9));

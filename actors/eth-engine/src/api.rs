@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request};
 use ilp::rfc38::Quantity;
 use ilp_actors::http_serve::{self, ServeOptions};
-use ilp_actors::settlement_api::{account_path, answer, read_body};
+use ilp_actors::settlement_api::{account_path, answer, read_body, refuse_browser};
 use ilp_actors::settlement_engine::ApiAnswer;
 use serde::Deserialize;
 use std::convert::Infallible;
@@ -43,6 +43,16 @@ struct NewAccount {
 async fn route(engine: &Arc<Engine>, request: Request<Incoming>) -> ApiAnswer {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    if method == Method::POST {
+        let expected = if path.ends_with("/messages") {
+            "application/octet-stream"
+        } else {
+            "application/json"
+        };
+        if let Some(refused) = refuse_browser(request.headers(), expected) {
+            return refused;
+        }
+    }
     let key = request
         .headers()
         .get("idempotency-key")

@@ -30,9 +30,9 @@ use ilp_actors::store::{read_off_thread, Store, StoreError, StoreOp};
 use num_traits::ToPrimitive;
 use serde::{Deserialize, Serialize};
 use slog::{info, warn, Logger};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, Notify};
 use url::Url;
 
@@ -52,6 +52,7 @@ mod keys {
     pub const PAY: &str = "eth/pay/";
     pub const PAID: &str = "eth/paid/";
     pub const CREDIT: &str = "eth/credit/";
+    pub const CREDITED: &str = "eth/credited/";
     pub const ORPHAN: &str = "eth/orphan/";
     pub const NONCE: &[u8] = b"eth/nonce";
     pub const SEQ: &[u8] = b"eth/seq";
@@ -133,12 +134,41 @@ struct Orphan {
     block: u64,
 }
 
-/// The message two engines exchange.
+/// The message two engines exchange: an engine that does not know its peer's address sends its
+/// own (no proof); the answer carries the peer's address and a proof that its owner answered
+/// this very engine: a signature with the address's key over [`proof_hash`]. Only a proven
+/// answer teaches an address, so a peer cannot claim an address it does not own (ours, another
+/// peer's, the wallet that funds us) and have its transfers counted as its own.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Message {
-    /// "My address is": sent to learn the peer's, answered with ours.
-    Address { address: String },
+    Address {
+        address: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proof: Option<String>,
+    },
+}
+
+/// What an address proof signs: the chain, the address proven, and the engine it answers.
+pub fn proof_hash(chain_id: u64, proven: &Address, asker: &Address) -> eth::H256 {
+    let mut data = b"ilp-eth-engine address proof v1".to_vec();
+    data.extend_from_slice(&chain_id.to_be_bytes());
+    data.extend_from_slice(proven);
+    data.extend_from_slice(asker);
+    eth::keccak256(&data)
+}
+
+/// Why an address was not taken as a peer's.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("the address is ours")]
+    Ours,
+    #[error("the address is the peer of account {0:?}")]
+    Taken(String),
+    #[error("account {0:?} already pays {1}; DELETE the account to change it")]
+    Settled(String, String),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
 }
 
 fn json<T: Serialize>(value: &T) -> Vec<u8> {
@@ -154,6 +184,8 @@ struct State {
     next_seq: u64,
     /// The nonce of our next transaction; `None`: read again (store and chain).
     next_nonce: Option<u64>,
+    /// Rounds in a row each payment was found without a receipt though its nonce was taken.
+    absent: HashMap<u64, u64>,
 }
 
 pub struct Engine {
@@ -253,6 +285,7 @@ impl Engine {
                 accounts,
                 next_seq,
                 next_nonce: None,
+                absent: HashMap::new(),
             }),
             wake_payer: Notify::new(),
             log,
@@ -303,23 +336,13 @@ impl Engine {
         });
         let watcher = self.clone();
         tokio::spawn(async move {
-            // Credits the connector refused wait longer after each refusal (up to a minute).
-            let mut refusals = 0u32;
-            let mut next_delivery = tokio::time::Instant::now();
+            let mut retry = HashMap::new();
             loop {
                 if let Err(e) = watcher.watch_round().await {
                     warn!(watcher.log, "watching the chain"; "error" => %e);
                 }
-                if tokio::time::Instant::now() >= next_delivery {
-                    match watcher.deliver_credits().await {
-                        Ok(()) => refusals = 0,
-                        Err(e) => {
-                            warn!(watcher.log, "crediting the connector"; "error" => %e);
-                            let ms = rfc38::backoff_ms(refusals, 500, 60_000, rand::random());
-                            next_delivery = tokio::time::Instant::now() + Duration::from_millis(ms);
-                            refusals = refusals.saturating_add(1);
-                        }
-                    }
+                for failure in watcher.deliver_credits(&mut retry).await {
+                    warn!(watcher.log, "crediting the connector"; "error" => failure);
                 }
                 tokio::time::sleep(watcher.poll).await;
             }
@@ -359,7 +382,9 @@ impl Engine {
         }
     }
 
-    /// `DELETE /accounts/<id>`: forgets the account (its queued payments are still made).
+    /// `DELETE /accounts/<id>`: forgets the account and its peer's address (how an operator
+    /// changes it); payments queued for it wait until it is created and its peer's address
+    /// proven again.
     pub async fn delete_account(&self, id: &str) -> ApiAnswer {
         let mut state = self.state.lock().await;
         let delete = StoreOp::DeleteRecord {
@@ -492,7 +517,8 @@ impl Engine {
         }
     }
 
-    /// `POST /accounts/<id>/messages`: a message from the peer's engine.
+    /// `POST /accounts/<id>/messages`: a message from the peer's engine, asking for our address:
+    /// answered with it and its proof for the asker.
     pub async fn message(self: &Arc<Self>, id: &str, body: &[u8]) -> ApiAnswer {
         let message: Message = match serde_json::from_slice(body) {
             Ok(m) => m,
@@ -504,16 +530,20 @@ impl Engine {
                 )
             }
         };
-        let Message::Address { address } = message;
-        let peer = match eth::parse_address(&address) {
+        let Message::Address { address, .. } = message;
+        let asker = match eth::parse_address(&address) {
             Ok(a) => a,
             Err(e) => return ApiAnswer::problem(400, "Bad address", &e.to_string()),
         };
-        if let Err(e) = self.learn_peer(id, peer).await {
-            return problem(500, &e);
-        }
+        let hash = proof_hash(self.chain_id, &self.address(), &asker);
+        let proof = match self.wallet.sign_hash(&hash) {
+            Ok(p) => p,
+            Err(e) => return problem(500, &e),
+        };
+        info!(self.log, "address asked"; "account" => id, "by" => address);
         let reply = Message::Address {
             address: eth::format_address(&self.address()),
+            proof: Some(hex::encode(proof)),
         };
         ApiAnswer {
             status: 201,
@@ -522,17 +552,44 @@ impl Engine {
         }
     }
 
-    /// Records `peer` as the address of `id`'s peer engine (creating the account if the
-    /// connector has not told us about it yet), and credits what it sent before we knew it.
-    async fn learn_peer(&self, id: &str, peer: Address) -> Result<(), StoreError> {
+    /// The peer's address in its engine's answer to our ask, once its proof checks.
+    fn proven_address(&self, reply: &[u8]) -> Result<Address, String> {
+        let Message::Address { address, proof } =
+            serde_json::from_slice(reply).map_err(|e| format!("unreadable answer: {e}"))?;
+        let peer = eth::parse_address(&address).map_err(|e| e.to_string())?;
+        let proof = proof.ok_or("the answer carries no proof")?;
+        let signature: [u8; 65] = hex::decode(proof.trim_start_matches("0x"))
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or("the proof is not 65 bytes of hex")?;
+        let hash = proof_hash(self.chain_id, &peer, &self.address());
+        match eth::recover_address(&hash, &signature) {
+            Ok(signer) if signer == peer => Ok(peer),
+            Ok(_) => Err(format!("the proof was not made by {address}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Records `peer` (proven) as the address of `id`'s peer engine, and credits what it sent
+    /// before we knew it. An address is not taken when it is ours or another account's peer,
+    /// nor when the account already has another (the operator deletes the account to change it).
+    async fn learn_peer(&self, id: &str, peer: Address) -> Result<(), PeerError> {
         let mut state = self.state.lock().await;
         let text = eth::format_address(&peer);
-        if state
+        if peer == self.address() {
+            return Err(PeerError::Ours);
+        }
+        if let Some((other, _)) = state
             .accounts
-            .get(id)
-            .is_some_and(|a| a.peer.as_deref() == Some(text.as_str()))
+            .iter()
+            .find(|(other, a)| *other != id && a.peer.as_deref() == Some(text.as_str()))
         {
-            return Ok(());
+            return Err(PeerError::Taken(other.clone()));
+        }
+        match state.accounts.get(id).and_then(|a| a.peer.as_deref()) {
+            Some(known) if known == text => return Ok(()),
+            Some(known) => return Err(PeerError::Settled(id.to_owned(), known.to_owned())),
+            None => {}
         }
         let record = AccountRecord {
             peer: Some(text.clone()),
@@ -573,6 +630,7 @@ impl Engine {
         tokio::spawn(async move {
             let hello = json(&Message::Address {
                 address: eth::format_address(&engine.address()),
+                proof: None,
             });
             let mut attempt = 0u32;
             loop {
@@ -590,15 +648,16 @@ impl Engine {
                     .connector
                     .message(&engine.connector_url, &id, hello.clone().into())
                     .await;
-                match sent.map(|reply| serde_json::from_slice::<Message>(&reply)) {
-                    Ok(Ok(Message::Address { address })) => match eth::parse_address(&address) {
-                        Ok(peer) => match engine.learn_peer(&id, peer).await {
-                            Ok(()) => return,
-                            Err(e) => warn!(engine.log, "peer address not kept"; "error" => %e),
-                        },
-                        Err(e) => warn!(engine.log, "peer sent a bad address"; "error" => %e),
+                match sent.map(|reply| engine.proven_address(&reply)) {
+                    Ok(Ok(peer)) => match engine.learn_peer(&id, peer).await {
+                        Ok(()) => return,
+                        Err(e) => {
+                            warn!(engine.log, "peer address refused"; "account" => &id, "error" => %e)
+                        }
                     },
-                    Ok(Err(e)) => warn!(engine.log, "peer's reply unreadable"; "error" => %e),
+                    Ok(Err(e)) => {
+                        warn!(engine.log, "peer's answer refused"; "account" => &id, "error" => e)
+                    }
                     Err(e) => {
                         warn!(engine.log, "peer engine not reached yet"; "account" => &id, "error" => %e)
                     }
@@ -643,8 +702,15 @@ impl Engine {
                         self.put_payment(&payment, Vec::new()).await?;
                     }
                 }
-                Some(_) => {} // mined, not yet confirmed
+                Some(_) => {
+                    // Mined, not yet confirmed.
+                    self.state.lock().await.absent.remove(&payment.seq);
+                }
                 None if confirmed_nonce > tx.nonce => {
+                    if !self.absent_long_enough(payment.seq).await {
+                        // A node behind a load balancer may not have the receipt yet.
+                        continue;
+                    }
                     // Its nonce went to another transaction: this one can never be mined.
                     warn!(self.log, "payment displaced; paying again"; "seq" => payment.seq,
                         "nonce" => tx.nonce);
@@ -657,6 +723,20 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Whether payment `seq` was found without a receipt, though its nonce was taken, in more
+    /// rounds in a row than its confirmations and two.
+    async fn absent_long_enough(&self, seq: u64) -> bool {
+        let mut state = self.state.lock().await;
+        let rounds = state.absent.entry(seq).or_insert(0);
+        *rounds += 1;
+        if *rounds > self.confirmations + 2 {
+            state.absent.remove(&seq);
+            true
+        } else {
+            false
+        }
     }
 
     async fn sign_and_send(&self, mut payment: Payment) -> Result<(), RoundError> {
@@ -795,37 +875,41 @@ impl Engine {
             let Some(block) = self.rpc.block_with_transactions(number).await? else {
                 break;
             };
-            let peers: BTreeMap<String, String> = {
-                let state = self.state.lock().await;
-                state
-                    .accounts
-                    .iter()
-                    .filter_map(|(id, a)| Some((a.peer.clone()?, id.clone())))
-                    .collect()
-            };
-            let mut ops = Vec::new();
+            let mut received = Vec::new();
             for tx in &block.transactions {
                 if tx.to != Some(ours) || tx.value == 0 {
                     continue;
                 }
                 // A transfer to an account can only fail if it is a contract; ours is not,
                 // but the receipt is what says the value moved.
-                if !self.rpc.receipt(&tx.hash).await?.is_some_and(|r| r.success) {
-                    continue;
+                if self.rpc.receipt(&tx.hash).await?.is_some_and(|r| r.success) {
+                    received.push(tx);
                 }
+            }
+            // Sorted by the peers known at the commit, under the lock learning a peer takes:
+            // a transfer from an address learned meanwhile is its credit or an orphan that
+            // learning converts, never an orphan left behind.
+            let state = self.state.lock().await;
+            let mut ops = Vec::new();
+            for tx in received {
                 let from = eth::format_address(&tx.from);
                 let hash = eth::format_h256(&tx.hash);
-                match peers.get(&from) {
+                let account = state
+                    .accounts
+                    .iter()
+                    .find(|(_, a)| a.peer.as_deref() == Some(from.as_str()))
+                    .map(|(id, _)| id.clone());
+                match account {
                     Some(account) => {
+                        info!(self.log, "payment received"; "account" => &account,
+                            "wei" => tx.value, "hash" => &hash, "block" => number);
                         let credit = Credit {
-                            account: account.clone(),
+                            account,
                             wei: tx.value.to_string(),
                             hash: hash.clone(),
                             block: number,
                             delivered: false,
                         };
-                        info!(self.log, "payment received"; "account" => account,
-                            "wei" => tx.value, "hash" => &hash, "block" => number);
                         ops.push(StoreOp::PutRecord {
                             key: keys::of(keys::CREDIT, hash.as_bytes()),
                             value: json(&credit),
@@ -850,23 +934,37 @@ impl Engine {
                 value: json(&number),
             });
             self.store.commit(ops).await?;
+            drop(state);
         }
         Ok(())
     }
 
-    /// Sends every credit the connector has not acknowledged, with its idempotency key.
-    async fn deliver_credits(&self) -> Result<(), RoundError> {
+    /// Sends every credit the connector has not acknowledged, with its idempotency key; one
+    /// refused waits longer after each refusal (`retry` keeps when) without holding up the
+    /// others. A credit taken moves to the credited ones. Returns what failed.
+    async fn deliver_credits(&self, retry: &mut HashMap<String, (u32, Instant)>) -> Vec<String> {
         let (from, to) = keys::range(keys::CREDIT);
         let records =
-            read_off_thread(self.store.clone(), move |s| s.scan_records(&from, &to)).await?;
+            match read_off_thread(self.store.clone(), move |s| s.scan_records(&from, &to)).await {
+                Ok(r) => r,
+                Err(e) => return vec![e.to_string()],
+            };
+        let mut failures = Vec::new();
+        let now = Instant::now();
         for (key, value) in records {
-            let mut credit: Credit = read(&value)?;
-            if credit.delivered {
+            let mut credit: Credit = match read(&value) {
+                Ok(c) => c,
+                Err(e) => {
+                    failures.push(e.to_string());
+                    continue;
+                }
+            };
+            if retry.get(&credit.hash).is_some_and(|(_, at)| *at > now) {
                 continue;
             }
             let quantity = Quantity::new(&credit.wei, WEI_SCALE);
             let idempotency_key = format!("eth:{}", credit.hash);
-            match self
+            let taken = self
                 .connector
                 .settle(
                     &self.connector_url,
@@ -874,29 +972,42 @@ impl Engine {
                     &idempotency_key,
                     &quantity,
                 )
-                .await
-            {
+                .await;
+            match taken {
                 Ok(()) => {
+                    retry.remove(&credit.hash);
                     credit.delivered = true;
-                    self.store
-                        .commit(vec![StoreOp::PutRecord {
-                            key,
-                            value: json(&credit),
-                        }])
-                        .await?;
+                    let moved = self
+                        .store
+                        .commit(vec![
+                            StoreOp::DeleteRecord { key },
+                            StoreOp::PutRecord {
+                                key: keys::of(keys::CREDITED, credit.hash.as_bytes()),
+                                value: json(&credit),
+                            },
+                        ])
+                        .await;
+                    if let Err(e) = moved {
+                        failures.push(e.to_string());
+                    }
                     info!(self.log, "credited"; "account" => &credit.account,
                         "wei" => &credit.wei, "hash" => &credit.hash);
                 }
                 Err(e) => {
-                    // The connector is down or busy: the rest waits for the next delivery.
-                    return Err(RoundError::Other(format!(
+                    let attempt = retry.get(&credit.hash).map_or(0, |(a, _)| *a);
+                    let ms = rfc38::backoff_ms(attempt, 500, 60_000, rand::random());
+                    retry.insert(
+                        credit.hash.clone(),
+                        (attempt.saturating_add(1), now + Duration::from_millis(ms)),
+                    );
+                    failures.push(format!(
                         "credit {} of {} wei to {} not taken yet: {e}",
                         credit.hash, credit.wei, credit.account
-                    )));
+                    ));
                 }
             }
         }
-        Ok(())
+        failures
     }
 
     // ---- what tests and operators read -------------------------------------------------------
@@ -923,12 +1034,14 @@ impl Engine {
 
     /// Transfers received, credited or not.
     pub fn credits(&self) -> Result<Vec<Credit>, StoreError> {
-        let (from, to) = keys::range(keys::CREDIT);
-        self.store
-            .scan_records(&from, &to)?
-            .iter()
-            .map(|(_, v)| read(v))
-            .collect()
+        let mut out = Vec::new();
+        for prefix in [keys::CREDIT, keys::CREDITED] {
+            let (from, to) = keys::range(prefix);
+            for (_, v) in self.store.scan_records(&from, &to)? {
+                out.push(read(&v)?);
+            }
+        }
+        Ok(out)
     }
 }
 

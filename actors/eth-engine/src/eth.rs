@@ -39,6 +39,8 @@ pub enum EthError {
     /// The signer failed (practically never happens).
     #[error("cannot sign the transaction: {0}")]
     Signing(String),
+    #[error("bad signature: {0}")]
+    BadSignature(&'static str),
 }
 
 /// Keccak-256 (Ethereum's hash, not NIST SHA3-256).
@@ -72,11 +74,7 @@ impl Wallet {
             });
         secret.zeroize();
         let key = key?;
-        let point = key.verifying_key().to_encoded_point(false);
-        // The uncompressed point is 0x04 || x || y; the address hashes x || y.
-        let hash = keccak256(point.as_bytes().get(1..).unwrap_or_default());
-        let mut address = [0u8; 20];
-        address.copy_from_slice(&hash[12..]);
+        let address = address_of(key.verifying_key());
         Ok(Wallet { key, address })
     }
 
@@ -84,6 +82,37 @@ impl Wallet {
     pub fn address(&self) -> Address {
         self.address
     }
+
+    /// A recoverable signature of `hash`: `r ‖ s ‖ v` with `v` the recovery id (0 or 1).
+    pub fn sign_hash(&self, hash: &H256) -> Result<[u8; 65], EthError> {
+        let (signature, recovery) = self
+            .key
+            .sign_prehash_recoverable(hash)
+            .map_err(|e| EthError::Signing(e.to_string()))?;
+        let mut out = [0u8; 65];
+        out[..64].copy_from_slice(&signature.to_bytes());
+        out[64] = recovery.to_byte();
+        Ok(out)
+    }
+}
+
+fn address_of(key: &k256::ecdsa::VerifyingKey) -> Address {
+    let point = key.to_encoded_point(false);
+    // The uncompressed point is 0x04 || x || y; the address hashes x || y.
+    let hash = keccak256(point.as_bytes().get(1..).unwrap_or_default());
+    let mut address = [0u8; 20];
+    address.copy_from_slice(&hash[12..]);
+    address
+}
+
+/// The address whose key made `signature` (as [`Wallet::sign_hash`] makes them) of `hash`.
+pub fn recover_address(hash: &H256, signature: &[u8; 65]) -> Result<Address, EthError> {
+    let bad = |_| EthError::BadSignature("not a valid secp256k1 signature");
+    let sig = k256::ecdsa::Signature::from_slice(&signature[..64]).map_err(bad)?;
+    let recovery = k256::ecdsa::RecoveryId::from_byte(signature[64])
+        .ok_or(EthError::BadSignature("the recovery id is not 0 or 1"))?;
+    let key = k256::ecdsa::VerifyingKey::recover_from_prehash(hash, &sig, recovery).map_err(bad)?;
+    Ok(address_of(&key))
 }
 
 impl std::fmt::Debug for Wallet {
@@ -443,6 +472,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(&recovered, wallet.key.verifying_key());
+    }
+
+    #[test]
+    fn hash_signatures_recover_to_the_signer_only() {
+        let wallet =
+            Wallet::from_hex("0x4f3edf983ac636a65a842ce7c78d9aa706d3b113bce9c46f30d7d21715b23b1d")
+                .unwrap();
+        let hash = keccak256(b"proof");
+        let sig = wallet.sign_hash(&hash).unwrap();
+        assert_eq!(recover_address(&hash, &sig).unwrap(), wallet.address());
+        // Another message, or a tampered signature, names someone else or nobody.
+        let other = keccak256(b"other");
+        assert_ne!(recover_address(&other, &sig).ok(), Some(wallet.address()));
+        let mut bad = sig;
+        bad[64] = 7;
+        assert!(recover_address(&hash, &bad).is_err());
+        bad = sig;
+        bad[..32].copy_from_slice(&[0; 32]);
+        assert!(recover_address(&hash, &bad).is_err());
     }
 
     #[test]

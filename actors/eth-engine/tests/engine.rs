@@ -22,6 +22,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use ilp_actors::http_serve::{self, ServeOptions};
+use ilp_eth_engine::engine::proof_hash;
+use ilp_eth_engine::eth;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -41,13 +43,51 @@ struct Seen {
     body: serde_json::Value,
 }
 
-/// The connector side: takes credits (refusing the first `refuse` of them) and answers
-/// address messages with the address its script names per account.
+/// How the peer's engine (behind the scripted connector) answers an account's address ask.
+#[derive(Clone)]
+enum Answer {
+    /// The address of `key`, proven with it.
+    Proven(&'static str),
+    /// `address`, with a proof made by `key` (or none).
+    Claimed {
+        address: String,
+        key: Option<&'static str>,
+    },
+}
+
+/// The answer of the peer's engine to an ask from `asker`.
+fn answer_body(answer: &Answer, asker: &str) -> String {
+    let asker = eth::parse_address(asker).unwrap();
+    let sign = |key: &str, address: &eth::Address| {
+        let wallet = eth::Wallet::from_hex(key).unwrap();
+        hex::encode(
+            wallet
+                .sign_hash(&proof_hash(1337, address, &asker))
+                .unwrap(),
+        )
+    };
+    let (address, proof) = match answer {
+        Answer::Proven(key) => {
+            let address = eth::Wallet::from_hex(key).unwrap().address();
+            (eth::format_address(&address), Some(sign(key, &address)))
+        }
+        Answer::Claimed { address, key } => {
+            let parsed = eth::parse_address(address).unwrap();
+            (address.clone(), key.map(|k| sign(k, &parsed)))
+        }
+    };
+    serde_json::json!({"type": "address", "address": address, "proof": proof}).to_string()
+}
+
+/// The connector side: takes credits (refusing the first `refuse` of them, and every one for
+/// the accounts in `refuse_always`) and answers address asks as `answers` says per account
+/// (502, as a connector whose peer is unreachable, for the others).
 #[derive(Clone, Default)]
 struct Connector {
     seen: Arc<Mutex<Vec<Seen>>>,
     refuse: Arc<Mutex<usize>>,
-    peers: Arc<Mutex<Vec<(String, String)>>>,
+    refuse_always: Arc<Mutex<Vec<String>>>,
+    answers: Arc<Mutex<Vec<(String, Answer)>>>,
 }
 
 impl Connector {
@@ -70,6 +110,10 @@ impl Connector {
         (connector, addr)
     }
 
+    fn answer_for(&self, account: &str, answer: Answer) {
+        self.answers.lock().unwrap().push((account.into(), answer));
+    }
+
     async fn answer(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = request.uri().path().to_owned();
         let key = request
@@ -77,30 +121,32 @@ impl Connector {
             .get("idempotency-key")
             .map(|v| v.to_str().unwrap().to_owned());
         let bytes = request.into_body().collect().await.unwrap().to_bytes();
-        let body = serde_json::from_slice(&bytes).unwrap_or_default();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
         self.seen.lock().unwrap().push(Seen {
             path: path.clone(),
             key,
-            body,
+            body: body.clone(),
         });
+        let account = path
+            .strip_prefix("/accounts/")
+            .and_then(|p| p.split('/').next())
+            .unwrap_or("")
+            .to_owned();
         let (status, reply) = if path.ends_with("/settlements") {
             let mut refuse = self.refuse.lock().unwrap();
-            if *refuse > 0 {
+            if self.refuse_always.lock().unwrap().contains(&account) {
+                (404, "no such account".to_owned())
+            } else if *refuse > 0 {
                 *refuse -= 1;
                 (500, String::new())
             } else {
                 (201, "RECEIVED".to_owned())
             }
         } else {
-            let peers = self.peers.lock().unwrap();
-            match peers
-                .iter()
-                .find(|(account, _)| path == format!("/accounts/{account}/messages"))
-            {
-                Some((_, address)) => (
-                    201,
-                    serde_json::json!({"type": "address", "address": address}).to_string(),
-                ),
+            let asker = body["address"].as_str().unwrap_or_default().to_owned();
+            let answers = self.answers.lock().unwrap();
+            match answers.iter().find(|(a, _)| *a == account) {
+                Some((_, answer)) => (201, answer_body(answer, &asker)),
                 None => (502, "peer unreachable".to_owned()),
             }
         };
@@ -109,12 +155,13 @@ impl Connector {
         r
     }
 
-    fn credits(&self) -> Vec<Seen> {
+    fn credits(&self, account: &str) -> Vec<Seen> {
+        let path = format!("/accounts/{account}/settlements");
         self.seen
             .lock()
             .unwrap()
             .iter()
-            .filter(|s| s.path.ends_with("/settlements"))
+            .filter(|s| s.path == path)
             .cloned()
             .collect()
     }
@@ -151,9 +198,15 @@ async fn call(
 ) -> (StatusCode, String) {
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let content_type = if path.ends_with("/messages") {
+        "application/octet-stream"
+    } else {
+        "application/json"
+    };
     let mut request = Request::builder()
         .method(method)
-        .uri(format!("http://{}{path}", engine.api));
+        .uri(format!("http://{}{path}", engine.api))
+        .header("content-type", content_type);
     if let Some(key) = key {
         request = request.header("idempotency-key", key);
     }
@@ -269,30 +322,32 @@ fn the_engine_api_pays_once_per_key_with_leftovers_kept_across_a_kill() {
 
         // Killed while the payments wait; back, it learns the address and pays each once.
         engine.kill_9();
-        connector
-            .peers
-            .lock()
-            .unwrap()
-            .push(("peer".into(), PEER.into()));
+        connector.answer_for("peer", Answer::Proven(KEYS[1]));
         let engine = EthEngine::start(&config, &log);
         eventually("the payments are on chain", || async {
             transfers(&chain_url, &engine.address, PEER).await.1 >= 3
         })
         .await;
-        // Killed again and restarted: nothing is paid twice.
+        // Killed again and restarted: nothing is paid twice. (The next settlement on chain
+        // shows the restarted engine has gone through its payments.)
         engine.kill_9();
         let engine = EthEngine::start(&config, &log);
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        let (status, _) = settle(&engine, Some("k4"), r#"{"amount":"1","scale":9}"#).await;
+        assert_eq!(status, StatusCode::CREATED);
+        eventually("the next payment is on chain", || async {
+            transfers(&chain_url, &engine.address, PEER).await.1 >= 4
+        })
+        .await;
         assert_eq!(
             transfers(&chain_url, &engine.address, PEER).await,
-            (1_500_000_000_000 + 1 + 1, 3)
+            (1_500_000_000_000 + 1 + 1 + 1_000_000_000, 4)
         );
         // A repeat after all that still gets the first answer, and pays nothing.
         let (status, body) = settle(&engine, Some("k1"), q).await;
         assert_eq!((status, body.as_str()), (StatusCode::CREATED, q));
 
-        // Messages: the peer's engine tells its address and gets ours.
-        let hello = format!(r#"{{"type":"address","address":"{PEER}"}}"#);
+        // Messages: the peer's engine asks our address and gets it, proven for it.
+        let hello = format!(r#"{{"type":"address","address":"{STRANGER}"}}"#);
         let (status, body) = call(
             &engine,
             Method::POST,
@@ -303,10 +358,15 @@ fn the_engine_api_pays_once_per_key_with_leftovers_kept_across_a_kill() {
         .await;
         assert_eq!(status, StatusCode::CREATED);
         let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(
-            reply,
-            serde_json::json!({"type": "address", "address": engine.address})
-        );
+        assert_eq!(reply["address"], serde_json::json!(engine.address));
+        let proof: [u8; 65] = hex::decode(reply["proof"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let ours = eth::parse_address(&engine.address).unwrap();
+        let stranger = eth::parse_address(STRANGER).unwrap();
+        let signer = eth::recover_address(&proof_hash(1337, &ours, &stranger), &proof).unwrap();
+        assert_eq!(signer, ours);
         let (status, _) = call(&engine, Method::POST, "/accounts/peer/messages", None, "{}").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         let bad = r#"{"type":"address","address":"0x12"}"#;
@@ -327,11 +387,7 @@ fn incoming_transfers_are_credited_once_after_their_confirmations() {
         let chain = Ganache::start(&dir.path().join("ganache.log"));
         let chain_url = chain.url();
         let (connector, connector_addr) = Connector::start().await;
-        connector
-            .peers
-            .lock()
-            .unwrap()
-            .push(("peer".into(), PEER.into()));
+        connector.answer_for("peer", Answer::Proven(KEYS[1]));
         *connector.refuse.lock().unwrap() = 2;
         let config = write_config(dir.path(), &chain_url, connector_addr, 2);
         let log = dir.path().join("engine.log");
@@ -339,26 +395,22 @@ fn incoming_transfers_are_credited_once_after_their_confirmations() {
         let (status, _) = call(&engine, Method::POST, "/accounts", None, r#"{"id":"peer"}"#).await;
         assert_eq!(status, StatusCode::CREATED);
         eventually("the peer's address is learned", || async {
-            std::fs::read_to_string(&log)
-                .unwrap()
-                .contains("peer address learned")
+            mentions(&log, "peer address learned") == 1
         })
         .await;
 
         let hash = send(&chain_url, PEER, &engine.address, 5_000_000_000).await;
         // Two confirmations: nothing until another block is mined.
         tokio::time::sleep(Duration::from_millis(600)).await;
-        assert!(connector.credits().is_empty());
-        // A stranger pays too: kept aside, not credited to anyone.
+        assert!(connector.credits("peer").is_empty());
+        // A stranger pays too (the next block): kept aside, credited to nobody.
         let stranger_hash = send(&chain_url, STRANGER, &engine.address, 7).await;
         eventually("the credit is taken", || async {
-            connector.credits().len() >= 3
+            connector.credits("peer").len() >= 3
         })
         .await;
         // Refused twice, then taken: the same key and amount every time.
-        let credits = connector.credits();
-        for c in &credits {
-            assert_eq!(c.path, "/accounts/peer/settlements");
+        for c in connector.credits("peer") {
             assert_eq!(c.key.as_deref(), Some(format!("eth:{hash}").as_str()));
             assert_eq!(
                 c.body,
@@ -366,20 +418,27 @@ fn incoming_transfers_are_credited_once_after_their_confirmations() {
             );
         }
         // Killed and restarted: the chain is not read again from the start, nothing is
-        // credited twice.
+        // credited twice (the next transfer's credit shows the restarted engine read on).
         engine.kill_9();
         let engine = EthEngine::start(&config, &log);
-        send(&chain_url, PEER, PEER, 0).await; // one more block
-        tokio::time::sleep(Duration::from_millis(800)).await;
-        assert_eq!(connector.credits().len(), 3);
+        let next = send(&chain_url, PEER, &engine.address, 11).await;
+        send(&chain_url, PEER, PEER, 0).await; // its second confirmation
+        eventually("the next credit is taken", || async {
+            connector.credits("peer").len() >= 4
+        })
+        .await;
+        let credits = connector.credits("peer");
+        assert_eq!(credits.len(), 4, "{credits:?}");
+        assert_eq!(
+            credits[3].key.as_deref(),
+            Some(format!("eth:{next}").as_str())
+        );
 
-        // The stranger turns out to be the peer of another account: its transfer is credited
-        // there.
-        connector
-            .peers
-            .lock()
-            .unwrap()
-            .push(("other".into(), STRANGER.into()));
+        // The stranger turns out to be the peer of another account, which the connector
+        // refuses to credit for now: its transfer is credited there, and that refusal holds up
+        // no other credit.
+        connector.refuse_always.lock().unwrap().push("other".into());
+        connector.answer_for("other", Answer::Proven(KEYS[2]));
         let (status, _) = call(
             &engine,
             Method::POST,
@@ -389,19 +448,11 @@ fn incoming_transfers_are_credited_once_after_their_confirmations() {
         )
         .await;
         assert_eq!(status, StatusCode::CREATED);
-        eventually("the stranger's transfer is credited", || async {
-            connector
-                .credits()
-                .iter()
-                .any(|c| c.path == "/accounts/other/settlements")
+        eventually("the stranger's transfer is offered", || async {
+            !connector.credits("other").is_empty()
         })
         .await;
-        let other: Vec<Seen> = connector
-            .credits()
-            .into_iter()
-            .filter(|c| c.path == "/accounts/other/settlements")
-            .collect();
-        assert_eq!(other.len(), 1);
+        let other = connector.credits("other");
         assert_eq!(
             other[0].key.as_deref(),
             Some(format!("eth:{stranger_hash}").as_str())
@@ -410,7 +461,131 @@ fn incoming_transfers_are_credited_once_after_their_confirmations() {
             other[0].body,
             serde_json::json!({"amount": "7", "scale": 18})
         );
+        let later = send(&chain_url, PEER, &engine.address, 13).await;
+        send(&chain_url, PEER, PEER, 0).await;
+        eventually("a later credit of the peer is taken", || async {
+            connector
+                .credits("peer")
+                .iter()
+                .any(|c| c.key.as_deref() == Some(format!("eth:{later}").as_str()))
+        })
+        .await;
         drop(engine);
         drop(chain);
     });
+}
+
+#[test]
+fn only_an_address_proven_by_its_key_is_taken_as_a_peer() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let chain = Ganache::start(&dir.path().join("ganache.log"));
+        let chain_url = chain.url();
+        let (connector, connector_addr) = Connector::start().await;
+        let ours = "0x90f8bf6a479f320ead074411a4b0e7944ea8c9c1";
+        // Claims without a proof, with the proof of another key, of our own address, and of
+        // an address already proven for another account.
+        connector.answer_for(
+            "bare",
+            Answer::Claimed {
+                address: STRANGER.into(),
+                key: None,
+            },
+        );
+        connector.answer_for(
+            "forged",
+            Answer::Claimed {
+                address: STRANGER.into(),
+                key: Some(KEYS[1]),
+            },
+        );
+        connector.answer_for(
+            "mirror",
+            Answer::Claimed {
+                address: ours.into(),
+                key: Some(KEYS[0]),
+            },
+        );
+        connector.answer_for("peer", Answer::Proven(KEYS[1]));
+        connector.answer_for("twin", Answer::Proven(KEYS[1]));
+        let config = write_config(dir.path(), &chain_url, connector_addr, 1);
+        let log = dir.path().join("engine.log");
+        let engine = EthEngine::start(&config, &log);
+        assert_eq!(engine.address, ours);
+        for id in ["bare", "forged", "mirror", "peer"] {
+            let body = format!(r#"{{"id":"{id}"}}"#);
+            let (status, _) = call(&engine, Method::POST, "/accounts", None, &body).await;
+            assert_eq!(status, StatusCode::CREATED);
+        }
+        eventually("the peer's address is learned", || async {
+            mentions(&log, "peer address learned") >= 1
+        })
+        .await;
+        let (status, _) = call(&engine, Method::POST, "/accounts", None, r#"{"id":"twin"}"#).await;
+        assert_eq!(status, StatusCode::CREATED);
+        eventually("every claim is refused", || async {
+            mentions(&log, "the answer carries no proof") >= 1
+                && mentions(&log, "the proof was not made by") >= 1
+                && mentions(&log, "the address is ours") >= 1
+                && mentions(&log, "the address is the peer of account") >= 1
+        })
+        .await;
+        assert_eq!(mentions(&log, "peer address learned"), 1);
+        // Settlements with the accounts whose claims were refused wait; the peer's is paid.
+        for (id, key) in [
+            ("bare", "b1"),
+            ("forged", "f1"),
+            ("mirror", "m1"),
+            ("twin", "t1"),
+            ("peer", "p1"),
+        ] {
+            let (status, _) = call(
+                &engine,
+                Method::POST,
+                &format!("/accounts/{id}/settlements"),
+                Some(key),
+                r#"{"amount":"1000","scale":9}"#,
+            )
+            .await;
+            assert_eq!(status, StatusCode::CREATED);
+        }
+        eventually("the peer is paid", || async {
+            transfers(&chain_url, ours, PEER).await.1 >= 1
+        })
+        .await;
+        assert_eq!(
+            transfers(&chain_url, ours, PEER).await,
+            (1_000_000_000_000, 1)
+        );
+        assert_eq!(transfers(&chain_url, ours, STRANGER).await, (0, 0));
+        // (start.js's transfer of nothing to itself is the only one.)
+        assert_eq!(transfers(&chain_url, ours, ours).await, (0, 1));
+        // Requests a web page could send are refused.
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        let request = Request::post(format!("http://{}/accounts/peer/messages", engine.api))
+            .header("content-type", "text/plain")
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap();
+        let status = client.request(request).await.unwrap().status();
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let request = Request::post(format!("http://{}/accounts", engine.api))
+            .header("content-type", "application/json")
+            .header("origin", "http://evil.example")
+            .body(Full::new(Bytes::from_static(br#"{"id":"x"}"#)))
+            .unwrap();
+        let status = client.request(request).await.unwrap().status();
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        drop(engine);
+        drop(chain);
+    });
+}
+
+/// Lines of the file at `log` that contain `what`.
+fn mentions(log: &Path, what: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(what))
+        .count()
 }

@@ -244,19 +244,23 @@ impl SettlementEngine {
         for account in accounts {
             self.drive_engine(account, ctx);
         }
+        let configured: Vec<AccountId> = self.engines.accounts.keys().cloned().collect();
+        for account in configured {
+            self.resync_engine(account, ctx);
+        }
         self.create_engine_accounts(ctx);
         Ok(())
     }
 
-    /// Starts telling each engine about its accounts that it has not acknowledged yet and that
-    /// no settlement is about to be sent for (sending does it first).
+    /// Starts telling each engine about its accounts that it has not acknowledged yet (a
+    /// settlement being sent tells it too, first: telling it twice is harmless).
     fn create_engine_accounts(&mut self, ctx: &mut Context<Self>) {
         let Some(client) = self.engines.client.clone() else {
             return;
         };
         for (id, account) in &self.engines.accounts {
             let book = self.engines.books.entry(id.clone()).or_default();
-            if book.created.load(Ordering::Relaxed) || book.creating || book.busy {
+            if book.created.load(Ordering::Relaxed) || book.creating {
                 continue;
             }
             book.creating = true;
@@ -317,7 +321,12 @@ impl SettlementEngine {
         amount: u64,
         ctx: &mut Context<Self>,
     ) {
-        let Some(scale) = self.engines.accounts.get(&account).map(|a| a.scale) else {
+        let Some((scale, url)) = self
+            .engines
+            .accounts
+            .get(&account)
+            .map(|a| (a.scale, a.url.clone()))
+        else {
             return;
         };
         let id = self.draw_settlement_id();
@@ -328,18 +337,19 @@ impl SettlementEngine {
                 account: account.to_string(),
                 amount,
                 scale,
+                engine: url.to_string(),
             },
             booked: false,
         });
         self.drive_engine(account, ctx);
     }
 
-    /// Runs the next step of the first settlement of `account`, unless a task already does or
-    /// the account has no engine configured (its settlements wait until it has again).
+    /// Runs the next step of the first settlement of `account`, unless a task already does. A
+    /// booked settlement is asked of the engine it was booked for, configured or not (that
+    /// engine may have paid it); one not booked yet is dropped when the account no longer has
+    /// an engine (nothing moved). With nothing left, what was queued starts.
     fn drive_engine(&mut self, account: AccountId, ctx: &mut Context<Self>) {
-        let Some(engine) = self.engines.accounts.get(&account).cloned() else {
-            return;
-        };
+        let configured = self.engines.serves(&account);
         let (Some(client), Some(book)) = (
             self.engines.client.clone(),
             self.engines.books.get_mut(&account),
@@ -349,7 +359,19 @@ impl SettlementEngine {
         if book.busy {
             return;
         }
+        while book
+            .outgoing
+            .front()
+            .is_some_and(|f| !f.booked && !configured)
+        {
+            book.outgoing.pop_front();
+        }
         let Some(first) = book.outgoing.front().cloned() else {
+            self.engine_idle(account, ctx);
+            return;
+        };
+        let Ok(url) = Url::parse(&first.settlement.engine) else {
+            // Written by this version from a parsed URL: never seen, but never guessed at.
             return;
         };
         book.busy = true;
@@ -359,7 +381,7 @@ impl SettlementEngine {
             keeper: self.balance.clone(),
             store: self.store.clone(),
             client,
-            url: engine.url,
+            url,
             created: book.created.clone(),
             stats: book.stats.clone(),
             clock: self.clock,
@@ -405,22 +427,35 @@ impl SettlementEngine {
                     stats.pending = stats.pending.saturating_sub(amount);
                     stats.settled_out += amount;
                 }
-                if book.outgoing.is_empty() {
-                    match book.queued.take() {
-                        Some(Queued::Amount(amount)) => {
-                            self.queue_engine_settlement(account, amount, ctx);
-                            return;
-                        }
-                        Some(Queued::Reckon { force }) => {
-                            self.reckon_engine_settlement(account, force, ctx);
-                            return;
-                        }
-                        None => {}
-                    }
-                }
             }
         }
         self.drive_engine(account, ctx);
+    }
+
+    /// Nothing is being settled with `account`: what was queued meanwhile starts.
+    fn engine_idle(&mut self, account: AccountId, ctx: &mut Context<Self>) {
+        let Some(book) = self.engines.books.get_mut(&account) else {
+            return;
+        };
+        if book.busy || !book.outgoing.is_empty() {
+            return;
+        }
+        match book.queued.take() {
+            Some(Queued::Amount(amount)) => self.queue_engine_settlement(account, amount, ctx),
+            Some(Queued::Reckon { force }) => self.reckon_engine_settlement(account, force, ctx),
+            None => {}
+        }
+    }
+
+    /// After a start or a reload: the keeper may have reported a shortfall whose handling died
+    /// with a task, and it reports no other until asked; so it is asked (now, or after the
+    /// settlement in progress).
+    fn resync_engine(&mut self, account: AccountId, ctx: &mut Context<Self>) {
+        let book = self.engines.books.entry(account.clone()).or_default();
+        if book.queued.is_none() {
+            book.queued = Some(Queued::Reckon { force: false });
+        }
+        self.engine_idle(account, ctx);
     }
 
     /// Asks the keeper what `account` is short of now, and settles that.
@@ -447,16 +482,19 @@ impl SettlementEngine {
                     if let Some(book) = act.engines.books.get_mut(&account) {
                         book.busy = false;
                     }
-                    if let Some(amount) = amount {
-                        act.queue_engine_settlement(account, amount, ctx);
+                    match amount {
+                        Some(amount) => act.queue_engine_settlement(account, amount, ctx),
+                        // A shortfall reported while the keeper was asked is asked again
+                        // (once it answers nothing is due, it reports the next one afresh).
+                        None => act.engine_idle(account, ctx),
                     }
                 }),
         );
     }
 
-    /// A reload: the engine accounts now configured. Settlements of an account that left keep
-    /// going to the engine they were booked for (its debit is in the balance already);
-    /// unbooked ones wait until the account has an engine again.
+    /// A reload: the engine accounts now configured. Settlements booked keep going to the
+    /// engine they were booked for (the debit is in the balance already), whatever the account
+    /// is now; unbooked ones of an account without an engine are dropped.
     pub(super) fn update_engines(
         &mut self,
         accounts: BTreeMap<AccountId, EngineAccount>,
@@ -478,6 +516,10 @@ impl SettlementEngine {
         let ids: Vec<AccountId> = self.engines.books.keys().cloned().collect();
         for id in ids {
             self.drive_engine(id, ctx);
+        }
+        let configured: Vec<AccountId> = self.engines.accounts.keys().cloned().collect();
+        for account in configured {
+            self.resync_engine(account, ctx);
         }
         self.create_engine_accounts(ctx);
     }
@@ -530,8 +572,8 @@ impl SettlementEngine {
                     )
                 }),
                 Err(e) => {
-                    let data = match &e {
-                        EngineCallError::Status { body, .. } => body.as_bytes(),
+                    let data: &[u8] = match &e {
+                        EngineCallError::Status { body, .. } => body,
                         EngineCallError::Transport(_) => &[],
                     };
                     let data = &data[..data.len().min(MAX_DATA_LEN)];
@@ -799,6 +841,10 @@ impl Handler<TriggerSettlement> for SettlementEngine {
         if engine {
             let book = self.engines.books.entry(account.clone()).or_default();
             if book.busy || !book.outgoing.is_empty() {
+                // One request waits at a time; an operator's amount is never replaced unseen.
+                if matches!(book.queued, Some(Queued::Amount(_))) {
+                    return Box::pin(fut::ready(Err(TriggerError::Busy(account))));
+                }
                 book.queued = Some(match msg.amount {
                     Some(a) => Queued::Amount(a),
                     None => Queued::Reckon { force: true },

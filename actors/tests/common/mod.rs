@@ -662,13 +662,25 @@ pub async fn http_request(
     headers: &[(&str, &str)],
     body: Bytes,
 ) -> (StatusCode, Version, Bytes) {
+    http_request_as(h2, method, url, "application/octet-stream", headers, body).await
+}
+
+/// [`http_request`] with the body sent as `content_type`.
+pub async fn http_request_as(
+    h2: bool,
+    method: Method,
+    url: &str,
+    content_type: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> (StatusCode, Version, Bytes) {
     let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .http2_only(h2)
         .build(HttpConnector::new());
     let mut req = Request::builder()
         .method(method)
         .uri(url)
-        .header("content-type", "application/octet-stream");
+        .header("content-type", content_type);
     for (name, value) in headers {
         req = req.header(*name, *value);
     }
