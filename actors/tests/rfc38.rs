@@ -19,7 +19,7 @@ use common::{eventually, http_request, payment, run, start_wallet_node};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use ilp::config::Config;
+use ilp::config::{Config, ConfigChanges};
 use ilp::packet::{ErrorCode, Fulfill, Prepare, Timestamp};
 use ilp::peer_protocol::PEER_PROTOCOL_CONDITION;
 use ilp_actors::clock::Clock;
@@ -162,6 +162,8 @@ struct Side {
     wallet: MemoryLink,
     engine: Engine,
     api: SettlementApi,
+    /// The configuration the node started with.
+    config: Config,
     _engine_task: tokio::task::JoinHandle<()>,
 }
 
@@ -213,6 +215,7 @@ async fn side(name: &str, peer: &str, link: Arc<dyn Link>, token: Option<&str>) 
         wallet,
         engine,
         api,
+        config,
         _engine_task: engine_task,
     }
 }
@@ -375,6 +378,102 @@ fn credits_are_booked_once_per_key_with_scales_converted_and_leftovers_kept() {
             (StatusCode::CREATED, hyper::Version::HTTP_2)
         );
         assert_eq!(b.balance("a").await, -21);
+    });
+}
+
+#[test]
+fn a_reload_leaves_a_booked_settlement_with_the_engine_it_was_booked_for() {
+    run_long(|| async {
+        let (mut a, _b) = pair(None).await;
+        a.engine.script(|s| s.fail_settlements = usize::MAX);
+        for seed in 0..3 {
+            a.pay("b", 500, seed).await.unwrap();
+        }
+        let url = "/accounts/b/settlements";
+        eventually(WAIT, "the first engine is asked", || {
+            !a.engine.seen(url).is_empty()
+        })
+        .await;
+        let key = a.engine.seen(url)[0].key.clone();
+
+        // The account moves to another engine while its settlement is unacknowledged.
+        let (other, other_addr, _task) = Engine::start().await;
+        let v2 = config("a", "b", other_addr, None);
+        let changes = ConfigChanges::between(&a.config, &v2);
+        assert!(changes.updated.contains("b"), "{changes:?}");
+        a.node.reload(&v2, &changes, BTreeMap::new()).await.unwrap();
+        eventually(WAIT, "the new engine is told about the account", || {
+            !other.seen("/accounts").is_empty()
+        })
+        .await;
+        // The first engine takes it at last: the settlement is done, and it was never asked
+        // of the new one (which may not know what the first paid).
+        a.engine.script(|s| s.fail_settlements = 0);
+        let stats = loop {
+            let stats = settled(&a, "b").await;
+            if stats.settled_out == 1500 {
+                break stats;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(stats.pending, 0);
+        assert!(a.engine.seen(url).iter().all(|s| s.key == key));
+        assert!(other.seen(url).iter().all(|s| s.key != key));
+        // The next shortfall goes to the new engine.
+        for seed in 3..6 {
+            a.pay("b", 500, seed).await.unwrap();
+        }
+        eventually(WAIT, "the new engine is asked", || {
+            !other.seen(url).is_empty()
+        })
+        .await;
+        let stats = loop {
+            let stats = settled(&a, "b").await;
+            if stats.settled_out == 3000 {
+                break stats;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(stats.pending, 0);
+        assert_eq!(a.balance("b").await, 0);
+
+        // Without an engine the account settles no more: its threshold does nothing.
+        let v3 = Config::from_toml_str(&toml::to_string(&v2).unwrap().replace(
+            &format!("settlement_engine_url = \"http://{other_addr}/\"\n"),
+            "",
+        ))
+        .unwrap();
+        assert!(!v3.accounts["b"].settles_with_engine());
+        let changes = ConfigChanges::between(&v2, &v3);
+        a.node.reload(&v3, &changes, BTreeMap::new()).await.unwrap();
+        let asked = other.seen(url).len();
+        for seed in 6..9 {
+            a.pay("b", 500, seed).await.unwrap();
+        }
+        assert_eq!(a.balance("b").await, -1500);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(other.seen(url).len(), asked);
+        assert_eq!(a.balance("b").await, -1500);
+    });
+}
+
+#[test]
+fn concurrent_repeats_of_one_credit_book_it_once() {
+    run(|| async {
+        let (_a, b) = pair(None).await;
+        let url = b.api_url("/accounts/a/settlements");
+        let q = r#"{"amount":"40","scale":9}"#;
+        let tries: Vec<_> = (0..8)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { post(&url, &[("idempotency-key", "same")], q).await })
+            })
+            .collect();
+        for t in tries {
+            assert_eq!(t.await.unwrap(), (StatusCode::CREATED, "RECEIVED".into()));
+        }
+        assert_eq!(b.balance("a").await, -40);
+        assert_eq!(b.stats("a").await.settled_in, 40);
     });
 }
 
