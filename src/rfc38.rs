@@ -21,7 +21,7 @@ use crate::packet::{ErrorCode, Fulfill, Prepare, Timestamp};
 use crate::peer_protocol::{peer_request, peer_response, PeerProtocolError};
 use crate::settle::SETTLE_DESTINATION;
 use bytes::BufMut;
-use num_bigint::BigUint;
+pub use num_bigint::BigUint;
 use num_traits::{ToPrimitive, Zero};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -22,8 +22,8 @@
 mod rfc38;
 
 pub use rfc38::{
-    ApiAnswer, CreditSettlement, EngineAccount, GetSettlementStats, SendEngineMessage,
-    SettlementStats, TriggerError, TriggerOutcome, TriggerSettlement,
+    keyed_check, ApiAnswer, Converted, CreditSettlement, EngineAccount, GetSettlementStats, Keyed,
+    SendEngineMessage, SettlementStats, TriggerError, TriggerOutcome, TriggerSettlement,
 };
 
 use crate::clock::Clock;

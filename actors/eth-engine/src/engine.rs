@@ -23,9 +23,9 @@
 use crate::config::EngineConfig;
 use crate::eth::{self, Address, LegacyTx, Wallet};
 use crate::rpc::{Rpc, RpcError};
-use ilp::rfc38::{self, IdempotentAnswer, Leftover, Quantity, Repeat};
+use ilp::rfc38::{self, Quantity};
 use ilp_actors::engine_client::EngineClient;
-use ilp_actors::settlement_engine::ApiAnswer;
+use ilp_actors::settlement_engine::{keyed_check, ApiAnswer, Keyed};
 use ilp_actors::store::{read_off_thread, Store, StoreError, StoreOp};
 use num_traits::ToPrimitive;
 use serde::{Deserialize, Serialize};
@@ -403,19 +403,9 @@ impl Engine {
 
     /// `POST /accounts/<id>/settlements`: queues the payment, once per idempotency key.
     pub async fn settle(&self, id: &str, key: Option<&str>, quantity: &Quantity) -> ApiAnswer {
-        let Some(key) = key else {
-            return ApiAnswer::problem(
-                400,
-                "Missing Idempotency-Key",
-                "a settlement must carry an Idempotency-Key header",
-            );
-        };
-        if let Err(e) = rfc38::check_idempotency_key(key) {
-            return ApiAnswer::problem(400, "Bad Idempotency-Key", e);
-        }
-        let amount = match quantity.parse_amount() {
-            Ok(a) => a,
-            Err(e) => return ApiAnswer::problem(400, "Bad quantity", &e.to_string()),
+        let (key, amount) = match keyed_check(key, quantity) {
+            Ok(checked) => checked,
+            Err(refused) => return refused,
         };
         // One settlement at a time: a repeat never finds its key new while the first is
         // being written, and an account's leftover is read and written in turn.
@@ -424,72 +414,37 @@ impl Engine {
             return ApiAnswer::problem(404, "Unknown account", &format!("no account {id:?}"));
         }
         let digest = rfc38::digest(&[b"eth-settle", id.as_bytes(), key.as_bytes()]);
-        let input_hash = rfc38::credit_input_hash(id, &amount, quantity.scale);
-        let answer_key = keys::of(keys::ANSWER, &digest);
-        let leftover_key = keys::of(keys::LEFTOVER, id.as_bytes());
-        let read_keys = (answer_key.clone(), leftover_key.clone());
-        let found = read_off_thread(self.store.clone(), move |s| {
-            Ok((s.get_record(&read_keys.0)?, s.get_record(&read_keys.1)?))
-        })
-        .await;
-        let (prior, leftover) = match found {
-            Ok(f) => f,
-            Err(e) => return problem(500, &e),
-        };
-        if let Some(prior) = prior {
-            return match IdempotentAnswer::decode(&prior).map(|p| p.repeat(&input_hash)) {
-                Ok(Repeat::Same { status, body }) => {
-                    info!(self.log, "settlement repeated"; "account" => id, "key" => key);
-                    ApiAnswer {
-                        status,
-                        body: body.into(),
-                        content_type: "application/json",
-                    }
-                }
-                Ok(Repeat::Conflict) => ApiAnswer::problem(
-                    409,
-                    "Idempotency key reused",
-                    "this Idempotency-Key was used for another settlement",
-                ),
-                Err(e) => problem(500, &e),
-            };
-        }
-        let leftover = match leftover.map(|l| Leftover::decode(&l)).transpose() {
-            Ok(l) => l.unwrap_or_default(),
-            Err(e) => return problem(500, &e),
-        };
-        let wei = rfc38::rescale(&amount, quantity.scale, &leftover, WEI_SCALE);
-        let Some(wei_amount) = wei.amount.to_u128() else {
-            return ApiAnswer::problem(400, "Bad quantity", "more wei than 128 bits hold");
-        };
-        let body = json(quantity);
-        let answer = IdempotentAnswer {
-            input_hash,
-            status: 201,
-            body: body.clone(),
+        let keyed = Keyed {
+            answer_key: keys::of(keys::ANSWER, &digest),
+            leftover_key: keys::of(keys::LEFTOVER, id.as_bytes()),
+            input_hash: rfc38::credit_input_hash(id, &amount, quantity.scale),
+            body: json(quantity),
+            content_type: "application/json",
             at_ms: now_ms(),
         };
-        let mut ops = vec![
-            StoreOp::PutRecord {
-                key: answer_key,
-                value: answer.encode(),
-            },
-            if wei.leftover.is_zero() {
-                StoreOp::DeleteRecord { key: leftover_key }
-            } else {
-                StoreOp::PutRecord {
-                    key: leftover_key,
-                    value: wei.leftover.encode(),
+        let converted = match keyed
+            .convert(self.store.clone(), &amount, quantity.scale, WEI_SCALE)
+            .await
+        {
+            Ok(c) => c,
+            Err(answer) => {
+                if answer.status < 300 {
+                    info!(self.log, "settlement repeated"; "account" => id, "key" => &key);
                 }
-            },
-        ];
+                return answer;
+            }
+        };
+        let Some(wei) = converted.amount.amount.to_u128() else {
+            return ApiAnswer::problem(400, "Bad quantity", "more wei than 128 bits hold");
+        };
+        let mut ops = converted.ops;
         let seq = state.next_seq;
-        if wei_amount > 0 {
+        if wei > 0 {
             let payment = Payment {
                 seq,
                 account: id.to_owned(),
-                wei: wei_amount.to_string(),
-                key: key.to_owned(),
+                wei: wei.to_string(),
+                key: key.clone(),
                 tx: None,
                 attempts: 0,
             };
@@ -505,16 +460,12 @@ impl Engine {
         if let Err(e) = self.store.commit(ops).await {
             return problem(500, &e);
         }
-        if wei_amount > 0 {
+        if wei > 0 {
             state.next_seq = seq + 1;
-            info!(self.log, "settlement queued"; "account" => id, "wei" => wei_amount, "key" => key);
+            info!(self.log, "settlement queued"; "account" => id, "wei" => wei, "key" => &key);
             self.wake_payer.notify_one();
         }
-        ApiAnswer {
-            status: 201,
-            body: body.into(),
-            content_type: "application/json",
-        }
+        converted.answer
     }
 
     /// `POST /accounts/<id>/messages`: a message from the peer's engine, asking for our address:

@@ -740,7 +740,7 @@ pub struct ApiAnswer {
 }
 
 impl ApiAnswer {
-    fn ok(status: u16, body: impl Into<Bytes>, content_type: &'static str) -> Self {
+    pub fn ok(status: u16, body: impl Into<Bytes>, content_type: &'static str) -> Self {
         ApiAnswer {
             status,
             body: body.into(),
@@ -761,6 +761,117 @@ impl ApiAnswer {
             body: Bytes::from(body.to_string()),
             content_type: "application/problem+json",
         }
+    }
+}
+
+/// Checks what every keyed amount request (a credit here, a settlement at an engine) must
+/// carry: an `Idempotency-Key`, and an amount in decimal digits. Returns both.
+pub fn keyed_check(
+    idempotency_key: Option<&str>,
+    quantity: &Quantity,
+) -> Result<(String, rfc38::BigUint), ApiAnswer> {
+    let Some(key) = idempotency_key else {
+        return Err(ApiAnswer::problem(
+            400,
+            "Missing Idempotency-Key",
+            "a settlement must carry an Idempotency-Key header",
+        ));
+    };
+    rfc38::check_idempotency_key(key)
+        .map_err(|e| ApiAnswer::problem(400, "Bad Idempotency-Key", e))?;
+    let amount = quantity
+        .parse_amount()
+        .map_err(|e| ApiAnswer::problem(400, "Bad quantity", &e.to_string()))?;
+    Ok((key.to_owned(), amount))
+}
+
+/// A keyed amount request as the store sees it: where its key's answer and the account's
+/// leftover are kept, the request's hash, and the answer it gets the first time.
+pub struct Keyed {
+    pub answer_key: Vec<u8>,
+    pub leftover_key: Vec<u8>,
+    pub input_hash: [u8; 32],
+    pub body: Vec<u8>,
+    pub content_type: &'static str,
+    pub at_ms: u64,
+}
+
+/// A keyed request seen for the first time: the amount at the scale it was converted to, the
+/// records to write in the batch that books it (its answer, the account's new leftover), and
+/// the answer to give once that batch is durable.
+pub struct Converted {
+    pub amount: rfc38::Rescaled,
+    pub ops: Vec<StoreOp>,
+    pub answer: ApiAnswer,
+}
+
+impl Keyed {
+    /// Reads the key's answer and the leftover: a key seen before gets its answer again (409
+    /// for another request under it); a new one is converted from scale `from` to `to` with
+    /// the leftover. The caller serializes requests of one account.
+    pub async fn convert(
+        self,
+        store: Arc<dyn Store>,
+        amount: &rfc38::BigUint,
+        from: u8,
+        to: u8,
+    ) -> Result<Converted, ApiAnswer> {
+        let internal =
+            |e: &dyn std::fmt::Display| ApiAnswer::problem(500, "Not recorded", &e.to_string());
+        let read = (self.answer_key.clone(), self.leftover_key.clone());
+        let (prior, leftover) = read_off_thread(store, move |s| {
+            Ok((s.get_record(&read.0)?, s.get_record(&read.1)?))
+        })
+        .await
+        .map_err(|e| internal(&e))?;
+        if let Some(prior) = prior {
+            return Err(
+                match IdempotentAnswer::decode(&prior).map(|p| p.repeat(&self.input_hash)) {
+                    Ok(Repeat::Same { status, body }) => {
+                        ApiAnswer::ok(status, body, self.content_type)
+                    }
+                    Ok(Repeat::Conflict) => ApiAnswer::problem(
+                        409,
+                        "Idempotency key reused",
+                        "this Idempotency-Key was used for another settlement",
+                    ),
+                    Err(e) => internal(&e),
+                },
+            );
+        }
+        let leftover = leftover
+            .map(|l| Leftover::decode(&l))
+            .transpose()
+            .map_err(|e| internal(&e))?
+            .unwrap_or_default();
+        let rescaled = rfc38::rescale(amount, from, &leftover, to);
+        let answer = IdempotentAnswer {
+            input_hash: self.input_hash,
+            status: 201,
+            body: self.body.clone(),
+            at_ms: self.at_ms,
+        };
+        let leftover_op = if rescaled.leftover.is_zero() {
+            StoreOp::DeleteRecord {
+                key: self.leftover_key,
+            }
+        } else {
+            StoreOp::PutRecord {
+                key: self.leftover_key,
+                value: rescaled.leftover.encode(),
+            }
+        };
+        Ok(Converted {
+            amount: rescaled,
+            ops: vec![
+                StoreOp::PutRecord {
+                    key: self.answer_key,
+                    value: answer.encode(),
+                },
+                leftover_op,
+            ],
+            answer: ApiAnswer::ok(201, self.body, self.content_type),
+        })
     }
 }
 
@@ -918,19 +1029,9 @@ impl Handler<CreditSettlement> for SettlementEngine {
                 ),
             ));
         };
-        let Some(key) = msg.idempotency_key else {
-            return done(ApiAnswer::problem(
-                400,
-                "Missing Idempotency-Key",
-                "a settlement must carry an Idempotency-Key header",
-            ));
-        };
-        if let Err(e) = rfc38::check_idempotency_key(&key) {
-            return done(ApiAnswer::problem(400, "Bad Idempotency-Key", e));
-        }
-        let amount = match msg.quantity.parse_amount() {
-            Ok(a) => a,
-            Err(e) => return done(ApiAnswer::problem(400, "Bad quantity", &e.to_string())),
+        let (key, amount) = match keyed_check(msg.idempotency_key.as_deref(), &msg.quantity) {
+            Ok(checked) => checked,
+            Err(refused) => return done(refused),
         };
         let scale = msg.quantity.scale;
         let account_scale = engine.scale;
@@ -951,83 +1052,47 @@ impl Handler<CreditSettlement> for SettlementEngine {
             let internal = |e: &dyn std::fmt::Display| {
                 ApiAnswer::problem(500, "Credit not recorded", &e.to_string())
             };
-            let answer_key = keys::incoming(&digest);
-            let leftover_key = keys::leftover(&account);
-            let read = (answer_key.clone(), leftover_key.clone());
-            let found = read_off_thread(store, move |s| {
-                Ok((s.get_record(&read.0)?, s.get_record(&read.1)?))
-            })
-            .await;
-            let (prior, leftover) = match found {
-                Ok(found) => found,
-                Err(e) => return internal(&e),
+            let keyed = Keyed {
+                answer_key: keys::incoming(&digest),
+                leftover_key: keys::leftover(&account),
+                input_hash,
+                body: b"RECEIVED".to_vec(),
+                content_type: "text/plain; charset=utf-8",
+                at_ms: now_ms,
             };
-            if let Some(prior) = prior {
-                return match IdempotentAnswer::decode(&prior).map(|p| p.repeat(&input_hash)) {
-                    Ok(Repeat::Same { status, body }) => {
-                        ApiAnswer::ok(status, body, "text/plain; charset=utf-8")
-                    }
-                    Ok(Repeat::Conflict) => ApiAnswer::problem(
-                        409,
-                        "Idempotency key reused",
-                        "this Idempotency-Key was used for another settlement",
-                    ),
-                    Err(e) => internal(&e),
-                };
-            }
-            let leftover = match leftover.map(|l| Leftover::decode(&l)).transpose() {
-                Ok(l) => l.unwrap_or_default(),
-                Err(e) => return internal(&e),
+            let converted = match keyed.convert(store, &amount, scale, account_scale).await {
+                Ok(c) => c,
+                Err(answer) => return answer,
             };
-            let rescaled = rfc38::rescale(&amount, scale, &leftover, account_scale);
-            let units = match rescaled.amount_u64(account_scale) {
+            let units = match converted.amount.amount_u64(account_scale) {
                 Ok(u) => u,
                 Err(e) => return ApiAnswer::problem(400, "Bad quantity", &e.to_string()),
             };
             let mut id = [0u8; 16];
             id.copy_from_slice(&digest[..16]);
-            let answer = IdempotentAnswer {
-                input_hash,
-                status: 201,
-                body: b"RECEIVED".to_vec(),
-                at_ms: now_ms,
-            };
             let entry = LedgerEntry {
                 direction: Direction::In,
                 amount: units,
                 at_ms: now_ms,
             };
-            let leftover_op = if rescaled.leftover.is_zero() {
-                StoreOp::DeleteRecord { key: leftover_key }
-            } else {
-                StoreOp::PutRecord {
-                    key: leftover_key,
-                    value: rescaled.leftover.encode(),
-                }
-            };
+            let mut also = converted.ops;
+            also.push(StoreOp::PutRecord {
+                key: keys::log(&account, &id),
+                value: entry.encode(),
+            });
             let apply = ApplySettlement {
                 account: account.clone(),
                 settlement_id: id,
                 amount: units,
                 direction: SettlementDirection::Received,
-                also: vec![
-                    StoreOp::PutRecord {
-                        key: answer_key,
-                        value: answer.encode(),
-                    },
-                    leftover_op,
-                    StoreOp::PutRecord {
-                        key: keys::log(&account, &id),
-                        value: entry.encode(),
-                    },
-                ],
+                also,
             };
             match keeper.send(apply).await {
                 Ok(Ok(applied)) => {
                     if applied {
                         lock(&stats).settled_in += u128::from(units);
                     }
-                    ApiAnswer::ok(201, answer.body, "text/plain; charset=utf-8")
+                    converted.answer
                 }
                 Ok(Err(e)) => internal(&e),
                 Err(e) => internal(&e),
