@@ -21,6 +21,7 @@ mod common;
 use common::chain::{free_port, transfers, EthEngine, Ganache, KEYS};
 use common::clients::{btp_child as child, btp_clients, PayeeBook, Payer};
 use common::connector::{Connector, START_BOUND};
+use common::process::mentions;
 use common::{admin_get, block_on, env_u64, wait_until};
 use ilp_actors::clock::Clock;
 use rand::rngs::SmallRng;
@@ -426,13 +427,4 @@ async fn run(dir: PathBuf, seed: u64, phases: u64, kills: bool) {
     assert_eq!(received(&a), b_paid, "a's payee");
     assert_eq!(received(&b), a_paid, "b's payee");
     drop(chain);
-}
-
-/// Lines of the file at `log` that contain `what`.
-fn mentions(log: &Path, what: &str) -> usize {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(what))
-        .count()
 }

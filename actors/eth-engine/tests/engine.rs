@@ -24,6 +24,7 @@ use hyper_util::rt::TokioExecutor;
 use ilp_actors::http_serve::{self, ServeOptions};
 use ilp_eth_engine::engine::proof_hash;
 use ilp_eth_engine::eth;
+use process::mentions;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -579,13 +580,4 @@ fn only_an_address_proven_by_its_key_is_taken_as_a_peer() {
         drop(engine);
         drop(chain);
     });
-}
-
-/// Lines of the file at `log` that contain `what`.
-fn mentions(log: &Path, what: &str) -> usize {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(what))
-        .count()
 }

@@ -52,3 +52,12 @@ pub fn spawn_logged(
     }
     Ok((child, rx))
 }
+
+/// Lines of the file at `log` that contain `what` (0 while it does not exist).
+pub fn mentions(log: &Path, what: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(what))
+        .count()
+}
