@@ -126,7 +126,7 @@ fn percent_decode(segment: &str) -> Option<String> {
 /// `Origin` header (browsers add one to every cross-site POST, and to same-site ones, so DNS
 /// rebinding is refused too; engines and connectors send none), and a body whose
 /// `Content-Type` is not `expected` (a page may send `text/plain` or a form without asking
-/// first, not JSON or octet-stream).
+/// first, not JSON or octet-stream; `""` for a request without a body).
 pub fn refuse_browser(headers: &hyper::HeaderMap, expected: &str) -> Option<ApiAnswer> {
     if headers.contains_key(hyper::header::ORIGIN) {
         return Some(ApiAnswer::problem(
@@ -140,7 +140,7 @@ pub fn refuse_browser(headers: &hyper::HeaderMap, expected: &str) -> Option<ApiA
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let essence = given.split(';').next().unwrap_or("").trim();
-    if !essence.eq_ignore_ascii_case(expected) {
+    if !expected.is_empty() && !essence.eq_ignore_ascii_case(expected) {
         return Some(ApiAnswer::problem(
             415,
             "Unsupported Media Type",

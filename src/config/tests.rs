@@ -813,6 +813,10 @@ fn settlement_engines_per_account_and_the_listener_they_call() {
         "http:// or https://",
     );
     let e = errors(&format!(
+        "{base}settlement_engine_url = \"http://u:p@e/\"\n"
+    ));
+    assert_error(&e, "accounts.p.settlement_engine_url", "credentials");
+    let e = errors(&format!(
         "{base}settlement_engine_url = \"http://e/?x=1\"\n"
     ));
     assert_error(&e, "accounts.p.settlement_engine_url", "without a query");

@@ -525,6 +525,11 @@ fn check_account(e: &mut Errors, p: &str, id: &str, a: &AccountConfig, config: &
                 format!("{p}.settlement_engine_url"),
                 "must be an http:// or https:// URL without a query or fragment",
             );
+        } else if !url.username().is_empty() || url.password().is_some() {
+            e.at(
+                format!("{p}.settlement_engine_url"),
+                "credentials in the URL are not sent to the engine; keep the engine on loopback",
+            );
         } else if a.settles_bilaterally() {
             e.at(
                 format!("{p}.settlement_engine_url"),

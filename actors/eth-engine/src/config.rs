@@ -14,10 +14,14 @@
 //!
 //! [store]
 //! path = "data/eth-engine"
+//!
+//! [peers]                                  # optional: the address each account's peer must prove
+//! bob = "0xffcf8fdee72ac11b5c542428b35eef5769c409f0"
 //! ```
 
 use ilp::config::{LogConfig, SecretString};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use url::Url;
@@ -30,6 +34,22 @@ pub struct EngineConfig {
     pub store: StoreSection,
     #[serde(default)]
     pub log: LogConfig,
+    /// `[peers]` `<account id> = "0x..."`: the address an account's peer engine must prove,
+    /// fixed by the operator (learned from the peer's engine when absent).
+    #[serde(default, deserialize_with = "peers")]
+    pub peers: BTreeMap<String, crate::eth::Address>,
+}
+
+fn peers<'de, D: serde::Deserializer<'de>>(
+    de: D,
+) -> Result<BTreeMap<String, crate::eth::Address>, D::Error> {
+    let raw = BTreeMap::<String, String>::deserialize(de)?;
+    raw.into_iter()
+        .map(|(id, a)| match crate::eth::parse_address(&a) {
+            Ok(a) => Ok((id, a)),
+            Err(e) => Err(serde::de::Error::custom(format!("{id}: {e}"))),
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -214,6 +234,16 @@ mod tests {
             EngineConfig::from_toml_str(&bad_key).unwrap_err().key,
             "ethereum.private_key"
         );
+        let pinned = format!(
+            "{}[peers]\nbob = \"0xffcf8fdee72ac11b5c542428b35eef5769c409f0\"\n",
+            text("", "")
+        );
+        let c = EngineConfig::from_toml_str(&pinned).unwrap();
+        assert_eq!(c.peers["bob"][0], 0xff);
+        let bad = format!("{}[peers]\nbob = \"0x12\"\n", text("", ""));
+        let e = EngineConfig::from_toml_str(&bad).unwrap_err();
+        assert_eq!(e.key, "peers");
+        assert!(e.message.starts_with("bob: "), "{e}");
         let open = text("", "").replace("127.0.0.1:0", "0.0.0.0:3000");
         assert_eq!(
             EngineConfig::from_toml_str(&open).unwrap_err().key,

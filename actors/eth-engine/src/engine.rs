@@ -167,6 +167,10 @@ pub enum PeerError {
     Taken(String),
     #[error("account {0:?} already pays {1}; DELETE the account to change it")]
     Settled(String, String),
+    #[error("no account {0:?}")]
+    Unknown(String),
+    #[error("the configuration pins this account's peer to {0}")]
+    NotPinned(String),
     #[error("store: {0}")]
     Store(#[from] StoreError),
 }
@@ -184,8 +188,9 @@ struct State {
     next_seq: u64,
     /// The nonce of our next transaction; `None`: read again (store and chain).
     next_nonce: Option<u64>,
-    /// Rounds in a row each payment was found without a receipt though its nonce was taken.
-    absent: HashMap<u64, u64>,
+    /// The chain head when each transaction (by hash) was first found without a receipt
+    /// though its nonce was taken.
+    absent: HashMap<String, u64>,
 }
 
 pub struct Engine {
@@ -200,6 +205,8 @@ pub struct Engine {
     gas_price: Option<u128>,
     gas_limit: u64,
     state: Mutex<State>,
+    /// Peer addresses the operator fixed in the configuration (`[peers]`).
+    pinned: BTreeMap<String, Address>,
     /// Woken when a payment is queued or a peer's address is learned.
     wake_payer: Notify,
     log: Logger,
@@ -288,6 +295,7 @@ impl Engine {
                 absent: HashMap::new(),
             }),
             wake_payer: Notify::new(),
+            pinned: config.peers.clone(),
             log,
         }))
     }
@@ -482,6 +490,10 @@ impl Engine {
             }
         };
         let Message::Address { address, .. } = message;
+        if !self.state.lock().await.accounts.contains_key(id) {
+            // Proofs are given for accounts our connector told us about only.
+            return ApiAnswer::problem(404, "Unknown account", &format!("no account {id:?}"));
+        }
         let asker = match eth::parse_address(&address) {
             Ok(a) => a,
             Err(e) => return ApiAnswer::problem(400, "Bad address", &e.to_string()),
@@ -537,10 +549,19 @@ impl Engine {
         {
             return Err(PeerError::Taken(other.clone()));
         }
-        match state.accounts.get(id).and_then(|a| a.peer.as_deref()) {
+        let Some(account) = state.accounts.get(id) else {
+            // Deleted while its peer was asked: the operator's deletion stands.
+            return Err(PeerError::Unknown(id.to_owned()));
+        };
+        match account.peer.as_deref() {
             Some(known) if known == text => return Ok(()),
             Some(known) => return Err(PeerError::Settled(id.to_owned(), known.to_owned())),
             None => {}
+        }
+        if let Some(pinned) = self.pinned.get(id) {
+            if *pinned != peer {
+                return Err(PeerError::NotPinned(eth::format_address(pinned)));
+            }
         }
         let record = AccountRecord {
             peer: Some(text.clone()),
@@ -655,10 +676,10 @@ impl Engine {
                 }
                 Some(_) => {
                     // Mined, not yet confirmed.
-                    self.state.lock().await.absent.remove(&payment.seq);
+                    self.state.lock().await.absent.remove(&tx.hash);
                 }
                 None if confirmed_nonce > tx.nonce => {
-                    if !self.absent_long_enough(payment.seq).await {
+                    if !self.absent_long_enough(&tx.hash, head).await {
                         // A node behind a load balancer may not have the receipt yet.
                         continue;
                     }
@@ -676,14 +697,13 @@ impl Engine {
         Ok(())
     }
 
-    /// Whether payment `seq` was found without a receipt, though its nonce was taken, in more
-    /// rounds in a row than its confirmations and two.
-    async fn absent_long_enough(&self, seq: u64) -> bool {
+    /// Whether transaction `hash` has been without a receipt, though its nonce was taken, for
+    /// more blocks than its confirmations and two since it was first found so (`head` now).
+    async fn absent_long_enough(&self, hash: &str, head: u64) -> bool {
         let mut state = self.state.lock().await;
-        let rounds = state.absent.entry(seq).or_insert(0);
-        *rounds += 1;
-        if *rounds > self.confirmations + 2 {
-            state.absent.remove(&seq);
+        let since = *state.absent.entry(hash.to_owned()).or_insert(head);
+        if head > since + self.confirmations + 2 {
+            state.absent.remove(hash);
             true
         } else {
             false

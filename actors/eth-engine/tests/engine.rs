@@ -418,8 +418,13 @@ fn incoming_transfers_are_credited_once_after_their_confirmations() {
                 serde_json::json!({"amount": "5000000000", "scale": 18})
             );
         }
-        // Killed and restarted: the chain is not read again from the start, nothing is
-        // credited twice (the next transfer's credit shows the restarted engine read on).
+        // Killed (once it has recorded the credit as taken) and restarted: the chain is not
+        // read again from the start, nothing is credited twice (the next transfer's credit
+        // shows the restarted engine read on).
+        eventually("the engine records the credit", || async {
+            mentions(&log, "INFO credited") >= 1
+        })
+        .await;
         engine.kill_9();
         let engine = EthEngine::start(&config, &log);
         let next = send(&chain_url, PEER, &engine.address, 11).await;
@@ -509,11 +514,16 @@ fn only_an_address_proven_by_its_key_is_taken_as_a_peer() {
         );
         connector.answer_for("peer", Answer::Proven(KEYS[1]));
         connector.answer_for("twin", Answer::Proven(KEYS[1]));
+        // A proven address that is not the one the operator pinned for the account.
+        connector.answer_for("pinned", Answer::Proven(KEYS[2]));
         let config = write_config(dir.path(), &chain_url, connector_addr, 1);
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str("[peers]\npinned = \"0x95ced938f7991cd0dfcb48f0a06a40fa1af46ebc\"\n");
+        std::fs::write(&config, text).unwrap();
         let log = dir.path().join("engine.log");
         let engine = EthEngine::start(&config, &log);
         assert_eq!(engine.address, ours);
-        for id in ["bare", "forged", "mirror", "peer"] {
+        for id in ["bare", "forged", "mirror", "pinned", "peer"] {
             let body = format!(r#"{{"id":"{id}"}}"#);
             let (status, _) = call(&engine, Method::POST, "/accounts", None, &body).await;
             assert_eq!(status, StatusCode::CREATED);
@@ -529,6 +539,7 @@ fn only_an_address_proven_by_its_key_is_taken_as_a_peer() {
                 && mentions(&log, "the proof was not made by") >= 1
                 && mentions(&log, "the address is ours") >= 1
                 && mentions(&log, "the address is the peer of account") >= 1
+                && mentions(&log, "pins this account's peer") >= 1
         })
         .await;
         assert_eq!(mentions(&log, "peer address learned"), 1);

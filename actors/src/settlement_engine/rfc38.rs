@@ -349,7 +349,8 @@ impl SettlementEngine {
     /// engine may have paid it); one not booked yet is dropped when the account no longer has
     /// an engine (nothing moved). With nothing left, what was queued starts.
     fn drive_engine(&mut self, account: AccountId, ctx: &mut Context<Self>) {
-        let configured = self.engines.serves(&account);
+        let configured_url = self.engines.accounts.get(&account).map(|a| a.url.clone());
+        let configured = configured_url.is_some();
         let (Some(client), Some(book)) = (
             self.engines.client.clone(),
             self.engines.books.get_mut(&account),
@@ -374,6 +375,13 @@ impl SettlementEngine {
             // Written by this version from a parsed URL: never seen, but never guessed at.
             return;
         };
+        // Whether the engine knows the account is known for the configured engine only; a
+        // settlement booked with another tells that one on its own.
+        let created = if configured_url.as_ref() == Some(&url) {
+            book.created.clone()
+        } else {
+            Arc::new(AtomicBool::new(false))
+        };
         book.busy = true;
         let task = OutgoingTask {
             account: account.clone(),
@@ -382,7 +390,7 @@ impl SettlementEngine {
             store: self.store.clone(),
             client,
             url,
-            created: book.created.clone(),
+            created,
             stats: book.stats.clone(),
             clock: self.clock,
         };
@@ -440,7 +448,12 @@ impl SettlementEngine {
         if book.busy || !book.outgoing.is_empty() {
             return;
         }
-        match book.queued.take() {
+        let queued = book.queued.take();
+        if !self.engines.serves(&account) {
+            // The account settles no more through an engine (a reload): nothing to ask.
+            return;
+        }
+        match queued {
             Some(Queued::Amount(amount)) => self.queue_engine_settlement(account, amount, ctx),
             Some(Queued::Reckon { force }) => self.reckon_engine_settlement(account, force, ctx),
             None => {}
@@ -483,6 +496,13 @@ impl SettlementEngine {
                         book.busy = false;
                     }
                     match amount {
+                        // A reload may have made it a bilateral account meanwhile: the amount
+                        // the keeper now counts as asked for is settled that way.
+                        Some(amount) if !act.engines.serves(&account) => {
+                            if act.accounts.contains_key(&account) {
+                                act.start_settlement(account, amount, ctx);
+                            }
+                        }
                         Some(amount) => act.queue_engine_settlement(account, amount, ctx),
                         // A shortfall reported while the keeper was asked is asked again
                         // (once it answers nothing is due, it reports the next one afresh).
@@ -972,8 +992,10 @@ impl Handler<TriggerSettlement> for SettlementEngine {
         let Some(reckon) = self.engines.reckon.clone() else {
             return Box::pin(fut::ready(Err(TriggerError::NotSettled(account))));
         };
-        if let Some(book) = self.engines.books.get_mut(&account) {
-            book.busy = engine;
+        if engine {
+            if let Some(book) = self.engines.books.get_mut(&account) {
+                book.busy = true;
+            }
         }
         let ask = ReckonSettlement {
             account: account.clone(),
@@ -983,10 +1005,14 @@ impl Handler<TriggerSettlement> for SettlementEngine {
             async move { reckon.send(ask).await.ok().flatten() }
                 .into_actor(self)
                 .map(move |amount, act, ctx| {
-                    if let Some(book) = act.engines.books.get_mut(&account) {
-                        book.busy = false;
+                    if engine {
+                        if let Some(book) = act.engines.books.get_mut(&account) {
+                            book.busy = false;
+                        }
                     }
                     let Some(amount) = amount else {
+                        // What was queued meanwhile still runs.
+                        act.engine_idle(account.clone(), ctx);
                         return Err(TriggerError::NothingDue(account));
                     };
                     act.settle_now(account, amount, engine, ctx);
