@@ -135,13 +135,7 @@ fn account_table(node: &Node, config: &Config) -> AccountTable {
                 } else {
                     "none"
                 },
-                settlement_engine: a.settlement_engine_url.as_ref().map(|u| {
-                    // Shown without the credentials a URL may carry.
-                    let mut shown = u.clone();
-                    let _ = shown.set_username("");
-                    let _ = shown.set_password(None);
-                    shown.to_string()
-                }),
+                settlement_engine: a.settlement_engine_url.as_ref().map(|u| u.to_string()),
             };
             (id, info)
         })

@@ -37,8 +37,8 @@ const TEST_BOUND: Duration = Duration::from_secs(420);
 /// After the traffic, every settlement must be paid and credited within this.
 const SETTLE_BOUND: Duration = Duration::from_secs(150);
 /// Units (scale 9) a node may owe its peer before it settles.
-const THRESHOLD: i64 = 20_000;
-/// Payments each phase makes (amounts 1 to 997 units: about 3 thresholds' worth).
+const THRESHOLD: i64 = 10_000;
+/// Payments each phase makes (amounts 1 to 997 units: about 6 thresholds' worth).
 const PER_PHASE: usize = 120;
 /// Payer tasks in flight during a phase.
 const IN_FLIGHT: usize = 4;
