@@ -458,6 +458,51 @@ fn a_reload_leaves_a_booked_settlement_with_the_engine_it_was_booked_for() {
 }
 
 #[test]
+fn a_restarted_settlement_actor_finishes_what_it_was_doing() {
+    run_long(|| async {
+        let (a, b) = pair(None).await;
+        a.engine.script(|s| s.down = true);
+        for seed in 0..3 {
+            a.pay("b", 500, seed).await.unwrap();
+        }
+        eventually(WAIT, "the engine is called", || {
+            !a.engine.seen("/accounts").is_empty()
+        })
+        .await;
+        credit(&b, "chain-1", 1500).await;
+        // A second shortfall is reported while the first settlement waits for the engine.
+        for seed in 3..6 {
+            a.pay("b", 500, seed).await.unwrap();
+        }
+        assert_eq!(a.balance("b").await, -1500);
+        // The actor fails and its supervisor restarts it: its tasks die with it.
+        a.node
+            .settlement
+            .send(ilp_actors::messages::Crash)
+            .await
+            .unwrap();
+        a.engine.script(|s| s.down = false);
+        // The first settlement is sent again with its key, the second follows.
+        let stats = loop {
+            let stats = settled(&a, "b").await;
+            if stats.settled_out == 3000 {
+                break stats;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(stats.pending, 0);
+        assert_eq!(a.balance("b").await, 0);
+        let keys: std::collections::BTreeSet<Option<String>> = a
+            .engine
+            .seen("/accounts/b/settlements")
+            .into_iter()
+            .map(|s| s.key)
+            .collect();
+        assert_eq!(keys.len(), 2, "{keys:?}");
+    });
+}
+
+#[test]
 fn concurrent_repeats_of_one_credit_book_it_once() {
     run(|| async {
         let (_a, b) = pair(None).await;
