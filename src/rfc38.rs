@@ -19,7 +19,7 @@
 use crate::oer::{OerError, OerWrite, Reader};
 use crate::packet::{ErrorCode, Fulfill, Prepare, Timestamp};
 use crate::peer_protocol::{peer_request, peer_response, PeerProtocolError};
-use crate::settle::SETTLE_DESTINATION;
+use crate::settle::{hex_lower, SETTLE_DESTINATION};
 use bytes::BufMut;
 pub use num_bigint::BigUint;
 use num_traits::{ToPrimitive, Zero};
@@ -264,16 +264,15 @@ pub fn credit_input_hash(account: &str, amount: &BigUint, scale: u8) -> [u8; 32]
 
 /// Formats 16 bytes as a UUID (lowercase, hyphenated).
 pub fn format_uuid(bytes: &[u8; 16]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(36);
-    for (i, b) in bytes.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            out.push('-');
-        }
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0x0f)]));
-    }
-    out
+    let h = hex_lower(bytes);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 /// Makes 16 random bytes a version-4 UUID (sets the version and variant bits).
@@ -286,7 +285,8 @@ pub fn uuid_v4(mut random: [u8; 16]) -> [u8; 16] {
 /// Store key prefixes of the connector's RFC 38 records. Account ids appear hex-encoded, so
 /// any id makes a key that sorts under its prefix.
 pub mod keys {
-    use super::hex;
+    use crate::settle::hex_lower as hex;
+    pub use crate::settle::prefix_range as range;
 
     /// `rfc38-out/<id>`: a settlement we asked our engine for and it has not acknowledged.
     pub const OUTGOING: &str = "rfc38-out/";
@@ -313,16 +313,6 @@ pub mod keys {
         join(LOG, &[account.as_bytes(), id])
     }
 
-    /// The key range `[from, to)` of every record under `prefix` (which ends in '/').
-    pub fn range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
-        let from = prefix.as_bytes().to_vec();
-        let mut to = from.clone();
-        if let Some(last) = to.last_mut() {
-            *last += 1;
-        }
-        (from, to)
-    }
-
     fn join(prefix: &str, parts: &[&[u8]]) -> Vec<u8> {
         let mut key = prefix.as_bytes().to_vec();
         for (i, part) in parts.iter().enumerate() {
@@ -333,16 +323,6 @@ pub mod keys {
         }
         key
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0x0f)]));
-    }
-    out
 }
 
 /// The id a credit is booked under: the digest of the account and its idempotency key, so a

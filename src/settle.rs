@@ -114,14 +114,32 @@ pub fn record_key(settlement_id: &[u8; 16]) -> Vec<u8> {
 }
 
 fn hex_key(prefix: &str, settlement_id: &[u8; 16]) -> Vec<u8> {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut key = Vec::with_capacity(prefix.len() + 32);
     key.extend_from_slice(prefix.as_bytes());
-    for b in settlement_id {
-        key.push(HEX[usize::from(b >> 4)]);
-        key.push(HEX[usize::from(b & 0x0f)]);
-    }
+    key.extend_from_slice(hex_lower(settlement_id).as_bytes());
     key
+}
+
+/// `bytes` as lowercase hex digits (store keys).
+pub fn hex_lower(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+/// The key range `[from, to)` of every record under `prefix` (which ends in '/': the next byte
+/// value bounds every key that starts with it).
+pub fn prefix_range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
+    let from = prefix.as_bytes().to_vec();
+    let mut to = from.clone();
+    if let Some(last) = to.last_mut() {
+        *last += 1;
+    }
+    (from, to)
 }
 
 /// A settlement we send: which account, and the request (id and amount) it is sent with until
@@ -163,13 +181,7 @@ pub fn intent_key(settlement_id: &[u8; 16]) -> Vec<u8> {
 
 /// The key range `[from, to)` holding every intent.
 pub fn intent_range() -> (Vec<u8>, Vec<u8>) {
-    let from = INTENT_PREFIX.as_bytes().to_vec();
-    let mut to = from.clone();
-    // The prefix ends in '/'; the next byte value bounds every key that starts with it.
-    if let Some(last) = to.last_mut() {
-        *last += 1;
-    }
-    (from, to)
+    prefix_range(INTENT_PREFIX)
 }
 
 /// Checks the peer's answer to a settlement request.

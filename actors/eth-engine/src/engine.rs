@@ -58,6 +58,8 @@ mod keys {
     pub const SEQ: &[u8] = b"eth/seq";
     pub const SCAN: &[u8] = b"eth/scan";
 
+    pub use ilp::rfc38::keys::range;
+
     pub fn of(prefix: &str, part: &[u8]) -> Vec<u8> {
         let mut key = prefix.as_bytes().to_vec();
         key.extend_from_slice(hex::encode(part).as_bytes());
@@ -67,10 +69,6 @@ mod keys {
     /// Payments sort by their sequence number.
     pub fn seq(prefix: &str, seq: u64) -> Vec<u8> {
         format!("{prefix}{seq:020}").into_bytes()
-    }
-
-    pub fn range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
-        ilp::rfc38::keys::range(prefix)
     }
 }
 
@@ -115,14 +113,14 @@ pub struct Paid {
     pub block: u64,
 }
 
-/// A transfer a peer made to us, and whether the connector has booked it.
+/// A transfer a peer made to us: under `eth/credit/` until the connector has booked it, then
+/// under `eth/credited/`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Credit {
     pub account: String,
     pub wei: String,
     pub hash: String,
     pub block: u64,
-    pub delivered: bool,
 }
 
 /// A transfer to us from an address that is no peer's (yet).
@@ -581,7 +579,6 @@ impl Engine {
                     wei: orphan.wei,
                     hash: orphan.hash.clone(),
                     block: orphan.block,
-                    delivered: false,
                 };
                 ops.push(StoreOp::PutRecord {
                     key: keys::of(keys::CREDIT, orphan.hash.as_bytes()),
@@ -879,7 +876,6 @@ impl Engine {
                             wei: tx.value.to_string(),
                             hash: hash.clone(),
                             block: number,
-                            delivered: false,
                         };
                         ops.push(StoreOp::PutRecord {
                             key: keys::of(keys::CREDIT, hash.as_bytes()),
@@ -923,7 +919,7 @@ impl Engine {
         let mut failures = Vec::new();
         let now = Instant::now();
         for (key, value) in records {
-            let mut credit: Credit = match read(&value) {
+            let credit: Credit = match read(&value) {
                 Ok(c) => c,
                 Err(e) => {
                     failures.push(e.to_string());
@@ -947,7 +943,6 @@ impl Engine {
             match taken {
                 Ok(()) => {
                     retry.remove(&credit.hash);
-                    credit.delivered = true;
                     let moved = self
                         .store
                         .commit(vec![
@@ -981,38 +976,14 @@ impl Engine {
         failures
     }
 
-    // ---- what tests and operators read -------------------------------------------------------
-
-    /// Payments made (confirmed), oldest first.
-    pub fn paid(&self) -> Result<Vec<Paid>, StoreError> {
-        let (from, to) = keys::range(keys::PAID);
-        self.store
-            .scan_records(&from, &to)?
-            .iter()
-            .map(|(_, v)| read(v))
-            .collect()
-    }
-
     /// Payments not yet confirmed.
-    pub fn pending(&self) -> Result<Vec<Payment>, StoreError> {
+    fn pending(&self) -> Result<Vec<Payment>, StoreError> {
         let (from, to) = keys::range(keys::PAY);
         self.store
             .scan_records(&from, &to)?
             .iter()
             .map(|(_, v)| read(v))
             .collect()
-    }
-
-    /// Transfers received, credited or not.
-    pub fn credits(&self) -> Result<Vec<Credit>, StoreError> {
-        let mut out = Vec::new();
-        for prefix in [keys::CREDIT, keys::CREDITED] {
-            let (from, to) = keys::range(prefix);
-            for (_, v) in self.store.scan_records(&from, &to)? {
-                out.push(read(&v)?);
-            }
-        }
-        Ok(out)
     }
 }
 
